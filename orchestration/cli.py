@@ -1,0 +1,137 @@
+"""`tuneforge` command line: the demo, and the operations a user runs outside the UI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+from resources.offline import apply_offline_defaults
+
+
+# Console logging of in-process runs at INFO (the UI keeps every event regardless).
+QUIET = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
+
+
+def _instance(dagster_home: str):
+    """The persistent Dagster instance the UI (`make dev`) also reads."""
+    home = Path(dagster_home).resolve()
+    home.mkdir(parents=True, exist_ok=True)
+    config = home / "dagster.yaml"
+    if not config.exists():
+        shutil.copy(Path(__file__).resolve().parent.parent / "config" / "dagster" / "dagster.yaml", config)
+    os.environ["DAGSTER_HOME"] = str(home)
+    from dagster import DagsterInstance
+
+    return DagsterInstance.get()
+
+
+def seed_inbox(sample: Path, inbox: Path) -> list[str]:
+    """Copy the sample batches into the inbox (skipping any already there)."""
+    inbox.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for entry in sorted(sample.iterdir()):
+        target = inbox / entry.name
+        if target.exists():
+            continue
+        (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, target)
+        copied.append(entry.name)
+    return copied
+
+
+def run_pipeline(instance, defs, log=print) -> dict:
+    """Tick the inbox sensor once and run what it requests, then rebuild the datasets: exactly what
+    the daemon does, executed in this process."""
+    from dagster import build_sensor_context
+
+    from orchestration.sensors import inbox_sensor
+
+    resources = defs.resources
+    cursor_file = Path(instance.root_directory) / "inbox_sensor.cursor"
+    cursor = cursor_file.read_text() if cursor_file.exists() else None
+    inbox = resources["inbox"].model_copy(update={"settle_seconds": 0})
+    with build_sensor_context(instance=instance, cursor=cursor, resources={"inbox": inbox}) as context:
+        result = inbox_sensor(context)
+    summary: dict = {"batches": {}}
+    if hasattr(result, "run_requests"):
+        for request in result.dynamic_partitions_requests or []:
+            instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        if result.cursor:
+            cursor_file.write_text(result.cursor)
+        job = defs.resolve_job_def("ingest_batch")
+        for request in result.run_requests:
+            log(f"ingesting batch {request.partition_key} ...")
+            run = job.execute_in_process(
+                instance=instance, partition_key=request.partition_key, tags=request.tags, raise_on_error=False,
+                run_config=QUIET,
+            )
+            summary["batches"][request.partition_key] = _outcome(run, f"ingestion of {request.partition_key}")
+    log("building datasets ...")
+    run = defs.resolve_job_def("build_datasets").execute_in_process(instance=instance, raise_on_error=False, run_config=QUIET)
+    summary["datasets"] = _outcome(run, "build_datasets")
+    return summary
+
+
+def _outcome(run, what: str) -> str:
+    """Fail loudly with the failing checks' own words, or return the run id."""
+    if run.success:
+        return run.run_id
+    failed = [
+        f"  check {e.asset_check_key.asset_key.to_user_string()}:{e.check_name}: "
+        + "; ".join(f"{k}={v.value}" for k, v in e.metadata.items() if k in ("failures", "problems", "residual_by_entity"))
+        for e in run.get_asset_check_evaluations()
+        if not e.passed
+    ]
+    errors = [f"  step {ev.step_key}: {ev.event_specific_data.error.message.strip()}" for ev in run.all_events if ev.is_step_failure]
+    raise SystemExit("\n".join([f"{what} failed (run {run.run_id}):", *failed, *errors]))
+
+
+def demo(args: argparse.Namespace) -> int:
+    apply_offline_defaults()
+    from orchestration.definitions import defs
+
+    instance = _instance(args.dagster_home)
+    inbox = Path(defs.resources["inbox"].path)
+    copied = seed_inbox(Path(args.sample), inbox)
+    print(f"inbox {inbox.resolve()}: added {len(copied)} sample batches {copied}")
+    run_pipeline(instance, defs)
+    print(describe(defs))
+    return 0
+
+
+def describe(defs) -> str:
+    """Where each artifact is, with its ledger."""
+    store = defs.resources["store"]
+    lines = ["", "tuneforge artifacts", "==================="]
+    for asset in ("raw_documents", "cleaned_documents", "redacted_documents"):
+        lines.append(f"{asset}: {store.asset_dir(asset)}")
+        for batch in store.partitions(asset):
+            ledger = store.read_json(asset, batch, "ledger.json")
+            extra = {**ledger["dropped"], **ledger["quarantined"]}
+            lines.append(f"  {batch:32s} in {ledger['records_in']:4d}  kept {ledger['kept']:4d}  {json.dumps(extra) if extra else ''}")
+    for asset in ("golden_dataset", "instruction_dataset", "dataset_card"):
+        version = store.latest(asset)
+        lines.append(f"{asset}: {store.partition_dir(asset, version)}")
+    card = store.read_json("dataset_card", store.latest("dataset_card"), "card.json")
+    splits = ", ".join(f"{k} {v['examples']} ({v['tokens']} tokens)" for k, v in card["splits"].items())
+    lines += [f"  splits: {splits}", f"  redactions: {json.dumps(card['redactions_by_entity'])}",
+              "", "Open the Dagster UI with `make dev` to browse assets, checks and lineage."]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="tuneforge", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="seed the inbox with the sample corpus and materialize the asset graph")
+    p.add_argument("--sample", default="data/sample/inbox", help="folder of sample batches to copy into the inbox")
+    p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
+    p.set_defaults(func=demo)
+    args = parser.parse_args(argv)
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,26 @@
+"""The Dagster code location: `workspace.yaml` and `dagster dev` load `defs` from here."""
+
+from typing import Any
+
+from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+
+from assets import curation, datasets, ingestion
+from orchestration.jobs import build_datasets_job, ingest_batch_job
+from orchestration.resources import default_resources
+from orchestration.sensors import datasets_automation_sensor, inbox_sensor
+
+STAGES = [ingestion, curation, datasets]
+
+
+def build_definitions(**resource_overrides: Any) -> Definitions:
+    """The whole graph; resources default to the embedded, laptop-CPU configuration."""
+    return Definitions(
+        assets=load_assets_from_modules(STAGES),
+        asset_checks=load_asset_checks_from_modules(STAGES),
+        jobs=[ingest_batch_job, build_datasets_job],
+        sensors=[inbox_sensor, datasets_automation_sensor],
+        resources=default_resources(**resource_overrides),
+    )
+
+
+defs = build_definitions()

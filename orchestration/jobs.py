@@ -1,0 +1,23 @@
+"""Jobs: what one run materializes."""
+
+from dagster import AssetSelection, define_asset_job
+
+from assets.curation import cleaned_documents, redacted_documents
+from assets.datasets import dataset_card, golden_dataset, instruction_dataset
+from assets.ingestion import raw_documents
+from assets.partitions import ingestion_batches
+
+# One ingestion batch through the data-governance stages (with their checks).
+ingest_batch_job = define_asset_job(
+    "ingest_batch",
+    selection=AssetSelection.assets(raw_documents, cleaned_documents, redacted_documents),
+    partitions_def=ingestion_batches,
+    description="Read, clean, de-duplicate and redact one inbox batch.",
+)
+
+# The datasets built from every redacted batch.
+build_datasets_job = define_asset_job(
+    "build_datasets",
+    selection=AssetSelection.assets(golden_dataset, instruction_dataset, dataset_card),
+    description="Rebuild the golden set, the instruction dataset and the dataset card from all redacted batches.",
+)

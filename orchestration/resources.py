@@ -1,0 +1,28 @@
+"""The embedded default configuration: every engine runs on a laptop CPU, offline.
+
+Scale out by configuration, not code: override these in `Definitions` (or per run in the launchpad).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from resources.curation.curator import TextCurator
+from resources.datasets.policy import DatasetPolicy
+from resources.ingestion.inbox import Inbox
+from resources.models.base_model import BaseModelSource
+from resources.redaction.redactor import PiiRedactor
+from resources.storage import ArtifactStore
+
+
+def default_resources(**overrides: Any) -> dict[str, Any]:
+    resources: dict[str, Any] = {
+        "inbox": Inbox(),
+        "store": ArtifactStore(),
+        "curator": TextCurator(),
+        "redactor": PiiRedactor(),
+        "datasets": DatasetPolicy(),
+        "base_model": BaseModelSource(),
+    }
+    resources.update(overrides)
+    return resources

@@ -1,0 +1,179 @@
+"""From redacted documents to chat-format training examples and a trusted golden set.
+
+Splits are decided by a hash of the example id, so adding data never moves an existing example
+between train, validation and the golden hold-out.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Literal
+
+from resources.curation.dedup import DedupRules, Deduplicator, normalised_key
+from resources.ingestion.readers import RecordError, jsonl_records
+from resources.records import Ledger, sha256_hex
+
+TextStrategy = Literal["title_to_instruction", "exclude"]
+
+EXAMPLE_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "external_id", "batch", "origin"]
+GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "tags", "origin"]
+
+
+@dataclass(frozen=True)
+class SplitRules:
+    validation_fraction: float = 0.1
+    golden_holdout_fraction: float = 0.0
+
+    def split_of(self, example_id: str) -> str:
+        """golden | validation | train, from the example id alone (deterministic, stable)."""
+        bucket = int(sha256_hex(f"split:{example_id}")[:8], 16) / 0x1_0000_0000
+        if bucket < self.golden_holdout_fraction:
+            return "golden"
+        if bucket < self.golden_holdout_fraction + self.validation_fraction:
+            return "validation"
+        return "train"
+
+
+@dataclass
+class ExampleBuild:
+    examples: list[dict[str, Any]] = field(default_factory=list)
+    dropped: list[dict[str, Any]] = field(default_factory=list)
+    ledger: Ledger = field(default_factory=lambda: Ledger(stage="instruction_dataset"))
+
+
+def document_to_messages(
+    doc: dict[str, Any], strategy: TextStrategy, title_template: str
+) -> tuple[list[dict[str, str]] | None, str]:
+    """Chat messages for a document, or (None, reason) when the strategy does not use it."""
+    if doc.get("messages"):
+        return json.loads(doc["messages"]), ""
+    if strategy == "exclude":
+        return None, "text_excluded"
+    title = doc.get("title")
+    if not title:
+        return None, "untitled_text"
+    body = doc["text"]
+    lines = body.splitlines()
+    if lines and lines[0].lstrip("#").strip() == title.strip():
+        body = "\n".join(lines[1:]).strip()
+    if not body:
+        return None, "untitled_text"
+    return [{"role": "user", "content": title_template.format(title=title)}, {"role": "assistant", "content": body}], ""
+
+
+def first(messages: list[dict[str, str]], role: str, last: bool = False) -> str:
+    picked = [m["content"] for m in messages if m["role"] == role]
+    return (picked[-1] if last else picked[0]) if picked else ""
+
+
+def build_examples(
+    documents: Iterable[dict[str, Any]],
+    rules: SplitRules,
+    strategy: TextStrategy,
+    title_template: str,
+    golden_prompts: Iterable[str] = (),
+    dedup_rules: DedupRules = DedupRules(),
+) -> ExampleBuild:
+    """Training/validation examples; documents hashed into the golden hold-out are left out, and so
+    is any example whose prompt matches a golden prompt (exactly or near) — the contamination guard."""
+    guard = golden_guard(golden_prompts, dedup_rules)
+    out = ExampleBuild()
+
+    def drop(doc_id: str, reason: str, detail: str) -> None:
+        out.dropped.append({"doc_id": doc_id, "reason": reason, "detail": detail})
+        out.ledger.dropped[reason] += 1
+
+    for doc in documents:
+        out.ledger.records_in += 1
+        messages, reason = document_to_messages(doc, strategy, title_template)
+        if messages is None:
+            drop(doc["doc_id"], reason, f"text document not used by strategy {strategy!r}")
+            continue
+        split = rules.split_of(doc["doc_id"])
+        if split == "golden":
+            drop(doc["doc_id"], "held_out_for_golden", "hashed into the golden hold-out")
+            continue
+        prompt = first(messages, "user")
+        hit = contamination(guard, prompt)
+        if hit:
+            drop(doc["doc_id"], "golden_contamination", hit)
+            continue
+        out.examples.append(
+            {
+                "id": doc["doc_id"],
+                "prompt": prompt,
+                "answer": first(messages, "assistant", last=True),
+                "messages": messages,
+                "split": split,
+                "source_doc_id": doc["doc_id"],
+                "external_id": doc.get("external_id"),
+                "batch": doc["batch"],
+                "origin": doc["kind"],
+            }
+        )
+    out.ledger.kept = len(out.examples)
+    return out
+
+
+def golden_guard(prompts: Iterable[str], rules: DedupRules = DedupRules()) -> Deduplicator:
+    guard = Deduplicator(rules)
+    for i, prompt in enumerate(prompts):
+        guard.add(f"golden[{i}]", normalised_key(prompt), guard.signature(prompt))
+    return guard
+
+
+def contamination(guard: Deduplicator, prompt: str) -> str | None:
+    """A description of the golden prompt `prompt` duplicates, or None."""
+    hit = guard.check(normalised_key(prompt), guard.signature(prompt))
+    return f"{hit[0]}: {hit[1]}" if hit else None
+
+
+def held_out_golden(documents: Iterable[dict[str, Any]], rules: SplitRules, strategy: TextStrategy, title_template: str):
+    """Golden examples hashed out of the corpus (only when golden_holdout_fraction > 0)."""
+    for doc in documents:
+        if rules.split_of(doc["doc_id"]) != "golden":
+            continue
+        messages, _ = document_to_messages(doc, strategy, title_template)
+        if messages:
+            yield golden_example(
+                f"holdout-{doc['doc_id']}", first(messages, "user"), first(messages, "assistant", last=True),
+                doc.get("external_id"), [], "holdout",
+            )
+
+
+def golden_example(example_id, question, answer, source_doc_id, tags, origin) -> dict[str, Any]:
+    return {
+        "id": example_id,
+        "prompt": question,
+        "answer": answer,
+        "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}],
+        "split": "golden",
+        "source_doc_id": source_doc_id,
+        "tags": list(tags or []),
+        "origin": origin,
+    }
+
+
+def read_golden_file(path: Path, display: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Curated golden records `{id, question, reference_answer, source_doc_id?, tags?}` and the
+    quarantine rows for lines that are not."""
+    examples, quarantine = [], []
+    for line, payload in jsonl_records(path.read_bytes(), display):
+        try:
+            if isinstance(payload, RecordError):
+                raise payload
+            if not isinstance(payload, dict):
+                raise RecordError("unrecognised_schema", f"{display}:{line}: expected an object")
+            missing = [k for k in ("id", "question", "reference_answer") if not str(payload.get(k) or "").strip()]
+            if missing:
+                raise RecordError("unrecognised_schema", f"{display}:{line}: golden records need {', '.join(missing)}")
+        except RecordError as err:
+            quarantine.append({"source_path": display, "line": line, "reason": err.reason, "detail": err.detail})
+            continue
+        examples.append(
+            golden_example(str(payload["id"]), payload["question"], payload["reference_answer"],
+                           payload.get("source_doc_id"), payload.get("tags"), "curated")
+        )
+    return examples, quarantine

@@ -1,0 +1,100 @@
+"""The dataset card: a datasheet for the training data that a reviewer reads before training."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+_WORD = re.compile(r"[a-z][a-z'-]+")
+STOPWORDS = set(
+    "a an and are as at be but by can do does for from has have how i if in into is it its me my no not of on "
+    "or our so that the their then there these this to up was we what when which who will with you your".split()
+)
+
+
+def token_lengths(frame: pd.DataFrame, tokenizer) -> list[int]:
+    """Tokens per example with the tokenizer's own chat template (what training will see)."""
+    texts = [tokenizer.apply_chat_template([dict(x) for x in m], tokenize=False) for m in frame["messages"]]
+    return [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]] if texts else []
+
+
+def diversity(texts: list[str]) -> dict[str, Any]:
+    words = [w for t in texts for w in _WORD.findall(t.lower())]
+    bigrams = list(zip(words, words[1:]))
+    content = Counter(w for w in words if w not in STOPWORDS and len(w) > 2)
+    return {
+        "vocabulary_size": len(set(words)),
+        "type_token_ratio": round(len(set(words)) / max(1, len(words)), 4),
+        "distinct_2": round(len(set(bigrams)) / max(1, len(bigrams)), 4),
+        "top_terms": [w for w, _ in content.most_common(15)],
+    }
+
+
+def percentiles(values: list[int]) -> dict[str, int]:
+    if not values:
+        return {}
+    arr = np.asarray(values)
+    return {f"p{q}": int(np.percentile(arr, q)) for q in (5, 25, 50, 75, 95)} | {"max": int(arr.max())}
+
+
+def build_card(
+    examples: pd.DataFrame,
+    golden: pd.DataFrame,
+    tokenizer,
+    curation_drops: dict[str, int],
+    raw_records: int,
+    redaction_counts: dict[str, int],
+    dataset_drops: dict[str, int],
+    min_train_examples: int,
+) -> dict[str, Any]:
+    splits: dict[str, Any] = {}
+    for name, part in [*examples.groupby("split"), ("golden", golden)]:
+        lengths = token_lengths(part, tokenizer)
+        splits[name] = {"examples": len(part), "tokens": int(sum(lengths)), "token_length": percentiles(lengths)}
+    train = examples[examples["split"] == "train"]
+    duplicates = sum(v for k, v in curation_drops.items() if k.endswith("duplicate"))
+    return {
+        "splits": splits,
+        "source_mix": {
+            "by_batch": train["batch"].value_counts().sort_index().to_dict(),
+            "by_origin": train["origin"].value_counts().sort_index().to_dict(),
+        },
+        "curation": {
+            "raw_records": raw_records,
+            "dropped_by_reason": dict(sorted(curation_drops.items())),
+            "duplicate_ratio": round(duplicates / max(1, raw_records), 4),
+            "drop_ratio": round(sum(curation_drops.values()) / max(1, raw_records), 4),
+        },
+        "dataset_drops": dict(sorted(dataset_drops.items())),
+        "redactions_by_entity": dict(sorted(redaction_counts.items())),
+        "diversity": diversity(list(train["prompt"]) + list(train["answer"])),
+        "min_train_examples": min_train_examples,
+        "train_below_minimum": len(train) < min_train_examples,
+    }
+
+
+def card_markdown(card: dict[str, Any]) -> str:
+    lines = ["# Dataset card", "", "## Volume", "", "| split | examples | tokens | median tokens | p95 tokens |", "|---|---|---|---|---|"]
+    for name, s in card["splits"].items():
+        tl = s["token_length"]
+        lines.append(f"| {name} | {s['examples']} | {s['tokens']} | {tl.get('p50', 0)} | {tl.get('p95', 0)} |")
+    if card["train_below_minimum"]:
+        lines += ["", f"**Warning:** fewer than {card['min_train_examples']} training examples: expect overfitting."]
+    lines += ["", "## Sources (train)", "", "| batch | examples |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in card["source_mix"]["by_batch"].items()]
+    lines += ["", "| origin | examples |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in card["source_mix"]["by_origin"].items()]
+    cur = card["curation"]
+    lines += ["", "## Curation", "", f"{cur['raw_records']} raw records; drop ratio {cur['drop_ratio']:.1%}, "
+              f"duplicate ratio {cur['duplicate_ratio']:.1%}.", "", "| reason | dropped |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in {**cur["dropped_by_reason"], **card["dataset_drops"]}.items()]
+    lines += ["", "## Redaction", "", "| entity | replaced |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in card["redactions_by_entity"].items()]
+    d = card["diversity"]
+    lines += ["", "## Diversity (train)", "", f"vocabulary {d['vocabulary_size']}, type/token {d['type_token_ratio']}, "
+              f"distinct-2 {d['distinct_2']}", "", "Top terms: " + ", ".join(d["top_terms"])]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,85 @@
+"""The ingestion inbox: a folder where users (or upstream jobs) drop batches of data.
+
+Each top-level entry is one batch: a file (`tickets_2026_11.jsonl`) or a folder (`policies/`).
+The batch's name is its partition key; its content fingerprint makes the run key, so the same
+content is never ingested twice while a changed file is ingested again as a new version.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_files, read_batch
+
+IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
+
+
+@dataclass(frozen=True)
+class BatchEntry:
+    key: str  # partition key: the entry's name in the inbox
+    path: Path
+    signature: str  # cheap change detector: sizes and mtimes of the batch's files
+    settled: bool  # no file changed during the last `settle_seconds`
+
+
+class Inbox(ConfigurableResource):
+    """Where raw corpora arrive, and the limits applied when reading them."""
+
+    path: str = Field(default="data/inbox", description="Folder watched for new batches (files or folders).")
+    settle_seconds: float = Field(
+        default=2.0,
+        description="A batch is picked up only when none of its files changed for this long, so a file still "
+        "being copied is not ingested half-written.",
+    )
+    max_file_bytes: int = Field(
+        default=512 * 1024 * 1024, description="Files larger than this are quarantined unread (reason oversized_file)."
+    )
+    max_record_chars: int = Field(
+        default=50_000, description="Records longer than this are quarantined (reason oversized_record)."
+    )
+
+    def root(self) -> Path:
+        return Path(self.path).resolve()
+
+    def limits(self) -> ReaderLimits:
+        return ReaderLimits(max_file_bytes=self.max_file_bytes, max_record_chars=self.max_record_chars)
+
+    def batches(self, now: float | None = None) -> list[BatchEntry]:
+        """The batches currently in the inbox, sorted by name."""
+        root = self.root()
+        if not root.is_dir():
+            raise FileNotFoundError(f"inbox folder {root} does not exist: create it or set Inbox.path")
+        now = time.time() if now is None else now
+        entries = []
+        for path in sorted(root.iterdir()):
+            if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+                continue
+            files = batch_files(path)
+            if not files:
+                continue
+            stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            newest = max(s[2] for s in stats) / 1e9
+            signature = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
+            entries.append(BatchEntry(path.name, path, signature, settled=now - newest >= self.settle_seconds))
+        return entries
+
+    def content_hash(self, key: str) -> str:
+        """sha256 over the batch's file names and bytes: identical content, identical hash."""
+        digest = hashlib.sha256()
+        root = self.root()
+        for f in batch_files(root / key):
+            digest.update(f.relative_to(root).as_posix().encode() + b"\0")
+            with f.open("rb") as handle:
+                for chunk in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(chunk)
+        return digest.hexdigest()
+
+    def read(self, key: str) -> BatchReadResult:
+        root = self.root()
+        return read_batch(key, root / key, root, self.limits())

@@ -1,0 +1,252 @@
+"""Read one ingestion batch (a file, or a folder of files) into normalised documents.
+
+Every unit read ends in exactly one place: a document, or a quarantine row naming the file, the
+line and the reason. A bad line never fails the batch; a bad file quarantines only that file.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pandas as pd
+
+from resources.records import ROLES, Ledger, document_id, join_segments, sha256_hex
+
+SUPPORTED_FORMATS = ("jsonl", "json", "csv", "parquet", "txt", "md")
+
+
+@dataclass(frozen=True)
+class ReaderLimits:
+    max_file_bytes: int = 512 * 1024 * 1024
+    max_record_chars: int = 50_000
+
+
+@dataclass
+class BatchReadResult:
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    quarantine: list[dict[str, Any]] = field(default_factory=list)
+    files: list[dict[str, Any]] = field(default_factory=list)  # path, sha256, bytes, format, records
+
+    def ledger(self) -> Ledger:
+        ledger = Ledger(stage="raw_documents", kept=len(self.documents))
+        for row in self.quarantine:
+            ledger.quarantined[row["reason"]] += 1
+        ledger.records_in = ledger.kept + sum(ledger.quarantined.values())
+        return ledger
+
+
+class RecordError(ValueError):
+    """A record that cannot become a document; `reason` is the short code in the quarantine table."""
+
+    def __init__(self, reason: str, detail: str):
+        super().__init__(detail)
+        self.reason = reason
+        self.detail = detail
+
+
+def batch_files(batch_path: Path) -> list[Path]:
+    """The files of one batch: the file itself, or every non-hidden file under the folder."""
+    if batch_path.is_file():
+        return [batch_path]
+    if batch_path.is_dir():
+        return sorted(
+            p
+            for p in batch_path.rglob("*")
+            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(batch_path).parts)
+        )
+    raise FileNotFoundError(f"ingestion batch {batch_path} does not exist (was it removed from the inbox?)")
+
+
+def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLimits) -> BatchReadResult:
+    result = BatchReadResult()
+    for path in batch_files(batch_path):
+        _read_file(batch, path, path.relative_to(inbox_root).as_posix(), limits, result)
+    return result
+
+
+def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: BatchReadResult) -> None:
+    fmt = path.suffix.lower().lstrip(".")
+    size = path.stat().st_size
+    data = path.read_bytes() if size <= limits.max_file_bytes else b""
+    sha = sha256_hex(data) if data else ""
+    info = {"path": rel, "sha256": sha, "bytes": size, "format": fmt, "records": 0, "quarantined": 0}
+    out.files.append(info)
+
+    def quarantine(reason: str, detail: str, line: int | None = None) -> None:
+        out.quarantine.append(
+            {"batch": batch, "source_path": rel, "source_sha256": sha, "line": line, "reason": reason, "detail": detail}
+        )
+        info["quarantined"] += 1
+
+    if fmt not in SUPPORTED_FORMATS:
+        return quarantine("unsupported_format", f"{rel}: extension .{fmt} is not one of {', '.join(SUPPORTED_FORMATS)}")
+    if size > limits.max_file_bytes:
+        return quarantine("oversized_file", f"{rel}: {size} bytes exceeds max_file_bytes={limits.max_file_bytes}")
+    if not data.strip():
+        return quarantine("empty_file", f"{rel}: the file is empty")
+    if fmt != "parquet" and b"\x00" in data[:8192]:
+        return quarantine("binary_file", f"{rel}: NUL bytes found; this is a binary file, not .{fmt} text")
+
+    try:
+        units = list(_UNITS[fmt](data, rel))
+    except RecordError as err:  # the whole file is unreadable as this format
+        return quarantine(err.reason, err.detail)
+
+    for line, payload in units:
+        try:
+            if isinstance(payload, RecordError):
+                raise payload
+            doc = normalise_record(payload, fmt=fmt, rel=rel, line=line, limits=limits)
+        except RecordError as err:
+            quarantine(err.reason, err.detail, line)
+            continue
+        doc.update(batch=batch, source_path=rel, source_sha256=sha, source_format=fmt, line=line)
+        doc["doc_id"] = document_id(sha, line)
+        out.documents.append(doc)
+        info["records"] += 1
+
+
+# -- format readers: yield (line, dict | RecordError) -------------------------------------------
+def _decode(data: bytes, rel: str) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        raise RecordError("invalid_utf8", f"{rel}: invalid UTF-8 at byte {err.start}") from None
+
+
+def jsonl_records(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+    for number, raw in enumerate(data.split(b"\n"), start=1):
+        if not raw.strip():
+            continue  # blank lines are layout, not records
+        try:
+            text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
+        except UnicodeDecodeError as err:
+            yield number, RecordError("invalid_utf8", f"{rel}:{number}: invalid UTF-8 at byte {err.start} of the line")
+            continue
+        try:
+            yield number, json.loads(text)
+        except json.JSONDecodeError as err:
+            yield number, RecordError("malformed_json", f"{rel}:{number}: malformed JSON ({err.msg} at column {err.colno})")
+
+
+def _json_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+    try:
+        payload = json.loads(_decode(data, rel))
+    except json.JSONDecodeError as err:
+        raise RecordError("malformed_json", f"{rel}: malformed JSON ({err.msg} at line {err.lineno})") from None
+    items = payload if isinstance(payload, list) else [payload]
+    yield from enumerate(items, start=1)
+
+
+def _csv_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+    try:
+        df = pd.read_csv(io.StringIO(_decode(data, rel)), dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
+        raise RecordError("malformed_csv", f"{rel}: {err}".strip()) from None
+    for number, row in enumerate(df.to_dict("records"), start=1):
+        yield number, row
+
+
+def _parquet_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+    try:
+        df = pd.read_parquet(io.BytesIO(data))
+    except Exception as err:  # pyarrow raises several types for corrupt files
+        raise RecordError("malformed_parquet", f"{rel}: not a readable Parquet file ({err})") from None
+    for number, row in enumerate(df.to_dict("records"), start=1):
+        yield number, {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}
+
+
+def _text_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+    text = _decode(data, rel)
+    heading = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
+    yield 1, {"text": text, **({"title": heading.group(1).strip()} if heading else {})}
+
+
+_UNITS = {
+    "jsonl": jsonl_records,
+    "json": _json_units,
+    "csv": _csv_units,
+    "parquet": _parquet_units,
+    "txt": _text_units,
+    "md": _text_units,
+}
+
+
+# -- one record -> one document ---------------------------------------------------------------
+def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: ReaderLimits) -> dict[str, Any]:
+    """Map any supported record shape onto the document schema, or raise RecordError."""
+    where = f"{rel}:{line}"
+    if not isinstance(record, dict):
+        raise RecordError("unrecognised_schema", f"{where}: expected an object, got {type(record).__name__}")
+
+    messages: list[dict[str, str]] | None
+    if "messages" in record:
+        kind, messages = "chat", _chat_messages(record["messages"], where)
+    elif "instruction" in record or "output" in record:
+        instruction, extra, output = (_text_field(record, k, where) for k in ("instruction", "input", "output"))
+        if not instruction or not output:
+            raise RecordError("empty_record", f"{where}: instruction records need non-empty 'instruction' and 'output'")
+        prompt = f"{instruction}\n\n{extra}" if extra else instruction
+        kind, messages = "instruction", [{"role": "user", "content": prompt}, {"role": "assistant", "content": output}]
+    elif "prompt" in record or "completion" in record:
+        prompt, completion = _text_field(record, "prompt", where), _text_field(record, "completion", where)
+        if not prompt or not completion:
+            raise RecordError("empty_record", f"{where}: prompt/completion records need both fields non-empty")
+        kind, messages = "instruction", [{"role": "user", "content": prompt}, {"role": "assistant", "content": completion}]
+    elif "text" in record:
+        kind, messages = "text", None
+        if not _text_field(record, "text", where).strip():
+            raise RecordError("empty_record", f"{where}: 'text' is empty")
+    else:
+        keys = ", ".join(sorted(map(str, record))) or "none"
+        raise RecordError(
+            "unrecognised_schema",
+            f"{where}: no recognised text field (expected text, messages, instruction/output or "
+            f"prompt/completion); found keys: {keys}",
+        )
+
+    text = join_segments(m["content"] for m in messages) if messages else record["text"]
+    if len(text) > limits.max_record_chars:
+        raise RecordError(
+            "oversized_record", f"{where}: {len(text)} characters exceeds max_record_chars={limits.max_record_chars}"
+        )
+    external_id = record.get("id")
+    title = record.get("title")
+    return {
+        "external_id": None if external_id is None else str(external_id),
+        "kind": kind,
+        "title": None if title is None else str(title),
+        "text": text,
+        "messages": json.dumps(messages, ensure_ascii=False) if messages else None,
+    }
+
+
+def _text_field(record: dict[str, Any], key: str, where: str) -> str:
+    value = record.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise RecordError("unrecognised_schema", f"{where}: field {key!r} must be a string, got {type(value).__name__}")
+    return value
+
+
+def _chat_messages(value: Any, where: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise RecordError("invalid_messages", f"{where}: 'messages' must be a non-empty list")
+    messages = []
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES:
+            raise RecordError("invalid_messages", f"{where}: message {i} needs a role in {ROLES}")
+        content = message.get("content")
+        if not isinstance(content, str) or not content.strip():
+            raise RecordError("invalid_messages", f"{where}: message {i} ({message['role']}) has no text content")
+        messages.append({"role": message["role"], "content": content})
+    roles = [m["role"] for m in messages]
+    if "user" not in roles or "assistant" not in roles:
+        raise RecordError("invalid_messages", f"{where}: a chat needs at least one user and one assistant message")
+    return messages

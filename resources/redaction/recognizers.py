@@ -1,0 +1,65 @@
+"""Recognizers for PII and secrets that enterprise data holds and Presidio does not find by default."""
+
+from __future__ import annotations
+
+from presidio_analyzer import Pattern, PatternRecognizer
+from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+
+from resources.redaction.policy import CustomPattern
+
+
+class ApiKeyRecognizer(PatternRecognizer):
+    """API keys, access tokens and `key = value` secrets (Presidio ships no recognizer for them)."""
+
+    PATTERNS = [
+        # provider-prefixed keys: Stripe-style sk_live_/pk_test_, our own qs_live_, OpenAI sk-...
+        Pattern("prefixed key", r"\b(?:sk|pk|rk|qs)[-_](?:live|test|prod)[-_][A-Za-z0-9]{16,}\b", 0.9),
+        Pattern("openai-style key", r"\bsk-[A-Za-z0-9_-]{20,}\b", 0.85),
+        Pattern("aws access key id", r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b", 0.9),
+        Pattern("github token", r"\bgh[pousr]_[A-Za-z0-9]{36,}\b", 0.95),
+        Pattern("slack token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b", 0.95),
+        Pattern("google api key", r"\bAIza[0-9A-Za-z_-]{35}\b", 0.9),
+        Pattern("jwt", r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\b", 0.85),
+        Pattern(
+            "assigned secret",
+            r"(?i)(?<=\b(?:api[_-]?key|secret|token|password|passwd)\s{0,3}[:=]\s{0,3})[^\s'\"]{8,}",
+            0.6,
+        ),
+    ]
+    CONTEXT = ["key", "token", "secret", "api", "credential", "password"]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(
+            supported_entity="API_KEY",
+            patterns=self.PATTERNS,
+            context=self.CONTEXT,
+            supported_language=supported_language,
+            name="ApiKeyRecognizer",
+        )
+
+
+class MastercardSeries2Recognizer(CreditCardRecognizer):
+    """Mastercard's 2-series range (2221-2720), which Presidio's card regex misses; Luhn-validated."""
+
+    PATTERNS = [
+        Pattern(
+            "Mastercard 2-series",
+            r"\b(?:222[1-9]|22[3-9]\d|2[3-6]\d{2}|27[01]\d|2720)[- ]?\d{4}[- ]?\d{4}[- ]?\d{4}\b",
+            0.5,
+        )
+    ]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(
+            patterns=self.PATTERNS, supported_language=supported_language, name="MastercardSeries2Recognizer"
+        )
+
+
+def custom_pattern_recognizer(spec: CustomPattern, language: str) -> PatternRecognizer:
+    return PatternRecognizer(
+        supported_entity=spec.entity,
+        patterns=[Pattern(f"{spec.entity} pattern", spec.regex, spec.score)],
+        context=spec.context or None,
+        supported_language=language,
+        name=f"Custom{spec.entity.title().replace('_', '')}Recognizer",
+    )

@@ -1,0 +1,78 @@
+"""`PiiRedactor`: the Dagster resource in front of the Presidio redaction engine."""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Iterable
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from resources.records import Ledger, segments, with_segments
+from resources.redaction.engine import DEFAULT_SPACY_MODEL, RedactionEngine
+from resources.redaction.policy import RedactionPolicy
+
+
+@dataclass
+class DocumentRedaction:
+    documents: list[dict[str, Any]] = field(default_factory=list)
+    audit: Counter = field(default_factory=Counter)  # entity type -> count, never values
+    ledger: Ledger = field(default_factory=lambda: Ledger(stage="redacted_documents"))
+
+
+class PiiRedactor(ConfigurableResource):
+    """Finds and replaces PII under a versioned redaction policy (Presidio + spaCy, batched)."""
+
+    policy_path: str = Field(
+        default="policies/redaction.yaml", description="YAML redaction policy (entities, thresholds, operators)."
+    )
+    spacy_model: str = Field(
+        default=DEFAULT_SPACY_MODEL,
+        description="Installed spaCy model package or model folder. Never downloaded at run time.",
+    )
+    batch_size: int = Field(default=64, gt=0, description="Texts per spaCy nlp.pipe batch.")
+    n_process: int = Field(default=1, gt=0, description="spaCy worker processes (nlp.pipe n_process).")
+    pseudonym_key: str | None = Field(
+        default=None,
+        description="Secret for consistent pseudonyms (policy operator `pseudonym`); set via EnvVar.",
+    )
+
+    def policy(self) -> RedactionPolicy:
+        return RedactionPolicy.load(self.policy_path)
+
+    def engine(self) -> RedactionEngine:
+        return _engine(self.policy().model_dump_json(), self.spacy_model, self.batch_size, self.n_process, self.pseudonym_key)
+
+    def redact_documents(self, documents: Iterable[dict[str, Any]]) -> DocumentRedaction:
+        """Redact every segment (text, or each message) of every document, in one batched pass."""
+        documents = list(documents)
+        pieces = [segments(doc) for doc in documents]
+        titles = [doc.get("title") or "" for doc in documents]
+        flat = [s for piece in pieces for s in piece] + titles
+        redactions = iter(self.engine().redact(flat))
+        result = DocumentRedaction()
+        result.ledger.records_in = len(documents)
+        redacted = [(doc, [next(redactions) for _ in piece]) for doc, piece in zip(documents, pieces)]
+        for (doc, done), title in zip(redacted, redactions):  # titles come last in `flat`
+            counts = sum((r.counts for r in done), Counter())
+            result.audit.update(counts)
+            out = with_segments(doc, [r.text for r in done])
+            out["title"] = title.text if doc.get("title") else doc.get("title")
+            result.documents.append({**out, "pii_found": sum(counts.values())})
+        result.ledger.kept = len(result.documents)
+        return result
+
+    def residual_findings(self, texts: list[str]) -> Counter:
+        """Entity counts a second scan still finds above the policy thresholds (should be none)."""
+        found = Counter()
+        for findings in self.engine().analyze(texts):
+            found.update(r.entity_type for r in findings)
+        return found
+
+
+@lru_cache(maxsize=4)
+def _engine(policy_json: str, spacy_model: str, batch_size: int, n_process: int, key: str | None):
+    """One loaded engine per process and configuration (spaCy load takes seconds)."""
+    return RedactionEngine(RedactionPolicy.model_validate_json(policy_json), spacy_model, batch_size, n_process, key)

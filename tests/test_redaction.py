@@ -1,0 +1,117 @@
+"""Redaction with the real Presidio engine and the shipped spaCy model."""
+
+import json
+from collections import Counter
+
+import pytest
+
+from resources.redaction.engine import ModelNotInstalledError, RedactionEngine, load_spacy_model
+from resources.redaction.policy import RedactionPolicy
+
+PLANTED = {
+    "PERSON": "Maria Gonzalez",
+    "EMAIL_ADDRESS": "maria.gonzalez@example.com",
+    "PHONE_NUMBER": "(415) 555-0134",
+    "CREDIT_CARD": "4111 1111 1111 1111",
+    "IBAN_CODE": "DE89370400440532013000",
+    "IP_ADDRESS": "192.168.14.27",
+    "US_SSN": "536-22-8417",
+    "API_KEY": "qs_live_9fK2mQ7xR4tB8nL1vC6zH3wJ5pD0sY2a",
+    "EMPLOYEE_ID": "EMP-482913",
+}
+
+
+def test_every_policy_entity_is_replaced_by_its_placeholder(redactor):
+    text = (
+        f"Customer {PLANTED['PERSON']} wrote from {PLANTED['EMAIL_ADDRESS']}, phone {PLANTED['PHONE_NUMBER']}. "
+        f"Card {PLANTED['CREDIT_CARD']}, IBAN {PLANTED['IBAN_CODE']}, login from {PLANTED['IP_ADDRESS']}, "
+        f"SSN {PLANTED['US_SSN']}. Key {PLANTED['API_KEY']} was set up by employee {PLANTED['EMPLOYEE_ID']}."
+    )
+    [result] = redactor.engine().redact([text])
+    for entity, value in PLANTED.items():
+        assert value not in result.text, entity
+        assert f"<{entity}>" in result.text, entity
+    assert set(result.counts) == set(PLANTED)
+
+
+@pytest.mark.parametrize(
+    "secret",
+    [
+        "2223 0031 2200 3222",  # Mastercard 2-series (Presidio's own card regex misses it)
+        "AKIAIOSFODNN7EXAMPLE",
+        "ghp_" + "a1B2c3D4e5F6g7H8i9J0k1L2m3N4o5P6q7R8",
+        "xoxb-123456789012-abcdefghijkl",
+    ],
+)
+def test_secrets_presidio_lacks_are_found(redactor, secret):
+    [result] = redactor.engine().redact([f"Please use {secret} for the integration."])
+    assert secret not in result.text
+
+
+def test_allow_list_and_acronyms_are_not_people(redactor):
+    [result] = redactor.engine().redact(["Quillstack supports SAML and API tokens encrypted with AES-256."])
+    assert result.text == "Quillstack supports SAML and API tokens encrypted with AES-256."
+    assert not result.counts
+
+
+def test_documents_redact_every_message_and_title_and_audit_counts_only(redactor):
+    messages = [
+        {"role": "user", "content": f"I am {PLANTED['PERSON']}, mail {PLANTED['EMAIL_ADDRESS']}"},
+        {"role": "assistant", "content": "Thanks, we updated your account."},
+    ]
+    docs = [
+        {"doc_id": "d1", "kind": "chat", "title": None, "text": "x", "messages": json.dumps(messages)},
+        {"doc_id": "d2", "kind": "text", "title": f"Call {PLANTED['PHONE_NUMBER']}", "text": "No PII here at all.", "messages": None},
+    ]
+    out = redactor.redact_documents(docs)
+    first = json.loads(out.documents[0]["messages"])
+    assert PLANTED["PERSON"] not in first[0]["content"] and "<EMAIL_ADDRESS>" in first[0]["content"]
+    assert first[1]["content"] == "Thanks, we updated your account."
+    assert out.documents[0]["pii_found"] == 2
+    assert PLANTED["PHONE_NUMBER"] not in out.documents[1]["title"]
+    assert out.audit == Counter({"PERSON": 1, "EMAIL_ADDRESS": 1})
+    assert PLANTED["PERSON"] not in json.dumps(dict(out.audit))
+    assert out.ledger.balanced()
+
+
+def test_residual_scan_finds_nothing_after_redaction(redactor):
+    text = f"Contact {PLANTED['PERSON']} at {PLANTED['EMAIL_ADDRESS']} about card {PLANTED['CREDIT_CARD']}."
+    [result] = redactor.engine().redact([text])
+    assert sum(redactor.residual_findings([text]).values()) >= 3
+    assert not redactor.residual_findings([result.text])
+
+
+def test_pseudonyms_are_consistent_and_keyed(tmp_path):
+    policy = RedactionPolicy(name="p", version="1", entities=["EMAIL_ADDRESS"], default_operator="pseudonym")
+    engine = RedactionEngine(policy, pseudonym_key="k1")
+    a, b, c = engine.redact(["mail a@example.com", "again a@example.com", "other b@example.com"])
+    token = a.text.split()[-1]
+    assert token.startswith("<EMAIL_ADDRESS_") and b.text.endswith(token) and not c.text.endswith(token)
+    other = RedactionEngine(policy, pseudonym_key="k2").redact(["mail a@example.com"])[0]
+    assert other.text != a.text
+    with pytest.raises(ValueError, match="pseudonym_key"):
+        RedactionEngine(policy)
+
+
+def test_policy_is_validated_with_clear_messages(tmp_path):
+    with pytest.raises(ValueError, match="not in `entities`"):
+        RedactionPolicy(name="p", version="1", entities=["PERSON"], operators={"EMAIL_ADDRESS": "mask"})
+    with pytest.raises(ValueError, match="invalid regex"):
+        RedactionPolicy(name="p", version="1", entities=["X_ID"], custom_patterns=[{"entity": "X_ID", "regex": "("}])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ValueError, match="bad.yaml is not valid YAML"):
+        RedactionPolicy.load(bad)
+    with pytest.raises(FileNotFoundError, match="policy_path"):
+        RedactionPolicy.load(tmp_path / "missing.yaml")
+
+
+def test_policy_ref_changes_with_content():
+    a = RedactionPolicy(name="p", version="1", entities=["PERSON"])
+    b = RedactionPolicy(name="p", version="1", entities=["PERSON"], score_threshold=0.6)
+    assert a.ref.startswith("p@1#") and a.ref != b.ref
+
+
+def test_missing_spacy_model_fails_clearly_instead_of_downloading():
+    with pytest.raises(ModelNotInstalledError, match="does not download"):
+        load_spacy_model("en_core_web_trf_not_installed")
