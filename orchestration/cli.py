@@ -7,6 +7,7 @@ import json
 import os
 import shutil
 import sys
+import warnings
 from pathlib import Path
 
 from resources.offline import apply_offline_defaults
@@ -91,6 +92,8 @@ def _outcome(run, what: str) -> str:
 
 def demo(args: argparse.Namespace) -> int:
     apply_offline_defaults()
+    # Partitioned asset checks are a Dagster "preview" feature, used deliberately (see README).
+    warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
     from orchestration.definitions import defs
 
     instance = _instance(args.dagster_home)

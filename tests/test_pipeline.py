@@ -1,0 +1,162 @@
+"""The whole data graph on the shipped sample corpus, in a temporary Dagster instance: the sensor
+registers the batches, the ingestion runs and the dataset build succeed with every blocking check,
+and nothing planted in the raw data survives into what training will read."""
+
+import json
+import shutil
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+
+from orchestration.cli import run_pipeline
+from orchestration.definitions import build_definitions
+from resources.datasets.policy import DatasetPolicy
+from resources.ingestion.inbox import Inbox
+from resources.storage import ArtifactStore
+from conftest import ROOT, SAMPLE
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def pipeline(tmp_path_factory):
+    """Run once for the module: copy the sample inbox, tick the sensor, run what it asks for."""
+    import os
+
+    from dagster import DagsterInstance
+
+    tmp = tmp_path_factory.mktemp("pipeline")
+    home = tmp / "dagster_home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
+    os.environ["DAGSTER_HOME"] = str(home)
+    inbox_dir = tmp / "inbox"
+    shutil.copytree(SAMPLE / "inbox", inbox_dir)
+    defs = build_definitions(
+        inbox=Inbox(path=str(inbox_dir), settle_seconds=0),
+        store=ArtifactStore(root=str(tmp / "artifacts")),
+        datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
+    )
+    instance = DagsterInstance.get()
+    summary = run_pipeline(instance, defs, log=lambda *_: None)
+    yield {"defs": defs, "instance": instance, "summary": summary, "store": defs.resources["store"], "inbox": inbox_dir}
+    instance.dispose()
+
+
+def manifest():
+    return [json.loads(line) for line in (SAMPLE / "pii_manifest.jsonl").read_text().splitlines()]
+
+
+def test_every_batch_ran_and_every_check_passed(pipeline):
+    instance, summary = pipeline["instance"], pipeline["summary"]
+    batches = sorted(p.name for p in (SAMPLE / "inbox").iterdir())
+    assert sorted(summary["batches"]) == batches
+    from dagster import AssetCheckKey
+
+    repo = pipeline["defs"].get_repository_def()
+    failed = []
+    for check_key in repo.asset_graph.asset_check_keys:
+        for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
+            evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
+            if evaluation is not None and hasattr(evaluation, "passed") and not evaluation.passed:
+                failed.append((check_key.to_user_string(), evaluation.severity.value))
+    blocking_failures = [f for f in failed if f[1] == "ERROR"]
+    assert blocking_failures == []
+
+
+def test_ledgers_balance_and_chain_stage_to_stage(pipeline):
+    store = pipeline["store"]
+    for batch in store.partitions("raw_documents"):
+        raw = store.read_json("raw_documents", batch, "ledger.json")
+        cleaned = store.read_json("cleaned_documents", batch, "ledger.json")
+        redacted = store.read_json("redacted_documents", batch, "ledger.json")
+        assert raw["balanced"] and cleaned["balanced"] and redacted["balanced"], batch
+        assert cleaned["records_in"] == raw["kept"] and redacted["records_in"] == cleaned["kept"], batch
+    total_redacted = sum(len(store.read_table("redacted_documents", b)) for b in store.partitions("redacted_documents"))
+    dataset = store.read_json("instruction_dataset", store.latest("instruction_dataset"), "ledger.json")
+    assert dataset["records_in"] == total_redacted and dataset["balanced"]
+
+
+def test_bad_inputs_are_quarantined_with_reasons(pipeline):
+    store = pipeline["store"]
+    tickets = store.read_table("raw_documents", "ticket_export_2026_11.jsonl", "quarantine.parquet")
+    assert {"malformed_json", "invalid_utf8", "empty_record", "unrecognised_schema", "oversized_record"} <= set(tickets["reason"])
+    assert tickets["line"].notna().all()
+    attachment = store.read_table("raw_documents", "attachment.bin", "quarantine.parquet")
+    assert list(attachment["reason"]) == ["unsupported_format"]
+
+
+def test_curation_drops_junk_and_duplicates_across_batches(pipeline):
+    store = pipeline["store"]
+    reasons = Counter()
+    for batch in store.partitions("cleaned_documents"):
+        reasons.update(store.read_json("cleaned_documents", batch, "ledger.json")["dropped"])
+    assert reasons["exact_duplicate"] >= 8 and reasons["near_duplicate"] >= 4
+    assert reasons["language"] >= 3
+    assert reasons["too_short"] >= 1 and reasons["repeated_lines"] >= 1
+    later = store.read_table("cleaned_documents", "ticket_export_2026_11.jsonl", "dropped.parquet")
+    earlier_ids = set(store.read_table("cleaned_documents", "support_qa.csv")["doc_id"])
+    cross = [d for d in later["detail"] if any(i in d for i in earlier_ids)]
+    assert len(cross) >= 4, "the later batch must be de-duplicated against the earlier one"
+
+
+def test_no_planted_pii_reaches_training_or_golden_data(pipeline):
+    from datasets import load_from_disk
+
+    store = pipeline["store"]
+    version = store.latest("instruction_dataset")
+    dataset = load_from_disk(str(store.partition_dir("instruction_dataset", version) / "hf"))
+    golden = load_from_disk(str(store.partition_dir("golden_dataset", store.latest("golden_dataset")) / "hf"))
+    texts = [m["content"] for split in dataset.values() for row in split for m in row["messages"]]
+    texts += [m["content"] for split in golden.values() for row in split for m in row["messages"]]
+    blob = "\n".join(texts)
+    leaked = [(p["entity_type"], p["record_id"]) for p in manifest() if p["value"] in blob]
+    assert leaked == []
+    canaries = json.loads((SAMPLE / "canaries.json").read_text())["canaries"]
+    assert not any(c["value"] in blob for c in canaries)
+
+
+def test_golden_contamination_is_removed_from_training(pipeline):
+    store = pipeline["store"]
+    dropped = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "dropped.parquet")
+    assert (dropped["reason"] == "golden_contamination").sum() >= 2
+    examples = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
+    assert set(examples["split"]) == {"train", "validation"}
+
+
+def test_dataset_card_describes_the_data(pipeline):
+    store = pipeline["store"]
+    card = store.read_json("dataset_card", store.latest("dataset_card"), "card.json")
+    assert card["splits"]["train"]["examples"] > 100 and card["splits"]["train"]["tokens"] > 5000
+    assert card["splits"]["golden"]["examples"] == 30
+    assert set(card["redactions_by_entity"]) >= {"PERSON", "EMAIL_ADDRESS", "API_KEY", "CREDIT_CARD"}
+    assert 0 < card["curation"]["duplicate_ratio"] < card["curation"]["drop_ratio"] < 1
+    assert (store.partition_dir("dataset_card", store.latest("dataset_card")) / "card.md").read_text().startswith("# Dataset card")
+
+
+def test_a_new_batch_processes_only_that_batch(pipeline):
+    instance, store, defs = pipeline["instance"], pipeline["store"], pipeline["defs"]
+    before = {b: store.read_json("cleaned_documents", b, "ledger.json") for b in store.partitions("cleaned_documents")}
+    runs_before = len(instance.get_run_records())
+    again = run_pipeline(instance, defs, log=lambda *_: None)
+    assert again["batches"] == {}  # same content, no new runs
+    (pipeline["inbox"] / "late_tickets.jsonl").write_text(
+        json.dumps({"id": "LT-1", "prompt": "Can I pause my subscription for a month?",
+                    "completion": "Yes, workspace owners can pause billing for up to 3 months from Settings > Billing."}) + "\n"
+    )
+    third = run_pipeline(instance, defs, log=lambda *_: None)
+    assert list(third["batches"]) == ["late_tickets.jsonl"]
+    assert len(instance.get_run_records()) == runs_before + 1 + 1 + 1  # datasets rebuilt twice, one ingestion
+    for batch, ledger in before.items():
+        assert store.read_json("cleaned_documents", batch, "ledger.json") == ledger
+
+
+def test_definitions_validate_from_the_workspace():
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "Validation successful" in result.stderr + result.stdout
