@@ -164,7 +164,7 @@ def instruction_dataset(context: AssetExecutionContext, datasets: DatasetPolicy,
     automation_condition=FOLLOW_UPSTREAM,
 )
 def dataset_card(
-    context: AssetExecutionContext, datasets: DatasetPolicy, base_model: BaseModelSource, store: ArtifactStore
+    context: AssetExecutionContext, datasets: DatasetPolicy, model_source: BaseModelSource, store: ArtifactStore
 ) -> MaterializeResult:
     """A datasheet for the training data: volume and tokens per split, lengths, source mix, drop and
     duplicate ratios, redaction counts and diversity, with a warning when training data is thin."""
@@ -180,7 +180,7 @@ def dataset_card(
         curation.update(store.read_json("cleaned_documents", b, "ledger.json")["dropped"])
         redactions.update(store.read_json("redacted_documents", b, "audit.json")["entities"])
     dataset_drops = store.read_json("instruction_dataset", version, "ledger.json")["dropped"]
-    card = build_card(examples, golden, base_model.tokenizer(), dict(curation), raw_records, dict(redactions),
+    card = build_card(examples, golden, model_source.tokenizer(), dict(curation), raw_records, dict(redactions),
                       dataset_drops, datasets.min_train_examples)
     card["instruction_dataset_version"] = version
     markdown = card_markdown(card)

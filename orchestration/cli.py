@@ -103,8 +103,24 @@ def demo(args: argparse.Namespace) -> int:
     copied = seed_inbox(Path(args.sample), inbox)
     print(f"inbox {inbox.resolve()}: added {len(copied)} sample batches {copied}")
     run_pipeline(instance, defs)
+    if not args.skip_training:
+        print("fine-tuning (base_model -> lora_adapter -> merged_model); progress is logged every few steps ...")
+        train(instance, defs, args.max_steps)
     print(describe(defs))
     return 0
+
+
+def train(instance, defs, max_steps: int = -1) -> str:
+    """Run the train_adapter job (default FineTuneConfig, or a step cap) and log its progress."""
+    config = {"max_steps": max_steps} if max_steps > 0 else {}
+    run_config = {
+        "ops": {"lora_adapter": {"config": config}},
+        "loggers": {"console": {"config": {"log_level": "INFO"}}},
+    }
+    run = defs.resolve_job_def("train_adapter").execute_in_process(
+        instance=instance, run_config=run_config, raise_on_error=False
+    )
+    return _outcome(run, "train_adapter")
 
 
 def describe(defs) -> str:
@@ -117,13 +133,21 @@ def describe(defs) -> str:
             ledger = store.read_json(asset, batch, "ledger.json")
             extra = {**ledger["dropped"], **ledger["quarantined"]}
             lines.append(f"  {batch:32s} in {ledger['records_in']:4d}  kept {ledger['kept']:4d}  {json.dumps(extra) if extra else ''}")
-    for asset in ("golden_dataset", "instruction_dataset", "dataset_card"):
-        version = store.latest(asset)
-        lines.append(f"{asset}: {store.partition_dir(asset, version)}")
+    for asset in ("golden_dataset", "instruction_dataset", "dataset_card", "base_model", "lora_adapter", "merged_model"):
+        if (store.asset_dir(asset) / "LATEST").is_file():
+            lines.append(f"{asset}: {store.partition_dir(asset, store.latest(asset))}")
     card = store.read_json("dataset_card", store.latest("dataset_card"), "card.json")
     splits = ", ".join(f"{k} {v['examples']} ({v['tokens']} tokens)" for k, v in card["splits"].items())
-    lines += [f"  splits: {splits}", f"  redactions: {json.dumps(card['redactions_by_entity'])}",
-              "", "Open the Dagster UI with `make dev` to browse assets, checks and lineage."]
+    lines += [f"  splits: {splits}", f"  redactions: {json.dumps(card['redactions_by_entity'])}"]
+    if (store.asset_dir("lora_adapter") / "LATEST").is_file():
+        adapter = store.partition_dir("lora_adapter", store.latest("lora_adapter"))
+        stats = json.loads((adapter / "tuneforge_manifest.json").read_text())["stats"]
+        lines.append(
+            f"  lora_adapter: validation loss {stats['base_eval_loss']:.4f} (base model) -> {stats['final_eval_loss']:.4f} "
+            f"(adapter); {stats['steps']} steps, {stats['tokens_per_s']} tokens/s, packing efficiency "
+            f"{stats['packing_efficiency']:.1%}"
+        )
+    lines += ["", "Open the Dagster UI with `make dev` to browse assets, checks and lineage."]
     return "\n".join(lines)
 
 
@@ -133,6 +157,8 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("demo", help="seed the inbox with the sample corpus and materialize the asset graph")
     p.add_argument("--sample", default="data/sample/inbox", help="folder of sample batches to copy into the inbox")
     p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
+    p.add_argument("--skip-training", action="store_true", help="stop after the dataset stages")
+    p.add_argument("--max-steps", type=int, default=-1, help="cap fine-tuning steps (default: FineTuneConfig epochs)")
     p.set_defaults(func=demo)
     args = parser.parse_args(argv)
     return args.func(args)

@@ -6,6 +6,7 @@ from assets.curation import cleaned_documents, redacted_documents
 from assets.datasets import dataset_card, golden_dataset, instruction_dataset
 from assets.ingestion import raw_documents
 from assets.partitions import ingestion_batches
+from assets.training import base_model, lora_adapter, merged_model
 
 # One ingestion batch through the data-governance stages (with their checks).
 ingest_batch_job = define_asset_job(
@@ -20,4 +21,11 @@ build_datasets_job = define_asset_job(
     "build_datasets",
     selection=AssetSelection.assets(golden_dataset, instruction_dataset, dataset_card),
     description="Rebuild the golden set, the instruction dataset and the dataset card from all redacted batches.",
+)
+
+# Fine-tuning on the latest instruction dataset (config: FineTuneConfig on lora_adapter).
+train_adapter_job = define_asset_job(
+    "train_adapter",
+    selection=AssetSelection.assets(base_model, lora_adapter, merged_model),
+    description="Resolve the base model, fine-tune an adapter on the instruction dataset, merge it.",
 )

@@ -13,6 +13,7 @@ from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
 from resources.redaction.redactor import PiiRedactor
 from resources.storage import ArtifactStore
+from resources.training.fine_tuner import FineTuner
 
 
 def default_resources(**overrides: Any) -> dict[str, Any]:
@@ -22,7 +23,8 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "curator": TextCurator(),
         "redactor": PiiRedactor(),
         "datasets": DatasetPolicy(),
-        "base_model": BaseModelSource(),
+        "model_source": BaseModelSource(),
+        "fine_tuner": FineTuner(),
     }
     resources.update(overrides)
     return resources

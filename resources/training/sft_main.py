@@ -1,0 +1,311 @@
+"""The training process: supervised fine-tuning with TRL's SFTTrainer (transformers + peft + accelerate).
+
+Launched by `FineTuner` through Dagster Pipes as its own process — `python -m resources.training.sft_main`
+for one process, `torchrun --nproc_per_node N -m resources.training.sft_main` for DDP — or run by hand
+with the same spec file. Rank 0 streams progress into the Dagster run and reports the materialization.
+
+    python -m resources.training.sft_main --spec spec.json
+
+The spec (JSON) holds `config` (FineTuneConfig fields), `base_model_path`, `dataset_path` (a DatasetDict
+with train/validation `messages`), `output_dir` (final artifact, written atomically), `work_dir`
+(checkpoints: a killed run resumes from the last one), `threads` and `manifest` (lineage to save).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import shutil
+import sys
+import time
+import uuid
+from contextlib import ExitStack
+from pathlib import Path
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--spec", required=True)
+    spec = json.loads(Path(parser.parse_args(argv).spec).read_text())
+
+    rank = int(os.environ.get("RANK", "0"))
+    with ExitStack() as stack:
+        pipes = _open_pipes(stack) if rank == 0 else None
+        log = _logger(pipes, rank)
+        result = train(spec, log)
+        if pipes is not None:
+            pipes.report_asset_materialization(metadata=result["metadata"], data_version=result["data_version"])
+    return 0
+
+
+def train(spec: dict, log) -> dict:
+    import torch
+
+    from resources.training.config import FineTuneConfig
+
+    config = FineTuneConfig(**spec["config"])
+    torch.set_num_threads(int(spec.get("threads") or os.cpu_count() or 1))
+    cuda = torch.cuda.is_available()
+    if config.method == "qlora" and not cuda:
+        raise RuntimeError(
+            "method 'qlora' loads the base model in 4 bits with bitsandbytes, which needs a CUDA GPU; "
+            "this machine has none. Use method 'lora' (same adapter format) or run on a GPU node."
+        )
+
+    output_dir, work_dir = Path(spec["output_dir"]), Path(spec["work_dir"])
+    work_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = _last_checkpoint(work_dir)
+    log(f"{'resuming from ' + checkpoint.name if checkpoint else 'starting'}: method={config.method}, "
+        f"threads={torch.get_num_threads()}, world_size={os.environ.get('WORLD_SIZE', '1')}")
+
+    tokenizer, model = _load(spec["base_model_path"], config, cuda)
+    train_ds, eval_ds = _datasets(spec["dataset_path"], config)
+    trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log)
+
+    state_file = work_dir / "tuneforge_state.json"
+    state = json.loads(state_file.read_text()) if state_file.exists() else {}
+    if "base_eval_loss" not in state and len(eval_ds):
+        state["base_eval_loss"] = trainer.evaluate()["eval_loss"]  # adapters start at zero: the base model's loss
+        if trainer.is_world_process_zero():
+            state_file.write_text(json.dumps(state))
+        log(f"base model validation loss {state['base_eval_loss']:.4f}")
+
+    start = time.perf_counter()
+    trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
+    wall = time.perf_counter() - start
+    final_eval = trainer.evaluate()["eval_loss"] if len(eval_ds) else None
+
+    stats = _throughput(trainer, history, wall, config)
+    stats.update(
+        base_eval_loss=state.get("base_eval_loss"),
+        final_eval_loss=final_eval,
+        resumed_from=checkpoint.name if checkpoint else None,
+        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
+    )
+    if trainer.is_world_process_zero():
+        _save(trainer, tokenizer, config, spec, output_dir, history, stats)
+        log(f"saved {config.method} artifact to {output_dir}")
+    return {"metadata": _metadata(stats, history, spec, output_dir), "data_version": spec["manifest"]["version"]}
+
+
+# -- pieces ------------------------------------------------------------------------------------
+def _load(base_path: str, config, cuda: bool):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    kwargs = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    if config.method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+        )
+    model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    if config.method in ("lora", "qlora"):
+        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+
+        if config.method == "qlora":
+            model = prepare_model_for_kbit_training(model)
+        lora = LoraConfig(
+            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
+            target_modules=config.target_modules, task_type="CAUSAL_LM",
+        )
+        model = get_peft_model(model, lora)
+    return tokenizer, model
+
+
+def _datasets(path: str, config):
+    """Conversational prompt/completion pairs: the prompt is every message before the last one, the
+    completion is the final assistant answer (the loss is computed on it alone unless loss_on='all')."""
+    from datasets import load_from_disk
+
+    data = load_from_disk(path)
+
+    def split(example):
+        messages = example["messages"]
+        return {"prompt": messages[:-1], "completion": messages[-1:]}
+
+    out = []
+    for name in ("train", "validation"):
+        ds = data[name]
+        if config.loss_on == "completion":
+            ds = ds.map(split, remove_columns=ds.column_names)
+        else:
+            ds = ds.select_columns(["messages"])
+        out.append(ds)
+    if not len(out[0]):
+        raise ValueError(f"{path}: the training split is empty")
+    return out
+
+
+def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log):
+    from transformers import EarlyStoppingCallback, TrainerCallback
+    from trl import SFTConfig, SFTTrainer
+
+    has_eval = len(eval_ds) > 0
+    args = SFTConfig(
+        output_dir=str(work_dir),
+        seed=config.seed,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
+        weight_decay=config.weight_decay,
+        num_train_epochs=config.num_train_epochs,
+        max_steps=config.max_steps,
+        per_device_train_batch_size=config.per_device_batch_size,
+        per_device_eval_batch_size=config.per_device_batch_size,
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        max_length=config.max_length,
+        packing=config.packing,
+        gradient_checkpointing=config.gradient_checkpointing,
+        completion_only_loss=config.loss_on == "completion",
+        eval_strategy="steps" if has_eval else "no",
+        eval_steps=config.eval_steps,
+        save_strategy="steps",
+        save_steps=config.eval_steps,
+        save_total_limit=config.save_total_limit,
+        load_best_model_at_end=has_eval and config.early_stopping_patience > 0,
+        metric_for_best_model="eval_loss",
+        greater_is_better=False,
+        logging_steps=config.logging_steps,
+        report_to=[],
+        use_cpu=not cuda,
+        bf16=cuda,
+        dataloader_num_workers=0,
+        disable_tqdm=True,
+        ddp_find_unused_parameters=False,
+    )
+    history: list[dict] = []
+
+    class Progress(TrainerCallback):
+        """Streams losses into the Dagster run log while training runs."""
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not state.is_world_process_zero or not logs:
+                return
+            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 3)}
+            row.update({k: round(v, 5) for k, v in logs.items() if k in ("loss", "eval_loss", "learning_rate")})
+            history.append(row)
+            log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
+
+    callbacks = [Progress()]
+    if has_eval and config.early_stopping_patience > 0:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
+    trainer = SFTTrainer(
+        model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if has_eval else None,
+        processing_class=tokenizer, callbacks=callbacks,
+    )
+    return trainer, history
+
+
+def _throughput(trainer, history, wall: float, config) -> dict:
+    """Real tokens per second and packing efficiency (real tokens / block capacity) of the train split."""
+    lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    real = sum(lengths)
+    capacity = len(lengths) * config.max_length if config.packing else sum(max(lengths) for _ in lengths)
+    steps = trainer.state.global_step
+    epochs_done = trainer.state.epoch or 0
+    tokens_seen = real * epochs_done  # every rank sees its shard; together, the split once per epoch
+    return {
+        "steps": steps,
+        "epochs": round(epochs_done, 3),
+        "train_loss": next((r["loss"] for r in reversed(history) if "loss" in r), None),
+        "best_eval_loss": trainer.state.best_metric,
+        "wall_time_s": round(wall, 1),
+        "train_tokens_per_epoch": real,
+        "packing_efficiency": round(real / capacity, 4) if capacity else None,
+        "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None,
+        "early_stopped": bool(config.max_steps < 0 and epochs_done + 1e-6 < config.num_train_epochs),
+    }
+
+
+def _save(trainer, tokenizer, config, spec, output_dir: Path, history, stats) -> None:
+    import accelerate
+    import datasets
+    import peft
+    import torch
+    import transformers
+    import trl
+
+    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    tmp.mkdir(parents=True)
+    try:
+        trainer.model.save_pretrained(tmp)  # PEFT adapter folder (lora/qlora) or full checkpoint
+        tokenizer.save_pretrained(tmp)
+        (tmp / "tuneforge_config.json").write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True))
+        manifest = {
+            **spec["manifest"],
+            "config_hash": config.config_hash(),
+            "seed": config.seed,
+            "libraries": {m.__name__: m.__version__ for m in (torch, transformers, peft, trl, accelerate, datasets)},
+            "python": platform.python_version(),
+            "stats": stats,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        }
+        (tmp / "tuneforge_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
+        (tmp / "training_history.json").write_text(json.dumps(history, indent=2))
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        os.replace(tmp, output_dir)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def _metadata(stats: dict, history: list[dict], spec: dict, output_dir: Path) -> dict:
+    rows = {}
+    for row in history:
+        entry = rows.setdefault(row["step"], {})
+        entry.update({k: row[k] for k in ("loss", "eval_loss") if k in row})
+    table = "| step | train loss | validation loss |\n|---|---|---|\n" + "\n".join(
+        f"| {s} | {r.get('loss', '')} | {r.get('eval_loss', '')} |" for s, r in sorted(rows.items())
+    )
+    metadata = {
+        "loss_curve": {"raw_value": table, "type": "md"},
+        "history": {"raw_value": history, "type": "json"},
+        "path": {"raw_value": str(output_dir), "type": "path"},
+        "base_model_sha256": {"raw_value": spec["manifest"]["base_model"]["weights_sha256"], "type": "text"},
+        "dataset_version": {"raw_value": spec["manifest"]["dataset_version"], "type": "text"},
+    }
+    for key, value in stats.items():
+        if isinstance(value, bool):
+            metadata[key] = {"raw_value": value, "type": "bool"}
+        elif isinstance(value, int):
+            metadata[key] = {"raw_value": value, "type": "int"}
+        elif isinstance(value, float):
+            metadata[key] = {"raw_value": value, "type": "float"}
+        elif value is not None:
+            metadata[key] = {"raw_value": str(value), "type": "text"}
+    return metadata
+
+
+def _last_checkpoint(work_dir: Path) -> Path | None:
+    """The newest complete checkpoint (a run killed mid-save leaves an incomplete one behind)."""
+    complete = [p for p in work_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+    return max(complete, key=lambda p: int(p.name.split("-")[-1]), default=None)
+
+
+def _open_pipes(stack: ExitStack):
+    from dagster_pipes import DAGSTER_PIPES_CONTEXT_ENV_VAR, open_dagster_pipes
+
+    # Launched by Dagster (PipesSubprocessClient, PipesK8sClient, ...) or by hand without it.
+    return stack.enter_context(open_dagster_pipes()) if DAGSTER_PIPES_CONTEXT_ENV_VAR in os.environ else None
+
+
+def _logger(pipes, rank: int):
+    def log(message: str) -> None:
+        if pipes is not None:
+            pipes.log.info(message)
+        elif rank == 0:
+            print(message, file=sys.stderr, flush=True)
+
+    return log
+
+
+if __name__ == "__main__":
+    sys.exit(main())

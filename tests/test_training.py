@@ -1,0 +1,176 @@
+"""Fine-tuning for real: TRL in its own process through Dagster Pipes, checkpoint resume after a
+kill -9, two-process DDP on CPU, and the real SmolLM2 weights."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from dagster import materialize
+
+from assets.training import base_model, lora_adapter, merged_model
+from resources.models.base_model import BaseModelSource
+from resources.storage import ArtifactStore
+from resources.training.fine_tuner import FineTuner
+from resources.training.merge import merge_adapter
+
+pytestmark = pytest.mark.slow
+
+QUICK = {"max_steps": 4, "eval_steps": 2, "logging_steps": 1, "max_length": 128, "gradient_accumulation_steps": 2}
+
+
+def store_with_dataset(tmp_path, tiny_dataset) -> ArtifactStore:
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    target = store.partition_dir("instruction_dataset", "v-test")
+    shutil.copytree(tiny_dataset, target / "hf")
+    store.set_latest("instruction_dataset", "v-test")
+    return store
+
+
+def spec_for(tmp_path, tiny_model, tiny_dataset, **config):
+    return {
+        "config": {**QUICK, **config},
+        "base_model_path": str(tiny_model),
+        "dataset_path": str(tiny_dataset),
+        "output_dir": str(tmp_path / "out" / "adapter"),
+        "manifest": {"version": "v1", "dataset_version": "v-test", "base_model": {"weights_sha256": "0" * 64}},
+    }
+
+
+def run_trainer(tuner: FineTuner, spec: dict, work: Path, **popen):
+    work.mkdir(parents=True, exist_ok=True)
+    spec = {**spec, "work_dir": str(work), "threads": tuner.threads()}
+    (work / "spec.json").write_text(json.dumps(spec))
+    env = {**os.environ, "OMP_NUM_THREADS": str(tuner.threads())}
+    return subprocess.Popen(tuner.command(work / "spec.json"), env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, **popen)
+
+
+def manifest_of(output: Path) -> dict:
+    return json.loads((output / "tuneforge_manifest.json").read_text())
+
+
+def test_lora_adapter_through_dagster_pipes(tmp_path, tiny_model, tiny_dataset, dagster_instance):
+    store = store_with_dataset(tmp_path, tiny_dataset)
+    resources = {
+        "store": store,
+        "model_source": BaseModelSource(model=str(tiny_model)),
+        "fine_tuner": FineTuner(work_dir=str(tmp_path / "work")),
+    }
+    run_config = {"ops": {"lora_adapter": {"config": QUICK}}}
+    result = materialize([base_model, lora_adapter, merged_model], resources=resources, run_config=run_config,
+                         instance=dagster_instance)
+    assert result.success
+    metadata = {e.materialization.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    adapter_meta = metadata["lora_adapter"]
+    assert adapter_meta["steps"].value == 4 and adapter_meta["reused"].value is False
+    assert "| step | train loss | validation loss |" in adapter_meta["loss_curve"].value
+    assert adapter_meta["final_eval_loss"].value > 0 and adapter_meta["tokens_per_s"].value > 0
+
+    version = store.latest("lora_adapter")
+    output = store.partition_dir("lora_adapter", version)
+    assert (output / "adapter_config.json").is_file() and (output / "adapter_model.safetensors").is_file()
+    manifest = manifest_of(output)
+    assert manifest["dataset_version"] == "v-test"
+    assert manifest["base_model"]["weights_sha256"] == store.read_json("base_model", store.latest("base_model"), "model.json")["weights_sha256"]
+    assert {"torch", "transformers", "peft", "trl"} <= set(manifest["libraries"])
+    assert manifest["config_hash"] and manifest["seed"] == 42 and manifest["code"]["asset_code_version"] == "1"
+    assert not (tmp_path / "work" / version).exists()  # checkpoints removed once the artifact is saved
+    assert (store.partition_dir("merged_model", version) / "config.json").is_file()
+
+    logs = [e.user_message for e in dagster_instance.all_logs(result.run_id)]
+    assert any("step 2/4" in m for m in logs), "trainer progress must stream into the Dagster run"
+
+    again = materialize([lora_adapter], resources=resources, run_config=run_config, instance=dagster_instance)
+    [event] = again.get_asset_materialization_events()
+    assert event.materialization.metadata["reused"].value is True  # same config + data + base: no retraining
+
+
+def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny_model, tiny_dataset):
+    tuner, work = FineTuner(), tmp_path / "work"
+    spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=12, eval_steps=3, early_stopping_patience=0)
+    process = run_trainer(tuner, spec, work, start_new_session=True)
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(work.glob("checkpoint-*/trainer_state.json")):
+        assert process.poll() is None, process.stdout.read()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)  # kill -9, mid-training
+    process.wait()
+    done = sorted(int(p.parent.name.split("-")[1]) for p in work.glob("checkpoint-*/trainer_state.json"))
+    assert done and done[-1] < 12 and not Path(spec["output_dir"]).exists()
+
+    resumed = run_trainer(tuner, spec, work)
+    output, _ = resumed.communicate(timeout=900)
+    assert resumed.returncode == 0, output[-3000:]
+    stats = manifest_of(Path(spec["output_dir"]))["stats"]
+    assert stats["resumed_from"] is not None and int(stats["resumed_from"].split("-")[1]) >= done[-1]
+    assert stats["steps"] == 12
+
+
+def test_two_process_ddp_on_cpu(tmp_path, tiny_model, tiny_dataset):
+    tuner = FineTuner(launcher="torchrun", num_processes=2)
+    spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=3, eval_steps=3)
+    process = run_trainer(tuner, spec, tmp_path / "work")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    stats = manifest_of(Path(spec["output_dir"]))["stats"]
+    assert stats["world_size"] == 2 and stats["steps"] == 3
+    assert "world_size=2" in output
+
+
+def test_qlora_without_cuda_fails_with_a_clear_message(tmp_path, tiny_model, tiny_dataset):
+    from resources.training.sft_main import train
+
+    spec = {**spec_for(tmp_path, tiny_model, tiny_dataset, method="qlora"), "work_dir": str(tmp_path / "w")}
+    with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
+        train(spec, log=lambda _: None)
+
+
+def test_merged_model_matches_the_adapter(tmp_path, tiny_model, tiny_dataset):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=2, learning_rate=0.05)
+    process = run_trainer(FineTuner(), spec, tmp_path / "work")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    merged = merge_adapter(str(tiny_model), spec["output_dir"], tmp_path / "merged", dtype="float32")
+    ids = torch.tensor([[1, 42, 99, 7, 300]])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)
+        via_adapter = PeftModel.from_pretrained(base, spec["output_dir"]).eval()(input_ids=ids).logits
+        via_merged = AutoModelForCausalLM.from_pretrained(merged).eval()(input_ids=ids).logits
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model).eval()(input_ids=ids).logits
+    assert torch.allclose(via_adapter, via_merged, atol=1e-4)
+    assert not torch.allclose(plain, via_merged, atol=1e-4)
+
+
+def test_real_smollm2_adapter_trains_reloads_and_changes_output(tmp_path, tiny_dataset):
+    """The embedded default model, for real: a few steps, a PEFT adapter that reloads and changes the output."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from conftest import ROOT
+
+    resolved = BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve()
+    assert resolved.parameters > 100_000_000 and resolved.eos_token == "<|im_end|>"
+    spec = spec_for(tmp_path, resolved.path, tiny_dataset, max_steps=2, eval_steps=2, learning_rate=1e-3)
+    spec["manifest"]["base_model"]["weights_sha256"] = resolved.weights_sha256
+    process = run_trainer(FineTuner(), spec, tmp_path / "work")
+    output, _ = process.communicate(timeout=1200)
+    assert process.returncode == 0, output[-3000:]
+    stats = manifest_of(Path(spec["output_dir"]))["stats"]
+    assert stats["final_eval_loss"] < stats["base_eval_loss"]
+
+    ids = torch.tensor([[1, 4093, 314, 253, 1345, 2]])
+    with torch.no_grad():
+        base = AutoModelForCausalLM.from_pretrained(resolved.path).eval()
+        before = base(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(base, spec["output_dir"]).eval()
+        after = tuned(input_ids=ids).logits
+    assert not torch.allclose(before, after, atol=1e-3)
