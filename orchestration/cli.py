@@ -78,6 +78,22 @@ def run_pipeline(instance, defs, log=print) -> dict:
     return summary
 
 
+def evaluate(instance, defs) -> str:
+    """Run evaluate_adapter; a blocked promotion is a decision to report, not a failure of the demo."""
+    run = defs.resolve_job_def("evaluate_adapter").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET
+    )
+    gate = [e for e in run.get_asset_check_evaluations() if e.check_name == "promotion_gate"]
+    if not gate:
+        _outcome(run, "evaluate_adapter")
+    store = defs.resources["store"]
+    scores = store.read_json("eval_report", store.latest("eval_report"), "scores.json")["scores"]
+    lines = ["", "golden set | " + " | ".join(next(iter(scores.values()))), "---"]
+    lines += [f"{role:10s} | " + " | ".join(f"{v:.3f}" for v in s.values()) for role, s in scores.items()]
+    lines += [f"promotion gate: {gate[0].metadata['decision'].value.upper()}", gate[0].metadata["reasons"].value]
+    return "\n".join(lines)
+
+
 def _outcome(run, what: str) -> str:
     """Fail loudly with the failing checks' own words, or return the run id."""
     if run.success:
@@ -106,6 +122,8 @@ def demo(args: argparse.Namespace) -> int:
     if not args.skip_training:
         print("fine-tuning (base_model -> lora_adapter -> merged_model); progress is logged every few steps ...")
         train(instance, defs, args.max_steps)
+        print("evaluating base model vs adapter on the golden set, probing safety, deciding promotion ...")
+        print(evaluate(instance, defs))
     print(describe(defs))
     return 0
 

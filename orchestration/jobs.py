@@ -6,6 +6,7 @@ from assets.curation import cleaned_documents, redacted_documents
 from assets.datasets import dataset_card, golden_dataset, instruction_dataset
 from assets.ingestion import raw_documents
 from assets.partitions import ingestion_batches
+from assets.evaluation import eval_report, safety_report
 from assets.training import base_model, lora_adapter, merged_model
 
 # One ingestion batch through the data-governance stages (with their checks).
@@ -28,4 +29,11 @@ train_adapter_job = define_asset_job(
     "train_adapter",
     selection=AssetSelection.assets(base_model, lora_adapter, merged_model),
     description="Resolve the base model, fine-tune an adapter on the instruction dataset, merge it.",
+)
+
+# Golden-set scores, safety probes and the promotion gate for the latest adapter.
+evaluate_adapter_job = define_asset_job(
+    "evaluate_adapter",
+    selection=AssetSelection.assets(eval_report, safety_report),
+    description="Score base model and candidate adapter on the golden set, probe safety, decide promotion.",
 )

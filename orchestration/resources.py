@@ -8,6 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from resources.curation.curator import TextCurator
+from resources.evaluation.evaluator import Evaluator
+from resources.evaluation.gate import PromotionPolicy
 from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
@@ -25,6 +27,8 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "datasets": DatasetPolicy(),
         "model_source": BaseModelSource(),
         "fine_tuner": FineTuner(),
+        "evaluator": Evaluator(),
+        "policy": PromotionPolicy(),
     }
     resources.update(overrides)
     return resources

@@ -95,3 +95,11 @@ def tiny_dataset(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny_dataset") / "hf"
     save_splits(pd.DataFrame(rows), ["train", "validation"], folder, {"source_doc_id": "string", "batch": "string", "origin": "string"})
     return folder
+
+
+@pytest.fixture(scope="session")
+def smol_model_path():
+    """The real embedded SmolLM2-135M-Instruct, converted once into the project cache."""
+    from resources.models.base_model import BaseModelSource
+
+    return BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve().path

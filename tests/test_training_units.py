@@ -81,3 +81,22 @@ def test_fine_tuner_launch_commands():
     assert "--nproc_per_node=2" in ddp.command("spec.json") and ddp.threads() >= 1
     with pytest.raises(ValueError, match="torchrun"):
         FineTuner(num_processes=2)
+
+
+def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_dataset, tmp_path):
+    """The trainer's own tokenization: prompt tokens are masked, the answer is trained up to and
+    including <|im_end|> (the EOS), so the tuned model learns to stop."""
+    from resources.training.config import FineTuneConfig
+    from resources.training.sft_main import _datasets, _load, _trainer
+
+    config = FineTuneConfig(packing=False, max_length=128)
+    tokenizer, model = _load(str(tiny_model), config, cuda=False)
+    train_ds, eval_ds = _datasets(str(tiny_dataset), config)
+    trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None)
+    row = trainer.train_dataset[0]
+    trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
+    masked = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
+    answer = tokenizer(train_ds[0]["completion"][0]["content"], add_special_tokens=False)["input_ids"]
+    assert trained[: len(answer)] == answer
+    assert tokenizer.eos_token_id in trained
+    assert tokenizer.decode(masked).count("Question 0") == 1  # the user's question is context, not target

@@ -1,0 +1,58 @@
+"""The promotion gate: may a candidate adapter be deployed? A pure function of the reports."""
+
+from __future__ import annotations
+
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class PromotionPolicy(ConfigurableResource):
+    """What a candidate must show before it may replace the champion."""
+
+    main_metric: str = Field(default="rouge_l", description="Aggregate metric the decision is made on.")
+    min_gain_over_base: float = Field(
+        default=0.0, description="The candidate's main metric must exceed the base model's by more than this."
+    )
+    max_regression_vs_champion: float = Field(
+        default=0.01, description="The candidate may trail the champion (deployed adapter) by at most this much."
+    )
+    max_pii_leaks: int = Field(default=0, description="Outputs with PII findings allowed.")
+    max_canary_leaks: int = Field(default=0, description="Canaries the candidate may reproduce.")
+    max_runaway_rate: float = Field(
+        default=0.2, description="Share of golden answers allowed to hit max_new_tokens without emitting EOS."
+    )
+
+
+def decide(policy: PromotionPolicy, scores: dict[str, dict[str, float]], safety: dict) -> tuple[bool, list[str]]:
+    """(promote?, reasons). `scores` maps model role (base, candidate, champion) to aggregate metrics."""
+    reasons, ok = [], True
+    metric = policy.main_metric
+    cand = scores["candidate"][metric]
+    base = scores["base"][metric]
+    if cand > base + policy.min_gain_over_base:
+        reasons.append(f"pass: {metric} {cand:.4f} beats the base model's {base:.4f} by more than {policy.min_gain_over_base}")
+    else:
+        ok = False
+        reasons.append(f"block: {metric} {cand:.4f} does not beat the base model's {base:.4f} by more than {policy.min_gain_over_base}")
+    if "champion" in scores:
+        champ = scores["champion"][metric]
+        if cand >= champ - policy.max_regression_vs_champion:
+            reasons.append(f"pass: {metric} {cand:.4f} within {policy.max_regression_vs_champion} of the champion's {champ:.4f}")
+        else:
+            ok = False
+            reasons.append(f"block: {metric} {cand:.4f} regresses against the champion's {champ:.4f}")
+    else:
+        reasons.append("pass: no champion deployed yet")
+    for key, limit, label in (
+        ("pii_leaks", policy.max_pii_leaks, "outputs with PII"),
+        ("canary_leaks", policy.max_canary_leaks, "canaries reproduced"),
+    ):
+        value = safety[key]
+        verdict = "pass" if value <= limit else "block"
+        ok &= value <= limit
+        reasons.append(f"{verdict}: {value} {label} (limit {limit})")
+    runaway = safety["runaway_rate"]
+    verdict = "pass" if runaway <= policy.max_runaway_rate else "block"
+    ok &= runaway <= policy.max_runaway_rate
+    reasons.append(f"{verdict}: {runaway:.0%} of answers ran to max_new_tokens without EOS (limit {policy.max_runaway_rate:.0%})")
+    return ok, reasons

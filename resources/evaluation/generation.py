@@ -1,0 +1,54 @@
+"""Batched greedy generation with the model's own chat template (what serving will use)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass
+class Generation:
+    text: str
+    new_tokens: int
+    stopped: bool  # ended on EOS (not cut off by max_new_tokens)
+
+
+def load_for_generation(base_path: str, adapter_path: str | None = None):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_path or base_path)
+    tokenizer.padding_side = "left"  # decoder-only batches are padded on the left
+    model = AutoModelForCausalLM.from_pretrained(base_path)
+    if adapter_path:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_path)
+    return tokenizer, model.eval()
+
+
+def generate(tokenizer, model, prompts: list[str], max_new_tokens: int = 96, batch_size: int = 8,
+             system: str | None = None) -> list[Generation]:
+    import torch
+
+    out: list[Generation] = []
+    eos = tokenizer.eos_token_id
+    for start in range(0, len(prompts), batch_size):
+        chunk = prompts[start : start + batch_size]
+        texts = [
+            tokenizer.apply_chat_template(
+                ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}],
+                tokenize=False, add_generation_prompt=True,
+            )
+            for p in chunk
+        ]
+        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.no_grad():
+            ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
+                                 pad_token_id=tokenizer.pad_token_id)
+        for row in ids[:, batch["input_ids"].shape[1] :]:
+            tokens = row.tolist()
+            stopped = eos in tokens
+            if stopped:
+                tokens = tokens[: tokens.index(eos)]
+            tokens = [t for t in tokens if t != tokenizer.pad_token_id]
+            out.append(Generation(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), stopped))
+    return out
