@@ -52,6 +52,7 @@ dev: install $(DAGSTER_HOME)/dagster.yaml
 bench: install
 	$(PY) benchmarks/redaction_throughput.py
 	$(PY) benchmarks/training_throughput.py
+	$(PY) benchmarks/generation_throughput.py
 
 sample: install
 	$(PY) scripts/generate_sample_corpus.py

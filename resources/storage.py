@@ -8,20 +8,17 @@ stage could read. Files are owner-only (0600 / 0700): the raw zone holds unredac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
-DIR_MODE = 0o700
-FILE_MODE = 0o600
+from resources.atomic import atomic_directory
 
 
 class ArtifactNotFoundError(FileNotFoundError):
@@ -51,23 +48,10 @@ class ArtifactStore(ConfigurableResource):
         return self.asset_dir(asset) / partition
 
     # -- atomic writes -----------------------------------------------------------------------
-    @contextlib.contextmanager
-    def writing(self, asset: str, partition: str) -> Iterator[Path]:
-        """Yield a fresh temporary folder; on success it replaces `asset/partition` atomically."""
-        target = self.partition_dir(asset, partition)
-        target.parent.mkdir(parents=True, exist_ok=True, mode=DIR_MODE)
-        tmp = target.parent / f".{partition}.tmp-{uuid.uuid4().hex[:8]}"
-        tmp.mkdir(mode=DIR_MODE)
-        try:
-            yield tmp
-            _restrict(tmp)
-            trash = target.parent / f".{partition}.old-{uuid.uuid4().hex[:8]}"
-            if target.exists():
-                os.replace(target, trash)
-            os.replace(tmp, target)
-            shutil.rmtree(trash, ignore_errors=True)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+    def writing(self, asset: str, partition: str):
+        """A fresh temporary folder (context manager); on success it replaces `asset/partition`
+        atomically, owner-only."""
+        return atomic_directory(self.partition_dir(asset, partition), owner_only=True)
 
     # -- reads -------------------------------------------------------------------------------
     def exists(self, asset: str, partition: str, name: str | None = None) -> bool:
@@ -129,10 +113,3 @@ def write_text(folder: Path, name: str, text: str) -> Path:
     path = folder / name
     path.write_text(text, encoding="utf-8")
     return path
-
-
-def _restrict(folder: Path) -> None:
-    for dirpath, dirnames, filenames in os.walk(folder):
-        os.chmod(dirpath, DIR_MODE)
-        for name in filenames:
-            os.chmod(os.path.join(dirpath, name), FILE_MODE)

@@ -1,7 +1,6 @@
 """Evaluation: metrics on known cases, batched generation, canary exposure and the promotion gate."""
 
 import json
-import shutil
 
 import pytest
 

@@ -53,7 +53,6 @@ def test_every_batch_ran_and_every_check_passed(pipeline):
     instance, summary = pipeline["instance"], pipeline["summary"]
     batches = sorted(p.name for p in (SAMPLE / "inbox").iterdir())
     assert sorted(summary["batches"]) == batches
-    from dagster import AssetCheckKey
 
     repo = pipeline["defs"].get_repository_def()
     failed = []

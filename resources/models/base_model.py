@@ -10,10 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import json
 import os
-import shutil
-import uuid
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
@@ -21,6 +18,7 @@ from pathlib import Path
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.atomic import atomic_directory
 from resources.offline import apply_offline_defaults
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
@@ -227,16 +225,5 @@ def _describe(model: str, folder: Path) -> ResolvedModel:
 
 
 def _atomic_save(save, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_directory(target) as tmp:
         save(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-
-
-def describe_json(resolved: ResolvedModel) -> str:
-    return json.dumps(resolved.to_dict(), sort_keys=True)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import shutil
-import uuid
 from pathlib import Path
+
+from resources.atomic import atomic_directory
 
 
 def merge_adapter(base_path: str, adapter_path: str, target: Path, dtype: str = "bfloat16") -> Path:
@@ -18,13 +17,7 @@ def merge_adapter(base_path: str, adapter_path: str, target: Path, dtype: str = 
     base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype)
     merged = PeftModel.from_pretrained(base, adapter_path).merge_and_unload()
     tokenizer = AutoTokenizer.from_pretrained(adapter_path)
-    tmp = target.with_name(f".{target.name}.tmp-{uuid.uuid4().hex[:8]}")
-    try:
+    with atomic_directory(target) as tmp:
         merged.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
-        if target.exists():
-            shutil.rmtree(target)
-        os.replace(tmp, target)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
     return target

@@ -18,10 +18,8 @@ import json
 import os
 import platform
 import resource
-import shutil
 import sys
 import time
-import uuid
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -233,9 +231,9 @@ def _save(trainer, tokenizer, config, spec, output_dir: Path, history, stats) ->
     import transformers
     import trl
 
-    tmp = output_dir.with_name(f".{output_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
-    tmp.mkdir(parents=True)
-    try:
+    from resources.atomic import atomic_directory
+
+    with atomic_directory(output_dir) as tmp:
         trainer.model.save_pretrained(tmp)  # PEFT adapter folder (lora/qlora) or full checkpoint
         tokenizer.save_pretrained(tmp)
         (tmp / "tuneforge_config.json").write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True))
@@ -250,11 +248,6 @@ def _save(trainer, tokenizer, config, spec, output_dir: Path, history, stats) ->
         }
         (tmp / "tuneforge_manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True))
         (tmp / "training_history.json").write_text(json.dumps(history, indent=2))
-        if output_dir.exists():
-            shutil.rmtree(output_dir)
-        os.replace(tmp, output_dir)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _metadata(stats: dict, history: list[dict], spec: dict, output_dir: Path) -> dict:
