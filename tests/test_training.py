@@ -174,3 +174,19 @@ def test_real_smollm2_adapter_trains_reloads_and_changes_output(tmp_path, tiny_d
         tuned = PeftModel.from_pretrained(base, spec["output_dir"]).eval()
         after = tuned(input_ids=ids).logits
     assert not torch.allclose(before, after, atol=1e-3)
+
+
+def test_full_fine_tune_saves_a_complete_checkpoint(tmp_path, tiny_model, tiny_dataset):
+    from transformers import AutoModelForCausalLM
+
+    spec = spec_for(tmp_path, tiny_model, tiny_dataset, method="full", max_steps=2, learning_rate=1e-3, target_modules=[])
+    process = run_trainer(FineTuner(), spec, tmp_path / "work")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    out = Path(spec["output_dir"])
+    assert (out / "config.json").is_file() and not (out / "adapter_config.json").exists()
+    tuned = AutoModelForCausalLM.from_pretrained(out)
+    base = AutoModelForCausalLM.from_pretrained(tiny_model)
+    changed = [n for (n, a), (_, b) in zip(base.named_parameters(), tuned.named_parameters()) if not torch.equal(a, b)]
+    assert len(changed) > 5  # all weights train, not a handful of adapter matrices
+    assert json.loads((out / "tuneforge_config.json").read_text())["method"] == "full"
