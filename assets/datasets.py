@@ -18,6 +18,7 @@ from dagster import (
 
 from assets.checks import ledger_check, suite_check
 from assets.curation import redacted_documents
+from assets.feedback import human_feedback, stored_feedback
 from assets.metadata import ledger_metadata, reason_table
 from assets.partitions import ingestion_batches
 from resources.datasets.builder import (
@@ -32,6 +33,7 @@ from resources.datasets.builder import (
 from resources.datasets.card import build_card, card_markdown
 from resources.datasets.export import save_splits
 from resources.datasets.policy import DatasetPolicy
+from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
 from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
@@ -59,7 +61,7 @@ def all_redacted(context, store: ArtifactStore) -> pd.DataFrame:
 
 
 @asset(
-    deps=[redacted_documents],
+    deps=[redacted_documents, human_feedback],
     group_name="datasets",
     kinds={"huggingface", "parquet"},
     code_version="1",
@@ -69,7 +71,8 @@ def golden_dataset(
     context: AssetExecutionContext, datasets: DatasetPolicy, redactor: PiiRedactor, store: ArtifactStore
 ) -> MaterializeResult:
     """The held-out evaluation set the business trusts: curated golden files plus, if configured, a
-    hashed hold-out of the corpus, redacted under the same policy as the training data."""
+    hashed hold-out of the corpus, with reviewers' corrections applied, redacted under the same policy
+    as the training data."""
     ledger = Ledger(stage="golden_dataset")
     examples, quarantine = [], []
     for path in datasets.golden_files():
@@ -79,6 +82,11 @@ def golden_dataset(
     if datasets.golden_holdout_fraction > 0:
         corpus = rows(all_redacted(context, store))
         examples += held_out_golden(corpus, datasets.split_rules(), datasets.text_strategy, datasets.title_template)
+    corrections = golden_corrections(stored_feedback(store), {e["id"] for e in examples})
+    for example in examples:
+        if example["id"] in corrections:
+            example["answer"] = corrections[example["id"]]
+            example["origin"] = f"{example['origin']}+reviewed"
     for row in quarantine:
         context.log.warning(f"golden record quarantined ({row['reason']}): {row['detail']}")
         ledger.quarantined[row["reason"]] += 1
@@ -106,6 +114,7 @@ def golden_dataset(
         metadata={
             **ledger_metadata(ledger, store.partition_dir("golden_dataset", version)),
             "examples": MetadataValue.int(len(table)),
+            "reviewer_corrections": MetadataValue.int(len(corrections)),
             "by_origin": MetadataValue.json(table["origin"].value_counts().to_dict()),
             "redactions_by_entity": reason_table(redactions, header="entity"),
             "redaction_policy": MetadataValue.text(redactor.policy().ref),
@@ -116,20 +125,22 @@ def golden_dataset(
 
 
 @asset(
-    deps=[redacted_documents, golden_dataset],
+    deps=[redacted_documents, golden_dataset, human_feedback],
     group_name="datasets",
     kinds={"huggingface", "parquet"},
     code_version="1",
     automation_condition=FOLLOW_UPSTREAM,
 )
 def instruction_dataset(context: AssetExecutionContext, datasets: DatasetPolicy, store: ArtifactStore) -> MaterializeResult:
-    """Chat-format training and validation examples from every redacted batch, split by hashed id,
-    with anything that duplicates a golden question removed (the contamination guard)."""
+    """Chat-format training and validation examples from every redacted batch and from reviewers'
+    corrections, split by hashed id, with anything that duplicates a golden question removed (the
+    contamination guard)."""
     batches = redacted_batches(context, store)
     corpus = all_redacted(context, store)
     golden = store.read_table("golden_dataset", store.latest("golden_dataset"), "examples.parquet")
+    feedback_docs = training_documents(stored_feedback(store), set(golden["id"]))
     build = build_examples(
-        rows(corpus), datasets.split_rules(), datasets.text_strategy, datasets.title_template,
+        rows(corpus) + feedback_docs, datasets.split_rules(), datasets.text_strategy, datasets.title_template,
         golden_prompts=list(golden["prompt"]),
     )
     table = frame(build.examples, EXAMPLE_COLUMNS)
@@ -139,7 +150,7 @@ def instruction_dataset(context: AssetExecutionContext, datasets: DatasetPolicy,
         write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
         write_json(out, "ledger.json", build.ledger.to_dict())
         write_json(out, "manifest.json", {"batches": batches, "golden_version": store.latest("golden_dataset"),
-                                          "policy": datasets.model_dump()})
+                                          "feedback_examples": len(feedback_docs), "policy": datasets.model_dump()})
         sizes = save_splits(table, ["train", "validation"], out / "hf", {"source_doc_id": "string", "batch": "string", "origin": "string"})
     store.set_latest("instruction_dataset", version)
 
@@ -149,6 +160,7 @@ def instruction_dataset(context: AssetExecutionContext, datasets: DatasetPolicy,
             "train_examples": MetadataValue.int(sizes["train"]),
             "validation_examples": MetadataValue.int(sizes["validation"]),
             "batches": MetadataValue.int(len(batches)),
+            "feedback_examples": MetadataValue.int(len(feedback_docs)),
             "text_strategy": MetadataValue.text(datasets.text_strategy),
             "version": MetadataValue.text(version),
         },
@@ -239,7 +251,8 @@ def training_set_size(datasets: DatasetPolicy, store: ArtifactStore) -> AssetChe
 
 def _redacted_rows(context, store: ArtifactStore) -> int:
     manifest = store.read_json("instruction_dataset", store.latest("instruction_dataset"), "manifest.json")
-    return sum(len(store.read_table("redacted_documents", b)) for b in manifest["batches"])
+    redacted = sum(len(store.read_table("redacted_documents", b)) for b in manifest["batches"])
+    return redacted + manifest.get("feedback_examples", 0)
 
 
 golden_dataset_expectations = suite_check(

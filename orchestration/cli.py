@@ -118,6 +118,8 @@ def demo(args: argparse.Namespace) -> int:
     inbox = Path(defs.resources["inbox"].path)
     copied = seed_inbox(Path(args.sample), inbox)
     print(f"inbox {inbox.resolve()}: added {len(copied)} sample batches {copied}")
+    reviews = seed_inbox(Path(args.sample).parent / "feedback", Path(defs.resources["feedback"].path))
+    print(f"feedback {Path(defs.resources['feedback'].path).resolve()}: added {reviews}")
     run_pipeline(instance, defs)
     if not args.skip_training:
         print("fine-tuning (base_model -> lora_adapter -> merged_model); progress is logged every few steps ...")

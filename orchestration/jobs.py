@@ -4,6 +4,7 @@ from dagster import AssetSelection, define_asset_job
 
 from assets.curation import cleaned_documents, redacted_documents
 from assets.datasets import dataset_card, golden_dataset, instruction_dataset
+from assets.feedback import human_feedback
 from assets.ingestion import raw_documents
 from assets.partitions import ingestion_batches
 from assets.evaluation import eval_report, safety_report
@@ -20,7 +21,7 @@ ingest_batch_job = define_asset_job(
 # The datasets built from every redacted batch.
 build_datasets_job = define_asset_job(
     "build_datasets",
-    selection=AssetSelection.assets(golden_dataset, instruction_dataset, dataset_card),
+    selection=AssetSelection.assets(human_feedback, golden_dataset, instruction_dataset, dataset_card),
     description="Rebuild the golden set, the instruction dataset and the dataset card from all redacted batches.",
 )
 

@@ -9,6 +9,7 @@ from typing import Any
 
 from resources.curation.curator import TextCurator
 from resources.evaluation.evaluator import Evaluator
+from resources.evaluation.feedback import FeedbackSource
 from resources.evaluation.gate import PromotionPolicy
 from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
@@ -28,6 +29,7 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "model_source": BaseModelSource(),
         "fine_tuner": FineTuner(),
         "evaluator": Evaluator(),
+        "feedback": FeedbackSource(),
         "policy": PromotionPolicy(),
     }
     resources.update(overrides)

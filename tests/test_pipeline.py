@@ -13,6 +13,7 @@ import pytest
 from orchestration.cli import run_pipeline
 from orchestration.definitions import build_definitions
 from resources.datasets.policy import DatasetPolicy
+from resources.evaluation.feedback import FeedbackSource
 from resources.ingestion.inbox import Inbox
 from resources.storage import ArtifactStore
 from conftest import ROOT, SAMPLE
@@ -34,8 +35,10 @@ def pipeline(tmp_path_factory):
     os.environ["DAGSTER_HOME"] = str(home)
     inbox_dir = tmp / "inbox"
     shutil.copytree(SAMPLE / "inbox", inbox_dir)
+    shutil.copytree(SAMPLE / "feedback", tmp / "feedback")
     defs = build_definitions(
         inbox=Inbox(path=str(inbox_dir), settle_seconds=0),
+        feedback=FeedbackSource(path=str(tmp / "feedback")),
         store=ArtifactStore(root=str(tmp / "artifacts")),
         datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
     )
@@ -75,7 +78,9 @@ def test_ledgers_balance_and_chain_stage_to_stage(pipeline):
         assert cleaned["records_in"] == raw["kept"] and redacted["records_in"] == cleaned["kept"], batch
     total_redacted = sum(len(store.read_table("redacted_documents", b)) for b in store.partitions("redacted_documents"))
     dataset = store.read_json("instruction_dataset", store.latest("instruction_dataset"), "ledger.json")
-    assert dataset["records_in"] == total_redacted and dataset["balanced"]
+    manifest = store.read_json("instruction_dataset", store.latest("instruction_dataset"), "manifest.json")
+    assert manifest["feedback_examples"] == 1
+    assert dataset["records_in"] == total_redacted + 1 and dataset["balanced"]
 
 
 def test_bad_inputs_are_quarantined_with_reasons(pipeline):
@@ -123,6 +128,19 @@ def test_golden_contamination_is_removed_from_training(pipeline):
     assert (dropped["reason"] == "golden_contamination").sum() >= 2
     examples = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
     assert set(examples["split"]) == {"train", "validation"}
+
+
+def test_reviewer_corrections_reach_golden_and_training_redacted(pipeline):
+    store = pipeline["store"]
+    golden = store.read_table("golden_dataset", store.latest("golden_dataset"), "examples.parquet").set_index("id")
+    assert golden.loc["G-001", "answer"].startswith("The Free plan allows 3 boards per workspace, up to 5 members")
+    assert golden.loc["G-001", "origin"] == "curated+reviewed"
+    examples = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
+    [added] = examples[examples["batch"] == "human_feedback"].to_dict("records")
+    assert added["external_id"] == "srv-000173" and "<EMAIL_ADDRESS>" in added["answer"]
+    assert "maria.lopez@example.com" not in added["answer"]
+    ledger = store.read_json("human_feedback", "current", "ledger.json")
+    assert ledger["kept"] == 5 and ledger["quarantined"] == {"invalid_verdict": 1} and ledger["balanced"]
 
 
 def test_dataset_card_describes_the_data(pipeline):

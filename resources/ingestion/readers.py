@@ -177,6 +177,13 @@ _UNITS = {
 }
 
 
+def file_records(data: bytes, fmt: str, rel: str) -> Iterator[tuple[int, Any]]:
+    """(line, record | RecordError) for any supported format; raises RecordError for a bad file."""
+    if fmt not in _UNITS:
+        raise RecordError("unsupported_format", f"{rel}: extension .{fmt} is not one of {', '.join(SUPPORTED_FORMATS)}")
+    return _UNITS[fmt](data, rel)
+
+
 # -- one record -> one document ---------------------------------------------------------------
 def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: ReaderLimits) -> dict[str, Any]:
     """Map any supported record shape onto the document schema, or raise RecordError."""

@@ -1,0 +1,35 @@
+"""Reviewer feedback: validation with quarantine, and the routing rule for corrections."""
+
+from resources.evaluation.feedback import golden_corrections, read_feedback, training_documents
+
+
+def test_feedback_is_validated_and_bad_rows_quarantined(tmp_path):
+    (tmp_path / "a.csv").write_text(
+        "example_id,verdict,reviewer,question,corrected_answer\n"
+        "G-1,correct,r1,,Three boards.\n"
+        "S-9,Correct,r2,How do I move a board?,Use Move board.\n"
+        "G-2,maybe,r1,,\n"
+        "G-3,correct,r1,,\n"
+        ",approve,r1,,\n"
+    )
+    (tmp_path / "b.jsonl").write_text('{"example_id": "G-1", "verdict": "correct", "reviewer": "r3", "corrected_answer": "3 boards."}\n{oops\n')
+    (tmp_path / "notes.txt").write_text("not feedback")
+    rows, quarantine = read_feedback(tmp_path)
+    assert [(r["example_id"], r["verdict"]) for r in rows] == [("G-1", "correct"), ("S-9", "correct"), ("G-1", "correct")]
+    reasons = sorted((q["source_path"], q["line"], q["reason"]) for q in quarantine if q["line"] is not None)
+    assert reasons == [("a.csv", 3, "invalid_verdict"), ("a.csv", 4, "empty_record"), ("a.csv", 5, "unrecognised_schema"),
+                       ("b.jsonl", 2, "malformed_json")]
+    assert any(q["source_path"] == "notes.txt" and q["reason"] == "unsupported_format" for q in quarantine)
+
+
+def test_corrections_route_to_golden_or_training_last_one_wins(tmp_path):
+    rows = [
+        {"feedback_id": "f1", "example_id": "G-1", "verdict": "correct", "question": None, "corrected_answer": "Three."},
+        {"feedback_id": "f2", "example_id": "G-1", "verdict": "correct", "question": None, "corrected_answer": "3 boards."},
+        {"feedback_id": "f3", "example_id": "S-9", "verdict": "correct", "question": "Move a board?", "corrected_answer": "Use Move board."},
+        {"feedback_id": "f4", "example_id": "S-10", "verdict": "correct", "question": None, "corrected_answer": "No question given."},
+        {"feedback_id": "f5", "example_id": "S-11", "verdict": "approve", "question": "Q", "corrected_answer": None},
+    ]
+    assert golden_corrections(rows, {"G-1", "G-2"}) == {"G-1": "3 boards."}
+    [doc] = training_documents(rows, {"G-1", "G-2"})
+    assert doc["external_id"] == "S-9" and doc["kind"] == "instruction" and "Use Move board." in doc["messages"]
