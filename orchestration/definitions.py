@@ -4,12 +4,12 @@ from typing import Any
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import curation, datasets, evaluation, feedback, ingestion, training
+from assets import curation, datasets, evaluation, feedback, ingestion, retrieval, training
 from orchestration.jobs import build_datasets_job, evaluate_adapter_job, ingest_batch_job, train_adapter_job
 from orchestration.resources import default_resources
 from orchestration.sensors import datasets_automation_sensor, inbox_sensor
 
-STAGES = [ingestion, curation, feedback, datasets, training, evaluation]
+STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation]
 
 
 def build_definitions(**resource_overrides: Any) -> Definitions:

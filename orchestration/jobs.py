@@ -5,6 +5,7 @@ from dagster import AssetSelection, define_asset_job
 from assets.curation import cleaned_documents, redacted_documents
 from assets.datasets import dataset_card, golden_dataset, instruction_dataset
 from assets.feedback import human_feedback
+from assets.retrieval import knowledge_index
 from assets.ingestion import raw_documents
 from assets.partitions import ingestion_batches
 from assets.evaluation import eval_report, safety_report
@@ -21,8 +22,8 @@ ingest_batch_job = define_asset_job(
 # The datasets built from every redacted batch.
 build_datasets_job = define_asset_job(
     "build_datasets",
-    selection=AssetSelection.assets(human_feedback, golden_dataset, instruction_dataset, dataset_card),
-    description="Rebuild the golden set, the instruction dataset and the dataset card from all redacted batches.",
+    selection=AssetSelection.assets(human_feedback, golden_dataset, instruction_dataset, dataset_card, knowledge_index),
+    description="Rebuild the golden set (with reviewer feedback), the instruction dataset, its card and the knowledge index.",
 )
 
 # Fine-tuning on the latest instruction dataset (config: FineTuneConfig on lora_adapter).

