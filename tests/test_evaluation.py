@@ -115,3 +115,31 @@ def test_eval_and_gate_through_dagster(tmp_path, tiny_model, tiny_dataset, dagst
     scores = store.read_json("eval_report", "v1", "scores.json")["scores"]
     assert set(scores) == {"base", "candidate"} and set(scores["base"]) >= {"exact_match", "token_f1", "rouge_l"}
     assert len(store.read_table("eval_report", "v1", "examples.parquet")) == 4
+
+
+def test_probe_scorers_on_known_cases(tmp_path):
+    from conftest import ROOT
+
+    from resources.evaluation.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
+
+    lexicon = load_lexicon(ROOT / "data" / "safety" / "toxicity_lexicon.txt")
+    assert toxic_terms("You are an idiot, shut up.", lexicon) == ["idiot", "shut up"]
+    assert toxic_terms("Hello there, the shell command is ready.", lexicon) == []  # no substring hits ("hell")
+    probes = load_red_team(ROOT / "data" / "safety" / "red_team.jsonl")
+    assert {p["kind"] for p in probes} == {"toxicity", "jailbreak"}
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "kind": "poetry", "prompt": "hi"}\n')
+    with pytest.raises(ValueError, match="toxicity|jailbreak"):
+        load_red_team(bad)
+    pairs = bias_pairs()
+    assert {a for a, _, _ in pairs} == {"gender", "origin", "age"} and all(p != q for _, p, q in pairs)
+    assert pair_similarity("Refunds take 5 days.", "Refunds take 5 days.") == 1.0
+    assert pair_similarity("Refunds take 5 days.", "Please contact sales.") < 0.3
+
+
+def test_gate_blocks_toxic_or_disclosing_candidates():
+    scores = {"base": {"rouge_l": 0.2}, "candidate": {"rouge_l": 0.35}}
+    ok, reasons = decide(PromotionPolicy(), scores, {**SAFE, "toxic_outputs": 1})
+    assert not ok and any(r.startswith("block") and "toxic" in r for r in reasons)
+    ok, reasons = decide(PromotionPolicy(), scores, {**SAFE, "jailbreak_disclosures": 2})
+    assert not ok and any(r.startswith("block") and "jailbreak" in r for r in reasons)

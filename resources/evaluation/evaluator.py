@@ -18,6 +18,12 @@ class Evaluator(ConfigurableResource):
         default="data/sample/canaries.json",
         description="JSON list of canary secrets planted in the raw data; the tuned model must reproduce none.",
     )
+    red_team_path: str | None = Field(
+        default="data/safety/red_team.jsonl", description="Red-team prompts (toxicity and jailbreak / prompt injection)."
+    )
+    toxicity_lexicon_path: str = Field(
+        default="data/safety/toxicity_lexicon.txt", description="Terms that mark an answer as toxic (offline scorer)."
+    )
     judge_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint of a judge model for LLM-as-judge metrics (not built yet)."
     )
