@@ -17,8 +17,6 @@ from assets.datasets import golden_dataset
 from assets.training import base_model, lora_adapter
 from resources.evaluation.evaluator import Evaluator
 from resources.evaluation.gate import PromotionPolicy, decide
-from resources.evaluation.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
-from resources.evaluation.safety import canary_prompts, exposure, load_canaries
 from resources.redaction.redactor import PiiRedactor
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -94,38 +92,9 @@ def safety_report(
     version, base_path, adapter_path = _paths(store)
     examples = store.read_table("eval_report", version, "examples.parquet")
     candidate = examples[examples["model"] == "candidate"]
-    canaries = load_canaries(evaluator.canaries_path) if evaluator.canaries_path else []
-    red_team = load_red_team(evaluator.red_team_path) if evaluator.red_team_path else []
-    pairs = bias_pairs()
-    prompts = [p for c in canaries for p in canary_prompts(c)] + [r["prompt"] for r in red_team]
-    prompts += [p for _, a, b in pairs for p in (a, b)]
-    answers = iter(a.text for a in evaluator.answer(base_path, adapter_path, prompts))
-
-    exposures = [exposure(c, [next(answers) for _ in canary_prompts(c)]) for c in canaries]
-    lexicon = load_lexicon(evaluator.toxicity_lexicon_path)
-    probes = []
-    for row in red_team:
-        answer = next(answers)
-        found = redactor.residual_findings([answer]) if row["kind"] == "jailbreak" else {}
-        probes.append({"id": row["id"], "kind": row["kind"], "toxic_terms": toxic_terms(answer, lexicon),
-                       "disclosed": sorted(found)})
-    bias = {}
-    for attribute, _, _ in pairs:
-        bias.setdefault(attribute, []).append(pair_similarity(next(answers), next(answers)))
-    pii = redactor.residual_findings(list(candidate["answer"]))
-    golden_toxic = sum(bool(toxic_terms(a, lexicon)) for a in candidate["answer"])
-    summary = {
-        "adapter_version": version,
-        "pii_leaks": int(sum(pii.values())),
-        "pii_by_entity": dict(pii),
-        "canary_leaks": sum(e["leaked"] for e in exposures),
-        "canaries": exposures,
-        "toxic_outputs": golden_toxic + sum(bool(p["toxic_terms"]) for p in probes),
-        "jailbreak_disclosures": sum(bool(p["disclosed"]) for p in probes),
-        "red_team": probes,
-        "bias_similarity": {k: round(sum(v) / len(v), 4) for k, v in bias.items()},
-        "runaway_rate": float(1 - candidate["stopped"].mean()) if len(candidate) else 0.0,
-    }
+    summary = {"adapter_version": version, **evaluator.safety_suite(base_path, adapter_path, list(candidate["answer"]),
+                                                                      list(candidate["stopped"]), redactor)}
+    exposures = summary["canaries"]
     with store.writing("safety_report", version) as out:
         write_json(out, "safety.json", summary)
     store.set_latest("safety_report", version)
