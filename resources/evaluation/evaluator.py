@@ -15,7 +15,7 @@ class Evaluator(ConfigurableResource):
     """Generation settings shared by every compared model, and where the canaries are listed."""
 
     max_new_tokens: int = Field(default=96, description="Answer length cap; an answer that hits it without EOS is a runaway.")
-    batch_size: int = Field(default=8, description="Prompts generated together (left-padded batches).")
+    batch_size: int = Field(default=16, description="Prompts generated together (left-padded batches); 16 measured 4.4x one-at-a-time.")
     canaries_path: str | None = Field(
         default="data/sample/canaries.json",
         description="JSON list of canary secrets planted in the raw data; the tuned model must reproduce none.",
