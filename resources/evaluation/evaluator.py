@@ -26,9 +26,6 @@ class Evaluator(ConfigurableResource):
     toxicity_lexicon_path: str = Field(
         default="data/safety/toxicity_lexicon.txt", description="Terms that mark an answer as toxic (offline scorer)."
     )
-    judge_base_url: str | None = Field(
-        default=None, description="OpenAI-compatible endpoint of a judge model for LLM-as-judge metrics (not built yet)."
-    )
 
     def answer(self, base_path: str, adapter_path: str | None, prompts: list[str]) -> list[Generation]:
         tokenizer, model = load_for_generation(base_path, adapter_path)
