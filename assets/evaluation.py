@@ -14,13 +14,16 @@ from dagster import (
 )
 
 from assets.datasets import golden_dataset
+from assets.retrieval import knowledge_index
 from assets.training import base_model, lora_adapter
-from resources.evaluation.evaluator import Evaluator
+from resources.evaluation.evaluator import METRICS, Contender, Evaluator
+from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.evaluation.gate import PromotionPolicy, decide
 from resources.redaction.redactor import PiiRedactor
-from resources.storage import ArtifactStore, write_json, write_table
+from resources.retrieval.index import KnowledgeIndexer
+from resources.storage import ArtifactNotFoundError, ArtifactStore, write_json, write_table
 
-METRICS = ("exact_match", "token_f1", "rouge_l")
+CHAMPION = "champion"  # the store pointer the deployment stage moves to the adapter it puts into service
 
 
 def _paths(store: ArtifactStore) -> tuple[str, str, str]:
@@ -29,47 +32,64 @@ def _paths(store: ArtifactStore) -> tuple[str, str, str]:
     return version, base, str(store.partition_dir("lora_adapter", version))
 
 
+def champion_version(store: ArtifactStore) -> str | None:
+    """The adapter version now deployed, if any."""
+    try:
+        return store.latest(CHAMPION)
+    except ArtifactNotFoundError:
+        return None
+
+
+def _contexts(store: ArtifactStore, indexer: KnowledgeIndexer, golden: pd.DataFrame, k: int) -> list[list[str]]:
+    """Retrieved passages for golden questions answerable from the knowledge base; [] for the others."""
+    index_dir = store.partition_dir("knowledge_index", store.latest("knowledge_index"))
+    answerable = golden["source_doc_id"].notna().tolist()
+    hits = iter(indexer.passages(index_dir, [p for p, a in zip(golden["prompt"], answerable) if a], k))
+    return [[h["text"] for h in next(hits)] if a else [] for a in answerable]
+
+
 @asset(
-    deps=[lora_adapter, base_model, golden_dataset],
+    deps=[lora_adapter, base_model, golden_dataset, knowledge_index],
     group_name="evaluation",
     kinds={"deepeval"},
-    code_version="1",
+    code_version="2",
 )
-def eval_report(context: AssetExecutionContext, evaluator: Evaluator, store: ArtifactStore) -> MaterializeResult:
-    """The golden questions answered by the base model and by the candidate adapter, side by side,
-    scored with deepeval metrics (exact match, token F1, ROUGE-L) per example and on average."""
+def eval_report(context: AssetExecutionContext, evaluator: Evaluator, judge: JudgeModel, indexer: KnowledgeIndexer,
+                store: ArtifactStore) -> MaterializeResult:
+    """The golden questions answered by the base model, the candidate adapter, the champion (the adapter
+    now deployed, if any) and any configured comparison endpoint, side by side; scored per example with
+    deepeval metrics — exact match, token F1, ROUGE-L, grounding in the passages retrieved from the
+    knowledge index, and the LLM-as-judge metrics when a judge is configured."""
     version, base_path, adapter_path = _paths(store)
     golden = store.read_table("golden_dataset", store.latest("golden_dataset"), "examples.parquet")
-    prompts, references = list(golden["prompt"]), list(golden["answer"])
-    rows, aggregates = [], {}
-    for role, adapter in (("base", None), ("candidate", adapter_path)):
-        answers = evaluator.answer(base_path, adapter, prompts)
-        scores = evaluator.score(prompts, references, [a.text for a in answers])
-        for example_id, prompt, reference, answer, score in zip(golden["id"], prompts, references, answers, scores):
-            rows.append({"model": role, "id": example_id, "prompt": prompt, "reference": reference,
-                         "answer": answer.text, "stopped": answer.stopped, "new_tokens": answer.new_tokens, **score})
-        frame = pd.DataFrame([r for r in rows if r["model"] == role])
-        aggregates[role] = {m: float(frame[m].mean()) for m in METRICS} | {"runaway_rate": float(1 - frame["stopped"].mean())}
-        context.log.info(f"{role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[role].items()))
-    table = pd.DataFrame(rows)
+    contenders = [Contender("base", base_path), Contender("candidate", base_path, adapter_path)]
+    champion = champion_version(store)
+    if champion and champion != version:
+        contenders.append(Contender("champion", base_path, str(store.partition_dir("lora_adapter", champion))))
+    contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
+    contexts = _contexts(store, indexer, golden, evaluator.grounding_passages)
+    table, aggregates = evaluator.compare(contenders, golden, contexts, judge, log=context.log.info)
+
     with store.writing("eval_report", version) as out:
         write_table(out, "examples.parquet", table)
-        write_json(out, "scores.json", {"adapter_version": version, "scores": aggregates,
-                                        "judge_metrics": "not run: no judge model configured"})
+        write_json(out, "scores.json", {"adapter_version": version, "champion_version": champion, "scores": aggregates,
+                                        "judge_metrics": judge.status()})
     store.set_latest("eval_report", version)
 
-    comparison = "| model | " + " | ".join(METRICS) + " | runaway |\n|---|---|---|---|---|\n" + "\n".join(
-        f"| {role} | " + " | ".join(f"{s[m]:.4f}" for m in METRICS) + f" | {s['runaway_rate']:.0%} |"
+    columns = [m for m in (*METRICS, *JUDGE_METRICS) if any(m in s for s in aggregates.values())]
+    comparison = "| model | " + " | ".join(columns) + " | runaway |\n|---|" + "---|" * (len(columns) + 1) + "\n" + "\n".join(
+        f"| {role} | " + " | ".join(f"{s[m]:.4f}" if m in s else "—" for m in columns) + f" | {s['runaway_rate']:.0%} |"
         for role, s in aggregates.items()
     )
-    metadata = {f"{role}_{m}": MetadataValue.float(s[m]) for role, s in aggregates.items() for m in METRICS}
+    metadata = {f"{role}_{m}": MetadataValue.float(v) for role, s in aggregates.items() for m, v in s.items()}
     return MaterializeResult(
         metadata={
             **metadata,
             "comparison": MetadataValue.md(comparison),
             "golden_examples": MetadataValue.int(len(golden)),
-            "champion": MetadataValue.text("none deployed yet"),
-            "judge_metrics": MetadataValue.text("not run: no judge model configured"),
+            "grounded_examples": MetadataValue.int(sum(bool(c) for c in contexts)),
+            "champion": MetadataValue.text(champion or "none deployed yet"),
+            "judge_metrics": MetadataValue.text(judge.status()),
             "adapter_version": MetadataValue.text(version),
             "path": MetadataValue.path(str(store.partition_dir("eval_report", version))),
         },

@@ -11,6 +11,7 @@ from resources.curation.curator import TextCurator
 from resources.evaluation.evaluator import Evaluator
 from resources.evaluation.feedback import FeedbackSource
 from resources.evaluation.gate import PromotionPolicy
+from resources.evaluation.judge import JudgeModel
 from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
@@ -30,6 +31,7 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "model_source": BaseModelSource(),
         "fine_tuner": FineTuner(),
         "evaluator": Evaluator(),
+        "judge": JudgeModel(),  # unset: LLM-as-judge metrics are reported as not run
         "feedback": FeedbackSource(),
         "indexer": KnowledgeIndexer(),
         "policy": PromotionPolicy(),

@@ -74,18 +74,20 @@ def test_batched_generation_matches_one_at_a_time(smol_model_path):
     assert all(g.new_tokens <= 12 for g in batched)
 
 
-@pytest.mark.slow
-def test_eval_and_gate_through_dagster(tmp_path, tiny_model, tiny_dataset, dagster_instance):
-    """A randomly initialised model with an untrained adapter cannot beat its base: the gate blocks it."""
-    import pandas as pd
-    from dagster import materialize
+GOLDEN = {"How long do tokens last?": "API tokens expire after 90 days.",
+          "How many boards does the Free plan allow?": "The Free plan allows 3 boards."}
 
-    from assets.evaluation import eval_report, promotion_gate, safety_report
-    from resources.evaluation.evaluator import Evaluator
-    from resources.redaction.redactor import PiiRedactor
+
+@pytest.fixture
+def eval_inputs(tmp_path, tiny_model, tiny_dataset):
+    """An artifact store holding what evaluation reads: a tiny random base model with a barely trained
+    adapter, a two-question golden set and a knowledge index over three documents."""
+    import numpy as np
+    import pandas as pd
+
+    from resources.retrieval.index import KnowledgeIndexer
     from resources.storage import ArtifactStore
     from resources.training.sft_main import train
-    from conftest import ROOT
 
     store = ArtifactStore(root=str(tmp_path / "artifacts"))
     adapter = store.partition_dir("lora_adapter", "v1")
@@ -98,23 +100,110 @@ def test_eval_and_gate_through_dagster(tmp_path, tiny_model, tiny_dataset, dagst
         (out / "model.json").write_text(json.dumps({"path": str(tiny_model)}))
     store.set_latest("base_model", "b1")
     with store.writing("golden_dataset", "g1") as out:
-        pd.DataFrame({"id": ["G1", "G2"], "prompt": ["How long do tokens last?", "How many boards?"],
-                      "answer": ["90 days.", "Three boards."]}).to_parquet(out / "examples.parquet")
+        pd.DataFrame({"id": ["G1", "G2"], "prompt": list(GOLDEN), "answer": list(GOLDEN.values()),
+                      "source_doc_id": ["KB-1", None]}).to_parquet(out / "examples.parquet")
     store.set_latest("golden_dataset", "g1")
+    docs = pd.DataFrame({"doc_id": ["d1", "d2", "d3"], "external_id": ["KB-1", "KB-2", "KB-3"], "title": ["", "", ""],
+                         "text": ["API tokens expire after 90 days and can be revoked.", "The Free plan allows 3 boards.",
+                                  "Invoices are sent on the first of the month."]})
+    indexer = KnowledgeIndexer()
+    with store.writing("knowledge_index", "k1") as out:
+        np.save(out / "vectors.npy", indexer.embed(list(docs["text"])))
+        docs.to_parquet(out / "documents.parquet")
+    store.set_latest("knowledge_index", "k1")
+    return store
 
-    resources = {"store": store, "evaluator": Evaluator(max_new_tokens=8, canaries_path=None),
+
+def _evaluate(store, instance, **extra):
+    from dagster import materialize
+
+    from assets.evaluation import eval_report, promotion_gate, safety_report
+    from conftest import ROOT
+    from resources.evaluation.evaluator import Evaluator
+    from resources.evaluation.judge import JudgeModel
+    from resources.redaction.redactor import PiiRedactor
+    from resources.retrieval.index import KnowledgeIndexer
+
+    resources = {"store": store, "evaluator": Evaluator(max_new_tokens=8, canaries_path=None), "judge": JudgeModel(),
+                 "indexer": KnowledgeIndexer(),
                  "redactor": PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml")),
-                 "policy": PromotionPolicy()}
-    result = materialize([eval_report, safety_report, promotion_gate], resources=resources, instance=dagster_instance,
-                         raise_on_error=False)
+                 "policy": PromotionPolicy()} | extra
+    return materialize([eval_report, safety_report, promotion_gate], resources=resources, instance=instance,
+                       raise_on_error=False)
+
+
+@pytest.mark.slow
+def test_eval_and_gate_through_dagster(eval_inputs, dagster_instance):
+    """A randomly initialised model with an untrained adapter cannot beat its base: the gate blocks it.
+    Without a judge configured the judge metrics are reported as not run, and no judge column exists."""
+    store = eval_inputs
+    result = _evaluate(store, dagster_instance)
     failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
     assert len(failures) == 1 and "promotion_gate" in failures[0], failures  # the blocking gate, nothing else
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     assert not gate.passed and gate.metadata["decision"].value == "block"
     assert "does not beat the base" in gate.metadata["reasons"].value
-    scores = store.read_json("eval_report", "v1", "scores.json")["scores"]
-    assert set(scores) == {"base", "candidate"} and set(scores["base"]) >= {"exact_match", "token_f1", "rouge_l"}
-    assert len(store.read_table("eval_report", "v1", "examples.parquet")) == 4
+    report = store.read_json("eval_report", "v1", "scores.json")
+    assert set(report["scores"]) == {"base", "candidate"}
+    assert set(report["scores"]["base"]) == {"exact_match", "token_f1", "rouge_l", "context_support", "runaway_rate"}
+    assert report["judge_metrics"].startswith("not run")
+    examples = store.read_table("eval_report", "v1", "examples.parquet")
+    assert len(examples) == 4 and not any(c.startswith("judge_") for c in examples.columns)
+    # grounding: the question with a known source got the passage that answers it, the other got none
+    grounded = examples[examples["model"] == "candidate"].set_index("id")["retrieved"]
+    assert "90 days" in grounded["G1"][0] and len(grounded["G1"]) == 3 and len(grounded["G2"]) == 0
+    [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["eval_report"]]
+    assert materialization.materialization.metadata["judge_metrics"].value.startswith("not run")
+
+
+@pytest.mark.slow
+def test_judge_metrics_and_a_comparison_endpoint_over_real_http(eval_inputs, dagster_instance, monkeypatch):
+    """The judge path against a real OpenAI-compatible server on 127.0.0.1 (a scripted judge stands in for
+    a judge LLM, which cannot run here), plus a hosted-API comparison row served by the same server."""
+    from servers.openai_server import build_app, serve
+
+    from resources.evaluation.endpoints import ChatEndpoint
+    from resources.evaluation.evaluator import Evaluator
+    from resources.evaluation.judge import JudgeModel
+
+    store = eval_inputs
+    app = build_app(api_key="test-key", answer_book=GOLDEN)
+    monkeypatch.setenv("HOSTED_API_KEY", "test-key")
+    with serve(app) as url:
+        hosted = ChatEndpoint(name="hosted", base_url=url, model="answer-book", api_key_env="HOSTED_API_KEY")
+        result = _evaluate(store, dagster_instance,
+                           evaluator=Evaluator(max_new_tokens=8, canaries_path=None, compare_with=[hosted]),
+                           judge=JudgeModel(base_url=url, model="scripted-judge", api_key="test-key"))
+    scores = store.read_json("eval_report", "v1", "scores.json")
+    assert scores["judge_metrics"] == f"run: scripted-judge at {url}"
+    assert set(scores["scores"]) == {"base", "candidate", "hosted"}
+    # the hosted row answers every golden question word for word; the tiny random model answers noise
+    assert scores["scores"]["hosted"]["exact_match"] == 1.0
+    assert scores["scores"]["hosted"]["judge_correctness"] == 1.0
+    assert scores["scores"]["candidate"]["judge_correctness"] < 0.5
+    # faithfulness: the hosted answer to G1 is supported by the retrieved passage (judge and lexical score agree)
+    examples = store.read_table("eval_report", "v1", "examples.parquet").set_index(["model", "id"])
+    assert examples.loc[("hosted", "G1"), "judge_faithfulness"] == 1.0
+    assert examples.loc[("hosted", "G1"), "context_support"] == 1.0
+    assert pd_isna(examples.loc[("hosted", "G2"), "judge_faithfulness"])  # no known source: not scored
+    assert app.state.requests["answer-book"] == 2 and app.state.requests["scripted-judge"] >= 6
+    [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["eval_report"]]
+    metadata = materialization.materialization.metadata
+    assert metadata["hosted_judge_correctness"].value == 1.0 and "judge_correctness" in metadata["comparison"].value
+
+
+def test_unreachable_judge_fails_naming_the_endpoint():
+    from resources.evaluation.judge import JudgeModel, JudgeUnavailableError
+
+    judge = JudgeModel(base_url="http://127.0.0.1:9/v1", model="j")
+    with pytest.raises(JudgeUnavailableError, match="127.0.0.1:9"):
+        judge.score(["q"], ["a"], ["a"], [[]])
+
+
+def pd_isna(value) -> bool:
+    import pandas as pd
+
+    return bool(pd.isna(value))
 
 
 def test_probe_scorers_on_known_cases(tmp_path):

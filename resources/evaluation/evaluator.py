@@ -2,20 +2,46 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pandas as pd
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.evaluation.endpoints import ChatEndpoint, answer_with_endpoint
 from resources.evaluation.generation import Generation, generate, load_for_generation
+from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.evaluation.metrics import score_answers
 from resources.evaluation.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 from resources.evaluation.safety import canary_prompts, exposure, load_canaries
 
+METRICS = ("exact_match", "token_f1", "rouge_l", "context_support")
+
+
+@dataclass(frozen=True)
+class Contender:
+    """One row of the comparison: a local model (base weights, optional adapter) or a chat endpoint."""
+
+    role: str  # base | candidate | champion | the endpoint's name
+    base_path: str | None = None
+    adapter_path: str | None = None
+    endpoint: ChatEndpoint | None = None
+
 
 class Evaluator(ConfigurableResource):
-    """Generation settings shared by every compared model, and where the canaries are listed."""
+    """Generation settings shared by every compared model, what they are compared with, and the probes."""
 
     max_new_tokens: int = Field(default=96, description="Answer length cap; an answer that hits it without EOS is a runaway.")
     batch_size: int = Field(default=16, description="Prompts generated together (left-padded batches); 16 measured 4.4x one-at-a-time.")
+    grounding_passages: int = Field(
+        default=3, description="Passages retrieved from knowledge_index per golden question, for the grounding scores."
+    )
+    compare_with: list[ChatEndpoint] = Field(
+        default_factory=list,
+        description="OpenAI-compatible endpoints (e.g. the hosted API being replaced) scored as extra comparison rows.",
+    )
     canaries_path: str | None = Field(
         default="data/sample/canaries.json",
         description="JSON list of canary secrets planted in the raw data; the tuned model must reproduce none.",
@@ -31,8 +57,41 @@ class Evaluator(ConfigurableResource):
         tokenizer, model = load_for_generation(base_path, adapter_path)
         return generate(tokenizer, model, prompts, self.max_new_tokens, self.batch_size)
 
-    def score(self, prompts: list[str], references: list[str], answers: list[str]) -> list[dict[str, float]]:
-        return score_answers(prompts, references, answers)
+    def answer_as(self, contender: Contender, prompts: list[str]) -> list[Generation]:
+        if contender.endpoint is not None:
+            return answer_with_endpoint(contender.endpoint, prompts, self.max_new_tokens)
+        return self.answer(contender.base_path, contender.adapter_path, prompts)
+
+    def score(self, prompts: list[str], references: list[str], answers: list[str],
+              contexts: list[list[str]] | None = None) -> list[dict[str, float]]:
+        return score_answers(prompts, references, answers, contexts)
+
+    def compare(self, contenders: list[Contender], golden: pd.DataFrame, contexts: list[list[str]],
+                judge: JudgeModel | None = None, log: Callable[[str], None] = print
+                ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+        """Every contender answers the golden questions; per-example rows and per-model averages.
+        `contexts[i]` are the retrieved passages for question i ([] when it has no known source)."""
+        prompts, references = list(golden["prompt"]), list(golden["answer"])
+        rows: list[dict] = []
+        aggregates: dict[str, dict[str, float]] = {}
+        for contender in contenders:
+            answers = self.answer_as(contender, prompts)
+            texts = [a.text for a in answers]
+            scores = self.score(prompts, references, texts, contexts)
+            judged = judge.score(prompts, references, texts, contexts) if judge and judge.configured else [{}] * len(texts)
+            mine = [
+                {"model": contender.role, "id": example_id, "prompt": prompt, "reference": reference, "answer": a.text,
+                 "stopped": a.stopped, "new_tokens": a.new_tokens, "retrieved": list(context), **score, **judgement}
+                for example_id, prompt, reference, a, context, score, judgement
+                in zip(golden["id"], prompts, references, answers, contexts, scores, judged)
+            ]
+            rows += mine
+            frame = pd.DataFrame(mine)
+            means = {m: float(frame[m].mean()) for m in (*METRICS, *JUDGE_METRICS) if m in frame and frame[m].notna().any()}
+            aggregates[contender.role] = {k: v for k, v in means.items() if not math.isnan(v)} | {
+                "runaway_rate": float(1 - frame["stopped"].mean())}
+            log(f"{contender.role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[contender.role].items()))
+        return pd.DataFrame(rows), aggregates
 
     def safety_suite(self, base_path: str, adapter_path: str | None, golden_answers: list[str],
                      golden_stopped: list[bool], redactor) -> dict:

@@ -35,6 +35,20 @@ def token_f1(expected: str, actual: str) -> float:
     return 2 * precision * recall / (precision + recall)
 
 
+def context_support(answer: str, passages: list[str]) -> float:
+    """Share of the answer's content words (stop words removed) found in the retrieved passages: an offline,
+    lexical grounding score (1.0 = every content word is backed by the knowledge base; the judge's
+    faithfulness metric is the semantic version when a judge is configured)."""
+    from deepeval.scorer.scorer import normalize_text
+    from sklearn.feature_extraction.text import ENGLISH_STOP_WORDS
+
+    words = [w for w in normalize_text(answer).split() if w not in ENGLISH_STOP_WORDS]
+    if not words:
+        return 0.0
+    support = set(normalize_text(" ".join(passages)).split())
+    return sum(w in support for w in words) / len(words)
+
+
 def make_metrics(threshold: float = 0.5) -> list:
     """Fresh metric instances (deepeval metrics hold per-case state)."""
     BaseMetric, Scorer, _ = _deepeval()
@@ -86,14 +100,25 @@ def make_metrics(threshold: float = 0.5) -> list:
         def score_of(self, expected, actual):
             return Scorer.rouge_score(expected, actual, "rougeL") if actual.strip() else 0.0
 
-    return [ExactMatch(threshold), TokenF1(threshold), RougeL(threshold)]
+    class ContextSupport(_Deterministic):
+        name = "context_support"
+
+        def measure(self, test_case, *args, **kwargs) -> float:
+            self.score = context_support(test_case.actual_output or "", test_case.retrieval_context or [])
+            self.success = self.score >= self.threshold
+            return self.score
+
+    return [ExactMatch(threshold), TokenF1(threshold), RougeL(threshold), ContextSupport(threshold)]
 
 
-def score_answers(questions: list[str], expected: list[str], actual: list[str]) -> list[dict[str, float]]:
-    """Every metric on every (question, reference, answer) triple."""
+def score_answers(questions: list[str], expected: list[str], actual: list[str],
+                  contexts: list[list[str]] | None = None) -> list[dict[str, float]]:
+    """Every metric on every (question, reference, answer) triple; `context_support` only where retrieved
+    passages are given (questions answerable from the knowledge base)."""
     _, _, LLMTestCase = _deepeval()
     rows = []
-    for q, e, a in zip(questions, expected, actual):
-        case = LLMTestCase(input=q, actual_output=a, expected_output=e)
-        rows.append({metric.name: metric.measure(case) for metric in make_metrics()})
+    for i, (q, e, a) in enumerate(zip(questions, expected, actual)):
+        context = list(contexts[i]) if contexts else []
+        case = LLMTestCase(input=q, actual_output=a, expected_output=e, retrieval_context=context or None)
+        rows.append({m.name: m.measure(case) for m in make_metrics() if m.name != "context_support" or context})
     return rows

@@ -75,3 +75,15 @@ class KnowledgeIndexer(ConfigurableResource):
 
     def build(self, ids: list[str], texts: list[str]) -> DenseIndex:
         return DenseIndex(list(ids), self.embed(texts))
+
+    def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:
+        """The k passages of a built `knowledge_index` folder nearest to each question."""
+        import pandas as pd
+
+        folder = Path(index_dir)
+        docs = pd.read_parquet(folder / "documents.parquet")
+        index = DenseIndex(list(docs["doc_id"]), np.load(folder / "vectors.npy"))
+        by_id = docs.set_index("doc_id")
+        hits = index.search(self.embed(questions), k) if questions else []
+        return [[{"doc_id": doc_id, "external_id": by_id.at[doc_id, "external_id"], "score": round(score, 4),
+                  "text": by_id.at[doc_id, "text"]} for doc_id, score in row] for row in hits]
