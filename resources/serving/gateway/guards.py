@@ -1,0 +1,83 @@
+"""Input and output guards of the gateway: PII, prompt injection, canary leakage, toxicity.
+
+Plain functions over the engines the rest of tuneforge uses: the Presidio redaction engine (the same
+policy as the data stages), the canary list and the toxicity lexicon of the safety report.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from resources.evaluation.probes import toxic_terms
+
+# Phrases typical of prompt-injection / jailbreak attempts (lower-cased, matched as regexes).
+INJECTION_PATTERNS = (
+    r"ignore (all |any )?(the )?(previous|prior|above) (instructions|rules|prompts?)",
+    r"disregard (all |any )?(the )?(previous|prior|above|system)",
+    r"(reveal|print|show|repeat) (me )?(your|the) (system prompt|hidden instructions|instructions)",
+    r"you are now (dan|in developer mode|unrestricted|jailbroken)",
+    r"pretend (that )?you (have no|are not bound by|don't have) (rules|restrictions|guidelines)",
+    r"developer mode",
+    r"\bjailbreak\b",
+)
+
+
+@dataclass
+class Verdict:
+    """What a guard decided: allowed or not, the (possibly redacted) text, and why."""
+
+    allowed: bool
+    text: str
+    findings: dict[str, int] = field(default_factory=dict)  # kind -> count (never the values)
+    reason: str | None = None
+
+
+def injection_findings(text: str) -> list[str]:
+    lowered = text.lower()
+    return [p for p in INJECTION_PATTERNS if re.search(p, lowered)]
+
+
+class Guards:
+    """The guard pipeline with its policy (`pii_in_prompt`: redact | refuse | allow)."""
+
+    def __init__(self, engine, canaries: list[str], lexicon: list[str], pii_in_prompt: str = "redact",
+                 block_injection: bool = True):
+        if pii_in_prompt not in {"redact", "refuse", "allow"}:
+            raise ValueError(f"pii_in_prompt must be redact, refuse or allow, not {pii_in_prompt!r}")
+        self.engine, self.canaries, self.lexicon = engine, [c for c in canaries if c], lexicon
+        self.pii_in_prompt, self.block_injection = pii_in_prompt, block_injection
+
+    def redact(self, texts: list[str]) -> list[tuple[str, dict[str, int]]]:
+        return [(r.text, dict(r.counts)) for r in self.engine.redact(texts)]
+
+    def check_input(self, text: str) -> Verdict:
+        injections = injection_findings(text)
+        if injections and self.block_injection:
+            return Verdict(False, text, {"prompt_injection": len(injections)}, "prompt injection / jailbreak pattern")
+        [(redacted, counts)] = self.redact([text])
+        if counts and self.pii_in_prompt == "refuse":
+            return Verdict(False, redacted, counts, "personal data in the prompt (policy: refuse)")
+        if counts and self.pii_in_prompt == "redact":
+            return Verdict(True, redacted, counts, "personal data redacted")
+        return Verdict(True, text, counts)
+
+    def check_output(self, text: str, full: bool = True) -> Verdict:
+        """`full=False` is the cheap streaming check (canaries, toxicity); `full=True` adds Presidio."""
+        leaked = [c for c in self.canaries if c in text or _prefix_run(c, text)]
+        if leaked:
+            return Verdict(False, text, {"canary": len(leaked)}, "canary secret in the response")
+        toxic = toxic_terms(text, self.lexicon)
+        if toxic:
+            return Verdict(False, text, {"toxicity": len(toxic)}, "toxic language in the response")
+        if full:
+            [(redacted, counts)] = self.redact([text])
+            if counts:
+                return Verdict(False, redacted, counts, "personal data in the response")
+        return Verdict(True, text)
+
+
+def _prefix_run(canary: str, text: str, fraction: float = 0.5) -> bool:
+    """True if at least `fraction` of the canary appears contiguously (a partial leak is a leak)."""
+    n = max(8, int(len(canary) * fraction))
+    return any(canary[i : i + n] in text for i in range(0, len(canary) - n + 1))

