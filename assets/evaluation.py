@@ -146,6 +146,9 @@ def promotion_gate(policy: PromotionPolicy, store: ArtifactStore) -> AssetCheckR
     scores = store.read_json("eval_report", version, "scores.json")["scores"]
     safety = store.read_json("safety_report", version, "safety.json")
     promote, reasons = decide(policy, scores, safety)
+    with store.writing("promotion_gate", version) as out:  # the deployment stage re-reads the decision
+        write_json(out, "decision.json", {"adapter_version": version, "promote": promote, "reasons": reasons,
+                                          "policy": json.loads(policy.model_dump_json())})
     return AssetCheckResult(
         passed=promote,
         metadata={"decision": MetadataValue.text("promote" if promote else "block"),

@@ -125,8 +125,88 @@ def demo(args: argparse.Namespace) -> int:
         print("fine-tuning (base_model -> lora_adapter -> merged_model); progress is logged every few steps ...")
         train(instance, defs, args.max_steps)
         print("evaluating base model vs adapter on the golden set, probing safety, deciding promotion ...")
-        print(evaluate(instance, defs))
+        verdict = evaluate(instance, defs)
+        print(verdict)
+        if not args.skip_serving and "promotion gate: PROMOTE" in verdict:
+            print("deploying: vLLM (multi-LoRA) behind the guardrail gateway; vLLM start-up takes about a minute ...")
+            print(deploy_and_show(instance, defs))
+        elif not args.skip_serving:
+            print("not deployed: the promotion gate blocked the adapter (see the reasons above)")
     print(describe(defs))
+    return 0
+
+
+def deploy_and_show(instance, defs, adapter_version: str | None = None) -> str:
+    """Run deploy_adapter, give the demo client a key, and show a curl that talks to the tuned model."""
+    config = {"adapter_version": adapter_version} if adapter_version else {}
+    run = defs.resolve_job_def("deploy_adapter").execute_in_process(
+        instance=instance, raise_on_error=False,
+        run_config={"ops": {"deployed_endpoint": {"config": config}}, "loggers": {"console": {"config": {"log_level": "INFO"}}}})
+    _outcome(run, "deploy_adapter")
+    store, gateway = defs.resources["store"], defs.resources["gateway"]
+    endpoint = store.read_json("deployed_endpoint", store.latest("deployed_endpoint"), "endpoint.json")
+    key = add_key(gateway, "demo", [endpoint["name"], "base"])
+    return "\n".join([
+        f"endpoint: {endpoint['gateway_url']}/v1  model {endpoint['name']!r} = adapter {endpoint['adapter_version']} "
+        f"(vLLM model {endpoint['served_model']}; previous: {endpoint['previous_version'] or 'none'})",
+        f"API key for client 'demo' (shown once, stored hashed in {gateway.keys_file}):",
+        f"  export TUNEFORGE_API_KEY={key}",
+        f"  curl -s {endpoint['gateway_url']}/v1/chat/completions -H \"Authorization: Bearer $TUNEFORGE_API_KEY\" "
+        f"-H 'Content-Type: application/json' -d '{{\"model\": \"{endpoint['name']}\", \"messages\": "
+        f"[{{\"role\": \"user\", \"content\": \"How long do API tokens last?\"}}]}}'",
+        "stop the servers with `tuneforge serve stop`",
+    ])
+
+
+def add_key(gateway, client: str, models: list[str], requests_per_minute: int = 60) -> str:
+    from resources.serving.gateway.keys import KeyRing
+
+    ring = KeyRing.load(gateway.keys_file)
+    key = ring.add(client, models, requests_per_minute=requests_per_minute)
+    ring.save(gateway.keys_file)
+    return key
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    from orchestration.definitions import defs
+
+    key = add_key(defs.resources["gateway"], args.client, args.models.split(","), args.requests_per_minute)
+    print(f"API key for {args.client!r} (shown once; only its SHA-256 is stored): {key}")
+    return 0
+
+
+def gateway_command(args: argparse.Namespace) -> int:
+    apply_offline_defaults()
+    from resources.serving.gateway.app import run
+
+    run(args.settings, args.host, args.port)
+    return 0
+
+
+def rollback_command(args: argparse.Namespace) -> int:
+    """Put a previous adapter version back in service (it must have passed the gate when it was evaluated)."""
+    apply_offline_defaults()
+    from orchestration.definitions import defs
+
+    instance = _instance(args.dagster_home)
+    store = defs.resources["store"]
+    target = args.to
+    if target is None:
+        current = store.read_json("deployed_endpoint", store.latest("deployed_endpoint"), "endpoint.json")
+        target = current["previous_version"]
+        if not target:
+            raise SystemExit("nothing to roll back to: the current deployment has no previous version (use --to VERSION)")
+    print(deploy_and_show(instance, defs, target))
+    return 0
+
+
+def serve_command(args: argparse.Namespace) -> int:
+    from orchestration.definitions import defs
+
+    if args.action == "stop":
+        gateway = defs.resources["gateway"].stop()
+        vllm = defs.resources["vllm"].stop()
+        print(f"gateway {'stopped' if gateway else 'was not running'}; vLLM {'stopped' if vllm else 'was not running'}")
     return 0
 
 
@@ -179,7 +259,25 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
     p.add_argument("--skip-training", action="store_true", help="stop after the dataset stages")
     p.add_argument("--max-steps", type=int, default=-1, help="cap fine-tuning steps (default: FineTuneConfig epochs)")
+    p.add_argument("--skip-serving", action="store_true", help="do not deploy the promoted adapter")
     p.set_defaults(func=demo)
+    p = sub.add_parser("gateway", help="run the guardrail gateway in the foreground (GatewayServer starts it this way)")
+    p.add_argument("--settings", required=True, help="GatewaySettings JSON file")
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8080)
+    p.set_defaults(func=gateway_command)
+    p = sub.add_parser("keys", help="create or rotate a client's gateway API key")
+    p.add_argument("client")
+    p.add_argument("--models", required=True, help="comma-separated model names the client may call ('*' for all)")
+    p.add_argument("--requests-per-minute", type=int, default=60)
+    p.set_defaults(func=keys_command)
+    p = sub.add_parser("rollback", help="serve a previous adapter version again (default: the one before the current)")
+    p.add_argument("--to", default=None, help="adapter version to put back")
+    p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
+    p.set_defaults(func=rollback_command)
+    p = sub.add_parser("serve", help="manage the locally started vLLM and gateway")
+    p.add_argument("action", choices=["stop"])
+    p.set_defaults(func=serve_command)
     args = parser.parse_args(argv)
     return args.func(args)
 

@@ -4,12 +4,18 @@ from typing import Any
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import curation, datasets, evaluation, feedback, ingestion, retrieval, training
-from orchestration.jobs import build_datasets_job, evaluate_adapter_job, ingest_batch_job, train_adapter_job
+from assets import curation, datasets, deployment, evaluation, feedback, ingestion, retrieval, training
+from orchestration.jobs import (
+    build_datasets_job,
+    deploy_adapter_job,
+    evaluate_adapter_job,
+    ingest_batch_job,
+    train_adapter_job,
+)
 from orchestration.resources import default_resources
 from orchestration.sensors import datasets_automation_sensor, inbox_sensor
 
-STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation]
+STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation, deployment]
 
 
 def build_definitions(**resource_overrides: Any) -> Definitions:
@@ -17,7 +23,7 @@ def build_definitions(**resource_overrides: Any) -> Definitions:
     return Definitions(
         assets=load_assets_from_modules(STAGES),
         asset_checks=load_asset_checks_from_modules(STAGES),
-        jobs=[ingest_batch_job, build_datasets_job, train_adapter_job, evaluate_adapter_job],
+        jobs=[ingest_batch_job, build_datasets_job, train_adapter_job, evaluate_adapter_job, deploy_adapter_job],
         sensors=[inbox_sensor, datasets_automation_sensor],
         resources=default_resources(**resource_overrides),
     )

@@ -3,6 +3,7 @@
 from dagster import AssetSelection, define_asset_job
 
 from assets.curation import cleaned_documents, redacted_documents
+from assets.deployment import deployed_endpoint
 from assets.datasets import dataset_card, golden_dataset, instruction_dataset
 from assets.feedback import human_feedback
 from assets.retrieval import knowledge_index
@@ -38,4 +39,12 @@ evaluate_adapter_job = define_asset_job(
     "evaluate_adapter",
     selection=AssetSelection.assets(eval_report, safety_report),
     description="Score base model and candidate adapter on the golden set, probe safety, decide promotion.",
+)
+
+# Put the promoted adapter into service (vLLM multi-LoRA behind the gateway). Config: DeploymentConfig;
+# set ops.deployed_endpoint.config.adapter_version to a previous version to roll back.
+deploy_adapter_job = define_asset_job(
+    "deploy_adapter",
+    selection=AssetSelection.assets(deployed_endpoint),
+    description="Serve the adapter the promotion gate passed on vLLM, behind the guardrail gateway.",
 )

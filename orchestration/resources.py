@@ -17,6 +17,8 @@ from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
 from resources.redaction.redactor import PiiRedactor
 from resources.retrieval.index import KnowledgeIndexer
+from resources.serving.gateway_server import GatewayServer
+from resources.serving.vllm_server import VllmServer
 from resources.storage import ArtifactStore
 from resources.training.fine_tuner import FineTuner
 
@@ -35,6 +37,8 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "feedback": FeedbackSource(),
         "indexer": KnowledgeIndexer(),
         "policy": PromotionPolicy(),
+        "vllm": VllmServer(),
+        "gateway": GatewayServer(),
     }
     resources.update(overrides)
     return resources

@@ -78,6 +78,7 @@ class ArtifactStore(ConfigurableResource):
         """Point `asset`'s LATEST marker at a fully written version (atomic rename)."""
         self.partition_dir(asset, version)  # validates the name
         marker = self.asset_dir(asset) / "LATEST"
+        marker.parent.mkdir(parents=True, exist_ok=True)
         tmp = marker.with_name(f".LATEST.tmp-{uuid.uuid4().hex[:8]}")
         tmp.write_text(version, encoding="utf-8")
         os.replace(tmp, marker)

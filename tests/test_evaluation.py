@@ -271,3 +271,60 @@ def test_canary_memorised_on_purpose_is_detected(tmp_path, tiny_model):
 
     assert probe(out)["leaked"]
     assert not probe(tiny_model)["leaked"]
+
+
+@pytest.mark.slow
+def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model_path, dagster_instance):
+    """A deliberately bad adapter: the real SmolLM2 fine-tuned on golden-style questions whose answers were
+    shuffled (each question taught another question's answer). It must not pass the promotion gate."""
+    import random
+
+    import numpy as np
+    import pandas as pd
+
+    from conftest import SAMPLE
+    from resources.datasets.export import save_splits
+    from resources.retrieval.index import KnowledgeIndexer
+    from resources.storage import ArtifactStore
+    from resources.training.sft_main import train
+
+    golden = [json.loads(line) for line in (SAMPLE / "golden.jsonl").read_text().splitlines() if line.strip()]
+    questions, answers = [g["question"] for g in golden], [g["reference_answer"] for g in golden]
+    shuffled, rng = answers[:], random.Random(0)
+    while any(a == b for a, b in zip(shuffled, answers)):
+        rng.shuffle(shuffled)
+    rows = [{"id": f"s{i}", "split": "validation" if i >= 26 else "train", "source_doc_id": "x", "batch": "b",
+             "origin": "instruction", "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+            for i, (q, a) in enumerate(zip(questions, shuffled))]
+    save_splits(pd.DataFrame(rows), ["train", "validation"], tmp_path / "shuffled",
+                {"source_doc_id": "string", "batch": "string", "origin": "string"})
+
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    train({"config": {"max_steps": 30, "max_length": 256, "learning_rate": 1e-3, "per_device_batch_size": 4,
+                      "gradient_accumulation_steps": 1, "eval_steps": 100, "early_stopping_patience": 0, "lora_dropout": 0.0},
+           "base_model_path": smol_model_path, "dataset_path": str(tmp_path / "shuffled"),
+           "output_dir": str(store.partition_dir("lora_adapter", "shuffled")), "work_dir": str(tmp_path / "work"), "threads": 2,
+           "manifest": {"version": "shuffled", "dataset_version": "d", "base_model": {"weights_sha256": "0"}}}, log=lambda _: None)
+    store.set_latest("lora_adapter", "shuffled")
+    with store.writing("base_model", "b") as out:
+        (out / "model.json").write_text(json.dumps({"path": smol_model_path}))
+    store.set_latest("base_model", "b")
+    with store.writing("golden_dataset", "g") as out:
+        pd.DataFrame({"id": [g["id"] for g in golden], "prompt": questions, "answer": answers,
+                      "source_doc_id": [g["source_doc_id"] for g in golden]}).to_parquet(out / "examples.parquet")
+    store.set_latest("golden_dataset", "g")
+    docs = pd.DataFrame({"doc_id": [f"d{i}" for i in range(len(golden))], "external_id": [g["source_doc_id"] for g in golden],
+                         "title": "", "text": answers})
+    with store.writing("knowledge_index", "k") as out:
+        np.save(out / "vectors.npy", KnowledgeIndexer().embed(answers))
+        docs.to_parquet(out / "documents.parquet")
+    store.set_latest("knowledge_index", "k")
+
+    from resources.evaluation.evaluator import Evaluator
+
+    result = _evaluate(store, dagster_instance, evaluator=Evaluator(max_new_tokens=48, canaries_path=None, red_team_path=None))
+    [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
+    scores = store.read_json("eval_report", "shuffled", "scores.json")["scores"]
+    assert not gate.passed, scores
+    assert "block: rouge_l" in gate.metadata["reasons"].value and "does not beat the base" in gate.metadata["reasons"].value
+    assert scores["candidate"]["token_f1"] < scores["base"]["token_f1"]

@@ -1,0 +1,77 @@
+"""Put an adapter into service: vLLM (multi-LoRA, loaded at run time) behind the guardrail gateway.
+
+Plain Python over `VllmServer` and `GatewayServer`; the `deployed_endpoint` asset and the
+`tuneforge rollback` command both call `deploy`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from resources.serving.gateway_server import GatewayServer
+from resources.serving.vllm_server import ServingError, VllmServer
+
+BASE_ALIAS = "base"
+TEMPLATE_PROBE = [{"role": "system", "content": "You are a support assistant."},
+                  {"role": "user", "content": "How long do API tokens last?"}]
+
+
+@dataclass
+class Deployment:
+    name: str  # the alias clients call
+    served_model: str  # the adapter's name inside vLLM
+    adapter_version: str
+    adapter_path: str
+    base_model_path: str
+    gateway_url: str
+    vllm_url: str
+    deployed_at: str
+    previous_version: str | None
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), indent=2)
+
+
+def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path: str) -> dict:
+    """Serving must render prompts exactly as training did, and stop on the same EOS: compare the
+    adapter's tokenizer (saved at training) with what the server tokenizes, and the EOS it stops on."""
+    from transformers import AutoTokenizer, GenerationConfig
+
+    tokenizer = AutoTokenizer.from_pretrained(adapter_path)
+    local = tokenizer.apply_chat_template(TEMPLATE_PROBE, tokenize=True, add_generation_prompt=True)
+    local = list(local["input_ids"] if isinstance(local, dict) or hasattr(local, "keys") else local)
+    served = vllm.chat_template_ids(BASE_ALIAS, TEMPLATE_PROBE)
+    if served != local:
+        raise ServingError(f"chat template mismatch: vLLM renders {len(served)} tokens, training rendered {len(local)} "
+                           f"for the same messages; serve the adapter's tokenizer/template ({adapter_path})")
+    generation = GenerationConfig.from_pretrained(base_model_path)
+    stops = generation.eos_token_id if isinstance(generation.eos_token_id, list) else [generation.eos_token_id]
+    if tokenizer.eos_token_id not in stops:
+        raise ServingError(f"EOS mismatch: the adapter was trained to end turns with {tokenizer.eos_token!r} "
+                           f"(id {tokenizer.eos_token_id}) but the served model stops on ids {stops}")
+    return {"template_tokens": len(local), "eos_token": tokenizer.eos_token}
+
+
+def deploy(vllm: VllmServer, gateway: GatewayServer, name: str, adapter_version: str, adapter_path: str,
+           base_model_path: str, log=print) -> Deployment:
+    """Serve `adapter_path` as `name` (no vLLM restart); the previous version stays loaded for rollback."""
+    if not (Path(adapter_path) / "adapter_config.json").exists():
+        raise ServingError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json)")
+    vllm_url = vllm.ensure_running(base_model_path, served_name=BASE_ALIAS)
+    log(f"vLLM serving {base_model_path} at {vllm_url}")
+    check = check_template_and_eos(vllm, adapter_path, base_model_path)
+    log(f"chat template and EOS match ({check})")
+    served_model = f"{name}-{adapter_version[:12]}"
+    vllm.load_adapter(served_model, adapter_path)
+    routes = gateway.routes()
+    previous = routes.get(name, {}).get("adapter_version")
+    routes[BASE_ALIAS] = {"upstream": BASE_ALIAS, "adapter_version": None}
+    routes[name] = {"upstream": served_model, "adapter_version": adapter_version, "adapter_path": str(adapter_path)}
+    gateway.write_routes(routes)
+    gateway_url = gateway.ensure_running(vllm_url)
+    log(f"gateway at {gateway_url} routes {name!r} -> {served_model} (previously {previous or 'nothing'})")
+    return Deployment(name, served_model, adapter_version, str(adapter_path), base_model_path, gateway_url, vllm_url,
+                      dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), previous)

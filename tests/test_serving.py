@@ -1,0 +1,152 @@
+"""End to end with the real vLLM CPU server (`make serving-env`): deploy through Dagster, talk to the tuned
+model through the gateway, serve two teams' adapters side by side, roll back, refuse an ungated adapter."""
+
+import json
+import socket
+
+import httpx
+import pytest
+
+pytestmark = [pytest.mark.slow, pytest.mark.vllm]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def random_adapter(base_path: str, folder, seed: int) -> str:
+    """A LoRA adapter with random (non-zero) weights, saved with the base tokenizer, as training saves it."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base_path),
+                           LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(base_path).save_pretrained(folder)
+    return str(folder)
+
+
+def local_answer(base_path: str, adapter_path: str, prompt: str, max_new_tokens: int) -> str:
+    from resources.evaluation.generation import generate, load_for_generation
+
+    tokenizer, model = load_for_generation(base_path, adapter_path)
+    return generate(tokenizer, model, [prompt], max_new_tokens, 1)[0].text
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory, smol_model_path):
+    from conftest import ROOT
+
+    from resources.serving.gateway_server import GatewayServer
+    from resources.serving.vllm_server import VllmServer
+    from resources.storage import ArtifactStore
+
+    if not (ROOT / ".venv-vllm" / "bin" / "python").exists():
+        pytest.fail("the vLLM environment is missing: run `make serving-env` (make test does)")
+    tmp = tmp_path_factory.mktemp("serving")
+    store = ArtifactStore(root=str(tmp / "artifacts"))
+    with store.writing("base_model", "b") as out:
+        (out / "model.json").write_text(json.dumps({"path": smol_model_path}))
+    store.set_latest("base_model", "b")
+    for version, seed, promote in (("adapter-a", 1, True), ("adapter-b", 2, True), ("adapter-bad", 3, False)):
+        random_adapter(smol_model_path, store.partition_dir("lora_adapter", version), seed)
+        with store.writing("promotion_gate", version) as out:
+            (out / "decision.json").write_text(json.dumps({"promote": promote, "reasons": [f"test decision {promote}"]}))
+    vllm = VllmServer(python=str(ROOT / ".venv-vllm" / "bin" / "python"), port=free_port(), state_dir=str(tmp / "serving"),
+                      kv_cache_gib=1, max_model_len=1024)
+    gateway = GatewayServer(port=free_port(), state_dir=str(tmp / "serving"),
+                            canaries_path=str(ROOT / "data" / "sample" / "canaries.json"))
+    try:
+        yield {"store": store, "vllm": vllm, "gateway": gateway, "base": smol_model_path}
+    finally:
+        gateway.stop()
+        vllm.stop()
+
+
+def deploy(serving, instance, **config):
+    from dagster import materialize
+
+    from assets.deployment import deployed_endpoint
+
+    return materialize([deployed_endpoint], instance=instance, raise_on_error=False,
+                       resources={"store": serving["store"], "vllm": serving["vllm"], "gateway": serving["gateway"]},
+                       run_config={"ops": {"deployed_endpoint": {"config": config}}})
+
+
+def ask(serving, key, model, prompt="How long do API tokens last?", max_tokens=12):
+    response = httpx.post(f"{serving['gateway'].url}/v1/chat/completions", timeout=120,
+                          headers={"Authorization": f"Bearer {key}"},
+                          json={"model": model, "messages": [{"role": "user", "content": prompt}],
+                                "max_tokens": max_tokens, "temperature": 0})
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def test_deploy_serve_side_by_side_and_roll_back(serving, dagster_instance):
+    from orchestration.cli import add_key
+
+    store = serving["store"]
+    store.set_latest("lora_adapter", "adapter-a")
+    result = deploy(serving, dagster_instance)
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["adapter_version"].value == "adapter-a" and metadata["served_model"].value == "support"
+    assert store.latest("champion") == "adapter-a"
+    key = add_key(serving["gateway"], "tests", ["support", "team-b", "base"])
+
+    # the tuned model answers through the gateway exactly as transformers + PEFT does (greedy, fp32)
+    path_a = str(store.partition_dir("lora_adapter", "adapter-a"))
+    served = ask(serving, key, "support")
+    assert served["tuneforge"]["adapter_version"] == "adapter-a"
+    assert served["choices"][0]["message"]["content"].strip() == local_answer(serving["base"], path_a, "How long do API tokens last?", 12)
+    base_answer = ask(serving, key, "base")["choices"][0]["message"]["content"]
+    assert base_answer != served["choices"][0]["message"]["content"]  # the adapter changes the output
+
+    # a second team's adapter, loaded into the running server (no restart) and served side by side
+    store.set_latest("lora_adapter", "adapter-b")
+    assert deploy(serving, dagster_instance, name="team-b").success
+    served_models = {m["id"] for m in serving["vllm"].served_models()}
+    assert {"base", "support-adapter-a", "team-b-adapter-b"} <= served_models
+    b = ask(serving, key, "team-b")["choices"][0]["message"]["content"]
+    assert b.strip() == local_answer(serving["base"], str(store.partition_dir("lora_adapter", "adapter-b")),
+                                     "How long do API tokens last?", 12)
+    assert ask(serving, key, "support")["tuneforge"]["adapter_version"] == "adapter-a"
+
+    # 'support' moves to adapter-b, then rolls back to adapter-a by re-materializing that version
+    assert deploy(serving, dagster_instance, adapter_version="adapter-b").success
+    assert ask(serving, key, "support")["tuneforge"]["adapter_version"] == "adapter-b"
+    assert deploy(serving, dagster_instance, adapter_version="adapter-a").success
+    assert ask(serving, key, "support")["tuneforge"]["adapter_version"] == "adapter-a"
+    assert store.latest("champion") == "adapter-a"
+
+
+def test_an_adapter_the_gate_did_not_pass_is_not_deployed(serving, dagster_instance):
+    result = deploy(serving, dagster_instance, adapter_version="adapter-bad")
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "may not be deployed" in failure.event_specific_data.error.message
+
+
+def test_a_chat_template_mismatch_fails_loudly(serving, tmp_path):
+    import shutil
+
+    from resources.serving.deploy import check_template_and_eos
+    from resources.serving.vllm_server import ServingError
+
+    serving["vllm"].ensure_running(serving["base"], "base")
+    tampered = tmp_path / "tampered"
+    shutil.copytree(serving["store"].partition_dir("lora_adapter", "adapter-a"), tampered)
+    config = json.loads((tampered / "tokenizer_config.json").read_text())
+    template_file = tampered / "chat_template.jinja"
+    if template_file.exists():
+        template_file.write_text("{% for m in messages %}### {{ m['content'] }}\n{% endfor %}")
+    else:
+        config["chat_template"] = "{% for m in messages %}### {{ m['content'] }}\n{% endfor %}"
+        (tampered / "tokenizer_config.json").write_text(json.dumps(config))
+    with pytest.raises(ServingError, match="chat template mismatch"):
+        check_template_and_eos(serving["vllm"], str(tampered), serving["base"])
