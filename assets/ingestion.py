@@ -39,6 +39,7 @@ def raw_documents(context: AssetExecutionContext, inbox: Inbox, store: ArtifactS
         write_table(out, "documents.parquet", documents)
         write_table(out, "quarantine.parquet", quarantine)
         write_json(out, "files.json", read.files)
+        write_json(out, "forgotten.json", read.forgotten)  # doc ids dropped by the forget list (ids only)
         write_json(out, "ledger.json", ledger.to_dict())
 
     files = "\n".join(f"| {f['path']} | {f['sha256'][:16]} | {f['bytes']} | {f['records']} | {f['quarantined']} |" for f in read.files)
@@ -46,6 +47,7 @@ def raw_documents(context: AssetExecutionContext, inbox: Inbox, store: ArtifactS
         metadata={
             **ledger_metadata(ledger, store.partition_dir("raw_documents", batch)),
             "files": MetadataValue.md("| file | sha256 | bytes | records | quarantined |\n|---|---|---|---|---|\n" + files),
+            "source_files": MetadataValue.json([{k: f[k] for k in ("path", "sha256", "bytes", "records")} for f in read.files]),
             "kinds": MetadataValue.json(documents["kind"].value_counts().to_dict()),
         },
         data_version=DataVersion(fingerprint(documents, ["doc_id", "text", "messages"])),

@@ -200,6 +200,88 @@ def rollback_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def forget(instance, defs, doc_id: str | None = None, sha256: str | None = None, reason: str = "erasure request",
+           retrain: bool = False, purge_versions: bool = False, log=print) -> dict:
+    """Forget a document (or every record of a raw file): list where it reached, add it to the forget
+    list, re-run the affected ingestion partitions and the datasets without it, optionally retrain and
+    redeploy, and purge stored versions that still hold it. Returns what it reached before and after."""
+    from resources.governance.forget import ForgetList, _doc_ids_of, purge, reach
+
+    store, inbox = defs.resources["store"], defs.resources["inbox"]
+    ids = _doc_ids_of(store, doc_id, sha256)
+    before = reach(store, doc_ids=ids)
+    log(f"{len(ids)} document(s) reached: " + (json.dumps(before, indent=2) if before else "nothing stored holds them"))
+    forget_list = ForgetList.load(inbox.forget_list)
+    forget_list.add(doc_id=doc_id, sha256=sha256, reason=reason)
+    forget_list.save(inbox.forget_list)
+    log(f"added to {inbox.forget_list}")
+    tags = {"tuneforge/forget": doc_id or sha256}
+    job = defs.resolve_job_def("ingest_batch")
+    for batch in before.get("raw_documents", []):
+        log(f"re-ingesting batch {batch} without it ...")
+        _outcome(job.execute_in_process(instance=instance, partition_key=batch, raise_on_error=False, run_config=QUIET,
+                                        tags=tags), f"ingestion of {batch}")
+    log("rebuilding datasets ...")
+    _outcome(defs.resolve_job_def("build_datasets").execute_in_process(
+        instance=instance, raise_on_error=False, run_config=QUIET, tags=tags), "build_datasets")
+    if retrain and before.get("lora_adapter"):
+        log("retraining, evaluating and (if the gate passes) deploying without it ...")
+        train(instance, defs)
+        verdict = evaluate(instance, defs)
+        log(verdict)
+        if "promotion gate: PROMOTE" in verdict and before.get("deployed_endpoint"):
+            log(deploy_and_show(instance, defs))
+    purged: list[str] = []
+    if purge_versions:
+        still = reach(store, doc_ids=ids)
+        champion = store.latest("champion") if (store.asset_dir("champion") / "LATEST").is_file() else None
+        purged = purge(store, still, keep={("lora_adapter", champion)} if champion else set())
+        log("purged: " + (", ".join(purged) or "nothing"))
+        if champion in still.get("lora_adapter", []):
+            log(f"warning: the deployed adapter {champion} was trained on it: run with --retrain to replace it")
+    after = reach(store, doc_ids=ids)
+    log("still reached: " + (json.dumps(after, indent=2) if after else "nothing"))
+    return {"doc_ids": sorted(ids), "before": before, "after": after, "purged": purged}
+
+
+def forget_command(args: argparse.Namespace) -> int:
+    import hashlib
+
+    apply_offline_defaults()
+    warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
+    from orchestration.definitions import defs
+    from resources.governance.forget import _doc_ids_of, reach
+
+    instance = _instance(args.dagster_home)
+    sha = None
+    if args.file:
+        sha = hashlib.sha256(Path(args.file).read_bytes()).hexdigest() if Path(args.file).is_file() else args.file
+    if args.dry_run:
+        found = reach(defs.resources["store"], doc_ids=_doc_ids_of(defs.resources["store"], args.doc_id, sha))
+        print(json.dumps(found, indent=2) if found else "nothing stored holds it")
+        return 0
+    forget(instance, defs, args.doc_id, sha, args.reason, args.retrain, args.purge)
+    return 0
+
+
+def lineage_command(args: argparse.Namespace) -> int:
+    """Print the lineage audit of an endpoint or adapter from the instance's event log."""
+    from resources.governance.lineage import LineageError, LineageReader, to_markdown, to_openlineage
+
+    instance = _instance(args.dagster_home)
+    try:
+        report = LineageReader(instance).report(endpoint=args.endpoint, adapter_version=args.adapter)
+    except LineageError as err:
+        raise SystemExit(f"lineage: {err}") from err
+    if args.format == "json":
+        print(json.dumps(report, indent=2, default=str))
+    elif args.format == "openlineage":
+        print(json.dumps(to_openlineage(report), indent=2, default=str))
+    else:
+        print(to_markdown(report))
+    return 0
+
+
 def serve_command(args: argparse.Namespace) -> int:
     from orchestration.definitions import defs
 
@@ -275,6 +357,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--to", default=None, help="adapter version to put back")
     p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
     p.set_defaults(func=rollback_command)
+    p = sub.add_parser("forget", help="right to be forgotten: remove a document or raw file everywhere it reached")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--doc-id", help="document id (doc_id column of raw_documents)")
+    target.add_argument("--file", help="raw file (path or sha256): every record of it")
+    p.add_argument("--reason", default="erasure request")
+    p.add_argument("--retrain", action="store_true", help="retrain, evaluate and redeploy if an adapter was trained on it")
+    p.add_argument("--purge", action="store_true", help="delete stored dataset/index/adapter versions that still hold it")
+    p.add_argument("--dry-run", action="store_true", help="only list where it reached")
+    p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
+    p.set_defaults(func=forget_command)
+    p = sub.add_parser("lineage", help="lineage audit of a deployed endpoint (or an adapter version)")
+    p.add_argument("--endpoint", default=None, help="served model name, e.g. support")
+    p.add_argument("--adapter", default=None, help="adapter version (instead of --endpoint)")
+    p.add_argument("--format", choices=["md", "json", "openlineage"], default="md")
+    p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
+    p.set_defaults(func=lineage_command)
     p = sub.add_parser("serve", help="manage the locally started vLLM and gateway")
     p.add_argument("action", choices=["stop"])
     p.set_defaults(func=serve_command)

@@ -4,7 +4,7 @@ from typing import Any
 
 from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
 
-from assets import curation, datasets, deployment, evaluation, feedback, ingestion, retrieval, training
+from assets import curation, datasets, deployment, evaluation, feedback, governance, ingestion, retrieval, training
 from orchestration.jobs import (
     build_datasets_job,
     deploy_adapter_job,
@@ -15,7 +15,7 @@ from orchestration.jobs import (
 from orchestration.resources import default_resources
 from orchestration.sensors import datasets_automation_sensor, inbox_sensor
 
-STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation, deployment]
+STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation, deployment, governance]
 
 
 def build_definitions(**resource_overrides: Any) -> Definitions:

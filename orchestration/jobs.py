@@ -4,6 +4,7 @@ from dagster import AssetSelection, define_asset_job
 
 from assets.curation import cleaned_documents, redacted_documents
 from assets.deployment import deployed_endpoint
+from assets.governance import governance_audit
 from assets.datasets import dataset_card, golden_dataset, instruction_dataset
 from assets.feedback import human_feedback
 from assets.retrieval import knowledge_index
@@ -45,6 +46,6 @@ evaluate_adapter_job = define_asset_job(
 # set ops.deployed_endpoint.config.adapter_version to a previous version to roll back.
 deploy_adapter_job = define_asset_job(
     "deploy_adapter",
-    selection=AssetSelection.assets(deployed_endpoint),
-    description="Serve the adapter the promotion gate passed on vLLM, behind the guardrail gateway.",
+    selection=AssetSelection.assets(deployed_endpoint, governance_audit),
+    description="Serve the adapter the promotion gate passed on vLLM, behind the guardrail gateway; audit its lineage.",
 )

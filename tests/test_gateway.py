@@ -55,7 +55,7 @@ def stack(tmp_path, guards):
     try:
         with serve(gateway_app, suffix="") as url:
             yield {"url": url, "alice": alice, "bob": bob, "upstream": upstream_app, "upstream_server": upstream,
-                   "log": gateway_app.state.log}
+                   "log": gateway_app.state.log, "tmp": tmp_path}
     finally:
         if upstream.thread.is_alive():
             upstream.stop()
@@ -183,6 +183,15 @@ def test_feedback_on_a_response(stack):
     other = httpx.post(f"{stack['url']}/v1/feedback", headers={"Authorization": f"Bearer {stack['bob']}"},
                        json={"response_id": answered["id"], "rating": "up"})
     assert other.status_code == 404  # another client's response
+
+    # the correction reaches human_feedback as a `correct` record whose question is the redacted prompt
+    from resources.evaluation.feedback import FeedbackSource
+
+    url = str(stack["log"].engine.url)
+    rows, _ = FeedbackSource(path=str(stack["tmp"] / "no-files"), endpoint_database_url=url).read()
+    assert rows == [{"feedback_id": rows[0]["feedback_id"], "example_id": answered["id"], "verdict": "correct",
+                     "question": "How long do tokens last?", "corrected_answer": row["corrected_answer"],
+                     "reviewer": "endpoint:alice", "source_path": "gateway", "line": rows[0]["line"]}]
 
 
 def test_health_and_metrics(stack):

@@ -37,8 +37,8 @@ def pipeline(tmp_path_factory):
     shutil.copytree(SAMPLE / "inbox", inbox_dir)
     shutil.copytree(SAMPLE / "feedback", tmp / "feedback")
     defs = build_definitions(
-        inbox=Inbox(path=str(inbox_dir), settle_seconds=0),
-        feedback=FeedbackSource(path=str(tmp / "feedback")),
+        inbox=Inbox(path=str(inbox_dir), settle_seconds=0, forget_list=str(tmp / "forget.yaml")),
+        feedback=FeedbackSource(path=str(tmp / "feedback"), endpoint_database_url=None),
         store=ArtifactStore(root=str(tmp / "artifacts")),
         datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
     )
@@ -186,3 +186,26 @@ def test_definitions_validate_from_the_workspace():
     )
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stderr + result.stdout
+
+
+def test_forget_removes_a_document_from_every_dataset_version(pipeline):
+    """Right to be forgotten (runs last: it changes the module's data). A support answer that reached the
+    instruction dataset is forgotten: it leaves every stage and, with purge, every stored dataset version."""
+    from orchestration.cli import forget
+    from resources.governance.forget import reach
+
+    store, defs, instance = pipeline["store"], pipeline["defs"], pipeline["instance"]
+    dataset = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
+    doc_id = dataset[dataset["batch"] == "support_qa.csv"]["source_doc_id"].iloc[0]
+    old_version = store.latest("instruction_dataset")
+    before = reach(store, doc_id=doc_id)
+    assert before["raw_documents"] == ["support_qa.csv"] and old_version in before["instruction_dataset"]
+
+    result = forget(instance, defs, doc_id=doc_id, purge_versions=True, log=lambda *_: None)
+    assert result["after"] == {}
+    assert store.latest("instruction_dataset") != old_version
+    for version in store.partitions("instruction_dataset"):  # every stored version, not only the latest
+        assert doc_id not in set(store.read_table("instruction_dataset", version, "examples.parquet")["source_doc_id"])
+    ledger = store.read_json("raw_documents", "support_qa.csv", "ledger.json")
+    assert ledger["dropped"] == {"forgotten": 1} and ledger["balanced"]
+    assert store.read_json("raw_documents", "support_qa.csv", "forgotten.json") == [doc_id]

@@ -9,6 +9,8 @@ A feedback record is `{example_id, verdict, reviewer, corrected_answer?, questio
   question and corrected answer become a new training example (`origin: feedback`), subject to the
   same hashed split and golden-contamination guard as every other example;
 - `approve` / `reject` change no data; they are counted (approval rate) for monitoring.
+Feedback sent to the serving gateway (`/v1/feedback`: thumbs up/down -> approve/reject, a corrected answer
+-> correct, with the logged redacted prompt as its question) joins the files with reviewer `endpoint:<client>`.
 When several corrections name the same example, the last one read (files by name, then line) wins.
 """
 
@@ -102,7 +104,18 @@ class FeedbackSource(ConfigurableResource):
     """Where reviewer feedback files land (CSV or JSONL, one record per label)."""
 
     path: str = Field(default="data/feedback", description="Folder of reviewer feedback files; missing means none yet.")
+    endpoint_database_url: str | None = Field(
+        default="sqlite:///.tuneforge/serving/requests.db",
+        description="The gateway's request log (SQLAlchemy URL): feedback given through /v1/feedback joins the "
+        "reviewer files. A SQLite file that does not exist yet means no endpoint feedback; None turns it off.",
+    )
 
     def read(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         folder = Path(self.path)
-        return read_feedback(folder) if folder.is_dir() else ([], [])
+        rows, quarantine = read_feedback(folder) if folder.is_dir() else ([], [])
+        url = self.endpoint_database_url
+        if url and not (url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()):
+            from resources.serving.gateway.request_log import endpoint_feedback
+
+            rows += endpoint_feedback(url)
+        return rows, quarantine

@@ -32,6 +32,10 @@ class Inbox(ConfigurableResource):
     """Where raw corpora arrive, and the limits applied when reading them."""
 
     path: str = Field(default="data/inbox", description="Folder watched for new batches (files or folders).")
+    forget_list: str = Field(
+        default="policies/forget.yaml",
+        description="Documents (doc_id) and raw files (sha256) to forget: ingestion drops their records (`tuneforge forget`).",
+    )
     settle_seconds: float = Field(
         default=2.0,
         description="A batch is picked up only when none of its files changed for this long, so a file still "
@@ -81,5 +85,13 @@ class Inbox(ConfigurableResource):
         return digest.hexdigest()
 
     def read(self, key: str) -> BatchReadResult:
+        """Every record of the batch; records on the forget list are dropped (reason `forgotten`)."""
+        from resources.governance.forget import ForgetList
+
         root = self.root()
-        return read_batch(key, root / key, root, self.limits())
+        result = read_batch(key, root / key, root, self.limits())
+        forget = ForgetList.load(self.forget_list)
+        if forget.entries:
+            result.forgotten = [d["doc_id"] for d in result.documents if forget.forgets(d)]
+            result.documents = [d for d in result.documents if not forget.forgets(d)]
+        return result

@@ -31,12 +31,15 @@ class BatchReadResult:
     documents: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)  # path, sha256, bytes, format, records
+    forgotten: list[str] = field(default_factory=list)  # doc ids dropped by the forget list
 
     def ledger(self) -> Ledger:
         ledger = Ledger(stage="raw_documents", kept=len(self.documents))
         for row in self.quarantine:
             ledger.quarantined[row["reason"]] += 1
-        ledger.records_in = ledger.kept + sum(ledger.quarantined.values())
+        if self.forgotten:
+            ledger.dropped["forgotten"] = len(self.forgotten)
+        ledger.records_in = ledger.kept + sum(ledger.dropped.values()) + sum(ledger.quarantined.values())
         return ledger
 
 

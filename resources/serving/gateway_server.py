@@ -82,7 +82,7 @@ class GatewayServer(ConfigurableResource):
         settings_file.write_text(fresh)
         log = open(self._path(f"gateway-{self.port}.log"), "ab")
         process = subprocess.Popen(
-            [sys.executable, "-m", "orchestration.cli", "gateway", "--settings", str(settings_file),
+            [sys.executable, "-m", "resources.serving.gateway.app", "--settings", str(settings_file),
              "--host", self.host, "--port", str(self.port)],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         self._path(f"gateway-{self.port}.pid").write_text(str(process.pid))

@@ -367,3 +367,17 @@ def run(settings_file: str, host: str, port: int) -> None:
 
     settings = GatewaySettings.model_validate_json(Path(settings_file).read_text())
     uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+
+
+if __name__ == "__main__":  # python -m resources.serving.gateway.app --settings FILE [--host H] [--port P]
+    import argparse
+
+    from resources.offline import apply_offline_defaults
+
+    apply_offline_defaults()
+    parser = argparse.ArgumentParser(description="the tuneforge guardrail gateway")
+    parser.add_argument("--settings", required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    args = parser.parse_args()
+    run(args.settings, args.host, args.port)

@@ -77,3 +77,21 @@ class RequestLog:
     def rows(self, table: Table = requests) -> list[dict[str, Any]]:
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(select(table)).mappings()]
+
+
+def endpoint_feedback(url: str) -> list[dict[str, Any]]:
+    """Feedback given through the gateway's /v1/feedback, as reviewer-feedback records: thumbs up ->
+    approve, down -> reject, a corrected answer -> correct (with the logged, redacted prompt as question)."""
+    log = RequestLog(url)
+    with log.engine.connect() as conn:
+        joined = conn.execute(
+            select(feedback, requests.c.prompt_redacted).join(requests, requests.c.id == feedback.c.response_id)
+            .order_by(feedback.c.id)).mappings().all()
+    out = []
+    for row in joined:
+        verdict = "correct" if row["corrected_answer"] else {"up": "approve", "down": "reject"}[row["rating"]]
+        out.append({"feedback_id": f"endpoint-{row['id']}", "example_id": row["response_id"], "verdict": verdict,
+                    "question": row["prompt_redacted"] if verdict == "correct" else None,
+                    "corrected_answer": row["corrected_answer"], "reviewer": f"endpoint:{row['client']}",
+                    "source_path": "gateway", "line": row["id"]})
+    return out

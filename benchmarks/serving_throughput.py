@@ -1,0 +1,175 @@
+"""Serving throughput and latency: vLLM (multi-LoRA) behind the gateway vs. transformers `generate`.
+
+One run, same 16 golden questions, same adapter, greedy, same max_tokens:
+- baseline: transformers + PEFT `generate`, one request at a time (what serving without vLLM looks like);
+- vLLM direct: the 16 requests concurrently against vLLM with the adapter (runtime-loaded LoRA);
+- gateway: the same 16 concurrent requests through the guardrail gateway (keys, guards, request log);
+- vLLM base model and vLLM serving the merged model (adapter folded into the weights), to measure what a
+  LoRA request costs on CPU and whether serving the champion merged is faster.
+Targets: gateway >= 6x the baseline's requests/s; gateway overhead <= 10% of vLLM's p50 latency.
+Results: benchmarks/results/serving_throughput.json
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+N = int(os.environ.get("BENCH_REQUESTS", "16"))
+MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "64"))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def summary(latencies: list[float], wall: float, tokens: int, description: str) -> dict:
+    return {"description": description, "requests": len(latencies), "wall_s": round(wall, 2),
+            "requests_per_s": round(len(latencies) / wall, 3), "completion_tokens_per_s": round(tokens / wall, 1),
+            "p50_latency_s": round(statistics.median(latencies), 3), "p95_latency_s": round(pct(latencies, 0.95), 3)}
+
+
+async def concurrent(url: str, model: str, prompts: list[str], headers: dict) -> tuple[list[float], float, int, list[str]]:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=600, headers=headers) as client:
+        async def one(prompt: str):
+            start = time.perf_counter()
+            r = await client.post(f"{url}/v1/chat/completions", json={
+                "model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": MAX_TOKENS, "temperature": 0})
+            r.raise_for_status()
+            body = r.json()
+            return time.perf_counter() - start, body["usage"]["completion_tokens"], body["choices"][0]["message"]["content"]
+
+        start = time.perf_counter()
+        results = await asyncio.gather(*(one(p) for p in prompts))
+        wall = time.perf_counter() - start
+    return [r[0] for r in results], wall, sum(r[1] for r in results), [r[2] for r in results]
+
+
+def adapter_for_bench(base: str, work: Path) -> tuple[str, str]:
+    """The adapter `make demo` trained if there is one, else a random LoRA (same shapes as training's)."""
+    from resources.storage import ArtifactStore
+
+    store = ArtifactStore()
+    try:
+        version = store.latest("lora_adapter")
+        return str(store.partition_dir("lora_adapter", version)), version
+    except FileNotFoundError:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        torch.manual_seed(0)
+        model = get_peft_model(AutoModelForCausalLM.from_pretrained(base), LoraConfig(
+            r=16, lora_alpha=32, init_lora_weights=False,
+            target_modules=["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]))
+        model.save_pretrained(work / "adapter")
+        AutoTokenizer.from_pretrained(base).save_pretrained(work / "adapter")
+        return str(work / "adapter"), "random-lora-r16"
+
+
+def merged_copy(base: str, adapter: str, out: Path) -> str:
+    from resources.training.merge import merge_adapter
+
+    merge_adapter(base, adapter, out)
+    return str(out)
+
+
+def main() -> int:
+    from orchestration.cli import add_key
+    from resources.evaluation.generation import generate, load_for_generation
+    from resources.models.base_model import BaseModelSource
+    from resources.serving.deploy import deploy
+    from resources.serving.gateway_server import GatewayServer
+    from resources.serving.vllm_server import VllmServer
+
+    import torch
+
+    prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "golden.jsonl").read_text().splitlines()][:N]
+    base = BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve().path
+    work = Path(tempfile.mkdtemp(prefix="tf-serving-bench-"))
+    adapter, version = adapter_for_bench(base, work)
+    out: dict = {"benchmark": "serving_throughput", "requests": len(prompts), "max_tokens": MAX_TOKENS,
+                 "adapter": version, "cpu_threads": os.cpu_count()}
+
+    # baseline: transformers + PEFT, one request at a time
+    torch.set_num_threads(os.cpu_count() or 1)
+    tokenizer, model = load_for_generation(base, adapter)
+    generate(tokenizer, model, prompts[:1], 4, 1)
+    latencies, tokens, start = [], 0, time.perf_counter()
+    for p in prompts:
+        t = time.perf_counter()
+        g = generate(tokenizer, model, [p], MAX_TOKENS, 1)[0]
+        latencies.append(time.perf_counter() - t)
+        tokens += g.new_tokens
+    out["baseline"] = summary(latencies, time.perf_counter() - start, tokens, "transformers+PEFT generate, one at a time")
+    del model
+
+    state = work / "serving"
+    vllm = VllmServer(port=free_port(), state_dir=str(state), python=str(ROOT / ".venv-vllm" / "bin" / "python"))
+    gateway = GatewayServer(port=free_port(), state_dir=str(state))
+    try:
+        deployment = deploy(vllm, gateway, "bench", version, adapter, base, log=lambda _: None)
+        key = add_key(gateway, "bench", ["bench", "base"], requests_per_minute=100_000)
+        direct = {}
+        for label, url, model_name, headers in (
+            ("vllm_direct", vllm.base_url, deployment.served_model, {}),
+            ("gateway", gateway.url, "bench", {"Authorization": f"Bearer {key}"}),
+            ("vllm_base_model", vllm.base_url, "base", {}),
+        ):
+            asyncio.run(concurrent(url, model_name, prompts[:2], headers))  # warm-up
+            lat, wall, toks, texts = asyncio.run(concurrent(url, model_name, prompts, headers))
+            out[label] = summary(lat, wall, toks, f"{len(prompts)} concurrent requests, {model_name} via {url}")
+            direct[label] = texts
+        out["gateway_same_answers_as_vllm"] = sum(a == b for a, b in zip(direct["gateway"], direct["vllm_direct"]))
+    finally:
+        gateway.stop()
+        vllm.stop()
+
+    merged_dir = merged_copy(base, adapter, work / "merged")
+    vllm_merged = VllmServer(port=free_port(), state_dir=str(state), python=str(ROOT / ".venv-vllm" / "bin" / "python"))
+    try:
+        vllm_merged.ensure_running(merged_dir, "merged")
+        asyncio.run(concurrent(vllm_merged.base_url, "merged", prompts[:2], {}))
+        lat, wall, toks, _ = asyncio.run(concurrent(vllm_merged.base_url, "merged", prompts, {}))
+        out["vllm_merged_model"] = summary(lat, wall, toks, "the adapter merged into the base weights, served as a plain model")
+    finally:
+        vllm_merged.stop()
+
+    base_rps = out["baseline"]["requests_per_s"]
+    out["speedup_gateway_vs_sequential_generate"] = round(out["gateway"]["requests_per_s"] / base_rps, 2)
+    out["speedup_vllm_vs_sequential_generate"] = round(out["vllm_direct"]["requests_per_s"] / base_rps, 2)
+    p50 = out["vllm_direct"]["p50_latency_s"]
+    out["gateway_overhead_p50"] = round((out["gateway"]["p50_latency_s"] - p50) / p50, 4)
+    out["lora_cost_vs_base_tokens_per_s"] = round(out["vllm_base_model"]["completion_tokens_per_s"]
+                                                  / out["vllm_direct"]["completion_tokens_per_s"], 2)
+    out["merged_vs_lora_tokens_per_s"] = round(out["vllm_merged_model"]["completion_tokens_per_s"]
+                                               / out["vllm_direct"]["completion_tokens_per_s"], 2)
+    out["target"] = {"speedup": 6.0, "gateway_overhead_p50": 0.10}
+    out["meets_target"] = out["speedup_gateway_vs_sequential_generate"] >= 6.0 and out["gateway_overhead_p50"] <= 0.10
+    out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    (ROOT / "benchmarks" / "results" / "serving_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
+    print(json.dumps(out, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
