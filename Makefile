@@ -66,10 +66,12 @@ test: install serving-env
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
 
-bench: install
+bench: install serving-env
 	$(PY) benchmarks/redaction_throughput.py
 	$(PY) benchmarks/training_throughput.py
 	$(PY) benchmarks/generation_throughput.py
+	$(PY) benchmarks/serving_throughput.py
+	$(PY) benchmarks/incremental_ingestion.py
 
 sample: install
 	$(PY) scripts/generate_sample_corpus.py

@@ -9,7 +9,8 @@ from assets.datasets import dataset_card, golden_dataset, instruction_dataset
 from assets.feedback import human_feedback
 from assets.retrieval import knowledge_index
 from assets.ingestion import raw_documents
-from assets.partitions import ingestion_batches
+from assets.monitoring import champion_scores, drift_report, serving_traffic
+from assets.partitions import ingestion_batches, serving_days
 from assets.evaluation import eval_report, safety_report
 from assets.training import base_model, lora_adapter, merged_model
 
@@ -48,4 +49,27 @@ deploy_adapter_job = define_asset_job(
     "deploy_adapter",
     selection=AssetSelection.assets(deployed_endpoint, governance_audit),
     description="Serve the adapter the promotion gate passed on vLLM, behind the guardrail gateway; audit its lineage.",
+)
+
+# The retraining path after the data stages: adapter -> evaluation -> gate -> deployment -> audit. The
+# blocking promotion_gate stops the run before deployed_endpoint when the candidate is not better.
+retrain_job = define_asset_job(
+    "retrain",
+    selection=AssetSelection.assets(base_model, lora_adapter, eval_report, safety_report, deployed_endpoint, governance_audit),
+    description="Fine-tune on the current dataset, evaluate, and deploy only if the promotion gate passes.",
+)
+
+# Daily monitoring: yesterday's traffic, then drift against the training data.
+monitor_job = define_asset_job(
+    "monitor",
+    selection=AssetSelection.assets(serving_traffic, drift_report),
+    partitions_def=serving_days,
+    description="Summarise a day of serving traffic and re-measure drift and feedback.",
+)
+
+# Weekly: the deployed champion re-scored on the current golden set.
+evaluate_champion_job = define_asset_job(
+    "evaluate_champion",
+    selection=AssetSelection.assets(champion_scores),
+    description="Re-score the deployed adapter on the golden set (quality drift).",
 )

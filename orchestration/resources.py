@@ -15,6 +15,8 @@ from resources.evaluation.judge import JudgeModel
 from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
+from resources.monitoring.drift import MonitoringPolicy
+from resources.monitoring.traffic import RequestLogSource
 from resources.redaction.redactor import PiiRedactor
 from resources.retrieval.index import KnowledgeIndexer
 from resources.serving.gateway_server import GatewayServer
@@ -39,6 +41,8 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "policy": PromotionPolicy(),
         "vllm": VllmServer(),
         "gateway": GatewayServer(),
+        "request_log": RequestLogSource(),
+        "monitoring": MonitoringPolicy(),
     }
     resources.update(overrides)
     return resources

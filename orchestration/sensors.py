@@ -1,9 +1,12 @@
-"""Sensors: new data in the inbox becomes a partition and a run, exactly once."""
+"""Sensors: new data in the inbox becomes a partition and a run, exactly once; new datasets, drift and
+falling feedback become a retraining run, exactly once."""
 
 
 import json
 
 from dagster import (
+    AssetKey,
+    AssetRecordsFilter,
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
@@ -16,7 +19,7 @@ from dagster import (
 
 from assets.feedback import human_feedback
 from assets.partitions import ingestion_batches
-from orchestration.jobs import ingest_batch_job
+from orchestration.jobs import ingest_batch_job, retrain_job
 from resources.ingestion.inbox import Inbox
 
 
@@ -67,3 +70,39 @@ datasets_automation_sensor = AutomationConditionSensorDefinition(
     minimum_interval_seconds=30,
     description="Evaluates the datasets' automation conditions: rebuild once new batches are redacted.",
 )
+
+
+@sensor(
+    job=retrain_job,
+    minimum_interval_seconds=60,
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Retrains when the dataset has a version no adapter was trained on (new data, feedback), or when "
+    "the drift report recommends it (drift, falling feedback). Run keys make each trigger fire once.",
+)
+def retraining_sensor(context: SensorEvaluationContext) -> SensorResult | SkipReason:
+    """Two triggers, each fired once: `dataset@<version>` for a dataset version newer than the one the
+    latest adapter was trained on; `drift@<storage id>` for a drift report that recommends retraining.
+    The cursor keeps the last drift report looked at."""
+    instance, requests = context.instance, []
+    cursor = json.loads(context.cursor) if context.cursor else {"drift": 0}
+
+    dataset = instance.get_latest_materialization_event(AssetKey("instruction_dataset"))
+    adapter = instance.get_latest_materialization_event(AssetKey("lora_adapter"))
+    if dataset is not None:
+        version = dataset.asset_materialization.tags.get("dagster/data_version")
+        trained_on = adapter.asset_materialization.tags.get("dagster/input_data_version/instruction_dataset") if adapter else None
+        if version and version != trained_on:
+            requests.append(RunRequest(run_key=f"dataset@{version}", tags={"tuneforge/trigger": "new dataset version"}))
+
+    drift = instance.fetch_materializations(AssetRecordsFilter(asset_key=AssetKey("drift_report")), limit=1).records
+    if drift and drift[0].storage_id > cursor["drift"]:
+        record = drift[0]
+        cursor["drift"] = record.storage_id
+        metadata = record.event_log_entry.asset_materialization.metadata
+        if metadata.get("retrain_recommended") and metadata["retrain_recommended"].value:
+            requests.append(RunRequest(run_key=f"drift@{record.storage_id}",
+                                       tags={"tuneforge/trigger": "drift or feedback: " + metadata["flags"].value[:200]}))
+    if not requests:
+        return SensorResult(skip_reason=SkipReason("no new dataset version and no drift report recommending retraining"),
+                            cursor=json.dumps(cursor))
+    return SensorResult(run_requests=requests, cursor=json.dumps(cursor))

@@ -173,6 +173,19 @@ def test_load_50_concurrent_clients_no_5xx_no_lost_log_rows(stack):
     assert stack["log"].count() == len(results)
 
 
+def test_a_route_can_name_its_own_server(stack, tmp_path):
+    """A merged champion runs on its own vLLM: its route carries that server's URL."""
+    other = build_app()
+    with serve(other, suffix="") as url:
+        routes = json.loads((tmp_path / "routes.json").read_text())
+        routes["models"]["support"] = {"upstream": "echo", "adapter_version": "v2", "url": url, "merged": True}
+        (tmp_path / "routes.json").write_text(json.dumps(routes))
+        time.sleep(0.01)  # a new mtime
+        answered = chat(stack, "served by the merged model")
+    assert answered.status_code == 200 and answered.json()["tuneforge"]["adapter_version"] == "v2"
+    assert other.state.prompts == ["served by the merged model"] and stack["upstream"].state.prompts == []
+
+
 def test_feedback_on_a_response(stack):
     answered = chat(stack, "How long do tokens last?").json()
     ok = httpx.post(f"{stack['url']}/v1/feedback", headers={"Authorization": f"Bearer {stack['alice']}"},

@@ -188,6 +188,19 @@ def test_definitions_validate_from_the_workspace():
     assert "Validation successful" in result.stderr + result.stdout
 
 
+def test_no_planted_pii_in_dagster_event_log_or_metadata(pipeline):
+    """Dagster's own storage (run logs, materialization metadata, check results) never holds a planted
+    value: only counts, hashes and ids leave the raw zone."""
+    from dagster._serdes import serialize_value
+
+    instance = pipeline["instance"]
+    text = "\n".join(serialize_value(entry) for run in instance.get_runs() for entry in instance.all_logs(run.run_id))
+    planted = {row["value"] for row in manifest() if len(row["value"]) >= 6}
+    assert len(text) > 10_000 and planted
+    leaked = sorted(v for v in planted if v in text)
+    assert leaked == []
+
+
 def test_forget_removes_a_document_from_every_dataset_version(pipeline):
     """Right to be forgotten (runs last: it changes the module's data). A support answer that reached the
     instruction dataset is forgotten: it leaves every stage and, with purge, every stored dataset version."""

@@ -125,7 +125,7 @@ class LineageReader:
         out["batches"] = []
         if dataset:
             cutoff = dt.datetime.fromisoformat(dataset["materialized_at"]).timestamp() + 1e-3
-            for batch in _batches(dataset):
+            for batch in _batches(dataset) or self.instance.get_dynamic_partitions("ingestion_batches"):
                 chain = {"batch": batch}
                 for asset in ("redacted_documents", "cleaned_documents", "raw_documents"):
                     records = self._records(asset, batch, limit=1, before=cutoff)
@@ -169,7 +169,7 @@ def to_markdown(report: dict) -> str:
     def step(title: str, node: dict | None, keys: tuple[str, ...]) -> None:
         lines.append(f"## {title}")
         if not node:
-            lines += ["not found in the event log", ""]
+            lines.extend(["not found in the event log", ""])
             return
         lines.append(f"- version `{node['data_version']}`, code version `{node['code_version']}`, materialized "
                      f"{node['materialized_at']}, run `{node['run_id']}` ({node['job']}), triggered by {node['triggered_by']}")

@@ -35,7 +35,7 @@ class Deployment:
         return json.dumps(asdict(self), indent=2)
 
 
-def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path: str) -> dict:
+def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path: str, served_name: str = BASE_ALIAS) -> dict:
     """Serving must render prompts exactly as training did, and stop on the same EOS: compare the
     adapter's tokenizer (saved at training) with what the server tokenizes, and the EOS it stops on."""
     from transformers import AutoTokenizer, GenerationConfig
@@ -43,7 +43,7 @@ def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path:
     tokenizer = AutoTokenizer.from_pretrained(adapter_path)
     local = tokenizer.apply_chat_template(TEMPLATE_PROBE, tokenize=True, add_generation_prompt=True)
     local = list(local["input_ids"] if isinstance(local, dict) or hasattr(local, "keys") else local)
-    served = vllm.chat_template_ids(BASE_ALIAS, TEMPLATE_PROBE)
+    served = vllm.chat_template_ids(served_name, TEMPLATE_PROBE)
     if served != local:
         raise ServingError(f"chat template mismatch: vLLM renders {len(served)} tokens, training rendered {len(local)} "
                            f"for the same messages; serve the adapter's tokenizer/template ({adapter_path})")
@@ -56,8 +56,10 @@ def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path:
 
 
 def deploy(vllm: VllmServer, gateway: GatewayServer, name: str, adapter_version: str, adapter_path: str,
-           base_model_path: str, log=print) -> Deployment:
-    """Serve `adapter_path` as `name` (no vLLM restart); the previous version stays loaded for rollback."""
+           base_model_path: str, log=print, merged_path: str | None = None, merged_port: int | None = None) -> Deployment:
+    """Serve `adapter_path` as `name` (no vLLM restart); the previous version stays loaded for rollback.
+    With `merged_path`, serve the adapter merged into the base instead, on its own vLLM at `merged_port`
+    (no LoRA kernels: faster on CPU, at the cost of one server per merged model)."""
     if not (Path(adapter_path) / "adapter_config.json").exists():
         raise ServingError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json)")
     vllm_url = vllm.ensure_running(base_model_path, served_name=BASE_ALIAS)
@@ -65,11 +67,21 @@ def deploy(vllm: VllmServer, gateway: GatewayServer, name: str, adapter_version:
     check = check_template_and_eos(vllm, adapter_path, base_model_path)
     log(f"chat template and EOS match ({check})")
     served_model = f"{name}-{adapter_version[:12]}"
-    vllm.load_adapter(served_model, adapter_path)
+    route = {"upstream": served_model, "adapter_version": adapter_version, "adapter_path": str(adapter_path)}
+    if merged_path:
+        if not (Path(merged_path) / "config.json").exists():
+            raise ServingError(f"{merged_path} is not a model folder: materialize merged_model for {adapter_version} first")
+        server = vllm.model_copy(update={"port": merged_port or vllm.port + 1, "url": None})
+        server.ensure_serving(merged_path, served_model)
+        check_template_and_eos(server, adapter_path, merged_path, served_model)
+        route |= {"url": server.base_url, "merged": True}
+        log(f"merged model {merged_path} served by its own vLLM at {server.base_url}")
+    else:
+        vllm.load_adapter(served_model, adapter_path)
     routes = gateway.routes()
     previous = routes.get(name, {}).get("adapter_version")
     routes[BASE_ALIAS] = {"upstream": BASE_ALIAS, "adapter_version": None}
-    routes[name] = {"upstream": served_model, "adapter_version": adapter_version, "adapter_path": str(adapter_path)}
+    routes[name] = route
     gateway.write_routes(routes)
     gateway_url = gateway.ensure_running(vllm_url)
     log(f"gateway at {gateway_url} routes {name!r} -> {served_model} (previously {previous or 'nothing'})")

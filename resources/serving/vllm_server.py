@@ -45,7 +45,11 @@ class VllmServer(ConfigurableResource):
     max_loras: int = Field(default=4, description="Adapters served side by side in one batch.")
     max_model_len: int = Field(default=2048, description="Context length (prompt + answer) per request.")
     kv_cache_gib: int = Field(default=2, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE, GiB).")
-    threads: int | None = Field(default=None, description="CPU threads for vLLM (OMP_NUM_THREADS); unset: vLLM's default.")
+    threads: int | None = Field(default=None, description="CPU threads for vLLM's model runner (OMP_NUM_THREADS); unset: every core.")
+    reserved_cpus: int = Field(
+        default=0, description="Cores vLLM-CPU keeps away from the model runner for its frontend "
+        "(VLLM_CPU_NUM_OF_RESERVED_CPU); vLLM's own default of 1 halves a 2-core machine.",
+    )
     startup_timeout_s: float = Field(default=300.0, description="How long start-up may take before it is an error.")
     state_dir: str = Field(default=".tuneforge/serving", description="Pid file and log of the locally started server.")
     api_key: str | None = Field(default=None, description="Key vLLM requires (--api-key); EnvVar('VLLM_API_KEY') for a remote one.")
@@ -100,8 +104,8 @@ class VllmServer(ConfigurableResource):
         Path(self.state_dir).mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
-        if self.threads:
-            env["OMP_NUM_THREADS"] = str(self.threads)
+        env["OMP_NUM_THREADS"] = str(self.threads or os.cpu_count() or 1)
+        env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.reserved_cpus)
         log = open(self.log_file(), "ab")
         process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True)
@@ -116,6 +120,16 @@ class VllmServer(ConfigurableResource):
             time.sleep(1.0)
         self.stop()
         raise ServingError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f}s; see {self.log_file()}")
+
+    def ensure_serving(self, model_path: str, served_name: str) -> str:
+        """Like ensure_running, but a server serving another model is stopped and restarted with this one
+        (a merged champion replaces the previous merged champion)."""
+        if self.healthy() and served_name not in {m["id"] for m in self.served_models()}:
+            self.stop()
+            deadline = time.time() + 30
+            while self.healthy() and time.time() < deadline:
+                time.sleep(0.5)
+        return self.ensure_running(model_path, served_name)
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

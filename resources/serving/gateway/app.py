@@ -181,7 +181,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
             context = "\n\n".join(f"[{s['external_id']}] {s['text']}" for s in sources)
             body["messages"] = [{"role": "system", "content": "Answer using only these passages:\n" + context}] + body["messages"]
         body["model"] = route["upstream"]
-        path = "/v1/chat/completions" if endpoint == "chat" else "/v1/completions"
+        # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
+        path = route.get("url", "") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
                  "sources": [{"id": s["external_id"], "score": s["score"]} for s in sources]}
         if body.get("stream"):

@@ -59,11 +59,11 @@ class RequestLog:
 
     def record(self, row: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(requests).values(created_at=self.now(), **row))
+            conn.execute(insert(requests).values({"created_at": self.now(), **row}))
 
     def record_feedback(self, row: dict[str, Any]) -> None:
         with self.engine.begin() as conn:
-            conn.execute(insert(feedback).values(created_at=self.now(), **row))
+            conn.execute(insert(feedback).values({"created_at": self.now(), **row}))
 
     def get(self, response_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
