@@ -1,0 +1,64 @@
+"""The production profile: the Dagster instance on a real PostgreSQL server (dagster-postgres), running the
+data stages, a (tiny) training run and the lineage report against it."""
+
+import hashlib
+import os
+import shutil
+
+import pytest
+
+from conftest import ROOT, SAMPLE
+from postgres_server import postgres_server
+
+pytestmark = pytest.mark.slow
+
+
+def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monkeypatch):
+    from dagster import DagsterInstance
+    from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
+
+    from orchestration.cli import run_pipeline
+    from orchestration.definitions import build_definitions
+    from resources.datasets.policy import DatasetPolicy
+    from resources.evaluation.feedback import FeedbackSource
+    from resources.governance.lineage import LineageReader, source_files
+    from resources.ingestion.inbox import Inbox
+    from resources.models.base_model import BaseModelSource
+    from resources.storage import ArtifactStore
+    from resources.training.fine_tuner import FineTuner
+
+    with postgres_server() as pg:
+        monkeypatch.setenv("TUNEFORGE_PG_URL", f"postgresql+psycopg2://{pg['user']}:{pg['password']}@{pg['host']}:{pg['port']}/{pg['db']}")
+        home = tmp_path / "home"
+        home.mkdir()
+        shutil.copy(ROOT / "config" / "dagster" / "dagster.postgres.yaml", home / "dagster.yaml")
+        monkeypatch.setenv("DAGSTER_HOME", str(home))
+        instance = DagsterInstance.get()
+        assert isinstance(instance.run_storage, PostgresRunStorage)
+        assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
+
+        inbox = tmp_path / "inbox"
+        inbox.mkdir()
+        for name in ("support_qa.csv", "kb_articles.jsonl"):
+            shutil.copy(SAMPLE / "inbox" / name, inbox / name)
+        defs = build_definitions(
+            inbox=Inbox(path=str(inbox), settle_seconds=0, forget_list=str(tmp_path / "forget.yaml")),
+            store=ArtifactStore(root=str(tmp_path / "artifacts")),
+            feedback=FeedbackSource(path=str(tmp_path / "feedback"), endpoint_database_url=None),
+            datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
+            model_source=BaseModelSource(model=str(tiny_model)),
+            fine_tuner=FineTuner(work_dir=str(tmp_path / "work")),
+        )
+        summary = run_pipeline(instance, defs, log=lambda *_: None)
+        assert sorted(summary["batches"]) == ["kb_articles.jsonl", "support_qa.csv"]
+        run = defs.resolve_job_def("train_adapter").execute_in_process(
+            instance=instance, run_config={"ops": {"lora_adapter": {"config": {"max_steps": 2, "max_length": 64, "eval_steps": 1}}}})
+        assert run.success
+
+        store = defs.resources["store"]
+        report = LineageReader(instance).report(adapter_version=store.latest("lora_adapter"))
+        expected = {hashlib.sha256((inbox / n).read_bytes()).hexdigest() for n in ("support_qa.csv", "kb_articles.jsonl")}
+        assert {f["sha256"] for f in source_files(report)} == expected
+        assert all(b["redacted_documents"]["metadata"]["redaction_policy"].startswith("default@") for b in report["batches"])
+        assert report["dataset"]["data_version"] == store.latest("instruction_dataset")
+        instance.dispose()
