@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import time
+from contextlib import asynccontextmanager
 import uuid
 from collections import defaultdict, deque
 from pathlib import Path
@@ -83,7 +84,12 @@ class RateLimiter:
 
 
 def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastAPI:
-    app = FastAPI(title="tuneforge gateway")
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        await upstream.aclose()
+
+    app = FastAPI(title="tuneforge gateway", lifespan=lifespan)
     keys = KeyRing.load(settings.keys_file)
     routes = Routes(settings.routes_file)
     log = RequestLog(settings.database_url)
@@ -338,10 +344,6 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
     @app.get("/metrics")
     async def metrics():
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
-
-    @app.on_event("shutdown")
-    async def close():
-        await upstream.aclose()
 
     return app
 
