@@ -206,10 +206,10 @@ def forget(instance, defs, doc_id: str | None = None, sha256: str | None = None,
     """Forget a document (or every record of a raw file): list where it reached, add it to the forget
     list, re-run the affected ingestion partitions and the datasets without it, optionally retrain and
     redeploy, and purge stored versions that still hold it. Returns what it reached before and after."""
-    from resources.governance.forget import ForgetList, _doc_ids_of, purge, reach
+    from resources.governance.forget import ForgetList, doc_ids_of, purge, reach
 
     store, inbox = defs.resources["store"], defs.resources["inbox"]
-    ids = _doc_ids_of(store, doc_id, sha256)
+    ids = doc_ids_of(store, doc_id, sha256)
     before = reach(store, doc_ids=ids)
     log(f"{len(ids)} document(s) reached: " + (json.dumps(before, indent=2) if before else "nothing stored holds them"))
     forget_list = ForgetList.load(inbox.forget_list)
@@ -251,14 +251,14 @@ def forget_command(args: argparse.Namespace) -> int:
     apply_offline_defaults()
     warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
     from orchestration.definitions import defs
-    from resources.governance.forget import _doc_ids_of, reach
+    from resources.governance.forget import doc_ids_of, reach
 
     instance = _instance(args.dagster_home)
     sha = None
     if args.file:
         sha = hashlib.sha256(Path(args.file).read_bytes()).hexdigest() if Path(args.file).is_file() else args.file
     if args.dry_run:
-        found = reach(defs.resources["store"], doc_ids=_doc_ids_of(defs.resources["store"], args.doc_id, sha))
+        found = reach(defs.resources["store"], doc_ids=doc_ids_of(defs.resources["store"], args.doc_id, sha))
         print(json.dumps(found, indent=2) if found else "nothing stored holds it")
         return 0
     forget(instance, defs, args.doc_id, sha, args.reason, args.retrain, args.purge)

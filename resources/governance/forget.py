@@ -70,7 +70,7 @@ class ForgetList:
         return ",".join(sorted(self.doc_ids | self.file_hashes))
 
 
-def _doc_ids_of(store, doc_id: str | None, sha256: str | None) -> set[str]:
+def doc_ids_of(store, doc_id: str | None, sha256: str | None) -> set[str]:
     """The document ids a request covers (all records of a raw file, for a sha256)."""
     ids = {doc_id} if doc_id else set()
     if sha256:
@@ -83,7 +83,7 @@ def _doc_ids_of(store, doc_id: str | None, sha256: str | None) -> set[str]:
 def reach(store, doc_id: str | None = None, sha256: str | None = None, doc_ids: set[str] | None = None) -> dict[str, list[str]]:
     """Every stored artifact (asset -> partitions/versions) holding the documents, every adapter version
     trained on a dataset version that held them, and every deployment serving such an adapter."""
-    ids = doc_ids if doc_ids is not None else _doc_ids_of(store, doc_id, sha256)
+    ids = doc_ids if doc_ids is not None else doc_ids_of(store, doc_id, sha256)
     found: dict[str, list[str]] = {}
     for asset in DATA_ASSETS:
         hits = [b for b in store.partitions(asset) if store.exists(asset, b, "documents.parquet")
