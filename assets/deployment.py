@@ -1,6 +1,16 @@
 """Deployment: the promoted adapter in service on vLLM, behind the guardrail gateway."""
 
-from dagster import AssetExecutionContext, Config, DataVersion, Failure, MaterializeResult, MetadataValue, asset
+from dagster import (
+    AssetExecutionContext,
+    Backoff,
+    Config,
+    DataVersion,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    RetryPolicy,
+    asset,
+)
 from pydantic import Field
 
 from assets.evaluation import CHAMPION, champion_version, safety_report
@@ -35,6 +45,8 @@ def gate_decision(store: ArtifactStore, version: str) -> dict:
     group_name="deployment",
     kinds={"vllm", "fastapi"},
     code_version="1",
+    # vLLM start-up or an adapter load can fail transiently (port still held, a slow disk): retry with backoff
+    retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL),
 )
 def deployed_endpoint(context: AssetExecutionContext, config: DeploymentConfig, vllm: VllmServer,
                       gateway: GatewayServer, store: ArtifactStore) -> MaterializeResult:
@@ -44,7 +56,8 @@ def deployed_endpoint(context: AssetExecutionContext, config: DeploymentConfig, 
     decision = gate_decision(store, version)
     if not decision["promote"]:
         raise Failure(f"adapter {version} may not be deployed: the promotion gate did not pass it",
-                      metadata={"reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]))})
+                      metadata={"reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]))},
+                      allow_retries=False)
     base_path = store.read_json("base_model", store.latest("base_model"), "model.json")["path"]
     adapter_path = str(store.partition_dir("lora_adapter", version))
     before = champion_version(store)

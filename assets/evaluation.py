@@ -6,9 +6,11 @@ import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
+    Backoff,
     DataVersion,
     MaterializeResult,
     MetadataValue,
+    RetryPolicy,
     asset,
     asset_check,
 )
@@ -53,6 +55,8 @@ def _contexts(store: ArtifactStore, indexer: KnowledgeIndexer, golden: pd.DataFr
     group_name="evaluation",
     kinds={"deepeval"},
     code_version="2",
+    # judge and comparison endpoints are remote: retry transient failures with backoff
+    retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL),
 )
 def eval_report(context: AssetExecutionContext, evaluator: Evaluator, judge: JudgeModel, indexer: KnowledgeIndexer,
                 store: ArtifactStore) -> MaterializeResult:

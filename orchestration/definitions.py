@@ -28,7 +28,7 @@ from orchestration.jobs import (
 )
 from orchestration.resources import default_resources
 from orchestration.schedules import daily_monitoring_schedule, weekly_champion_schedule
-from orchestration.sensors import datasets_automation_sensor, inbox_sensor, retraining_sensor
+from orchestration.sensors import datasets_automation_sensor, inbox_sensor, retraining_sensor, run_failure_alerts
 
 STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation, deployment, monitoring, governance]
 
@@ -40,7 +40,7 @@ def build_definitions(**resource_overrides: Any) -> Definitions:
         asset_checks=load_asset_checks_from_modules(STAGES),
         jobs=[ingest_batch_job, build_datasets_job, train_adapter_job, evaluate_adapter_job, deploy_adapter_job,
               retrain_job, monitor_job, evaluate_champion_job],
-        sensors=[inbox_sensor, datasets_automation_sensor, retraining_sensor],
+        sensors=[inbox_sensor, datasets_automation_sensor, retraining_sensor, run_failure_alerts],
         schedules=[daily_monitoring_schedule, weekly_champion_schedule],
         resources=default_resources(**resource_overrides),
     )

@@ -15,6 +15,7 @@ from resources.evaluation.judge import JudgeModel
 from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
+from resources.monitoring.alerts import AlertSink
 from resources.monitoring.drift import MonitoringPolicy
 from resources.monitoring.traffic import RequestLogSource
 from resources.redaction.redactor import PiiRedactor
@@ -43,6 +44,7 @@ def default_resources(**overrides: Any) -> dict[str, Any]:
         "gateway": GatewayServer(),
         "request_log": RequestLogSource(),
         "monitoring": MonitoringPolicy(),
+        "alerts": AlertSink(),
     }
     resources.update(overrides)
     return resources

@@ -10,10 +10,12 @@ from dagster import (
     AssetSelection,
     AutomationConditionSensorDefinition,
     DefaultSensorStatus,
+    RunFailureSensorContext,
     RunRequest,
     SensorEvaluationContext,
     SensorResult,
     SkipReason,
+    run_failure_sensor,
     sensor,
 )
 
@@ -21,6 +23,7 @@ from assets.feedback import human_feedback
 from assets.partitions import ingestion_batches
 from orchestration.jobs import ingest_batch_job, retrain_job
 from resources.ingestion.inbox import Inbox
+from resources.monitoring.alerts import AlertSink
 
 
 @sensor(
@@ -106,3 +109,22 @@ def retraining_sensor(context: SensorEvaluationContext) -> SensorResult | SkipRe
         return SensorResult(skip_reason=SkipReason("no new dataset version and no drift report recommending retraining"),
                             cursor=json.dumps(cursor))
     return SensorResult(run_requests=requests, cursor=json.dumps(cursor))
+
+
+@run_failure_sensor(
+    default_status=DefaultSensorStatus.RUNNING,
+    description="Records every failed run (job, run id, failing steps and their errors) and alerts the webhook.",
+)
+def run_failure_alerts(context: RunFailureSensorContext, alerts: AlertSink) -> None:
+    run = context.dagster_run
+    steps = [{"step": e.step_key, "error": _root_cause(e.event_specific_data.error)[:500]}
+             for e in context.get_step_failure_events()]
+    alerts.send({"job": run.job_name, "run_id": run.run_id, "tags": {k: v for k, v in run.tags.items() if k.startswith(("dagster/", "tuneforge/"))},
+                 "failure": (context.failure_event.message or "")[:500], "steps": steps})
+
+
+def _root_cause(error) -> str:
+    """The innermost error's message (Dagster wraps the user's exception in its own)."""
+    while error is not None and error.cause is not None:
+        error = error.cause
+    return (error.message or "").strip() if error is not None else ""
