@@ -168,3 +168,41 @@ def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path
     got, want = _outcome(killed), _outcome(reference)
     assert got == want
     assert all(v["unique_ids"] and v["ledger"]["balanced"] for v in got.values())
+
+
+def test_kubernetes_profile_validates_and_the_trainer_pod_renders(monkeypatch):
+    """No cluster runs here: the instance profile's run launcher config validates against dagster-k8s's
+    schema, and the trainer's GPU pod (FineTuner launcher=k8s, Pipes) renders into a valid V1Pod."""
+    import yaml
+    from dagster import Shape
+    from dagster._config import process_config
+    from dagster_k8s.launcher import K8sRunLauncher
+    from dagster_k8s.pipes import build_pod_body
+
+    from conftest import ROOT
+    from resources.training.fine_tuner import FineTuner
+
+    profile = yaml.safe_load((ROOT / "config" / "dagster" / "dagster.k8s.yaml").read_text())
+    assert profile["run_launcher"]["class"] == "K8sRunLauncher"
+    monkeypatch.setenv("TUNEFORGE_IMAGE", "registry.example.com/tuneforge:0.1.0")  # the profile reads it from the env
+    checked = process_config(Shape(K8sRunLauncher.config_type()), profile["run_launcher"]["config"])
+    assert checked.success, checked.errors
+    values = yaml.safe_load((ROOT / "deploy" / "helm" / "values.yaml").read_text())
+    assert values["runLauncher"]["type"] == "K8sRunLauncher"
+    assert values["dagster-user-deployments"]["deployments"][0]["dagsterApiGrpcArgs"][-1] == "orchestration.definitions"
+
+    tuner = FineTuner(launcher="k8s", num_processes=4, k8s_gpus=4, k8s_image="registry.example.com/tuneforge:0.1.0",
+                      work_dir="/data/training")
+    command = tuner.command(__import__("pathlib").Path("/data/training/v1/spec.json"))
+    assert command[:5] == ["python", "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=4"]
+    pod = build_pod_body("tuneforge-train-v1", tuner.k8s_image, command, {"TOKENIZERS_PARALLELISM": "false"},
+                         None, tuner.pod_spec())
+    [container] = pod.spec.containers
+    assert container.resources.limits == {"nvidia.com/gpu": "4"} and container.image == tuner.k8s_image
+    assert pod.spec.node_selector == {"nvidia.com/gpu.present": "true"}
+    assert container.volume_mounts[0].mount_path == "/data" and pod.spec.volumes[0].persistent_volume_claim.claim_name == "tuneforge-artifacts"
+
+    with pytest.raises(ValueError, match="FineTuner.k8s_image is required"):
+        FineTuner(launcher="k8s", work_dir="/data/training")
+    with pytest.raises(ValueError, match="work_dir must be an absolute path under k8s_mount_path"):
+        FineTuner(launcher="k8s", k8s_image="x", work_dir=".tuneforge/training")

@@ -24,7 +24,7 @@ MODULE = "resources.training.sft_main"
 class FineTuner(ConfigurableResource):
     """How (and on how many processes) fine-tuning runs."""
 
-    launcher: Literal["python", "torchrun"] = Field(
+    launcher: Literal["python", "torchrun", "k8s"] = Field(
         default="python",
         description="python: one process; torchrun: `torchrun --standalone --nproc_per_node num_processes` "
         "(DDP; gloo on CPU, nccl on GPUs). Note `accelerate launch --cpu --num_processes N` was seen to start "
@@ -40,20 +40,53 @@ class FineTuner(ConfigurableResource):
         "from its last checkpoint when materialized again.",
     )
     extra_env: dict[str, str] = Field(default_factory=dict, description="Extra environment for the trainer.")
+    k8s_image: str | None = Field(default=None, description="launcher=k8s: image with tuneforge installed (the trainer pod's).")
+    k8s_namespace: str = Field(default="tuneforge", description="launcher=k8s: namespace of the trainer pod.")
+    k8s_gpus: int = Field(default=1, description="launcher=k8s: GPUs requested (nvidia.com/gpu); torchrun runs num_processes ranks.")
+    k8s_node_selector: dict[str, str] = Field(
+        default_factory=lambda: {"nvidia.com/gpu.present": "true"}, description="launcher=k8s: node selector of the GPU pool."
+    )
+    k8s_volume_claim: str = Field(
+        default="tuneforge-artifacts", description="launcher=k8s: PVC holding the artifact store and work_dir, shared with Dagster."
+    )
+    k8s_mount_path: str = Field(
+        default="/data", description="launcher=k8s: where the PVC is mounted, in the pod and in Dagster (work_dir and the store live under it).",
+    )
 
     @model_validator(mode="after")
     def _validate(self) -> "FineTuner":
         if self.num_processes < 1:
             raise ValueError("FineTuner.num_processes must be >= 1")
         if self.launcher == "python" and self.num_processes != 1:
-            raise ValueError("FineTuner: num_processes > 1 needs launcher='torchrun'")
+            raise ValueError("FineTuner: num_processes > 1 needs launcher='torchrun' (or 'k8s')")
+        if self.launcher == "k8s":
+            if not self.k8s_image:
+                raise ValueError("FineTuner.k8s_image is required with launcher='k8s'")
+            if not Path(self.work_dir).is_absolute() or not self.work_dir.startswith(self.k8s_mount_path.rstrip("/") + "/"):
+                raise ValueError(f"FineTuner.work_dir must be an absolute path under k8s_mount_path ({self.k8s_mount_path}) "
+                                 "so the trainer pod sees the spec and checkpoints")
         return self
 
     def command(self, spec_path: Path) -> list[str]:
-        if self.launcher == "torchrun":
-            return [sys.executable, "-m", "torch.distributed.run", "--standalone",
+        python = "python" if self.launcher == "k8s" else sys.executable  # the image's own Python in a pod
+        if self.launcher == "torchrun" or (self.launcher == "k8s" and self.num_processes > 1):
+            return [python, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc_per_node={self.num_processes}", "-m", MODULE, "--spec", str(spec_path)]
-        return [sys.executable, "-m", MODULE, "--spec", str(spec_path)]
+        return [python, "-m", MODULE, "--spec", str(spec_path)]
+
+    def pod_spec(self) -> dict:
+        """The trainer pod's base spec (launcher=k8s): GPUs, the GPU node pool, the shared artifact volume."""
+        return {
+            "restartPolicy": "Never",
+            "nodeSelector": dict(self.k8s_node_selector),
+            "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [{
+                "name": "trainer",
+                "resources": {"limits": {"nvidia.com/gpu": str(self.k8s_gpus)}},
+                "volumeMounts": [{"name": "artifacts", "mountPath": self.k8s_mount_path}],
+            }],
+            "volumes": [{"name": "artifacts", "persistentVolumeClaim": {"claimName": self.k8s_volume_claim}}],
+        }
 
     def threads(self) -> int:
         return self.threads_per_process or max(1, (os.cpu_count() or 1) // self.num_processes)
@@ -72,4 +105,10 @@ class FineTuner(ConfigurableResource):
         spec = {**spec, "work_dir": str(work), "threads": self.threads()}
         spec_path = work / "spec.json"
         spec_path.write_text(json.dumps(spec, indent=2, sort_keys=True))
+        if self.launcher == "k8s":
+            from dagster_k8s import PipesK8sClient
+
+            env = {"TOKENIZERS_PARALLELISM": "false", **self.extra_env}
+            return PipesK8sClient().run(context=context, image=self.k8s_image, command=self.command(spec_path),
+                                        namespace=self.k8s_namespace, env=env, base_pod_spec=self.pod_spec())
         return self.pipes_client().run(command=self.command(spec_path), context=context)
