@@ -233,3 +233,70 @@ def test_full_loop_new_file_to_endpoint_with_lineage(tmp_path, smol_model_path):
         gateway.stop()
         vllm.stop()
         instance.dispose()
+
+
+DEPLOY_WORKER = """
+import os, sys, json
+os.environ["DAGSTER_HOME"] = sys.argv[1]
+sys.path.insert(0, sys.argv[2])
+from dagster import DagsterInstance, materialize
+from assets.deployment import deployed_endpoint
+from resources.serving.gateway_server import GatewayServer
+from resources.serving.vllm_server import VllmServer
+from resources.storage import ArtifactStore
+cfg = json.loads(sys.argv[3])
+result = materialize([deployed_endpoint], instance=DagsterInstance.get(), resources={
+    "store": ArtifactStore(root=cfg["store"]), "vllm": VllmServer(**cfg["vllm"]), "gateway": GatewayServer(**cfg["gateway"])},
+    run_config={"ops": {"deployed_endpoint": {"config": {"adapter_version": "adapter-a", "name": "killed"}}}})
+print("OK" if result.success else "FAILED")
+"""
+
+
+def test_a_deployment_killed_mid_way_reruns_to_a_working_endpoint(serving, tmp_path):
+    """kill -9 the run worker while vLLM is starting for a deployment; the re-run adopts the server that
+    was starting (no second vLLM on the port), finishes the deployment, and the endpoint answers."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from conftest import ROOT
+    from orchestration.cli import add_key
+
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
+    state = tmp_path / "state"
+    vllm = {"python": str(ROOT / ".venv-vllm" / "bin" / "python"), "port": free_port(), "state_dir": str(state),
+            "kv_cache_gib": 1, "max_model_len": 1024}
+    gateway = {"port": free_port(), "state_dir": str(state)}
+    cfg = json.dumps({"store": serving["store"].root, "vllm": vllm, "gateway": gateway})
+    script = tmp_path / "deploy_worker.py"
+    script.write_text(DEPLOY_WORKER)
+    worker = subprocess.Popen([sys.executable, str(script), str(home), str(ROOT), cfg], stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    pid_file = state / f"vllm-{vllm['port']}.pid"
+    deadline = time.time() + 120
+    while not pid_file.exists() and time.time() < deadline:
+        time.sleep(0.1)
+    assert pid_file.exists(), "the deployment never started vLLM"
+    os.killpg(worker.pid, signal.SIGKILL)  # the run worker dies; vLLM (its own session) keeps starting
+    worker.wait()
+    orphan = int(pid_file.read_text())
+
+    from resources.serving.gateway_server import GatewayServer
+    from resources.serving.vllm_server import VllmServer
+
+    try:
+        rerun = subprocess.run([sys.executable, str(script), str(home), str(ROOT), cfg], capture_output=True, text=True)
+        assert rerun.stdout.strip().endswith("OK"), rerun.stderr[-3000:]
+        assert int(pid_file.read_text()) == orphan  # the server that was starting was adopted, not duplicated
+        key = add_key(GatewayServer(**gateway), "tests", ["killed"])
+        answer = httpx.post(f"http://127.0.0.1:{gateway['port']}/v1/chat/completions", timeout=120,
+                            headers={"Authorization": f"Bearer {key}"},
+                            json={"model": "killed", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+        assert answer.status_code == 200 and answer.json()["tuneforge"]["adapter_version"] == "adapter-a"
+    finally:
+        GatewayServer(**gateway).stop()
+        VllmServer(**vllm).stop()

