@@ -59,9 +59,9 @@ def deployed_endpoint(context: AssetExecutionContext, config: DeploymentConfig, 
                       metadata={"reasons": MetadataValue.md("\n".join(f"- {r}" for r in decision["reasons"]))},
                       allow_retries=False)
     base_path = store.read_json("base_model", store.latest("base_model"), "model.json")["path"]
-    adapter_path = str(store.partition_dir("lora_adapter", version))
+    adapter_path = str(store.local("lora_adapter", version))
     before = champion_version(store)
-    merged = str(store.partition_dir("merged_model", version)) if config.serve_merged else None
+    merged = str(store.local("merged_model", version)) if config.serve_merged else None
     deployment = deploy(vllm, gateway, config.name, version, adapter_path, base_path, log=context.log.info,
                         merged_path=merged, merged_port=config.merged_port)
     with store.writing("deployed_endpoint", version) as out:

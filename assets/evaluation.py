@@ -31,7 +31,7 @@ CHAMPION = "champion"  # the store pointer the deployment stage moves to the ada
 def _paths(store: ArtifactStore) -> tuple[str, str, str]:
     version = store.latest("lora_adapter")
     base = store.read_json("base_model", store.latest("base_model"), "model.json")["path"]
-    return version, base, str(store.partition_dir("lora_adapter", version))
+    return version, base, str(store.local("lora_adapter", version))
 
 
 def champion_version(store: ArtifactStore) -> str | None:
@@ -44,7 +44,7 @@ def champion_version(store: ArtifactStore) -> str | None:
 
 def _contexts(store: ArtifactStore, indexer: KnowledgeIndexer, golden: pd.DataFrame, k: int) -> list[list[str]]:
     """Retrieved passages for golden questions answerable from the knowledge base; [] for the others."""
-    index_dir = store.partition_dir("knowledge_index", store.latest("knowledge_index"))
+    index_dir = store.local("knowledge_index", store.latest("knowledge_index"))
     answerable = golden["source_doc_id"].notna().tolist()
     hits = iter(indexer.passages(index_dir, [p for p, a in zip(golden["prompt"], answerable) if a], k))
     return [[h["text"] for h in next(hits)] if a else [] for a in answerable]
@@ -69,7 +69,7 @@ def eval_report(context: AssetExecutionContext, evaluator: Evaluator, judge: Jud
     contenders = [Contender("base", base_path), Contender("candidate", base_path, adapter_path)]
     champion = champion_version(store)
     if champion and champion != version:
-        contenders.append(Contender("champion", base_path, str(store.partition_dir("lora_adapter", champion))))
+        contenders.append(Contender("champion", base_path, str(store.local("lora_adapter", champion))))
     contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
     contexts = _contexts(store, indexer, golden, evaluator.grounding_passages)
     table, aggregates = evaluator.compare(contenders, golden, contexts, judge, log=context.log.info)

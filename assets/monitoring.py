@@ -141,7 +141,7 @@ def champion_scores(context: AssetExecutionContext, evaluator: Evaluator, store:
         return MaterializeResult(metadata={"champion": MetadataValue.text("none deployed")})
     base = store.read_json("base_model", store.latest("base_model"), "model.json")["path"]
     golden = store.read_table("golden_dataset", store.latest("golden_dataset"), "examples.parquet")
-    contender = Contender("champion", base, str(store.partition_dir("lora_adapter", champion)))
+    contender = Contender("champion", base, str(store.local("lora_adapter", champion)))
     _, aggregates = evaluator.compare([contender], golden, [[] for _ in range(len(golden))], log=context.log.info)
     scores = aggregates["champion"]
     at_deploy = store.read_json("eval_report", champion, "scores.json")["scores"]["candidate"] \

@@ -74,7 +74,7 @@ def lora_adapter(
     version = hashlib.sha256(
         f"{config.config_hash()}:{dataset_version}:{base['weights_sha256']}".encode()
     ).hexdigest()[:24]
-    output = store.partition_dir("lora_adapter", version)
+    output = store.local("lora_adapter", version)  # fetched if another machine trained it
     manifest_file = output / "tuneforge_manifest.json"
     if manifest_file.is_file():
         context.log.info(f"adapter {version} exists for this config, dataset and base model: not retraining")
@@ -89,7 +89,7 @@ def lora_adapter(
     spec = {
         "config": config.model_dump(),
         "base_model_path": base["path"],
-        "dataset_path": str(store.partition_dir("instruction_dataset", dataset_version) / "hf"),
+        "dataset_path": str(store.local("instruction_dataset", dataset_version) / "hf"),
         "output_dir": str(output),
         "manifest": {
             "version": version,
@@ -101,6 +101,7 @@ def lora_adapter(
         },
     }
     result = fine_tuner.run(context, spec, version).get_materialize_result()
+    store.publish("lora_adapter", version)
     store.set_latest("lora_adapter", version)
     shutil.rmtree(fine_tuner.checkpoint_dir(version), ignore_errors=True)  # finished: checkpoints are spent
     return MaterializeResult(
@@ -120,7 +121,7 @@ def merged_model(context: AssetExecutionContext, store: ArtifactStore) -> Materi
     """The adapter merged into the base model as one 16-bit checkpoint, for serving engines that do
     not load LoRA adapters (or where a merged model serves faster)."""
     version = store.latest("lora_adapter")
-    adapter = store.partition_dir("lora_adapter", version)
+    adapter = store.local("lora_adapter", version)
     manifest = json.loads((adapter / "tuneforge_manifest.json").read_text())
     target = store.partition_dir("merged_model", version)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -130,6 +131,7 @@ def merged_model(context: AssetExecutionContext, store: ArtifactStore) -> Materi
     else:
         base = store.read_json("base_model", store.latest("base_model"), "model.json")
         merge_adapter(base["path"], str(adapter), target)
+        store.publish("merged_model", version)
         store.set_latest("merged_model", version)
     return MaterializeResult(
         metadata={"path": MetadataValue.path(str(target)), "adapter_version": MetadataValue.text(version),
@@ -144,7 +146,7 @@ def merged_model(context: AssetExecutionContext, store: ArtifactStore) -> Materi
     "did not lower validation loss below the base model's.",
 )
 def adapter_generalises(store: ArtifactStore) -> AssetCheckResult:
-    adapter = store.partition_dir("lora_adapter", store.latest("lora_adapter"))
+    adapter = store.local("lora_adapter", store.latest("lora_adapter"))
     history = json.loads((adapter / "training_history.json").read_text())
     stats = json.loads((adapter / "tuneforge_manifest.json").read_text())["stats"]
     signal = overfitting_signal(history)

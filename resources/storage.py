@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,15 +22,21 @@ from pydantic import Field
 from resources.atomic import atomic_directory
 
 
+COMMITTED = "_COMMITTED"  # written last on the remote: a folder without it is an interrupted upload
+
+
 class ArtifactNotFoundError(FileNotFoundError):
     """An upstream artifact has not been materialized (or was removed)."""
 
 
 class ArtifactStore(ConfigurableResource):
-    """Local-filesystem artifact store (the embedded default).
+    """The artifact store: a local (or mounted) working copy under `root`, and optionally an object store
+    (`remote_url`, any fsspec URL: s3://, gs://, az://, file://) that is the system of record.
 
-    Production deployments point `root` at a shared volume; object storage is configured the same way
-    once the store speaks fsspec URLs.
+    With a remote, every committed write is uploaded and then sealed with a `_COMMITTED` marker written
+    last (object stores have no atomic rename): a killed upload leaves no marker, and readers ignore
+    folders without one. A partition or LATEST marker missing locally is fetched from the remote, so a
+    fresh machine (a Kubernetes pod, a CI runner) reads what another one wrote.
     """
 
     root: str = Field(
@@ -37,6 +44,66 @@ class ArtifactStore(ConfigurableResource):
         description="Folder under which every artifact is written, one sub-folder per asset. "
         "Relative paths are resolved against the current working directory.",
     )
+    remote_url: str | None = Field(
+        default=None,
+        description="Object-store URL mirrored as the system of record, e.g. s3://bucket/tuneforge (fsspec; "
+        "credentials from the usual environment, e.g. AWS_*). Unset: local only.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict, description="fsspec storage options for remote_url (no secrets: use the environment)."
+    )
+
+    # -- the remote (fsspec) ----------------------------------------------------------------------
+    def _remote(self):
+        import fsspec
+
+        fs, base = fsspec.core.url_to_fs(self.remote_url, **self.storage_options)
+        return fs, base.rstrip("/")
+
+    def _upload(self, asset: str, partition: str) -> None:
+        fs, base = self._remote()
+        target = f"{base}/{asset}/{partition}"
+        marker = f"{target}/{COMMITTED}"
+        if fs.exists(marker):
+            fs.rm(marker)  # unseal first: from here until the new marker, readers ignore the folder
+        if fs.exists(target):
+            fs.rm(target, recursive=True)
+        local = self.partition_dir(asset, partition)
+        files = sorted(p for p in local.rglob("*") if p.is_file())
+        fs.makedirs(target, exist_ok=True)  # a no-op on object stores; needed by file:// and mounts
+        for path in files:
+            name = path.relative_to(local).as_posix()
+            if "/" in name:
+                fs.makedirs(f"{target}/{name.rsplit('/', 1)[0]}", exist_ok=True)
+            fs.put_file(str(path), f"{target}/{name}")
+        fs.pipe_file(marker, json.dumps({p.relative_to(local).as_posix(): p.stat().st_size for p in files}).encode())
+
+    def _fetch(self, asset: str, partition: str) -> bool:
+        """Download a sealed remote partition that is missing locally; True if it is local now."""
+        if not self.remote_url:
+            return False
+        fs, base = self._remote()
+        source = f"{base}/{asset}/{partition}"
+        if not fs.exists(f"{source}/{COMMITTED}"):
+            return False
+        listed = json.loads(fs.cat_file(f"{source}/{COMMITTED}"))
+        with atomic_directory(self.partition_dir(asset, partition), owner_only=True) as tmp:
+            for name in listed:
+                (tmp / name).parent.mkdir(parents=True, exist_ok=True)
+                fs.get_file(f"{source}/{name}", str(tmp / name))
+        return True
+
+    def publish(self, asset: str, partition: str) -> None:
+        """Upload and seal a partition written outside `writing()` (by a trainer process, say)."""
+        if self.remote_url:
+            self._upload(asset, partition)
+
+    def local(self, asset: str, partition: str) -> Path:
+        """The partition's local folder, fetched from the remote if only the remote has it."""
+        path = self.partition_dir(asset, partition)
+        if not path.exists():
+            self._fetch(asset, partition)
+        return path
 
     # -- locations ---------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> Path:
@@ -48,18 +115,22 @@ class ArtifactStore(ConfigurableResource):
         return self.asset_dir(asset) / partition
 
     # -- atomic writes -----------------------------------------------------------------------
+    @contextmanager
     def writing(self, asset: str, partition: str):
         """A fresh temporary folder (context manager); on success it replaces `asset/partition`
-        atomically, owner-only."""
-        return atomic_directory(self.partition_dir(asset, partition), owner_only=True)
+        atomically, owner-only, and is uploaded and sealed on the remote if there is one."""
+        with atomic_directory(self.partition_dir(asset, partition), owner_only=True) as tmp:
+            yield tmp
+        if self.remote_url:
+            self._upload(asset, partition)
 
     # -- reads -------------------------------------------------------------------------------
     def exists(self, asset: str, partition: str, name: str | None = None) -> bool:
-        path = self.partition_dir(asset, partition)
+        path = self.local(asset, partition)
         return (path / name).exists() if name else path.exists()
 
     def path(self, asset: str, partition: str, name: str) -> Path:
-        path = self.partition_dir(asset, partition) / name
+        path = self.local(asset, partition) / name
         if not path.exists():
             raise ArtifactNotFoundError(
                 f"{asset}[{partition}] has no {name} under {path.parent}: materialize {asset} "
@@ -82,9 +153,17 @@ class ArtifactStore(ConfigurableResource):
         tmp = marker.with_name(f".LATEST.tmp-{uuid.uuid4().hex[:8]}")
         tmp.write_text(version, encoding="utf-8")
         os.replace(tmp, marker)
+        if self.remote_url:
+            fs, base = self._remote()
+            fs.makedirs(f"{base}/{asset}", exist_ok=True)
+            fs.pipe_file(f"{base}/{asset}/LATEST", version.encode())
 
     def latest(self, asset: str) -> str:
         marker = self.asset_dir(asset) / "LATEST"
+        if self.remote_url:  # the system of record: another machine may have moved it
+            fs, base = self._remote()
+            if fs.exists(f"{base}/{asset}/LATEST"):
+                return fs.cat_file(f"{base}/{asset}/LATEST").decode().strip()
         if not marker.is_file():
             raise ArtifactNotFoundError(f"{asset} has not been materialized yet (no {marker}): materialize it first")
         return marker.read_text(encoding="utf-8").strip()
@@ -92,9 +171,15 @@ class ArtifactStore(ConfigurableResource):
     def partitions(self, asset: str) -> list[str]:
         """Partitions (or versions) of `asset` that are fully written, sorted."""
         root = self.asset_dir(asset)
-        if not root.exists():
-            return []
-        return sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+        local = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.exists() else set()
+        if self.remote_url:
+            fs, base = self._remote()
+            if fs.exists(f"{base}/{asset}"):
+                for entry in fs.ls(f"{base}/{asset}", detail=False):
+                    name = entry.rstrip("/").rsplit("/", 1)[-1]
+                    if fs.exists(f"{base}/{asset}/{name}/{COMMITTED}"):
+                        local.add(name)
+        return sorted(local)
 
 
 # -- helpers used inside `writing()` blocks ----------------------------------------------------

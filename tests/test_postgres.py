@@ -1,5 +1,6 @@
-"""The production profile: the Dagster instance on a real PostgreSQL server (dagster-postgres), running the
-data stages, a (tiny) training run and the lineage report against it."""
+"""The production profile: the Dagster instance on a real PostgreSQL server (dagster-postgres) and the
+artifact store mirrored to an object store URL, running the data stages, a (tiny) training run and the
+lineage report against them."""
 
 import hashlib
 import os
@@ -43,7 +44,7 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
             shutil.copy(SAMPLE / "inbox" / name, inbox / name)
         defs = build_definitions(
             inbox=Inbox(path=str(inbox), settle_seconds=0, forget_list=str(tmp_path / "forget.yaml")),
-            store=ArtifactStore(root=str(tmp_path / "artifacts")),
+            store=ArtifactStore(root=str(tmp_path / "artifacts"), remote_url=f"file://{tmp_path / 'bucket'}"),
             feedback=FeedbackSource(path=str(tmp_path / "feedback"), endpoint_database_url=None),
             datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
             model_source=BaseModelSource(model=str(tiny_model)),
@@ -61,4 +62,10 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
         assert {f["sha256"] for f in source_files(report)} == expected
         assert all(b["redacted_documents"]["metadata"]["redaction_policy"].startswith("default@") for b in report["batches"])
         assert report["dataset"]["data_version"] == store.latest("instruction_dataset")
+        # the object store (fsspec; file:// here) holds every sealed artifact: a fresh machine reads them
+        fresh = ArtifactStore(root=str(tmp_path / "elsewhere"), remote_url=f"file://{tmp_path / 'bucket'}")
+        assert fresh.partitions("redacted_documents") == ["kb_articles.jsonl", "support_qa.csv"]
+        assert fresh.latest("lora_adapter") == store.latest("lora_adapter")
+        assert (fresh.local("lora_adapter", fresh.latest("lora_adapter")) / "adapter_config.json").is_file()
+        assert len(fresh.read_table("instruction_dataset", fresh.latest("instruction_dataset"), "examples.parquet")) > 0
         instance.dispose()
