@@ -189,8 +189,8 @@ def test_definitions_validate_from_the_workspace():
 
 
 def test_no_planted_pii_in_dagster_event_log_or_metadata(pipeline):
-    """Dagster's own storage (run logs, materialization metadata, check results) never holds a planted
-    value: only counts, hashes and ids leave the raw zone."""
+    """Dagster's own storage (run logs, materialization metadata, check results) and every artifact
+    outside the raw zone never hold a planted value: only counts, hashes and ids leave the raw zone."""
     from dagster._serdes import serialize_value
 
     instance = pipeline["instance"]
@@ -199,6 +199,20 @@ def test_no_planted_pii_in_dagster_event_log_or_metadata(pipeline):
     assert len(text) > 10_000 and planted
     leaked = sorted(v for v in planted if v in text)
     assert leaked == []
+
+    # every artifact outside the raw zone (raw_documents and cleaned_documents hold unredacted text)
+    import pandas as pd
+
+    store = pipeline["store"]
+    blobs = []
+    for path in sorted(p for p in (store.asset_dir("x").parent).rglob("*") if p.is_file()):
+        zone = path.relative_to(store.asset_dir("x").parent).parts[0]
+        if zone in {"raw_documents", "cleaned_documents"} or path.suffix == ".npy":
+            continue
+        blobs.append(pd.read_parquet(path).to_json() if path.suffix == ".parquet" else path.read_bytes().decode("latin-1"))
+    outside = "\n".join(blobs)
+    assert len(blobs) > 20
+    assert sorted(v for v in planted if v in outside) == []
 
 
 def test_forget_removes_a_document_from_every_dataset_version(pipeline):
