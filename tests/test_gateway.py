@@ -4,24 +4,17 @@ gateway in front of the real vLLM CPU server)."""
 
 import asyncio
 import json
-import socket
 import time
 
 import httpx
 import pytest
-from servers.openai_server import Served, build_app, serve
+from servers.openai_server import Served, build_app, free_port, serve
 
 from resources.serving.gateway.app import GatewaySettings, create_app
 from resources.serving.gateway.guards import Guards
 from resources.serving.gateway.keys import KeyRing
 
 CANARY = "qs_live_CANARYVfh9zdScdPorvijC9J111Ffi6N"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

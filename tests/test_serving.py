@@ -2,18 +2,12 @@
 model through the gateway, serve two teams' adapters side by side, roll back, refuse an ungated adapter."""
 
 import json
-import socket
 
 import httpx
 import pytest
+from servers.openai_server import free_port
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def random_adapter(base_path: str, folder, seed: int) -> str:

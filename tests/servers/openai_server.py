@@ -13,6 +13,7 @@ server counts requests per model and keeps the prompts it received (`app.state.p
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections import Counter
@@ -102,6 +103,13 @@ def build_app(api_key: str | None = None, answer_book: dict[str, str] | None = N
                 "choices": [{"index": 0, "finish_reason": "stop", "text": text}], "usage": usage(prompt, text)}
 
     return app
+
+
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 class Served:
