@@ -1,6 +1,6 @@
 """The production profile: the Dagster instance on a real PostgreSQL server (dagster-postgres) and the
-artifact store mirrored to an object store URL, running the data stages, a (tiny) training run and the
-lineage report against them."""
+artifact store mirrored to an S3 bucket (a real S3 HTTP server on 127.0.0.1, moto's), running the data
+stages, a (tiny) training run and the lineage report against them."""
 
 import hashlib
 import os
@@ -10,6 +10,7 @@ import pytest
 
 from conftest import ROOT, SAMPLE
 from postgres_server import postgres_server
+from servers.s3_server import s3_server
 
 pytestmark = pytest.mark.slow
 
@@ -28,7 +29,11 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
     from resources.storage import ArtifactStore
     from resources.training.fine_tuner import FineTuner
 
-    with postgres_server() as pg:
+    with postgres_server() as pg, s3_server() as s3:
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", s3["key"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", s3["secret"])
+        monkeypatch.setenv("AWS_DEFAULT_REGION", s3["region"])
+        bucket = {"remote_url": f"s3://{s3['bucket']}/tuneforge", "storage_options": {"endpoint_url": s3["endpoint_url"]}}
         monkeypatch.setenv("TUNEFORGE_PG_URL", f"postgresql+psycopg2://{pg['user']}:{pg['password']}@{pg['host']}:{pg['port']}/{pg['db']}")
         home = tmp_path / "home"
         home.mkdir()
@@ -44,7 +49,7 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
             shutil.copy(SAMPLE / "inbox" / name, inbox / name)
         defs = build_definitions(
             inbox=Inbox(path=str(inbox), settle_seconds=0, forget_list=str(tmp_path / "forget.yaml")),
-            store=ArtifactStore(root=str(tmp_path / "artifacts"), remote_url=f"file://{tmp_path / 'bucket'}"),
+            store=ArtifactStore(root=str(tmp_path / "artifacts"), **bucket),
             feedback=FeedbackSource(path=str(tmp_path / "feedback"), endpoint_database_url=None),
             datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
             model_source=BaseModelSource(model=str(tiny_model)),
@@ -62,8 +67,8 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
         assert {f["sha256"] for f in source_files(report)} == expected
         assert all(b["redacted_documents"]["metadata"]["redaction_policy"].startswith("default@") for b in report["batches"])
         assert report["dataset"]["data_version"] == store.latest("instruction_dataset")
-        # the object store (fsspec; file:// here) holds every sealed artifact: a fresh machine reads them
-        fresh = ArtifactStore(root=str(tmp_path / "elsewhere"), remote_url=f"file://{tmp_path / 'bucket'}")
+        # the bucket holds every sealed artifact: a fresh machine reads them
+        fresh = ArtifactStore(root=str(tmp_path / "elsewhere"), **bucket)
         assert fresh.partitions("redacted_documents") == ["kb_articles.jsonl", "support_qa.csv"]
         assert fresh.latest("lora_adapter") == store.latest("lora_adapter")
         assert (fresh.local("lora_adapter", fresh.latest("lora_adapter")) / "adapter_config.json").is_file()
