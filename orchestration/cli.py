@@ -114,6 +114,7 @@ def demo(args: argparse.Namespace) -> int:
     # Partitioned asset checks are a Dagster "preview" feature, used deliberately (see README).
     warnings.filterwarnings("ignore", message="Specifying a partitions_def on an AssetCheckSpec")
     from orchestration.definitions import defs
+    from resources.preflight import check_resources
 
     instance = _instance(args.dagster_home)
     inbox = Path(defs.resources["inbox"].path)
@@ -121,6 +122,11 @@ def demo(args: argparse.Namespace) -> int:
     print(f"inbox {inbox.resolve()}: added {len(copied)} sample batches {copied}")
     reviews = seed_inbox(Path(args.sample).parent / "feedback", Path(defs.resources["feedback"].path))
     print(f"feedback {Path(defs.resources['feedback'].path).resolve()}: added {reviews}")
+    needed = {k: v for k, v in defs.resources.items() if not (args.skip_serving and k in ("vllm", "gateway"))}
+    problems = [line for lines in check_resources(needed).values() for line in lines]
+    if problems:  # before anything runs: every configuration problem at once, each naming its field
+        print("configuration problems (tuneforge check):\n  " + "\n  ".join(problems))
+        return 1
     run_pipeline(instance, defs)
     if not args.skip_training:
         print("fine-tuning (base_model -> lora_adapter -> merged_model); progress is logged every few steps ...")
@@ -283,6 +289,24 @@ def lineage_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def check_command(args: argparse.Namespace) -> int:
+    """Initialise every resource of the code location as a run would and list what cannot work."""
+    import importlib
+
+    from resources.preflight import check_resources
+
+    apply_offline_defaults()
+    defs = importlib.import_module(args.module).defs  # a field with a bad literal value fails right here
+    report = check_resources(defs.resources)
+    for key, problems in report.items():
+        print(f"{'ok  ' if not problems else 'FAIL'} {key}")
+        for line in problems:
+            print(f"     {line}")
+    failed = sum(1 for problems in report.values() if problems)
+    print(f"{len(report) - failed} resources ok, {failed} with problems")
+    return 1 if failed else 0
+
+
 def serve_command(args: argparse.Namespace) -> int:
     from orchestration.definitions import defs
 
@@ -376,6 +400,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--format", choices=["md", "json", "openlineage"], default="md")
     p.add_argument("--dagster-home", default=os.environ.get("DAGSTER_HOME", ".dagster"))
     p.set_defaults(func=lineage_command)
+    p = sub.add_parser("check", help="check every resource's configuration (files, servers, models) before launching")
+    p.add_argument("--module", default="orchestration.definitions", help="module whose `defs` to check")
+    p.set_defaults(func=check_command)
     p = sub.add_parser("serve", help="manage the locally started vLLM and gateway")
     p.add_argument("action", choices=["stop"])
     p.set_defaults(func=serve_command)

@@ -17,9 +17,10 @@ from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from resources.atomic import atomic_directory
+from resources.preflight import check_fsspec_url
 
 
 COMMITTED = "_COMMITTED"  # written last on the remote: a folder without it is an interrupted upload
@@ -52,6 +53,11 @@ class ArtifactStore(ConfigurableResource):
     storage_options: dict[str, Any] = Field(
         default_factory=dict, description="fsspec storage options for remote_url (no secrets: use the environment)."
     )
+
+    @field_validator("remote_url", mode="before")
+    @classmethod
+    def _remote_url(cls, value):
+        return check_fsspec_url("ArtifactStore", "remote_url", value)
 
     # -- the remote (fsspec) ----------------------------------------------------------------------
     def _remote(self):

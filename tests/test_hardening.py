@@ -2,6 +2,7 @@
 with a message that names the field or file, not a stack trace deep in a run."""
 
 import json
+from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, Request
@@ -70,6 +71,101 @@ def test_bad_configuration_names_the_field(tmp_path):
         RedactionPolicy.load(bad)
     with pytest.raises(ModelUnavailableError, match="no-such-org/no-such-model"):
         BaseModelSource(model="no-such-org/no-such-model", cache_dir=str(tmp_path)).resolve()
+
+
+def test_a_bad_literal_fails_when_the_definitions_load(tmp_path):
+    """What the code location loader (the UI, `dagster definitions validate`) shows: the field and the reason."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    module = tmp_path / "bad_location.py"
+    module.write_text("from orchestration.definitions import build_definitions\n"
+                      "from resources.serving.vllm_server import VllmServer\n"
+                      "defs = build_definitions(vllm=VllmServer(url='vllm.serving.svc:8000'))\n")
+    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(tmp_path)}
+    (tmp_path / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
+    out = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-f", str(module)],
+                         capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert out.returncode == 1
+    assert "VllmServer.url = 'vllm.serving.svc:8000': expected an http(s) URL" in out.stdout + out.stderr
+
+    from pydantic import ValidationError
+
+    from resources.storage import ArtifactStore
+
+    with pytest.raises(ValidationError, match=r"ArtifactStore.remote_url = 'nosuch://bucket': fsspec knows no 'nosuch' protocol"):
+        ArtifactStore(remote_url="nosuch://bucket")
+
+
+def test_bad_configuration_fails_when_the_run_starts_before_any_asset_body(tmp_path, dagster_instance):
+    """A value that only the world can refute (a folder, a server) fails at resource set-up, naming the field:
+    the run fails before any step starts (in-process; with the multiprocess executor, at the start of the
+    step that uses the resource) and nothing is materialized."""
+    from dagster import DagsterEventType, materialize
+
+    from assets.training import base_model
+    from resources.models.base_model import BaseModelSource
+    from resources.storage import ArtifactStore
+
+    result = materialize([base_model], instance=dagster_instance, raise_on_error=False,
+                         resources={"model_source": BaseModelSource(model=str(tmp_path / "no-such-model")),
+                                    "store": ArtifactStore(root=str(tmp_path / "artifacts"))})
+    assert not result.success
+    events = dagster_instance.all_logs(result.run_id)
+    kinds = [e.dagster_event.event_type for e in events if e.dagster_event]
+    assert DagsterEventType.STEP_START not in kinds and DagsterEventType.ASSET_MATERIALIZATION not in kinds
+    failure = next(e for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RESOURCE_INIT_FAILURE)
+    error = failure.dagster_event.event_specific_data.error
+    text = "".join([error.message] + [c.message for c in _causes(error)])
+    assert f"BaseModelSource.model = '{tmp_path / 'no-such-model'}': no such folder" in text
+    assert not (tmp_path / "artifacts").exists()
+
+
+def _causes(error):
+    while error.cause:
+        error = error.cause
+        yield error
+
+
+def test_tuneforge_check_lists_every_problem_before_launch(tmp_path, monkeypatch, capsys):
+    """`tuneforge check` initialises every resource as a run would (EnvVars resolved) and names each problem."""
+    import sys
+
+    from orchestration.cli import main
+
+    bad_yaml = tmp_path / "redaction.yaml"
+    bad_yaml.write_text("entities: [PERSON\n")
+    (tmp_path / "bad_location.py").write_text(f"""
+from dagster import EnvVar
+from orchestration.definitions import build_definitions
+from resources.models.base_model import BaseModelSource
+from resources.redaction.redactor import PiiRedactor
+from resources.serving.vllm_server import VllmServer
+from resources.storage import ArtifactStore
+defs = build_definitions(
+    model_source=BaseModelSource(model="no-such-org/no-such-model", cache_dir={str(tmp_path / 'cache')!r}),
+    redactor=PiiRedactor(policy_path={str(bad_yaml)!r}),
+    vllm=VllmServer(url="http://127.0.0.1:9"),
+    store=ArtifactStore(root={str(tmp_path / 'artifacts')!r}, remote_url=EnvVar("TUNEFORGE_TEST_REMOTE")),
+    judge=__import__("resources.evaluation.judge", fromlist=["JudgeModel"]).JudgeModel(api_key=EnvVar("TUNEFORGE_TEST_UNSET_KEY")),
+)
+""")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TUNEFORGE_TEST_REMOTE", "nosuch://bucket/prefix")
+    monkeypatch.delenv("TUNEFORGE_TEST_UNSET_KEY", raising=False)
+    sys.modules.pop("bad_location", None)
+    assert main(["check", "--module", "bad_location"]) == 1
+    out = capsys.readouterr().out
+    assert "BaseModelSource.model = 'no-such-org/no-such-model': base model 'no-such-org/no-such-model' is not a local folder" in out
+    assert f"PiiRedactor.policy_path = '{bad_yaml}': redaction policy {bad_yaml} is not valid YAML" in out
+    assert "VllmServer.url = 'http://127.0.0.1:9': not reachable (GET /health failed)" in out
+    assert "ArtifactStore.remote_url = 'nosuch://bucket/prefix': fsspec knows no 'nosuch' protocol" in out  # resolved EnvVar
+    assert "TUNEFORGE_TEST_UNSET_KEY" in out  # an unset secret is named, not a stack trace
+    assert "ok   curator" in out and "FAIL model_source" in out
+    assert "5 with problems" in out
 
 
 STAGES = ("raw_documents", "cleaned_documents", "redacted_documents")

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from dagster import ConfigurableResource
 from pydantic import Field, model_validator
 
 from resources.datasets.builder import SplitRules, TextStrategy
+from resources.preflight import CheckedResource, problem
 
 
-class DatasetPolicy(ConfigurableResource):
+class DatasetPolicy(CheckedResource):
     """Split fractions, the plain-text strategy, golden sources and the training-size warning."""
 
     validation_fraction: float = Field(default=0.1, description="Share of examples hashed into validation.")
@@ -44,6 +44,9 @@ class DatasetPolicy(ConfigurableResource):
         if "{title}" not in self.title_template:
             raise ValueError("DatasetPolicy.title_template must contain {title}")
         return self
+
+    def problems(self) -> list[str]:
+        return [problem(self, "golden_paths", path, "no such file") for path in self.golden_paths if not Path(path).is_file()]
 
     def split_rules(self) -> SplitRules:
         return SplitRules(self.validation_fraction, self.golden_holdout_fraction)

@@ -9,10 +9,10 @@ reaches the network.
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from resources.offline import apply_offline_defaults
+from resources.preflight import CheckedResource, check_http_url, problem
 
 JUDGE_METRICS = ("judge_correctness", "judge_answer_relevancy", "judge_faithfulness")
 NOT_CONFIGURED = "not run: no judge model configured (set JudgeModel.base_url and model)"
@@ -22,7 +22,7 @@ class JudgeUnavailableError(RuntimeError):
     """The configured judge endpoint cannot be reached or does not serve the configured model."""
 
 
-class JudgeModel(ConfigurableResource):
+class JudgeModel(CheckedResource):
     """The judge LLM behind deepeval's LLM-as-judge metrics."""
 
     base_url: str | None = Field(
@@ -35,6 +35,23 @@ class JudgeModel(ConfigurableResource):
     )
     threshold: float = Field(default=0.5, description="Score at or above which deepeval marks a case as passed.")
     timeout_s: float = Field(default=120.0, description="Per-request timeout against the judge endpoint.")
+
+    @field_validator("base_url", mode="before")
+    @classmethod
+    def _url(cls, value):
+        return check_http_url("JudgeModel", "base_url", value)
+
+    def problems(self) -> list[str]:
+        if bool(self.base_url) != bool(self.model):
+            return [problem(self, "model" if self.base_url else "base_url", self.model if self.base_url else self.base_url,
+                            "set both base_url and model to run the judge metrics, or neither")]
+        if not self.configured:
+            return []
+        try:
+            self.check_reachable()
+        except JudgeUnavailableError as err:
+            return [str(err)]
+        return []
 
     @property
     def configured(self) -> bool:

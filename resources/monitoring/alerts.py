@@ -9,7 +9,9 @@ from pathlib import Path
 
 import httpx
 from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from resources.preflight import check_http_url
 
 
 class AlertSink(ConfigurableResource):
@@ -18,6 +20,11 @@ class AlertSink(ConfigurableResource):
         default=None, description="POST each alert as JSON here (e.g. EnvVar('TUNEFORGE_ALERT_WEBHOOK')); unset: file only."
     )
     timeout_s: float = Field(default=10.0, description="Webhook timeout; a failing webhook is recorded, never raised.")
+
+    @field_validator("webhook_url", mode="before")
+    @classmethod
+    def _webhook(cls, value):
+        return check_http_url("AlertSink", "webhook_url", value)
 
     def send(self, alert: dict) -> dict:
         record = {"at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), **alert}

