@@ -53,6 +53,9 @@ def deployed_endpoint(context: AssetExecutionContext, config: DeploymentConfig, 
     """The adapter the promotion gate passed, served by vLLM next to the other teams' adapters and reached
     through the guardrail gateway's OpenAI-compatible API; it becomes the champion."""
     version = config.adapter_version or store.latest("lora_adapter")
+    if config.adapter_version and config.adapter_version not in store.partitions("lora_adapter"):
+        raise Failure(f"DeploymentConfig.adapter_version = {config.adapter_version!r}: no such lora_adapter version "
+                      f"(stored: {', '.join(store.partitions('lora_adapter')) or 'none'})", allow_retries=False)
     decision = gate_decision(store, version)
     if not decision["promote"]:
         raise Failure(f"adapter {version} may not be deployed: the promotion gate did not pass it",

@@ -129,6 +129,27 @@ def _causes(error):
         yield error
 
 
+def test_an_unknown_adapter_version_is_refused_naming_the_field(tmp_path, dagster_instance):
+    from dagster import materialize
+
+    from assets.deployment import deployed_endpoint
+    from resources.serving.gateway_server import GatewayServer
+    from resources.serving.vllm_server import VllmServer
+    from resources.storage import ArtifactStore, write_json
+
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    with store.writing("lora_adapter", "a1b2c3") as out:
+        write_json(out, "adapter_config.json", {})
+    result = materialize([deployed_endpoint], instance=dagster_instance, raise_on_error=False,
+                         run_config={"ops": {"deployed_endpoint": {"config": {"adapter_version": "v-typo"}}}},
+                         resources={"store": store, "vllm": VllmServer(port=9, state_dir=str(tmp_path)),
+                                    "gateway": GatewayServer(port=9, state_dir=str(tmp_path))})
+    assert not result.success
+    failure = result.get_step_failure_events()[0].step_failure_data.error
+    assert "DeploymentConfig.adapter_version = 'v-typo': no such lora_adapter version (stored: a1b2c3)" in failure.message
+    assert len(result.get_step_failure_events()) == 1  # not retried: a typo does not heal
+
+
 def test_tuneforge_check_lists_every_problem_before_launch(tmp_path, monkeypatch, capsys):
     """`tuneforge check` initialises every resource as a run would (EnvVars resolved) and names each problem."""
     import sys
