@@ -45,6 +45,13 @@ class FineTuneConfig(Config):
         description="Pack several examples into each block (best-fit decreasing, no padding; attention stays within "
         "each example through position ids).",
     )
+    precision: Literal["auto", "fp32", "bf16"] = Field(
+        default="auto",
+        description="Compute precision. bf16: matmuls in bfloat16 autocast; with lora/qlora the frozen base is held "
+        "in bfloat16, while adapters, gradients and optimizer state stay fp32 (method=full keeps fp32 master weights). "
+        "auto: bf16 on CUDA GPUs that support it and on CPUs with native bfloat16 matmul (Intel AMX or AVX512-BF16; "
+        "1.3x the tokens/s of fp32 in the training benchmark), fp32 elsewhere. fp32: full precision everywhere.",
+    )
     gradient_checkpointing: bool = Field(
         default=False,
         description="Recompute activations in the backward pass: less memory, ~30% more compute. Off by default "
@@ -89,5 +96,26 @@ class FineTuneConfig(Config):
             raise ValueError("FineTuneConfig: " + "; ".join(problems))
         return self
 
+    def resolved_precision(self, cuda: bool) -> str:
+        """'bf16' or 'fp32' on this machine (see `precision`)."""
+        if self.precision != "auto":
+            return self.precision
+        if cuda:
+            import torch
+
+            return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+        return "bf16" if cpu_has_native_bf16() else "fp32"
+
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def cpu_has_native_bf16() -> bool:
+    """The CPU multiplies bfloat16 natively (Intel AMX-BF16 or AVX512-BF16, as Linux reports its flags); without
+    them bfloat16 matmuls are emulated and slower than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
+    except OSError:  # not Linux: no claim
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags

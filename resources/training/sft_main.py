@@ -59,9 +59,11 @@ def train(spec: dict, log) -> dict:
     log(f"{'resuming from ' + checkpoint.name if checkpoint else 'starting'}: method={config.method}, "
         f"threads={torch.get_num_threads()}, world_size={os.environ.get('WORLD_SIZE', '1')}")
 
-    tokenizer, model = _load(spec["base_model_path"], config, cuda)
+    precision = config.resolved_precision(cuda)
+    log(f"precision: {precision} (requested {config.precision})")
+    tokenizer, model = _load(spec["base_model_path"], config, cuda, precision)
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
-    trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log)
+    trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
 
     state_file = work_dir / "tuneforge_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -82,6 +84,7 @@ def train(spec: dict, log) -> dict:
         final_eval_loss=final_eval,
         resumed_from=checkpoint.name if checkpoint else None,
         world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        precision=precision,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     )
@@ -92,17 +95,21 @@ def train(spec: dict, log) -> dict:
 
 
 # -- pieces ------------------------------------------------------------------------------------
-def _load(base_path: str, config, cuda: bool):
+def _load(base_path: str, config, cuda: bool, precision: str = "fp32"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(base_path)
-    kwargs = {"dtype": torch.bfloat16 if cuda else torch.float32}
+    # a frozen base may live in bf16 (adapters stay fp32: peft's autocast_adapter_dtype); trained full
+    # weights stay fp32 masters under bf16 autocast
+    frozen_bf16 = precision == "bf16" and config.method in ("lora", "qlora")
+    kwargs = {"dtype": torch.bfloat16 if frozen_bf16 else torch.float32}
     if config.method == "qlora":
         from transformers import BitsAndBytesConfig
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16
+            load_in_4bit=True, bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
         )
     model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
     if config.method in ("lora", "qlora"):
@@ -142,7 +149,7 @@ def _datasets(path: str, config):
     return out
 
 
-def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log):
+def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str = "fp32"):
     from transformers import EarlyStoppingCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -174,7 +181,7 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
         logging_steps=config.logging_steps,
         report_to=[],
         use_cpu=not cuda,
-        bf16=cuda,
+        bf16=precision == "bf16",  # autocast (CUDA, or CPU with AMX/AVX512-BF16)
         dataloader_num_workers=0,
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
