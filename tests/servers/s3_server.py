@@ -4,14 +4,18 @@ exactly as against AWS S3 or MinIO. Moto emulates S3; it is not AWS (no IAM, no 
 
 from __future__ import annotations
 
+import uuid
 from contextlib import contextmanager
 
 from servers.openai_server import free_port
 
 
 @contextmanager
-def s3_server(bucket: str = "tuneforge-artifacts"):
-    """Yields {endpoint_url, bucket, key, secret, region} of a fresh server that holds one empty bucket."""
+def s3_server(bucket: str | None = None):
+    """Yields {endpoint_url, bucket, key, secret, region} of a fresh server that holds one empty bucket.
+    Moto keeps its buckets in process-wide memory shared by every server it starts, so each server gets a
+    bucket of its own name."""
+    bucket = bucket or f"tuneforge-{uuid.uuid4().hex[:12]}"
     import boto3
     from moto.server import ThreadedMotoServer
 
