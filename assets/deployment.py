@@ -72,7 +72,7 @@ def deployed_endpoint(context: AssetExecutionContext, config: DeploymentConfig, 
     store.set_latest("deployed_endpoint", version)
     store.set_latest(CHAMPION, version)
     curl = (f"curl -s {deployment.gateway_url}/v1/chat/completions -H 'Authorization: Bearer $TUNEFORGE_API_KEY' "
-            f"-H 'Content-Type: application/json' -d '{{\"model\": \"{config.name}\", \"messages\": "
+            f"-H 'Content-Type: application/json' -d '{{\"model\": \"{config.name}\", \"temperature\": 0, \"messages\": "
             f"[{{\"role\": \"user\", \"content\": \"How long do API tokens last?\"}}]}}'")
     return MaterializeResult(
         metadata={

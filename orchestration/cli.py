@@ -159,7 +159,7 @@ def deploy_and_show(instance, defs, adapter_version: str | None = None) -> str:
         f"API key for client 'demo' (shown once, stored hashed in {gateway.keys_file}):",
         f"  export TUNEFORGE_API_KEY={key}",
         f"  curl -s {endpoint['gateway_url']}/v1/chat/completions -H \"Authorization: Bearer $TUNEFORGE_API_KEY\" "
-        f"-H 'Content-Type: application/json' -d '{{\"model\": \"{endpoint['name']}\", \"messages\": "
+        f"-H 'Content-Type: application/json' -d '{{\"model\": \"{endpoint['name']}\", \"temperature\": 0, \"messages\": "
         f"[{{\"role\": \"user\", \"content\": \"How long do API tokens last?\"}}]}}'",
         "stop the servers with `tuneforge serve stop`",
     ])
