@@ -136,7 +136,7 @@ def ours(model_path: str, examples, precision: str) -> dict:
     config = FineTuneConfig(max_length=MAX_LENGTH, per_device_batch_size=1, gradient_accumulation_steps=8,
                             early_stopping_patience=0, logging_steps=1000, eval_steps=1000, precision=precision)
     resolved = config.resolved_precision(cuda=False)
-    tokenizer, model = _load(model_path, config, False, resolved)
+    tokenizer, model = _load(model_path, config, resolved)
     train_ds, eval_ds = _datasets(str(folder), config)
     trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, ROOT / ".cache" / "bench_ours", False,
                           lambda *_: None, resolved)

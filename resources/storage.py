@@ -168,8 +168,10 @@ class ArtifactStore(ConfigurableResource):
         marker = self.asset_dir(asset) / "LATEST"
         if self.remote_url:  # the system of record: another machine may have moved it
             fs, base = self._remote()
-            if fs.exists(f"{base}/{asset}/LATEST"):
+            try:
                 return fs.cat_file(f"{base}/{asset}/LATEST").decode().strip()
+            except FileNotFoundError:
+                pass
         if not marker.is_file():
             raise ArtifactNotFoundError(f"{asset} has not been materialized yet (no {marker}): materialize it first")
         return marker.read_text(encoding="utf-8").strip()
@@ -178,13 +180,9 @@ class ArtifactStore(ConfigurableResource):
         """Partitions (or versions) of `asset` that are fully written, sorted."""
         root = self.asset_dir(asset)
         local = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.exists() else set()
-        if self.remote_url:
+        if self.remote_url:  # sealed remote partitions, found in one listing
             fs, base = self._remote()
-            if fs.exists(f"{base}/{asset}"):
-                for entry in fs.ls(f"{base}/{asset}", detail=False):
-                    name = entry.rstrip("/").rsplit("/", 1)[-1]
-                    if fs.exists(f"{base}/{asset}/{name}/{COMMITTED}"):
-                        local.add(name)
+            local.update(marker.rstrip("/").rsplit("/", 2)[-2] for marker in fs.glob(f"{base}/{asset}/*/{COMMITTED}"))
         return sorted(local)
 
 

