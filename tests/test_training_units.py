@@ -100,3 +100,22 @@ def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_
     assert trained[: len(answer)] == answer
     assert tokenizer.eos_token_id in trained
     assert tokenizer.decode(masked).count("Question 0") == 1  # the user's question is context, not target
+
+
+def test_bf16_precision_keeps_adapters_fp32_on_a_bf16_base(tiny_model, monkeypatch):
+    """precision=bf16: the frozen base is held in bf16, the trained LoRA weights stay fp32; auto follows
+    the CPU's bf16 flags; a full fine-tune keeps fp32 master weights."""
+    import resources.training.config as config_module
+    from resources.training.sft_main import _load
+
+    for native, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(config_module, "cpu_has_native_bf16", lambda native=native: native)
+        assert FineTuneConfig().resolved_precision(cuda=False) == expected
+    assert FineTuneConfig(precision="fp32").resolved_precision(cuda=False) == "fp32"
+
+    _, model = _load(str(tiny_model), FineTuneConfig(precision="bf16"), "bf16")
+    trained = {p.dtype for p in model.parameters() if p.requires_grad}
+    frozen = {p.dtype for n, p in model.named_parameters() if not p.requires_grad and "proj" in n}
+    assert trained == {torch.float32} and frozen == {torch.bfloat16}
+    _, full = _load(str(tiny_model), FineTuneConfig(method="full", precision="bf16", learning_rate=2e-5), "bf16")
+    assert {p.dtype for p in full.parameters()} == {torch.float32}
