@@ -6,7 +6,9 @@ buys), and ours with the default `precision="auto"` (bf16 autocast over a bf16 f
 AMX/AVX512-BF16, fp32 otherwise). Each run's FLOP/s is compared with the matmul peak of the precision it
 computes in, both measured in this run.
 
-- model: the embedded SmolLM2-135M-Instruct, LoRA r=16 on every projection;
+- model: the embedded SmolLM2-135M-Instruct, LoRA as FineTuneConfig's defaults (r=16 on every
+  projection, no dropout) in all three runs; attention: ours as `attention="auto"` picks it (per-example
+  SDPA in fp32, block-masked SDPA in bf16), the baseline transformers' default SDPA;
 - data: the sample corpus's chat examples (support Q&A, chats, runbooks), SmolLM2 chat template;
 - both: max_length 512, 8 x 512 token slots per optimizer step (ours: 1 packed block x 8 accumulation
   steps; baseline: batch 8 padded to 512), STEPS optimizer steps after one warm-up step;
@@ -14,8 +16,9 @@ computes in, both measured in this run.
 - FLOPs per real token, two counts: (a) 4 * N for LoRA with a frozen base (2N forward, 2N backward for
   activation gradients; no weight gradients for frozen weights), N = all 134.5M parameters (the tied
   embedding matrix is a real matmul as the LM head) -- a lower bound; (b) "full": (a) plus attention as
-  executed (QK^T and AV over the whole max_length block: 4 * layers * max_length * hidden forward, twice
-  that backward) plus the LoRA matmuls (2 * r * (in + out) per projection forward; activation and weight
+  executed (QK^T and AV, 4 * layers * context * hidden forward, twice that backward, where the context of
+  a token is the whole max_length block under a mask, or half its own example's length when each example
+  is attended causally on its own) plus the LoRA matmuls (2 * r * (in + out) per projection forward; activation and weight
   gradients backward, 3x in all);
 - the matmul peak is measured in the same run: torch.matmul at the training shapes' order
   (4096 x 576 x 1536) in fp32 and in bf16, same thread count, best of 10.
@@ -97,11 +100,14 @@ def timed_train(trainer, counter) -> dict:
 
 
 def lora(model):
+    """The same adapters as ours: FineTuneConfig's defaults."""
     from peft import LoraConfig, get_peft_model
 
-    from resources.training.config import ALL_LINEAR
+    from resources.training.config import FineTuneConfig
 
-    return get_peft_model(model, LoraConfig(r=16, lora_alpha=32, lora_dropout=0.05, target_modules=ALL_LINEAR, task_type="CAUSAL_LM"))
+    c = FineTuneConfig()
+    return get_peft_model(model, LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
+                                            target_modules=c.target_modules, task_type="CAUSAL_LM"))
 
 
 def baseline(model_path: str, examples) -> dict:
@@ -136,7 +142,8 @@ def ours(model_path: str, examples, precision: str) -> dict:
     config = FineTuneConfig(max_length=MAX_LENGTH, per_device_batch_size=1, gradient_accumulation_steps=8,
                             early_stopping_patience=0, logging_steps=1000, eval_steps=1000, precision=precision)
     resolved = config.resolved_precision(cuda=False)
-    tokenizer, model = _load(model_path, config, resolved)
+    attention = config.resolved_attention(resolved, cuda=False)
+    tokenizer, model = _load(model_path, config, resolved, attention)
     train_ds, eval_ds = _datasets(str(folder), config)
     trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, ROOT / ".cache" / "bench_ours", False,
                           lambda *_: None, resolved)
@@ -144,20 +151,25 @@ def ours(model_path: str, examples, precision: str) -> dict:
     trainer.data_collator = counter
     result = timed_train(trainer, counter)
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
+    examples = [n for block in trainer.train_dataset["seq_lengths"] for n in block]
     result["packing_efficiency"] = sum(lengths) / (len(lengths) * MAX_LENGTH)
     result["slot_tokens"] = result["micro_batches"] * MAX_LENGTH
-    result["precision"] = resolved
+    result["precision"], result["attention"] = resolved, attention
+    # attention context per token: the whole block under a block-diagonal mask, the causal half of its own
+    # example when each example is attended separately
+    per_example = sum(n * n / 2 for n in examples) / sum(examples)
+    result["attention_context"] = per_example if attention == "per_example_sdpa" else MAX_LENGTH
     return result
 
 
-def full_flops_per_token(model_path: str, n: int, rank: int = 16) -> int:
-    """4N + attention as executed over the max_length block + the LoRA matmuls (see the docstring)."""
+def full_flops_per_token(model_path: str, n: int, context: float, rank: int = 16) -> int:
+    """4N + attention as executed over `context` keys per query + the LoRA matmuls (see the docstring)."""
     from transformers import AutoConfig
 
     c = AutoConfig.from_pretrained(model_path)
     d, layers, ffn = c.hidden_size, c.num_hidden_layers, c.intermediate_size
     kv = d * c.num_key_value_heads // c.num_attention_heads
-    attention = 3 * 4 * layers * MAX_LENGTH * d
+    attention = round(3 * 4 * layers * context * d)
     in_out = (d + d) + (d + kv) * 2 + (d + d) + (d + ffn) * 2 + (ffn + d)  # q, k, v, o, gate, up, down
     lora = 3 * 2 * rank * in_out * layers
     return 4 * n + attention + lora
@@ -175,18 +187,20 @@ def main() -> int:
     peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
     runs = {"baseline": baseline(resolved.path, examples), "ours_fp32": ours(resolved.path, examples, "fp32"),
             "ours": ours(resolved.path, examples, "auto")}
-    runs["baseline"]["precision"] = "fp32"
+    runs["baseline"].update(precision="fp32", attention="sdpa", attention_context=MAX_LENGTH)
     n = resolved.parameters
-    full = full_flops_per_token(resolved.path, n)
     out = {"benchmark": "training_throughput", "model": resolved.model, "parameters": n, "steps": STEPS,
            "threads": THREADS, "max_length": MAX_LENGTH, "examples": len(examples),
            "cpu_native_bf16": cpu_has_native_bf16(),
-           "flops_per_token": f"4 * N = {4 * n}", "flops_per_token_full": full,
+           "flops_per_token": f"4 * N = {4 * n}",
            "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}}
     for name, r in runs.items():
         rate, peak = r["real_tokens"] / r["wall_s"], peaks[r["precision"]]
+        full = full_flops_per_token(resolved.path, n, r["attention_context"])
         out[name] = {
             "precision": r["precision"],
+            "attention": r["attention"],
+            "flops_per_token_full": full,
             "wall_s": round(r["wall_s"], 2),
             "real_tokens": r["real_tokens"],
             "real_tokens_per_s": round(rate, 1),

@@ -114,12 +114,14 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny_model, 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny_model, tiny_dataset):
     tuner = FineTuner(launcher="torchrun", num_processes=2)
-    spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=3, eval_steps=3)
+    # fp32 on CPU: attention="auto" attends each packed example on its own
+    spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=3, eval_steps=3, precision="fp32")
     process = run_trainer(tuner, spec, tmp_path / "work")
     output, _ = process.communicate(timeout=900)
     assert process.returncode == 0, output[-3000:]
     stats = manifest_of(Path(spec["output_dir"]))["stats"]
     assert stats["world_size"] == 2 and stats["steps"] == 3
+    assert stats["precision"] == "fp32" and stats["attention"] == "per_example_sdpa"
     assert "world_size=2" in output
 
 

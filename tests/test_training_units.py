@@ -32,21 +32,45 @@ def test_eos_is_the_token_that_ends_an_assistant_turn(smol_tokenizer):
     assert "a<|im_end|>" in rendered
 
 
-def test_packed_examples_do_not_attend_to_each_other(tiny_model):
-    """TRL's packing flattens examples into one row with position ids restarting per example; the
-    trainer runs without a KV cache, so transformers builds a block-diagonal mask (also on CPU/SDPA)."""
+@pytest.mark.parametrize("attention", ["sdpa", "per_example_sdpa"])
+def test_packed_examples_do_not_attend_to_each_other(tiny_model, smol_tokenizer, attention):
+    """TRL's packing flattens examples into one row with position ids restarting per example, and passes the
+    example boundaries (cu_seq_lens). sdpa: the trainer runs without a KV cache, so transformers builds a
+    block-diagonal mask; per_example_sdpa: each example is attended on its own. Either way every example sees
+    exactly what it would see alone, in the forward pass and in the gradients."""
     from transformers import AutoModelForCausalLM
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
-    model = AutoModelForCausalLM.from_pretrained(tiny_model).eval()
-    a, b = torch.tensor([[11, 12, 13, 14]]), torch.tensor([[21, 22, 23]])
-    packed = torch.cat([a, b], dim=1)
-    positions = torch.tensor([[0, 1, 2, 3, 0, 1, 2]])
-    with torch.no_grad():
-        alone = model(input_ids=b).logits
-        isolated = model(input_ids=packed, position_ids=positions, use_cache=False).logits[:, 4:]
-        leaking = model(input_ids=packed, use_cache=False).logits[:, 4:]
-    assert torch.allclose(alone, isolated, atol=1e-5)
-    assert not torch.allclose(alone, leaking, atol=1e-5)
+    from resources.training.attention import register
+
+    register()
+    model = AutoModelForCausalLM.from_pretrained(tiny_model, attn_implementation=attention)
+    examples = [[11, 12, 13, 14, 15], [21, 22, 23], [31, 32, 33, 34]]
+    collator = DataCollatorForLanguageModeling(pad_token_id=smol_tokenizer.pad_token_id, padding_free=True)
+    batch = collator([{"input_ids": [t for e in examples for t in e], "seq_lengths": [len(e) for e in examples]}])
+    assert batch["cu_seq_lens_q"].tolist() == [0, 5, 8, 12]
+
+    alone = torch.cat([model(input_ids=torch.tensor([e])).logits for e in examples], dim=1)
+    model.zero_grad()
+    packed = model(**{k: v for k, v in batch.items() if k != "labels"}, use_cache=False).logits
+    assert torch.allclose(alone, packed, atol=1e-5)
+    # gradients too: a loss on the second example reaches no token of the first
+    embeddings = model.get_input_embeddings()(batch["input_ids"]).detach().requires_grad_()
+    kwargs = {k: v for k, v in batch.items() if k not in ("labels", "input_ids")}
+    model(inputs_embeds=embeddings, use_cache=False, **kwargs).logits[:, 5:8].sum().backward()
+    assert embeddings.grad[:, :5].abs().max() == 0 and embeddings.grad[:, 5:8].abs().max() > 0
+
+    leaking = model(input_ids=batch["input_ids"], use_cache=False).logits  # no boundaries: one long sequence
+    assert not torch.allclose(alone[:, 5:], leaking[:, 5:], atol=1e-5)
+
+
+def test_attention_auto_picks_per_example_sdpa_for_packed_fp32_on_cpu():
+    config = FineTuneConfig()
+    assert config.resolved_attention("fp32", cuda=False) == "per_example_sdpa"
+    assert config.resolved_attention("bf16", cuda=False) == "sdpa"
+    assert config.resolved_attention("fp32", cuda=True) == "sdpa"
+    assert FineTuneConfig(packing=False).resolved_attention("fp32", cuda=False) == "sdpa"
+    assert FineTuneConfig(attention="eager").resolved_attention("fp32", cuda=False) == "eager"
 
 
 def test_overfitting_signal():
@@ -117,5 +141,13 @@ def test_bf16_precision_keeps_adapters_fp32_on_a_bf16_base(tiny_model, monkeypat
     trained = {p.dtype for p in model.parameters() if p.requires_grad}
     frozen = {p.dtype for n, p in model.named_parameters() if not p.requires_grad and "proj" in n}
     assert trained == {torch.float32} and frozen == {torch.bfloat16}
+    # under autocast the adapters take the bf16 activations as they are (no fp32 round trip) ...
+    layers = [m for m in model.modules() if hasattr(m, "cast_input_dtype_enabled")]
+    assert layers and not any(m.cast_input_dtype_enabled for m in layers)
+    ids = torch.tensor([[11, 12, 13, 14]])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = model(input_ids=ids, labels=ids).loss
+    loss.backward()  # ... and their fp32 weights still get fp32 gradients
+    assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     _, full = _load(str(tiny_model), FineTuneConfig(method="full", precision="bf16", learning_rate=2e-5), "bf16")
     assert {p.dtype for p in full.parameters()} == {torch.float32}

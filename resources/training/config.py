@@ -22,7 +22,12 @@ class FineTuneConfig(Config):
     )
     lora_r: int = Field(default=16, description="LoRA rank (lora/qlora).")
     lora_alpha: int = Field(default=32, description="LoRA scaling numerator; the update is scaled by alpha/r.")
-    lora_dropout: float = Field(default=0.05, description="Dropout on the LoRA input.")
+    lora_dropout: float = Field(
+        default=0.0,
+        description="Dropout on the LoRA input. 0 by default: on CPU the dropout masks cost a fifth of each step "
+        "(1.25x tokens/s without them, `make bench`), and early stopping on validation loss guards against "
+        "overfitting; 0.05-0.1 for long runs on small datasets.",
+    )
     target_modules: list[str] = Field(
         default=list(ALL_LINEAR), description="Module names that get adapters (default: every projection)."
     )
@@ -51,6 +56,14 @@ class FineTuneConfig(Config):
         "in bfloat16, while adapters, gradients and optimizer state stay fp32 (method=full keeps fp32 master weights). "
         "auto: bf16 on CUDA GPUs that support it and on CPUs with native bfloat16 matmul (Intel AMX or AVX512-BF16; "
         "1.3x the tokens/s of fp32 in the training benchmark), fp32 elsewhere. fp32: full precision everywhere.",
+    )
+    attention: Literal["auto", "sdpa", "per_example_sdpa", "flash_attention_2", "eager"] = Field(
+        default="auto",
+        description="Attention kernel (transformers' attn_implementation). per_example_sdpa: causal SDPA on each "
+        "packed example separately, where sdpa computes a block-diagonal mask over the whole block (same result; "
+        "1.1x tokens/s in fp32 on CPU). auto: per_example_sdpa for packed fp32 training on CPU, sdpa elsewhere "
+        "(in bf16 the CPU's masked kernel is as fast). flash_attention_2 on CUDA when the flash-attn package is "
+        "installed.",
     )
     gradient_checkpointing: bool = Field(
         default=False,
@@ -105,6 +118,12 @@ class FineTuneConfig(Config):
 
             return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
         return "bf16" if cpu_has_native_bf16() else "fp32"
+
+    def resolved_attention(self, precision: str, cuda: bool) -> str:
+        """The attn_implementation to load the model with (see `attention`)."""
+        if self.attention != "auto":
+            return self.attention
+        return "per_example_sdpa" if self.packing and precision == "fp32" and not cuda else "sdpa"
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
