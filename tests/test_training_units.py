@@ -126,6 +126,38 @@ def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_
     assert tokenizer.decode(masked).count("Question 0") == 1  # the user's question is context, not target
 
 
+def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp_path):
+    """On CPU the trainer takes the model's own loss instead of TRL's chunked LM head (faster there): on a packed
+    batch with completion-only labels, both give the same loss and the same adapter gradients."""
+    from trl import SFTTrainer
+
+    from resources.training.config import FineTuneConfig
+    from resources.training.sft_main import _datasets, _load, _trainer
+
+    config = FineTuneConfig(max_length=256, precision="fp32")
+    tokenizer, model = _load(str(tiny_model), config, "fp32", config.resolved_attention("fp32", cuda=False))
+    with torch.no_grad():  # trained-looking adapters, so that lora_A gets gradients too
+        for name, param in model.named_parameters():
+            if "lora_B" in name:
+                param.normal_(std=0.05)
+    train_ds, eval_ds = _datasets(str(tiny_dataset), config)
+    trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
+    assert type(trainer).__name__ == "CpuSFTTrainer"
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
+    tokens = int((batch["labels"][:, 1:] != -100).sum())
+
+    results = []
+    for compute_loss in (trainer.compute_loss, lambda m, b, **kw: SFTTrainer.compute_loss(trainer, m, b, **kw)):
+        model.zero_grad()
+        loss = compute_loss(model, dict(batch), num_items_in_batch=tokens)
+        loss.backward()
+        results.append((loss.item(), [p.grad.clone() for p in model.parameters() if p.requires_grad]))
+    (ours, ours_grads), (trl, trl_grads) = results
+    assert ours == pytest.approx(trl, rel=1e-5)
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(ours_grads, trl_grads))
+
+
 def test_bf16_precision_keeps_adapters_fp32_on_a_bf16_base(tiny_model, monkeypatch):
     """precision=bf16: the frozen base is held in bf16, the trained LoRA weights stay fp32; auto follows
     the CPU's bf16 flags; a full fine-tune keeps fp32 master weights."""
