@@ -21,7 +21,8 @@ computes in, both measured in this run.
   is attended causally on its own) plus the LoRA matmuls (2 * r * (in + out) per projection forward; activation and weight
   gradients backward, 3x in all);
 - the matmul peak is measured in the same run: torch.matmul at the training shapes' order
-  (4096 x 576 x 1536) in fp32 and in bf16, same thread count, best of 10.
+  (4096 x 576 x 1536) in fp32 and in bf16, same thread count, best of 10, before and after the training
+  runs; the higher of the two is the peak (this shared 2-core machine varies by ~10% between minutes).
 Results: benchmarks/results/training_throughput.json
 """
 
@@ -184,16 +185,19 @@ def main() -> int:
     torch.set_num_threads(THREADS)
     resolved = BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve()
     examples = chat_examples()
-    peaks = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
+    before = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
     runs = {"baseline": baseline(resolved.path, examples), "ours_fp32": ours(resolved.path, examples, "fp32"),
             "ours": ours(resolved.path, examples, "auto")}
+    after = {"fp32": matmul_peak("fp32"), "bf16": matmul_peak("bf16")}
+    peaks = {k: max(before[k], after[k]) for k in before}
     runs["baseline"].update(precision="fp32", attention="sdpa", attention_context=MAX_LENGTH)
     n = resolved.parameters
     out = {"benchmark": "training_throughput", "model": resolved.model, "parameters": n, "steps": STEPS,
            "threads": THREADS, "max_length": MAX_LENGTH, "examples": len(examples),
            "cpu_native_bf16": cpu_has_native_bf16(),
            "flops_per_token": f"4 * N = {4 * n}",
-           "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()}}
+           "matmul_peak_gflops": {k: round(v, 1) for k, v in peaks.items()},
+           "matmul_peak_gflops_before_after": {k: [round(before[k], 1), round(after[k], 1)] for k in peaks}}
     for name, r in runs.items():
         rate, peak = r["real_tokens"] / r["wall_s"], peaks[r["precision"]]
         full = full_flops_per_token(resolved.path, n, r["attention_context"])
@@ -219,7 +223,9 @@ def main() -> int:
     out["meets_targets"] = {
         "packing_efficiency": out["ours"]["packing_efficiency"] >= 0.95,
         "speedup": out["speedup_real_tokens_per_s"]["ours_fp32_vs_baseline"] >= 3.0,  # packing alone, same precision
-        "share_of_matmul_peak": max(out["ours"]["share_of_matmul_peak"], out["ours_fp32"]["share_of_matmul_peak"]) >= 0.5,
+        # each run against the peak of its own precision, under each FLOP count
+        "share_of_matmul_peak_4N": max(out[r]["share_of_matmul_peak"] for r in ("ours", "ours_fp32")) >= 0.5,
+        "share_of_matmul_peak_full": max(out[r]["share_of_matmul_peak_full"] for r in ("ours", "ours_fp32")) >= 0.5,
     }
     out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path = ROOT / "benchmarks" / "results" / "training_throughput.json"
