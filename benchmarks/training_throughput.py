@@ -13,13 +13,15 @@ computes in, both measured in this run.
 - both: max_length 512, 8 x 512 token slots per optimizer step (ours: 1 packed block x 8 accumulation
   steps; baseline: batch 8 padded to 512), STEPS optimizer steps after one warm-up step;
 - real tokens are counted in the batches the collators hand to the model (no padding);
-- FLOPs per real token, two counts: (a) 4 * N for LoRA with a frozen base (2N forward, 2N backward for
-  activation gradients; no weight gradients for frozen weights), N = all 134.5M parameters (the tied
-  embedding matrix is a real matmul as the LM head) -- a lower bound; (b) "full": (a) plus attention as
+- FLOPs per real token, two counts: (a) "4N", model FLOPs for LoRA with a frozen base (2N forward, 2N
+  backward for activation gradients; no weight gradients for frozen weights), N = all 134.5M parameters
+  (the tied embedding matrix is a real matmul as the LM head); (b) "executed": what the run computes --
+  (a), with the LM head counted only at the positions it is computed for (the baseline and TRL score every
+  position; ours on CPU only those with a label, about half with completion-only loss), plus attention as
   executed (QK^T and AV, 4 * layers * context * hidden forward, twice that backward, where the context of
   a token is the whole max_length block under a mask, or half its own example's length when each example
-  is attended causally on its own) plus the LoRA matmuls (2 * r * (in + out) per projection forward; activation and weight
-  gradients backward, 3x in all);
+  is attended causally on its own), plus the LoRA matmuls (2 * r * (in + out) per projection forward;
+  activation and weight gradients backward, 3x in all);
 - the matmul peak is measured in the same run: torch.matmul at the training shapes' order
   (4096 x 576 x 1536) in fp32 and in bf16, same thread count, best of 10, before and after the training
   runs; the higher of the two is the peak (this shared 2-core machine varies by ~10% between minutes).
@@ -159,12 +161,15 @@ def ours(model_path: str, examples, precision: str) -> dict:
     # attention context per token: the whole block under a block-diagonal mask, the causal half of its own
     # example when each example is attended separately
     per_example = sum(n * n / 2 for n in examples) / sum(examples)
+    labels = [sum(1 for label in row[1:] if label != -100) for row in trainer.train_dataset["labels"]]
+    result["lm_head_share"] = sum(labels) / sum(lengths)  # positions whose logits the CPU loss computes
     result["attention_context"] = per_example if attention == "per_example_sdpa" else MAX_LENGTH
     return result
 
 
-def full_flops_per_token(model_path: str, n: int, context: float, rank: int = 16) -> int:
-    """4N + attention as executed over `context` keys per query + the LoRA matmuls (see the docstring)."""
+def executed_flops_per_token(model_path: str, n: int, context: float, lm_head_share: float, rank: int = 16) -> int:
+    """4N with the LM head at `lm_head_share` of the positions + attention as executed over `context` keys per
+    query + the LoRA matmuls (see the docstring)."""
     from transformers import AutoConfig
 
     c = AutoConfig.from_pretrained(model_path)
@@ -173,7 +178,8 @@ def full_flops_per_token(model_path: str, n: int, context: float, rank: int = 16
     attention = round(3 * 4 * layers * context * d)
     in_out = (d + d) + (d + kv) * 2 + (d + d) + (d + ffn) * 2 + (ffn + d)  # q, k, v, o, gate, up, down
     lora = 3 * 2 * rank * in_out * layers
-    return 4 * n + attention + lora
+    skipped_head = round(4 * c.vocab_size * d * (1 - lm_head_share))
+    return 4 * n - skipped_head + attention + lora
 
 
 def main() -> int:
@@ -200,22 +206,23 @@ def main() -> int:
            "matmul_peak_gflops_before_after": {k: [round(before[k], 1), round(after[k], 1)] for k in peaks}}
     for name, r in runs.items():
         rate, peak = r["real_tokens"] / r["wall_s"], peaks[r["precision"]]
-        full = full_flops_per_token(resolved.path, n, r["attention_context"])
+        executed = executed_flops_per_token(resolved.path, n, r["attention_context"], r.get("lm_head_share", 1.0))
         out[name] = {
             "precision": r["precision"],
             "attention": r["attention"],
-            "flops_per_token_full": full,
+            "flops_per_token_executed": executed,
             "wall_s": round(r["wall_s"], 2),
             "real_tokens": r["real_tokens"],
             "real_tokens_per_s": round(rate, 1),
             "real_token_share_of_slots": round(r["real_tokens"] / r["slot_tokens"], 4),
             "achieved_gflops": round(4 * n * rate / 1e9, 1),
             "share_of_matmul_peak": round(4 * n * rate / 1e9 / peak, 3),
-            "achieved_gflops_full": round(full * rate / 1e9, 1),
-            "share_of_matmul_peak_full": round(full * rate / 1e9 / peak, 3),
+            "achieved_gflops_executed": round(executed * rate / 1e9, 1),
+            "share_of_matmul_peak_executed": round(executed * rate / 1e9 / peak, 3),
         }
         if "packing_efficiency" in r:
             out[name]["packing_efficiency"] = round(r["packing_efficiency"], 4)
+            out[name]["lm_head_share"] = round(r["lm_head_share"], 4)
     rate = {name: out[name]["real_tokens_per_s"] for name in runs}
     out["speedup_real_tokens_per_s"] = {"ours_fp32_vs_baseline": round(rate["ours_fp32"] / rate["baseline"], 2),
                                         "ours_vs_baseline": round(rate["ours"] / rate["baseline"], 2)}
@@ -225,7 +232,7 @@ def main() -> int:
         "speedup": out["speedup_real_tokens_per_s"]["ours_fp32_vs_baseline"] >= 3.0,  # packing alone, same precision
         # each run against the peak of its own precision, under each FLOP count
         "share_of_matmul_peak_4N": max(out[r]["share_of_matmul_peak"] for r in ("ours", "ours_fp32")) >= 0.5,
-        "share_of_matmul_peak_full": max(out[r]["share_of_matmul_peak_full"] for r in ("ours", "ours_fp32")) >= 0.5,
+        "share_of_matmul_peak_executed": max(out[r]["share_of_matmul_peak_executed"] for r in ("ours", "ours_fp32")) >= 0.5,
     }
     out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     path = ROOT / "benchmarks" / "results" / "training_throughput.json"

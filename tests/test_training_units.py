@@ -127,8 +127,8 @@ def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_
 
 
 def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp_path):
-    """On CPU the trainer takes the model's own loss instead of TRL's chunked LM head (faster there): on a packed
-    batch with completion-only labels, both give the same loss and the same adapter gradients."""
+    """On CPU the trainer computes logits only where a label is, instead of TRL's chunked LM head (faster there):
+    on a packed batch with completion-only labels, both give the same loss and the same adapter gradients."""
     from trl import SFTTrainer
 
     from resources.training.config import FineTuneConfig
@@ -156,6 +156,14 @@ def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp
     (ours, ours_grads), (trl, trl_grads) = results
     assert ours == pytest.approx(trl, rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(ours_grads, trl_grads))
+    _, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
+    assert outputs.logits.shape[1] == tokens < batch["input_ids"].shape[1]  # prompt positions get no logits
+
+    unlabelled = {**batch, "labels": torch.full_like(batch["labels"], -100)}  # a micro-batch of prompts only
+    model.zero_grad()
+    loss = trainer.compute_loss(model, unlabelled, num_items_in_batch=tokens)
+    loss.backward()
+    assert loss.item() == 0 and all(not p.grad.any() for p in model.parameters() if p.requires_grad)
 
 
 def test_bf16_precision_keeps_adapters_fp32_on_a_bf16_base(tiny_model, monkeypatch):

@@ -187,6 +187,7 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
         save_steps=config.eval_steps,
         save_total_limit=config.save_total_limit,
         load_best_model_at_end=has_eval and config.early_stopping_patience > 0,
+        prediction_loss_only=True,  # evaluation needs the loss, not every batch's logits kept in memory
         metric_for_best_model="eval_loss",
         greater_is_better=False,
         logging_steps=config.logging_steps,
@@ -211,14 +212,32 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
             log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
 
     class CpuSFTTrainer(SFTTrainer):
-        """On CPU the loss is the model's own (transformers' Trainer.compute_loss: one LM-head matmul each way,
-        one log-softmax). TRL's chunked LM head saves GPU memory by recomputing the LM head in the backward pass
-        and folding vocabulary tiles with torch ops off Triton: 1.3x slower per step on CPU. Not logged on CPU:
-        TRL's per-step entropy and token accuracy, which come out of that head."""
+        """The loss on CPU. TRL's chunked LM head saves GPU memory by recomputing the LM head in the backward
+        pass and, off Triton, scores every position with plain torch ops: 1.3x slower per step here. Instead the
+        model computes logits only where a label is (transformers' `logits_to_keep`; with completion-only loss
+        about half the positions) and the loss is their cross-entropy over the accumulation window's label
+        count, as transformers' Trainer normalises it. Not logged on CPU: TRL's per-step entropy and token
+        accuracy, which come out of its head."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.model_accepts_loss_kwargs = True  # compute_loss divides by num_items_in_batch itself
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs["use_cache"] = False  # as TRL: no KV cache, so packed examples keep their own attention
-            return Trainer.compute_loss(self, model, inputs, return_outputs, num_items_in_batch)
+            import torch.nn.functional as F
+
+            inputs = {**inputs, "use_cache": False}  # as TRL: no KV cache, packed examples keep their own attention
+            labels = inputs.pop("labels")
+            if labels.shape[0] != 1:  # padded rows (packing off): one set of positions cannot serve every row
+                return Trainer.compute_loss(self, model, {**inputs, "labels": labels}, return_outputs, num_items_in_batch)
+            targets = labels[0, 1:]
+            positions = (targets != -100).nonzero().squeeze(1)  # the logits at p predict the label at p + 1
+            outputs = model(**inputs, logits_to_keep=positions)
+            loss = F.cross_entropy(outputs.logits[0].float(), targets[positions], reduction="sum")
+            loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(len(positions), 1))
+            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
+                loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
+            return (loss, outputs) if return_outputs else loss
 
     callbacks = [Progress()]
     if has_eval and config.early_stopping_patience > 0:
