@@ -131,6 +131,9 @@ def test_qlora_without_cuda_fails_with_a_clear_message(tmp_path, tiny_model, tin
     spec = {**spec_for(tmp_path, tiny_model, tiny_dataset, method="qlora"), "work_dir": str(tmp_path / "w")}
     with pytest.raises(RuntimeError, match="needs a CUDA GPU"):
         train(spec, log=lambda _: None)
+    spec = {**spec_for(tmp_path, tiny_model, tiny_dataset, attention="flash_attention_2"), "work_dir": str(tmp_path / "w")}
+    with pytest.raises(RuntimeError, match="'flash_attention_2' needs a CUDA GPU"):
+        train(spec, log=lambda _: None)
 
 
 def test_merged_model_matches_the_adapter(tmp_path, tiny_model, tiny_dataset):

@@ -126,15 +126,17 @@ def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_
     assert tokenizer.decode(masked).count("Question 0") == 1  # the user's question is context, not target
 
 
-def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp_path):
-    """On CPU the trainer computes logits only where a label is, instead of TRL's chunked LM head (faster there):
-    on a packed batch with completion-only labels, both give the same loss and the same adapter gradients."""
+@pytest.mark.parametrize("packing", [True, False])
+def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp_path, packing):
+    """On CPU the trainer computes logits only where a label is (packed rows), instead of TRL's chunked LM head
+    (faster there): on packed and on padded batches with completion-only labels, both give the same loss and
+    the same adapter gradients."""
     from trl import SFTTrainer
 
     from resources.training.config import FineTuneConfig
     from resources.training.sft_main import _datasets, _load, _trainer
 
-    config = FineTuneConfig(max_length=256, precision="fp32")
+    config = FineTuneConfig(max_length=256, precision="fp32", packing=packing)
     tokenizer, model = _load(str(tiny_model), config, "fp32", config.resolved_attention("fp32", cuda=False))
     with torch.no_grad():  # trained-looking adapters, so that lora_A gets gradients too
         for name, param in model.named_parameters():
@@ -143,7 +145,8 @@ def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp
     train_ds, eval_ds = _datasets(str(tiny_dataset), config)
     trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
     assert type(trainer).__name__ == "CpuSFTTrainer"
-    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
+    assert batch["labels"].shape[0] == (1 if packing else 3)  # packed rows are flattened into one
     assert (batch["labels"] == -100).any() and (batch["labels"] != -100).any()
     tokens = int((batch["labels"][:, 1:] != -100).sum())
 
@@ -156,14 +159,42 @@ def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp
     (ours, ours_grads), (trl, trl_grads) = results
     assert ours == pytest.approx(trl, rel=1e-5)
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(ours_grads, trl_grads))
+    if not packing:
+        return
     _, outputs = trainer.compute_loss(model, dict(batch), return_outputs=True)
     assert outputs.logits.shape[1] == tokens < batch["input_ids"].shape[1]  # prompt positions get no logits
 
     unlabelled = {**batch, "labels": torch.full_like(batch["labels"], -100)}  # a micro-batch of prompts only
     model.zero_grad()
-    loss = trainer.compute_loss(model, unlabelled, num_items_in_batch=tokens)
+    loss = trainer.compute_loss(model, unlabelled, num_items_in_batch=0)  # a whole window without labels
     loss.backward()
     assert loss.item() == 0 and all(not p.grad.any() for p in model.parameters() if p.requires_grad)
+
+
+def test_per_example_attention_leaves_what_it_does_not_cover_to_sdpa(tiny_model, monkeypatch):
+    """Sliding-window layers (the window passed as Mistral/Phi-3 pass it) get transformers' sdpa, which applies
+    the window; a model without SDPA support under attention=auto loads with transformers' own choice."""
+    from transformers import LlamaForCausalLM
+    from transformers.integrations import sdpa_attention
+
+    from resources.training import attention
+    from resources.training.sft_main import _load
+
+    calls = []
+    monkeypatch.setattr(sdpa_attention, "sdpa_attention_forward", lambda *a, **kw: calls.append(kw) or ("sdpa", None))
+    module = torch.nn.Module()
+    q, kv = torch.zeros(1, 4, 6, 8), torch.zeros(1, 2, 6, 8)
+    cu = torch.tensor([0, 2, 6], dtype=torch.int32)
+    assert attention.per_example_sdpa(module, q, kv, kv, None, cu_seq_lens_q=cu, sliding_window=4)[0] == "sdpa"
+    assert calls and calls[0]["sliding_window"] == 4
+    out, _ = attention.per_example_sdpa(module, q, kv, kv, None, cu_seq_lens_q=cu)
+    assert out.shape == (1, 6, 4, 8) and len(calls) == 1  # covered: split per example, no fallback
+
+    monkeypatch.setattr(LlamaForCausalLM, "_supports_sdpa", False)
+    _, model = _load(str(tiny_model), FineTuneConfig(precision="fp32"), "fp32", "per_example_sdpa")
+    assert model.get_base_model().config._attn_implementation == "eager"
+    with pytest.raises(ValueError, match="scaled_dot_product_attention"):  # asked for by name: transformers' error
+        _load(str(tiny_model), FineTuneConfig(precision="fp32", attention="per_example_sdpa"), "fp32", "per_example_sdpa")
 
 
 def test_bf16_precision_keeps_adapters_fp32_on_a_bf16_base(tiny_model, monkeypatch):

@@ -6,7 +6,8 @@ restarting position ids into a block-diagonal mask over the whole row, and the k
 it, masked or not. This implementation runs causal SDPA on each example separately instead: the same result
 (tested) with only the attention each example needs. In fp32 on CPU, where no varlen kernel exists, it trains
 1.1x faster at 512-token blocks (`make bench`). Without the boundaries (evaluation outside packing,
-generation), or on layers it does not cover (sliding windows, logit soft-capping), it is transformers' `sdpa`.
+generation), or on layers it does not cover (sliding windows, logit soft-capping, attention sinks, position
+bias, non-causal), it is transformers' `sdpa`.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ def per_example_sdpa(module, query, key, value, attention_mask, dropout: float =
     import torch.nn.functional as F
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
-    covered = (getattr(module, "sliding_window", None) is None and getattr(module, "is_causal", True)
-               and not getattr(module, "attn_logit_softcapping", None))
+    window = getattr(module, "sliding_window", None) or kwargs.get("sliding_window")  # Mistral/Phi-3 pass it
+    covered = (window is None and is_causal is not False and getattr(module, "is_causal", True)
+               and not getattr(module, "attn_logit_softcapping", None)
+               and kwargs.get("position_bias") is None and kwargs.get("s_aux") is None)
     if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or not covered:
         return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
                                       is_causal=is_causal, **kwargs)

@@ -52,6 +52,9 @@ def train(spec: dict, log) -> dict:
             "method 'qlora' loads the base model in 4 bits with bitsandbytes, which needs a CUDA GPU; "
             "this machine has none. Use method 'lora' (same adapter format) or run on a GPU node."
         )
+    if config.attention == "flash_attention_2" and not cuda:
+        raise RuntimeError("attention 'flash_attention_2' needs a CUDA GPU and the flash-attn package; this machine "
+                           "has none. Use attention 'auto'.")
 
     output_dir, work_dir = Path(spec["output_dir"]), Path(spec["work_dir"])
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -60,9 +63,10 @@ def train(spec: dict, log) -> dict:
         f"threads={torch.get_num_threads()}, world_size={os.environ.get('WORLD_SIZE', '1')}")
 
     precision = config.resolved_precision(cuda)
-    attention = config.resolved_attention(precision, cuda)
+    tokenizer, model = _load(spec["base_model_path"], config, precision, config.resolved_attention(precision, cuda))
+    attention = model.get_base_model().config._attn_implementation if hasattr(model, "get_base_model") \
+        else model.config._attn_implementation
     log(f"precision: {precision} (requested {config.precision}), attention: {attention}")
-    tokenizer, model = _load(spec["base_model_path"], config, precision, attention)
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
     trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
 
@@ -108,7 +112,10 @@ def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
     # a frozen base may live in bf16 (adapters stay fp32: peft's autocast_adapter_dtype); trained full
     # weights stay fp32 masters under bf16 autocast
     frozen_bf16 = precision == "bf16" and config.method in ("lora", "qlora")
-    kwargs = {"dtype": torch.bfloat16 if frozen_bf16 else torch.float32, "attn_implementation": attention}
+    # auto leaves plain SDPA to transformers, which falls back to eager for models without SDPA support
+    auto_sdpa = config.attention == "auto" and attention == "sdpa"
+    kwargs = {"dtype": torch.bfloat16 if frozen_bf16 else torch.float32,
+              "attn_implementation": None if auto_sdpa else attention}
     if config.method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -116,7 +123,12 @@ def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
             load_in_4bit=True, bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
         )
-    model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
+    except ValueError:  # an architecture without SDPA support: auto leaves the choice to transformers (eager)
+        if config.attention != "auto" or attention != "per_example_sdpa":
+            raise
+        model = AutoModelForCausalLM.from_pretrained(base_path, **{**kwargs, "attn_implementation": None})
     if config.method in ("lora", "qlora"):
         from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
@@ -161,7 +173,7 @@ def _datasets(path: str, config):
 
 
 def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str):
-    from transformers import EarlyStoppingCallback, Trainer, TrainerCallback
+    from transformers import EarlyStoppingCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
     has_eval = len(eval_ds) > 0
@@ -224,19 +236,29 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
             self.model_accepts_loss_kwargs = True  # compute_loss divides by num_items_in_batch itself
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+            import torch
             import torch.nn.functional as F
 
             inputs = {**inputs, "use_cache": False}  # as TRL: no KV cache, packed examples keep their own attention
             labels = inputs.pop("labels")
-            if labels.shape[0] != 1:  # padded rows (packing off): one set of positions cannot serve every row
-                return Trainer.compute_loss(self, model, {**inputs, "labels": labels}, return_outputs, num_items_in_batch)
-            targets = labels[0, 1:]
-            positions = (targets != -100).nonzero().squeeze(1)  # the logits at p predict the label at p + 1
-            outputs = model(**inputs, logits_to_keep=positions)
-            loss = F.cross_entropy(outputs.logits[0].float(), targets[positions], reduction="sum")
-            loss = loss / (num_items_in_batch if num_items_in_batch is not None else max(len(positions), 1))
+            if self.aux_loss_enabled:  # MoE: the router's load-balancing loss, as TRL adds it
+                inputs["output_router_logits"] = True
+            targets = labels[:, 1:]
+            if labels.shape[0] == 1:  # a packed (padding-free) row: logits only where a label is
+                positions = (targets[0] != -100).nonzero().squeeze(1)  # the logits at p predict the label at p + 1
+                outputs = model(**inputs, logits_to_keep=positions)
+                logits, targets = outputs.logits[0], targets[0, positions]
+            else:  # padded rows (packing off)
+                outputs = model(**inputs)
+                logits, targets = outputs.logits[:, :-1].flatten(0, 1), targets.flatten()
+            loss = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
+            count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
+            loss = loss / torch.as_tensor(count).clamp(min=1)
             if self.args.average_tokens_across_devices and num_items_in_batch is not None:
                 loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
+            if self.aux_loss_enabled and getattr(outputs, "aux_loss", None) is not None:
+                steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
+                loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
             return (loss, outputs) if return_outputs else loss
 
     callbacks = [Progress()]
