@@ -12,23 +12,23 @@ bias, non-causal), it is transformers' `sdpa`.
 
 from __future__ import annotations
 
+import torch
+import torch.nn.functional as F
+from transformers.integrations import sdpa_attention
+
 NAME = "per_example_sdpa"
 
 
 def per_example_sdpa(module, query, key, value, attention_mask, dropout: float = 0.0, scaling=None,
                      is_causal=None, cu_seq_lens_q=None, **kwargs):
     """query (1, heads, tokens, dim), key/value (1, kv_heads, tokens, dim) -> ((1, tokens, heads, dim), None)."""
-    import torch
-    import torch.nn.functional as F
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     window = getattr(module, "sliding_window", None) or kwargs.get("sliding_window")  # Mistral/Phi-3 pass it
     covered = (window is None and is_causal is not False and getattr(module, "is_causal", True)
                and not getattr(module, "attn_logit_softcapping", None)
                and kwargs.get("position_bias") is None and kwargs.get("s_aux") is None)
     if cu_seq_lens_q is None or query.shape[0] != 1 or query.shape[2] != key.shape[2] or not covered:
-        return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout, scaling=scaling,
-                                      is_causal=is_causal, **kwargs)
+        return sdpa_attention.sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
+                                                     scaling=scaling, is_causal=is_causal, **kwargs)
     lengths = cu_seq_lens_q.diff().tolist()
     gqa = query.shape[1] != key.shape[1]
     outputs = [

@@ -64,8 +64,7 @@ def train(spec: dict, log) -> dict:
 
     precision = config.resolved_precision(cuda)
     tokenizer, model = _load(spec["base_model_path"], config, precision, config.resolved_attention(precision, cuda))
-    attention = model.get_base_model().config._attn_implementation if hasattr(model, "get_base_model") \
-        else model.config._attn_implementation
+    attention = model.config._attn_implementation  # as loaded (a PeftModel shares its base model's config)
     log(f"precision: {precision} (requested {config.precision}), attention: {attention}")
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
     trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
@@ -173,6 +172,8 @@ def _datasets(path: str, config):
 
 
 def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str):
+    import torch
+    import torch.nn.functional as F
     from transformers import EarlyStoppingCallback, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -236,9 +237,6 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
             self.model_accepts_loss_kwargs = True  # compute_loss divides by num_items_in_batch itself
 
         def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            import torch
-            import torch.nn.functional as F
-
             inputs = {**inputs, "use_cache": False}  # as TRL: no KV cache, packed examples keep their own attention
             labels = inputs.pop("labels")
             if self.aux_loss_enabled:  # MoE: the router's load-balancing loss, as TRL adds it
