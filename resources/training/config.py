@@ -31,6 +31,14 @@ class FineTuneConfig(Config):
     target_modules: list[str] = Field(
         default=list(ALL_LINEAR), description="Module names that get adapters (default: every projection)."
     )
+    fused_lora: bool = Field(
+        default=True,
+        description="Compute each LoRA projection over a frozen nn.Linear base as one autograd op: the adapter's "
+        "low-rank product is accumulated into the base matmul's output (and likewise the input gradient) instead "
+        "of peft's separate multiply and add passes over full-size tensors. Same adapter, same result; 1.07x "
+        "tokens/s in fp32 on CPU (`make bench`). Layers it does not cover (dropout > 0, DoRA, quantized bases) "
+        "run peft's forward either way; false runs peft's forward everywhere.",
+    )
     learning_rate: float = Field(default=2e-4, description="Peak learning rate (use ~2e-5 for method=full).")
     lr_scheduler: Literal["cosine", "linear", "constant"] = Field(default="cosine", description="Learning-rate schedule.")
     warmup_ratio: float = Field(default=0.05, description="Share of steps spent warming up the learning rate.")
