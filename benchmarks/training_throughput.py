@@ -7,11 +7,13 @@ AMX/AVX512-BF16, fp32 otherwise). Each run's FLOP/s is compared with the matmul 
 computes in, both measured in this run.
 
 - model: the embedded SmolLM2-135M-Instruct, LoRA as FineTuneConfig's defaults (r=16 on every
-  projection, no dropout) in all three runs; attention: ours as `attention="auto"` picks it (per-example
-  SDPA in fp32, block-masked SDPA in bf16), the baseline transformers' default SDPA;
+  projection, no dropout) in all three runs; ours computes each LoRA projection as one fused op
+  (`fused_lora`, the default), the baseline with peft's forward; attention: ours as `attention="auto"`
+  picks it (per-example SDPA), the baseline transformers' default SDPA;
 - data: the sample corpus's chat examples (support Q&A, chats, runbooks), SmolLM2 chat template;
-- both: max_length 512, 8 x 512 token slots per optimizer step (ours: 1 packed block x 8 accumulation
-  steps; baseline: batch 8 padded to 512), STEPS optimizer steps after one warm-up step;
+- both: max_length 512, 8 x 512 token slots per optimizer step (ours: FineTuneConfig's default of 2 packed
+  blocks x 4 accumulation steps; baseline: batch 8 padded to 512), STEPS optimizer steps after one warm-up
+  step;
 - real tokens are counted in the batches the collators hand to the model (no padding);
 - FLOPs per real token, two counts: (a) "4N", model FLOPs for LoRA with a frozen base (2N forward, 2N
   backward for activation gradients; no weight gradients for frozen weights), N = all 134.5M parameters
@@ -142,10 +144,10 @@ def ours(model_path: str, examples, precision: str) -> dict:
     folder = ROOT / ".cache" / "bench_dataset"
     rows = {"messages": examples}
     DatasetDict({"train": Dataset.from_dict(rows), "validation": Dataset.from_dict({"messages": examples[:4]})}).save_to_disk(str(folder))
-    config = FineTuneConfig(max_length=MAX_LENGTH, per_device_batch_size=1, gradient_accumulation_steps=8,
-                            early_stopping_patience=0, logging_steps=1000, eval_steps=1000, precision=precision)
+    config = FineTuneConfig(max_length=MAX_LENGTH, early_stopping_patience=0, logging_steps=1000, eval_steps=1000,
+                            precision=precision)  # the default micro-batches: 2 blocks x 4 accumulation steps
     resolved = config.resolved_precision(cuda=False)
-    attention = config.resolved_attention(resolved, cuda=False)
+    attention = config.resolved_attention(cuda=False)
     tokenizer, model = _load(model_path, config, resolved, attention)
     train_ds, eval_ds = _datasets(str(folder), config)
     trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, ROOT / ".cache" / "bench_ours", False,
@@ -156,7 +158,7 @@ def ours(model_path: str, examples, precision: str) -> dict:
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     examples = [n for block in trainer.train_dataset["seq_lengths"] for n in block]
     result["packing_efficiency"] = sum(lengths) / (len(lengths) * MAX_LENGTH)
-    result["slot_tokens"] = result["micro_batches"] * MAX_LENGTH
+    result["slot_tokens"] = result["micro_batches"] * config.per_device_batch_size * MAX_LENGTH
     result["precision"], result["attention"] = resolved, attention
     # attention context per token: the whole block under a block-diagonal mask, the causal half of its own
     # example when each example is attended separately

@@ -64,13 +64,13 @@ def test_packed_examples_do_not_attend_to_each_other(tiny_model, smol_tokenizer,
     assert not torch.allclose(alone[:, 5:], leaking[:, 5:], atol=1e-5)
 
 
-def test_attention_auto_picks_per_example_sdpa_for_packed_fp32_on_cpu():
+def test_attention_auto_picks_per_example_sdpa_for_packed_training_on_cpu():
     config = FineTuneConfig()
-    assert config.resolved_attention("fp32", cuda=False) == "per_example_sdpa"
-    assert config.resolved_attention("bf16", cuda=False) == "sdpa"
-    assert config.resolved_attention("fp32", cuda=True) == "sdpa"
-    assert FineTuneConfig(packing=False).resolved_attention("fp32", cuda=False) == "sdpa"
-    assert FineTuneConfig(attention="eager").resolved_attention("fp32", cuda=False) == "eager"
+    assert config.resolved_attention(cuda=False) == "per_example_sdpa"
+    assert FineTuneConfig(precision="bf16").resolved_attention(cuda=False) == "per_example_sdpa"
+    assert config.resolved_attention(cuda=True) == "sdpa"
+    assert FineTuneConfig(packing=False).resolved_attention(cuda=False) == "sdpa"
+    assert FineTuneConfig(attention="eager").resolved_attention(cuda=False) == "eager"
 
 
 def test_overfitting_signal():
@@ -137,7 +137,7 @@ def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp
     from resources.training.sft_main import _datasets, _load, _trainer
 
     config = FineTuneConfig(max_length=256, precision="fp32", packing=packing)
-    tokenizer, model = _load(str(tiny_model), config, "fp32", config.resolved_attention("fp32", cuda=False))
+    tokenizer, model = _load(str(tiny_model), config, "fp32", config.resolved_attention(cuda=False))
     with torch.no_grad():  # trained-looking adapters, so that lora_A gets gradients too
         for name, param in model.named_parameters():
             if "lora_B" in name:

@@ -63,7 +63,7 @@ def train(spec: dict, log) -> dict:
         f"threads={torch.get_num_threads()}, world_size={os.environ.get('WORLD_SIZE', '1')}")
 
     precision = config.resolved_precision(cuda)
-    tokenizer, model = _load(spec["base_model_path"], config, precision, config.resolved_attention(precision, cuda))
+    tokenizer, model = _load(spec["base_model_path"], config, precision, config.resolved_attention(cuda))
     attention = model.config._attn_implementation  # as loaded (a PeftModel shares its base model's config)
     fused = sum(1 for m in model.modules() if "_peft_forward" in m.__dict__)
     log(f"precision: {precision} (requested {config.precision}), attention: {attention}, "
