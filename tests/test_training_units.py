@@ -222,3 +222,23 @@ def test_bf16_precision_keeps_adapters_fp32_on_a_bf16_base(tiny_model, monkeypat
     assert all(p.grad is not None and p.grad.dtype == torch.float32 for p in model.parameters() if p.requires_grad)
     _, full = _load(str(tiny_model), FineTuneConfig(method="full", precision="bf16", learning_rate=2e-5), "bf16")
     assert {p.dtype for p in full.parameters()} == {torch.float32}
+
+
+def test_per_example_attention_runs_half_precision_in_fp32_on_cpu():
+    """Under bf16 autocast the per-example kernel attends in fp32 (the CPU flash kernel's bf16 backward is slower
+    and less exact) and hands back bf16; in fp32 it leaves autocast off."""
+    import torch.nn.functional as F
+
+    from resources.training.attention import per_example_sdpa
+
+    torch.manual_seed(0)
+    module = torch.nn.Module()
+    q, k, v = (torch.randn(1, h, 7, 8).to(torch.bfloat16) for h in (4, 2, 2))
+    bounds = torch.tensor([0, 3, 7])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = per_example_sdpa(module, q, k, v, None, cu_seq_lens_q=bounds)
+    expected = torch.cat([F.scaled_dot_product_attention(a.float(), b.float(), c.float(), is_causal=True, enable_gqa=True)
+                          for a, b, c in zip(q.split([3, 4], 2), k.split([3, 4], 2), v.split([3, 4], 2))], 2)
+    assert out.dtype == torch.bfloat16 and torch.equal(out, expected.to(torch.bfloat16).transpose(1, 2))
+    out32, _ = per_example_sdpa(module, q.float(), k.float(), v.float(), None, cu_seq_lens_q=bounds)
+    assert out32.dtype == torch.float32 and torch.equal(out32, expected.transpose(1, 2))

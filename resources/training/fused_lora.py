@@ -4,20 +4,22 @@ peft computes a LoRA projection as separate tensor ops: the base linear, `lora_B
 scaling and an add, and autograd sums the input's gradient from the two paths in a further pass. On a CPU every
 one of those ops reads and writes a full (tokens x out_features) tensor. Here the adapter's low-rank product
 is accumulated into the base output inside the matmul (`addmm_`, alpha = scaling), and in the backward pass
-the input gradient is built the same way, so no extra full-size tensor is written. The adapter keeps
+the input gradient is built the same way, so no extra full-size tensor is written
+(beyond the copies a non-contiguous input or autocast's casts need). The adapter keeps
 peft's parameters, state dict and saved format; the result and the gradients are the same (tested).
-`make bench`: 1.07x tokens/s for LoRA training in fp32 on CPU.
+1.07x tokens/s for LoRA training on CPU, fp32 and bf16 (A/B in one process).
 
-`fuse(model)` switches every eligible peft `lora.Linear` to this path. A call it does not cover (a merged or
+`fuse(model)` switches peft's `lora.Linear` layers to this path. A call it does not cover (a merged or
 disabled adapter, several active adapters, dropout, DoRA and other variants, a LoRA bias, a trainable or
-quantized base layer, extra forward arguments) runs peft's own forward.
+quantized base layer, hooks on the layers, extra forward arguments) runs peft's own forward.
 """
 
 from __future__ import annotations
 
-from types import MethodType
+from contextlib import nullcontext
 
 import torch
+from peft.tuners.lora.layer import Linear
 
 
 class FrozenBaseLora(torch.autograd.Function):
@@ -36,17 +38,26 @@ class FrozenBaseLora(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         flat, low_rank, weight, lora_a, lora_b = ctx.saved_tensors
+        needs_x, _, _, needs_a, needs_b, _ = ctx.needs_input_grad
         grad = grad_out.reshape(-1, grad_out.shape[-1])
-        grad_low_rank = (grad @ lora_b).mul_(ctx.scaling)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = (grad @ weight).addmm_(grad_low_rank, lora_a).view(ctx.input_shape)
-        grad_a = grad_low_rank.t() @ flat
-        grad_b = (grad.t() @ low_rank).mul_(ctx.scaling)
+        grad_x = grad_a = grad_b = None
+        if needs_x or needs_a:
+            grad_low_rank = (grad @ lora_b).mul_(ctx.scaling)
+            if needs_x:
+                grad_x = (grad @ weight).addmm_(grad_low_rank, lora_a).view(ctx.input_shape)
+            if needs_a:
+                grad_a = grad_low_rank.t() @ flat
+        if needs_b:
+            grad_b = (grad.t() @ low_rank).mul_(ctx.scaling)
         return grad_x, None, None, grad_a, grad_b, None
 
 
-def _fusable_adapter(layer, args, kwargs) -> str | None:
+def _hooked(module: torch.nn.Module) -> bool:
+    """Hooks (accelerate's offloading among them) expect the module's own forward to run."""
+    return bool(module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"))
+
+
+def fusable_adapter(layer, x: torch.Tensor, args=(), kwargs=None) -> str | None:
     """The one active adapter when this call is plain LoRA over a frozen nn.Linear, else None."""
     if args or kwargs or layer.disable_adapters or layer.merged or len(layer.active_adapters) != 1:
         return None
@@ -54,35 +65,55 @@ def _fusable_adapter(layer, args, kwargs) -> str | None:
     base = layer.base_layer
     if (name not in layer.lora_A or name in layer.lora_variant or type(base) is not torch.nn.Linear
             or base.weight.requires_grad or (base.bias is not None and base.bias.requires_grad)
-            or not isinstance(layer.lora_dropout[name], torch.nn.Identity) or layer.lora_B[name].bias is not None):
+            or not isinstance(layer.lora_dropout[name], torch.nn.Identity) or layer.lora_B[name].bias is not None
+            or any(_hooked(m) for m in (base, layer.lora_A[name], layer.lora_B[name]))):
         return None
-    return name
+    dtypes = {x.dtype, base.weight.dtype, layer.lora_A[name].weight.dtype, layer.lora_B[name].weight.dtype}
+    device = x.device.type
+    if torch.is_autocast_enabled(device):  # autocast casts float32 and its own dtype, nothing else
+        return name if dtypes <= {torch.float32, torch.get_autocast_dtype(device)} else None
+    return name if len(dtypes) == 1 else None  # mixed dtypes outside autocast: peft casts
 
 
-def _forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
-    name = _fusable_adapter(layer, args, kwargs)
+def _fused_forward(layer, x: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+    name = fusable_adapter(layer, x, args, kwargs)
     if name is None:
-        return layer._peft_forward(x, *args, **kwargs)
+        return Linear.forward(layer, x, *args, **kwargs)
     tensors = [x, layer.base_layer.weight, layer.base_layer.bias, layer.lora_A[name].weight, layer.lora_B[name].weight]
     device = x.device.type
-    if torch.is_autocast_enabled(device):  # as autocast would run each matmul: in its dtype, then autocast off
-        dtype = torch.get_autocast_dtype(device)
-        tensors = [t.to(dtype) if t is not None else None for t in tensors]
-        with torch.autocast(device, enabled=False):
-            return FrozenBaseLora.apply(*tensors, layer.scaling[name])
-    if len({t.dtype for t in tensors if t is not None}) != 1:  # mixed dtypes outside autocast: peft casts
-        return layer._peft_forward(x, *args, **kwargs)
-    return FrozenBaseLora.apply(*tensors, layer.scaling[name])
+    if not torch.is_autocast_enabled(device):
+        return FrozenBaseLora.apply(*tensors, layer.scaling[name])
+    dtype = torch.get_autocast_dtype(device)  # as autocast would run each matmul: in its dtype, then autocast off
+    tensors = [t.to(dtype) if t is not None else None for t in tensors]
+    with torch.autocast(device, enabled=False):
+        return FrozenBaseLora.apply(*tensors, layer.scaling[name])
+
+
+class FusedLinear(Linear):
+    """peft's LoRA Linear whose plain-LoRA calls run FrozenBaseLora; everything else is peft's."""
+
+    forward = _fused_forward
 
 
 def fuse(model) -> int:
-    """Route the model's peft LoRA linear layers through FrozenBaseLora; returns how many were switched."""
-    from peft.tuners.lora.layer import Linear
-
+    """Route the model's peft LoRA linear layers through FrozenBaseLora (a class swap: parameters, state dict,
+    saving, merging and pickling are peft's); returns how many layers were switched."""
     count = 0
     for module in model.modules():
-        if type(module) is Linear and "_peft_forward" not in module.__dict__:
-            module._peft_forward = module.forward
-            module.forward = MethodType(_forward, module)
+        if type(module) is Linear:
+            module.__class__ = FusedLinear
             count += 1
+    return count
+
+
+def fused_layers(model, autocast_dtype: torch.dtype | None = None) -> int:
+    """Layers whose calls, as configured now, take the fused path (dropout or DoRA, for example, do not), under
+    autocast to `autocast_dtype` when training runs under it."""
+    count = 0
+    for module in model.modules():
+        if isinstance(module, FusedLinear):
+            weight = module.base_layer.weight
+            probe = torch.empty(0, dtype=autocast_dtype or weight.dtype, device=weight.device)
+            with torch.autocast(weight.device.type, dtype=autocast_dtype) if autocast_dtype else nullcontext():
+                count += fusable_adapter(module, probe) is not None
     return count

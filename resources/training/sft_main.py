@@ -43,6 +43,7 @@ def train(spec: dict, log) -> dict:
     import torch
 
     from resources.training.config import FineTuneConfig
+    from resources.training.fused_lora import fused_layers
 
     config = FineTuneConfig(**spec["config"])
     torch.set_num_threads(int(spec.get("threads") or os.cpu_count() or 1))
@@ -65,7 +66,7 @@ def train(spec: dict, log) -> dict:
     precision = config.resolved_precision(cuda)
     tokenizer, model = _load(spec["base_model_path"], config, precision, config.resolved_attention(cuda))
     attention = model.config._attn_implementation  # as loaded (a PeftModel shares its base model's config)
-    fused = sum(1 for m in model.modules() if "_peft_forward" in m.__dict__)
+    fused = fused_layers(model, torch.bfloat16 if precision == "bf16" else None)
     log(f"precision: {precision} (requested {config.precision}), attention: {attention}, "
         f"fused LoRA layers: {fused}")
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
