@@ -65,7 +65,7 @@ class FineTuneConfig(Config):
         description="Compute precision. bf16: matmuls in bfloat16 autocast; with lora/qlora the frozen base is held "
         "in bfloat16, while adapters, gradients and optimizer state stay fp32 (method=full keeps fp32 master weights). "
         "auto: bf16 on CUDA GPUs that support it and on CPUs with native bfloat16 matmul (Intel AMX or AVX512-BF16; "
-        "1.3x the tokens/s of fp32 in the training benchmark), fp32 elsewhere. fp32: full precision everywhere.",
+        "1.6x the tokens/s of fp32 in the training benchmark), fp32 elsewhere. fp32: full precision everywhere.",
     )
     attention: Literal["auto", "sdpa", "per_example_sdpa", "flash_attention_2", "eager"] = Field(
         default="auto",
