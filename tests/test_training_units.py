@@ -242,3 +242,20 @@ def test_per_example_attention_runs_half_precision_in_fp32_on_cpu():
     assert out.dtype == torch.bfloat16 and torch.equal(out, expected.to(torch.bfloat16).transpose(1, 2))
     out32, _ = per_example_sdpa(module, q.float(), k.float(), v.float(), None, cu_seq_lens_q=bounds)
     assert out32.dtype == torch.float32 and torch.equal(out32, expected.transpose(1, 2))
+
+
+def test_gpu_only_options_name_the_missing_package_on_a_gpu_node(monkeypatch):
+    """On a CUDA node without bitsandbytes (qlora) or flash-attn (flash_attention_2) the run fails at once,
+    naming the package and how to install it; here the packages are hidden from the import system."""
+    import importlib.util
+
+    from resources.training.sft_main import _check_requirements
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name in ("bitsandbytes", "flash_attn") else real(name, *a))
+    with pytest.raises(RuntimeError, match=r"bitsandbytes package.*tuneforge\[gpu\]"):
+        _check_requirements(FineTuneConfig(method="qlora"), cuda=True)
+    with pytest.raises(RuntimeError, match="flash-attn package"):
+        _check_requirements(FineTuneConfig(attention="flash_attention_2"), cuda=True)
+    _check_requirements(FineTuneConfig(), cuda=True)  # lora with auto attention needs neither

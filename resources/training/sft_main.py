@@ -48,14 +48,7 @@ def train(spec: dict, log) -> dict:
     config = FineTuneConfig(**spec["config"])
     torch.set_num_threads(int(spec.get("threads") or os.cpu_count() or 1))
     cuda = torch.cuda.is_available()
-    if config.method == "qlora" and not cuda:
-        raise RuntimeError(
-            "method 'qlora' loads the base model in 4 bits with bitsandbytes, which needs a CUDA GPU; "
-            "this machine has none. Use method 'lora' (same adapter format) or run on a GPU node."
-        )
-    if config.attention == "flash_attention_2" and not cuda:
-        raise RuntimeError("attention 'flash_attention_2' needs a CUDA GPU and the flash-attn package; this machine "
-                           "has none. Use attention 'auto'.")
+    _check_requirements(config, cuda)
 
     output_dir, work_dir = Path(spec["output_dir"]), Path(spec["work_dir"])
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -104,6 +97,26 @@ def train(spec: dict, log) -> dict:
 
 
 # -- pieces ------------------------------------------------------------------------------------
+
+
+def _check_requirements(config, cuda: bool) -> None:
+    """Fail at once, naming what is missing, when the config asks for hardware or packages that are not here."""
+    from importlib.util import find_spec
+
+    if config.method == "qlora" and not cuda:
+        raise RuntimeError(
+            "method 'qlora' loads the base model in 4 bits with bitsandbytes, which needs a CUDA GPU; "
+            "this machine has none. Use method 'lora' (same adapter format) or run on a GPU node."
+        )
+    if config.method == "qlora" and find_spec("bitsandbytes") is None:
+        raise RuntimeError("method 'qlora' needs the bitsandbytes package, which is not installed: "
+                           "pip install 'tuneforge[gpu]' in the GPU node's environment (image).")
+    if config.attention == "flash_attention_2" and not cuda:
+        raise RuntimeError("attention 'flash_attention_2' needs a CUDA GPU and the flash-attn package; this machine "
+                           "has none. Use attention 'auto'.")
+    if config.attention == "flash_attention_2" and find_spec("flash_attn") is None:
+        raise RuntimeError("attention 'flash_attention_2' needs the flash-attn package, which is not installed: "
+                           "pip install flash-attn in the GPU node's environment, or use attention 'auto'.")
 def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
