@@ -105,14 +105,12 @@ def timed_train(trainer, counter) -> dict:
 
 
 def lora(model):
-    """The same adapters as ours: FineTuneConfig's defaults."""
-    from peft import LoraConfig, get_peft_model
+    """The same adapters as ours: FineTuneConfig's defaults (with peft's own forward)."""
+    from peft import get_peft_model
 
     from resources.training.config import FineTuneConfig
 
-    c = FineTuneConfig()
-    return get_peft_model(model, LoraConfig(r=c.lora_r, lora_alpha=c.lora_alpha, lora_dropout=c.lora_dropout,
-                                            target_modules=c.target_modules, task_type="CAUSAL_LM"))
+    return get_peft_model(model, FineTuneConfig().lora_config())
 
 
 def baseline(model_path: str, examples) -> dict:

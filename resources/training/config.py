@@ -135,6 +135,13 @@ class FineTuneConfig(Config):
             return self.attention
         return "per_example_sdpa" if self.packing and not cuda else "sdpa"
 
+    def lora_config(self):
+        """peft's LoraConfig for these adapters (lora/qlora)."""
+        from peft import LoraConfig
+
+        return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
+                          target_modules=self.target_modules, task_type="CAUSAL_LM")
+
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 

@@ -54,7 +54,7 @@ class FrozenBaseLora(torch.autograd.Function):
 
 def _hooked(module: torch.nn.Module) -> bool:
     """Hooks (accelerate's offloading among them) expect the module's own forward to run."""
-    return bool(module._forward_hooks or module._forward_pre_hooks or hasattr(module, "_hf_hook"))
+    return bool(module._forward_hooks or module._forward_pre_hooks or "_hf_hook" in module.__dict__)
 
 
 def fusable_adapter(layer, x: torch.Tensor, args=(), kwargs=None) -> str | None:

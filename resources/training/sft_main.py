@@ -103,20 +103,22 @@ def _check_requirements(config, cuda: bool) -> None:
     """Fail at once, naming what is missing, when the config asks for hardware or packages that are not here."""
     from importlib.util import find_spec
 
-    if config.method == "qlora" and not cuda:
-        raise RuntimeError(
-            "method 'qlora' loads the base model in 4 bits with bitsandbytes, which needs a CUDA GPU; "
-            "this machine has none. Use method 'lora' (same adapter format) or run on a GPU node."
-        )
-    if config.method == "qlora" and find_spec("bitsandbytes") is None:
-        raise RuntimeError("method 'qlora' needs the bitsandbytes package, which is not installed: "
-                           "pip install 'tuneforge[gpu]' in the GPU node's environment (image).")
-    if config.attention == "flash_attention_2" and not cuda:
-        raise RuntimeError("attention 'flash_attention_2' needs a CUDA GPU and the flash-attn package; this machine "
-                           "has none. Use attention 'auto'.")
-    if config.attention == "flash_attention_2" and find_spec("flash_attn") is None:
-        raise RuntimeError("attention 'flash_attention_2' needs the flash-attn package, which is not installed: "
-                           "pip install flash-attn in the GPU node's environment, or use attention 'auto'.")
+    needs = []  # (what asks, package, module, how to install it, what to use instead)
+    if config.method == "qlora":
+        needs.append(("method 'qlora' (a 4-bit base)", "bitsandbytes", "bitsandbytes", "pip install 'tuneforge[gpu]'",
+                      "use method 'lora' (same adapter format)"))
+    if config.attention == "flash_attention_2":
+        needs.append(("attention 'flash_attention_2'", "flash-attn", "flash_attn", "pip install flash-attn",
+                      "use attention 'auto'"))
+    for wanted, package, module, install, instead in needs:
+        if not cuda:
+            raise RuntimeError(f"{wanted} needs a CUDA GPU and the {package} package; this machine has none: "
+                               f"{instead}, or run on a GPU node.")
+        if find_spec(module) is None:
+            raise RuntimeError(f"{wanted} needs the {package} package, which is not installed: {install} in the GPU "
+                               f"node's environment (image), or {instead}.")
+
+
 def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -146,15 +148,11 @@ def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
             raise
         model = AutoModelForCausalLM.from_pretrained(base_path, **{**kwargs, "attn_implementation": None})
     if config.method in ("lora", "qlora"):
-        from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
+        from peft import get_peft_model, prepare_model_for_kbit_training
 
         if config.method == "qlora":
             model = prepare_model_for_kbit_training(model)
-        lora = LoraConfig(
-            r=config.lora_r, lora_alpha=config.lora_alpha, lora_dropout=config.lora_dropout,
-            target_modules=config.target_modules, task_type="CAUSAL_LM",
-        )
-        model = get_peft_model(model, lora)
+        model = get_peft_model(model, config.lora_config())
         if config.fused_lora:
             from resources.training.fused_lora import fuse
 
