@@ -55,23 +55,32 @@ def smol_tokenizer():
     return BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).tokenizer()
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory, smol_tokenizer):
-    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer: fast training tests."""
+def _tiny_llama(folder: Path, tokenizer, hidden_size: int) -> Path:
+    """A randomly initialised 2-layer Llama with the SmolLM2 tokenizer, saved to `folder`."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    folder = tmp_path_factory.mktemp("tiny_llama")
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=len(smol_tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        vocab_size=len(tokenizer), hidden_size=hidden_size, intermediate_size=2 * hidden_size, num_hidden_layers=2,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512, tie_word_embeddings=True,
-        eos_token_id=smol_tokenizer.eos_token_id, bos_token_id=smol_tokenizer.bos_token_id,
-        pad_token_id=smol_tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id, bos_token_id=tokenizer.bos_token_id, pad_token_id=tokenizer.pad_token_id,
     )
     LlamaForCausalLM(config).save_pretrained(folder)
-    smol_tokenizer.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, smol_tokenizer):
+    """A randomly initialised 2-layer Llama (hidden size 32) with the SmolLM2 tokenizer: fast training tests."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny_llama"), smol_tokenizer, hidden_size=32)
+
+
+@pytest.fixture(scope="session")
+def tiny_quantizable_model(tmp_path_factory, smol_tokenizer):
+    """The same with hidden size 64: bitsandbytes' 4-bit CPU kernels quantize rows in blocks of 64 values."""
+    return _tiny_llama(tmp_path_factory.mktemp("tiny_llama_64"), smol_tokenizer, hidden_size=64)
 
 
 @pytest.fixture(scope="session")

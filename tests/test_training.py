@@ -136,6 +136,39 @@ def test_qlora_without_cuda_fails_with_a_clear_message(tmp_path, tiny_model, tin
         train(spec, log=lambda _: None)
 
 
+def test_qlora_trains_adapters_over_a_4bit_base(tmp_path, tiny_quantizable_model, tiny_dataset, monkeypatch):
+    """QLoRA's own path for real -- the base loaded in 4-bit NF4 by bitsandbytes, peft's
+    prepare_model_for_kbit_training and Linear4bit adapters, TRL training, the adapter saved -- run on
+    bitsandbytes' CPU backend. The one fake: the CUDA requirement is lifted (no GPU here; tuneforge itself
+    refuses qlora on a CPU, as the test above shows)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    from resources.training import sft_main
+
+    tiny_model = tiny_quantizable_model
+
+    monkeypatch.setattr(sft_main, "_check_requirements", lambda config, cuda: None)
+    spec = {**spec_for(tmp_path, tiny_model, tiny_dataset, method="qlora", max_steps=6, eval_steps=3, precision="fp32",
+                       learning_rate=2e-3), "work_dir": str(tmp_path / "w"), "threads": 1}
+    result = sft_main.train(spec, log=lambda _: None)
+    assert result["metadata"]["four_bit_layers"]["raw_value"] == 2 * 7  # q k v o gate up down, in both layers
+    stats = manifest_of(Path(spec["output_dir"]))["stats"]
+    assert stats["four_bit_layers"] == 14 and stats["fused_lora_layers"] == 0  # a quantized base takes peft's forward
+    assert stats["final_eval_loss"] < stats["base_eval_loss"]
+
+    # a standard PEFT adapter: it loads onto the full-precision base (serving) and merges into it (merged_model)
+    merged = merge_adapter(str(tiny_model), spec["output_dir"], tmp_path / "merged", dtype="float32")
+    ids = torch.tensor([[1, 42, 99, 7, 300]])
+    with torch.no_grad():
+        plain = AutoModelForCausalLM.from_pretrained(tiny_model).eval()(input_ids=ids).logits
+        base = AutoModelForCausalLM.from_pretrained(tiny_model)
+        via_adapter = PeftModel.from_pretrained(base, spec["output_dir"]).eval()(input_ids=ids).logits
+        via_merged = AutoModelForCausalLM.from_pretrained(merged).eval()(input_ids=ids).logits
+    assert not torch.allclose(plain, via_adapter, atol=1e-4)
+    assert torch.allclose(via_adapter, via_merged, atol=1e-4)
+
+
 def test_merged_model_matches_the_adapter(tmp_path, tiny_model, tiny_dataset):
     from peft import PeftModel
     from transformers import AutoModelForCausalLM

@@ -259,3 +259,45 @@ def test_gpu_only_options_name_the_missing_package_on_a_gpu_node(monkeypatch):
     with pytest.raises(RuntimeError, match="flash-attn package"):
         _check_requirements(FineTuneConfig(attention="flash_attention_2"), cuda=True)
     _check_requirements(FineTuneConfig(), cuda=True)  # lora with auto attention needs neither
+
+
+def test_qlora_gradients_equal_those_over_the_dequantized_base_after_an_evaluation(tiny_quantizable_model):
+    """The qlora model (4-bit NF4 base, bitsandbytes' CPU backend) trains the same adapters as the same model over
+    the dequantized weights in fp32, also after an evaluation pass -- bitsandbytes repacks CPU weights for an
+    inference kernel without a backward pass the first time a layer runs in eval mode, which tuneforge turns off."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import dequantize_4bit
+    from peft import get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from resources.training.sft_main import _load
+
+    config = FineTuneConfig(method="qlora", precision="fp32", attention="sdpa")
+    _, model = _load(str(tiny_quantizable_model), config, "fp32", "sdpa")
+    ids = torch.tensor([[1, 42, 99, 7, 300, 12, 5, 77]])
+    model.eval()
+    with torch.no_grad():
+        model(input_ids=ids)  # what Trainer.evaluate does before training
+    model.train()
+    torch.manual_seed(1)
+    for name, param in model.named_parameters():
+        if "lora_B" in name:  # non-zero, so that every adapter matrix gets a gradient
+            param.data.normal_(0, 0.05)
+
+    reference = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_quantizable_model), config.lora_config())
+    reference_modules = dict(reference.named_modules())
+    quantized = 0
+    for name, module in model.named_modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            reference_modules[name].weight.data = dequantize_4bit(module.weight.data, module.weight.quant_state).float()
+            quantized += 1
+    assert quantized == 14
+    reference.load_state_dict({n: p for n, p in model.state_dict().items() if "lora_" in n}, strict=False)
+
+    grads = []
+    for net in (model, reference):
+        net(input_ids=ids, labels=ids).loss.backward()
+        grads.append({n: p.grad for n, p in net.named_parameters() if p.requires_grad})
+    assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * 14
+    for name, grad in grads[0].items():
+        assert torch.allclose(grad, grads[1][name], rtol=1e-3, atol=1e-6), name

@@ -60,8 +60,9 @@ def train(spec: dict, log) -> dict:
     tokenizer, model = _load(spec["base_model_path"], config, precision, config.resolved_attention(cuda))
     attention = model.config._attn_implementation  # as loaded (a PeftModel shares its base model's config)
     fused = fused_layers(model, torch.bfloat16 if precision == "bf16" else None)
+    four_bit = _four_bit_layers(model) if config.method == "qlora" else 0
     log(f"precision: {precision} (requested {config.precision}), attention: {attention}, "
-        f"fused LoRA layers: {fused}")
+        f"fused LoRA layers: {fused}" + (f", 4-bit base layers: {four_bit}" if config.method == "qlora" else ""))
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
     trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
 
@@ -87,6 +88,7 @@ def train(spec: dict, log) -> dict:
         precision=precision,
         attention=attention,
         fused_lora_layers=fused,
+        four_bit_layers=four_bit,
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     )
@@ -151,7 +153,11 @@ def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
         from peft import get_peft_model, prepare_model_for_kbit_training
 
         if config.method == "qlora":
-            model = prepare_model_for_kbit_training(model)
+            # the config decides on gradient checkpointing (peft's helper would turn it on regardless)
+            model = prepare_model_for_kbit_training(
+                model, use_gradient_checkpointing=config.gradient_checkpointing,
+                gradient_checkpointing_kwargs={"use_reentrant": False})
+            _keep_4bit_layers_trainable(model)
         model = get_peft_model(model, config.lora_config())
         if config.fused_lora:
             from resources.training.fused_lora import fuse
@@ -164,6 +170,25 @@ def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
                 if hasattr(module, "cast_input_dtype_enabled"):
                     module.cast_input_dtype_enabled = False
     return tokenizer, model
+
+
+def _keep_4bit_layers_trainable(model) -> None:
+    """bitsandbytes' CPU backend repacks a 4-bit weight for its inference kernel the first time the layer runs
+    in eval mode, for good, and that kernel has no backward pass: after the first evaluation (tuneforge
+    evaluates the base model before training) the gradient would stop at every frozen 4-bit layer. Training
+    keeps the trainable layout. (CUDA has no such repacking.)"""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit) and module.weight.device.type == "cpu":
+            module.support_avx512bf16_for_cpu = False
+
+
+def _four_bit_layers(model) -> int:
+    """The base model's linear layers held in 4 bits (qlora: bitsandbytes' Linear4bit under the adapters)."""
+    import bitsandbytes as bnb
+
+    return sum(isinstance(module, bnb.nn.Linear4bit) for module in model.modules())
 
 
 def _datasets(path: str, config):
