@@ -111,6 +111,9 @@ def lora_adapter(
     )
 
 
+MERGED_DTYPE = "bfloat16"
+
+
 @asset(
     deps=[lora_adapter, base_model],
     group_name="training",
@@ -119,23 +122,20 @@ def lora_adapter(
 )
 def merged_model(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
     """The adapter merged into the base model as one 16-bit checkpoint, for serving engines that do
-    not load LoRA adapters (or where a merged model serves faster)."""
+    not load LoRA adapters (or where a merged model serves faster); with method 'full', the fine-tuned
+    checkpoint itself in 16 bits."""
     version = store.latest("lora_adapter")
     adapter = store.local("lora_adapter", version)
-    manifest = json.loads((adapter / "tuneforge_manifest.json").read_text())
+    method = json.loads((adapter / "tuneforge_manifest.json").read_text())["method"]
     target = store.partition_dir("merged_model", version)
     target.parent.mkdir(parents=True, exist_ok=True)
-    if manifest["method"] == "full":
-        context.log.info("method 'full' already produced a complete checkpoint; merged_model points at it")
-        target = adapter
-    else:
-        base = store.read_json("base_model", store.latest("base_model"), "model.json")
-        merge_adapter(base["path"], str(adapter), target)
-        store.publish("merged_model", version)
-        store.set_latest("merged_model", version)
+    base = store.read_json("base_model", store.latest("base_model"), "model.json")
+    merge_adapter(base["path"], str(adapter), target, dtype=MERGED_DTYPE)
+    store.publish("merged_model", version)
+    store.set_latest("merged_model", version)
     return MaterializeResult(
         metadata={"path": MetadataValue.path(str(target)), "adapter_version": MetadataValue.text(version),
-                  "dtype": MetadataValue.text("bfloat16")},
+                  "method": MetadataValue.text(method), "dtype": MetadataValue.text(MERGED_DTYPE)},
         data_version=DataVersion(version),
     )
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from dagster import materialize
 
-from assets.training import base_model, lora_adapter, merged_model
+from assets.training import adapter_generalises, base_model, lora_adapter, merged_model
 from resources.models.base_model import BaseModelSource
 from resources.storage import ArtifactStore
 from resources.training.fine_tuner import FineTuner
@@ -63,14 +63,21 @@ def test_lora_adapter_through_dagster_pipes(tmp_path, tiny_model, tiny_dataset, 
         "fine_tuner": FineTuner(work_dir=str(tmp_path / "work")),
     }
     run_config = {"ops": {"lora_adapter": {"config": QUICK}}}
-    result = materialize([base_model, lora_adapter, merged_model], resources=resources, run_config=run_config,
-                         instance=dagster_instance)
+    result = materialize([base_model, lora_adapter, merged_model, adapter_generalises], resources=resources,
+                         run_config=run_config, instance=dagster_instance)
     assert result.success
     metadata = {e.materialization.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
     adapter_meta = metadata["lora_adapter"]
     assert adapter_meta["steps"].value == 4 and adapter_meta["reused"].value is False
     assert "| step | train loss | validation loss |" in adapter_meta["loss_curve"].value
     assert adapter_meta["final_eval_loss"].value > 0 and adapter_meta["tokens_per_s"].value > 0
+    assert adapter_meta["wall_time_s"].value > 0 and adapter_meta["peak_rss_mb"].value > 100  # a torch process
+    assert 0.5 < adapter_meta["packing_efficiency"].value <= 1
+    [check] = result.get_asset_check_evaluations()
+    assert check.check_name == "adapter_generalises"
+    # the check reads what was trained: the same losses, and its verdict follows from them
+    assert check.metadata["final_eval_loss"].value == adapter_meta["final_eval_loss"].value
+    assert check.metadata["beats_base"].value == (adapter_meta["final_eval_loss"].value < adapter_meta["base_eval_loss"].value)
 
     version = store.latest("lora_adapter")
     output = store.partition_dir("lora_adapter", version)
@@ -108,8 +115,33 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny_model, 
     output, _ = resumed.communicate(timeout=900)
     assert resumed.returncode == 0, output[-3000:]
     stats = manifest_of(Path(spec["output_dir"]))["stats"]
-    assert stats["resumed_from"] is not None and int(stats["resumed_from"].split("-")[1]) >= done[-1]
-    assert stats["steps"] == 12
+    resumed_at = int(stats["resumed_from"].split("-")[1])
+    assert resumed_at >= done[-1] and stats["steps"] == 12
+    # the loss curve covers the whole run, from the base model's loss at step 0, not only the resumed part
+    history = json.loads((Path(spec["output_dir"]) / "training_history.json").read_text())
+    assert [r["step"] for r in history if "loss" in r] == list(range(1, 13))
+    assert [r["step"] for r in history if "eval_loss" in r] == [0, 3, 6, 9, 12, 12]  # base, every 3 steps, final
+    # tokens/s counts the tokens this process trained on (from the checkpoint on) over its own wall time
+    trained = stats["train_tokens_per_epoch"] * stats["epochs"] * (12 - resumed_at) / 12
+    assert abs(stats["tokens_per_s"] * stats["wall_time_s"] - trained) <= 0.1 * trained
+
+
+def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(tmp_path, tiny_model, tiny_dataset):
+    """A learning rate far too high makes validation loss rise: training stops after `early_stopping_patience`
+    evaluations without improvement, well before its epochs are done, and the best checkpoint is what is saved."""
+    from resources.training.sft_main import train
+
+    spec = {**spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=-1, num_train_epochs=20, eval_steps=1,
+                       early_stopping_patience=2, learning_rate=0.3, warmup_ratio=0.0, lr_scheduler="constant"),
+            "work_dir": str(tmp_path / "w"), "threads": 1}
+    train(spec, log=lambda _: None)
+    stats = manifest_of(Path(spec["output_dir"]))["stats"]
+    history = json.loads((Path(spec["output_dir"]) / "training_history.json").read_text())
+    evals = [r["eval_loss"] for r in history if "eval_loss" in r][1:-1]  # during training (not base, not final)
+    assert stats["early_stopped"] and stats["epochs"] < 20
+    best = evals.index(min(evals))
+    assert len(evals) == best + 1 + 2  # stopped after two evaluations without improvement
+    assert stats["final_eval_loss"] == pytest.approx(min(evals), rel=1e-4)  # the best checkpoint was kept
 
 
 def test_two_process_ddp_on_cpu(tmp_path, tiny_model, tiny_dataset):
@@ -228,3 +260,12 @@ def test_full_fine_tune_saves_a_complete_checkpoint(tmp_path, tiny_model, tiny_d
     changed = [n for (n, a), (_, b) in zip(base.named_parameters(), tuned.named_parameters()) if not torch.equal(a, b)]
     assert len(changed) > 5  # all weights train, not a handful of adapter matrices
     assert json.loads((out / "tuneforge_config.json").read_text())["method"] == "full"
+
+    # merged_model of a full fine-tune: the tuned checkpoint in 16 bits; evaluation loads the checkpoint itself
+    from resources.evaluation.generation import load_for_generation
+
+    merged = AutoModelForCausalLM.from_pretrained(merge_adapter(str(tiny_model), str(out), tmp_path / "merged"))
+    assert {p.dtype for p in merged.parameters()} == {torch.bfloat16}
+    assert all(torch.equal(a.to(torch.bfloat16), b) for a, b in zip(tuned.parameters(), merged.parameters()))
+    _, evaluated = load_for_generation(str(tiny_model), str(out))
+    assert all(torch.equal(a, b) for a, b in zip(tuned.parameters(), evaluated.parameters()))

@@ -116,7 +116,7 @@ def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_
     config = FineTuneConfig(packing=False, max_length=128)
     tokenizer, model = _load(str(tiny_model), config, precision="fp32")
     train_ds, eval_ds = _datasets(str(tiny_dataset), config)
-    trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
+    trainer = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
     row = trainer.train_dataset[0]
     trained = [t for t, label in zip(row["input_ids"], row["labels"]) if label != -100]
     masked = [t for t, label in zip(row["input_ids"], row["labels"]) if label == -100]
@@ -143,7 +143,7 @@ def test_cpu_loss_equals_trls_chunked_lm_head_loss(tiny_model, tiny_dataset, tmp
             if "lora_B" in name:
                 param.normal_(std=0.05)
     train_ds, eval_ds = _datasets(str(tiny_dataset), config)
-    trainer, _ = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
+    trainer = _trainer(config, model, tokenizer, train_ds, eval_ds, tmp_path, False, lambda *_: None, "fp32")
     assert type(trainer).__name__ == "CpuSFTTrainer"
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(3)])
     assert batch["labels"].shape[0] == (1 if packing else 3)  # packed rows are flattened into one
@@ -301,3 +301,25 @@ def test_qlora_gradients_equal_those_over_the_dequantized_base_after_an_evaluati
     assert grads[0].keys() == grads[1].keys() and len(grads[0]) == 2 * 14
     for name, grad in grads[0].items():
         assert torch.allclose(grad, grads[1][name], rtol=1e-3, atol=1e-6), name
+
+
+def test_any_model_folder_trains_with_the_turn_terminator_as_eos(tmp_path, tiny_model):
+    """A local or hub model whose tokenizer names another EOS than the token its chat template ends a turn with
+    (as the SmolLM2 GGUF does) is fixed the same way as the embedded model: in training and in its record."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from resources.models.base_model import _describe
+    from resources.training.sft_main import _load
+
+    folder = tmp_path / "model"
+    shutil.copytree(tiny_model, folder)
+    raw = AutoTokenizer.from_pretrained(folder)
+    raw.eos_token = "<|im_start|>"
+    raw.save_pretrained(folder)
+    assert AutoTokenizer.from_pretrained(folder).eos_token == "<|im_start|>"
+
+    tokenizer, _ = _load(str(folder), FineTuneConfig(precision="fp32"), "fp32")
+    assert tokenizer.eos_token == "<|im_end|>"
+    assert _describe(str(folder), folder).eos_token == "<|im_end|>"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass
@@ -13,12 +14,14 @@ class Generation:
 
 
 def load_for_generation(base_path: str, adapter_path: str | None = None):
+    """The base model, with a PEFT adapter on it; or, for a full fine-tune, the tuned checkpoint itself."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(adapter_path or base_path)
     tokenizer.padding_side = "left"  # decoder-only batches are padded on the left
-    model = AutoModelForCausalLM.from_pretrained(base_path)
-    if adapter_path:
+    full = adapter_path is not None and not (Path(adapter_path) / "adapter_config.json").is_file()
+    model = AutoModelForCausalLM.from_pretrained(adapter_path if full else base_path)
+    if adapter_path and not full:
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path)

@@ -90,6 +90,16 @@ def fix_special_tokens(tokenizer, model_config) -> None:
         tokenizer.pad_token = tokenizer.eos_token
 
 
+def load_tokenizer(path: str | Path):
+    """A local model folder's tokenizer with its special tokens fixed (see `fix_special_tokens`): the one
+    that training, the base_model record and evaluation all use."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    fix_special_tokens(tokenizer, AutoConfig.from_pretrained(path))
+    return tokenizer
+
+
 def weights_sha256(folder: Path) -> str:
     digest = hashlib.sha256()
     for path in sorted(folder.glob("*.safetensors")):
@@ -155,10 +165,7 @@ def _tokenizer(model: str, revision: str | None, cache_dir: str):
             fix_special_tokens(tokenizer, AutoConfig.from_pretrained(gguf.parent, gguf_file=gguf.name))
             _atomic_save(tokenizer.save_pretrained, target)
         return AutoTokenizer.from_pretrained(target)
-    path = _local_or_hub(model, revision)
-    tokenizer = AutoTokenizer.from_pretrained(path)
-    fix_special_tokens(tokenizer, AutoConfig.from_pretrained(path))
-    return tokenizer
+    return load_tokenizer(_local_or_hub(model, revision))
 
 
 @lru_cache(maxsize=4)
@@ -226,7 +233,6 @@ def _local_or_hub(model: str, revision: str | None) -> str:
 
 def _describe(model: str, folder: Path) -> ResolvedModel:
     from safetensors import safe_open
-    from transformers import AutoTokenizer
 
     parameters, dtypes = 0, set()
     for path in sorted(folder.glob("*.safetensors")):
@@ -241,7 +247,7 @@ def _describe(model: str, folder: Path) -> ResolvedModel:
                 dtypes.add(str(tensor.get_dtype()))
     if not parameters:
         raise ModelUnavailableError(f"{folder} holds no *.safetensors weights")
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+    tokenizer = load_tokenizer(folder)
     return ResolvedModel(
         model=model,
         path=str(folder),

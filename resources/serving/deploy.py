@@ -60,8 +60,9 @@ def deploy(vllm: VllmServer, gateway: GatewayServer, name: str, adapter_version:
     """Serve `adapter_path` as `name` (no vLLM restart); the previous version stays loaded for rollback.
     With `merged_path`, serve the adapter merged into the base instead, on its own vLLM at `merged_port`
     (no LoRA kernels: faster on CPU, at the cost of one server per merged model)."""
-    if not (Path(adapter_path) / "adapter_config.json").exists():
-        raise ServingError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json)")
+    if not merged_path and not (Path(adapter_path) / "adapter_config.json").exists():
+        raise ServingError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json); a full fine-tune "
+                           "is served as its merged_model (DeploymentConfig.serve_merged)")
     vllm_url = vllm.ensure_running(base_model_path, served_name=BASE_ALIAS)
     log(f"vLLM serving {base_model_path} at {vllm_url}")
     check = check_template_and_eos(vllm, adapter_path, base_model_path)

@@ -64,7 +64,7 @@ def train(spec: dict, log) -> dict:
     log(f"precision: {precision} (requested {config.precision}), attention: {attention}, "
         f"fused LoRA layers: {fused}" + (f", 4-bit base layers: {four_bit}" if config.method == "qlora" else ""))
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
-    trainer, history = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
+    trainer = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
 
     state_file = work_dir / "tuneforge_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -74,17 +74,21 @@ def train(spec: dict, log) -> dict:
             state_file.write_text(json.dumps(state))
         log(f"base model validation loss {state['base_eval_loss']:.4f}")
 
+    start_epoch = (json.loads((checkpoint / "trainer_state.json").read_text()).get("epoch") or 0) if checkpoint else 0
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - start
     final_eval = trainer.evaluate()["eval_loss"] if len(eval_ds) else None
 
-    stats = _throughput(trainer, history, wall, config)
+    # the whole curve, also across a resume: the checkpoint restores the Trainer's log history (the base
+    # model's loss, logged before training started, is kept beside the checkpoints)
+    history = _history(trainer.state.log_history, state.get("base_eval_loss"))
+    stats = _throughput(trainer, history, wall, config, start_epoch)
     stats.update(
         base_eval_loss=state.get("base_eval_loss"),
         final_eval_loss=final_eval,
         resumed_from=checkpoint.name if checkpoint else None,
-        world_size=int(os.environ.get("WORLD_SIZE", "1")),
+        world_size=trainer.accelerator.num_processes,  # the processes that trained together, as accelerate set them up
         precision=precision,
         attention=attention,
         fused_lora_layers=fused,
@@ -123,12 +127,13 @@ def _check_requirements(config, cuda: bool) -> None:
 
 def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers import AutoModelForCausalLM
 
+    from resources.models.base_model import load_tokenizer
     from resources.training.attention import register
 
     register()
-    tokenizer = AutoTokenizer.from_pretrained(base_path)
+    tokenizer = load_tokenizer(base_path)  # EOS = the token that ends an assistant turn, so the model learns to stop
     # a frozen base may live in bf16 (adapters stay fp32: peft's autocast_adapter_dtype); trained full
     # weights stay fp32 masters under bf16 autocast
     frozen_bf16 = precision == "bf16" and config.method in ("lora", "qlora")
@@ -143,6 +148,8 @@ def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
             load_in_4bit=True, bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=torch.bfloat16 if precision == "bf16" else torch.float32,
         )
+        if torch.cuda.is_available():  # each DDP rank quantizes its copy onto its own GPU (not all onto GPU 0)
+            kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     try:
         model = AutoModelForCausalLM.from_pretrained(base_path, **kwargs)
     except ValueError:  # an architecture without SDPA support: auto leaves the choice to transformers (eager)
@@ -255,7 +262,6 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
         disable_tqdm=True,
         ddp_find_unused_parameters=False,
     )
-    history: list[dict] = []
 
     class Progress(TrainerCallback):
         """Streams losses into the Dagster run log while training runs."""
@@ -263,9 +269,7 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
         def on_log(self, args, state, control, logs=None, **kwargs):
             if not state.is_world_process_zero or not logs:
                 return
-            row = {"step": state.global_step, "epoch": round(state.epoch or 0, 3)}
-            row.update({k: round(v, 5) for k, v in logs.items() if k in ("loss", "eval_loss", "learning_rate")})
-            history.append(row)
+            row = _history_row({**logs, "step": state.global_step, "epoch": state.epoch})
             log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
 
     class CpuSFTTrainer(SFTTrainer):
@@ -310,17 +314,33 @@ def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: 
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if has_eval else None,
         processing_class=tokenizer, callbacks=callbacks,
     )
-    return trainer, history
+    return trainer
 
 
-def _throughput(trainer, history, wall: float, config) -> dict:
-    """Real tokens per second and packing efficiency (real tokens / block capacity) of the train split."""
+LOGGED = ("loss", "eval_loss", "learning_rate")
+
+
+def _history_row(entry: dict) -> dict:
+    row = {"step": entry["step"], "epoch": round(entry.get("epoch") or 0, 3)}
+    row.update({k: round(v, 5) for k, v in entry.items() if k in LOGGED})
+    return row
+
+
+def _history(log_history: list[dict], base_eval_loss: float | None) -> list[dict]:
+    """The loss curve: the base model's validation loss at step 0, then every logged loss and evaluation."""
+    rows = [{"step": 0, "epoch": 0, "eval_loss": round(base_eval_loss, 5)}] if base_eval_loss is not None else []
+    return rows + [_history_row(entry) for entry in log_history if any(k in entry for k in LOGGED)]
+
+
+def _throughput(trainer, history, wall: float, config, start_epoch: float = 0) -> dict:
+    """Real tokens per second (of this process's training: after a resume, from the checkpoint on) and packing
+    efficiency (real tokens / block capacity) of the train split."""
     lengths = [len(ids) for ids in trainer.train_dataset["input_ids"]]
     real = sum(lengths)
     capacity = len(lengths) * config.max_length if config.packing else sum(max(lengths) for _ in lengths)
     steps = trainer.state.global_step
     epochs_done = trainer.state.epoch or 0
-    tokens_seen = real * epochs_done  # every rank sees its shard; together, the split once per epoch
+    tokens_seen = real * (epochs_done - start_epoch)  # every rank sees its shard; together, the split once per epoch
     return {
         "steps": steps,
         "epochs": round(epochs_done, 3),
