@@ -157,6 +157,28 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_model, tiny_dataset):
     assert "world_size=2" in output
 
 
+def test_accelerate_launcher_trains_and_refuses_sharding_without_gpus(tmp_path, tiny_model, tiny_dataset):
+    """launcher='accelerate' for real: `accelerate launch` with the shipped CPU config trains and saves the adapter;
+    with the FSDP config on this GPU-less machine the trainer stops at once saying why."""
+    from conftest import ROOT
+
+    tuner = FineTuner(launcher="accelerate", accelerate_config=str(ROOT / "config" / "training" / "cpu.yaml"))
+    spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=2, eval_steps=2, precision="fp32")
+    process = run_trainer(tuner, spec, tmp_path / "work")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert (Path(spec["output_dir"]) / "adapter_model.safetensors").is_file()
+    assert manifest_of(Path(spec["output_dir"]))["stats"]["steps"] == 2
+
+    tuner = FineTuner(launcher="accelerate", accelerate_config=str(ROOT / "config" / "training" / "fsdp.yaml"))
+    spec = spec_for(tmp_path / "fsdp", tiny_model, tiny_dataset, max_steps=2)
+    process = run_trainer(tuner, spec, tmp_path / "work-fsdp")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode != 0
+    assert "FSDP shards the model over GPUs; this machine has none" in output
+    assert not Path(spec["output_dir"]).exists()
+
+
 def test_qlora_without_cuda_fails_with_a_clear_message(tmp_path, tiny_model, tiny_dataset):
     from resources.training.sft_main import train
 

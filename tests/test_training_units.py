@@ -105,6 +105,30 @@ def test_fine_tuner_launch_commands():
     assert "--nproc_per_node=2" in ddp.command("spec.json") and ddp.threads() >= 1
     with pytest.raises(ValueError, match="torchrun"):
         FineTuner(num_processes=2)
+    sharded = FineTuner(launcher="accelerate", num_processes=8, accelerate_config="config/training/fsdp.yaml")
+    assert sharded.command("spec.json")[1:] == [
+        "-m", "accelerate.commands.launch", "--config_file", "config/training/fsdp.yaml", "--num_processes", "8",
+        "-m", "resources.training.sft_main", "--spec", "spec.json"]
+    with pytest.raises(ValueError, match="accelerate_config is required"):
+        FineTuner(launcher="accelerate")
+
+
+def test_shipped_accelerate_configs_shard_as_their_names_say():
+    """accelerate's own loader reads the shipped configs: FSDP with full sharding and a full state dict at save
+    (a standard adapter folder comes out), DeepSpeed ZeRO-3 saving 16-bit weights, and one CPU process."""
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    from conftest import ROOT
+
+    fsdp = load_config_from_file(str(ROOT / "config" / "training" / "fsdp.yaml"))
+    assert fsdp.distributed_type == "FSDP" and not fsdp.use_cpu
+    assert fsdp.fsdp_config["fsdp_sharding_strategy"] == "FULL_SHARD"
+    assert fsdp.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    zero3 = load_config_from_file(str(ROOT / "config" / "training" / "deepspeed_zero3.yaml"))
+    assert zero3.distributed_type == "DEEPSPEED" and zero3.deepspeed_config["zero_stage"] == 3
+    assert zero3.deepspeed_config["zero3_save_16bit_model"] is True
+    cpu = load_config_from_file(str(ROOT / "config" / "training" / "cpu.yaml"))
+    assert cpu.distributed_type == "NO" and cpu.use_cpu and cpu.num_processes == 1
 
 
 def test_loss_covers_the_answer_and_its_end_of_turn_token_only(tiny_model, tiny_dataset, tmp_path):

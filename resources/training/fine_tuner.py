@@ -24,13 +24,20 @@ MODULE = "resources.training.sft_main"
 class FineTuner(ConfigurableResource):
     """How (and on how many processes) fine-tuning runs."""
 
-    launcher: Literal["python", "torchrun", "k8s"] = Field(
+    launcher: Literal["python", "torchrun", "accelerate", "k8s"] = Field(
         default="python",
         description="python: one process; torchrun: `torchrun --standalone --nproc_per_node num_processes` "
-        "(DDP; gloo on CPU, nccl on GPUs). Note `accelerate launch --cpu --num_processes N` was seen to start "
-        "one process only, hence torchrun.",
+        "(DDP; gloo on CPU, nccl on GPUs); accelerate: `accelerate launch --config_file accelerate_config` with "
+        "num_processes ranks (FSDP or DeepSpeed ZeRO on GPUs, as the config says); k8s: a GPU pod (torchrun "
+        "inside). Note `accelerate launch --cpu --num_processes N` was seen to start one process only, hence "
+        "torchrun for DDP on CPU.",
     )
-    num_processes: int = Field(default=1, description="Processes (ranks) for the torchrun launcher.")
+    num_processes: int = Field(default=1, description="Processes (ranks) for the torchrun and accelerate launchers.")
+    accelerate_config: str | None = Field(
+        default=None,
+        description="launcher=accelerate: an accelerate config file, e.g. config/training/fsdp.yaml (FSDP) or "
+        "config/training/deepspeed_zero3.yaml (DeepSpeed ZeRO-3); its num_processes is overridden by num_processes.",
+    )
     threads_per_process: int | None = Field(
         default=None, description="torch threads per process; default: CPU cores divided by num_processes."
     )
@@ -58,7 +65,10 @@ class FineTuner(ConfigurableResource):
         if self.num_processes < 1:
             raise ValueError("FineTuner.num_processes must be >= 1")
         if self.launcher == "python" and self.num_processes != 1:
-            raise ValueError("FineTuner: num_processes > 1 needs launcher='torchrun' (or 'k8s')")
+            raise ValueError("FineTuner: num_processes > 1 needs launcher='torchrun' (or 'accelerate', 'k8s')")
+        if self.launcher == "accelerate" and not self.accelerate_config:
+            raise ValueError("FineTuner.accelerate_config is required with launcher='accelerate' "
+                             "(e.g. config/training/fsdp.yaml)")
         if self.launcher == "k8s":
             if not self.k8s_image:
                 raise ValueError("FineTuner.k8s_image is required with launcher='k8s'")
@@ -69,6 +79,9 @@ class FineTuner(ConfigurableResource):
 
     def command(self, spec_path: Path) -> list[str]:
         python = "python" if self.launcher == "k8s" else sys.executable  # the image's own Python in a pod
+        if self.launcher == "accelerate":
+            return [python, "-m", "accelerate.commands.launch", "--config_file", self.accelerate_config,
+                    "--num_processes", str(self.num_processes), "-m", MODULE, "--spec", str(spec_path)]
         if self.launcher == "torchrun" or (self.launcher == "k8s" and self.num_processes > 1):
             return [python, "-m", "torch.distributed.run", "--standalone",
                     f"--nproc_per_node={self.num_processes}", "-m", MODULE, "--spec", str(spec_path)]

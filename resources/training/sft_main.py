@@ -18,6 +18,7 @@ import json
 import os
 import platform
 import resource
+import shutil
 import sys
 import time
 from contextlib import ExitStack
@@ -49,6 +50,7 @@ def train(spec: dict, log) -> dict:
     torch.set_num_threads(int(spec.get("threads") or os.cpu_count() or 1))
     cuda = torch.cuda.is_available()
     _check_requirements(config, cuda)
+    _check_sharding(cuda)
 
     output_dir, work_dir = Path(spec["output_dir"]), Path(spec["work_dir"])
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -96,8 +98,12 @@ def train(spec: dict, log) -> dict:
         peak_rss_mb=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         peak_cuda_mb=round(torch.cuda.max_memory_allocated() / 2**20, 1) if cuda else None,
     )
+    final = work_dir / "final"
+    if trainer.is_fsdp_enabled:  # gather the shards into one full state dict: a standard adapter folder comes out
+        trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
+    trainer.save_model(str(final))  # on every rank: FSDP and DeepSpeed gather their shards, rank 0 writes
     if trainer.is_world_process_zero():
-        _save(trainer, tokenizer, config, spec, output_dir, history, stats)
+        _save(final, tokenizer, config, spec, output_dir, history, stats)
         log(f"saved {config.method} artifact to {output_dir}")
     return {"metadata": _metadata(stats, history, spec, output_dir), "data_version": spec["manifest"]["version"]}
 
@@ -123,6 +129,14 @@ def _check_requirements(config, cuda: bool) -> None:
         if find_spec(module) is None:
             raise RuntimeError(f"{wanted} needs the {package} package, which is not installed: {install} in the GPU "
                                f"node's environment (image), or {instead}.")
+
+
+def _check_sharding(cuda: bool) -> None:
+    """FSDP and DeepSpeed (asked for by `accelerate launch` with such a config) shard the model over GPUs."""
+    for name, flag in (("FSDP", "ACCELERATE_USE_FSDP"), ("DeepSpeed", "ACCELERATE_USE_DEEPSPEED")):
+        if os.environ.get(flag, "false").lower() == "true" and not cuda:
+            raise RuntimeError(f"{name} shards the model over GPUs; this machine has none: use "
+                               "FineTuner(launcher='torchrun') for data-parallel training on CPU, or run on GPU nodes.")
 
 
 def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
@@ -354,7 +368,9 @@ def _throughput(trainer, history, wall: float, config, start_epoch: float = 0) -
     }
 
 
-def _save(trainer, tokenizer, config, spec, output_dir: Path, history, stats) -> None:
+def _save(saved: Path, tokenizer, config, spec, output_dir: Path, history, stats) -> None:
+    """The artifact: what `Trainer.save_model` wrote to `saved` (a PEFT adapter folder or a full checkpoint),
+    the tokenizer, the config and the reproducibility manifest, published atomically at `output_dir`."""
     import accelerate
     import datasets
     import peft
@@ -365,7 +381,7 @@ def _save(trainer, tokenizer, config, spec, output_dir: Path, history, stats) ->
     from resources.atomic import atomic_directory
 
     with atomic_directory(output_dir) as tmp:
-        trainer.model.save_pretrained(tmp)  # PEFT adapter folder (lora/qlora) or full checkpoint
+        shutil.copytree(saved, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_args.bin"))
         tokenizer.save_pretrained(tmp)
         (tmp / "tuneforge_config.json").write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True))
         manifest = {
