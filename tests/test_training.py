@@ -126,6 +126,50 @@ def test_killed_training_resumes_from_its_last_checkpoint(tmp_path, tiny_model, 
     assert abs(stats["tokens_per_s"] * stats["wall_time_s"] - trained) <= 0.1 * trained
 
 
+def test_a_trainer_killed_under_dagster_is_retried_and_resumes(tmp_path, tiny_model, tiny_dataset, dagster_instance):
+    """kill -9 of the trainer process while the asset materializes: the asset's retry policy runs it again in the
+    same Dagster run, and the retry resumes from the last checkpoint instead of starting over."""
+    import threading
+
+    store = store_with_dataset(tmp_path, tiny_dataset)
+    work = tmp_path / "work"
+    resources = {"store": store, "model_source": BaseModelSource(model=str(tiny_model)),
+                 "fine_tuner": FineTuner(work_dir=str(work))}
+    run_config = {"ops": {"lora_adapter": {"config": {**QUICK, "max_steps": 12, "eval_steps": 3, "early_stopping_patience": 0}}}}
+    materialize([base_model], resources=resources, instance=dagster_instance)
+    outcome = {}
+    thread = threading.Thread(target=lambda: outcome.update(result=materialize(
+        [lora_adapter], resources=resources, run_config=run_config, instance=dagster_instance, raise_on_error=False)))
+    thread.start()
+
+    def trainer_pids():
+        pids = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                args = cmdline.read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if b"resources.training.sft_main" in args and any(str(work).encode() in a for a in args):
+                pids.append(int(cmdline.parent.name))
+        return pids
+
+    deadline = time.time() + 600
+    while time.time() < deadline and not list(work.glob("*/checkpoint-*/trainer_state.json")):
+        assert thread.is_alive(), "the run ended before its first checkpoint"
+        time.sleep(0.2)
+    [pid] = trainer_pids()
+    os.kill(pid, signal.SIGKILL)  # kill -9, mid-training
+    thread.join(timeout=900)
+
+    result = outcome["result"]
+    assert result.success
+    [event] = result.get_asset_materialization_events()
+    metadata = event.materialization.metadata
+    assert metadata["resumed_from"].value.startswith("checkpoint-") and metadata["steps"].value == 12
+    logs = [e.user_message for e in dagster_instance.all_logs(result.run_id)]
+    assert any("resuming from checkpoint-" in m for m in logs)
+
+
 def test_early_stopping_ends_a_diverging_run_and_keeps_the_best_checkpoint(tmp_path, tiny_model, tiny_dataset):
     """A learning rate far too high makes validation loss rise: training stops after `early_stopping_patience`
     evaluations without improvement, well before its epochs are done, and the best checkpoint is what is saved."""
