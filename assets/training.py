@@ -120,7 +120,7 @@ MERGED_DTYPE = "bfloat16"
     kinds={"huggingface", "safetensors"},
     code_version="1",
 )
-def merged_model(context: AssetExecutionContext, store: ArtifactStore) -> MaterializeResult:
+def merged_model(store: ArtifactStore) -> MaterializeResult:
     """The adapter merged into the base model as one 16-bit checkpoint, for serving engines that do
     not load LoRA adapters (or where a merged model serves faster); with method 'full', the fine-tuned
     checkpoint itself in 16 bits."""
