@@ -103,7 +103,7 @@ def train(spec: dict, log) -> dict:
         trainer.accelerator.state.fsdp_plugin.set_state_dict_type("FULL_STATE_DICT")
     trainer.save_model(str(final))  # on every rank: FSDP and DeepSpeed gather their shards, rank 0 writes
     if trainer.is_world_process_zero():
-        _save(final, tokenizer, config, spec, output_dir, history, stats)
+        _save(final, config, spec, output_dir, history, stats)
         log(f"saved {config.method} artifact to {output_dir}")
     return {"metadata": _metadata(stats, history, spec, output_dir), "data_version": spec["manifest"]["version"]}
 
@@ -368,9 +368,9 @@ def _throughput(trainer, history, wall: float, config, start_epoch: float = 0) -
     }
 
 
-def _save(saved: Path, tokenizer, config, spec, output_dir: Path, history, stats) -> None:
-    """The artifact: what `Trainer.save_model` wrote to `saved` (a PEFT adapter folder or a full checkpoint),
-    the tokenizer, the config and the reproducibility manifest, published atomically at `output_dir`."""
+def _save(saved: Path, config, spec, output_dir: Path, history, stats) -> None:
+    """The artifact: what `Trainer.save_model` wrote to `saved` (a PEFT adapter folder or a full checkpoint,
+    with the tokenizer), the config and the reproducibility manifest, published atomically at `output_dir`."""
     import accelerate
     import datasets
     import peft
@@ -382,7 +382,6 @@ def _save(saved: Path, tokenizer, config, spec, output_dir: Path, history, stats
 
     with atomic_directory(output_dir) as tmp:
         shutil.copytree(saved, tmp, dirs_exist_ok=True, ignore=shutil.ignore_patterns("training_args.bin"))
-        tokenizer.save_pretrained(tmp)
         (tmp / "tuneforge_config.json").write_text(json.dumps(config.model_dump(), indent=2, sort_keys=True))
         manifest = {
             **spec["manifest"],
