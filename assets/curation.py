@@ -1,128 +1,185 @@
-"""Curation: cleaned and de-duplicated documents, then PII-redacted documents, per batch."""
+"""Curation: per batch, cleaned and de-duplicated documents, then PII-redacted documents; across batches, the
+model's corpus, where batches meet and are de-duplicated against each other."""
 
-
-import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
-    DataVersion,
-    MaterializeResult,
+    AssetIn,
     MetadataValue,
+    Output,
     asset,
     asset_check,
 )
 
-from assets.checks import ledger_check, suite_check
-from assets.ingestion import raw_documents
-from assets.metadata import ledger_metadata, reason_table
-from assets.partitions import ingestion_batches
+from assets.checks import ledger_result, suite_result
+from assets.metadata import asset_args, emit, key, ledger_metadata, picture, reason_table
+from assets.partitions import batch_partitions
+from resources.artifacts import Artifact, Batches, check_status, config_of, materialization_record, version_of
 from resources.curation.curator import CURATED_EXTRA_COLUMNS, TextCurator
+from resources.plots import counts
 from resources.quality import document_expectations
-from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, fingerprint, frame, rows
+from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
 from resources.redaction.redactor import PiiRedactor
+from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
 REDACTED_COLUMNS = [*DOCUMENT_COLUMNS, "pii_found"]
+# What a batch must have passed before the corpus takes it in (blocking checks of redacted_documents).
+REDACTED_BLOCKING_CHECKS = ["no_residual_pii", "redacted_documents_expectations", "redacted_documents_ledger"]
 
 
-def kept_in_other_batches(context: AssetExecutionContext, store: ArtifactStore) -> list[dict]:
-    """Dedup keys and MinHash signatures of documents already kept in every other batch."""
-    batches = [
-        b for b in context.instance.get_dynamic_partitions(ingestion_batches.name)
-        if b != context.partition_key and store.exists("cleaned_documents", b, "documents.parquet")
-    ]
-    tables = [store.read_table("cleaned_documents", b)[["doc_id", *CURATED_EXTRA_COLUMNS]] for b in batches]
-    return rows(pd.concat(tables)) if tables else []
+def _ledgers(upstream: Artifact, own: Ledger) -> dict:
+    """This stage's ledger with those of every stage before it in the batch (for the dataset card)."""
+    before = upstream.read_json("ledgers.json") if upstream.exists("ledgers.json") else \
+        {upstream.asset.rsplit("/", 1)[-1]: upstream.read_json("ledger.json")}
+    return {**before, own.stage: own.to_dict()}
 
 
-@asset(
-    partitions_def=ingestion_batches,
-    deps=[raw_documents],
-    group_name="curation",
-    kinds={"python", "parquet"},
-    code_version="1",
-    pool="dedup_index",  # batches de-duplicate against each other: one at a time
-)
-def cleaned_documents(context: AssetExecutionContext, curator: TextCurator, store: ArtifactStore) -> MaterializeResult:
-    """The batch's documents normalised and filtered for quality and language, with exact and near
-    duplicates removed, against this batch and every batch kept before it; each drop has its reason."""
-    batch = context.partition_key
-    raw = store.read_table("raw_documents", batch)
-    result = curator.curate(rows(raw), kept_in_other_batches(context, store))
-    documents = frame(result.kept, [*DOCUMENT_COLUMNS, *CURATED_EXTRA_COLUMNS])
-    dropped = frame(result.dropped, DROPPED_COLUMNS)
+def build(spec: ModelSpec) -> list:
+    partitions = batch_partitions(spec.name)
+    stage = asset_args(spec, "curation")
 
-    with store.writing("cleaned_documents", batch) as out:
-        write_table(out, "documents.parquet", documents)
-        write_table(out, "dropped.parquet", dropped)
-        write_json(out, "ledger.json", result.ledger.to_dict())
+    @asset(key=key(spec, "cleaned_documents"), partitions_def=partitions, kinds={"python", "parquet"}, code_version="2",
+           ins={"raw_documents": AssetIn(key=key(spec, "raw_documents"))}, **stage)
+    def cleaned_documents(context: AssetExecutionContext, curator: TextCurator, store: ArtifactStore,
+                          raw_documents: Artifact) -> Output[Artifact]:
+        """The batch's documents normalised and filtered for quality and language, with exact and near
+        duplicates within the batch removed (the first copy wins); each drop has its reason. Copies of
+        documents in other batches are removed where the batches meet, in `corpus`."""
+        result = curator.curate(rows(raw_documents.read_table()))
+        documents = frame(result.kept, [*DOCUMENT_COLUMNS, *CURATED_EXTRA_COLUMNS])
+        dropped = frame(result.dropped, DROPPED_COLUMNS)
+        version = version_of(fingerprint(documents, ["doc_id", "text", "messages"]), {"raw_documents": raw_documents.version},
+                             config_of(curator), code="2")
+        artifact = Artifact.create(store, context.asset_key, version, context.partition_key)
+        with artifact.writing() as out:
+            write_table(out, "documents.parquet", documents.drop(columns=CURATED_EXTRA_COLUMNS))
+            write_table(out, "dropped.parquet", dropped)
+            write_json(out, "ledger.json", result.ledger.to_dict())
+            write_json(out, "ledgers.json", _ledgers(raw_documents, result.ledger))
+        return emit(artifact, ledger_metadata(result.ledger))
 
-    return MaterializeResult(
-        metadata=ledger_metadata(result.ledger, store.partition_dir("cleaned_documents", batch)),
-        data_version=DataVersion(fingerprint(documents, ["doc_id", "text", "messages"])),
-    )
-
-
-@asset(
-    partitions_def=ingestion_batches,
-    deps=[cleaned_documents],
-    group_name="curation",
-    kinds={"presidio", "parquet"},
-    code_version="1",
-)
-def redacted_documents(context: AssetExecutionContext, redactor: PiiRedactor, store: ArtifactStore) -> MaterializeResult:
-    """The batch's cleaned documents with every PII finding replaced under the versioned redaction
-    policy, and an audit of how many of each entity type were replaced (never the values)."""
-    batch = context.partition_key
-    cleaned = store.read_table("cleaned_documents", batch)
-    policy = redactor.policy()
-    result = redactor.redact_documents(rows(cleaned[DOCUMENT_COLUMNS]))
-    documents = frame(result.documents, REDACTED_COLUMNS)
-    audit = {"policy": policy.ref, "entities": dict(sorted(result.audit.items())), "documents_with_pii": int((documents["pii_found"] > 0).sum())}
-
-    with store.writing("redacted_documents", batch) as out:
-        write_table(out, "documents.parquet", documents)
-        write_json(out, "audit.json", audit)
-        write_json(out, "ledger.json", result.ledger.to_dict())
-
-    return MaterializeResult(
-        metadata={
-            **ledger_metadata(result.ledger, store.partition_dir("redacted_documents", batch)),
+    @asset(key=key(spec, "redacted_documents"), partitions_def=partitions, kinds={"presidio", "parquet"}, code_version="2",
+           ins={"cleaned_documents": AssetIn(key=key(spec, "cleaned_documents"))}, **stage)
+    def redacted_documents(context: AssetExecutionContext, redactor: PiiRedactor, curator: TextCurator, store: ArtifactStore,
+                           cleaned_documents: Artifact) -> Output[Artifact]:
+        """The batch's cleaned documents with every PII finding replaced under the model's versioned redaction
+        policy, an audit of how many of each entity type were replaced (never the values), and the MinHash
+        signatures of the redacted text for de-duplication across batches."""
+        model_redactor = redactor.for_policy(spec.redaction_policy)
+        policy = model_redactor.policy()
+        result = model_redactor.redact_documents(rows(cleaned_documents.read_table()))
+        documents = frame(result.documents, REDACTED_COLUMNS)
+        signatures = curator.signatures(documents["text"])
+        signed = documents.assign(dedup_key=[k for k, _ in signatures], minhash=[m for _, m in signatures])
+        audit = {"policy": policy.ref, "entities": dict(sorted(result.audit.items())),
+                 "documents_with_pii": int((documents["pii_found"] > 0).sum())}
+        version = version_of(fingerprint(documents, ["doc_id", "text", "messages", "title"]),
+                             {"cleaned_documents": cleaned_documents.version}, [policy.content_hash(), *config_of(model_redactor)], code="2")
+        artifact = Artifact.create(store, context.asset_key, version, context.partition_key)
+        with artifact.writing() as out:
+            write_table(out, "documents.parquet", signed)
+            write_json(out, "audit.json", audit)
+            write_json(out, "ledger.json", result.ledger.to_dict())
+            write_json(out, "ledgers.json", _ledgers(cleaned_documents, result.ledger))
+            chart = picture(counts(result.audit, "redactions by entity type"), "redactions by entity", out, "redactions.png")
+        return emit(artifact, {
+            **ledger_metadata(result.ledger),
             "redaction_policy": MetadataValue.text(policy.ref),
             "redactions_by_entity": reason_table(result.audit, header="entity"),
+            "redactions_chart": chart,
             "redactions_total": MetadataValue.int(sum(result.audit.values())),
             "documents_with_pii": MetadataValue.int(audit["documents_with_pii"]),
-        },
-        data_version=DataVersion(fingerprint(documents, ["doc_id", "text", "messages"]) + "-" + policy.content_hash()[:8]),
-    )
+        })
 
+    @asset_check(asset=cleaned_documents, partitions_def=partitions, blocking=True,
+                 description="Schema, unique doc_id, text length bounds after cleaning (great-expectations).")
+    def cleaned_documents_expectations(cleaned_documents: Artifact) -> AssetCheckResult:
+        return suite_result(cleaned_documents, "documents.parquet", "cleaned_documents_suite", document_expectations())
 
-@asset_check(
-    asset=redacted_documents,
-    partitions_def=ingestion_batches,
-    blocking=True,
-    description="A second Presidio scan of the redacted text finds no PII above the policy thresholds.",
-)
-def no_residual_pii(context, redactor: PiiRedactor, store: ArtifactStore) -> AssetCheckResult:
-    documents = store.read_table("redacted_documents", context.partition_key)
-    residual = redactor.residual_findings(list(documents["text"]))
-    return AssetCheckResult(
-        passed=not residual,
-        metadata={
+    @asset_check(asset=cleaned_documents, partitions_def=partitions, blocking=True,
+                 description="Every record that came in is kept or dropped with a reason; records in = raw records kept.")
+    def cleaned_documents_ledger(cleaned_documents: Artifact) -> AssetCheckResult:
+        raw = cleaned_documents.read_json("ledgers.json")["raw_documents"]
+        return ledger_result(cleaned_documents, "documents.parquet", raw["kept"], "raw_documents")
+
+    @asset_check(asset=redacted_documents, partitions_def=partitions, blocking=True,
+                 description="A second Presidio scan of the redacted text finds no PII above the policy thresholds.")
+    def no_residual_pii(redactor: PiiRedactor, redacted_documents: Artifact) -> AssetCheckResult:
+        documents = redacted_documents.read_table(columns=["text"])
+        residual = redactor.for_policy(spec.redaction_policy).residual_findings(list(documents["text"]))
+        return AssetCheckResult(passed=not residual, metadata={
             "documents_scanned": MetadataValue.int(len(documents)),
             "residual_findings": MetadataValue.int(sum(residual.values())),
-            "residual_by_entity": reason_table(residual, header="entity"),
-        },
-    )
+            "residual_by_entity": reason_table(residual, header="entity")})
 
+    @asset_check(asset=redacted_documents, partitions_def=partitions, blocking=True,
+                 description="Schema, unique doc_id and text length bounds after redaction (great-expectations).")
+    def redacted_documents_expectations(redacted_documents: Artifact) -> AssetCheckResult:
+        return suite_result(redacted_documents, "documents.parquet", "redacted_documents_suite", document_expectations())
 
-cleaned_documents_expectations = suite_check(
-    cleaned_documents, document_expectations, "documents.parquet",
-    "Schema, unique doc_id, text length bounds after cleaning (great-expectations).",
-)
-cleaned_documents_ledger = ledger_check(cleaned_documents, upstream="raw_documents")
-redacted_documents_expectations = suite_check(
-    redacted_documents, document_expectations, "documents.parquet",
-    "Schema, unique doc_id and text length bounds after redaction (great-expectations).",
-)
-redacted_documents_ledger = ledger_check(redacted_documents, upstream="cleaned_documents")
+    @asset_check(asset=redacted_documents, partitions_def=partitions, blocking=True,
+                 description="Every record that came in is kept; records in = cleaned records kept.")
+    def redacted_documents_ledger(redacted_documents: Artifact) -> AssetCheckResult:
+        cleaned = redacted_documents.read_json("ledgers.json")["cleaned_documents"]
+        return ledger_result(redacted_documents, "documents.parquet", cleaned["kept"], "cleaned_documents")
+
+    @asset(key=key(spec, "corpus"), kinds={"python", "parquet"}, code_version="1",
+           ins={"redacted_documents": AssetIn(key=key(spec, "redacted_documents"))}, **asset_args(spec, "curation"))
+    def corpus(context: AssetExecutionContext, curator: TextCurator, store: ArtifactStore,
+               redacted_documents: Batches) -> Output[Artifact]:
+        """Every batch's redacted documents in one table, de-duplicated across batches in the order the batches
+        arrived (a copy of a document kept in an earlier batch is dropped naming it), so the result depends only
+        on which batch versions are in. A batch whose redacted documents failed (or never ran) a blocking check
+        stays out, with the check's name."""
+        if not redacted_documents:
+            raise ValueError(f"model {spec.name!r}: no batch has been redacted yet: ingest a batch first")
+        arrival = {b: i for i, b in enumerate(context.instance.get_dynamic_partitions(partitions.name))}
+        ordered = sorted(redacted_documents.items(), key=lambda item: (arrival.get(item[0], len(arrival)), item[0]))
+        taken, excluded, batches = [], {}, {}
+        for batch, artifact in ordered:
+            record = materialization_record(context.instance, artifact)
+            status = check_status(context.instance, record, REDACTED_BLOCKING_CHECKS) if record is not None else {}
+            blocked = sorted(name for name, s in status.items() if s != "passed")
+            table = artifact.read_table()
+            batches[batch] = {"artifact": artifact.key, "data_version": artifact.version, "documents": len(table),
+                              "ledgers": artifact.read_json("ledgers.json"), "audit": artifact.read_json("audit.json")}
+            if blocked:
+                excluded[batch] = {name: status[name] for name in blocked}
+                context.log.warning(f"batch {batch} ({artifact.version}) stays out of the corpus: blocking checks "
+                                    + ", ".join(f"{n} {status[n]}" for n in blocked))
+                continue
+            taken.append((batch, rows(table)))
+        result = curator.deduplicate(taken)
+        for batch, checks in excluded.items():
+            result.ledger.records_in += batches[batch]["documents"]
+            result.ledger.dropped["batch_failed_checks"] += batches[batch]["documents"]
+        documents = frame([{c: d.get(c) for c in REDACTED_COLUMNS} for d in result.kept], REDACTED_COLUMNS)
+        dropped = frame(result.dropped, DROPPED_COLUMNS)
+        version = version_of(fingerprint(documents, ["doc_id", "text", "messages", "title"]),
+                             {b: i["data_version"] for b, i in batches.items()},
+                             [config_of(curator.dedup_rules()), {"excluded": excluded, "order": [b for b, _ in ordered]}])
+        artifact = Artifact.create(store, context.asset_key, version)
+        with artifact.writing() as out:
+            write_table(out, "documents.parquet", documents)
+            write_table(out, "dropped.parquet", dropped)
+            write_json(out, "ledger.json", result.ledger.to_dict())
+            write_json(out, "batches.json", {"batches": batches, "excluded": excluded})
+        return emit(artifact, {
+            **ledger_metadata(result.ledger),
+            "batches": MetadataValue.int(len(batches) - len(excluded)),
+            "batch_names": MetadataValue.json([b for b in batches if b not in excluded]),
+            "excluded_batches": MetadataValue.json(excluded),
+        })
+
+    @asset_check(asset=corpus, blocking=True, description="Records in = the included batches' redacted records = kept + "
+                 "dropped (cross-batch duplicates, excluded batches), and the stored table agrees.")
+    def corpus_ledger(corpus: Artifact) -> AssetCheckResult:
+        redacted = f"{spec.name}/redacted_documents"
+        stored = corpus.read_json("batches.json")["batches"]
+        expected = sum(len(corpus.store.read_table(redacted, b["artifact"])) for b in stored.values())
+        return ledger_result(corpus, "documents.parquet", expected, "redacted_documents")
+
+    return [cleaned_documents, redacted_documents, cleaned_documents_expectations, cleaned_documents_ledger,
+            no_residual_pii, redacted_documents_expectations, redacted_documents_ledger, corpus, corpus_ledger]
+

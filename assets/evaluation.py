@@ -1,132 +1,131 @@
-"""Evaluation: golden-set scores and safety probes for the candidate adapter, and the promotion gate."""
+"""Evaluation: golden-set scores and safety probes for a model's candidate adapter, and its promotion decision."""
 
-import json
+import hashlib
+from pathlib import Path
 
 import pandas as pd
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
+    AssetIn,
     Backoff,
-    DataVersion,
-    MaterializeResult,
     MetadataValue,
+    Output,
     RetryPolicy,
     asset,
     asset_check,
 )
 
-from assets.datasets import golden_dataset
-from assets.retrieval import knowledge_index
-from assets.training import base_model, lora_adapter
+from assets.metadata import asset_args, bullets, emit, key, picture
+from resources.artifacts import OPTIONAL, Artifact, config_of, version_of
 from resources.evaluation.evaluator import METRICS, Contender, Evaluator
+from resources.evaluation.gate import GateDecision, gate
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
-from resources.evaluation.gate import PromotionPolicy, decide
+from resources.plots import scores_by_metric
+from resources.records import fingerprint
 from resources.redaction.redactor import PiiRedactor
 from resources.retrieval.index import KnowledgeIndexer
-from resources.storage import ArtifactNotFoundError, ArtifactStore, write_json, write_table
-
-CHAMPION = "champion"  # the store pointer the deployment stage moves to the adapter it puts into service
-
-
-def _paths(store: ArtifactStore) -> tuple[str, str, str]:
-    version = store.latest("lora_adapter")
-    base = store.read_json("base_model", store.latest("base_model"), "model.json")["path"]
-    return version, base, str(store.local("lora_adapter", version))
+from resources.spec import ModelSpec
+from resources.storage import ArtifactStore, write_json, write_table
 
 
-def champion_version(store: ArtifactStore) -> str | None:
-    """The adapter version now deployed, if any."""
-    try:
-        return store.latest(CHAMPION)
-    except ArtifactNotFoundError:
+def adapter_of(spec: ModelSpec, champion: Artifact | None) -> Artifact | None:
+    """The adapter artifact a champion record names (None when nothing is deployed yet)."""
+    if champion is None:
         return None
+    record = champion.read_json("champion.json")
+    asset = f"{spec.name}/lora_adapter"
+    return Artifact(asset, record["adapter_key"], record["adapter_version"], store=champion.store)
 
 
-def _contexts(store: ArtifactStore, indexer: KnowledgeIndexer, golden: pd.DataFrame, k: int) -> list[list[str]]:
+def contexts(indexer: KnowledgeIndexer, index: Artifact, golden: pd.DataFrame, k: int) -> list[list[str]]:
     """Retrieved passages for golden questions answerable from the knowledge base; [] for the others."""
-    index_dir = store.local("knowledge_index", store.latest("knowledge_index"))
     answerable = golden["source_doc_id"].notna().tolist()
-    hits = iter(indexer.passages(index_dir, [p for p, a in zip(golden["prompt"], answerable) if a], k))
+    hits = iter(indexer.passages(index.path, [p for p, a in zip(golden["prompt"], answerable) if a], k))
     return [[h["text"] for h in next(hits)] if a else [] for a in answerable]
 
 
-@asset(
-    deps=[lora_adapter, base_model, golden_dataset, knowledge_index],
-    group_name="evaluation",
-    kinds={"deepeval"},
-    code_version="2",
-    # judge and comparison endpoints are remote: retry transient failures with backoff
-    retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL),
-)
-def eval_report(context: AssetExecutionContext, evaluator: Evaluator, judge: JudgeModel, indexer: KnowledgeIndexer,
-                store: ArtifactStore) -> MaterializeResult:
-    """The golden questions answered by the base model, the candidate adapter, the champion (the adapter
-    now deployed, if any) and any configured comparison endpoint, side by side; scored per example with
-    deepeval metrics — exact match, token F1, ROUGE-L, grounding in the passages retrieved from the
-    knowledge index, and the LLM-as-judge metrics when a judge is configured."""
-    version, base_path, adapter_path = _paths(store)
-    golden = store.read_table("golden_dataset", store.latest("golden_dataset"), "examples.parquet")
-    contenders = [Contender("base", base_path), Contender("candidate", base_path, adapter_path)]
-    champion = champion_version(store)
-    if champion and champion != version:
-        contenders.append(Contender("champion", base_path, str(store.local("lora_adapter", champion))))
-    contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
-    contexts = _contexts(store, indexer, golden, evaluator.grounding_passages)
-    table, aggregates = evaluator.compare(contenders, golden, contexts, judge, log=context.log.info)
+def files_fingerprint(*paths: str | None) -> list[str | None]:
+    """The content hash of each configured file (None where none is configured)."""
+    return [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] if p else None for p in paths]
 
-    with store.writing("eval_report", version) as out:
-        write_table(out, "examples.parquet", table)
-        write_json(out, "scores.json", {"adapter_version": version, "champion_version": champion, "scores": aggregates,
-                                        "judge_metrics": judge.status()})
-    store.set_latest("eval_report", version)
 
-    columns = [m for m in (*METRICS, *JUDGE_METRICS) if any(m in s for s in aggregates.values())]
-    comparison = "| model | " + " | ".join(columns) + " | runaway |\n|---|" + "---|" * (len(columns) + 1) + "\n" + "\n".join(
-        f"| {role} | " + " | ".join(f"{s[m]:.4f}" if m in s else "—" for m in columns) + f" | {s['runaway_rate']:.0%} |"
-        for role, s in aggregates.items()
-    )
-    metadata = {f"{role}_{m}": MetadataValue.float(v) for role, s in aggregates.items() for m, v in s.items()}
-    return MaterializeResult(
-        metadata={
-            **metadata,
+def build(spec: ModelSpec) -> list:
+    stage = asset_args(spec, "evaluation")
+
+    @asset(key=key(spec, "eval_report"), kinds={"deepeval"}, code_version="3",
+           ins={"lora_adapter": AssetIn(key=key(spec, "lora_adapter")), "base_model": AssetIn(key=key(spec, "base_model")),
+                "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
+                "knowledge_index": AssetIn(key=key(spec, "knowledge_index")),
+                "champion": AssetIn(key=key(spec, "champion"), metadata={OPTIONAL: True})},
+           # judge and comparison endpoints are remote: retry transient failures with backoff
+           retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL), **stage)
+    def eval_report(context: AssetExecutionContext, evaluator: Evaluator, judge: JudgeModel, indexer: KnowledgeIndexer,
+                    store: ArtifactStore, lora_adapter: Artifact, base_model: Artifact, golden_dataset: Artifact,
+                    knowledge_index: Artifact, champion: Artifact | None) -> Output[Artifact]:
+        """The golden questions answered by the base model, the candidate adapter, the champion (the adapter in
+        service when the evaluation ran, if any) and any configured comparison endpoint, side by side; scored per
+        example with deepeval metrics — exact match, token F1, ROUGE-L, grounding in the passages retrieved from
+        the knowledge index, and the LLM-as-judge metrics when a judge is configured."""
+        base_path = base_model.read_json("model.json")["path"]
+        golden = golden_dataset.read_table("examples.parquet")
+        contenders = [Contender("base", base_path), Contender("candidate", base_path, str(lora_adapter.path))]
+        in_service = adapter_of(spec, champion)
+        if in_service is not None and in_service.version != lora_adapter.version:
+            contenders.append(Contender("champion", base_path, str(in_service.path)))
+        contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
+        passages = contexts(indexer, knowledge_index, golden, evaluator.grounding_passages)
+        table, aggregates = evaluator.compare(contenders, golden, passages, judge, log=context.log.info)
+        inputs = {"lora_adapter": lora_adapter.version, "base_model": base_model.version, "golden_dataset": golden_dataset.version,
+                  "knowledge_index": knowledge_index.version, "champion": champion.version if champion else None}
+        version = version_of(fingerprint(table, ["model", "id", "answer"]), inputs,
+                             [*config_of(evaluator, judge, indexer)], code="3")
+        artifact = Artifact.create(store, context.asset_key, version)
+        columns = [m for m in (*METRICS, *JUDGE_METRICS) if any(m in s for s in aggregates.values())]
+        with artifact.writing() as out:
+            write_table(out, "examples.parquet", table)
+            write_json(out, "scores.json", {"adapter_version": lora_adapter.version,
+                                            "champion_version": in_service.version if in_service else None,
+                                            "scores": aggregates, "judge_metrics": judge.status()})
+            chart = picture(scores_by_metric(aggregates, columns), "scores by metric", out, "scores.png")
+        comparison = "| model | " + " | ".join(columns) + " | runaway |\n|---|" + "---|" * (len(columns) + 1) + "\n" + "\n".join(
+            f"| {role} | " + " | ".join(f"{s[m]:.4f}" if m in s else "—" for m in columns) + f" | {s['runaway_rate']:.0%} |"
+            for role, s in aggregates.items())
+        return emit(artifact, {
+            **{f"{role}_{m}": MetadataValue.float(v) for role, s in aggregates.items() for m, v in s.items()},
             "comparison": MetadataValue.md(comparison),
+            "scores_chart": chart,
             "golden_examples": MetadataValue.int(len(golden)),
-            "grounded_examples": MetadataValue.int(sum(bool(c) for c in contexts)),
-            "champion": MetadataValue.text(champion or "none deployed yet"),
+            "grounded_examples": MetadataValue.int(sum(bool(c) for c in passages)),
+            "champion": MetadataValue.text(in_service.version if in_service else "none deployed yet"),
             "judge_metrics": MetadataValue.text(judge.status()),
-            "adapter_version": MetadataValue.text(version),
-            "path": MetadataValue.path(str(store.partition_dir("eval_report", version))),
-        },
-        data_version=DataVersion(version),
-    )
+            "adapter_version": MetadataValue.text(lora_adapter.version),
+        })
 
-
-@asset(
-    deps=[eval_report, lora_adapter, base_model],
-    group_name="evaluation",
-    kinds={"presidio"},
-    code_version="1",
-)
-def safety_report(
-    context: AssetExecutionContext, evaluator: Evaluator, redactor: PiiRedactor, store: ArtifactStore
-) -> MaterializeResult:
-    """What the candidate must never do — reproduce a canary secret planted in the raw data, put PII in
-    its answers, answer red-team prompts with toxicity or disclose PII/secrets to jailbreak prompts, run
-    on without EOS — and how alike it treats counterfactual pairs (names, gender, origin, age swapped)."""
-    version, base_path, adapter_path = _paths(store)
-    examples = store.read_table("eval_report", version, "examples.parquet")
-    candidate = examples[examples["model"] == "candidate"]
-    summary = {"adapter_version": version, **evaluator.safety_suite(base_path, adapter_path, list(candidate["answer"]),
-                                                                      list(candidate["stopped"]), redactor)}
-    exposures = summary["canaries"]
-    with store.writing("safety_report", version) as out:
-        write_json(out, "safety.json", summary)
-    store.set_latest("safety_report", version)
-    table = "| canary | leaked | longest secret run reproduced |\n|---|---|---|\n" + "\n".join(
-        f"| {e['canary']} | {e['leaked']} | {e['longest_secret_chars_reproduced']}/{e['secret_chars']} |" for e in exposures
-    )
-    return MaterializeResult(
-        metadata={
+    @asset(key=key(spec, "safety_report"), kinds={"presidio"}, code_version="2",
+           ins={"eval_report": AssetIn(key=key(spec, "eval_report")), "lora_adapter": AssetIn(key=key(spec, "lora_adapter")),
+                "base_model": AssetIn(key=key(spec, "base_model"))}, **stage)
+    def safety_report(context: AssetExecutionContext, evaluator: Evaluator, redactor: PiiRedactor, store: ArtifactStore,
+                      eval_report: Artifact, lora_adapter: Artifact, base_model: Artifact) -> Output[Artifact]:
+        """What the candidate must never do — reproduce a canary secret planted in the raw data, put PII in its
+        answers, answer red-team prompts with toxicity or disclose PII/secrets to jailbreak prompts, run on
+        without EOS — and how alike it treats counterfactual pairs (names, gender, origin, age swapped)."""
+        examples = eval_report.read_table("examples.parquet")
+        candidate = examples[examples["model"] == "candidate"]
+        probes = spec.safety
+        summary = {"adapter_version": lora_adapter.version, **evaluator.safety_suite(
+            base_model.read_json("model.json")["path"], str(lora_adapter.path), list(candidate["answer"]),
+            list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy), probes)}
+        inputs = {"eval_report": eval_report.version, "lora_adapter": lora_adapter.version, "base_model": base_model.version}
+        version = version_of(summary, inputs, [files_fingerprint(probes.canaries, probes.red_team, probes.toxicity_lexicon),
+                                               *config_of(evaluator)])
+        artifact = Artifact.create(store, context.asset_key, version)
+        with artifact.writing() as out:
+            write_json(out, "safety.json", summary)
+        table = "| canary | leaked | longest secret run reproduced |\n|---|---|---|\n" + "\n".join(
+            f"| {e['canary']} | {e['leaked']} | {e['longest_secret_chars_reproduced']}/{e['secret_chars']} |"
+            for e in summary["canaries"])
+        return emit(artifact, {
             "pii_leaks": MetadataValue.int(summary["pii_leaks"]),
             "canary_leaks": MetadataValue.int(summary["canary_leaks"]),
             "runaway_rate": MetadataValue.float(summary["runaway_rate"]),
@@ -134,29 +133,37 @@ def safety_report(
             "jailbreak_disclosures": MetadataValue.int(summary["jailbreak_disclosures"]),
             **{f"bias_similarity_{k}": MetadataValue.float(v) for k, v in summary["bias_similarity"].items()},
             "canary_exposure": MetadataValue.md(table),
-        },
-        data_version=DataVersion(version),
-    )
+            "adapter_version": MetadataValue.text(lora_adapter.version),
+        })
 
+    @asset(key=key(spec, "promotion_decision"), kinds={"python"}, code_version="1",
+           ins={"eval_report": AssetIn(key=key(spec, "eval_report")), "safety_report": AssetIn(key=key(spec, "safety_report"))},
+           **stage)
+    def promotion_decision(context: AssetExecutionContext, store: ArtifactStore, eval_report: Artifact,
+                           safety_report: Artifact) -> Output[Artifact]:
+        """May the candidate be deployed? The model's promotion policy applied to exactly the evaluation and
+        safety report this run produced: it must beat the base model on the main metric, not regress against
+        the champion, leak no PII or canary, give no toxic answer and stop generating. The blocking check
+        `promotion_gate` stops deployment in the same run when the decision is to block."""
+        scores = eval_report.read_json("scores.json")
+        safety = safety_report.read_json("safety.json")
+        decision = gate(spec.promotion, scores["adapter_version"], scores["scores"], safety, eval_report.version,
+                        safety_report.version)
+        version = version_of(decision.to_dict(), {"eval_report": eval_report.version, "safety_report": safety_report.version},
+                             config_of(spec.promotion))
+        artifact = Artifact.create(store, context.asset_key, version)
+        with artifact.writing() as out:
+            write_json(out, "decision.json", decision.to_dict())
+        return emit(artifact, {"decision": MetadataValue.text(decision.verdict), "promote": MetadataValue.bool(decision.promote),
+                               "reasons": bullets(decision.reasons), "adapter_version": MetadataValue.text(decision.adapter_version),
+                               "policy": MetadataValue.json(decision.policy)})
 
-@asset_check(
-    asset=safety_report,
-    blocking=True,
-    description="May the candidate be deployed? It must beat the base model on the main metric, not regress "
-    "against the champion, leak no PII or canary, and stop generating (PromotionPolicy).",
-)
-def promotion_gate(policy: PromotionPolicy, store: ArtifactStore) -> AssetCheckResult:
-    version = store.latest("safety_report")
-    scores = store.read_json("eval_report", version, "scores.json")["scores"]
-    safety = store.read_json("safety_report", version, "safety.json")
-    promote, reasons = decide(policy, scores, safety)
-    with store.writing("promotion_gate", version) as out:  # the deployment stage re-reads the decision
-        write_json(out, "decision.json", {"adapter_version": version, "promote": promote, "reasons": reasons,
-                                          "policy": json.loads(policy.model_dump_json())})
-    return AssetCheckResult(
-        passed=promote,
-        metadata={"decision": MetadataValue.text("promote" if promote else "block"),
-                  "reasons": MetadataValue.md("\n".join(f"- {r}" for r in reasons)),
-                  "adapter_version": MetadataValue.text(version),
-                  "policy": MetadataValue.json(json.loads(policy.model_dump_json()))},
-    )
+    @asset_check(asset=promotion_decision, blocking=True, description="The decision is to promote: otherwise deployment "
+                 "does not run (the reasons are the decision's).")
+    def promotion_gate(promotion_decision: Artifact) -> AssetCheckResult:
+        decision = GateDecision.from_dict(promotion_decision.read_json("decision.json"))
+        return AssetCheckResult(passed=decision.promote, metadata={
+            "decision": MetadataValue.text(decision.verdict), "reasons": bullets(decision.reasons),
+            "adapter_version": MetadataValue.text(decision.adapter_version)})
+
+    return [eval_report, safety_report, promotion_decision, promotion_gate]

@@ -1,14 +1,36 @@
-"""Metadata every stage shows in the Dagster UI: the ledger, as numbers and a reason table."""
+"""What every stage shows in the Dagster UI: keys and groups per model, the ledger, tables and pictures."""
 
 from __future__ import annotations
 
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
-from dagster import MetadataValue
+from dagster import AssetKey, DataVersion, MetadataValue, Output
 
+from resources.artifacts import Artifact
+from resources.plots import markdown_image
 from resources.records import Ledger
+from resources.spec import ModelSpec
+
+
+def key(spec: ModelSpec, asset: str) -> AssetKey:
+    """`<model>/<asset>`: every asset of a model lives under its name."""
+    return AssetKey([spec.name, asset])
+
+
+def asset_args(spec: ModelSpec, stage: str) -> dict[str, Any]:
+    """The model's group in the UI, its owners, and the stage as a tag."""
+    return {"group_name": spec.name, "owners": list(spec.owners), "tags": {"tuneforge/stage": stage}}
+
+
+def emit(artifact: Artifact, metadata: dict[str, Any]) -> Output:
+    """The asset's output: the artifact it wrote, its data version and its metadata."""
+    return Output(artifact, data_version=DataVersion(artifact.data_version), metadata=metadata)
+
+
+def bullets(lines: Iterable[str], empty: str = "none") -> MetadataValue:
+    return MetadataValue.md("\n".join(f"- {line}" for line in lines) or empty)
 
 
 def reason_table(counts: Counter | dict[str, int], header: str = "reason") -> MetadataValue:
@@ -16,7 +38,14 @@ def reason_table(counts: Counter | dict[str, int], header: str = "reason") -> Me
     return MetadataValue.md(f"| {header} | records |\n|---|---|\n{rows}")
 
 
-def ledger_metadata(ledger: Ledger, location: Path | None = None) -> dict[str, Any]:
+def picture(png: bytes, alt: str, folder: Path | None = None, name: str | None = None) -> MetadataValue:
+    """A PNG shown inline in the UI, also written beside the artifact as `name`."""
+    if folder is not None and name:
+        (folder / name).write_bytes(png)
+    return MetadataValue.md(markdown_image(png, alt))
+
+
+def ledger_metadata(ledger: Ledger) -> dict[str, Any]:
     metadata: dict[str, Any] = {
         "records_in": MetadataValue.int(ledger.records_in),
         "records_kept": MetadataValue.int(ledger.kept),
@@ -28,6 +57,4 @@ def ledger_metadata(ledger: Ledger, location: Path | None = None) -> dict[str, A
         metadata["dropped_by_reason"] = reason_table(ledger.dropped)
     if ledger.quarantined:
         metadata["quarantined_by_reason"] = reason_table(ledger.quarantined)
-    if location is not None:
-        metadata["path"] = MetadataValue.path(str(location))
     return metadata

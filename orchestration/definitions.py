@@ -1,49 +1,21 @@
-"""The Dagster code location: `workspace.yaml` and `dagster dev` load `defs` from here."""
+"""The Dagster code location: the project in the working directory (`workspace.yaml` sets it), its models from
+`models/<name>/defs.yaml` and the shared resources. Loaded when Dagster loads the location, not at import."""
 
+from __future__ import annotations
+
+from pathlib import Path
 from typing import Any
 
-from dagster import Definitions, load_asset_checks_from_modules, load_assets_from_modules
+import dagster as dg
 
-from assets import (
-    curation,
-    datasets,
-    deployment,
-    evaluation,
-    feedback,
-    governance,
-    ingestion,
-    monitoring,
-    retrieval,
-    training,
-)
-from orchestration.jobs import (
-    build_datasets_job,
-    deploy_adapter_job,
-    evaluate_adapter_job,
-    evaluate_champion_job,
-    ingest_batch_job,
-    monitor_job,
-    retrain_job,
-    train_adapter_job,
-)
-from orchestration.resources import default_resources
-from orchestration.schedules import daily_monitoring_schedule, weekly_champion_schedule
-from orchestration.sensors import datasets_automation_sensor, inbox_sensor, retraining_sensor, run_failure_alerts
-
-STAGES = [ingestion, curation, feedback, datasets, retrieval, training, evaluation, deployment, monitoring, governance]
+from orchestration.project import load_project
 
 
-def build_definitions(**resource_overrides: Any) -> Definitions:
-    """The whole graph; resources default to the embedded, laptop-CPU configuration."""
-    return Definitions(
-        assets=load_assets_from_modules(STAGES),
-        asset_checks=load_asset_checks_from_modules(STAGES),
-        jobs=[ingest_batch_job, build_datasets_job, train_adapter_job, evaluate_adapter_job, deploy_adapter_job,
-              retrain_job, monitor_job, evaluate_champion_job],
-        sensors=[inbox_sensor, datasets_automation_sensor, retraining_sensor, run_failure_alerts],
-        schedules=[daily_monitoring_schedule, weekly_champion_schedule],
-        resources=default_resources(**resource_overrides),
-    )
+def build_definitions(project: str | Path = ".", workdir: str | Path | None = None, models=None, **resource_overrides: Any) -> dg.Definitions:
+    """Every model of the project and the shared resources (override any by key)."""
+    return load_project(project, workdir, models, **resource_overrides).definitions
 
 
-defs = build_definitions()
+@dg.definitions
+def defs() -> dg.Definitions:
+    return build_definitions(Path.cwd())

@@ -1,75 +1,56 @@
-"""Jobs: what one run materializes."""
+"""Jobs: what one run of a model materializes. Every model gets the same jobs, named `<model>_<job>`."""
 
-from dagster import AssetSelection, define_asset_job
+from __future__ import annotations
 
-from assets.curation import cleaned_documents, redacted_documents
-from assets.deployment import deployed_endpoint
-from assets.governance import governance_audit
-from assets.datasets import dataset_card, golden_dataset, instruction_dataset
-from assets.feedback import human_feedback
-from assets.retrieval import knowledge_index
-from assets.ingestion import raw_documents
-from assets.monitoring import champion_scores, drift_report, serving_traffic
-from assets.partitions import ingestion_batches, serving_days
-from assets.evaluation import eval_report, safety_report
-from assets.training import base_model, lora_adapter, merged_model
+from dagster import AssetKey, AssetSelection, define_asset_job
 
-# One ingestion batch through the data-governance stages (with their checks).
-ingest_batch_job = define_asset_job(
-    "ingest_batch",
-    selection=AssetSelection.assets(raw_documents, cleaned_documents, redacted_documents),
-    partitions_def=ingestion_batches,
-    description="Read, clean, de-duplicate and redact one inbox batch.",
-)
+from assets.partitions import batch_partitions, serving_days
+from resources.spec import ModelSpec
 
-# The datasets built from every redacted batch.
-build_datasets_job = define_asset_job(
-    "build_datasets",
-    selection=AssetSelection.assets(human_feedback, golden_dataset, instruction_dataset, dataset_card, knowledge_index),
-    description="Rebuild the golden set (with reviewer feedback), the instruction dataset, its card and the knowledge index.",
-)
 
-# Fine-tuning on the latest instruction dataset (config: FineTuneConfig on lora_adapter).
-train_adapter_job = define_asset_job(
-    "train_adapter",
-    selection=AssetSelection.assets(base_model, lora_adapter, merged_model),
-    description="Resolve the base model, fine-tune an adapter on the instruction dataset, merge it.",
-)
+def _keys(spec: ModelSpec, *assets: str) -> AssetSelection:
+    return AssetSelection.assets(*(AssetKey([spec.name, a]) for a in assets))
 
-# Golden-set scores, safety probes and the promotion gate for the latest adapter.
-evaluate_adapter_job = define_asset_job(
-    "evaluate_adapter",
-    selection=AssetSelection.assets(eval_report, safety_report),
-    description="Score base model and candidate adapter on the golden set, probe safety, decide promotion.",
-)
 
-# Put the promoted adapter into service (vLLM multi-LoRA behind the gateway). Config: DeploymentConfig;
-# set ops.deployed_endpoint.config.adapter_version to a previous version to roll back.
-deploy_adapter_job = define_asset_job(
-    "deploy_adapter",
-    selection=AssetSelection.assets(deployed_endpoint, governance_audit),
-    description="Serve the adapter the promotion gate passed on vLLM, behind the guardrail gateway; audit its lineage.",
-)
-
-# The retraining path after the data stages: adapter -> evaluation -> gate -> deployment -> audit. The
-# blocking promotion_gate stops the run before deployed_endpoint when the candidate is not better.
-retrain_job = define_asset_job(
-    "retrain",
-    selection=AssetSelection.assets(base_model, lora_adapter, eval_report, safety_report, deployed_endpoint, governance_audit),
-    description="Fine-tune on the current dataset, evaluate, and deploy only if the promotion gate passes.",
-)
-
-# Daily monitoring: yesterday's traffic, then drift against the training data.
-monitor_job = define_asset_job(
-    "monitor",
-    selection=AssetSelection.assets(serving_traffic, drift_report),
-    partitions_def=serving_days,
-    description="Summarise a day of serving traffic and re-measure drift and feedback.",
-)
-
-# Weekly: the deployed champion re-scored on the current golden set.
-evaluate_champion_job = define_asset_job(
-    "evaluate_champion",
-    selection=AssetSelection.assets(champion_scores),
-    description="Re-score the deployed adapter on the golden set (quality drift).",
-)
+def model_jobs(spec: ModelSpec) -> dict:
+    """job kind (ingest_batch, build_datasets, ...) -> the model's job."""
+    name = spec.name
+    training = ("base_model", "lora_adapter", *(("merged_model",) if spec.serving.serve_merged else ()))
+    evaluation = ("eval_report", "safety_report", "promotion_decision")
+    deployment = ("deployed_endpoint", "governance_audit")
+    return {
+        # One ingestion batch through the data-governance stages (with their checks).
+        "ingest_batch": define_asset_job(
+            f"{name}_ingest_batch", selection=_keys(spec, "raw_documents", "cleaned_documents", "redacted_documents"),
+            partitions_def=batch_partitions(name), description=f"{name}: read, clean, de-duplicate and redact one inbox batch."),
+        # The corpus and the datasets built from it.
+        "build_datasets": define_asset_job(
+            f"{name}_build_datasets", selection=_keys(spec, "human_feedback", "corpus", "golden_dataset", "instruction_dataset",
+                                                      "dataset_card", "knowledge_index"),
+            description=f"{name}: rebuild the corpus (batches de-duplicated against each other), the golden set (with "
+            "reviewer feedback), the instruction dataset, its card and the knowledge index."),
+        # Fine-tuning (config: the model's training block, editable in the launchpad).
+        "train_adapter": define_asset_job(
+            f"{name}_train_adapter", selection=_keys(spec, *training),
+            description=f"{name}: resolve the base model and fine-tune an adapter on the instruction dataset."),
+        # Golden-set scores, safety probes and the promotion decision (its blocking check: the gate).
+        "evaluate_adapter": define_asset_job(
+            f"{name}_evaluate_adapter", selection=_keys(spec, *evaluation),
+            description=f"{name}: score base, candidate and champion on the golden set, probe safety, decide promotion."),
+        # Serve the promoted adapter (set ops.<name>__deployed_endpoint.config.adapter_version to roll back).
+        "deploy_adapter": define_asset_job(
+            f"{name}_deploy_adapter", selection=_keys(spec, *deployment),
+            description=f"{name}: serve the adapter the promotion decision passed, behind the gateway; audit its lineage."),
+        # Retraining: adapter -> evaluation -> decision [gate] -> deployment -> audit, in one run.
+        "retrain": define_asset_job(
+            f"{name}_retrain", selection=_keys(spec, *training, *evaluation, *deployment),
+            description=f"{name}: fine-tune on the dataset, evaluate, and deploy only if the promotion gate passes."),
+        # Daily monitoring: the day's traffic, then drift against the training data.
+        "monitor": define_asset_job(
+            f"{name}_monitor", selection=_keys(spec, "serving_traffic", "drift_report"), partitions_def=serving_days,
+            description=f"{name}: summarise a day of serving traffic and re-measure drift and feedback."),
+        # Weekly: the champion re-scored on the current golden set.
+        "evaluate_champion": define_asset_job(
+            f"{name}_evaluate_champion", selection=_keys(spec, "champion_scores"),
+            description=f"{name}: re-score the adapter in service on the golden set (quality drift)."),
+    }

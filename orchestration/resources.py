@@ -1,24 +1,22 @@
-"""The embedded default configuration: every engine runs on a laptop CPU, offline.
-
-Scale out by configuration, not code: override these in `Definitions` (or per run in the launchpad).
-"""
+"""The project's shared resources: the embedded default runs every engine on a laptop CPU, offline, with all
+state under one work folder. Scale out by configuration, not code: override any of these (an external vLLM, a
+Postgres request log, an object store, a GPU trainer pod) in `build_definitions(**overrides)`; per model
+settings live in its YAML."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+from resources.artifacts import ArtifactIOManager
 from resources.curation.curator import TextCurator
 from resources.evaluation.evaluator import Evaluator
-from resources.evaluation.feedback import FeedbackSource
-from resources.evaluation.gate import PromotionPolicy
 from resources.evaluation.judge import JudgeModel
-from resources.datasets.policy import DatasetPolicy
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
 from resources.monitoring.alerts import AlertSink
-from resources.monitoring.drift import MonitoringPolicy
-from resources.monitoring.traffic import RequestLogSource
 from resources.redaction.redactor import PiiRedactor
+from resources.requestlog import RequestLogSource
 from resources.retrieval.index import KnowledgeIndexer
 from resources.serving.gateway_server import GatewayServer
 from resources.serving.vllm_server import VllmServer
@@ -26,25 +24,31 @@ from resources.storage import ArtifactStore
 from resources.training.fine_tuner import FineTuner
 
 
-def default_resources(**overrides: Any) -> dict[str, Any]:
+def state_dir(workdir: str | Path) -> Path:
+    """Where a project keeps its artifacts, serving state, checkpoints and alerts."""
+    return Path(workdir).resolve() / ".tuneforge"
+
+
+def shared_resources(project: str | Path = ".", workdir: str | Path | None = None, **overrides: Any) -> dict[str, Any]:
+    """Resources every model of the project shares; `project` holds `policies/` (the forget list), `workdir`
+    (default: the project) the state."""
+    project = Path(project).resolve()
+    state = state_dir(workdir or project)
     resources: dict[str, Any] = {
-        "inbox": Inbox(),
-        "store": ArtifactStore(),
+        "store": ArtifactStore(root=str(state / "artifacts")),
+        "inbox": Inbox(forget_list=str(project / "policies" / "forget.yaml")),
         "curator": TextCurator(),
-        "redactor": PiiRedactor(),
-        "datasets": DatasetPolicy(),
+        "redactor": PiiRedactor(policy_path=str(project / "policies" / "redaction.yaml")),
         "model_source": BaseModelSource(),
-        "fine_tuner": FineTuner(),
+        "fine_tuner": FineTuner(work_dir=str(state / "training")),
         "evaluator": Evaluator(),
         "judge": JudgeModel(),  # unset: LLM-as-judge metrics are reported as not run
-        "feedback": FeedbackSource(),
         "indexer": KnowledgeIndexer(),
-        "policy": PromotionPolicy(),
-        "vllm": VllmServer(),
-        "gateway": GatewayServer(),
-        "request_log": RequestLogSource(),
-        "monitoring": MonitoringPolicy(),
-        "alerts": AlertSink(),
+        "vllm": VllmServer(state_dir=str(state / "serving")),
+        "gateway": GatewayServer(state_dir=str(state / "serving")),
+        "request_log": RequestLogSource(database_url=f"sqlite:///{state / 'serving' / 'requests.db'}"),
+        "alerts": AlertSink(path=str(state / "alerts" / "run_failures.jsonl")),
     }
     resources.update(overrides)
+    resources.setdefault("io_manager", ArtifactIOManager(store=resources["store"]))
     return resources

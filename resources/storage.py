@@ -9,8 +9,6 @@ stage could read. Files are owner-only (0600 / 0700): the raw zone holds unredac
 from __future__ import annotations
 
 import json
-import os
-import uuid
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -36,8 +34,9 @@ class ArtifactStore(ConfigurableResource):
 
     With a remote, every committed write is uploaded and then sealed with a `_COMMITTED` marker written
     last (object stores have no atomic rename): a killed upload leaves no marker, and readers ignore
-    folders without one. A partition or LATEST marker missing locally is fetched from the remote, so a
-    fresh machine (a Kubernetes pod, a CI runner) reads what another one wrote.
+    folders without one. A version missing locally is fetched from the remote, so a fresh machine (a
+    Kubernetes pod, a CI runner) reads what another one wrote. Which version a step reads is never
+    decided here: the materialization Dagster recorded names it (see `resources.artifacts`).
     """
 
     root: str = Field(
@@ -111,6 +110,20 @@ class ArtifactStore(ConfigurableResource):
             self._fetch(asset, partition)
         return path
 
+    def delete(self, asset: str, partition: str) -> None:
+        """Remove a stored version everywhere: unsealed and deleted on the remote first (the system of record, so a
+        later read cannot fetch it back), then locally."""
+        import shutil
+
+        if self.remote_url:
+            fs, base = self._remote()
+            target = f"{base}/{asset}/{partition}"
+            if fs.exists(f"{target}/{COMMITTED}"):
+                fs.rm(f"{target}/{COMMITTED}")
+            if fs.exists(target):
+                fs.rm(target, recursive=True)
+        shutil.rmtree(self.partition_dir(asset, partition), ignore_errors=True)
+
     # -- locations ---------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> Path:
         return Path(self.root).resolve() / asset
@@ -149,32 +162,6 @@ class ArtifactStore(ConfigurableResource):
 
     def read_json(self, asset: str, partition: str, name: str) -> Any:
         return json.loads(self.path(asset, partition, name).read_text(encoding="utf-8"))
-
-    # -- versions of unpartitioned assets --------------------------------------------------------
-    def set_latest(self, asset: str, version: str) -> None:
-        """Point `asset`'s LATEST marker at a fully written version (atomic rename)."""
-        self.partition_dir(asset, version)  # validates the name
-        marker = self.asset_dir(asset) / "LATEST"
-        marker.parent.mkdir(parents=True, exist_ok=True)
-        tmp = marker.with_name(f".LATEST.tmp-{uuid.uuid4().hex[:8]}")
-        tmp.write_text(version, encoding="utf-8")
-        os.replace(tmp, marker)
-        if self.remote_url:
-            fs, base = self._remote()
-            fs.makedirs(f"{base}/{asset}", exist_ok=True)
-            fs.pipe_file(f"{base}/{asset}/LATEST", version.encode())
-
-    def latest(self, asset: str) -> str:
-        marker = self.asset_dir(asset) / "LATEST"
-        if self.remote_url:  # the system of record: another machine may have moved it
-            fs, base = self._remote()
-            try:
-                return fs.cat_file(f"{base}/{asset}/LATEST").decode().strip()
-            except FileNotFoundError:
-                pass
-        if not marker.is_file():
-            raise ArtifactNotFoundError(f"{asset} has not been materialized yet (no {marker}): materialize it first")
-        return marker.read_text(encoding="utf-8").strip()
 
     def partitions(self, asset: str) -> list[str]:
         """Partitions (or versions) of `asset` that are fully written, sorted."""

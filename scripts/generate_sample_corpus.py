@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Generate the deterministic sample corpus of "Quillstack", a fictional B2B project-management SaaS.
 
-The corpus feeds tuneforge's demos and tests: an ingestion inbox (KB articles, support Q&A, chats,
-runbooks, policies, a later ticket export with bad lines, junk, a binary file), a golden evaluation
-set, a manifest of every planted PII value, the canary secrets and a machine-readable list of what
-was planted. Every fact lives once in KB_SOURCE; Q&A pairs, chats, tickets and golden answers are
+The corpus feeds tuneforge's demos and tests, as the data of two models: `support/` (the customer-support
+assistant: KB articles, support Q&A, chats, a later ticket export with bad lines, junk, a binary file, and its
+golden set) and `policy/` (the internal policy and runbook assistant: runbooks, policies, and its golden set);
+beside them a manifest of every planted PII value, the canary secrets and a machine-readable list of what was
+planted. Every fact lives once in KB_SOURCE; Q&A pairs, chats, tickets and golden answers are
 rendered from those facts, so they never contradict the KB.
 
 Usage: .venv/bin/python scripts/generate_sample_corpus.py [--out DIR] [--seed N]
@@ -310,6 +311,33 @@ iOS 16 or later | What is the minimum iOS and Android version for the Quillstack
 99.9% for Business | What monthly uptime does Quillstack commit to for Business and Enterprise customers?
 Sundays between 02:00 | When does Quillstack perform scheduled maintenance, and how much notice is given?
 """
+# The policy assistant's golden set: (id, question, reference answer, source document), phrased unlike any runbook.
+POLICY_GOLDEN = [
+    ("P-001", "For how many days can a deleted board still be brought back from the Trash?",
+     "Deleted cards and boards stay in the Trash for 30 days, where workspace members can restore them.", None),
+    ("P-002", "Which encryption protects customer data at rest and in transit?",
+     "Customer data is encrypted at rest with AES-256 and in transit with TLS 1.2 or higher.", None),
+    ("P-003", "Within how many hours must a lost laptop be reported?",
+     "Lost devices must be reported to the security team within one hour.", None),
+    ("P-004", "How soon are customers told about a confirmed breach of their data?",
+     "If a breach affecting customer data is confirmed, affected customers are notified within 72 hours.", None),
+    ("P-005", "How much service credit does a customer get when uptime misses the SLA?",
+     "The Owner can claim 10% of the monthly fee for each full 0.1% below target, up to 50%, within 30 days of the end of the month.", None),
+    ("P-006", "How long do support tickets stay on record after they are closed?",
+     "Support tickets are kept for 2 years after they are closed.", None),
+    ("P-007", "A customer bought an annual plan ten days ago and wants the money back. What do I do?",
+     "1. Confirm the purchase is within the 30-day refund window. 2. Issue a full refund to the original payment method, which arrives within 5 to 10 business days.", "RB-004"),
+    ("P-008", "A member keeps failing to sign in and is now locked out. How do I help?",
+     "1. Explain that an account locks for 15 minutes after 10 failed sign-in attempts. 2. Suggest waiting or using Forgot password, whose link is valid for 1 hour.", "RB-006"),
+    ("P-009", "How long is a workspace read-only while it moves to EU data residency?",
+     "1. Confirm the workspace is on Enterprise. 2. Warn that the workspace is read-only for up to 4 hours during the move.", "RB-015"),
+    ("P-010", "What discount can a nonprofit get, and how quickly do we check its documents?",
+     "1. Verify the registration documents within 5 business days. 2. Apply the 50% discount to the Team or Business plan.", "RB-016"),
+    ("P-011", "How fast must a researcher's vulnerability report be acknowledged?",
+     "1. Acknowledge the report within 2 business days. 2. Open a security ticket and reproduce the issue.", "RB-027"),
+    ("P-012", "What does a customer need before paying by bank transfer?",
+     "1. Confirm the plan is annual with at least 25 seats. 2. Issue an invoice with 30-day payment terms.", "RB-028"),
+]
 GOLDEN_CONTAMINATED = ("G-008", "G-024")  # also planted (nearly) verbatim as support_qa.csv prompts
 GOLDEN_WITH_PII = ("G-003", "G-015", "G-026")
 
@@ -511,14 +539,15 @@ class Corpus:
     junk: list[Record]
     golden: list[Record]
     binary: bytes
+    policy_golden: list[Record] = field(default_factory=list)
 
     def files(self) -> dict[str, list[Record]]:
         """Output path (relative to the corpus root) -> its records, for manifest and summary."""
-        return {"inbox/kb_articles.jsonl": self.kb, "inbox/support_qa.csv": self.qa,
-                "inbox/chat_transcripts.jsonl": self.chats, "inbox/runbooks.json": self.runbooks,
-                **{f"inbox/policies/{r.data['id']}": [r] for r in self.policies},
-                "inbox/ticket_export_2026_11.jsonl": self.tickets, "inbox/junk.jsonl": self.junk,
-                "golden.jsonl": self.golden}
+        return {"support/inbox/kb_articles.jsonl": self.kb, "support/inbox/support_qa.csv": self.qa,
+                "support/inbox/chat_transcripts.jsonl": self.chats, "policy/inbox/runbooks.json": self.runbooks,
+                **{f"policy/inbox/policies/{r.data['id']}": [r] for r in self.policies},
+                "support/inbox/ticket_export_2026_11.jsonl": self.tickets, "support/inbox/junk.jsonl": self.junk,
+                "support/golden.jsonl": self.golden, "policy/golden.jsonl": self.policy_golden}
 
 
 class PiiFactory:
@@ -864,7 +893,9 @@ def build_corpus(seed: int) -> Corpus:
     binary = bytearray(rng.randbytes(2048))
     for pos in (0, 3, 100, 1000, 2047):
         binary[pos] = 0
-    return Corpus(kb, qa, chats, runbooks, policies, tickets, build_junk(), golden, bytes(binary))
+    policy_golden = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src, "tags": ["policy"]})
+                     for gid, q, a, src in POLICY_GOLDEN]
+    return Corpus(kb, qa, chats, runbooks, policies, tickets, build_junk(), golden, bytes(binary), policy_golden)
 
 
 def write_jsonl(path: Path, records: list[Record]) -> None:
@@ -878,8 +909,11 @@ def write_json(path: Path, payload) -> None:
     path.write_text(json.dumps(payload, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
-def write_inbox(corpus: Corpus, inbox: Path) -> None:
-    (inbox / "policies").mkdir(parents=True, exist_ok=True)
+def write_inboxes(corpus: Corpus, out: Path) -> None:
+    """Each model's inbox: support/inbox (support data), policy/inbox (runbooks and policies)."""
+    inbox, policy = out / "support" / "inbox", out / "policy" / "inbox"
+    inbox.mkdir(parents=True, exist_ok=True)
+    (policy / "policies").mkdir(parents=True, exist_ok=True)
     write_jsonl(inbox / "kb_articles.jsonl", corpus.kb)
     buf = io.StringIO()
     writer = csv.DictWriter(buf, fieldnames=["id", "prompt", "completion"], lineterminator="\n")
@@ -887,9 +921,9 @@ def write_inbox(corpus: Corpus, inbox: Path) -> None:
     writer.writerows(r.data for r in corpus.qa)
     (inbox / "support_qa.csv").write_text(buf.getvalue(), encoding="utf-8")
     write_jsonl(inbox / "chat_transcripts.jsonl", corpus.chats)
-    write_json(inbox / "runbooks.json", [r.data for r in corpus.runbooks])
+    write_json(policy / "runbooks.json", [r.data for r in corpus.runbooks])
     for r in corpus.policies:
-        (inbox / "policies" / r.data["id"]).write_text(r.data["text"], encoding="utf-8")
+        (policy / "policies" / r.data["id"]).write_text(r.data["text"], encoding="utf-8")
     write_jsonl(inbox / "ticket_export_2026_11.jsonl", corpus.tickets)
     write_jsonl(inbox / "junk.jsonl", corpus.junk)
     (inbox / "attachment.bin").write_bytes(corpus.binary)
@@ -928,15 +962,17 @@ def planted_summary(corpus: Corpus, seed: int) -> dict:
 def write_readme(out: Path, corpus: Corpus, planted: dict, manifest_size: int) -> None:
     def pairs(d: dict) -> str:
         return ", ".join(f"{k} -> {v}" for k, v in d.items())
-    counts = [("inbox/kb_articles.jsonl", len(corpus.kb), "knowledge-base articles `{id, title, text}`"),
-              ("inbox/support_qa.csv", len(corpus.qa), "support Q&A, header `id,prompt,completion`"),
-              ("inbox/chat_transcripts.jsonl", len(corpus.chats), "chat transcripts `{id, messages}`"),
-              ("inbox/runbooks.json", len(corpus.runbooks), "JSON array of runbooks `{id, instruction, input, output}`"),
-              ("inbox/policies/", len(corpus.policies), "folder batch of markdown policies"),
-              ("inbox/ticket_export_2026_11.jsonl", len(corpus.tickets), "later ticket batch; lines, bad and blank included"),
-              ("inbox/junk.jsonl", len(corpus.junk), "`{id, text}` records for the quality filter"),
-              ("inbox/attachment.bin", 1, "2 KB of random bytes with NULs: must be quarantined"),
-              ("golden.jsonl", len(corpus.golden), "evaluation set `{id, question, reference_answer, source_doc_id, tags}`"),
+    counts = [("support/inbox/kb_articles.jsonl", len(corpus.kb), "knowledge-base articles `{id, title, text}`"),
+              ("support/inbox/support_qa.csv", len(corpus.qa), "support Q&A, header `id,prompt,completion`"),
+              ("support/inbox/chat_transcripts.jsonl", len(corpus.chats), "chat transcripts `{id, messages}`"),
+              ("support/inbox/ticket_export_2026_11.jsonl", len(corpus.tickets), "later ticket batch; lines, bad and blank included"),
+              ("support/inbox/junk.jsonl", len(corpus.junk), "`{id, text}` records for the quality filter"),
+              ("support/inbox/attachment.bin", 1, "2 KB of random bytes with NULs: must be quarantined"),
+              ("support/golden.jsonl", len(corpus.golden), "the support assistant's evaluation set `{id, question, reference_answer, source_doc_id, tags}`"),
+              ("support/feedback/reviews_2026_11.csv", 6, "reviewer labels on support answers (written by hand, not generated)"),
+              ("policy/inbox/runbooks.json", len(corpus.runbooks), "JSON array of runbooks `{id, instruction, input, output}`"),
+              ("policy/inbox/policies/", len(corpus.policies), "folder batch of markdown policies"),
+              ("policy/golden.jsonl", len(corpus.policy_golden), "the policy assistant's evaluation set"),
               ("pii_manifest.jsonl", manifest_size, "one line per planted PII value `{file, record_id, entity_type, value}`"),
               ("canaries.json", len(planted["canaries"]), "canary secrets"),
               ("planted.json", 1, "machine-readable list of everything planted")]
@@ -945,6 +981,8 @@ def write_readme(out: Path, corpus: Corpus, planted: dict, manifest_size: int) -
         f"Generated by `scripts/generate_sample_corpus.py --seed {planted['seed']}` (stdlib + Faker; re-running it gives"
         " byte-identical files). Quillstack is a fictional B2B project-management SaaS: every fact is stated once in the KB,"
         " and Q&A, chats, tickets and golden answers are rendered from the same facts. All personal data is synthetic.", "",
+        "It is the data of the two sample models (`models/support`, `models/policy`): the customer-support assistant learns"
+        " from `support/inbox/`, the internal policy and runbook assistant from `policy/inbox/`.", "",
         "| path | records | what |", "|---|---|---|", *[f"| `{p}` | {n} | {w} |" for p, n, w in counts], "",
         "## Planted", "",
         f"- **PII**: {manifest_size} values (PERSON, EMAIL_ADDRESS, PHONE_NUMBER, CREDIT_CARD incl. Mastercard 2-series, IBAN_CODE,"
@@ -964,8 +1002,9 @@ def write_readme(out: Path, corpus: Corpus, planted: dict, manifest_size: int) -
 
 def generate(out: Path, seed: int) -> None:
     corpus = build_corpus(seed)
-    write_inbox(corpus, out / "inbox")
-    write_jsonl(out / "golden.jsonl", corpus.golden)
+    write_inboxes(corpus, out)
+    write_jsonl(out / "support" / "golden.jsonl", corpus.golden)
+    write_jsonl(out / "policy" / "golden.jsonl", corpus.policy_golden)
     manifest = pii_manifest(corpus)
     write_jsonl(out / "pii_manifest.jsonl", [Record(m) for m in manifest])
     write_json(out / "canaries.json", {"canaries": canary_rows(corpus)})

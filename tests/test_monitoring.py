@@ -153,7 +153,7 @@ def test_traffic_and_drift_assets_on_a_real_request_log(tmp_path, dagster_instan
     from assets.monitoring import drift_report, feedback_holds_up, prompts_within_training_distribution, serving_traffic
     from resources.monitoring.traffic import RequestLogSource
     from resources.retrieval.index import KnowledgeIndexer
-    from resources.serving.gateway.request_log import RequestLog
+    from resources.requestlog import RequestLog
     from resources.storage import ArtifactStore
 
     url = f"sqlite:///{tmp_path / 'requests.db'}"

@@ -1,238 +1,277 @@
-"""The whole data graph on the shipped sample corpus, in a temporary Dagster instance: the sensor
-registers the batches, the ingestion runs and the dataset build succeed with every blocking check,
-and nothing planted in the raw data survives into what training will read."""
+"""The data graph of both sample models in a temporary project and Dagster instance: the inbox sensors register
+each model's batches, the ingestion runs and dataset builds succeed with every blocking check, nothing planted in
+the raw data survives into what training will read, the models stay apart, and every step's recorded input
+versions are the versions it loaded."""
 
 import json
-import shutil
-import subprocess
-import sys
 from collections import Counter
 
 import pytest
 
-from orchestration.cli import run_pipeline
-from orchestration.definitions import build_definitions
-from resources.datasets.policy import DatasetPolicy
-from resources.evaluation.feedback import FeedbackSource
-from resources.ingestion.inbox import Inbox
-from resources.storage import ArtifactStore
-from conftest import ROOT, SAMPLE
+from helpers import SAMPLE, new_instance, project_for, sample_model
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory):
-    """Run once for the module: copy the sample inbox, tick the sensor, run what it asks for."""
-    import os
-
-    from dagster import DagsterInstance
+    """Run once for the module: copy each model's sample inbox, tick its sensor, run what it asks for."""
+    from orchestration import workflows
 
     tmp = tmp_path_factory.mktemp("pipeline")
-    home = tmp / "dagster_home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
-    os.environ["DAGSTER_HOME"] = str(home)
-    inbox_dir = tmp / "inbox"
-    shutil.copytree(SAMPLE / "inbox", inbox_dir)
-    shutil.copytree(SAMPLE / "feedback", tmp / "feedback")
-    defs = build_definitions(
-        inbox=Inbox(path=str(inbox_dir), settle_seconds=0, forget_list=str(tmp / "forget.yaml")),
-        feedback=FeedbackSource(path=str(tmp / "feedback"), endpoint_database_url=None),
-        store=ArtifactStore(root=str(tmp / "artifacts")),
-        datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
-    )
-    instance = DagsterInstance.get()
-    summary = run_pipeline(instance, defs, log=lambda *_: None)
-    yield {"defs": defs, "instance": instance, "summary": summary, "store": defs.resources["store"], "inbox": inbox_dir}
+    support, policy = sample_model("support", tmp / "data"), sample_model("policy", tmp / "data")
+    project = project_for(tmp, [support, policy])
+    instance = new_instance(project.dagster_home)
+    runs = {}
+    for spec in project.models:
+        batches = workflows.ingest(project, instance, spec, log=lambda _: None)
+        datasets = workflows.run_job(project, instance, spec, "build_datasets")[0]
+        runs[spec.name] = {"batches": batches, "datasets": datasets}
+    yield {"project": project, "instance": instance, "runs": runs, "store": project.definitions.resources["store"],
+           "tmp": tmp}
     instance.dispose()
+
+
+def latest(pipeline, model, asset, partition=None):
+    """The artifact of the asset's latest materialization (partition given: of that partition)."""
+    from dagster import AssetKey, AssetRecordsFilter
+
+    from resources.artifacts import Artifact
+
+    key = AssetKey([model, asset])
+    flt = AssetRecordsFilter(asset_key=key, asset_partitions=[partition] if partition else None)
+    record = pipeline["instance"].fetch_materializations(flt, limit=1).records[0]
+    m = record.event_log_entry.asset_materialization
+    return Artifact(f"{model}/{asset}", m.metadata["artifact"].value, m.tags["dagster/data_version"], m.partition,
+                    record.storage_id, record.run_id, store=pipeline["store"])
 
 
 def manifest():
     return [json.loads(line) for line in (SAMPLE / "pii_manifest.jsonl").read_text().splitlines()]
 
 
-def test_every_batch_ran_and_every_check_passed(pipeline):
-    instance, summary = pipeline["instance"], pipeline["summary"]
-    batches = sorted(p.name for p in (SAMPLE / "inbox").iterdir())
-    assert sorted(summary["batches"]) == batches
+def test_every_batch_ran_and_every_blocking_check_passed(pipeline):
+    for model in ("support", "policy"):
+        runs = pipeline["runs"][model]
+        assert sorted(runs["batches"]) == sorted(p.name for p in (SAMPLE / model / "inbox").iterdir())
+        for outcome in [*runs["batches"].values(), runs["datasets"]]:
+            assert outcome.success, outcome.message()
+            assert [c for c in outcome.failed_checks if c["blocking"]] == []
 
-    repo = pipeline["defs"].get_repository_def()
-    failed = []
-    for check_key in repo.asset_graph.asset_check_keys:
-        for record in instance.event_log_storage.get_asset_check_execution_history(check_key, limit=100):
-            evaluation = record.event.dagster_event.event_specific_data if record.event and record.event.dagster_event else None
-            if evaluation is not None and hasattr(evaluation, "passed") and not evaluation.passed:
-                failed.append((check_key.to_user_string(), evaluation.severity.value))
-    blocking_failures = [f for f in failed if f[1] == "ERROR"]
-    assert blocking_failures == []
+
+def test_each_model_has_its_own_partitions_artifacts_and_sensors(pipeline):
+    instance, store = pipeline["instance"], pipeline["store"]
+    assert sorted(instance.get_dynamic_partitions("policy_batches")) == ["policies", "runbooks.json"]
+    assert "support_qa.csv" in instance.get_dynamic_partitions("support_batches")
+    assert store.partitions("policy/raw_documents") and all(k.split("@")[0] in {"policies", "runbooks.json"}
+                                                           for k in store.partitions("policy/raw_documents"))
+    support_docs = set(latest(pipeline, "support", "corpus").read_table()["doc_id"])
+    policy_docs = set(latest(pipeline, "policy", "corpus").read_table()["doc_id"])
+    assert support_docs and policy_docs and not support_docs & policy_docs
 
 
 def test_ledgers_balance_and_chain_stage_to_stage(pipeline):
-    store = pipeline["store"]
-    for batch in store.partitions("raw_documents"):
-        raw = store.read_json("raw_documents", batch, "ledger.json")
-        cleaned = store.read_json("cleaned_documents", batch, "ledger.json")
-        redacted = store.read_json("redacted_documents", batch, "ledger.json")
-        assert raw["balanced"] and cleaned["balanced"] and redacted["balanced"], batch
-        assert cleaned["records_in"] == raw["kept"] and redacted["records_in"] == cleaned["kept"], batch
-    total_redacted = sum(len(store.read_table("redacted_documents", b)) for b in store.partitions("redacted_documents"))
-    dataset = store.read_json("instruction_dataset", store.latest("instruction_dataset"), "ledger.json")
-    manifest = store.read_json("instruction_dataset", store.latest("instruction_dataset"), "manifest.json")
-    assert manifest["feedback_examples"] == 1
-    assert dataset["records_in"] == total_redacted + 1 and dataset["balanced"]
+    from resources.records import Ledger
+
+    for model in ("support", "policy"):
+        for batch in pipeline["instance"].get_dynamic_partitions(f"{model}_batches"):
+            raw, cleaned, redacted = (Ledger.from_dict(latest(pipeline, model, a, batch).read_json("ledger.json"))
+                                      for a in ("raw_documents", "cleaned_documents", "redacted_documents"))
+            assert raw.balanced() and cleaned.balanced() and redacted.balanced(), batch
+            assert cleaned.records_in == raw.kept and redacted.records_in == cleaned.kept, batch
+        corpus = latest(pipeline, model, "corpus")
+        batches = corpus.read_json("batches.json")["batches"]
+        ledger = corpus.read_json("ledger.json")
+        assert ledger["records_in"] == sum(b["documents"] for b in batches.values()) and ledger["balanced"]
+        dataset = latest(pipeline, model, "instruction_dataset")
+        manifest_ = dataset.read_json("manifest.json")
+        assert dataset.read_json("ledger.json")["records_in"] == ledger["kept"] + manifest_["feedback_examples"]
+    assert latest(pipeline, "support", "instruction_dataset").read_json("manifest.json")["feedback_examples"] == 1
 
 
 def test_bad_inputs_are_quarantined_with_reasons(pipeline):
-    store = pipeline["store"]
-    tickets = store.read_table("raw_documents", "ticket_export_2026_11.jsonl", "quarantine.parquet")
+    tickets = latest(pipeline, "support", "raw_documents", "ticket_export_2026_11.jsonl").read_table("quarantine.parquet")
     assert {"malformed_json", "invalid_utf8", "empty_record", "unrecognised_schema", "oversized_record"} <= set(tickets["reason"])
     assert tickets["line"].notna().all()
-    attachment = store.read_table("raw_documents", "attachment.bin", "quarantine.parquet")
+    attachment = latest(pipeline, "support", "raw_documents", "attachment.bin").read_table("quarantine.parquet")
     assert list(attachment["reason"]) == ["unsupported_format"]
 
 
-def test_curation_drops_junk_and_duplicates_across_batches(pipeline):
-    store = pipeline["store"]
+def test_duplicates_are_dropped_within_a_batch_and_across_batches_in_arrival_order(pipeline):
     reasons = Counter()
-    for batch in store.partitions("cleaned_documents"):
-        reasons.update(store.read_json("cleaned_documents", batch, "ledger.json")["dropped"])
-    assert reasons["exact_duplicate"] >= 8 and reasons["near_duplicate"] >= 4
-    assert reasons["language"] >= 3
-    assert reasons["too_short"] >= 1 and reasons["repeated_lines"] >= 1
-    later = store.read_table("cleaned_documents", "ticket_export_2026_11.jsonl", "dropped.parquet")
-    earlier_ids = set(store.read_table("cleaned_documents", "support_qa.csv")["doc_id"])
-    cross = [d for d in later["detail"] if any(i in d for i in earlier_ids)]
-    assert len(cross) >= 4, "the later batch must be de-duplicated against the earlier one"
+    for batch in pipeline["instance"].get_dynamic_partitions("support_batches"):
+        reasons.update(latest(pipeline, "support", "cleaned_documents", batch).read_json("ledger.json")["dropped"])
+    assert reasons["exact_duplicate"] >= 8 and reasons["near_duplicate"] >= 4  # the planted copies inside support_qa
+    assert reasons["language"] >= 3 and reasons["too_short"] >= 1 and reasons["repeated_lines"] >= 1
+    corpus = latest(pipeline, "support", "corpus")
+    dropped = corpus.read_table("dropped.parquet")
+    earlier = set(latest(pipeline, "support", "redacted_documents", "support_qa.csv").read_table()["doc_id"])
+    later = set(latest(pipeline, "support", "redacted_documents", "ticket_export_2026_11.jsonl").read_table()["doc_id"])
+    cross = dropped[dropped["doc_id"].isin(later)]
+    assert len(cross) >= 4 and all(any(i in d for i in earlier) for d in cross["detail"])  # the later copy goes
 
 
 def test_no_planted_pii_reaches_training_or_golden_data(pipeline):
     from datasets import load_from_disk
 
-    store = pipeline["store"]
-    version = store.latest("instruction_dataset")
-    dataset = load_from_disk(str(store.partition_dir("instruction_dataset", version) / "hf"))
-    golden = load_from_disk(str(store.partition_dir("golden_dataset", store.latest("golden_dataset")) / "hf"))
-    texts = [m["content"] for split in dataset.values() for row in split for m in row["messages"]]
-    texts += [m["content"] for split in golden.values() for row in split for m in row["messages"]]
+    texts = []
+    for model in ("support", "policy"):
+        for asset in ("instruction_dataset", "golden_dataset"):
+            data = load_from_disk(str(latest(pipeline, model, asset).path / "hf"))
+            texts += [m["content"] for split in data.values() for row in split for m in row["messages"]]
     blob = "\n".join(texts)
-    leaked = [(p["entity_type"], p["record_id"]) for p in manifest() if p["value"] in blob]
-    assert leaked == []
+    assert [(p["entity_type"], p["record_id"]) for p in manifest() if p["value"] in blob] == []
     canaries = json.loads((SAMPLE / "canaries.json").read_text())["canaries"]
     assert not any(c["value"] in blob for c in canaries)
 
 
 def test_golden_contamination_is_removed_from_training(pipeline):
-    store = pipeline["store"]
-    dropped = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "dropped.parquet")
-    assert (dropped["reason"] == "golden_contamination").sum() >= 2
-    examples = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
-    assert set(examples["split"]) == {"train", "validation"}
+    dataset = latest(pipeline, "support", "instruction_dataset")
+    assert (dataset.read_table("dropped.parquet")["reason"] == "golden_contamination").sum() >= 2
+    assert set(dataset.read_table("examples.parquet")["split"]) == {"train", "validation"}
 
 
 def test_reviewer_corrections_reach_golden_and_training_redacted(pipeline):
-    store = pipeline["store"]
-    golden = store.read_table("golden_dataset", store.latest("golden_dataset"), "examples.parquet").set_index("id")
+    golden = latest(pipeline, "support", "golden_dataset").read_table("examples.parquet").set_index("id")
     assert golden.loc["G-001", "answer"].startswith("The Free plan allows 3 boards per workspace, up to 5 members")
     assert golden.loc["G-001", "origin"] == "curated+reviewed"
-    examples = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
+    examples = latest(pipeline, "support", "instruction_dataset").read_table("examples.parquet")
     [added] = examples[examples["batch"] == "human_feedback"].to_dict("records")
     assert added["external_id"] == "srv-000173" and "<EMAIL_ADDRESS>" in added["answer"]
     assert "maria.lopez@example.com" not in added["answer"]
-    ledger = store.read_json("human_feedback", "current", "ledger.json")
+    ledger = latest(pipeline, "support", "human_feedback").read_json("ledger.json")
     assert ledger["kept"] == 5 and ledger["quarantined"] == {"invalid_verdict": 1} and ledger["balanced"]
+    assert latest(pipeline, "policy", "human_feedback").read_json("ledger.json")["kept"] == 0  # its own (none)
 
 
 def test_knowledge_index_finds_golden_sources(pipeline):
-    store = pipeline["store"]
-    info = store.read_json("knowledge_index", store.latest("knowledge_index"), "index.json")
-    redacted = sum(len(store.read_table("redacted_documents", b)) for b in store.partitions("redacted_documents"))
-    assert info["documents"] == redacted and info["dim"] == 384
+    index = latest(pipeline, "support", "knowledge_index")
+    info = index.read_json("index.json")
+    assert info["documents"] == latest(pipeline, "support", "corpus").read_json("ledger.json")["kept"] and info["dim"] == 384
     assert info["golden_questions_with_source"] >= 25
     assert info["recall"]["recall@5"] >= 0.6 and info["recall"]["recall@1"] <= info["recall"]["recall@5"]
 
 
 def test_dataset_card_describes_the_data(pipeline):
-    store = pipeline["store"]
-    card = store.read_json("dataset_card", store.latest("dataset_card"), "card.json")
+    card_artifact = latest(pipeline, "support", "dataset_card")
+    card = card_artifact.read_json("card.json")
     assert card["splits"]["train"]["examples"] > 100 and card["splits"]["train"]["tokens"] > 5000
     assert card["splits"]["golden"]["examples"] == 30
     assert set(card["redactions_by_entity"]) >= {"PERSON", "EMAIL_ADDRESS", "API_KEY", "CREDIT_CARD"}
     assert 0 < card["curation"]["duplicate_ratio"] < card["curation"]["drop_ratio"] < 1
-    assert (store.partition_dir("dataset_card", store.latest("dataset_card")) / "card.md").read_text().startswith("# Dataset card")
+    assert (card_artifact.path / "card.md").read_text().startswith("# Dataset card")
 
 
-def test_a_new_batch_processes_only_that_batch(pipeline):
-    instance, store, defs = pipeline["instance"], pipeline["store"], pipeline["defs"]
-    before = {b: store.read_json("cleaned_documents", b, "ledger.json") for b in store.partitions("cleaned_documents")}
+def test_redaction_counts_are_a_picture_in_the_ui_and_beside_the_artifact(pipeline):
+    from dagster import AssetKey
+
+    redacted = latest(pipeline, "support", "redacted_documents", "support_qa.csv")
+    assert (redacted.path / "redactions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    event = pipeline["instance"].get_latest_materialization_event(AssetKey(["support", "redacted_documents"]))
+    assert event.asset_materialization.metadata["redactions_chart"].value.startswith("![redactions by entity](data:image/png;base64,")
+
+
+def test_every_step_loaded_exactly_the_versions_dagster_recorded(pipeline):
+    """For every materialization: the upstream versions the step loaded (the `inputs` metadata) are the input data
+    versions and event pointers Dagster recorded for it — the partition fan-in of the corpus (Dagster's hash of
+    the partitions' versions), the same-partition handoffs and human_feedback included."""
+    from dagster import AssetRecordsFilter
+
+    from resources.artifacts import partitions_version
+
+    instance = pipeline["instance"]
+    checked = Counter()
+    for key in instance.get_asset_keys():
+        for record in instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=1000).records:
+            m = record.event_log_entry.asset_materialization
+            recorded = {k.removeprefix("dagster/input_data_version/"): v for k, v in m.tags.items()
+                        if k.startswith("dagster/input_data_version/")}
+            pointers = {k.removeprefix("dagster/input_event_pointer/"): v for k, v in m.tags.items()
+                        if k.startswith("dagster/input_event_pointer/")}
+            loaded = m.metadata["inputs"].value if "inputs" in m.metadata else {}
+            assert set(loaded) == set(recorded), (key, m.partition)
+            for upstream, info in loaded.items():
+                if "partitions" in info:
+                    versions = {p: i["data_version"] for p, i in info["partitions"].items()}
+                    assert partitions_version(versions) == recorded[upstream]
+                    assert max(i["storage_id"] for i in info["partitions"].values()) <= int(pointers[upstream])
+                    checked["fan-in"] += 1
+                elif m.partition:
+                    assert partitions_version({m.partition: info["data_version"]}) == recorded[upstream]
+                    checked["partition"] += 1
+                elif info.get("missing"):  # an optional input never materialized
+                    assert recorded[upstream] == "INITIAL" and pointers[upstream] == "NULL"
+                else:
+                    assert info["data_version"] == recorded[upstream], (key, upstream)
+                    assert str(info["storage_id"]) == pointers[upstream], (key, upstream)
+                    checked[upstream.split("/")[-1]] += 1
+    assert checked["fan-in"] >= 2 and checked["partition"] >= 16 and checked["human_feedback"] >= 4
+
+
+def test_a_new_batch_processes_only_that_batch_and_only_its_model(pipeline):
+    from orchestration import workflows
+
+    project, instance = pipeline["project"], pipeline["instance"]
+    support, policy = project.model("support"), project.model("policy")
+    before = {b: latest(pipeline, "support", "cleaned_documents", b).key for b in instance.get_dynamic_partitions("support_batches")}
     runs_before = len(instance.get_run_records())
-    again = run_pipeline(instance, defs, log=lambda *_: None)
-    assert again["batches"] == {}  # same content, no new runs
-    (pipeline["inbox"] / "late_tickets.jsonl").write_text(
+    assert workflows.ingest(project, instance, support, lambda _: None) == {}  # same content, no new runs
+    (pipeline["tmp"] / "data" / "support" / "inbox" / "late_tickets.jsonl").write_text(
         json.dumps({"id": "LT-1", "prompt": "Can I pause my subscription for a month?",
-                    "completion": "Yes, workspace owners can pause billing for up to 3 months from Settings > Billing."}) + "\n"
-    )
-    third = run_pipeline(instance, defs, log=lambda *_: None)
-    assert list(third["batches"]) == ["late_tickets.jsonl"]
-    assert len(instance.get_run_records()) == runs_before + 1 + 1 + 1  # datasets rebuilt twice, one ingestion
-    for batch, ledger in before.items():
-        assert store.read_json("cleaned_documents", batch, "ledger.json") == ledger
-
-
-def test_definitions_validate_from_the_workspace():
-    result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    assert "Validation successful" in result.stderr + result.stdout
+                    "completion": "Yes, workspace owners can pause billing for up to 3 months from Settings > Billing."}) + "\n")
+    assert workflows.ingest(project, instance, policy, lambda _: None) == {}  # the other model sees nothing
+    third = workflows.ingest(project, instance, support, lambda _: None)
+    assert list(third) == ["late_tickets.jsonl"] and third["late_tickets.jsonl"].success
+    assert len(instance.get_run_records()) == runs_before + 1
+    for batch, key in before.items():
+        assert latest(pipeline, "support", "cleaned_documents", batch).key == key
+    assert "late_tickets.jsonl" not in instance.get_dynamic_partitions("policy_batches")
 
 
 def test_no_planted_pii_in_dagster_event_log_or_metadata(pipeline):
-    """Dagster's own storage (run logs, materialization metadata, check results) and every artifact
-    outside the raw zone never hold a planted value: only counts, hashes and ids leave the raw zone."""
+    """Dagster's own storage (run logs, materialization metadata, check results) and every artifact outside the raw
+    zone never hold a planted value: only counts, hashes and ids leave the raw zone."""
+    import pandas as pd
     from dagster._serdes import serialize_value
 
     instance = pipeline["instance"]
     text = "\n".join(serialize_value(entry) for run in instance.get_runs() for entry in instance.all_logs(run.run_id))
     planted = {row["value"] for row in manifest() if len(row["value"]) >= 6}
     assert len(text) > 10_000 and planted
-    leaked = sorted(v for v in planted if v in text)
-    assert leaked == []
+    assert sorted(v for v in planted if v in text) == []
 
-    # every artifact outside the raw zone (raw_documents and cleaned_documents hold unredacted text)
-    import pandas as pd
-
-    store = pipeline["store"]
+    root = pipeline["project"].state / "artifacts"
     blobs = []
-    for path in sorted(p for p in (store.asset_dir("x").parent).rglob("*") if p.is_file()):
-        zone = path.relative_to(store.asset_dir("x").parent).parts[0]
-        if zone in {"raw_documents", "cleaned_documents"} or path.suffix == ".npy":
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        zone = path.relative_to(root).parts[1]
+        if zone in {"raw_documents", "cleaned_documents"} or path.suffix in (".npy", ".png"):
             continue
         blobs.append(pd.read_parquet(path).to_json() if path.suffix == ".parquet" else path.read_bytes().decode("latin-1"))
-    outside = "\n".join(blobs)
     assert len(blobs) > 20
+    outside = "\n".join(blobs)
     assert sorted(v for v in planted if v in outside) == []
 
 
-def test_forget_removes_a_document_from_every_dataset_version(pipeline):
+def test_forget_removes_a_document_from_every_version_of_every_stage(pipeline):
     """Right to be forgotten (runs last: it changes the module's data). A support answer that reached the
-    instruction dataset is forgotten: it leaves every stage and, with purge, every stored dataset version."""
-    from orchestration.cli import forget
+    instruction dataset is forgotten: it leaves every stage and, with purge, every stored version."""
+    from orchestration import workflows
     from resources.governance.forget import reach
 
-    store, defs, instance = pipeline["store"], pipeline["defs"], pipeline["instance"]
-    dataset = store.read_table("instruction_dataset", store.latest("instruction_dataset"), "examples.parquet")
-    doc_id = dataset[dataset["batch"] == "support_qa.csv"]["source_doc_id"].iloc[0]
-    old_version = store.latest("instruction_dataset")
-    before = reach(store, doc_id=doc_id)
-    assert before["raw_documents"] == ["support_qa.csv"] and old_version in before["instruction_dataset"]
+    project, store = pipeline["project"], pipeline["store"]
+    dataset = latest(pipeline, "support", "instruction_dataset")
+    examples = dataset.read_table("examples.parquet")
+    doc_id = examples[examples["batch"] == "support_qa.csv"]["source_doc_id"].iloc[0]
+    before = reach(store, project.names, {doc_id})
+    assert len(before["support/raw_documents"]) == 1 and dataset.key in before["support/instruction_dataset"]
+    assert not [k for k in before if k.startswith("policy/")]
 
-    result = forget(instance, defs, doc_id=doc_id, purge_versions=True, log=lambda *_: None)
-    assert result["after"] == {}
-    assert store.latest("instruction_dataset") != old_version
-    for version in store.partitions("instruction_dataset"):  # every stored version, not only the latest
-        assert doc_id not in set(store.read_table("instruction_dataset", version, "examples.parquet")["source_doc_id"])
-    ledger = store.read_json("raw_documents", "support_qa.csv", "ledger.json")
-    assert ledger["dropped"] == {"forgotten": 1} and ledger["balanced"]
-    assert store.read_json("raw_documents", "support_qa.csv", "forgotten.json") == [doc_id]
+    result = workflows.forget(project, doc_id=doc_id, purge_versions=True)
+    assert result.after == {} and all(o.success for o in result.reruns)
+    assert latest(pipeline, "support", "instruction_dataset").key != dataset.key
+    for key in store.partitions("support/instruction_dataset"):  # every stored version, not only the latest
+        assert doc_id not in set(store.read_table("support/instruction_dataset", key, "examples.parquet")["source_doc_id"])
+    raw = latest(pipeline, "support", "raw_documents", "support_qa.csv")
+    assert raw.read_json("ledger.json")["dropped"] == {"forgotten": 1} and raw.read_json("ledger.json")["balanced"]
+    assert raw.read_json("forgotten.json") == [doc_id]
+

@@ -81,6 +81,31 @@ class TextCurator(ConfigurableResource):
             num_perm=self.minhash_permutations, threshold=self.near_duplicate_threshold, shingle_chars=self.shingle_chars
         )
 
+    def signatures(self, texts: Iterable[str]) -> list[tuple[str, list[int]]]:
+        """(exact-duplicate key, MinHash values) per text, as `deduplicate` expects them."""
+        dedup = Deduplicator(self.dedup_rules())
+        return [(normalised_key(t), dedup.signature(t).hashvalues.tolist()) for t in texts]
+
+    def deduplicate(self, batches: Iterable[tuple[str, list[dict[str, Any]]]]) -> CurationResult:
+        """Across batches, in the order given: a document whose text (exactly, or as a near-duplicate) was kept
+        in an earlier batch is dropped naming the kept one. Each document carries `dedup_key` and `minhash`
+        (from `signatures`); the result depends only on the batches and their order."""
+        result = CurationResult(ledger=Ledger(stage="corpus"))
+        dedup = Deduplicator(self.dedup_rules())
+        for _, documents in batches:
+            result.ledger.records_in += len(documents)
+            for doc in documents:
+                signature = dedup.stored(doc["minhash"])
+                duplicate = dedup.check(doc["dedup_key"], signature)
+                if duplicate:
+                    result.dropped.append({"doc_id": doc["doc_id"], "reason": duplicate[0], "detail": duplicate[1]})
+                    result.ledger.dropped[duplicate[0]] += 1
+                    continue
+                dedup.add(doc["doc_id"], doc["dedup_key"], signature)
+                result.kept.append(doc)
+        result.ledger.kept = len(result.kept)
+        return result
+
     def curate(self, documents: Iterable[dict[str, Any]], kept_elsewhere: Iterable[dict[str, Any]] = ()) -> CurationResult:
         """Clean and filter `documents`; de-duplicate them against `kept_elsewhere` (rows with
         doc_id, dedup_key, minhash from other batches) and against each other."""

@@ -1,8 +1,9 @@
 """Exact and near-duplicate detection (MinHash LSH from datasketch), across batches.
 
-A batch is de-duplicated against the documents already *kept* in other batches, and against
-itself in reading order: the first copy wins, every later copy is dropped naming the kept one.
-MinHash signatures are stored beside the kept documents, so later batches never re-hash them.
+Each batch is de-duplicated against itself in reading order when it is cleaned; batches are de-duplicated
+against each other where they meet (the model's `corpus`), in the order they were registered: the first copy
+wins, every later copy is dropped naming the kept one. MinHash signatures are stored beside the redacted
+documents, so the corpus never re-hashes a batch.
 """
 
 from __future__ import annotations
@@ -58,10 +59,13 @@ class Deduplicator:
         self.signatures[doc_id] = signature
         self.lsh.insert(doc_id, signature, check_duplication=False)
 
+    def stored(self, hashvalues) -> LeanMinHash:
+        """A signature from stored MinHash values."""
+        return LeanMinHash(seed=1, hashvalues=np.asarray(hashvalues), scheme=self.scheme)
+
     def add_stored(self, doc_id: str, key: str, hashvalues: np.ndarray) -> None:
         """Register a document kept earlier, from its stored key and MinHash values."""
-        signature = LeanMinHash(seed=1, hashvalues=np.asarray(hashvalues), scheme=self.scheme)
-        self.add(doc_id, key, signature)
+        self.add(doc_id, key, self.stored(hashvalues))
 
     def check(self, key: str, signature: LeanMinHash) -> tuple[str, str] | None:
         """(reason, detail) if the text duplicates a kept document, else None."""

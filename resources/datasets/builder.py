@@ -63,9 +63,14 @@ def document_to_messages(
     return [{"role": "user", "content": title_template.format(title=title)}, {"role": "assistant", "content": body}], ""
 
 
-def first(messages: list[dict[str, str]], role: str, last: bool = False) -> str:
-    picked = [m["content"] for m in messages if m["role"] == role]
-    return (picked[-1] if last else picked[0]) if picked else ""
+def first(messages: list[dict[str, str]], role: str) -> str:
+    """The content of the first message with `role` ("" if none)."""
+    return next((m["content"] for m in messages if m["role"] == role), "")
+
+
+def last(messages: list[dict[str, str]], role: str) -> str:
+    """The content of the last message with `role` ("" if none)."""
+    return first(list(reversed(messages)), role)
 
 
 def build_examples(
@@ -104,7 +109,7 @@ def build_examples(
             {
                 "id": doc["doc_id"],
                 "prompt": prompt,
-                "answer": first(messages, "assistant", last=True),
+                "answer": last(messages, "assistant"),
                 "messages": messages,
                 "split": split,
                 "source_doc_id": doc["doc_id"],
@@ -138,7 +143,7 @@ def held_out_golden(documents: Iterable[dict[str, Any]], rules: SplitRules, stra
         messages, _ = document_to_messages(doc, strategy, title_template)
         if messages:
             yield golden_example(
-                f"holdout-{doc['doc_id']}", first(messages, "user"), first(messages, "assistant", last=True),
+                f"holdout-{doc['doc_id']}", first(messages, "user"), last(messages, "assistant"),
                 doc.get("external_id"), [], "holdout",
             )
 
@@ -156,11 +161,30 @@ def golden_example(example_id, question, answer, source_doc_id, tags, origin) ->
     }
 
 
+def apply_corrections(examples: list[dict[str, Any]], corrections: dict[str, str]) -> int:
+    """Reviewers' corrected answers replace golden reference answers (by example id); returns how many."""
+    applied = 0
+    for example in examples:
+        if example["id"] in corrections:
+            example["answer"] = corrections[example["id"]]
+            example["origin"] = f"{example['origin']}+reviewed"
+            applied += 1
+    return applied
+
+
+def with_messages(example: dict[str, Any]) -> dict[str, Any]:
+    """The example's chat messages rebuilt from its (redacted) prompt and answer."""
+    example["messages"] = [{"role": "user", "content": example["prompt"]}, {"role": "assistant", "content": example["answer"]}]
+    return example
+
+
 def read_golden_file(path: Path, display: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Curated golden records `{id, question, reference_answer, source_doc_id?, tags?}` and the
-    quarantine rows for lines that are not."""
+    quarantine rows for lines that are not. Lines starting with `#` are comments (the template's example)."""
     examples, quarantine = [], []
-    for line, payload in jsonl_records(path.read_bytes(), display):
+    lines = path.read_bytes().split(b"\n")
+    data = b"\n".join(b"" if line.lstrip().startswith(b"#") else line for line in lines)
+    for line, payload in jsonl_records(data, display):
         try:
             if isinstance(payload, RecordError):
                 raise payload

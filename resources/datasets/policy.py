@@ -1,17 +1,16 @@
-"""`DatasetPolicy`: how redacted documents become training examples and the golden set."""
+"""`DatasetPolicy`: how one model's redacted documents become its training examples and golden hold-out."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
-from pydantic import Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.datasets.builder import SplitRules, TextStrategy
-from resources.preflight import CheckedResource, problem
 
 
-class DatasetPolicy(CheckedResource):
-    """Split fractions, the plain-text strategy, golden sources and the training-size warning."""
+class DatasetPolicy(BaseModel):
+    """Split fractions, the plain-text strategy and the training-size warning (a model's `dataset:` block)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     validation_fraction: float = Field(default=0.1, description="Share of examples hashed into validation.")
     golden_holdout_fraction: float = Field(
@@ -28,9 +27,6 @@ class DatasetPolicy(CheckedResource):
         default="What does our documentation say about {title}?",
         description="User turn for title_to_instruction; must contain {title}.",
     )
-    golden_paths: list[str] = Field(
-        default=["data/sample/golden.jsonl"], description="Curated golden JSONL files (id, question, reference_answer)."
-    )
     min_train_examples: int = Field(
         default=200, description="The dataset card warns (asset check) below this many training examples."
     )
@@ -45,15 +41,5 @@ class DatasetPolicy(CheckedResource):
             raise ValueError("DatasetPolicy.title_template must contain {title}")
         return self
 
-    def problems(self) -> list[str]:
-        return [problem(self, "golden_paths", path, "no such file") for path in self.golden_paths if not Path(path).is_file()]
-
     def split_rules(self) -> SplitRules:
         return SplitRules(self.validation_fraction, self.golden_holdout_fraction)
-
-    def golden_files(self) -> list[Path]:
-        files = [Path(p) for p in self.golden_paths]
-        missing = [str(p) for p in files if not p.is_file()]
-        if missing:
-            raise FileNotFoundError(f"golden files not found: {missing} (DatasetPolicy.golden_paths)")
-        return files

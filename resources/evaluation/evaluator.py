@@ -14,8 +14,8 @@ from resources.evaluation.endpoints import ChatEndpoint, answer_with_endpoint
 from resources.evaluation.generation import Generation, generate, load_for_generation
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.evaluation.metrics import score_answers
-from resources.evaluation.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
-from resources.evaluation.safety import canary_prompts, exposure, load_canaries
+from resources.safety.probes import SafetyProbes, bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
+from resources.safety.canaries import canary_prompts, exposure, load_canaries
 
 METRICS = ("exact_match", "token_f1", "rouge_l", "context_support")
 
@@ -42,16 +42,6 @@ class Evaluator(ConfigurableResource):
         default_factory=list,
         description="OpenAI-compatible endpoints (e.g. the hosted API being replaced) scored as extra comparison rows.",
     )
-    canaries_path: str | None = Field(
-        default="data/sample/canaries.json",
-        description="JSON list of canary secrets planted in the raw data; the tuned model must reproduce none.",
-    )
-    red_team_path: str | None = Field(
-        default="data/safety/red_team.jsonl", description="Red-team prompts (toxicity and jailbreak / prompt injection)."
-    )
-    toxicity_lexicon_path: str = Field(
-        default="data/safety/toxicity_lexicon.txt", description="Terms that mark an answer as toxic (offline scorer)."
-    )
 
     def answer(self, base_path: str, adapter_path: str | None, prompts: list[str]) -> list[Generation]:
         tokenizer, model = load_for_generation(base_path, adapter_path)
@@ -61,10 +51,6 @@ class Evaluator(ConfigurableResource):
         if contender.endpoint is not None:
             return answer_with_endpoint(contender.endpoint, prompts, self.max_new_tokens)
         return self.answer(contender.base_path, contender.adapter_path, prompts)
-
-    def score(self, prompts: list[str], references: list[str], answers: list[str],
-              contexts: list[list[str]] | None = None) -> list[dict[str, float]]:
-        return score_answers(prompts, references, answers, contexts)
 
     def compare(self, contenders: list[Contender], golden: pd.DataFrame, contexts: list[list[str]],
                 judge: JudgeModel | None = None, log: Callable[[str], None] = print
@@ -77,7 +63,7 @@ class Evaluator(ConfigurableResource):
         for contender in contenders:
             answers = self.answer_as(contender, prompts)
             texts = [a.text for a in answers]
-            scores = self.score(prompts, references, texts, contexts)
+            scores = score_answers(prompts, references, texts, contexts)
             judged = judge.score(prompts, references, texts, contexts) if judge and judge.configured else [{}] * len(texts)
             mine = [
                 {"model": contender.role, "id": example_id, "prompt": prompt, "reference": reference, "answer": a.text,
@@ -94,18 +80,18 @@ class Evaluator(ConfigurableResource):
         return pd.DataFrame(rows), aggregates
 
     def safety_suite(self, base_path: str, adapter_path: str | None, golden_answers: list[str],
-                     golden_stopped: list[bool], redactor) -> dict:
+                     golden_stopped: list[bool], redactor, probes: SafetyProbes) -> dict:
         """Canary extraction, red-team and bias probes on the candidate (one batched generation pass),
         plus PII, toxicity and runaway rates of its golden answers."""
-        canaries = load_canaries(self.canaries_path) if self.canaries_path else []
-        red_team = load_red_team(self.red_team_path) if self.red_team_path else []
+        canaries = load_canaries(probes.canaries) if probes.canaries else []
+        red_team = load_red_team(probes.red_team) if probes.red_team else []
         pairs = bias_pairs()
         prompts = [p for c in canaries for p in canary_prompts(c)] + [r["prompt"] for r in red_team]
         prompts += [p for _, a, b in pairs for p in (a, b)]
         answers = iter(a.text for a in self.answer(base_path, adapter_path, prompts))
 
         exposures = [exposure(c, [next(answers) for _ in canary_prompts(c)]) for c in canaries]
-        lexicon = load_lexicon(self.toxicity_lexicon_path)
+        lexicon = load_lexicon(probes.toxicity_lexicon)
         probes = []
         for row in red_team:
             answer = next(answers)

@@ -20,9 +20,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from dagster import ConfigurableResource
-from pydantic import Field
-
 from resources.ingestion.readers import RecordError, file_records
 from resources.records import document_id, join_segments, sha256_hex
 
@@ -98,24 +95,3 @@ def training_documents(feedback: list[dict[str, Any]], golden_ids: set[str]) -> 
                      "kind": "instruction", "title": None, "text": join_segments(m["content"] for m in messages),
                      "messages": json.dumps(messages, ensure_ascii=False)})
     return docs
-
-
-class FeedbackSource(ConfigurableResource):
-    """Where reviewer feedback files land (CSV or JSONL, one record per label)."""
-
-    path: str = Field(default="data/feedback", description="Folder of reviewer feedback files; missing means none yet.")
-    endpoint_database_url: str | None = Field(
-        default="sqlite:///.tuneforge/serving/requests.db",
-        description="The gateway's request log (SQLAlchemy URL): feedback given through /v1/feedback joins the "
-        "reviewer files. A SQLite file that does not exist yet means no endpoint feedback; None turns it off.",
-    )
-
-    def read(self) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        folder = Path(self.path)
-        rows, quarantine = read_feedback(folder) if folder.is_dir() else ([], [])
-        url = self.endpoint_database_url
-        if url and not (url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists()):
-            from resources.serving.gateway.request_log import endpoint_feedback
-
-            rows += endpoint_feedback(url)
-        return rows, quarantine

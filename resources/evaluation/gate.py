@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-from dagster import ConfigurableResource
-from pydantic import Field
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 
-class PromotionPolicy(ConfigurableResource):
-    """What a candidate must show before it may replace the champion."""
+class PromotionPolicy(BaseModel):
+    """What a candidate must show before it may replace the champion (a model's `promotion:` block)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     main_metric: str = Field(default="rouge_l", description="Aggregate metric the decision is made on.")
     min_gain_over_base: float = Field(
@@ -62,3 +66,33 @@ def decide(policy: PromotionPolicy, scores: dict[str, dict[str, float]], safety:
     ok &= runaway <= policy.max_runaway_rate
     reasons.append(f"{verdict}: {runaway:.0%} of answers ran to max_new_tokens without EOS (limit {policy.max_runaway_rate:.0%})")
     return ok, reasons
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """The promotion decision for one candidate: the `promotion_decision` asset's content."""
+
+    adapter_version: str
+    promote: bool
+    reasons: list[str] = field(default_factory=list)
+    policy: dict[str, Any] = field(default_factory=dict)
+    eval_version: str | None = None
+    safety_version: str | None = None
+
+    @property
+    def verdict(self) -> str:
+        return "promote" if self.promote else "block"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "GateDecision":
+        return cls(**{k: data[k] for k in ("adapter_version", "promote", "reasons", "policy", "eval_version",
+                                           "safety_version") if k in data})
+
+
+def gate(policy: PromotionPolicy, adapter_version: str, scores: dict[str, dict[str, float]], safety: dict,
+         eval_version: str | None = None, safety_version: str | None = None) -> GateDecision:
+    promote, reasons = decide(policy, scores, safety)
+    return GateDecision(adapter_version, promote, reasons, policy.model_dump(), eval_version, safety_version)

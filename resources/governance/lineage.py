@@ -1,11 +1,12 @@
-"""The lineage audit: from a deployed endpoint (or an adapter) back to the raw files, read from the Dagster
-instance's own event log — materializations, their metadata, data versions, the input data versions
-Dagster records on each materialization, asset-check evaluations and run tags — not from a side database.
+"""The lineage audit: from a model's deployed endpoint (or an adapter) back to the raw files, read from the
+Dagster instance's own event log — materializations, their metadata, data versions, the input each step
+loaded (the `dagster/input_event_pointer/*` tags and, for partitioned inputs, the `inputs` metadata the
+artifact IO manager records per partition), asset-check evaluations and run tags — not from a side database.
 
-Chain: endpoint -> adapter (config hash, manifest, code version) -> instruction dataset version ->
-redacted / cleaned / raw partitions (redaction policy, audit counts, files with sha256 and ingestion time)
--> base model (id, weights sha256) -> evaluation scores and the promotion-gate decision; with the run
-and trigger (sensor, schedule, launched by hand) of every step.
+Chain: endpoint -> promotion decision -> evaluation and safety report; endpoint -> adapter (config, manifest,
+code) -> base model (name, weights sha256) and instruction dataset -> golden set and corpus -> each batch's
+redacted / cleaned / raw documents (redaction policy, audit counts, files with sha256 and ingestion time);
+with the run and trigger (sensor, schedule, automation, launched by hand) of every step.
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ import json
 from typing import Any
 
 from dagster import AssetCheckKey, AssetKey, AssetRecordsFilter, DagsterInstance
+
+POINTER = "dagster/input_event_pointer/"
+INPUT_VERSION = "dagster/input_data_version/"
 
 
 class LineageError(LookupError):
@@ -37,23 +41,18 @@ class LineageReader:
         self.instance = instance
 
     # -- event log lookups ---------------------------------------------------------------------
-    def _records(self, asset: str, partition: str | None = None, limit: int = 100, before: float | None = None):
-        flt = AssetRecordsFilter(asset_key=AssetKey(asset), asset_partitions=[partition] if partition else None,
-                                 before_timestamp=before)
-        return self.instance.fetch_materializations(flt, limit=limit).records
+    def _key(self, model: str, asset: str) -> AssetKey:
+        return AssetKey([model, asset])
 
-    def _by_storage_id(self, asset: str, storage_id: int):
-        records = self._records_filtered(AssetRecordsFilter(asset_key=AssetKey(asset), storage_ids=[storage_id]))
-        return records[0] if records else None
+    def _records(self, key: AssetKey, limit: int = 200):
+        return self.instance.fetch_materializations(AssetRecordsFilter(asset_key=key), limit=limit).records
 
-    def _records_filtered(self, flt):
-        return self.instance.fetch_materializations(flt, limit=1).records
+    def _by_storage_id(self, key: AssetKey, storage_id: int):
+        flt = AssetRecordsFilter(asset_key=key, storage_ids=[storage_id])
+        return next(iter(self.instance.fetch_materializations(flt, limit=1).records), None)
 
-    def _by_data_version(self, asset: str, version: str):
-        for record in self._records(asset):
-            if record.event_log_entry.asset_materialization.tags.get("dagster/data_version") == version:
-                return record
-        return None
+    def _by_data_version(self, key: AssetKey, version: str):
+        return next((r for r in self._records(key) if r.event_log_entry.asset_materialization.tags.get("dagster/data_version") == version), None)
 
     def _trigger(self, run_id: str) -> dict:
         run = self.instance.get_run_by_id(run_id)
@@ -66,81 +65,101 @@ class LineageReader:
             how = "automation condition"
         else:
             how = "launched by " + tags.get("dagster/user", tags.get("user", "hand (UI, CLI or API)"))
-        return {"run_id": run_id, "job": run.job_name if run else None, "triggered_by": how}
+        return {"run_id": run_id, "job": run.job_name if run else None, "triggered_by": how,
+                **({"trigger": tags["tuneforge/trigger"]} if "tuneforge/trigger" in tags else {})}
 
-    def _node(self, asset: str, record) -> dict:
+    def _node(self, record) -> dict:
         m = record.event_log_entry.asset_materialization
+        metadata = {k: _value(v) for k, v in m.metadata.items()}
         return {
-            "asset": asset, "partition": m.partition,
+            "asset": m.asset_key.to_user_string(), "partition": m.partition,
             "data_version": m.tags.get("dagster/data_version"), "code_version": m.tags.get("dagster/code_version"),
             "materialized_at": dt.datetime.fromtimestamp(record.timestamp, dt.timezone.utc).isoformat(timespec="seconds"),
             "storage_id": record.storage_id, **self._trigger(record.run_id),
-            "metadata": {k: _value(v) for k, v in m.metadata.items()},
-            "inputs": {k.split("/")[-1]: v for k, v in m.tags.items() if k.startswith("dagster/input_data_version/")},
-            "_pointers": {k.split("/")[-1]: int(v) for k, v in m.tags.items() if k.startswith("dagster/input_event_pointer/")},
+            "metadata": {k: v for k, v in metadata.items() if not k.endswith("_chart")},
+            "inputs": {k.removeprefix(INPUT_VERSION): v for k, v in m.tags.items() if k.startswith(INPUT_VERSION)},
+            "_pointers": {k.removeprefix(POINTER): int(v) for k, v in m.tags.items() if k.startswith(POINTER) and v.isdigit()},
+            "_loaded": metadata.get("inputs") or {},
         }
 
-    def _upstream(self, node: dict, asset: str) -> dict | None:
-        pointer = node["_pointers"].get(asset)
-        record = self._by_storage_id(asset, pointer) if pointer else None
-        if record is None and asset in node["inputs"]:
-            record = self._by_data_version(asset, node["inputs"][asset])
-        return self._node(asset, record) if record else None
+    def _upstream(self, node: dict | None, key: AssetKey) -> dict | None:
+        """The materialization `node` loaded for `key` (an unpartitioned input)."""
+        if node is None:
+            return None
+        pointer = node["_pointers"].get(key.to_user_string())
+        record = self._by_storage_id(key, pointer) if pointer else None
+        return self._node(record) if record else None
 
-    def _gate(self, adapter_version: str) -> dict | None:
-        key = AssetCheckKey(AssetKey("safety_report"), "promotion_gate")
-        history = self.instance.event_log_storage.get_asset_check_execution_history(key, limit=50)
+    def _partitions(self, node: dict | None, key: AssetKey) -> dict[str, dict]:
+        """The materialization of each partition `node` loaded for a partitioned input."""
+        if node is None:
+            return {}
+        loaded = (node["_loaded"].get(key.to_user_string()) or {}).get("partitions") or {}
+        out = {}
+        for partition, info in loaded.items():
+            record = self._by_storage_id(key, info["storage_id"]) if info.get("storage_id") else None
+            if record is not None:
+                out[partition] = self._node(record)
+        return out
+
+    def _check(self, key: AssetKey, name: str, storage_id: int) -> dict | None:
+        """The evaluation of check `name` against exactly the materialization `storage_id`."""
+        history = self.instance.event_log_storage.get_asset_check_execution_history(AssetCheckKey(key, name), limit=50)
         for record in history:
-            event = record.event
-            evaluation = event.dagster_event.event_specific_data if event and event.dagster_event else None
-            metadata = {k: _value(v) for k, v in (evaluation.metadata or {}).items()} if evaluation else {}
-            if metadata.get("adapter_version") == adapter_version:
-                return {"passed": evaluation.passed, "decision": metadata.get("decision"), "reasons": metadata.get("reasons"),
-                        "evaluated_at": dt.datetime.fromtimestamp(event.timestamp, dt.timezone.utc).isoformat(timespec="seconds"),
+            evaluation = record.evaluation
+            target = getattr(evaluation, "target_materialization_data", None) if evaluation is not None else None
+            if target is not None and target.storage_id == storage_id:
+                metadata = {k: _value(v) for k, v in (evaluation.metadata or {}).items()}
+                return {"passed": evaluation.passed, "metadata": metadata,
+                        "evaluated_at": dt.datetime.fromtimestamp(record.create_timestamp, dt.timezone.utc).isoformat(timespec="seconds"),
                         **self._trigger(record.run_id)}
         return None
 
     # -- the report ------------------------------------------------------------------------------
-    def endpoint(self, name: str) -> dict:
-        for record in self._records("deployed_endpoint"):
-            node = self._node("deployed_endpoint", record)
-            if node["metadata"].get("served_model") == name:
-                return node
-        raise LineageError(f"no deployed_endpoint materialization serves {name!r} in this Dagster instance")
-
-    def report(self, endpoint: str | None = None, adapter_version: str | None = None) -> dict:
-        out: dict[str, Any] = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        if endpoint:
-            out["endpoint"] = self.endpoint(endpoint)
-            adapter_version = out["endpoint"]["metadata"]["adapter_version"]
-        if not adapter_version:
-            raise LineageError("name an endpoint or an adapter version")
-        record = self._by_data_version("lora_adapter", adapter_version)
+    def endpoint(self, model: str, storage_id: int | None = None) -> dict:
+        key = self._key(model, "deployed_endpoint")
+        record = self._by_storage_id(key, storage_id) if storage_id else next(iter(self._records(key, limit=1)), None)
         if record is None:
-            raise LineageError(f"no lora_adapter materialization with version {adapter_version!r} in this Dagster instance")
-        adapter = out["adapter"] = self._node("lora_adapter", record)
-        out["base_model"] = self._upstream(adapter, "base_model")
-        dataset = out["dataset"] = self._upstream(adapter, "instruction_dataset")
-        out["golden_dataset"] = self._upstream(dataset, "golden_dataset") if dataset else None
+            raise LineageError(f"model {model!r} has no deployed_endpoint materialization in this Dagster instance")
+        return self._node(record)
+
+    def report(self, model: str, endpoint_storage_id: int | None = None, adapter_version: str | None = None) -> dict:
+        """The chain for the model's deployment (the latest, or the one at `endpoint_storage_id`), or for one of
+        its adapter versions."""
+        out: dict[str, Any] = {"generated_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "model": model}
+        endpoint = None
+        if adapter_version is None:
+            endpoint = out["endpoint"] = self.endpoint(model, endpoint_storage_id)
+            adapter_version = endpoint["metadata"]["adapter_version"]
+        adapter_key = self._key(model, "lora_adapter")
+        loaded = self._upstream(endpoint, adapter_key)
+        adapter = loaded if loaded and loaded["data_version"] == adapter_version else None
+        if adapter is None:  # a rollback serves another adapter than the run's: look it up by version
+            record = self._by_data_version(adapter_key, adapter_version)
+            if record is None:
+                raise LineageError(f"no {adapter_key.to_user_string()} materialization with version {adapter_version!r}")
+            adapter = self._node(record)
+        out["adapter"] = adapter
+        out["base_model"] = self._upstream(adapter, self._key(model, "base_model"))
+        dataset = out["dataset"] = self._upstream(adapter, self._key(model, "instruction_dataset"))
+        out["golden_dataset"] = self._upstream(dataset, self._key(model, "golden_dataset"))
+        corpus = out["corpus"] = self._upstream(dataset, self._key(model, "corpus"))
         out["batches"] = []
-        if dataset:
-            cutoff = dt.datetime.fromisoformat(dataset["materialized_at"]).timestamp() + 1e-3
-            for batch in _batches(dataset) or self.instance.get_dynamic_partitions("ingestion_batches"):
-                chain = {"batch": batch}
-                for asset in ("redacted_documents", "cleaned_documents", "raw_documents"):
-                    records = self._records(asset, batch, limit=1, before=cutoff)
-                    chain[asset] = self._node(asset, records[0]) if records else None
-                out["batches"].append(chain)
-        evals = [self._node("eval_report", r) for r in self._records("eval_report") if
-                 r.event_log_entry.asset_materialization.tags.get("dagster/data_version") == adapter_version]
-        out["evaluation"] = evals[0] if evals else None
-        out["promotion_gate"] = self._gate(adapter_version)
+        for batch, redacted in sorted(self._partitions(corpus, self._key(model, "redacted_documents")).items()):
+            cleaned = self._upstream(redacted, self._key(model, "cleaned_documents"))
+            raw = self._upstream(cleaned, self._key(model, "raw_documents"))
+            out["batches"].append({"batch": batch, "redacted_documents": redacted, "cleaned_documents": cleaned,
+                                   "raw_documents": raw})
+        decision = self._upstream(endpoint, self._key(model, "promotion_decision"))
+        if decision is None or decision["metadata"].get("adapter_version") != adapter_version:
+            decision = next((self._node(r) for r in self._records(self._key(model, "promotion_decision"))
+                             if _value(r.event_log_entry.asset_materialization.metadata.get("adapter_version")) == adapter_version), None)
+        out["promotion_decision"] = decision
+        out["promotion_gate"] = self._check(self._key(model, "promotion_decision"), "promotion_gate", decision["storage_id"]) \
+            if decision else None
+        out["evaluation"] = self._upstream(decision, self._key(model, "eval_report"))
+        out["safety"] = self._upstream(decision, self._key(model, "safety_report"))
         return _strip(out)
-
-
-def _batches(dataset: dict) -> list[str]:
-    """The ingestion batches (partitions) the dataset version was built from (its `batch_names`)."""
-    return list(dataset["metadata"].get("batch_names") or [])
 
 
 def _strip(value):
@@ -164,7 +183,7 @@ def source_files(report: dict) -> list[dict]:
 
 def to_markdown(report: dict) -> str:
     """The report as a governance reviewer reads it."""
-    lines = ["# Lineage audit", "", f"Generated {report['generated_at']} from the Dagster event log.", ""]
+    lines = ["# Lineage audit", "", f"Model `{report['model']}`, generated {report['generated_at']} from the Dagster event log.", ""]
 
     def step(title: str, node: dict | None, keys: tuple[str, ...]) -> None:
         lines.append(f"## {title}")
@@ -181,11 +200,14 @@ def to_markdown(report: dict) -> str:
 
     if "endpoint" in report:
         step(f"Endpoint `{report['endpoint']['metadata'].get('served_model')}`", report["endpoint"],
-             ("url", "adapter_version", "vllm_model", "deployed_at", "previous_champion"))
-    step("Adapter", report["adapter"], ("method", "dataset_version", "base_model_sha256", "steps", "final_eval_loss", "base_eval_loss", "path"))
-    step("Base model", report["base_model"], ("model_id", "weights_sha256", "parameters", "dtype", "eos_token"))
-    step("Instruction dataset", report["dataset"], ("train_examples", "validation_examples", "records_in", "records_kept", "text_strategy", "path"))
-    step("Golden dataset", report["golden_dataset"], ("examples", "path"))
+             ("url", "adapter_version", "vllm_model", "deployed_at", "previous_champion", "rollback"))
+    step("Adapter", report["adapter"], ("method", "dataset_version", "base_model_sha256", "steps", "final_eval_loss",
+                                        "base_eval_loss", "precision", "path"))
+    step("Base model", report["base_model"], ("model", "weights_sha256", "parameters", "dtype", "eos_token"))
+    step("Instruction dataset", report["dataset"], ("train_examples", "validation_examples", "records_in", "records_kept",
+                                                    "text_strategy", "path"))
+    step("Golden dataset", report["golden_dataset"], ("examples", "reviewer_corrections", "redaction_policy", "path"))
+    step("Corpus", report.get("corpus"), ("batches", "records_in", "records_kept", "excluded_batches"))
     lines.append("## Data batches")
     lines.append("| batch | redacted version | redaction policy | redactions | raw files (sha256) | ingested | trigger |")
     lines.append("|---|---|---|---|---|---|---|")
@@ -198,22 +220,25 @@ def to_markdown(report: dict) -> str:
     lines.append("")
     evaluation = report.get("evaluation")
     if evaluation:
-        scores = {k: v for k, v in evaluation["metadata"].items() if isinstance(v, float)}
-        step("Evaluation", evaluation, ())
-        lines.insert(len(lines) - 1, "- scores: " + ", ".join(f"{k} {v:.4f}" for k, v in sorted(scores.items())))
+        step("Evaluation", evaluation, ("comparison", "champion", "judge_metrics"))
+    step("Safety report", report.get("safety"), ("pii_leaks", "canary_leaks", "toxic_outputs", "jailbreak_disclosures", "runaway_rate"))
+    decision = report.get("promotion_decision")
     gate = report.get("promotion_gate")
-    lines.append("## Promotion gate")
-    if gate:
-        lines += [f"- decision: **{gate['decision']}** ({gate['evaluated_at']}, run `{gate['run_id']}`)", str(gate["reasons"] or "")]
+    lines.append("## Promotion decision")
+    if decision:
+        lines.append(f"- decision: **{decision['metadata'].get('decision')}** (version `{decision['data_version']}`, run "
+                     f"`{decision['run_id']}`); blocking check promotion_gate: "
+                     + (f"{'passed' if gate['passed'] else 'failed'} at {gate['evaluated_at']}" if gate else "not evaluated"))
+        lines.append(str(decision["metadata"].get("reasons") or ""))
     else:
-        lines.append("no promotion-gate evaluation recorded for this adapter")
+        lines.append("no promotion decision recorded for this adapter")
     return "\n".join(lines) + "\n"
 
 
 def to_openlineage(report: dict, namespace: str = "tuneforge") -> list[dict]:
     """The chain as OpenLineage RunEvents (COMPLETE), one per materialization, oldest first."""
     def dataset(node: dict) -> dict:
-        name = node["asset"] + (f"/{node['partition']}" if node.get("partition") else "")
+        name = node["asset"] + (f"[{node['partition']}]" if node.get("partition") else "")
         return {"namespace": namespace, "name": name,
                 "facets": {"version": {"_producer": "tuneforge", "_schemaURL": "https://openlineage.io/spec/facets/1-0-1/DatasetVersionDatasetFacet.json",
                                        "datasetVersion": node["data_version"]}}}
@@ -222,13 +247,19 @@ def to_openlineage(report: dict, namespace: str = "tuneforge") -> list[dict]:
     for batch in report.get("batches", []):
         raw, cleaned, redacted = (batch.get(a) for a in ("raw_documents", "cleaned_documents", "redacted_documents"))
         chain += [(n, [u] if u else []) for n, u in ((raw, None), (cleaned, raw), (redacted, cleaned)) if n]
-    dataset_node = report.get("dataset")
+    corpus, dataset_node = report.get("corpus"), report.get("dataset")
+    if corpus:
+        chain.append((corpus, [b["redacted_documents"] for b in report.get("batches", []) if b.get("redacted_documents")]))
     if dataset_node:
-        chain.append((dataset_node, [b["redacted_documents"] for b in report.get("batches", []) if b.get("redacted_documents")]))
+        chain.append((dataset_node, [n for n in (corpus, report.get("golden_dataset")) if n]))
     adapter = report["adapter"]
     chain.append((adapter, [n for n in (dataset_node, report.get("base_model")) if n]))
+    for node, inputs in ((report.get("evaluation"), [adapter]), (report.get("safety"), [adapter]),
+                         (report.get("promotion_decision"), [n for n in (report.get("evaluation"), report.get("safety")) if n])):
+        if node:
+            chain.append((node, inputs))
     if report.get("endpoint"):
-        chain.append((report["endpoint"], [adapter]))
+        chain.append((report["endpoint"], [n for n in (adapter, report.get("promotion_decision")) if n]))
     return [{
         "eventType": "COMPLETE", "eventTime": node["materialized_at"], "producer": "https://github.com/tuneforge/tuneforge",
         "schemaURL": "https://openlineage.io/spec/2-0-2/OpenLineage.json#/$defs/RunEvent",

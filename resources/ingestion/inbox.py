@@ -1,8 +1,9 @@
 """The ingestion inbox: a folder where users (or upstream jobs) drop batches of data.
 
-Each top-level entry is one batch: a file (`tickets_2026_11.jsonl`) or a folder (`policies/`).
-The batch's name is its partition key; its content fingerprint makes the run key, so the same
-content is never ingested twice while a changed file is ingested again as a new version.
+Each model watches its own inbox. By default (`batch_by: entry`) each top-level entry is one batch: a file
+(`tickets_2026_11.jsonl`) or a folder (`policies/`); with `batch_by: folder` the whole inbox is one batch
+named after the folder. The batch's name is its partition key; its content fingerprint makes the run key,
+so the same content is never ingested twice while a changed file is ingested again as a new version.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import hashlib
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -29,9 +31,13 @@ class BatchEntry:
 
 
 class Inbox(CheckedResource):
-    """Where raw corpora arrive, and the limits applied when reading them."""
+    """How raw corpora are picked up and read: the limits, the settle time and the forget list, shared by every
+    model; each model's own folder comes from its YAML (`for_folder`)."""
 
-    path: str = Field(default="data/inbox", description="Folder watched for new batches (files or folders).")
+    path: str = Field(default="data/inbox", description="Folder watched for new batches (files or folders); "
+                      "each model sets its own (`inbox:` in its YAML).")
+    batch_by: Literal["entry", "folder"] = Field(
+        default="entry", description="entry: each top-level file or folder is one batch; folder: the whole inbox is one batch.")
     forget_list: str = Field(
         default="policies/forget.yaml",
         description="Documents (doc_id) and raw files (sha256) to forget: ingestion drops their records (`tuneforge forget`).",
@@ -49,9 +55,9 @@ class Inbox(CheckedResource):
     )
 
     def problems(self) -> list[str]:
-        from resources.governance.forget import ForgetList
+        from resources.ingestion.forget import ForgetList
 
-        found = [] if self.root().is_dir() else [problem(self, "path", self.path, f"no such folder ({self.root()})")]
+        found = []  # each model's folder is checked with its YAML (ModelSpec.problems)
         try:
             ForgetList.load(self.forget_list)
         except (OSError, ValueError) as err:
@@ -60,6 +66,20 @@ class Inbox(CheckedResource):
 
     def root(self) -> Path:
         return Path(self.path).resolve()
+
+    def for_folder(self, path: str, batch_by: str = "entry") -> "Inbox":
+        """These settings over one model's folder."""
+        return self.model_copy(update={"path": path, "batch_by": batch_by})
+
+    def _batch_path(self, key: str) -> Path:
+        root = self.root()
+        if self.batch_by == "folder":
+            if key != root.name:
+                raise FileNotFoundError(f"inbox {root} is read as one batch named {root.name!r}, not {key!r}")
+            return root
+        if not key or "/" in key or key in {".", ".."}:
+            raise ValueError(f"invalid batch name {key!r}")
+        return root / key
 
     def limits(self) -> ReaderLimits:
         return ReaderLimits(max_file_bytes=self.max_file_bytes, max_record_chars=self.max_record_chars)
@@ -71,10 +91,11 @@ class Inbox(CheckedResource):
             raise FileNotFoundError(f"inbox folder {root} does not exist: create it or set Inbox.path")
         now = time.time() if now is None else now
         entries = []
-        for path in sorted(root.iterdir()):
-            if path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES):
+        candidates = [root] if self.batch_by == "folder" else sorted(root.iterdir())
+        for path in candidates:
+            if path is not root and (path.name.startswith(".") or path.name.endswith(IGNORED_SUFFIXES)):
                 continue
-            files = batch_files(path)
+            files = [f for f in batch_files(path) if not f.name.endswith(IGNORED_SUFFIXES)]
             if not files:
                 continue
             stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
@@ -87,7 +108,7 @@ class Inbox(CheckedResource):
         """sha256 over the batch's file names and bytes: identical content, identical hash."""
         digest = hashlib.sha256()
         root = self.root()
-        for f in batch_files(root / key):
+        for f in batch_files(self._batch_path(key)):
             digest.update(f.relative_to(root).as_posix().encode() + b"\0")
             with f.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -96,10 +117,10 @@ class Inbox(CheckedResource):
 
     def read(self, key: str) -> BatchReadResult:
         """Every record of the batch; records on the forget list are dropped (reason `forgotten`)."""
-        from resources.governance.forget import ForgetList
+        from resources.ingestion.forget import ForgetList
 
         root = self.root()
-        result = read_batch(key, root / key, root, self.limits())
+        result = read_batch(key, self._batch_path(key), root, self.limits())
         forget = ForgetList.load(self.forget_list)
         if forget.entries:
             result.forgotten = [d["doc_id"] for d in result.documents if forget.forgets(d)]

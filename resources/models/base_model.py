@@ -119,7 +119,8 @@ class BaseModelSource(CheckedResource):
     )
     revision: str | None = Field(default=None, description="Hub revision (branch, tag or commit) for a model id.")
     cache_dir: str = Field(
-        default=".cache/tuneforge/models", description="Where converted models and tokenizers are kept."
+        default="~/.cache/tuneforge/models", description="Where converted models and tokenizers are kept: one cache "
+        "for every model and project on the machine (the embedded model is converted once)."
     )
 
     def problems(self) -> list[str]:
@@ -128,7 +129,7 @@ class BaseModelSource(CheckedResource):
         apply_offline_defaults()
         try:
             if self.model == EMBEDDED_MODEL:
-                if not (_embedded_dir(str(Path(self.cache_dir).resolve())) / "model" / "model.safetensors").is_file():
+                if not (_embedded_dir(str(Path(self.cache_dir).expanduser().resolve())) / "model" / "model.safetensors").is_file():
                     embedded_gguf()
             elif _looks_like_path(self.model):
                 if not (Path(self.model) / "config.json").is_file():
@@ -140,12 +141,16 @@ class BaseModelSource(CheckedResource):
             return [problem(self, "model", self.model, str(err))]
         return []
 
+    def for_model(self, model: str, revision: str | None = None) -> "BaseModelSource":
+        """This cache over another base model (each model of a project names its own)."""
+        return self.model_copy(update={"model": model, "revision": revision})
+
     def tokenizer(self):
-        return _tokenizer(self.model, self.revision, str(Path(self.cache_dir).resolve()))
+        return _tokenizer(self.model, self.revision, str(Path(self.cache_dir).expanduser().resolve()))
 
     def resolve(self) -> ResolvedModel:
         """The model in Hugging Face format on local disk (converted once for the embedded GGUF)."""
-        return _resolve(self.model, self.revision, str(Path(self.cache_dir).resolve()))
+        return _resolve(self.model, self.revision, str(Path(self.cache_dir).expanduser().resolve()))
 
 
 def _embedded_dir(cache_dir: str) -> Path:

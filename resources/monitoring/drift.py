@@ -18,15 +18,16 @@ from collections import Counter
 from typing import Callable
 
 import numpy as np
-from dagster import ConfigurableResource
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field
 
 WORD = re.compile(r"[a-z0-9']+")
 EPS = 1e-4
 
 
-class MonitoringPolicy(ConfigurableResource):
-    """Thresholds of the drift and feedback checks, and the window they look at."""
+class MonitoringPolicy(BaseModel):
+    """Thresholds of the drift and feedback checks, and the window they look at (a model's `monitoring:` block)."""
+
+    model_config = ConfigDict(extra="forbid")
 
     window_days: int = Field(default=7, description="Days of serving traffic compared with the training data.")
     min_requests: int = Field(default=20, description="Fewer production prompts than this: drift is not judged.")

@@ -1,48 +1,9 @@
-"""`RequestLogSource`: the gateway's request log, read per day for the monitoring assets."""
+"""Serving traffic of one day, summarised: volume, errors, latency, tokens, guard triggers, feedback."""
 
 from __future__ import annotations
 
-import datetime as dt
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
-from dagster import ConfigurableResource
-from pydantic import Field
-from sqlalchemy import select
-
-from resources.serving.gateway.request_log import RequestLog, feedback, requests
-
-TRAFFIC_COLUMNS = ["id", "created_at", "client", "model", "adapter_version", "status", "latency_ms", "upstream_ms",
-                   "prompt_tokens", "completion_tokens", "input_guard", "output_guard", "prompt_redacted"]
-
-
-class RequestLogSource(ConfigurableResource):
-    """Where the gateway logs requests (the same URL as GatewayServer.database_url)."""
-
-    database_url: str = Field(default="sqlite:///.tuneforge/serving/requests.db",
-                              description="SQLAlchemy URL of the gateway's request log (Postgres in production).")
-
-    def _log(self) -> RequestLog | None:
-        url = self.database_url
-        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
-            return None  # nothing served yet
-        return RequestLog(url)
-
-    def day(self, day: dt.date) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Requests and feedback of one UTC day."""
-        log = self._log()
-        if log is None:
-            return pd.DataFrame(columns=TRAFFIC_COLUMNS), pd.DataFrame(columns=["response_id", "rating", "corrected_answer"])
-        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
-        end = start + dt.timedelta(days=1)
-        with log.engine.connect() as conn:
-            reqs = pd.DataFrame(conn.execute(select(*(requests.c[c] for c in TRAFFIC_COLUMNS)).where(
-                requests.c.created_at >= start, requests.c.created_at < end)).mappings().all(), columns=TRAFFIC_COLUMNS)
-            fb = pd.DataFrame(conn.execute(select(feedback.c.response_id, feedback.c.rating, feedback.c.corrected_answer).where(
-                feedback.c.created_at >= start, feedback.c.created_at < end)).mappings().all(),
-                columns=["response_id", "rating", "corrected_answer"])
-        return reqs, fb
 
 
 def summarise(reqs: pd.DataFrame, fb: pd.DataFrame) -> dict:

@@ -76,14 +76,27 @@ class KnowledgeIndexer(ConfigurableResource):
     def build(self, ids: list[str], texts: list[str]) -> DenseIndex:
         return DenseIndex(list(ids), self.embed(texts))
 
-    def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:
-        """The k passages of a built `knowledge_index` folder nearest to each question."""
+    def load(self, index_dir: str | Path) -> "LoadedIndex":
+        """A built `knowledge_index` folder, read once, queried with this embedder."""
         import pandas as pd
 
         folder = Path(index_dir)
         docs = pd.read_parquet(folder / "documents.parquet")
-        index = DenseIndex(list(docs["doc_id"]), np.load(folder / "vectors.npy"))
-        by_id = docs.set_index("doc_id")
-        hits = index.search(self.embed(questions), k) if questions else []
-        return [[{"doc_id": doc_id, "external_id": by_id.at[doc_id, "external_id"], "score": round(score, 4),
-                  "text": by_id.at[doc_id, "text"]} for doc_id, score in row] for row in hits]
+        return LoadedIndex(self, DenseIndex(list(docs["doc_id"]), np.load(folder / "vectors.npy")), docs.set_index("doc_id"))
+
+    def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:
+        """The k passages of a built `knowledge_index` folder nearest to each question."""
+        return self.load(index_dir).passages(questions, k)
+
+
+@dataclass
+class LoadedIndex:
+    indexer: KnowledgeIndexer
+    index: DenseIndex
+    documents: "pd.DataFrame"  # indexed by doc_id
+
+    def passages(self, questions: list[str], k: int) -> list[list[dict]]:
+        hits = self.index.search(self.indexer.embed(questions), k) if questions else []
+        by_id = self.documents
+        return [[{"doc_id": doc_id, "external_id": by_id.at[doc_id, "external_id"], "title": by_id.at[doc_id, "title"],
+                  "score": round(score, 4), "text": by_id.at[doc_id, "text"]} for doc_id, score in row] for row in hits]

@@ -1,7 +1,8 @@
 """Put an adapter into service: vLLM (multi-LoRA, loaded at run time) behind the guardrail gateway.
 
-Plain Python over `VllmServer` and `GatewayServer`; the `deployed_endpoint` asset and the
-`tuneforge rollback` command both call `deploy`.
+Plain Python over `VllmServer` and `GatewayServer`; each model's `deployed_endpoint` asset calls `deploy`.
+Models on the same base model share one vLLM (each adapter a LoRA on it); a model on another base gets a vLLM
+of its own (`VllmServer.for_base`); every model is reached through the one gateway under its own name.
 """
 
 from __future__ import annotations
@@ -11,12 +12,34 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from resources.redaction.redactor import PiiRedactor
+from resources.requestlog import RequestLogSource
+from resources.retrieval.index import KnowledgeIndexer
 from resources.serving.gateway_server import GatewayServer
 from resources.serving.vllm_server import ServingError, VllmServer
 
 BASE_ALIAS = "base"
 TEMPLATE_PROBE = [{"role": "system", "content": "You are a support assistant."},
                   {"role": "user", "content": "How long do API tokens last?"}]
+
+
+@dataclass(frozen=True)
+class ServingStack:
+    """What serving needs of the project's resources."""
+
+    vllm: VllmServer
+    gateway: GatewayServer
+    redactor: PiiRedactor
+    indexer: KnowledgeIndexer
+    request_log: RequestLogSource
+
+
+def endpoint_curl(gateway_url: str, model: str, question: str) -> str:
+    """A curl that works when pasted into a shell where TUNEFORGE_API_KEY is set (the header is in double quotes,
+    so the shell expands the key; the JSON body is in single quotes)."""
+    body = json.dumps({"model": model, "temperature": 0, "messages": [{"role": "user", "content": question}]})
+    return (f"curl -s {gateway_url}/v1/chat/completions -H \"Authorization: Bearer $TUNEFORGE_API_KEY\" "
+            f"-H 'Content-Type: application/json' -d '{body.replace(chr(39), chr(39) + chr(92) + chr(39) + chr(39))}'")
 
 
 @dataclass
@@ -31,8 +54,8 @@ class Deployment:
     deployed_at: str
     previous_version: str | None
 
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path: str, served_name: str = BASE_ALIAS) -> dict:
@@ -55,20 +78,24 @@ def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path:
     return {"template_tokens": len(local), "eos_token": tokenizer.eos_token}
 
 
-def deploy(vllm: VllmServer, gateway: GatewayServer, name: str, adapter_version: str, adapter_path: str,
-           base_model_path: str, log=print, merged_path: str | None = None, merged_port: int | None = None) -> Deployment:
+def deploy(stack: ServingStack, name: str, adapter_version: str, adapter_path: str, base_model_path: str, log=print,
+           merged_path: str | None = None, merged_port: int | None = None, route_extra: dict | None = None) -> Deployment:
     """Serve `adapter_path` as `name` (no vLLM restart); the previous version stays loaded for rollback.
     With `merged_path`, serve the adapter merged into the base instead, on its own vLLM at `merged_port`
-    (no LoRA kernels: faster on CPU, at the cost of one server per merged model)."""
+    (no LoRA kernels: faster on CPU, at the cost of one server per merged model). `route_extra` goes into the
+    model's gateway route (its knowledge index, canaries and redaction policy)."""
     if not merged_path and not (Path(adapter_path) / "adapter_config.json").exists():
         raise ServingError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json); a full fine-tune "
-                           "is served as its merged_model (DeploymentConfig.serve_merged)")
+                           "is served as its merged_model (serving.serve_merged)")
+    gateway = stack.gateway
+    vllm = stack.vllm.for_base(base_model_path)
     vllm_url = vllm.ensure_running(base_model_path, served_name=BASE_ALIAS)
     log(f"vLLM serving {base_model_path} at {vllm_url}")
     check = check_template_and_eos(vllm, adapter_path, base_model_path)
     log(f"chat template and EOS match ({check})")
     served_model = f"{name}-{adapter_version[:12]}"
-    route = {"upstream": served_model, "adapter_version": adapter_version, "adapter_path": str(adapter_path)}
+    route = {"upstream": served_model, "adapter_version": adapter_version, "adapter_path": str(adapter_path),
+             "url": vllm_url, **(route_extra or {})}
     if merged_path:
         if not (Path(merged_path) / "config.json").exists():
             raise ServingError(f"{merged_path} is not a model folder: materialize merged_model for {adapter_version} first")
@@ -81,10 +108,11 @@ def deploy(vllm: VllmServer, gateway: GatewayServer, name: str, adapter_version:
         vllm.load_adapter(served_model, adapter_path)
     routes = gateway.routes()
     previous = routes.get(name, {}).get("adapter_version")
-    routes[BASE_ALIAS] = {"upstream": BASE_ALIAS, "adapter_version": None}
+    if vllm.port == stack.vllm.port:  # the base model of the default vLLM is reachable as `base`, for comparison
+        routes[BASE_ALIAS] = {"upstream": BASE_ALIAS, "adapter_version": None, "url": vllm_url}
     routes[name] = route
     gateway.write_routes(routes)
-    gateway_url = gateway.ensure_running(vllm_url)
+    gateway_url = gateway.ensure_running(stack.vllm, stack.redactor, stack.indexer, stack.request_log)
     log(f"gateway at {gateway_url} routes {name!r} -> {served_model} (previously {previous or 'nothing'})")
     return Deployment(name, served_model, adapter_version, str(adapter_path), base_model_path, gateway_url, vllm_url,
                       dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), previous)

@@ -11,10 +11,10 @@ Adapters are added and removed at run time (`VLLM_ALLOW_RUNTIME_LORA_UPDATING`, 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -91,6 +91,32 @@ class VllmServer(CheckedResource):
         response = self._request("GET", "/v1/models")
         return response.json().get("data", [])
 
+    # -- one server per base model ----------------------------------------------------------------
+    def _bases_file(self) -> Path:
+        return Path(self.state_dir) / f"vllm-{self.port}-bases.json"
+
+    def for_base(self, base_model_path: str) -> "VllmServer":
+        """The vLLM that serves `base_model_path`: this one for the first base model served here, the next
+        port in steps of 10 for each other base model (models on one base share its server)."""
+        if self.url:  # an external server serves what it serves
+            return self
+        registry = self._bases_file()
+        bases = json.loads(registry.read_text()) if registry.exists() else {}
+        base = str(Path(base_model_path).resolve())
+        if base not in bases:
+            bases[base] = self.port + 10 * len(bases)
+            registry.parent.mkdir(parents=True, exist_ok=True)
+            tmp = registry.with_suffix(".tmp")
+            tmp.write_text(json.dumps(bases, indent=2))
+            os.replace(tmp, registry)
+        return self.model_copy(update={"port": bases[base]})
+
+    def stop_all(self) -> int:
+        """Stop every locally started server of this resource (one per base model); how many were running."""
+        registry = self._bases_file()
+        ports = set(json.loads(registry.read_text()).values()) if registry.exists() else set()
+        return sum(self.model_copy(update={"port": port}).stop() for port in ports | {self.port})
+
     # -- lifecycle ----------------------------------------------------------------------------
     def _pid_file(self) -> Path:
         return Path(self.state_dir) / f"vllm-{self.port}.pid"
@@ -105,7 +131,7 @@ class VllmServer(CheckedResource):
             "--host", self.host, "--port", str(self.port), "--dtype", self.dtype,
             "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
             "--max-model-len", str(self.max_model_len), "--disable-log-stats",
-        ] + (["--api-key", self.api_key] if self.api_key else [])
+        ]  # the API key travels in the environment (VLLM_API_KEY), never on the command line
 
     def ensure_running(self, base_model_path: str, served_name: str = "base") -> str:
         """Start vLLM on `base_model_path` unless a healthy server already answers; returns its URL."""
@@ -133,10 +159,12 @@ class VllmServer(CheckedResource):
         env = {**os.environ, "VLLM_ALLOW_RUNTIME_LORA_UPDATING": "True", "VLLM_CPU_KVCACHE_SPACE": str(self.kv_cache_gib),
                "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
         env["OMP_NUM_THREADS"] = str(self.threads or os.cpu_count() or 1)
+        if self.api_key:
+            env["VLLM_API_KEY"] = self.api_key
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.reserved_cpus)
-        log = open(self.log_file(), "ab")
-        process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
-                                   env=env, start_new_session=True)
+        with open(self.log_file(), "ab") as log:  # the child keeps its own copy of the descriptor
+            process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
+                                       env=env, start_new_session=True)
         self._pid_file().write_text(str(process.pid))
         deadline = time.time() + self.startup_timeout_s
         while time.time() < deadline:
@@ -207,15 +235,7 @@ class VllmServer(CheckedResource):
             return
         self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(Path(path).resolve())})
 
-    def unload_adapter(self, name: str) -> None:
-        self._request("POST", "/v1/unload_lora_adapter", json={"lora_name": name})
-
     def chat_template_ids(self, served_name: str, messages: list[dict]) -> list[int]:
         """Token ids of `messages` rendered by the server's own chat template (vLLM /tokenize)."""
         body = {"model": served_name, "messages": messages, "add_generation_prompt": True}
         return self._request("POST", "/tokenize", json=body).json()["tokens"]
-
-
-def main() -> None:  # pragma: no cover - `python -m resources.serving.vllm_server stop`
-    if sys.argv[1:] == ["stop"]:
-        print("stopped" if VllmServer().stop() else "no local vLLM running")

@@ -142,6 +142,16 @@ class FineTuneConfig(Config):
         return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
                           target_modules=self.target_modules, task_type="CAUSAL_LM")
 
+    @classmethod
+    def with_defaults(cls, name: str, defaults: "FineTuneConfig") -> type["FineTuneConfig"]:
+        """A FineTuneConfig class whose defaults are `defaults` (a model's `training:` block), so the Dagster
+        launchpad shows the model's own settings and a run may still override any field."""
+        from pydantic import create_model
+
+        fields = {field: (info.annotation, Field(default=getattr(defaults, field), description=info.description))
+                  for field, info in cls.model_fields.items()}
+        return create_model(f"{''.join(p.title() for p in name.split('_'))}FineTuneConfig", __base__=cls, **fields)
+
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
 

@@ -24,6 +24,8 @@ import time
 from contextlib import ExitStack
 from pathlib import Path
 
+from resources.training.history import history as _history
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser()
@@ -237,113 +239,20 @@ def _datasets(path: str, config):
 
 
 def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str):
-    import torch
-    import torch.nn.functional as F
-    from transformers import EarlyStoppingCallback, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import EarlyStoppingCallback
+    from trl import SFTTrainer
+
+    from resources.training.trainer import CpuSFTTrainer, ProgressCallback, training_args
 
     has_eval = len(eval_ds) > 0
-    args = SFTConfig(
-        output_dir=str(work_dir),
-        seed=config.seed,
-        learning_rate=config.learning_rate,
-        lr_scheduler_type=config.lr_scheduler,
-        warmup_steps=config.warmup_ratio,  # a float below 1 is a ratio of the total steps
-        weight_decay=config.weight_decay,
-        num_train_epochs=config.num_train_epochs,
-        max_steps=config.max_steps,
-        per_device_train_batch_size=config.per_device_batch_size,
-        per_device_eval_batch_size=config.per_device_batch_size,
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        max_length=config.max_length,
-        packing=config.packing,
-        gradient_checkpointing=config.gradient_checkpointing,
-        completion_only_loss=config.loss_on == "completion",
-        eval_strategy="steps" if has_eval else "no",
-        eval_steps=config.eval_steps,
-        save_strategy="steps",
-        save_steps=config.eval_steps,
-        save_total_limit=config.save_total_limit,
-        load_best_model_at_end=has_eval and config.early_stopping_patience > 0,
-        prediction_loss_only=True,  # evaluation needs the loss, not every batch's logits kept in memory
-        metric_for_best_model="eval_loss",
-        greater_is_better=False,
-        logging_steps=config.logging_steps,
-        report_to=[],
-        use_cpu=not cuda,
-        bf16=precision == "bf16",  # autocast (CUDA, or CPU with AMX/AVX512-BF16)
-        dataloader_num_workers=0,
-        disable_tqdm=True,
-        ddp_find_unused_parameters=False,
-    )
-
-    class Progress(TrainerCallback):
-        """Streams losses into the Dagster run log while training runs."""
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not state.is_world_process_zero or not logs:
-                return
-            row = _history_row({**logs, "step": state.global_step, "epoch": state.epoch})
-            log(f"step {state.global_step}/{state.max_steps} " + " ".join(f"{k}={v}" for k, v in row.items() if k != "step"))
-
-    class CpuSFTTrainer(SFTTrainer):
-        """The loss on CPU. TRL's chunked LM head saves GPU memory by recomputing the LM head in the backward
-        pass and, off Triton, scores every position with plain torch ops: 1.3x slower per step here. Instead the
-        model computes logits only where a label is (transformers' `logits_to_keep`; with completion-only loss
-        about half the positions) and the loss is their cross-entropy over the accumulation window's label
-        count, as transformers' Trainer normalises it. Not logged on CPU: TRL's per-step entropy and token
-        accuracy, which come out of its head."""
-
-        def __init__(self, *args, **kwargs):
-            super().__init__(*args, **kwargs)
-            self.model_accepts_loss_kwargs = True  # compute_loss divides by num_items_in_batch itself
-
-        def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
-            inputs = {**inputs, "use_cache": False}  # as TRL: no KV cache, packed examples keep their own attention
-            labels = inputs.pop("labels")
-            if self.aux_loss_enabled:  # MoE: the router's load-balancing loss, as TRL adds it
-                inputs["output_router_logits"] = True
-            targets = labels[:, 1:]
-            if labels.shape[0] == 1:  # a packed (padding-free) row: logits only where a label is
-                positions = (targets[0] != -100).nonzero().squeeze(1)  # the logits at p predict the label at p + 1
-                outputs = model(**inputs, logits_to_keep=positions)
-                logits, targets = outputs.logits[0], targets[0, positions]
-            else:  # padded rows (packing off)
-                outputs = model(**inputs)
-                logits, targets = outputs.logits[:, :-1].flatten(0, 1), targets.flatten()
-            loss = F.cross_entropy(logits.float(), targets, ignore_index=-100, reduction="sum")
-            count = num_items_in_batch if num_items_in_batch is not None else (targets != -100).sum()
-            loss = loss / torch.as_tensor(count).clamp(min=1)
-            if self.args.average_tokens_across_devices and num_items_in_batch is not None:
-                loss = loss * self.accelerator.num_processes  # DDP averages gradients; the count is global
-            if self.aux_loss_enabled and getattr(outputs, "aux_loss", None) is not None:
-                steps = self.current_gradient_accumulation_steps if num_items_in_batch is not None else 1
-                loss = loss + self.router_aux_loss_coef * outputs.aux_loss / steps
-            return (loss, outputs) if return_outputs else loss
-
-    callbacks = [Progress()]
+    args = training_args(config, work_dir, cuda, precision, has_eval)
+    callbacks = [ProgressCallback(log)]
     if has_eval and config.early_stopping_patience > 0:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=config.early_stopping_patience))
-    trainer = (SFTTrainer if cuda else CpuSFTTrainer)(
+    return (SFTTrainer if cuda else CpuSFTTrainer)(
         model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds if has_eval else None,
         processing_class=tokenizer, callbacks=callbacks,
     )
-    return trainer
-
-
-LOGGED = ("loss", "eval_loss", "learning_rate")
-
-
-def _history_row(entry: dict) -> dict:
-    row = {"step": entry["step"], "epoch": round(entry.get("epoch") or 0, 3)}
-    row.update({k: round(v, 5) for k, v in entry.items() if k in LOGGED})
-    return row
-
-
-def _history(log_history: list[dict], base_eval_loss: float | None) -> list[dict]:
-    """The loss curve: the base model's validation loss at step 0, then every logged loss and evaluation."""
-    rows = [{"step": 0, "epoch": 0, "eval_loss": round(base_eval_loss, 5)}] if base_eval_loss is not None else []
-    return rows + [_history_row(entry) for entry in log_history if any(k in entry for k in LOGGED)]
 
 
 def _throughput(trainer, history, wall: float, config, start_epoch: float = 0) -> dict:
@@ -407,7 +316,6 @@ def _metadata(stats: dict, history: list[dict], spec: dict, output_dir: Path) ->
     metadata = {
         "loss_curve": {"raw_value": table, "type": "md"},
         "history": {"raw_value": history, "type": "json"},
-        "path": {"raw_value": str(output_dir), "type": "path"},
         "base_model_sha256": {"raw_value": spec["manifest"]["base_model"]["weights_sha256"], "type": "text"},
         "dataset_version": {"raw_value": spec["manifest"]["dataset_version"], "type": "text"},
     }

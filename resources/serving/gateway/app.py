@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import time
 from contextlib import asynccontextmanager
+from functools import lru_cache
 import uuid
 from collections import defaultdict, deque
 from pathlib import Path
@@ -25,26 +26,35 @@ from pydantic import BaseModel, Field
 
 from resources.serving.gateway.guards import Guards
 from resources.serving.gateway.keys import Client, KeyRing
-from resources.serving.gateway.request_log import RequestLog
+from resources.requestlog import RequestLog
 
 BLOCKED = "[withheld by the tuneforge output guard: {reason}]"
+# Secrets reach the gateway process in its environment (GatewayServer.launch_settings), never in the settings file.
+SECRET_ENV = {"upstream_api_key": "TUNEFORGE_UPSTREAM_API_KEY", "pseudonym_key": "TUNEFORGE_PSEUDONYM_KEY"}
 
 
 class GatewaySettings(BaseModel):
-    """Everything the gateway process needs; `tuneforge gateway` reads it from a JSON file."""
+    """Everything the gateway process needs but its secrets; the gateway reads it from a JSON file that
+    `GatewayServer.launch_settings` derives from the resources."""
 
     upstream_url: str = Field(default="http://127.0.0.1:8000", description="vLLM API root.")
-    upstream_api_key: str | None = Field(default=None, description="Key vLLM requires, if any.")
     upstream_timeout_s: float = Field(default=300.0, description="Timeout of one upstream request.")
-    routes_file: str = Field(default=".tuneforge/serving/routes.json", description="Served aliases -> vLLM model names (written by deployed_endpoint).")
+    routes_file: str = Field(default=".tuneforge/serving/routes.json", description="Served models -> vLLM model names, "
+                             "adapter versions, knowledge indexes and canaries (written by each model's deployed_endpoint).")
     keys_file: str = Field(default=".tuneforge/serving/api_keys.yaml", description="Clients and their hashed API keys.")
     database_url: str = Field(default="sqlite:///.tuneforge/serving/requests.db", description="SQLAlchemy URL of the request log.")
-    redaction_policy: str = Field(default="policies/redaction.yaml", description="Redaction policy used by the guards.")
-    canaries_path: str | None = Field(default="data/sample/canaries.json", description="Canary secrets that must never leave.")
-    toxicity_lexicon_path: str = Field(default="data/safety/toxicity_lexicon.txt", description="Toxicity terms blocked in responses.")
+    redaction_policy: str = Field(default="policies/redaction.yaml", description="Redaction policy of the guards "
+                                  "(a route's own `redaction_policy` wins for that model).")
+    spacy_model: str | None = Field(default=None, description="spaCy model of the redactor (None: the redactor's default).")
+    spacy_exclude: list[str] | None = Field(default=None, description="spaCy components not run (None: the redactor's default).")
+    canaries_path: str | None = Field(default=None, description="Extra canary secrets that must never leave (each "
+                                      "route adds its model's canaries).")
+    toxicity_lexicon_path: str = Field(default="data/safety/toxicity_lexicon.txt", description="Toxicity terms blocked in "
+                                       "responses (a route's own `toxicity_lexicon_path` wins for that model).")
     pii_in_prompt: str = Field(default="redact", description="redact | refuse | allow personal data in prompts.")
     block_injection: bool = Field(default=True, description="Refuse prompts matching prompt-injection patterns.")
-    knowledge_index_dir: str | None = Field(default=None, description="knowledge_index folder for grounding (optional).")
+    embedding_model: str | None = Field(default=None, description="Embedding model of the knowledge indexes (None: the default).")
+    embedding_max_chars: int | None = Field(default=None, description="Characters of each question embedded (None: the default).")
     grounding_passages: int = Field(default=3, description="Passages put into context when a request asks for grounding.")
     stream_holdback_chars: int = Field(default=48, description="Streamed text held back until the output guard has seen it.")
 
@@ -83,7 +93,10 @@ class RateLimiter:
         return True
 
 
-def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastAPI:
+def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets: dict[str, str] | None = None) -> FastAPI:
+    """The gateway app. `guards` replaces the guards built from the settings (tests); `secrets` holds the
+    upstream API key and the pseudonym key (from the process environment, see SECRET_ENV)."""
+    secrets = secrets or {}
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
@@ -94,10 +107,36 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
     routes = Routes(settings.routes_file)
     log = RequestLog(settings.database_url)
     limiter = RateLimiter()
-    guards = guards or _default_guards(settings)
+    fixed_guards = guards
+    built: dict[tuple, Guards] = {}
+    indexes: dict[str, Any] = {}
+    upstream_key = secrets.get("upstream_api_key")
     upstream = httpx.AsyncClient(base_url=settings.upstream_url, timeout=settings.upstream_timeout_s,
                                  limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
-                                 headers={"Authorization": f"Bearer {settings.upstream_api_key}"} if settings.upstream_api_key else {})
+                                 headers={"Authorization": f"Bearer {upstream_key}"} if upstream_key else {})
+
+    def guards_for(route: dict) -> Guards:
+        """The guards of a route: its model's redaction policy; every served model's canaries."""
+        if fixed_guards is not None:
+            return fixed_guards
+        canaries = tuple(sorted({c for r in routes.models().values() for c in _canaries(r.get("canaries_path"))}
+                                | set(_canaries(settings.canaries_path))))
+        policy = route.get("redaction_policy") or settings.redaction_policy
+        lexicon = route.get("toxicity_lexicon_path") or settings.toxicity_lexicon_path
+        if (policy, lexicon, canaries) not in built:
+            built[(policy, lexicon, canaries)] = _guards(settings, policy, lexicon, list(canaries), secrets.get("pseudonym_key"))
+        return built[(policy, lexicon, canaries)]
+
+    def retrieve(index_dir: str, question: str) -> list[dict]:
+        """Passages of a model's knowledge index (each index loaded once, swapped when a new one is routed)."""
+        if index_dir not in indexes:
+            from resources.retrieval.index import KnowledgeIndexer
+
+            indexer = KnowledgeIndexer(**{k: v for k, v in (("model", settings.embedding_model),
+                                                            ("max_chars", settings.embedding_max_chars)) if v is not None})
+            indexes.clear()
+            indexes[index_dir] = indexer.load(index_dir)
+        return indexes[index_dir].passages([question], settings.grounding_passages)[0]
     registry = CollectorRegistry()
     m_requests = Counter("tuneforge_gateway_requests", "Requests by model and status", ["model", "status"], registry=registry)
     m_latency = Histogram("tuneforge_gateway_latency_seconds", "End-to-end latency", ["model"], registry=registry,
@@ -149,10 +188,9 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
             return await fail(400, "request body must be JSON with a 'model' field", "invalid_request_error")
         row["model"] = alias
         route = routes.models().get(alias)
-        if route is None:
-            return await fail(404, f"model {alias!r} is not served here (GET /v1/models lists them)", "model_not_found")
-        if alias not in client.models and "*" not in client.models:
-            return await fail(403, f"client {client.name!r} may not use model {alias!r}", "permission_denied")
+        if route is None or (alias not in client.models and "*" not in client.models):
+            # a model outside the key's scope is answered as one that is not served: no probing for names
+            return await fail(404, f"model {alias!r} is not served here (GET /v1/models lists yours)", "model_not_found")
         if not limiter.allow(client):
             return await fail(429, f"rate limit of {client.requests_per_minute} requests/minute exceeded", "rate_limit_exceeded")
         row.update(upstream_model=route["upstream"], adapter_version=route.get("adapter_version"))
@@ -160,6 +198,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
         # input guard on everything the user wrote
         texts = [m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"] if endpoint == "chat" \
             else [body.get("prompt") or ""]
+        guards = await run_in_threadpool(guards_for, route)
         verdicts = [await run_in_threadpool(guards.check_input, t) for t in texts]
         findings: dict[str, int] = {}
         for v in verdicts:
@@ -182,8 +221,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
 
         sources = []
         options = body.pop("tuneforge", None) or {}
-        if options.get("grounding") and settings.knowledge_index_dir and endpoint == "chat":
-            sources = await run_in_threadpool(_retrieve, settings, texts[-1])
+        if options.get("grounding") and route.get("knowledge_index_dir") and endpoint == "chat":
+            sources = await run_in_threadpool(retrieve, route["knowledge_index_dir"], texts[-1])
             context = "\n\n".join(f"[{s['external_id']}] {s['text']}" for s in sources)
             body["messages"] = [{"role": "system", "content": "Answer using only these passages:\n" + context}] + body["messages"]
         body["model"] = route["upstream"]
@@ -192,7 +231,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
                  "sources": [{"id": s["external_id"], "score": s["score"]} for s in sources]}
         if body.get("stream"):
-            return await stream(body, path, row, started, extra, endpoint)
+            return await stream(body, path, row, started, extra, endpoint, guards)
 
         upstream_started = time.perf_counter()
         try:
@@ -227,7 +266,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
         data.update(id=rid, model=alias, tuneforge={**extra, "output_guard": verdict.findings})
         return await finish(row, JSONResponse(data), started)
 
-    async def stream(body: dict, path: str, row: dict, started: float, extra: dict, endpoint: str) -> Response:
+    async def stream(body: dict, path: str, row: dict, started: float, extra: dict, endpoint: str, guards: Guards) -> Response:
         """Stream through, holding back the last characters until the output guard has seen them; a
         blocked stream ends with finish_reason content_filter and never carries the offending text."""
         body["stream_options"] = {"include_usage": True}
@@ -328,7 +367,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
         if logged is None or logged["client"] != client.name:
             return _error(404, f"no response {response_id!r} for this client", "not_found")
         if corrected:
-            corrected = (await run_in_threadpool(guards.redact, [corrected]))[0][0]
+            route = routes.models().get(logged["model"]) or {}
+            corrected = (await run_in_threadpool(guards_for(route).redact, [corrected]))[0][0]
         await run_in_threadpool(log.record_feedback, {"response_id": response_id, "client": client.name, "rating": rating,
                                                       "corrected_answer": corrected, "comment": body.get("comment")})
         return {"status": "recorded", "response_id": response_id}
@@ -348,28 +388,41 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None) -> FastA
     return app
 
 
-def _default_guards(settings: GatewaySettings) -> Guards:
-    from resources.evaluation.probes import load_lexicon
-    from resources.evaluation.safety import load_canaries
+def _canaries(path: str | None) -> tuple[str, ...]:
+    if not path or not Path(path).is_file():
+        return ()
+    return _load_canaries(path, Path(path).stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=32)
+def _load_canaries(path: str, mtime_ns: int) -> tuple[str, ...]:
+    from resources.safety.canaries import load_canaries
+
+    return tuple(c.value for c in load_canaries(path))
+
+
+def _guards(settings: GatewaySettings, policy: str, lexicon: str, canaries: list[str], pseudonym_key: str | None) -> Guards:
     from resources.redaction.redactor import PiiRedactor
+    from resources.safety.probes import load_lexicon
 
-    engine = PiiRedactor(policy_path=settings.redaction_policy).engine()
-    canaries = [c.value for c in load_canaries(settings.canaries_path)] if settings.canaries_path else []
-    return Guards(engine, canaries, load_lexicon(settings.toxicity_lexicon_path), settings.pii_in_prompt,
-                  settings.block_injection)
+    options = {k: v for k, v in (("spacy_model", settings.spacy_model), ("spacy_exclude", settings.spacy_exclude)) if v is not None}
+    engine = PiiRedactor(policy_path=policy, pseudonym_key=pseudonym_key, **options).engine()
+    return Guards(engine, canaries, load_lexicon(lexicon), settings.pii_in_prompt, settings.block_injection)
 
 
-def _retrieve(settings: GatewaySettings, question: str) -> list[dict]:
-    from resources.retrieval.index import KnowledgeIndexer
+def secrets_from_environment() -> dict[str, str]:
+    """The gateway's secrets, as `GatewayServer` passes them to the process."""
+    import os
 
-    return KnowledgeIndexer().passages(settings.knowledge_index_dir, [question], settings.grounding_passages)[0]
+    return {name: os.environ[var] for name, var in SECRET_ENV.items() if os.environ.get(var)}
 
 
 def run(settings_file: str, host: str, port: int) -> None:
     import uvicorn
 
     settings = GatewaySettings.model_validate_json(Path(settings_file).read_text())
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(settings, secrets=secrets_from_environment()), host=host, port=port, log_level="warning",
+                access_log=False)
 
 
 if __name__ == "__main__":  # python -m resources.serving.gateway.app --settings FILE [--host H] [--port P]

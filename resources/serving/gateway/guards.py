@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from resources.evaluation.probes import toxic_terms
+from resources.safety.probes import toxic_terms
 
 # Phrases typical of prompt-injection / jailbreak attempts (lower-cased, matched as regexes).
 INJECTION_PATTERNS = (

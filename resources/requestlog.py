@@ -1,11 +1,19 @@
 """The gateway's request log and feedback, in a real database through SQLAlchemy (SQLite by default,
-Postgres by URL). Prompts and responses are stored redacted; guard decisions as JSON counts."""
+Postgres by URL). Prompts and responses are stored redacted; guard decisions as JSON counts.
+
+The gateway writes it; the monitoring stage (traffic per day) and the evaluation stage (feedback given through
+`/v1/feedback`) read it, each for one model, through `RequestLogSource`, the one place its URL is configured.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
+from dagster import ConfigurableResource
+from pydantic import Field
 from sqlalchemy import (JSON, Column, DateTime, Float, Integer, MetaData, String, Table, Text, create_engine, func,
                         insert, select)
 
@@ -79,14 +87,16 @@ class RequestLog:
             return [dict(r) for r in conn.execute(select(table)).mappings()]
 
 
-def endpoint_feedback(url: str) -> list[dict[str, Any]]:
-    """Feedback given through the gateway's /v1/feedback, as reviewer-feedback records: thumbs up ->
-    approve, down -> reject, a corrected answer -> correct (with the logged, redacted prompt as question)."""
+def endpoint_feedback(url: str, model: str | None = None) -> list[dict[str, Any]]:
+    """Feedback given through the gateway's /v1/feedback (on `model`'s answers, or all), as reviewer-feedback
+    records: thumbs up -> approve, down -> reject, a corrected answer -> correct (with the logged, redacted
+    prompt as question)."""
     log = RequestLog(url)
+    query = select(feedback, requests.c.prompt_redacted).join(requests, requests.c.id == feedback.c.response_id)
+    if model is not None:
+        query = query.where(requests.c.model == model)
     with log.engine.connect() as conn:
-        joined = conn.execute(
-            select(feedback, requests.c.prompt_redacted).join(requests, requests.c.id == feedback.c.response_id)
-            .order_by(feedback.c.id)).mappings().all()
+        joined = conn.execute(query.order_by(feedback.c.id)).mappings().all()
     out = []
     for row in joined:
         verdict = "correct" if row["corrected_answer"] else {"up": "approve", "down": "reject"}[row["rating"]]
@@ -95,3 +105,44 @@ def endpoint_feedback(url: str) -> list[dict[str, Any]]:
                     "corrected_answer": row["corrected_answer"], "reviewer": f"endpoint:{row['client']}",
                     "source_path": "gateway", "line": row["id"]})
     return out
+
+
+TRAFFIC_COLUMNS = ["id", "created_at", "client", "model", "adapter_version", "status", "latency_ms", "upstream_ms",
+                   "prompt_tokens", "completion_tokens", "input_guard", "output_guard", "prompt_redacted"]
+FEEDBACK_COLUMNS = ["response_id", "rating", "corrected_answer"]
+
+
+class RequestLogSource(ConfigurableResource):
+    """Where the gateway logs requests and feedback: the gateway writes here, monitoring and feedback read here."""
+
+    database_url: str = Field(default="sqlite:///.tuneforge/serving/requests.db",
+                              description="SQLAlchemy URL of the request log (Postgres in production, e.g. "
+                              "EnvVar('TUNEFORGE_REQUEST_LOG_URL')); a SQLite file is created on first use.")
+
+    def _log(self) -> RequestLog | None:
+        url = self.database_url
+        if url.startswith("sqlite:///") and not Path(url.removeprefix("sqlite:///")).exists():
+            return None  # nothing served yet
+        return RequestLog(url)
+
+    def day(self, day: dt.date, model: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Requests and feedback of one UTC day for one served model."""
+        log = self._log()
+        if log is None:
+            return pd.DataFrame(columns=TRAFFIC_COLUMNS), pd.DataFrame(columns=FEEDBACK_COLUMNS)
+        start = dt.datetime.combine(day, dt.time(), tzinfo=dt.timezone.utc)
+        end = start + dt.timedelta(days=1)
+        with log.engine.connect() as conn:
+            reqs = pd.DataFrame(conn.execute(select(*(requests.c[c] for c in TRAFFIC_COLUMNS)).where(
+                requests.c.created_at >= start, requests.c.created_at < end, requests.c.model == model)).mappings().all(),
+                columns=TRAFFIC_COLUMNS)
+            fb = pd.DataFrame(conn.execute(
+                select(feedback.c.response_id, feedback.c.rating, feedback.c.corrected_answer)
+                .join(requests, requests.c.id == feedback.c.response_id)
+                .where(feedback.c.created_at >= start, feedback.c.created_at < end, requests.c.model == model)
+            ).mappings().all(), columns=FEEDBACK_COLUMNS)
+        return reqs, fb
+
+    def feedback(self, model: str) -> list[dict[str, Any]]:
+        """Feedback given through the gateway on `model`'s answers (see `endpoint_feedback`)."""
+        return endpoint_feedback(self.database_url, model) if self._log() is not None else []

