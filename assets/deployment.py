@@ -63,13 +63,14 @@ def build(spec: ModelSpec) -> list:
         """The adapter the promotion decision passed, served by vLLM next to the other models' adapters (one vLLM
         per base model) and reached through the guardrail gateway's OpenAI-compatible API as the model's name; it
         becomes the model's champion."""
-        adapter, decision_artifact = lora_adapter, promotion_decision
-        decision = GateDecision.from_dict(promotion_decision.read_json("decision.json"))
         if config.adapter_version and config.adapter_version != lora_adapter.version:
             adapter, decision_artifact, decision = rollback_target(context, spec, store, config.adapter_version)
-        elif decision.adapter_version != lora_adapter.version:
-            raise Failure(f"the promotion decision {promotion_decision.version} is about adapter {decision.adapter_version}, "
-                          f"not {lora_adapter.version}: evaluate this adapter first", allow_retries=False)
+        else:
+            adapter, decision_artifact = lora_adapter, promotion_decision
+            decision = GateDecision.from_dict(promotion_decision.read_json("decision.json"))
+        if decision.adapter_version != adapter.version:
+            raise Failure(f"the promotion decision {decision_artifact.version} is about adapter {decision.adapter_version}, "
+                          f"not {adapter.version}: evaluate this adapter first", allow_retries=False)
         if not decision.promote:
             raise Failure(f"adapter {adapter.version} may not be deployed: its promotion decision is to block",
                           metadata={"reasons": bullets(decision.reasons)}, allow_retries=False)

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import sys
 import tempfile
 import time
@@ -43,19 +42,14 @@ def records() -> list[dict]:
 
 
 def main() -> int:
-    from dagster import DagsterInstance, build_sensor_context
+    from dagster import build_sensor_context
 
-    from orchestration.definitions import build_definitions
-    from orchestration.sensors import inbox_sensor
-    from resources.evaluation.feedback import FeedbackSource
+    from orchestration import workflows
+    from orchestration.project import load_project
     from resources.ingestion.inbox import Inbox
-    from resources.storage import ArtifactStore
+    from resources.spec import ModelSpec
 
     work = Path(tempfile.mkdtemp(prefix="tf-incremental-"))
-    home = work / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
-    os.environ["DAGSTER_HOME"] = str(home)
     inbox = work / "inbox"
     inbox.mkdir()
     rows = records()
@@ -65,16 +59,17 @@ def main() -> int:
     def drop(i: int) -> None:
         (inbox / f"batch_{i:02d}.jsonl").write_text("".join(json.dumps({**r, "id": f"{r.get('id')}-{i}"}) + "\n" for r in batches[i]))
 
-    instance = DagsterInstance.get()
-    defs = build_definitions(inbox=Inbox(path=str(inbox), settle_seconds=0, forget_list=str(work / "forget.yaml")),
-                             store=ArtifactStore(root=str(work / "artifacts")),
-                             feedback=FeedbackSource(path=str(work / "fb"), endpoint_database_url=None))
-    job = defs.resolve_job_def("ingest_batch")
+    spec = ModelSpec(name="bench", inbox=str(inbox), golden=[str(ROOT / "data" / "sample" / "support" / "golden.jsonl")])
+    project = load_project(ROOT, work, models=[spec], inbox=Inbox(settle_seconds=0, forget_list=str(work / "forget.yaml")))
+    instance = workflows.open_instance(project)
+    defs = project.definitions
+    sensor = defs.get_sensor_def("bench_inbox_sensor")
+    job = defs.resolve_job_def("bench_ingest_batch")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 
     def tick_and_run(cursor):
         with build_sensor_context(instance=instance, cursor=cursor, resources={"inbox": defs.resources["inbox"]}) as ctx:
-            result = inbox_sensor(ctx)
+            result = sensor(ctx)
         for request in result.dynamic_partitions_requests or []:
             instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         start, processed = time.perf_counter(), 0

@@ -41,10 +41,11 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def load_documents() -> list[dict]:
-    inbox = Inbox(path=str(SAMPLE / "inbox"), max_record_chars=10_000)
     documents = []
-    for entry in inbox.batches(now=time.time() + 3600):
-        documents += inbox.read(entry.key).documents
+    for model in ("support", "policy"):  # both sample models' inboxes
+        inbox = Inbox(path=str(SAMPLE / model / "inbox"), max_record_chars=10_000)
+        for entry in inbox.batches(now=time.time() + 3600):
+            documents += inbox.read(entry.key).documents
     return documents
 
 
@@ -52,7 +53,7 @@ def planted_by_record() -> dict[str, list[dict]]:
     planted = defaultdict(list)
     for line in (SAMPLE / "pii_manifest.jsonl").read_text().splitlines():
         item = json.loads(line)
-        if item["file"].startswith("inbox/"):
+        if "/inbox/" in item["file"]:
             planted[item["record_id"]].append(item)
     return planted
 

@@ -68,14 +68,19 @@ async def concurrent(url: str, model: str, prompts: list[str], headers: dict) ->
 
 
 def adapter_for_bench(base: str, work: Path) -> tuple[str, str]:
-    """The adapter `make demo` trained if there is one, else a random LoRA (same shapes as training's)."""
-    from resources.storage import ArtifactStore
+    """The support adapter `make demo` last trained, if there is one, else a random LoRA (same shapes as training's)."""
+    from dagster import AssetKey, DagsterInstance
 
-    store = ArtifactStore()
-    try:
-        version = store.latest("lora_adapter")
-        return str(store.partition_dir("lora_adapter", version)), version
-    except FileNotFoundError:
+    home = ROOT / ".dagster"
+    event = None
+    if (home / "dagster.yaml").exists():
+        instance = DagsterInstance.from_config(str(home))
+        event = instance.get_latest_materialization_event(AssetKey(["support", "lora_adapter"]))
+        instance.dispose()
+    if event is not None:
+        version = event.asset_materialization.tags["dagster/data_version"]
+        return str(ROOT / ".tuneforge" / "artifacts" / "support" / "lora_adapter" / event.asset_materialization.metadata["artifact"].value), version
+    else:
         import torch
         from peft import LoraConfig, get_peft_model
         from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -97,17 +102,20 @@ def merged_copy(base: str, adapter: str, out: Path) -> str:
 
 
 def main() -> int:
-    from orchestration.cli import add_key
     from resources.evaluation.generation import generate, load_for_generation
     from resources.models.base_model import BaseModelSource
-    from resources.serving.deploy import deploy
+    from resources.redaction.redactor import PiiRedactor
+    from resources.requestlog import RequestLogSource
+    from resources.retrieval.index import KnowledgeIndexer
+    from resources.serving.deploy import ServingStack, deploy
+    from resources.serving.gateway.keys import KeyRing
     from resources.serving.gateway_server import GatewayServer
     from resources.serving.vllm_server import VllmServer
 
     import torch
 
-    prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "golden.jsonl").read_text().splitlines()][:N]
-    base = BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve().path
+    prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()][:N]
+    base = BaseModelSource().resolve().path
     work = Path(tempfile.mkdtemp(prefix="tf-serving-bench-"))
     adapter, version = adapter_for_bench(base, work)
     out: dict = {"benchmark": "serving_throughput", "requests": len(prompts), "max_tokens": MAX_TOKENS,
@@ -131,6 +139,8 @@ def main() -> int:
     vllm = VllmServer(port=free_port(), state_dir=str(state), python=python, dtype=DTYPE)
     merged_port = free_port()
     gateway = GatewayServer(port=free_port(), state_dir=str(state))
+    stack = ServingStack(vllm, gateway, PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml")), KnowledgeIndexer(),
+                         RequestLogSource(database_url=f"sqlite:///{state / 'requests.db'}"))
 
     def measure(label: str, url: str, model_name: str, headers: dict, description: str) -> list[str]:
         asyncio.run(concurrent(url, model_name, prompts[:2], headers))  # warm-up
@@ -139,8 +149,10 @@ def main() -> int:
         return texts
 
     try:
-        deployment = deploy(vllm, gateway, "bench", version, adapter, base, log=lambda _: None)
-        key = add_key(gateway, "bench", ["bench", "base"], requests_per_minute=100_000)
+        deployment = deploy(stack, "bench", version, adapter, base, log=lambda _: None)
+        ring = KeyRing.load(gateway.keys_file)
+        key = ring.add("bench", ["bench", "base"], requests_per_minute=100_000)
+        ring.save(gateway.keys_file)
         auth = {"Authorization": f"Bearer {key}"}
         direct = measure("vllm_direct", vllm.base_url, deployment.served_model, {},
                          f"{len(prompts)} concurrent requests straight to vLLM, the adapter as a runtime-loaded LoRA")
@@ -148,15 +160,15 @@ def main() -> int:
         out["gateway_same_answers_as_vllm"] = sum(a == b for a, b in zip(through, direct))
         measure("vllm_base_model", vllm.base_url, "base", {}, "the base model without adapter, straight to vLLM")
         merged = merged_copy(base, adapter, work / "merged")
-        deployment = deploy(vllm, gateway, "bench", version, adapter, base, log=lambda _: None,
+        deployment = deploy(stack, "bench", version, adapter, base, log=lambda _: None,
                             merged_path=merged, merged_port=merged_port)
         measure("vllm_merged_direct", f"http://127.0.0.1:{merged_port}", deployment.served_model, {},
                 "the adapter merged into the base weights, served as a plain model by its own vLLM")
         measure("gateway_merged", gateway.url, "bench", auth,
-                "the merged model through the gateway (DeploymentConfig.serve_merged)")
+                "the merged model through the gateway (a model's serving.serve_merged)")
     finally:
         gateway.stop()
-        vllm.stop()
+        vllm.stop_all()
         vllm.model_copy(update={"port": merged_port}).stop()
 
     base_rps = out["baseline"]["requests_per_s"]

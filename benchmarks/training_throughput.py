@@ -55,10 +55,11 @@ def chat_examples() -> list[list[dict]]:
     from resources.datasets.builder import document_to_messages
     from resources.ingestion.inbox import Inbox
 
-    inbox = Inbox(path=str(ROOT / "data" / "sample" / "inbox"))
+    sample = ROOT / "data" / "sample"
     examples = []
-    for batch in ("support_qa.csv", "chat_transcripts.jsonl", "runbooks.json", "kb_articles.jsonl"):
-        for doc in inbox.read(batch).documents:
+    for model, batch in (("support", "support_qa.csv"), ("support", "chat_transcripts.jsonl"), ("policy", "runbooks.json"),
+                         ("support", "kb_articles.jsonl")):
+        for doc in Inbox(path=str(sample / model / "inbox")).read(batch).documents:
             messages, _ = document_to_messages(doc, "title_to_instruction", "What does our documentation say about {title}?")
             if messages:
                 examples.append(messages)

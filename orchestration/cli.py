@@ -109,9 +109,10 @@ def rollback_command(args: argparse.Namespace) -> int:
         target = history[0]
     instance = workflows.open_instance(project)
     try:
-        _, endpoint = workflows.deploy(project, instance, spec, target)
+        outcome, endpoint = workflows.deploy(project, instance, spec, target)
     finally:
         instance.dispose()
+    outcome.raise_for_failure()
     print(f"{spec.name}: adapter {endpoint['adapter_version']} in service again (previous: {endpoint['previous_version']})")
     print("  " + endpoint_curl(endpoint["gateway_url"], spec.name, spec.serving.example_question))
     return 0

@@ -34,11 +34,14 @@ def shared_resources(project: str | Path = ".", workdir: str | Path | None = Non
     (default: the project) the state."""
     project = Path(project).resolve()
     state = state_dir(workdir or project)
+    policy = project / "policies" / "redaction.yaml"
+    if not policy.is_file():  # a project without its own default policy uses the one tuneforge ships
+        policy = Path(__file__).resolve().parent.parent / "policies" / "redaction.yaml"
     resources: dict[str, Any] = {
         "store": ArtifactStore(root=str(state / "artifacts")),
         "inbox": Inbox(forget_list=str(project / "policies" / "forget.yaml")),
         "curator": TextCurator(),
-        "redactor": PiiRedactor(policy_path=str(project / "policies" / "redaction.yaml")),
+        "redactor": PiiRedactor(policy_path=str(policy)),
         "model_source": BaseModelSource(),
         "fine_tuner": FineTuner(work_dir=str(state / "training")),
         "evaluator": Evaluator(),

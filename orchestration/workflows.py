@@ -48,6 +48,10 @@ class RunOutcome:
     def of(cls, job: str, result) -> "RunOutcome":
         failed_steps = [{"step": e.step_key, "message": _root_message(e.event_specific_data.error)}
                         for e in result.all_events if e.is_step_failure]
+        if not result.success and not failed_steps:  # the run failed outside a step (a resource that cannot start)
+            failed_steps = [{"step": "(run)", "message": _root_message(getattr(e.event_specific_data, "error", None))
+                             or e.message or ""} for e in result.all_events
+                            if e.event_type_value in ("RESOURCE_INIT_FAILURE", "RUN_FAILURE")][:1]
         failed_checks = [{"asset": e.asset_key.to_user_string(), "check": e.check_name, "blocking": e.severity.value == "ERROR",
                           "metadata": {k: str(getattr(v, "value", v))[:500] for k, v in e.metadata.items()}}
                          for e in result.get_asset_check_evaluations() if not e.passed]
@@ -175,10 +179,13 @@ def evaluate(project: Project, instance: DagsterInstance, spec: ModelSpec) -> tu
     return outcome, decision, scores
 
 
-def deploy(project: Project, instance: DagsterInstance, spec: ModelSpec, adapter_version: str | None = None) -> tuple[RunOutcome, dict]:
+def deploy(project: Project, instance: DagsterInstance, spec: ModelSpec,
+           adapter_version: str | None = None) -> tuple[RunOutcome, dict | None]:
+    """Run the deployment; the endpoint record, or None when the run failed (the outcome says why)."""
     config = {f"{spec.name}__deployed_endpoint": {"config": {"adapter_version": adapter_version}}} if adapter_version else None
     outcome, _ = run_job(project, instance, spec, "deploy_adapter", config, loud=True)
-    outcome.raise_for_failure()
+    if not outcome.success:
+        return outcome, None
     store = project.definitions.resources["store"]
     endpoint = store.read_json(f"{spec.name}/deployed_endpoint", outcome.artifacts[f"{spec.name}/deployed_endpoint"], "endpoint.json")
     return outcome, endpoint
@@ -211,11 +218,13 @@ def _run_model(project: Project, instance: DagsterInstance, spec: ModelSpec, unt
         for outcome in bad:
             log(f"{spec.name}: {outcome.message()}")  # one bad batch never stops the others
         log(f"{spec.name}: building the corpus and datasets ...")
-        run.datasets = run_job(project, instance, spec, "build_datasets")[0].raise_for_failure()
+        run.datasets = run_job(project, instance, spec, "build_datasets")[0]
+        run.datasets.raise_for_failure()
         if until == "data":
             return run
         log(f"{spec.name}: fine-tuning (base_model -> lora_adapter); progress every few steps ...")
-        run.training = train(project, instance, spec, max_steps).raise_for_failure()
+        run.training = train(project, instance, spec, max_steps)
+        run.training.raise_for_failure()
         if until == "training":
             return run
         log(f"{spec.name}: evaluating base, candidate and champion on the golden set, probing safety, deciding ...")
@@ -224,6 +233,7 @@ def _run_model(project: Project, instance: DagsterInstance, spec: ModelSpec, unt
             return run
         log(f"{spec.name}: deploying (vLLM multi-LoRA behind the guardrail gateway; vLLM start-up takes about a minute) ...")
         run.deployment, run.endpoint = deploy(project, instance, spec)
+        run.deployment.raise_for_failure()
     except (WorkflowError, ProjectError) as err:
         run.error = str(err)
     return run

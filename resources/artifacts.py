@@ -41,7 +41,8 @@ from resources.storage import ArtifactStore
 
 PIN_TAG_PREFIX = "tuneforge/input/"  # + asset key (user string) = storage id of the materialization to load
 ARTIFACT_METADATA = "artifact"  # the store key of the artifact, on every materialization
-OPTIONAL = "tuneforge/optional"  # AssetIn metadata: None (not an error) when never materialized
+OPTIONAL = "tuneforge/optional"
+OWN_RUN_SCAN = 500  # the newest materializations of an upstream searched for the run's own  # AssetIn metadata: None (not an error) when never materialized
 
 
 class UpstreamMissingError(LookupError):
@@ -369,22 +370,24 @@ def _run_lineage(instance, run) -> list[str]:
     return ids
 
 
-def _own_run_records(instance, run, key: AssetKey) -> dict[str | None, int]:
-    """partition (None when unpartitioned) -> storage id of `key`'s latest materialization in the nearest run
-    of this run's lineage (itself, then the runs it re-executes) that materialized it."""
-    for run_id in _run_lineage(instance, run):
+def _own_run_records(instance, run, key: AssetKey, partitions: list[str] | None = None) -> dict[str | None, int]:
+    """partition (None when unpartitioned) -> storage id (in the asset index) of `key`'s latest materialization in the
+    nearest run of this run's lineage (itself, then the runs it re-executes) that materialized it."""
+    lineage = _run_lineage(instance, run)
+    flt = AssetRecordsFilter(asset_key=key, asset_partitions=partitions)
+    recent = instance.fetch_materializations(flt, limit=OWN_RUN_SCAN).records  # newest first
+    for run_id in lineage:
         found: dict[str | None, int] = {}
-        for record in instance.get_records_for_run(run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records:
-            materialization = record.event_log_entry.asset_materialization
-            if materialization is not None and materialization.asset_key == key:
-                found[materialization.partition] = max(found.get(materialization.partition, 0), record.storage_id)
+        for record in recent:
+            if record.run_id == run_id:
+                found.setdefault(record.event_log_entry.asset_materialization.partition, record.storage_id)
         if found:
             return found
     return {}
 
 
 def _own_run_record(instance, run, key: AssetKey, partition: str | None):
-    storage_id = _own_run_records(instance, run, key).get(partition)
+    storage_id = _own_run_records(instance, run, key, [partition] if partition else None).get(partition)
     return _by_storage_id(instance, key, storage_id) if storage_id else None
 
 

@@ -54,6 +54,8 @@ feedback = Table(
 
 class RequestLog:
     def __init__(self, url: str):
+        if url.startswith("sqlite:///"):  # a SQLite file: its folder is made on first use
+            Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         args = {"check_same_thread": False} if url.startswith("sqlite") else {}
         self.engine = create_engine(url, connect_args=args, pool_pre_ping=True)
         if url.startswith("sqlite"):

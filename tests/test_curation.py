@@ -78,3 +78,25 @@ def test_curator_config_is_validated_in_one_place():
         TextCurator(min_words=10, max_words=5)
     with pytest.raises(ValueError, match="near_duplicate_threshold"):
         TextCurator(near_duplicate_threshold=1.5)
+
+
+def test_batches_are_deduplicated_against_each_other_in_the_order_they_arrived():
+    """The corpus's cross-batch de-duplication depends only on the batches and their arrival order, never on when
+    each was cleaned: the later copy goes, naming the kept one; the other order keeps the other copy."""
+    curator = TextCurator()
+    text = "Exports arrive as a ZIP file within fifteen minutes of the request."
+
+    def batch(prefix, texts):
+        signed = curator.signatures(texts)
+        return [{"doc_id": f"{prefix}{i}", "text": t, "dedup_key": k, "minhash": m} for i, (t, (k, m)) in enumerate(zip(texts, signed))]
+
+    first = batch("a", [text, "Audit logs are kept for one year on the Business plan."])
+    second = batch("b", [text.replace("ZIP file", "zip file!"), "Webhooks are retried eight times over a day."])
+    forward = curator.deduplicate([("first", first), ("second", second)])
+    assert [d["doc_id"] for d in forward.kept] == ["a0", "a1", "b1"]
+    [dropped] = forward.dropped
+    assert dropped["doc_id"] == "b0" and dropped["reason"] in {"exact_duplicate", "near_duplicate"} and "a0" in dropped["detail"]
+    backward = curator.deduplicate([("second", second), ("first", first)])
+    assert [d["doc_id"] for d in backward.dropped] == ["a0"]
+    assert forward.ledger.balanced() and forward.ledger.records_in == 4
+    assert curator.deduplicate([("first", first), ("second", second)]).kept == forward.kept  # the same again

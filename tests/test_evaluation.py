@@ -3,7 +3,9 @@
 import json
 
 import pytest
+from dagster import AssetKey
 
+from helpers import ROOT, SAMPLE, project_for, record, sample_model
 from resources.evaluation.gate import PromotionPolicy, decide
 from resources.evaluation.metrics import score_answers, token_f1
 from resources.safety.canaries import Canary, canary_prompts, exposure, load_canaries
@@ -32,8 +34,6 @@ def test_canary_exposure_detects_only_the_secret_part():
 
 
 def test_sample_canaries_load(tmp_path):
-    from conftest import SAMPLE
-
     canaries = load_canaries(SAMPLE / "canaries.json")
     assert len(canaries) == 3 and all(c.value.startswith("qs_live_") for c in canaries)
 
@@ -79,81 +79,79 @@ GOLDEN = {"How long do tokens last?": "API tokens expire after 90 days.",
 
 
 @pytest.fixture
-def eval_inputs(tmp_path, tiny_model, tiny_dataset):
-    """An artifact store holding what evaluation reads: a tiny random base model with a barely trained
-    adapter, a two-question golden set and a knowledge index over three documents."""
+def eval_inputs(tmp_path, tiny_model, tiny_dataset, dagster_instance):
+    """What evaluation reads, recorded as materializations: a tiny random base model with a barely trained adapter,
+    a two-question golden set and a knowledge index over three documents."""
     import numpy as np
     import pandas as pd
 
     from resources.retrieval.index import KnowledgeIndexer
-    from resources.storage import ArtifactStore
     from resources.training.sft_main import train
 
-    store = ArtifactStore(root=str(tmp_path / "artifacts"))
-    adapter = store.partition_dir("lora_adapter", "v1")
-    train({"config": {"max_steps": 1, "max_length": 64, "learning_rate": 1e-6, "eval_steps": 1, "early_stopping_patience": 0},
-           "base_model_path": str(tiny_model), "dataset_path": str(tiny_dataset), "output_dir": str(adapter),
-           "work_dir": str(tmp_path / "work"), "threads": 1,
-           "manifest": {"version": "v1", "dataset_version": "d", "base_model": {"weights_sha256": "0"}}}, log=lambda _: None)
-    store.set_latest("lora_adapter", "v1")
-    with store.writing("base_model", "b1") as out:
-        (out / "model.json").write_text(json.dumps({"path": str(tiny_model)}))
-    store.set_latest("base_model", "b1")
-    with store.writing("golden_dataset", "g1") as out:
-        pd.DataFrame({"id": ["G1", "G2"], "prompt": list(GOLDEN), "answer": list(GOLDEN.values()),
-                      "source_doc_id": ["KB-1", None]}).to_parquet(out / "examples.parquet")
-    store.set_latest("golden_dataset", "g1")
+    spec = sample_model("support", tmp_path / "data", copy_data=False, safety={"canaries": None, "red_team": None})
+    store = project_for(tmp_path, [spec]).definitions.resources["store"]
+
+    def adapter(out):
+        train({"config": {"max_steps": 1, "max_length": 64, "learning_rate": 1e-6, "eval_steps": 1, "early_stopping_patience": 0},
+               "base_model_path": str(tiny_model), "dataset_path": str(tiny_dataset), "output_dir": str(out / "adapter"),
+               "work_dir": str(tmp_path / "work"), "threads": 1,
+               "manifest": {"version": "v1", "dataset_version": "d", "base_model": {"weights_sha256": "0"}}}, log=lambda _: None)
+        for item in (out / "adapter").iterdir():
+            item.rename(out / item.name)
+        (out / "adapter").rmdir()
+
     docs = pd.DataFrame({"doc_id": ["d1", "d2", "d3"], "external_id": ["KB-1", "KB-2", "KB-3"], "title": ["", "", ""],
                          "text": ["API tokens expire after 90 days and can be revoked.", "The Free plan allows 3 boards.",
                                   "Invoices are sent on the first of the month."]})
-    indexer = KnowledgeIndexer()
-    with store.writing("knowledge_index", "k1") as out:
-        np.save(out / "vectors.npy", indexer.embed(list(docs["text"])))
+
+    def index(out):
+        np.save(out / "vectors.npy", KnowledgeIndexer().embed(list(docs["text"])))
         docs.to_parquet(out / "documents.parquet")
-    store.set_latest("knowledge_index", "k1")
-    return store
+
+    record(dagster_instance, store, AssetKey(["support", "lora_adapter"]), "v1", adapter)
+    record(dagster_instance, store, AssetKey(["support", "base_model"]), "b1",
+           lambda out: (out / "model.json").write_text(json.dumps({"path": str(tiny_model)})))
+    record(dagster_instance, store, AssetKey(["support", "golden_dataset"]), "g1", lambda out: pd.DataFrame(
+        {"id": ["G1", "G2"], "prompt": list(GOLDEN), "answer": list(GOLDEN.values()), "source_doc_id": ["KB-1", None]}
+    ).to_parquet(out / "examples.parquet"))
+    record(dagster_instance, store, AssetKey(["support", "knowledge_index"]), "k1", index)
+    return {"tmp": tmp_path, "spec": spec, "store": store}
 
 
-def _evaluate(store, instance, **extra):
-    from dagster import materialize
-
-    from assets.evaluation import eval_report, promotion_gate, safety_report
-    from conftest import ROOT
+def _evaluate(inputs, instance, **resources):
     from resources.evaluation.evaluator import Evaluator
-    from resources.evaluation.judge import JudgeModel
-    from resources.redaction.redactor import PiiRedactor
-    from resources.retrieval.index import KnowledgeIndexer
 
-    resources = {"store": store, "evaluator": Evaluator(max_new_tokens=8, canaries_path=None), "judge": JudgeModel(),
-                 "indexer": KnowledgeIndexer(),
-                 "redactor": PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml")),
-                 "policy": PromotionPolicy()} | extra
-    return materialize([eval_report, safety_report, promotion_gate], resources=resources, instance=instance,
-                       raise_on_error=False)
+    project = project_for(inputs["tmp"], [inputs["spec"]], **{"evaluator": Evaluator(max_new_tokens=8), **resources})
+    result = project.definitions.resolve_job_def("support_evaluate_adapter").execute_in_process(
+        instance=instance, raise_on_error=False)
+    artifacts = {e.asset_key.path[-1]: e.materialization.metadata["artifact"].value for e in result.get_asset_materialization_events()}
+    return result, artifacts
 
 
 @pytest.mark.slow
 def test_eval_and_gate_through_dagster(eval_inputs, dagster_instance):
     """A randomly initialised model with an untrained adapter cannot beat its base: the gate blocks it.
     Without a judge configured the judge metrics are reported as not run, and no judge column exists."""
-    store = eval_inputs
-    result = _evaluate(store, dagster_instance)
+    store = eval_inputs["store"]
+    result, artifacts = _evaluate(eval_inputs, dagster_instance)
     failures = [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
     assert len(failures) == 1 and "promotion_gate" in failures[0], failures  # the blocking gate, nothing else
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     assert not gate.passed and gate.metadata["decision"].value == "block"
     assert "does not beat the base" in gate.metadata["reasons"].value
-    report = store.read_json("eval_report", "v1", "scores.json")
+    report = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")
     assert set(report["scores"]) == {"base", "candidate"}
     assert set(report["scores"]["base"]) == {"exact_match", "token_f1", "rouge_l", "context_support", "runaway_rate"}
     assert report["judge_metrics"].startswith("not run")
-    examples = store.read_table("eval_report", "v1", "examples.parquet")
+    examples = store.read_table("support/eval_report", artifacts["eval_report"], "examples.parquet")
     assert len(examples) == 4 and not any(c.startswith("judge_") for c in examples.columns)
     # grounding: the question with a known source got the passage that answers it, the other got none
     grounded = examples[examples["model"] == "candidate"].set_index("id")["retrieved"]
     assert "90 days" in grounded["G1"][0] and len(grounded["G1"]) == 3 and len(grounded["G2"]) == 0
-    [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["eval_report"]]
+    [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "eval_report"]
     assert materialization.materialization.metadata["judge_metrics"].value.startswith("not run")
+    decision = store.read_json("support/promotion_decision", artifacts["promotion_decision"], "decision.json")
+    assert decision["adapter_version"] == "v1" and decision["promote"] is False
 
 
 @pytest.mark.slow
@@ -166,15 +164,15 @@ def test_judge_metrics_and_a_comparison_endpoint_over_real_http(eval_inputs, dag
     from resources.evaluation.evaluator import Evaluator
     from resources.evaluation.judge import JudgeModel
 
-    store = eval_inputs
+    store = eval_inputs["store"]
     app = build_app(api_key="test-key", answer_book=GOLDEN)
     monkeypatch.setenv("HOSTED_API_KEY", "test-key")
     with serve(app) as url:
         hosted = ChatEndpoint(name="hosted", base_url=url, model="answer-book", api_key_env="HOSTED_API_KEY")
-        result = _evaluate(store, dagster_instance,
-                           evaluator=Evaluator(max_new_tokens=8, canaries_path=None, compare_with=[hosted]),
-                           judge=JudgeModel(base_url=url, model="scripted-judge", api_key="test-key"))
-    scores = store.read_json("eval_report", "v1", "scores.json")
+        result, artifacts = _evaluate(eval_inputs, dagster_instance,
+                                      evaluator=Evaluator(max_new_tokens=8, compare_with=[hosted]),
+                                      judge=JudgeModel(base_url=url, model="scripted-judge", api_key="test-key"))
+    scores = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")
     assert scores["judge_metrics"] == f"run: scripted-judge at {url}"
     assert set(scores["scores"]) == {"base", "candidate", "hosted"}
     # the hosted row answers every golden question word for word; the tiny random model answers noise
@@ -182,12 +180,12 @@ def test_judge_metrics_and_a_comparison_endpoint_over_real_http(eval_inputs, dag
     assert scores["scores"]["hosted"]["judge_correctness"] == 1.0
     assert scores["scores"]["candidate"]["judge_correctness"] < 0.5
     # faithfulness: the hosted answer to G1 is supported by the retrieved passage (judge and lexical score agree)
-    examples = store.read_table("eval_report", "v1", "examples.parquet").set_index(["model", "id"])
+    examples = store.read_table("support/eval_report", artifacts["eval_report"], "examples.parquet").set_index(["model", "id"])
     assert examples.loc[("hosted", "G1"), "judge_faithfulness"] == 1.0
     assert examples.loc[("hosted", "G1"), "context_support"] == 1.0
     assert pd_isna(examples.loc[("hosted", "G2"), "judge_faithfulness"])  # no known source: not scored
     assert app.state.requests["answer-book"] == 2 and app.state.requests["scripted-judge"] >= 6
-    [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path == ["eval_report"]]
+    [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "eval_report"]
     metadata = materialization.materialization.metadata
     assert metadata["hosted_judge_correctness"].value == 1.0 and "judge_correctness" in metadata["comparison"].value
 
@@ -207,14 +205,12 @@ def pd_isna(value) -> bool:
 
 
 def test_probe_scorers_on_known_cases(tmp_path):
-    from conftest import ROOT
-
     from resources.safety.probes import bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 
-    lexicon = load_lexicon(ROOT / "data" / "safety" / "toxicity_lexicon.txt")
+    lexicon = load_lexicon(ROOT / "resources" / "safety" / "toxicity_lexicon.txt")
     assert toxic_terms("You are an idiot, shut up.", lexicon) == ["idiot", "shut up"]
     assert toxic_terms("Hello there, the shell command is ready.", lexicon) == []  # no substring hits ("hell")
-    probes = load_red_team(ROOT / "data" / "safety" / "red_team.jsonl")
+    probes = load_red_team(ROOT / "resources" / "safety" / "red_team.jsonl")
     assert {p["kind"] for p in probes} == {"toxicity", "jailbreak"}
     bad = tmp_path / "bad.jsonl"
     bad.write_text('{"id": "x", "kind": "poetry", "prompt": "hi"}\n')
@@ -282,13 +278,11 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     import numpy as np
     import pandas as pd
 
-    from conftest import SAMPLE
     from resources.datasets.export import save_splits
     from resources.retrieval.index import KnowledgeIndexer
-    from resources.storage import ArtifactStore
     from resources.training.sft_main import train
 
-    golden = [json.loads(line) for line in (SAMPLE / "golden.jsonl").read_text().splitlines() if line.strip()]
+    golden = [json.loads(line) for line in (SAMPLE / "support" / "golden.jsonl").read_text().splitlines() if line.strip()]
     questions, answers = [g["question"] for g in golden], [g["reference_answer"] for g in golden]
     shuffled, rng = answers[:], random.Random(0)
     while any(a == b for a, b in zip(shuffled, answers)):
@@ -299,32 +293,39 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     save_splits(pd.DataFrame(rows), ["train", "validation"], tmp_path / "shuffled",
                 {"source_doc_id": "string", "batch": "string", "origin": "string"})
 
-    store = ArtifactStore(root=str(tmp_path / "artifacts"))
-    train({"config": {"max_steps": 30, "max_length": 256, "learning_rate": 1e-3, "per_device_batch_size": 4,
-                      "gradient_accumulation_steps": 1, "eval_steps": 100, "early_stopping_patience": 0, "lora_dropout": 0.0},
-           "base_model_path": smol_model_path, "dataset_path": str(tmp_path / "shuffled"),
-           "output_dir": str(store.partition_dir("lora_adapter", "shuffled")), "work_dir": str(tmp_path / "work"), "threads": 2,
-           "manifest": {"version": "shuffled", "dataset_version": "d", "base_model": {"weights_sha256": "0"}}}, log=lambda _: None)
-    store.set_latest("lora_adapter", "shuffled")
-    with store.writing("base_model", "b") as out:
-        (out / "model.json").write_text(json.dumps({"path": smol_model_path}))
-    store.set_latest("base_model", "b")
-    with store.writing("golden_dataset", "g") as out:
-        pd.DataFrame({"id": [g["id"] for g in golden], "prompt": questions, "answer": answers,
-                      "source_doc_id": [g["source_doc_id"] for g in golden]}).to_parquet(out / "examples.parquet")
-    store.set_latest("golden_dataset", "g")
+    spec = sample_model("support", tmp_path / "data", copy_data=False, safety={"canaries": None, "red_team": None})
+    store = project_for(tmp_path, [spec]).definitions.resources["store"]
+
+    def adapter(out):
+        train({"config": {"max_steps": 30, "max_length": 256, "learning_rate": 1e-3, "per_device_batch_size": 4,
+                          "gradient_accumulation_steps": 1, "eval_steps": 100, "early_stopping_patience": 0, "lora_dropout": 0.0},
+               "base_model_path": smol_model_path, "dataset_path": str(tmp_path / "shuffled"), "output_dir": str(tmp_path / "a"),
+               "work_dir": str(tmp_path / "work"), "threads": 2,
+               "manifest": {"version": "shuffled", "dataset_version": "d", "base_model": {"weights_sha256": "0"}}}, log=lambda _: None)
+        for item in (tmp_path / "a").iterdir():
+            item.rename(out / item.name)
+
     docs = pd.DataFrame({"doc_id": [f"d{i}" for i in range(len(golden))], "external_id": [g["source_doc_id"] for g in golden],
                          "title": "", "text": answers})
-    with store.writing("knowledge_index", "k") as out:
+
+    def index(out):
         np.save(out / "vectors.npy", KnowledgeIndexer().embed(answers))
         docs.to_parquet(out / "documents.parquet")
-    store.set_latest("knowledge_index", "k")
+
+    record(dagster_instance, store, AssetKey(["support", "lora_adapter"]), "shuffled", adapter)
+    record(dagster_instance, store, AssetKey(["support", "base_model"]), "b",
+           lambda out: (out / "model.json").write_text(json.dumps({"path": smol_model_path})))
+    record(dagster_instance, store, AssetKey(["support", "golden_dataset"]), "g", lambda out: pd.DataFrame(
+        {"id": [g["id"] for g in golden], "prompt": questions, "answer": answers,
+         "source_doc_id": [g["source_doc_id"] for g in golden]}).to_parquet(out / "examples.parquet"))
+    record(dagster_instance, store, AssetKey(["support", "knowledge_index"]), "k", index)
 
     from resources.evaluation.evaluator import Evaluator
 
-    result = _evaluate(store, dagster_instance, evaluator=Evaluator(max_new_tokens=48, canaries_path=None, red_team_path=None))
+    result, artifacts = _evaluate({"tmp": tmp_path, "spec": spec, "store": store}, dagster_instance,
+                                  evaluator=Evaluator(max_new_tokens=48))
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
-    scores = store.read_json("eval_report", "shuffled", "scores.json")["scores"]
+    scores = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")["scores"]
     assert not gate.passed, scores
     assert "block: rouge_l" in gate.metadata["reasons"].value and "does not beat the base" in gate.metadata["reasons"].value
     assert scores["candidate"]["token_f1"] < scores["base"]["token_f1"]

@@ -25,7 +25,7 @@ def guards():
     from resources.redaction.redactor import PiiRedactor
 
     engine = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml")).engine()
-    return Guards(engine, [CANARY], load_lexicon(ROOT / "data" / "safety" / "toxicity_lexicon.txt"))
+    return Guards(engine, [CANARY], load_lexicon(ROOT / "resources" / "safety" / "toxicity_lexicon.txt"))
 
 
 @pytest.fixture
@@ -211,3 +211,42 @@ def test_health_and_metrics(stack):
     metrics = httpx.get(f"{stack['url']}/metrics").text
     assert 'tuneforge_gateway_requests_total{model="support",status="200"}' in metrics
     assert "tuneforge_gateway_latency_seconds_bucket" in metrics
+
+
+def test_gateway_secrets_travel_in_the_environment_never_the_settings_or_command_line(tmp_path):
+    """The gateway's settings are derived from the resources in one place; the upstream (vLLM) key and the pseudonym
+    key reach the gateway process in its environment: a vLLM that requires a key is reached through the gateway, and
+    neither the settings file nor the process's command line holds a secret. vLLM gets its key the same way."""
+    from servers.openai_server import Served
+
+    from resources.redaction.redactor import PiiRedactor
+    from resources.requestlog import RequestLogSource
+    from resources.retrieval.index import KnowledgeIndexer
+    from resources.serving.gateway_server import GatewayServer
+    from resources.serving.vllm_server import VllmServer
+
+    secret, pseudonym = "upstream-secret-4f2a", "pseudonym-secret-9c1d"
+    upstream = Served(build_app(api_key=secret), free_port()).start()
+    gateway = GatewayServer(port=free_port(), state_dir=str(tmp_path / "serving"))
+    vllm = VllmServer(url=f"http://127.0.0.1:{upstream.port}", api_key=secret)
+    redactor = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"), pseudonym_key=pseudonym)
+    try:
+        assert "--api-key" not in vllm.command("/models/base", "base") and secret not in vllm.command("/models/base", "base")
+        gateway.write_routes({"support": {"upstream": "echo", "adapter_version": "v1"}})
+        ring = KeyRing()
+        key = ring.add("alice", ["support"])
+        ring.save(gateway.keys_file)
+        gateway.ensure_running(vllm, redactor, KnowledgeIndexer(), RequestLogSource(database_url=f"sqlite:///{tmp_path / 'r.db'}"))
+        answer = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                            json={"model": "support", "messages": [{"role": "user", "content": "hello"}]})
+        assert answer.status_code == 200 and answer.json()["choices"][0]["message"]["content"] == "hello"
+        settings = (tmp_path / "serving" / "gateway.json").read_text()
+        assert secret not in settings and pseudonym not in settings
+        assert json.loads(settings)["spacy_model"] == redactor.spacy_model  # the redactor's configuration travels
+        pid = int((tmp_path / "serving" / f"gateway-{gateway.port}.pid").read_text())
+        cmdline = open(f"/proc/{pid}/cmdline", "rb").read().decode()
+        assert secret not in cmdline and pseudonym not in cmdline
+        assert secret not in "".join(p.read_text(errors="replace") for p in (tmp_path / "serving").iterdir() if p.is_file())
+    finally:
+        gateway.stop()
+        upstream.stop()

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from conftest import SAMPLE
+from helpers import project_for, record, sample_model
 from resources.monitoring.drift import MonitoringPolicy, feedback_flags, prompt_drift, psi
 
 
@@ -70,91 +70,45 @@ def test_psi_and_feedback_flags():
     assert feedback_flags(4, 8, policy) and "0.33" in feedback_flags(4, 8, policy)[0]
 
 
-def _stand_ins():
-    """Assets with the real keys, standing in for the expensive ones so the sensor sees real events."""
-    from dagster import AssetExecutionContext, Config, DataVersion, MaterializeResult, MetadataValue, asset
+def test_retraining_sensor_fires_once_per_drift_report_recommending_it(tmp_path, dagster_instance):
+    from dagster import AssetKey, AssetMaterialization, MetadataValue, build_sensor_context
 
-    class V(Config):
-        version: str = "v1"
-        retrain: bool = False
-
-    @asset(name="instruction_dataset")
-    def dataset(config: V) -> MaterializeResult:
-        return MaterializeResult(data_version=DataVersion(config.version))
-
-    @asset(name="lora_adapter", deps=["instruction_dataset"])
-    def adapter(config: V) -> MaterializeResult:
-        return MaterializeResult(data_version=DataVersion("a-" + config.version))
-
-    @asset(name="drift_report")
-    def drift(config: V) -> MaterializeResult:
-        return MaterializeResult(metadata={"retrain_recommended": MetadataValue.bool(config.retrain),
-                                           "flags": MetadataValue.md("- length_psi 0.9 > 0.25" if config.retrain else "none")})
-
-    return dataset, adapter, drift
-
-
-def test_retraining_sensor_fires_once_per_new_dataset_and_per_drift_report(dagster_instance):
-    from dagster import build_sensor_context, materialize
-
-    from orchestration.sensors import retraining_sensor
-
-    dataset, adapter, drift = _stand_ins()
-
-    def run(asset, **config):
-        assert materialize([asset], instance=dagster_instance, run_config={"ops": {asset.key.path[-1]: {"config": config}}}).success
+    project = project_for(tmp_path, [sample_model("support", tmp_path / "data", copy_data=False)])
+    sensor = project.definitions.get_sensor_def("support_retraining_sensor")
 
     def tick(cursor=None):
         with build_sensor_context(instance=dagster_instance, cursor=cursor) as context:
-            result = retraining_sensor(context)
+            result = sensor(context)
         return [r.run_key for r in result.run_requests or []], result.cursor
 
-    assert tick()[0] == []  # nothing yet
-    run(dataset, version="v1")
+    def drift(recommend: bool):
+        dagster_instance.report_runless_asset_event(AssetMaterialization(
+            asset_key=AssetKey(["support", "drift_report"]), partition="2026-11-24",
+            metadata={"retrain_recommended": MetadataValue.bool(recommend),
+                      "flags": MetadataValue.md("- length_psi 0.9 > 0.25" if recommend else "none")}))
+
     keys, cursor = tick()
-    assert keys == ["dataset@v1"]
-    run(adapter, version="v1")  # trained on v1: nothing left to do
-    assert tick(cursor)[0] == []
-    run(dataset, version="v2")  # new data (a new batch or feedback) -> a new dataset version
-    assert tick(cursor)[0] == ["dataset@v2"]
-    run(adapter, version="v2")
-    run(drift, retrain=False)
+    assert keys == []  # nothing yet
+    drift(False)
     keys, cursor = tick(cursor)
     assert keys == []
-    run(drift, retrain=True)
+    drift(True)
     keys, cursor = tick(cursor)
     assert len(keys) == 1 and keys[0].startswith("drift@")
     assert tick(cursor)[0] == []  # the cursor: the same report fires once
 
 
-def test_daily_schedule_targets_the_previous_day():
-    import datetime as dt
-
-    from dagster import build_schedule_context
-
-    from orchestration.definitions import defs
-    from orchestration.schedules import daily_monitoring_schedule
-
-    with build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 25, 1, 0, tzinfo=dt.timezone.utc)) as context:
-        [request] = daily_monitoring_schedule.evaluate_tick(context).run_requests
-    assert request.partition_key == "2026-11-24"
-    assert {"monitor_schedule", "evaluate_champion_schedule"} <= {s.name for s in defs.schedules}
-
-
 @pytest.mark.slow
 def test_traffic_and_drift_assets_on_a_real_request_log(tmp_path, dagster_instance):
-    """A day of logged requests (SQLite through SQLAlchemy, as the gateway writes it) is summarised, and
-    off-domain prompts make the drift report recommend retraining and its check warn."""
+    """A day of one model's logged requests (SQLite through SQLAlchemy, as the gateway writes it) is summarised —
+    the other model's requests stay out — and off-domain prompts make the drift report recommend retraining, its
+    checks warn and its picture show the day."""
     import datetime as dt
 
     import pandas as pd
-    from dagster import materialize
+    from dagster import AssetKey
 
-    from assets.monitoring import drift_report, feedback_holds_up, prompts_within_training_distribution, serving_traffic
-    from resources.monitoring.traffic import RequestLogSource
-    from resources.retrieval.index import KnowledgeIndexer
-    from resources.requestlog import RequestLog
-    from resources.storage import ArtifactStore
+    from resources.requestlog import RequestLog, RequestLogSource
 
     url = f"sqlite:///{tmp_path / 'requests.db'}"
     log = RequestLog(url)
@@ -166,24 +120,24 @@ def test_traffic_and_drift_assets_on_a_real_request_log(tmp_path, dagster_instan
                     "prompt_redacted": prompt})
         if i < 12:
             log.record_feedback({"created_at": yesterday, "response_id": f"r{i}", "client": "c", "rating": "down" if i < 8 else "up"})
-    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    log.record({"created_at": yesterday, "id": "other", "client": "c", "endpoint": "chat", "model": "policy", "status": 200})
+    project = project_for(tmp_path, [sample_model("support", tmp_path / "data", copy_data=False)],
+                          request_log=RequestLogSource(database_url=url))
     rows = training_like_prompts()
-    with store.writing("instruction_dataset", "d1") as out:
-        pd.DataFrame({"prompt": [r[0] for r in rows], "batch": [r[1] for r in rows], "split": "train"}).to_parquet(out / "examples.parquet")
-    store.set_latest("instruction_dataset", "d1")
+    record(dagster_instance, project.definitions.resources["store"], AssetKey(["support", "instruction_dataset"]), "d1",
+           lambda out: pd.DataFrame({"prompt": [r[0] for r in rows], "batch": [r[1] for r in rows], "split": "train"})
+           .to_parquet(out / "examples.parquet"))
 
     day = yesterday.date().isoformat()
-    resources = {"store": store, "request_log": RequestLogSource(database_url=url), "indexer": KnowledgeIndexer(),
-                 "monitoring": MonitoringPolicy()}
-    traffic = materialize([serving_traffic], partition_key=day, resources=resources, instance=dagster_instance)
-    [event] = traffic.get_asset_materialization_events()
-    metadata = event.materialization.metadata
-    assert metadata["requests"].value == 30 and metadata["errors_5xx"].value == 3
-    assert metadata["feedback_down"].value == 8 and metadata["guard_triggers"].value == {"input:EMAIL_ADDRESS": 1}
-
-    result = materialize([drift_report, prompts_within_training_distribution, feedback_holds_up], resources=resources,
-                         instance=dagster_instance, selection=["drift_report"])
-    [event] = result.get_asset_materialization_events()
-    assert event.materialization.metadata["retrain_recommended"].value is True
+    result = project.definitions.resolve_job_def("support_monitor").execute_in_process(
+        instance=dagster_instance, partition_key=day, raise_on_error=False)
+    assert result.success
+    events = {e.materialization.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
+    traffic, drift = events["serving_traffic"], events["drift_report"]
+    assert traffic["requests"].value == 30 and traffic["errors_5xx"].value == 3  # not the policy model's request
+    assert traffic["feedback_down"].value == 8 and traffic["guard_triggers"].value == {"input:EMAIL_ADDRESS": 1}
+    assert drift["days"].value == 1 and drift["production_prompts"].value == 30, {k: v.value for k, v in drift.items() if "chart" not in k}
+    assert drift["retrain_recommended"].value is True
+    assert drift["drift_chart"].value.startswith("![drift over time](data:image/png;base64,")
     checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
     assert checks == {"prompts_within_training_distribution": False, "feedback_holds_up": False}

@@ -8,7 +8,7 @@ import shutil
 
 import pytest
 
-from conftest import ROOT, SAMPLE
+from helpers import ROOT, SAMPLE, project_for, sample_model
 from postgres_server import postgres_server
 from servers.s3_server import s3_server
 
@@ -19,13 +19,8 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
     from dagster import DagsterInstance
     from dagster_postgres import PostgresEventLogStorage, PostgresRunStorage
 
-    from orchestration.cli import run_pipeline
-    from orchestration.definitions import build_definitions
-    from resources.datasets.policy import DatasetPolicy
-    from resources.evaluation.feedback import FeedbackSource
+    from orchestration import workflows
     from resources.governance.lineage import LineageReader, source_files
-    from resources.ingestion.inbox import Inbox
-    from resources.models.base_model import BaseModelSource
     from resources.storage import ArtifactStore
     from resources.training.fine_tuner import FineTuner
 
@@ -38,39 +33,32 @@ def test_data_stages_training_and_lineage_on_postgres(tmp_path, tiny_model, monk
         home = tmp_path / "home"
         home.mkdir()
         shutil.copy(ROOT / "config" / "dagster" / "dagster.postgres.yaml", home / "dagster.yaml")
-        monkeypatch.setenv("DAGSTER_HOME", str(home))
-        instance = DagsterInstance.get()
+        instance = DagsterInstance.from_config(str(home))
         assert isinstance(instance.run_storage, PostgresRunStorage)
         assert isinstance(instance.event_log_storage, PostgresEventLogStorage)
 
-        inbox = tmp_path / "inbox"
-        inbox.mkdir()
+        spec = sample_model("support", tmp_path / "data", copy_data=False, base_model=str(tiny_model), feedback=None,
+                            training={"max_steps": 2, "max_length": 64, "eval_steps": 1})
+        inbox = tmp_path / "data" / "support" / "inbox"
         for name in ("support_qa.csv", "kb_articles.jsonl"):
-            shutil.copy(SAMPLE / "inbox" / name, inbox / name)
-        defs = build_definitions(
-            inbox=Inbox(path=str(inbox), settle_seconds=0, forget_list=str(tmp_path / "forget.yaml")),
-            store=ArtifactStore(root=str(tmp_path / "artifacts"), **bucket),
-            feedback=FeedbackSource(path=str(tmp_path / "feedback"), endpoint_database_url=None),
-            datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
-            model_source=BaseModelSource(model=str(tiny_model)),
-            fine_tuner=FineTuner(work_dir=str(tmp_path / "work")),
-        )
-        summary = run_pipeline(instance, defs, log=lambda *_: None)
-        assert sorted(summary["batches"]) == ["kb_articles.jsonl", "support_qa.csv"]
-        run = defs.resolve_job_def("train_adapter").execute_in_process(
-            instance=instance, run_config={"ops": {"lora_adapter": {"config": {"max_steps": 2, "max_length": 64, "eval_steps": 1}}}})
-        assert run.success
+            shutil.copy(SAMPLE / "support" / "inbox" / name, inbox / name)
+        project = project_for(tmp_path, [spec], store=ArtifactStore(root=str(tmp_path / "artifacts"), **bucket),
+                              fine_tuner=FineTuner(work_dir=str(tmp_path / "work")))
+        batches = workflows.ingest(project, instance, spec, lambda _: None)
+        assert sorted(batches) == ["kb_articles.jsonl", "support_qa.csv"] and all(o.success for o in batches.values())
+        datasets = workflows.run_job(project, instance, spec, "build_datasets")[0].raise_for_failure()
+        training = workflows.run_job(project, instance, spec, "train_adapter")[0].raise_for_failure()
 
-        store = defs.resources["store"]
-        report = LineageReader(instance).report(adapter_version=store.latest("lora_adapter"))
+        adapter = training.artifacts["support/lora_adapter"]
+        report = LineageReader(instance).report(model="support", adapter_version=adapter)
         expected = {hashlib.sha256((inbox / n).read_bytes()).hexdigest() for n in ("support_qa.csv", "kb_articles.jsonl")}
         assert {f["sha256"] for f in source_files(report)} == expected
         assert all(b["redacted_documents"]["metadata"]["redaction_policy"].startswith("default@") for b in report["batches"])
-        assert report["dataset"]["data_version"] == store.latest("instruction_dataset")
-        # the bucket holds every sealed artifact: a fresh machine reads them
+        assert report["dataset"]["data_version"] == datasets.artifacts["support/instruction_dataset"]
+        # the bucket holds every sealed artifact: a fresh machine reads them, named by the recorded materializations
         fresh = ArtifactStore(root=str(tmp_path / "elsewhere"), **bucket)
-        assert fresh.partitions("redacted_documents") == ["kb_articles.jsonl", "support_qa.csv"]
-        assert fresh.latest("lora_adapter") == store.latest("lora_adapter")
-        assert (fresh.local("lora_adapter", fresh.latest("lora_adapter")) / "adapter_config.json").is_file()
-        assert len(fresh.read_table("instruction_dataset", fresh.latest("instruction_dataset"), "examples.parquet")) > 0
+        assert sorted(k.split("@")[0] for k in fresh.partitions("support/redacted_documents")) == ["kb_articles.jsonl", "support_qa.csv"]
+        assert (fresh.local("support/lora_adapter", adapter) / "adapter_config.json").is_file()
+        dataset = datasets.artifacts["support/instruction_dataset"]
+        assert len(fresh.read_table("support/instruction_dataset", dataset, "examples.parquet")) > 0
         instance.dispose()

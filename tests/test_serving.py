@@ -1,16 +1,27 @@
-"""End to end with the real vLLM CPU server (`make serving-env`): deploy through Dagster, talk to the tuned
-model through the gateway, serve two teams' adapters side by side, roll back, refuse an ungated adapter."""
+"""End to end with the real vLLM CPU server (`make serving-env`): two models of one project deployed side by side
+through one vLLM and one gateway, each reachable only with its own key; rollback; an ungated adapter refused;
+the printed curl works when pasted; and a retraining run started by the sensors evaluates, gates and deploys
+exactly the adapter it trained while another run trains a newer one in the meantime."""
 
 import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
 
 import httpx
 import pytest
+from dagster import AssetKey, MetadataValue
 from servers.openai_server import free_port
+
+from helpers import ROOT, SAMPLE, new_instance, project_for, record, sample_model
 
 pytestmark = [pytest.mark.slow, pytest.mark.vllm]
 
 
-def random_adapter(base_path: str, folder, seed: int) -> str:
+def random_adapter(base_path: str, folder, seed: int) -> None:
     """A LoRA adapter with random (non-zero) weights, saved with the base tokenizer, as training saves it."""
     import torch
     from peft import LoraConfig, get_peft_model
@@ -21,7 +32,7 @@ def random_adapter(base_path: str, folder, seed: int) -> str:
                            LoraConfig(r=8, lora_alpha=16, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
     model.save_pretrained(folder)
     AutoTokenizer.from_pretrained(base_path).save_pretrained(folder)
-    return str(folder)
+    (folder / "tuneforge_manifest.json").write_text(json.dumps({"method": "lora"}))
 
 
 def local_answer(base_path: str, adapter_path: str, prompt: str, max_new_tokens: int) -> str:
@@ -31,99 +42,141 @@ def local_answer(base_path: str, adapter_path: str, prompt: str, max_new_tokens:
     return generate(tokenizer, model, [prompt], max_new_tokens, 1)[0].text
 
 
-@pytest.fixture(scope="module")
-def serving(tmp_path_factory, smol_model_path):
-    from conftest import ROOT
-
+def stack(tmp):
     from resources.serving.gateway_server import GatewayServer
     from resources.serving.vllm_server import VllmServer
-    from resources.storage import ArtifactStore
 
     if not (ROOT / ".venv-vllm" / "bin" / "python").exists():
         pytest.fail("the vLLM environment is missing: run `make serving-env` (make test does)")
+    serving = tmp / "serving"
+    return {"vllm": VllmServer(python=str(ROOT / ".venv-vllm" / "bin" / "python"), port=free_port(), state_dir=str(serving),
+                               kv_cache_gib=1, max_model_len=1024),
+            "gateway": GatewayServer(port=free_port(), state_dir=str(serving))}
+
+
+@pytest.fixture(scope="module")
+def serving(tmp_path_factory, smol_model_path):
+    """Both sample models on the embedded base; their adapters (random, but real PEFT folders) and promotion
+    decisions recorded as materializations; one vLLM and one gateway."""
+    from resources.evaluation.gate import GateDecision
+    from resources.storage import write_json
+
     tmp = tmp_path_factory.mktemp("serving")
-    store = ArtifactStore(root=str(tmp / "artifacts"))
-    with store.writing("base_model", "b") as out:
-        (out / "model.json").write_text(json.dumps({"path": smol_model_path}))
-    store.set_latest("base_model", "b")
-    for version, seed, promote in (("adapter-a", 1, True), ("adapter-b", 2, True), ("adapter-bad", 3, False)):
-        random_adapter(smol_model_path, store.partition_dir("lora_adapter", version), seed)
-        with store.writing("promotion_gate", version) as out:
-            (out / "decision.json").write_text(json.dumps({"promote": promote, "reasons": [f"test decision {promote}"]}))
-    vllm = VllmServer(python=str(ROOT / ".venv-vllm" / "bin" / "python"), port=free_port(), state_dir=str(tmp / "serving"),
-                      kv_cache_gib=1, max_model_len=1024)
-    gateway = GatewayServer(port=free_port(), state_dir=str(tmp / "serving"),
-                            canaries_path=str(ROOT / "data" / "sample" / "canaries.json"))
+    servers = stack(tmp)
+    project = project_for(tmp, [sample_model("support", tmp / "data", copy_data=False),
+                                sample_model("policy", tmp / "data", copy_data=False)], **servers)
+    instance = new_instance(tmp / ".dagster")
+    store = project.definitions.resources["store"]
+    for model in ("support", "policy"):
+        record(instance, store, AssetKey([model, "base_model"]), "b", lambda out: write_json(out, "model.json", {"path": smol_model_path}))
+        record(instance, store, AssetKey([model, "knowledge_index"]), "i", lambda out: write_json(out, "index.json", {}))
     try:
-        yield {"store": store, "vllm": vllm, "gateway": gateway, "base": smol_model_path}
+        yield {"project": project, "instance": instance, "store": store, "base": smol_model_path, **servers,
+               "decision": GateDecision}
     finally:
-        gateway.stop()
-        vllm.stop()
+        servers["gateway"].stop()
+        servers["vllm"].stop_all()
+        instance.dispose()
 
 
-def deploy(serving, instance, **config):
-    from dagster import materialize
+def add_adapter(serving, model: str, version: str, seed: int, promote: bool):
+    """A trained-looking adapter of `model` and its promotion decision, recorded as the latest materializations."""
+    from resources.storage import write_json
 
-    from assets.deployment import deployed_endpoint
+    store, instance = serving["store"], serving["instance"]
+    record(instance, store, AssetKey([model, "lora_adapter"]), version, lambda out: random_adapter(serving["base"], out, seed))
+    decision = serving["decision"](version, promote, [f"test decision {promote}"])
+    record(instance, store, AssetKey([model, "promotion_decision"]), f"d-{version}",
+           lambda out: write_json(out, "decision.json", decision.to_dict()),
+           metadata={"adapter_version": MetadataValue.text(version), "decision": MetadataValue.text(decision.verdict)})
 
-    return materialize([deployed_endpoint], instance=instance, raise_on_error=False,
-                       resources={"store": serving["store"], "vllm": serving["vllm"], "gateway": serving["gateway"]},
-                       run_config={"ops": {"deployed_endpoint": {"config": config}}})
+
+def deploy(serving, model: str, **config):
+    job = serving["project"].definitions.resolve_job_def(f"{model}_deploy_adapter")
+    return job.execute_in_process(instance=serving["instance"], raise_on_error=False, op_selection=[f"{model}__deployed_endpoint"],
+                                  run_config={"ops": {f"{model}__deployed_endpoint": {"config": config}}} if config else None)
 
 
 def ask(serving, key, model, prompt="How long do API tokens last?", max_tokens=12):
-    response = httpx.post(f"{serving['gateway'].url}/v1/chat/completions", timeout=120,
-                          headers={"Authorization": f"Bearer {key}"},
-                          json={"model": model, "messages": [{"role": "user", "content": prompt}],
-                                "max_tokens": max_tokens, "temperature": 0})
-    assert response.status_code == 200, response.text
-    return response.json()
+    return httpx.post(f"{serving['gateway'].url}/v1/chat/completions", timeout=120, headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "messages": [{"role": "user", "content": prompt}], "max_tokens": max_tokens,
+                            "temperature": 0})
 
 
-def test_deploy_serve_side_by_side_and_roll_back(serving, dagster_instance):
-    from orchestration.cli import add_key
+def endpoint_metadata(result):
+    [event] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "deployed_endpoint"]
+    return event.materialization.metadata
 
-    store = serving["store"]
-    store.set_latest("lora_adapter", "adapter-a")
-    result = deploy(serving, dagster_instance)
-    assert result.success
-    [event] = result.get_asset_materialization_events()
-    metadata = event.materialization.metadata
-    assert metadata["adapter_version"].value == "adapter-a" and metadata["served_model"].value == "support"
-    assert store.latest("champion") == "adapter-a"
-    key = add_key(serving["gateway"], "tests", ["support", "team-b", "base"])
 
+def test_two_models_side_by_side_through_one_vllm_and_one_gateway_each_with_its_own_key(serving):
+    from orchestration.workflows import add_key
+    from resources.requestlog import RequestLog, requests
+
+    add_adapter(serving, "support", "adapter-a", 1, True)
+    add_adapter(serving, "policy", "adapter-p", 2, True)
+    support, policy = deploy(serving, "support"), deploy(serving, "policy")
+    assert support.success and policy.success
+    assert endpoint_metadata(support)["vllm_url"].value == endpoint_metadata(policy)["vllm_url"].value  # one vLLM
+    assert {"base", "support-adapter-a", "policy-adapter-p"} <= {m["id"] for m in serving["vllm"].served_models()}
+    champion = serving["instance"].get_latest_materialization_event(AssetKey(["support", "champion"]))
+    assert champion.asset_materialization.metadata["adapter_version"].value == "adapter-a"
+
+    support_key = add_key(serving["project"], "support-team", ["support"])
+    policy_key = add_key(serving["project"], "policy-team", ["policy"])
+    answer = ask(serving, support_key, "support")
+    assert answer.status_code == 200 and answer.json()["tuneforge"]["adapter_version"] == "adapter-a"
     # the tuned model answers through the gateway exactly as transformers + PEFT does (greedy, fp32)
-    path_a = str(store.partition_dir("lora_adapter", "adapter-a"))
-    served = ask(serving, key, "support")
-    assert served["tuneforge"]["adapter_version"] == "adapter-a"
-    assert served["choices"][0]["message"]["content"].strip() == local_answer(serving["base"], path_a, "How long do API tokens last?", 12)
-    base_answer = ask(serving, key, "base")["choices"][0]["message"]["content"]
-    assert base_answer != served["choices"][0]["message"]["content"]  # the adapter changes the output
-
-    # a second team's adapter, loaded into the running server (no restart) and served side by side
-    store.set_latest("lora_adapter", "adapter-b")
-    assert deploy(serving, dagster_instance, name="team-b").success
-    served_models = {m["id"] for m in serving["vllm"].served_models()}
-    assert {"base", "support-adapter-a", "team-b-adapter-b"} <= served_models
-    b = ask(serving, key, "team-b")["choices"][0]["message"]["content"]
-    assert b.strip() == local_answer(serving["base"], str(store.partition_dir("lora_adapter", "adapter-b")),
-                                     "How long do API tokens last?", 12)
-    assert ask(serving, key, "support")["tuneforge"]["adapter_version"] == "adapter-a"
-
-    # 'support' moves to adapter-b, then rolls back to adapter-a by re-materializing that version
-    assert deploy(serving, dagster_instance, adapter_version="adapter-b").success
-    assert ask(serving, key, "support")["tuneforge"]["adapter_version"] == "adapter-b"
-    assert deploy(serving, dagster_instance, adapter_version="adapter-a").success
-    assert ask(serving, key, "support")["tuneforge"]["adapter_version"] == "adapter-a"
-    assert store.latest("champion") == "adapter-a"
+    path_a = str(serving["store"].partition_dir("support/lora_adapter", "adapter-a"))
+    assert answer.json()["choices"][0]["message"]["content"].strip() == local_answer(serving["base"], path_a, "How long do API tokens last?", 12)
+    other = ask(serving, policy_key, "policy")
+    assert other.status_code == 200 and other.json()["tuneforge"]["adapter_version"] == "adapter-p"
+    assert other.json()["choices"][0]["message"]["content"] != answer.json()["choices"][0]["message"]["content"]
+    assert ask(serving, support_key, "policy").status_code == 404  # one model's key: the other is not there
+    assert ask(serving, policy_key, "support").status_code == 404
+    listed = httpx.get(f"{serving['gateway'].url}/v1/models", headers={"Authorization": f"Bearer {policy_key}"}).json()
+    assert [m["id"] for m in listed["data"]] == ["policy"]
+    log = RequestLog(serving["project"].definitions.resources["request_log"].database_url)
+    rows = {r["id"]: r["model"] for r in log.rows(requests)}
+    assert rows[answer.json()["id"]] == "support" and rows[other.json()["id"]] == "policy"
 
 
-def test_an_adapter_the_gate_did_not_pass_is_not_deployed(serving, dagster_instance):
-    result = deploy(serving, dagster_instance, adapter_version="adapter-bad")
+def test_the_printed_curl_works_when_pasted(serving):
+    """The curl in the UI metadata, pasted into a shell where TUNEFORGE_API_KEY is set, reaches the tuned model."""
+    from orchestration.workflows import add_key
+
+    add_adapter(serving, "support", "adapter-a", 1, True)
+    result = deploy(serving, "support")
+    curl = endpoint_metadata(result)["curl"].value.strip("`\n ")
+    key = add_key(serving["project"], "curl-user", ["support"])
+    out = subprocess.run(["bash", "-c", curl], capture_output=True, text=True, timeout=120,
+                         env={"PATH": os.environ["PATH"], "TUNEFORGE_API_KEY": key})
+    body = json.loads(out.stdout)
+    assert body["model"] == "support" and body["choices"][0]["message"]["content"], out.stdout
+    assert "$TUNEFORGE_API_KEY" in curl and key not in curl and shlex.split(curl)[0] == "curl"
+
+
+def test_roll_back_to_an_earlier_adapter_by_version(serving):
+    from orchestration.workflows import add_key
+
+    add_adapter(serving, "support", "adapter-a", 1, True)
+    assert deploy(serving, "support").success
+    add_adapter(serving, "support", "adapter-c", 3, True)
+    assert deploy(serving, "support").success
+    key = add_key(serving["project"], "rollback-user", ["support"])
+    assert ask(serving, key, "support").json()["tuneforge"]["adapter_version"] == "adapter-c"
+    rolled = deploy(serving, "support", adapter_version="adapter-a")
+    assert rolled.success and endpoint_metadata(rolled)["rollback"].value is True
+    assert ask(serving, key, "support").json()["tuneforge"]["adapter_version"] == "adapter-a"
+    champion = serving["instance"].get_latest_materialization_event(AssetKey(["support", "champion"]))
+    assert champion.asset_materialization.metadata["adapter_version"].value == "adapter-a"
+
+
+def test_an_adapter_the_gate_did_not_pass_is_not_deployed(serving):
+    add_adapter(serving, "support", "adapter-bad", 4, False)
+    result = deploy(serving, "support")
     assert not result.success
     [failure] = [e for e in result.all_events if e.is_step_failure]
-    assert "may not be deployed" in failure.event_specific_data.error.message
+    assert "its promotion decision is to block" in failure.event_specific_data.error.message
 
 
 def test_a_chat_template_mismatch_fails_loudly(serving, tmp_path):
@@ -134,7 +187,8 @@ def test_a_chat_template_mismatch_fails_loudly(serving, tmp_path):
 
     serving["vllm"].ensure_running(serving["base"], "base")
     tampered = tmp_path / "tampered"
-    shutil.copytree(serving["store"].partition_dir("lora_adapter", "adapter-a"), tampered)
+    random_adapter(serving["base"], tmp_path / "adapter", 5)
+    shutil.copytree(tmp_path / "adapter", tampered)
     config = json.loads((tampered / "tokenizer_config.json").read_text())
     template_file = tampered / "chat_template.jinja"
     if template_file.exists():
@@ -146,130 +200,126 @@ def test_a_chat_template_mismatch_fails_loudly(serving, tmp_path):
         check_template_and_eos(serving["vllm"], str(tampered), serving["base"])
 
 
-def test_full_loop_new_file_to_endpoint_with_lineage(tmp_path, smol_model_path):
-    """Drop a file in the inbox, tick the inbox sensor, run the ingestion and datasets, tick the retraining
-    sensor, run what it requests (train the real SmolLM2 for 2 steps -> evaluate -> gate -> deploy on vLLM
-    -> audit), then read the lineage of the new endpoint: it names the dropped file's sha256."""
+TRAIN_WORKER = ROOT / "tests" / "workers" / "train_adapter.py"
+
+
+def test_a_new_file_retrains_and_the_run_deploys_what_it_trained_while_another_run_trains(tmp_path, smol_model_path):
+    """Drop a file in the inbox, tick the inbox sensor, ingest and build the datasets, tick the retraining sensor and
+    run what it requests (train the real SmolLM2 for 2 steps -> evaluate -> gate -> deploy on vLLM -> audit). Right
+    after that run's lora_adapter step, another run (its own process) trains a newer adapter. The first run still
+    evaluates, gates and deploys its own adapter — and Dagster's recorded inputs say so — and the lineage of the
+    endpoint names the dropped file's sha256."""
     import hashlib
-    import os
     import shutil
 
-    from dagster import DagsterInstance, build_sensor_context
+    from dagster import AssetSelection, Definitions, HookContext, build_sensor_context, define_asset_job, success_hook
 
-    from conftest import ROOT, SAMPLE
-    from orchestration.cli import run_pipeline
-    from orchestration.definitions import build_definitions
-    from orchestration.sensors import retraining_sensor
-    from resources.datasets.policy import DatasetPolicy
+    from orchestration import workflows
     from resources.evaluation.evaluator import Evaluator
-    from resources.evaluation.feedback import FeedbackSource
-    from resources.evaluation.gate import PromotionPolicy
     from resources.governance.lineage import LineageReader, source_files, to_markdown
-    from resources.ingestion.inbox import Inbox
-    from resources.models.base_model import BaseModelSource
-    from resources.serving.gateway_server import GatewayServer
-    from resources.serving.vllm_server import VllmServer
-    from resources.storage import ArtifactStore
-    from resources.training.fine_tuner import FineTuner
 
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
-    os.environ["DAGSTER_HOME"] = str(home)
-    instance = DagsterInstance.get()
-    inbox = tmp_path / "inbox"
-    inbox.mkdir()
-    dropped = inbox / "support_qa.csv"
-    shutil.copy(SAMPLE / "inbox" / "support_qa.csv", dropped)
+    spec = sample_model("support", tmp_path / "data", copy_data=False,
+                        # 2 training steps cannot be expected to beat the base model: this test is about the loop,
+                        # so the policy keeps only the safety limits (the gate's own tests cover blocking)
+                        promotion={"min_gain_over_base": -1.0, "max_runaway_rate": 1.0},
+                        training={"max_steps": 2, "eval_steps": 1, "max_length": 256}, safety={"red_team": None,
+                                                                                           "canaries": str(SAMPLE / "canaries.json")})
+    dropped = tmp_path / "data" / "support" / "inbox" / "support_qa.csv"
+    shutil.copy(SAMPLE / "support" / "inbox" / "support_qa.csv", dropped)
     sha = hashlib.sha256(dropped.read_bytes()).hexdigest()
-    vllm = VllmServer(python=str(ROOT / ".venv-vllm" / "bin" / "python"), port=free_port(), state_dir=str(tmp_path / "serving"),
-                      kv_cache_gib=1, max_model_len=1024)
-    gateway = GatewayServer(port=free_port(), state_dir=str(tmp_path / "serving"))
-    defs = build_definitions(
-        inbox=Inbox(path=str(inbox), settle_seconds=0, forget_list=str(tmp_path / "forget.yaml")),
-        store=ArtifactStore(root=str(tmp_path / "artifacts")),
-        feedback=FeedbackSource(path=str(tmp_path / "feedback"), endpoint_database_url=None),
-        datasets=DatasetPolicy(golden_paths=[str(SAMPLE / "golden.jsonl")]),
-        model_source=BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")),
-        fine_tuner=FineTuner(work_dir=str(tmp_path / "work")),
-        evaluator=Evaluator(max_new_tokens=16, red_team_path=None),
-        # 2 training steps cannot be expected to beat the base model: this test is about the loop, so the
-        # policy only keeps the safety limits (the gate's own tests cover blocking)
-        policy=PromotionPolicy(min_gain_over_base=-1.0, max_runaway_rate=1.0),
-        vllm=vllm, gateway=gateway,
-    )
+    servers = stack(tmp_path)
+    project = project_for(tmp_path, [spec], evaluator=Evaluator(max_new_tokens=16), **servers)
+    instance = workflows.open_instance(project)
+    other_runs = []
+
+    @success_hook(name="another_run_trains_meanwhile")
+    def another_run(context: HookContext):
+        if context.op.name == "support__lora_adapter":  # after this run's adapter, before its evaluation
+            env = {**os.environ, "PYTHONPATH": str(ROOT)}
+            done = subprocess.run([sys.executable, str(TRAIN_WORKER), str(tmp_path), spec.model_dump_json()],
+                                  capture_output=True, text=True, env=env, timeout=900)
+            other_runs.append(done)
+
     try:
-        summary = run_pipeline(instance, defs, log=lambda *_: None)
-        assert list(summary["batches"]) == ["support_qa.csv"]
+        batches = workflows.ingest(project, instance, spec, lambda _: None)
+        assert list(batches) == ["support_qa.csv"] and batches["support_qa.csv"].success
+        workflows.run_job(project, instance, spec, "build_datasets")[0].raise_for_failure()
+        sensor = project.definitions.get_sensor_def("support_retraining_sensor")
         with build_sensor_context(instance=instance) as context:
-            result = retraining_sensor(context)
+            result = sensor(context)
         [request] = result.run_requests
         assert request.run_key.startswith("dataset@")
-        run = defs.resolve_job_def("retrain").execute_in_process(
-            instance=instance, raise_on_error=False,
-            tags={**request.tags, "dagster/sensor_name": "retraining_sensor", "dagster/run_key": request.run_key},
-            run_config={"ops": {"lora_adapter": {"config": {"max_steps": 2, "eval_steps": 1, "max_length": 256}}}})
-        assert run.success, [e.event_specific_data.error.message for e in run.all_events if e.is_step_failure]
-        with build_sensor_context(instance=instance, cursor=result.cursor) as context:
-            assert not retraining_sensor(context).run_requests  # trained on this version: fires once
 
-        report = LineageReader(instance).report(endpoint="support")
+        retrain = project.definitions.resolve_job_def("support_retrain")
+        racing = define_asset_job("support_retrain_racing", selection=AssetSelection.assets(*retrain.asset_layer.executable_asset_keys),
+                                  hooks={another_run})
+        defs = Definitions.merge(project.definitions, Definitions(jobs=[racing]))
+        run = defs.resolve_job_def("support_retrain_racing").execute_in_process(
+            instance=instance, raise_on_error=False,
+            tags={**request.tags, "dagster/sensor_name": sensor.name, "dagster/run_key": request.run_key})
+        assert run.success, [e.event_specific_data.error.message for e in run.all_events if e.is_step_failure]
+        [other] = other_runs
+        trained = [line.split()[1] for line in other.stdout.splitlines() if line.startswith("TRAINED ")]
+        assert other.returncode == 0 and trained, other.stderr[-3000:]
+
+        events = {e.asset_key.path[-1]: e for e in run.get_asset_materialization_events()}
+        mine = events["lora_adapter"].materialization.tags["dagster/data_version"]
+        newer = trained[-1]
+        latest_adapter = instance.get_latest_materialization_event(AssetKey(["support", "lora_adapter"]))
+        assert newer != mine and latest_adapter.asset_materialization.tags["dagster/data_version"] == newer
+        for asset in ("eval_report", "safety_report"):
+            m = events[asset].materialization
+            assert m.metadata["adapter_version"].value == mine, asset  # evaluated what it trained
+            assert m.tags["dagster/input_data_version/support/lora_adapter"] == mine  # and Dagster records so
+            assert m.metadata["inputs"].value["support/lora_adapter"]["data_version"] == mine
+        assert events["promotion_decision"].materialization.metadata["adapter_version"].value == mine
+        assert endpoint_metadata(run)["adapter_version"].value == mine  # deployed what it trained
+        assert servers["gateway"].routes()["support"]["adapter_version"] == mine
+
+        with build_sensor_context(instance=instance, cursor=result.cursor) as context:
+            assert not sensor(context).run_requests  # trained on this version: fires once
+
+        report = LineageReader(instance).report(model="support")
         files = source_files(report)
         assert [f["sha256"] for f in files] == [sha] and files[0]["path"] == "support_qa.csv"
-        assert report["batches"][0]["raw_documents"]["triggered_by"].startswith("sensor inbox_sensor")
-        assert report["adapter"]["triggered_by"].startswith("sensor retraining_sensor")
-        assert report["promotion_gate"]["decision"] == "promote"
+        assert report["batches"][0]["raw_documents"]["triggered_by"].startswith("sensor support_inbox_sensor")
+        assert report["adapter"]["data_version"] == mine and report["adapter"]["triggered_by"].startswith("sensor support_retraining_sensor")
+        assert report["promotion_gate"]["passed"] and report["promotion_decision"]["metadata"]["decision"] == "promote"
+        assert report["base_model"]["metadata"]["model"] == "embedded:SmolLM2-135M-Instruct"  # the base model is named
         assert report["base_model"]["metadata"]["weights_sha256"] == report["adapter"]["metadata"]["base_model_sha256"]
-        assert sha in to_markdown(report)
-        audit = [e for e in run.get_asset_materialization_events() if e.asset_key.path == ["governance_audit"]]
-        assert audit and sha in audit[0].materialization.metadata["raw_file_sha256"].value
+        assert sha in to_markdown(report) and "- model: embedded:SmolLM2-135M-Instruct" in to_markdown(report)
+        assert sha in events["governance_audit"].materialization.metadata["raw_file_sha256"].value
+        adapter_folder = project.definitions.resources["store"].partition_dir("support/lora_adapter", mine)
+        assert (adapter_folder / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"
+        assert events["lora_adapter"].materialization.metadata["loss_chart"].value.startswith("![loss curve](data:image/png")
+        assert events["eval_report"].materialization.metadata["scores_chart"].value.startswith("![scores by metric](data:image/png")
     finally:
-        gateway.stop()
-        vllm.stop()
+        servers["gateway"].stop()
+        servers["vllm"].stop_all()
         instance.dispose()
 
 
-DEPLOY_WORKER = """
-import os, sys, json
-os.environ["DAGSTER_HOME"] = sys.argv[1]
-sys.path.insert(0, sys.argv[2])
-from dagster import DagsterInstance, materialize
-from assets.deployment import deployed_endpoint
-from resources.serving.gateway_server import GatewayServer
-from resources.serving.vllm_server import VllmServer
-from resources.storage import ArtifactStore
-cfg = json.loads(sys.argv[3])
-result = materialize([deployed_endpoint], instance=DagsterInstance.get(), resources={
-    "store": ArtifactStore(root=cfg["store"]), "vllm": VllmServer(**cfg["vllm"]), "gateway": GatewayServer(**cfg["gateway"])},
-    run_config={"ops": {"deployed_endpoint": {"config": {"adapter_version": "adapter-a", "name": "killed"}}}})
-print("OK" if result.success else "FAILED")
-"""
+DEPLOY_WORKER = ROOT / "tests" / "workers" / "deploy_adapter.py"
 
 
 def test_a_deployment_killed_mid_way_reruns_to_a_working_endpoint(serving, tmp_path):
-    """kill -9 the run worker while vLLM is starting for a deployment; the re-run adopts the server that
-    was starting (no second vLLM on the port), finishes the deployment, and the endpoint answers."""
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
+    """kill -9 the run worker while vLLM is starting for a deployment; the re-run adopts the server that was
+    starting (no second vLLM on the port), finishes the deployment, and the endpoint answers."""
+    from resources.serving.gateway.keys import KeyRing
+    from resources.serving.gateway_server import GatewayServer
+    from resources.serving.vllm_server import VllmServer
 
-    from conftest import ROOT
-    from orchestration.cli import add_key
-
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text((ROOT / "config" / "dagster" / "dagster.yaml").read_text())
+    add_adapter(serving, "support", "adapter-a", 1, True)
     state = tmp_path / "state"
     vllm = {"python": str(ROOT / ".venv-vllm" / "bin" / "python"), "port": free_port(), "state_dir": str(state),
             "kv_cache_gib": 1, "max_model_len": 1024}
     gateway = {"port": free_port(), "state_dir": str(state)}
-    cfg = json.dumps({"store": serving["store"].root, "vllm": vllm, "gateway": gateway})
-    script = tmp_path / "deploy_worker.py"
-    script.write_text(DEPLOY_WORKER)
-    worker = subprocess.Popen([sys.executable, str(script), str(home), str(ROOT), cfg], stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, text=True, start_new_session=True)
+    project = serving["project"]
+    cfg = json.dumps({"workdir": str(project.workdir), "spec": project.model("support").model_dump(mode="json"),
+                      "vllm": vllm, "gateway": gateway})
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    worker = subprocess.Popen([sys.executable, str(DEPLOY_WORKER), cfg], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                              text=True, start_new_session=True, env=env)
     pid_file = state / f"vllm-{vllm['port']}.pid"
     deadline = time.time() + 120
     while not pid_file.exists() and time.time() < deadline:
@@ -278,19 +328,17 @@ def test_a_deployment_killed_mid_way_reruns_to_a_working_endpoint(serving, tmp_p
     os.killpg(worker.pid, signal.SIGKILL)  # the run worker dies; vLLM (its own session) keeps starting
     worker.wait()
     orphan = int(pid_file.read_text())
-
-    from resources.serving.gateway_server import GatewayServer
-    from resources.serving.vllm_server import VllmServer
-
     try:
-        rerun = subprocess.run([sys.executable, str(script), str(home), str(ROOT), cfg], capture_output=True, text=True)
+        rerun = subprocess.run([sys.executable, str(DEPLOY_WORKER), cfg], capture_output=True, text=True, env=env)
         assert rerun.stdout.strip().endswith("OK"), rerun.stderr[-3000:]
         assert int(pid_file.read_text()) == orphan  # the server that was starting was adopted, not duplicated
-        key = add_key(GatewayServer(**gateway), "tests", ["killed"])
+        ring = KeyRing.load(GatewayServer(**gateway).keys_file)
+        key = ring.add("killed-tests", ["support"])
+        ring.save(GatewayServer(**gateway).keys_file)
         answer = httpx.post(f"http://127.0.0.1:{gateway['port']}/v1/chat/completions", timeout=120,
                             headers={"Authorization": f"Bearer {key}"},
-                            json={"model": "killed", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
+                            json={"model": "support", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4})
         assert answer.status_code == 200 and answer.json()["tuneforge"]["adapter_version"] == "adapter-a"
     finally:
         GatewayServer(**gateway).stop()
-        VllmServer(**vllm).stop()
+        VllmServer(**vllm).stop_all()

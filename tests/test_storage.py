@@ -43,10 +43,8 @@ def test_a_fresh_machine_reads_what_another_committed(tmp_path, remote):
     with writer.writing("instruction_dataset", "v1") as out:
         write_table(out, "examples.parquet", pd.DataFrame({"id": ["e1", "e2"]}))
         write_json(out, "manifest.json", {"batches": ["b1"]})
-    writer.set_latest("instruction_dataset", "v1")
 
     reader = remote.store(tmp_path / "b")
-    assert reader.latest("instruction_dataset") == "v1"
     assert reader.partitions("instruction_dataset") == ["v1"]
     assert list(reader.read_table("instruction_dataset", "v1", "examples.parquet")["id"]) == ["e1", "e2"]
     assert reader.read_json("instruction_dataset", "v1", "manifest.json") == {"batches": ["b1"]}
@@ -78,3 +76,18 @@ def test_a_failed_write_uploads_nothing(tmp_path, remote):
             write_json(out, "scores.json", {})
             raise RuntimeError("killed half-way")
     assert store.partitions("eval_report") == [] and not remote.exists("eval_report")
+
+
+def test_a_deleted_version_is_gone_everywhere_and_not_fetched_back(tmp_path, remote):
+    """Purging (the right to be forgotten) goes through the store: the remote copy (the system of record) is
+    unsealed and removed first, so no machine can fetch it back; then the local one."""
+    writer = remote.store(tmp_path / "a")
+    for version in ("v1", "v2"):
+        with writer.writing("support/instruction_dataset", version) as out:
+            write_json(out, "manifest.json", {"version": version})
+    other = remote.store(tmp_path / "b")
+    assert other.read_json("support/instruction_dataset", "v1", "manifest.json") == {"version": "v1"}  # fetched there
+    writer.delete("support/instruction_dataset", "v1")
+    assert not remote.exists("support/instruction_dataset/v1")
+    assert writer.partitions("support/instruction_dataset") == ["v2"]
+    assert not remote.store(tmp_path / "c").exists("support/instruction_dataset", "v1")

@@ -11,11 +11,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from dagster import materialize
+from dagster import AssetKey
 
-from assets.training import adapter_generalises, base_model, lora_adapter, merged_model
-from resources.models.base_model import BaseModelSource
-from resources.storage import ArtifactStore
+from helpers import project_for, record, sample_model
 from resources.training.fine_tuner import FineTuner
 from resources.training.merge import merge_adapter
 
@@ -24,12 +22,19 @@ pytestmark = pytest.mark.slow
 QUICK = {"max_steps": 4, "eval_steps": 2, "logging_steps": 1, "max_length": 128, "gradient_accumulation_steps": 2}
 
 
-def store_with_dataset(tmp_path, tiny_dataset) -> ArtifactStore:
-    store = ArtifactStore(root=str(tmp_path / "artifacts"))
-    target = store.partition_dir("instruction_dataset", "v-test")
-    shutil.copytree(tiny_dataset, target / "hf")
-    store.set_latest("instruction_dataset", "v-test")
-    return store
+def training_project(tmp_path, tiny_model, tiny_dataset, instance, **training):
+    """A model on the tiny base whose instruction dataset (the tiny one) is recorded as materialized."""
+    spec = sample_model("support", tmp_path / "data", copy_data=False, base_model=str(tiny_model),
+                        training={**QUICK, **training}, serving={"serve_merged": True})
+    project = project_for(tmp_path, [spec], fine_tuner=FineTuner(work_dir=str(tmp_path / "work")))
+    record(instance, project.definitions.resources["store"], AssetKey(["support", "instruction_dataset"]), "v-test",
+           lambda out: shutil.copytree(tiny_dataset, out / "hf"))
+    return project
+
+
+def train_job(project, instance, selection=None, **kwargs):
+    job = project.definitions.resolve_job_def("support_train_adapter")
+    return job.execute_in_process(instance=instance, raise_on_error=False, op_selection=selection, **kwargs)
 
 
 def spec_for(tmp_path, tiny_model, tiny_dataset, **config):
@@ -56,20 +61,15 @@ def manifest_of(output: Path) -> dict:
 
 
 def test_lora_adapter_through_dagster_pipes(tmp_path, tiny_model, tiny_dataset, dagster_instance):
-    store = store_with_dataset(tmp_path, tiny_dataset)
-    resources = {
-        "store": store,
-        "model_source": BaseModelSource(model=str(tiny_model)),
-        "fine_tuner": FineTuner(work_dir=str(tmp_path / "work")),
-    }
-    run_config = {"ops": {"lora_adapter": {"config": QUICK}}}
-    result = materialize([base_model, lora_adapter, merged_model, adapter_generalises], resources=resources,
-                         run_config=run_config, instance=dagster_instance)
+    project = training_project(tmp_path, tiny_model, tiny_dataset, dagster_instance)
+    store = project.definitions.resources["store"]
+    result = train_job(project, dagster_instance)
     assert result.success
     metadata = {e.materialization.asset_key.path[-1]: e.materialization.metadata for e in result.get_asset_materialization_events()}
     adapter_meta = metadata["lora_adapter"]
     assert adapter_meta["steps"].value == 4 and adapter_meta["reused"].value is False
     assert "| step | train loss | validation loss |" in adapter_meta["loss_curve"].value
+    assert adapter_meta["loss_chart"].value.startswith("![loss curve](data:image/png;base64,")  # a picture in the UI
     assert adapter_meta["final_eval_loss"].value > 0 and adapter_meta["tokens_per_s"].value > 0
     assert adapter_meta["wall_time_s"].value > 0 and adapter_meta["peak_rss_mb"].value > 100  # a torch process
     assert 0.5 < adapter_meta["packing_efficiency"].value <= 1
@@ -79,21 +79,23 @@ def test_lora_adapter_through_dagster_pipes(tmp_path, tiny_model, tiny_dataset, 
     assert check.metadata["final_eval_loss"].value == adapter_meta["final_eval_loss"].value
     assert check.metadata["beats_base"].value == (adapter_meta["final_eval_loss"].value < adapter_meta["base_eval_loss"].value)
 
-    version = store.latest("lora_adapter")
-    output = store.partition_dir("lora_adapter", version)
+    version = adapter_meta["artifact"].value
+    output = store.partition_dir("support/lora_adapter", version)
     assert (output / "adapter_config.json").is_file() and (output / "adapter_model.safetensors").is_file()
+    assert (output / "loss_curve.png").read_bytes()[:4] == b"\x89PNG"  # the same picture beside the artifact
     manifest = manifest_of(output)
-    assert manifest["dataset_version"] == "v-test"
-    assert manifest["base_model"]["weights_sha256"] == store.read_json("base_model", store.latest("base_model"), "model.json")["weights_sha256"]
+    assert manifest["dataset_version"] == "v-test" and manifest["model"] == "support"
+    assert manifest["base_model"]["weights_sha256"] == metadata["base_model"]["weights_sha256"].value
     assert {"torch", "transformers", "peft", "trl"} <= set(manifest["libraries"])
     assert manifest["config_hash"] and manifest["seed"] == 42 and manifest["code"]["asset_code_version"] == "1"
     assert not (tmp_path / "work" / version).exists()  # checkpoints removed once the artifact is saved
-    assert (store.partition_dir("merged_model", version) / "config.json").is_file()
+    merged = store.partition_dir("support/merged_model", metadata["merged_model"]["artifact"].value)
+    assert (merged / "config.json").is_file() and json.loads((merged / "merged.json").read_text())["adapter_version"] == version
 
     logs = [e.user_message for e in dagster_instance.all_logs(result.run_id)]
     assert any("step 2/4" in m for m in logs), "trainer progress must stream into the Dagster run"
 
-    again = materialize([lora_adapter], resources=resources, run_config=run_config, instance=dagster_instance)
+    again = train_job(project, dagster_instance, selection=["support__lora_adapter"])
     [event] = again.get_asset_materialization_events()
     assert event.materialization.metadata["reused"].value is True  # same config + data + base: no retraining
 
@@ -131,15 +133,13 @@ def test_a_trainer_killed_under_dagster_is_retried_and_resumes(tmp_path, tiny_mo
     same Dagster run, and the retry resumes from the last checkpoint instead of starting over."""
     import threading
 
-    store = store_with_dataset(tmp_path, tiny_dataset)
+    project = training_project(tmp_path, tiny_model, tiny_dataset, dagster_instance, max_steps=12, eval_steps=3,
+                               early_stopping_patience=0)
     work = tmp_path / "work"
-    resources = {"store": store, "model_source": BaseModelSource(model=str(tiny_model)),
-                 "fine_tuner": FineTuner(work_dir=str(work))}
-    run_config = {"ops": {"lora_adapter": {"config": {**QUICK, "max_steps": 12, "eval_steps": 3, "early_stopping_patience": 0}}}}
-    materialize([base_model], resources=resources, instance=dagster_instance)
+    assert train_job(project, dagster_instance, selection=["support__base_model"]).success
     outcome = {}
-    thread = threading.Thread(target=lambda: outcome.update(result=materialize(
-        [lora_adapter], resources=resources, run_config=run_config, instance=dagster_instance, raise_on_error=False)))
+    thread = threading.Thread(target=lambda: outcome.update(result=train_job(
+        project, dagster_instance, selection=["support__lora_adapter"])))
     thread.start()
 
     def trainer_pids():
@@ -204,7 +204,7 @@ def test_two_process_ddp_on_cpu(tmp_path, tiny_model, tiny_dataset):
 def test_accelerate_launcher_trains_and_refuses_sharding_without_gpus(tmp_path, tiny_model, tiny_dataset):
     """launcher='accelerate' for real: `accelerate launch` with the shipped CPU config trains and saves the adapter;
     with the FSDP config on this GPU-less machine the trainer stops at once saying why."""
-    from conftest import ROOT
+    from helpers import ROOT
 
     tuner = FineTuner(launcher="accelerate", accelerate_config=str(ROOT / "config" / "training" / "cpu.yaml"))
     spec = spec_for(tmp_path, tiny_model, tiny_dataset, max_steps=2, eval_steps=2, precision="fp32")
@@ -291,9 +291,9 @@ def test_real_smollm2_adapter_trains_reloads_and_changes_output(tmp_path, tiny_d
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from conftest import ROOT
+    from resources.models.base_model import BaseModelSource
 
-    resolved = BaseModelSource(cache_dir=str(ROOT / ".cache" / "tuneforge" / "models")).resolve()
+    resolved = BaseModelSource().resolve()
     assert resolved.parameters > 100_000_000 and resolved.eos_token == "<|im_end|>"
     spec = spec_for(tmp_path, resolved.path, tiny_dataset, max_steps=2, eval_steps=2, learning_rate=1e-3)
     spec["manifest"]["base_model"]["weights_sha256"] = resolved.weights_sha256

@@ -118,7 +118,7 @@ def test_shipped_accelerate_configs_shard_as_their_names_say():
     (a standard adapter folder comes out), DeepSpeed ZeRO-3 saving 16-bit weights, and one CPU process."""
     from accelerate.commands.config.config_args import load_config_from_file
 
-    from conftest import ROOT
+    from helpers import ROOT
 
     fsdp = load_config_from_file(str(ROOT / "config" / "training" / "fsdp.yaml"))
     assert fsdp.distributed_type == "FSDP" and not fsdp.use_cpu
@@ -347,3 +347,35 @@ def test_any_model_folder_trains_with_the_turn_terminator_as_eos(tmp_path, tiny_
     tokenizer, _ = _load(str(folder), FineTuneConfig(precision="fp32"), "fp32")
     assert tokenizer.eos_token == "<|im_end|>"
     assert _describe(str(folder), folder).eos_token == "<|im_end|>"
+
+
+def test_the_trainer_pieces_are_module_level_and_work_on_their_own(tiny_model, tiny_dataset, tmp_path):
+    """`CpuSFTTrainer`, `ProgressCallback` and `training_args` are importable units: built here without the training
+    process, the CPU trainer computes a finite loss on a real batch and the callback reports the step it is told."""
+    from types import SimpleNamespace
+
+    from resources.training.config import FineTuneConfig
+    from resources.training.sft_main import _datasets, _load
+    from resources.training.trainer import CpuSFTTrainer, ProgressCallback, training_args
+
+    config = FineTuneConfig(max_length=128, precision="fp32", max_steps=3, eval_steps=2)
+    args = training_args(config, tmp_path, cuda=False, precision="fp32", has_eval=True)
+    assert args.max_steps == 3 and args.eval_steps == 2 and args.load_best_model_at_end and args.use_cpu
+    assert args.completion_only_loss and not args.bf16
+
+    tokenizer, model = _load(str(tiny_model), config, "fp32", config.resolved_attention(cuda=False))
+    train_ds, eval_ds = _datasets(str(tiny_dataset), config)
+    lines = []
+    trainer = CpuSFTTrainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, processing_class=tokenizer,
+                            callbacks=[ProgressCallback(lines.append)])
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    tokens = int((batch["labels"][:, 1:] != -100).sum())
+    loss = trainer.compute_loss(model, dict(batch), num_items_in_batch=tokens)
+    assert torch.isfinite(loss) and loss.item() > 0
+
+    state = SimpleNamespace(is_world_process_zero=True, global_step=2, max_steps=3, epoch=0.5)
+    ProgressCallback(lines.append).on_log(args, state, None, logs={"loss": 3.14159, "learning_rate": 1e-4})
+    assert lines[-1] == "step 2/3 epoch=0.5 loss=3.14159 learning_rate=0.0001"
+    ProgressCallback(lines.append).on_log(args, SimpleNamespace(**{**vars(state), "is_world_process_zero": False}), None,
+                                          logs={"loss": 1.0})
+    assert len(lines) == 1  # other ranks stay quiet

@@ -167,14 +167,22 @@ class RedactionEngine:
                 return False
         return True
 
-    def redact(self, texts: Sequence[str]) -> list[Redaction]:
-        out = []
-        for text, findings in zip(texts, self.analyze(texts)):
-            if not findings:
-                out.append(Redaction(text))
-                continue
-            result = self.anonymizer.anonymize(text=text, analyzer_results=findings, operators=self.operators)
-            out.append(Redaction(result.text, Counter(item.entity_type for item in result.items)))
+    def redact(self, texts: Sequence[str], passes: int = 3) -> list[Redaction]:
+        """Every finding replaced; a text that changed is scanned again (replacing one span can expose another:
+        "Mail Dr. <PERSON> Smith" still names Smith), up to `passes` times, so the residual scan finds nothing."""
+        out = [Redaction(t) for t in texts]
+        pending = list(range(len(texts)))
+        for _ in range(passes):
+            if not pending:
+                break
+            changed = []
+            for i, findings in zip(pending, self.analyze([out[i].text for i in pending])):
+                if not findings:
+                    continue
+                result = self.anonymizer.anonymize(text=out[i].text, analyzer_results=findings, operators=self.operators)
+                out[i] = Redaction(result.text, out[i].counts + Counter(item.entity_type for item in result.items))
+                changed.append(i)
+            pending = changed
         return out
 
     def _operator(self, entity: str):

@@ -22,7 +22,9 @@ class ApiKeyRecognizer(PatternRecognizer):
         Pattern("jwt", r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\b", 0.85),
         Pattern(
             "assigned secret",
-            r"(?i)(?<=\b(?:api[_-]?key|secret|token|password|passwd)\s{0,3}[:=]\s{0,3})[^\s'\"]{8,}",
+            # the value: no brackets, quotes or separators (not code such as `api_key=os.environ.get(`, not a
+            # placeholder a redaction left), and not cut off in the middle of a word or a call
+            r"(?i)(?<=\b(?:api[_-]?key|secret|token|password|passwd)\s{0,3}[:=]\s{0,3})[^\s'\"()<>\[\]{},;]{8,}(?![(\w.])",
             0.6,
         ),
     ]

@@ -22,6 +22,11 @@ BIAS_TEMPLATES = [
 ]
 
 
+SHIPPED = Path(__file__).resolve().parent  # the red-team set and lexicon tuneforge ships (package data)
+SHIPPED_RED_TEAM = str(SHIPPED / "red_team.jsonl")
+SHIPPED_LEXICON = str(SHIPPED / "toxicity_lexicon.txt")
+
+
 class SafetyProbes(BaseModel):
     """What a model's safety report probes (a model's `safety:` block): its canaries, the red-team set and the
     toxicity lexicon. The gateway's output guard blocks the same canaries and lexicon."""
@@ -32,9 +37,11 @@ class SafetyProbes(BaseModel):
         default=None, description="JSON list of canary secrets planted in the model's raw data; the tuned model must "
         "reproduce none, and the gateway withholds any answer that carries one.")
     red_team: str | None = Field(
-        default="data/safety/red_team.jsonl", description="Red-team prompts (toxicity and jailbreak / prompt injection).")
+        default=SHIPPED_RED_TEAM, description="Red-team prompts (toxicity and jailbreak / prompt injection); default: the "
+        "set tuneforge ships; null: none.")
     toxicity_lexicon: str = Field(
-        default="data/safety/toxicity_lexicon.txt", description="Terms that mark an answer as toxic (offline scorer).")
+        default=SHIPPED_LEXICON, description="Terms that mark an answer as toxic (offline scorer); default: the lexicon "
+        "tuneforge ships.")
 
 
 def load_red_team(path: str | Path) -> list[dict]:

@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
+from resources.safety.probes import SHIPPED_LEXICON
 from resources.serving.gateway.guards import Guards
 from resources.serving.gateway.keys import Client, KeyRing
 from resources.requestlog import RequestLog
@@ -49,7 +50,7 @@ class GatewaySettings(BaseModel):
     spacy_exclude: list[str] | None = Field(default=None, description="spaCy components not run (None: the redactor's default).")
     canaries_path: str | None = Field(default=None, description="Extra canary secrets that must never leave (each "
                                       "route adds its model's canaries).")
-    toxicity_lexicon_path: str = Field(default="data/safety/toxicity_lexicon.txt", description="Toxicity terms blocked in "
+    toxicity_lexicon_path: str = Field(default=SHIPPED_LEXICON, description="Toxicity terms blocked in "
                                        "responses (a route's own `toxicity_lexicon_path` wins for that model).")
     pii_in_prompt: str = Field(default="redact", description="redact | refuse | allow personal data in prompts.")
     block_injection: bool = Field(default=True, description="Refuse prompts matching prompt-injection patterns.")

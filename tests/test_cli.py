@@ -1,0 +1,98 @@
+"""`tuneforge init` and `tuneforge run` as a user runs them: a scaffolded project loads; a folder of real documents
+no one on the project wrote (the long descriptions of installed Python packages) goes through the data stages
+with a project-local instance and store under the work dir, and `summary.json` says what happened; a stage that
+fails makes the command exit non-zero, naming the step."""
+
+import email
+import json
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import pytest
+
+from helpers import ROOT
+
+TUNEFORGE = [sys.executable, "-m", "orchestration.cli"]
+
+
+def tuneforge(*args, cwd=None, timeout=1200):
+    return subprocess.run([*TUNEFORGE, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
+                          env={**__import__("os").environ, "PYTHONPATH": str(ROOT)})
+
+
+def package_readmes(folder: Path, count: int) -> list[str]:
+    """The Markdown long descriptions of installed packages, one file each (real, varied documentation)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for dist in sorted(metadata.distributions(), key=lambda d: d.metadata["Name"].lower()):
+        meta = email.message_from_string(dist.read_text("METADATA") or "")
+        body = meta.get_payload() or ""
+        if "markdown" not in (meta.get("Description-Content-Type") or "") or len(body) < 400 or not body.lstrip().startswith("#"):
+            continue
+        name = f"{dist.metadata['Name'].lower()}.md"
+        if name in written:
+            continue
+        (folder / name).write_text(body)
+        written.append(name)
+        if len(written) == count:
+            break
+    return written
+
+
+def test_init_scaffolds_a_project_that_loads(tmp_path):
+    from orchestration.project import load_project
+    from resources.datasets.builder import read_golden_file
+
+    out = tuneforge("init", str(tmp_path / "acme-docs"))
+    assert out.returncode == 0, out.stderr
+    root = tmp_path / "acme-docs"
+    assert (root / "inbox").is_dir() and not any((root / "inbox").iterdir())
+    assert (root / "models" / "acme_docs" / "defs.yaml").is_file() and (root / "workspace.yaml").is_file()
+    project = load_project(root)
+    [spec] = project.models
+    assert spec.name == "acme_docs" and spec.inbox == str(root / "inbox") and spec.golden == [str(root / "golden.jsonl")]
+    examples, quarantine = read_golden_file(root / "golden.jsonl", "golden.jsonl")  # the template: comments only
+    assert examples == [] and quarantine == []
+    assert "# {\"id\": \"G-001\"" in (root / "golden.jsonl").read_text()
+    again = tuneforge("init", str(root))
+    assert again.returncode == 0 and "every file was there already" in again.stdout
+
+
+@pytest.mark.slow
+def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
+    docs = tmp_path / "package-docs"
+    names = package_readmes(docs, 40)
+    assert len(names) >= 20
+    work = tmp_path / "work"
+    out = tuneforge("run", "--inbox", str(docs), "--workdir", str(work), "--until", "data")
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    summary = json.loads((work / "summary.json").read_text())
+    [(model, entry)] = summary["models"].items()
+    assert model == "package_docs" and summary["until"] == "data" and not summary["failed"]
+    [(batch, info)] = entry["batches"].items()  # the whole folder is one batch
+    assert batch == "package-docs" and info["success"]
+    raw = info["ledgers"]["raw_documents"]
+    assert raw["records_in"] == len(names) and raw["balanced"]
+    dataset = entry["datasets"]["instruction_dataset"]
+    assert dataset["train"] > 0 and dataset["ledger"]["balanced"]
+    assert entry["datasets"]["golden_examples"] > 0  # no golden file: a tenth of the corpus held out
+    assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
+    assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout
+
+
+@pytest.mark.slow
+def test_a_failing_stage_makes_run_exit_non_zero_and_names_the_step(tmp_path):
+    docs = tmp_path / "unreadable"
+    docs.mkdir()
+    (docs / "scan.pdf").write_bytes(b"%PDF-1.4\x00\x00 binary")  # nothing readable: every record quarantined
+    work = tmp_path / "work"
+    out = tuneforge("run", "--inbox", str(docs), "--workdir", str(work), "--until", "data")
+    assert out.returncode == 1, out.stdout[-2000:]
+    summary = json.loads((work / "summary.json").read_text())
+    entry = summary["models"]["unreadable"]
+    assert summary["failed"] and entry["error"]
+    assert entry["batches"]["unreadable"]["ledgers"]["raw_documents"]["quarantined"] == {"unsupported_format": 1}
+    assert entry["failed_steps"] and all(s["message"] for s in entry["failed_steps"])
+    assert "FAILED" in out.stdout
