@@ -63,7 +63,7 @@ def main() -> int:
     project = load_project(ROOT, work, models=[spec], inbox=Inbox(settle_seconds=0, forget_list=str(work / "forget.yaml")))
     instance = workflows.open_instance(project)
     defs = project.definitions
-    sensor = defs.get_sensor_def("bench_inbox_sensor")
+    sensor = defs.resolve_sensor_def("bench_inbox_sensor")
     job = defs.resolve_job_def("bench_ingest_batch")
     quiet = {"loggers": {"console": {"config": {"log_level": "WARNING"}}}}
 

@@ -102,7 +102,7 @@ def rollback_command(args: argparse.Namespace) -> int:
     if target is None:
         routes = project.definitions.resources["gateway"].routes()
         current = routes.get(spec.name, {}).get("adapter_version")
-        history = [e for e in _endpoint_history(project, spec.name) if e != current]
+        history = [v for v in workflows.served_versions(project, spec.name) if v != current]
         if not history:
             print(f"nothing to roll back to: {spec.name} has served no other adapter (use --to VERSION)")
             return 1
@@ -116,14 +116,6 @@ def rollback_command(args: argparse.Namespace) -> int:
     print(f"{spec.name}: adapter {endpoint['adapter_version']} in service again (previous: {endpoint['previous_version']})")
     print("  " + endpoint_curl(endpoint["gateway_url"], spec.name, spec.serving.example_question))
     return 0
-
-
-def _endpoint_history(project, model: str) -> list[str]:
-    """Adapter versions the model served, newest first (its champion records)."""
-    store = project.definitions.resources["store"]
-    asset = f"{model}/champion"
-    records = [store.read_json(asset, k, "champion.json") for k in store.partitions(asset) if store.exists(asset, k, "champion.json")]
-    return [r["adapter_version"] for r in sorted(records, key=lambda r: r["recorded_at"], reverse=True)]
 
 
 def forget_command(args: argparse.Namespace) -> int:

@@ -128,7 +128,7 @@ def ingest(project: Project, instance: DagsterInstance, spec: ModelSpec, log: Lo
     """Tick the model's inbox sensor once and run what it requests: exactly what the daemon does, in this process
     (the runs carry the sensor's tags and run keys, so a daemon started later does not repeat them)."""
     defs = project.definitions
-    sensor = defs.get_sensor_def(f"{spec.name}_inbox_sensor")
+    sensor = defs.resolve_sensor_def(f"{spec.name}_inbox_sensor")
     cursor_file = Path(instance.root_directory) / f"{spec.name}_inbox_sensor.cursor"
     cursor = cursor_file.read_text() if cursor_file.exists() else None
     shared = defs.resources["inbox"]  # a new resource (Dagster re-reads a resource's config, not a model_copy's)
@@ -417,6 +417,14 @@ def add_key(project: Project, client: str, models: list[str], requests_per_minut
     return key
 
 
+def served_versions(project: Project, model: str) -> list[str]:
+    """Adapter versions the model has served, newest first (its champion records)."""
+    store = project.definitions.resources["store"]
+    asset = f"{model}/champion"
+    records = [store.read_json(asset, k, "champion.json") for k in store.partitions(asset) if store.exists(asset, k, "champion.json")]
+    return list(dict.fromkeys(r["adapter_version"] for r in sorted(records, key=lambda r: r["recorded_at"], reverse=True)))
+
+
 def stop_servers(project: Project) -> tuple[bool, int]:
     resources = project.definitions.resources
     return resources["gateway"].stop(), resources["vllm"].stop_all()
@@ -469,18 +477,11 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
     purged: list[str] = []
     if purge_versions:
         still = reach(store, project.names, ids)
-        keep = {(f"{m}/lora_adapter", v) for m in project.names for v in _in_service(store, m)}
+        keep = {(f"{m}/lora_adapter", v) for m in project.names for v in served_versions(project, m)[:1]}  # in service
         purged = purge(store, still, keep=keep)
         log("purged: " + (", ".join(purged) or "nothing"))
     after = reach(store, project.names, ids)
     return ForgetResult(sorted(ids), before, after, purged, reruns)
-
-
-def _in_service(store, model: str) -> list[str]:
-    """Adapter versions a champion record says are (or were last) in service."""
-    asset = f"{model}/champion"
-    return [store.read_json(asset, k, "champion.json")["adapter_version"] for k in store.partitions(asset)
-            if store.exists(asset, k, "champion.json")]
 
 
 def lineage(project: Project, model: str, adapter_version: str | None = None) -> dict:

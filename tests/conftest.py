@@ -5,10 +5,11 @@ every test must leave the environment as it found it."""
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
-from helpers import ROOT, new_instance
+from helpers import ROOT, environment_unchanged, new_instance
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -26,22 +27,12 @@ def redactor():
     return PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"))
 
 
-WATCHED = ("DAGSTER_HOME", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "TUNEFORGE_", "AWS_", "VLLM_", "DEEPEVAL_", "GX_")
-
-
-def _watched() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k.startswith(WATCHED)}
-
-
 @pytest.fixture(autouse=True)
 def environment_restored():
     """A test that changes the environment must restore it (monkeypatch.setenv does): a changed DAGSTER_HOME or
     credential leaking into the next test makes results depend on test order."""
-    before = _watched()
-    yield
-    after = _watched()
-    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    assert not changed, f"the test left these environment variables changed: {changed}"
+    with environment_unchanged():
+        yield
 
 
 @pytest.fixture()

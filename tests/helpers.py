@@ -4,7 +4,9 @@ artifact does)."""
 
 from __future__ import annotations
 
+import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
@@ -67,3 +69,16 @@ def copy_inputs(paths: list[Path], target: Path) -> None:
     target.mkdir(parents=True, exist_ok=True)
     for path in paths:
         (shutil.copytree if path.is_dir() else shutil.copy2)(path, target / path.name)
+
+
+WATCHED = ("DAGSTER_HOME", "HF_HUB_OFFLINE", "OMP_NUM_THREADS", "TUNEFORGE_", "AWS_", "VLLM_", "DEEPEVAL_", "GX_")
+
+
+@contextmanager
+def environment_unchanged():
+    """Fails when the environment variables tuneforge and its tests depend on differ on leaving from entering."""
+    before = {k: v for k, v in os.environ.items() if k.startswith(WATCHED)}
+    yield
+    after = {k: v for k, v in os.environ.items() if k.startswith(WATCHED)}
+    changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
+    assert not changed, f"the test left these environment variables changed: {changed}"

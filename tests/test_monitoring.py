@@ -1,7 +1,6 @@
 """Drift detection on synthetic traffic: production prompts drawn like the training prompts must not be
 flagged; shifted ones (another domain, other lengths and words) must be."""
 
-import json
 import random
 
 import pytest
@@ -74,7 +73,7 @@ def test_retraining_sensor_fires_once_per_drift_report_recommending_it(tmp_path,
     from dagster import AssetKey, AssetMaterialization, MetadataValue, build_sensor_context
 
     project = project_for(tmp_path, [sample_model("support", tmp_path / "data", copy_data=False)])
-    sensor = project.definitions.get_sensor_def("support_retraining_sensor")
+    sensor = project.definitions.resolve_sensor_def("support_retraining_sensor")
 
     def tick(cursor=None):
         with build_sensor_context(instance=dagster_instance, cursor=cursor) as context:

@@ -3,7 +3,6 @@ artifact store mirrored to an S3 bucket (a real S3 HTTP server on 127.0.0.1, mot
 stages, a (tiny) training run and the lineage report against them."""
 
 import hashlib
-import os
 import shutil
 
 import pytest

@@ -23,7 +23,7 @@ def inbox_project(tmp_path, settle_seconds=0):
 
 
 def tick(project, instance, cursor=None, model="support"):
-    sensor = project.definitions.get_sensor_def(f"{model}_inbox_sensor")
+    sensor = project.definitions.resolve_sensor_def(f"{model}_inbox_sensor")
     with build_sensor_context(instance=instance, cursor=cursor, resources={"inbox": project.definitions.resources["inbox"]}) as context:
         result = sensor(context)
     if isinstance(result, SkipReason):
@@ -125,7 +125,7 @@ def built(tmp_path_factory):
 
 
 def retraining_tick(built, cursor=None):
-    sensor = built["project"].definitions.get_sensor_def("support_retraining_sensor")
+    sensor = built["project"].definitions.resolve_sensor_def("support_retraining_sensor")
     with build_sensor_context(instance=built["instance"], cursor=cursor) as context:
         result = sensor(context)
     return result
@@ -274,7 +274,7 @@ def test_daily_schedule_targets_the_previous_day():
     from orchestration.project import load_project
 
     defs = load_project(ROOT).definitions
-    schedule = defs.get_schedule_def("support_daily_monitoring")
+    schedule = defs.resolve_schedule_def("support_daily_monitoring")
     with build_schedule_context(scheduled_execution_time=dt.datetime(2026, 11, 25, 1, 0, tzinfo=dt.timezone.utc)) as context:
         [request] = schedule.evaluate_tick(context).run_requests
     assert request.partition_key == "2026-11-24"

@@ -244,7 +244,7 @@ def test_a_new_file_retrains_and_the_run_deploys_what_it_trained_while_another_r
         batches = workflows.ingest(project, instance, spec, lambda _: None)
         assert list(batches) == ["support_qa.csv"] and batches["support_qa.csv"].success
         workflows.run_job(project, instance, spec, "build_datasets")[0].raise_for_failure()
-        sensor = project.definitions.get_sensor_def("support_retraining_sensor")
+        sensor = project.definitions.resolve_sensor_def("support_retraining_sensor")
         with build_sensor_context(instance=instance) as context:
             result = sensor(context)
         [request] = result.run_requests

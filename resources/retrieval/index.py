@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from dagster import ConfigurableResource
@@ -93,7 +94,7 @@ class KnowledgeIndexer(ConfigurableResource):
 class LoadedIndex:
     indexer: KnowledgeIndexer
     index: DenseIndex
-    documents: "pd.DataFrame"  # indexed by doc_id
+    documents: Any  # a pandas DataFrame indexed by doc_id
 
     def passages(self, questions: list[str], k: int) -> list[list[dict]]:
         hits = self.index.search(self.indexer.embed(questions), k) if questions else []
