@@ -35,6 +35,25 @@ def environment_restored():
         yield
 
 
+def _repository_changes() -> set[str]:
+    """Files in the checkout that git would report (modified or untracked, not ignored)."""
+    import subprocess
+
+    done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=all"], cwd=ROOT, capture_output=True,
+                          text=True, check=False)
+    return set(done.stdout.splitlines()) if done.returncode == 0 else set()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_untouched():
+    """Tests write under their temporary folders only: a test that wrote into the checkout (a forget list, a sample
+    file) would change what the next `make demo` on this checkout does."""
+    before = _repository_changes()
+    yield
+    written = _repository_changes() - before
+    assert not written, f"tests changed the checkout: {sorted(written)}"
+
+
 @pytest.fixture()
 def dagster_instance(tmp_path):
     instance = new_instance(tmp_path / "dagster_home")

@@ -43,9 +43,12 @@ def new_instance(home: Path):
 
 
 def project_for(tmp: Path, models: list, **resources):
-    """A project over the repository (its policies, sample golden files) with state under `tmp`."""
+    """A project over the repository (its redaction policy, sample golden files) with state under `tmp`; its
+    forget list lives under `tmp` too, so a test that forgets a record never writes into the repository."""
     from orchestration.project import load_project
+    from resources.ingestion.inbox import Inbox
 
+    resources.setdefault("inbox", Inbox(forget_list=str(tmp / "policies" / "forget.yaml")))
     return load_project(ROOT, tmp, models=models, **resources)
 
 

@@ -11,12 +11,13 @@ repo = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(repo))
 
 from orchestration.project import load_project  # noqa: E402
+from resources.ingestion.inbox import Inbox  # noqa: E402
 from orchestration.workflows import open_instance  # noqa: E402
 from resources.spec import ModelSpec  # noqa: E402
 
 attributes = yaml.safe_load((repo / "models" / "support" / "defs.yaml").read_text())["attributes"]
 attributes.update(inbox=str(root / "support" / "inbox"), feedback=None)
-project = load_project(repo, root, models=[ModelSpec.model_validate(attributes)])
+project = load_project(repo, root, models=[ModelSpec.model_validate(attributes)], inbox=Inbox(forget_list=str(root / "policies" / "forget.yaml")))
 instance = open_instance(project)
 instance.add_dynamic_partitions("support_batches", ["support_qa.csv"])
 print("START", flush=True)

@@ -10,10 +10,11 @@ sys.path.insert(0, str(repo))
 
 from orchestration import workflows  # noqa: E402
 from orchestration.project import load_project  # noqa: E402
+from resources.ingestion.inbox import Inbox  # noqa: E402
 from resources.spec import ModelSpec  # noqa: E402
 
 workdir, spec = Path(sys.argv[1]), ModelSpec.model_validate_json(sys.argv[2])
-project = load_project(repo, workdir, models=[spec])
+project = load_project(repo, workdir, models=[spec], inbox=Inbox(forget_list=str(workdir / "policies" / "forget.yaml")))
 instance = workflows.open_instance(project)
 outcome, _ = workflows.run_job(project, instance, spec, "train_adapter",
                                {f"{spec.name}__lora_adapter": {"config": {"max_steps": 1, "seed": 7}}})
