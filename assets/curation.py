@@ -1,6 +1,8 @@
 """Curation: per batch, cleaned and de-duplicated documents, then PII-redacted documents; across batches, the
 model's corpus, where batches meet and are de-duplicated against each other."""
 
+from collections import Counter
+
 from dagster import (
     AssetCheckResult,
     AssetExecutionContext,
@@ -106,12 +108,18 @@ def build(spec: ModelSpec) -> list:
     @asset_check(asset=redacted_documents, partitions_def=partitions, blocking=True,
                  description="A second Presidio scan of the redacted text finds no PII above the policy thresholds.")
     def no_residual_pii(redactor: PiiRedactor, redacted_documents: Artifact) -> AssetCheckResult:
-        documents = redacted_documents.read_table(columns=["text"])
-        residual = redactor.for_policy(spec.redaction_policy).residual_findings(list(documents["text"]))
+        documents = rows(redacted_documents.read_table(
+            columns=["doc_id", "source_path", "external_id", "line", "title", "text", "messages"]))
+        per_document = redactor.for_policy(spec.redaction_policy).residual_in_documents(documents)
+        residual = sum(per_document, Counter())
+        where = [f"{d['source_path']}#{d.get('external_id') or d.get('line') or d['doc_id']}: "
+                 + ", ".join(f"{entity} x{n}" for entity, n in sorted(found.items()))
+                 for d, found in zip(documents, per_document) if found]
         return AssetCheckResult(passed=not residual, metadata={
             "documents_scanned": MetadataValue.int(len(documents)),
             "residual_findings": MetadataValue.int(sum(residual.values())),
-            "residual_by_entity": reason_table(residual, header="entity")})
+            "residual_by_entity": reason_table(residual, header="entity"),
+            "records_with_residual_pii": MetadataValue.json(where[:50])})
 
     @asset_check(asset=redacted_documents, partitions_def=partitions, blocking=True,
                  description="Schema, unique doc_id and text length bounds after redaction (great-expectations).")

@@ -338,6 +338,50 @@ POLICY_GOLDEN = [
     ("P-012", "What does a customer need before paying by bank transfer?",
      "1. Confirm the plan is annual with at least 25 seats. 2. Issue an invoice with 30-day payment terms.", "RB-028"),
 ]
+# Questions staff asked the internal helpdesk, with the answers it gave ("question | answer"), consistent with the
+# policies and runbooks and phrased unlike POLICY_GOLDEN: the policy assistant's question-and-answer data.
+STAFF_QA_SOURCE = """
+Can someone still restore a card they deleted last week? | Yes. Deleted cards stay in the Trash for 30 days, and any workspace member can restore them from there.
+How long can support bring back a whole workspace after the Owner deletes it? | Support can restore a deleted workspace for 30 days; after that it is permanently purged.
+How often do we take backups, and for how long do we keep them? | Backups are taken every 6 hours and kept for 35 days.
+When does purged data finally disappear from our backups? | Purged data disappears from backups within 35 days of being purged.
+How long do we keep audit log entries for Enterprise workspaces? | Audit log entries are kept for 3 years on Enterprise and 1 year on Business.
+For how many days does an export download link work? | Download links for full workspace exports stay valid for 7 days.
+How quickly do we have to complete a GDPR deletion request? | Verified data subject deletion requests are completed within 30 days.
+Does cancelling a paid subscription delete the customer's boards? | No. The workspace moves to the Free plan and boards beyond the first 3 are archived as read-only.
+What TLS version do we require for data in transit? | Data in transit is protected with TLS 1.2 or higher.
+Which algorithm encrypts the databases and file storage? | All customer data is encrypted at rest with AES-256.
+How do engineers get access to production? | Through an approval workflow that grants time-limited, least-privilege access, and every session is recorded.
+How often are access rights reviewed? | Access rights are reviewed every quarter.
+When is a leaver's account disabled? | Accounts of people who leave are disabled on their last working day.
+What do I need to sign in to internal tools? | Single sign-on with a hardware security key.
+My laptop was stolen at the airport. Who do I tell, and by when? | Report it to the security team within one hour.
+Which audits does Quillstack go through each year? | Quillstack is audited every year for SOC 2 Type II and ISO 27001.
+A researcher emailed us a vulnerability. How soon do we reply? | Vulnerability reports are acknowledged within 2 business days.
+If we confirm customer data was breached, what is our notification deadline? | Affected customers are notified within 72 hours of confirming the breach.
+Who do I ask for an exception to the security policy? | Exception requests go to the policy owner, the Head of Security.
+How often is the security policy reviewed? | The security policy is reviewed at least once a year.
+What uptime do we promise Enterprise workspaces each month? | Enterprise workspaces get a monthly uptime commitment of 99.95%.
+Do Team plan customers get an uptime commitment? | No. The Free and Team plans are provided without an uptime commitment.
+Does Sunday night maintenance count against the SLA? | No. Scheduled maintenance on Sundays between 02:00 and 04:00 UTC does not count as downtime.
+How much notice do we give before scheduled maintenance? | Scheduled maintenance is announced at least 72 hours in advance.
+What is the most service credit a customer can claim in one month? | Service credits are capped at 50% of the monthly fee.
+By when must a customer claim a service credit? | Claims must be made within 30 days of the end of the affected month.
+How are service credits paid out? | Credits are applied to the next invoice.
+How fast must we answer a Business support ticket? | Business tickets are answered within 8 hours on weekdays.
+How fast must we answer a Team support ticket? | Team tickets are answered within 1 business day.
+Who has to be paged for an Enterprise P1 at 3 a.m.? | The on-call engineer: Enterprise P1 incidents need a first response within 1 hour, 24/7.
+Can a customer run a penetration test against their own workspace? | Only Enterprise customers, only against their own workspace, and only after notifying us at least 10 business days in advance.
+Is denial-of-service testing ever allowed? | No. Denial-of-service testing is never allowed.
+A customer created extra tokens to get past the rate limit. Is that allowed? | No. Creating extra tokens or accounts to get around the limit of 100 requests per minute per token violates the acceptable use policy.
+What can happen to a workspace that breaks the acceptable use policy? | Quillstack may warn, restrict or suspend it; serious or repeated violations can lead to termination.
+Where do people report abuse? | Abuse is reported through the Trust Center, and the team reviews every report.
+Can a customer resell access to Quillstack? | Not without a written agreement.
+How long is a member locked out after too many failed sign-ins? | The account locks for 15 minutes after 10 failed sign-in attempts.
+Until when can an annual plan be refunded in full? | Annual plans are refundable in full within 30 days of purchase.
+How long does a refund take to reach the customer? | Refunds arrive on the original payment method within 5 to 10 business days.
+What discount do registered nonprofits get? | Verified nonprofits get 50% off the Team or Business plan.
+"""
 GOLDEN_CONTAMINATED = ("G-008", "G-024")  # also planted (nearly) verbatim as support_qa.csv prompts
 GOLDEN_WITH_PII = ("G-003", "G-015", "G-026")
 
@@ -540,11 +584,13 @@ class Corpus:
     golden: list[Record]
     binary: bytes
     policy_golden: list[Record] = field(default_factory=list)
+    staff: list[Record] = field(default_factory=list)
 
     def files(self) -> dict[str, list[Record]]:
         """Output path (relative to the corpus root) -> its records, for manifest and summary."""
         return {"support/inbox/kb_articles.jsonl": self.kb, "support/inbox/support_qa.csv": self.qa,
                 "support/inbox/chat_transcripts.jsonl": self.chats, "policy/inbox/runbooks.json": self.runbooks,
+                "policy/inbox/staff_questions.csv": self.staff,
                 **{f"policy/inbox/policies/{r.data['id']}": [r] for r in self.policies},
                 "support/inbox/ticket_export_2026_11.jsonl": self.tickets, "support/inbox/junk.jsonl": self.junk,
                 "support/golden.jsonl": self.golden, "policy/golden.jsonl": self.policy_golden}
@@ -807,6 +853,12 @@ def build_runbooks(canary: str) -> list[Record]:
     return records
 
 
+def build_staff_questions() -> list[Record]:
+    """The internal helpdesk's questions and answers about the policies (no PII, no randomness)."""
+    return [Record({"id": f"SQ-{i:03d}", "prompt": q, "completion": a})
+            for i, (q, a) in enumerate((split_fields(line) for line in STAFF_QA_SOURCE.strip().splitlines()), start=1)]
+
+
 def build_policies(pii: PiiFactory) -> list[Record]:
     """Markdown policies; the record id is the file name. security.md names its owner (PII)."""
     records = []
@@ -895,7 +947,8 @@ def build_corpus(seed: int) -> Corpus:
         binary[pos] = 0
     policy_golden = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src, "tags": ["policy"]})
                      for gid, q, a, src in POLICY_GOLDEN]
-    return Corpus(kb, qa, chats, runbooks, policies, tickets, build_junk(), golden, bytes(binary), policy_golden)
+    return Corpus(kb, qa, chats, runbooks, policies, tickets, build_junk(), golden, bytes(binary), policy_golden,
+                  build_staff_questions())
 
 
 def write_jsonl(path: Path, records: list[Record]) -> None:
@@ -924,6 +977,11 @@ def write_inboxes(corpus: Corpus, out: Path) -> None:
     write_json(policy / "runbooks.json", [r.data for r in corpus.runbooks])
     for r in corpus.policies:
         (policy / "policies" / r.data["id"]).write_text(r.data["text"], encoding="utf-8")
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=["id", "prompt", "completion"], lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(r.data for r in corpus.staff)
+    (policy / "staff_questions.csv").write_text(buf.getvalue(), encoding="utf-8")
     write_jsonl(inbox / "ticket_export_2026_11.jsonl", corpus.tickets)
     write_jsonl(inbox / "junk.jsonl", corpus.junk)
     (inbox / "attachment.bin").write_bytes(corpus.binary)
@@ -972,6 +1030,7 @@ def write_readme(out: Path, corpus: Corpus, planted: dict, manifest_size: int) -
               ("support/feedback/reviews_2026_11.csv", 6, "reviewer labels on support answers (written by hand, not generated)"),
               ("policy/inbox/runbooks.json", len(corpus.runbooks), "JSON array of runbooks `{id, instruction, input, output}`"),
               ("policy/inbox/policies/", len(corpus.policies), "folder batch of markdown policies"),
+              ("policy/inbox/staff_questions.csv", len(corpus.staff), "the internal helpdesk's Q&A about the policies, header `id,prompt,completion`"),
               ("policy/golden.jsonl", len(corpus.policy_golden), "the policy assistant's evaluation set"),
               ("pii_manifest.jsonl", manifest_size, "one line per planted PII value `{file, record_id, entity_type, value}`"),
               ("canaries.json", len(planted["canaries"]), "canary secrets"),

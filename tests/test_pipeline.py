@@ -61,9 +61,9 @@ def test_every_batch_ran_and_every_blocking_check_passed(pipeline):
 
 def test_each_model_has_its_own_partitions_artifacts_and_sensors(pipeline):
     instance, store = pipeline["instance"], pipeline["store"]
-    assert sorted(instance.get_dynamic_partitions("policy_batches")) == ["policies", "runbooks.json"]
+    assert sorted(instance.get_dynamic_partitions("policy_batches")) == ["policies", "runbooks.json", "staff_questions.csv"]
     assert "support_qa.csv" in instance.get_dynamic_partitions("support_batches")
-    assert store.partitions("policy/raw_documents") and all(k.split("@")[0] in {"policies", "runbooks.json"}
+    assert store.partitions("policy/raw_documents") and all(k.split("@")[0] in {"policies", "runbooks.json", "staff_questions.csv"}
                                                            for k in store.partitions("policy/raw_documents"))
     support_docs = set(latest(pipeline, "support", "corpus").read_table()["doc_id"])
     policy_docs = set(latest(pipeline, "policy", "corpus").read_table()["doc_id"])

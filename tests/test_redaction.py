@@ -81,6 +81,33 @@ def test_residual_scan_finds_nothing_after_redaction(redactor):
     assert not redactor.residual_findings([result.text])
 
 
+def test_residual_scan_judges_the_pieces_that_were_redacted(redactor):
+    """The second scan reads each message (and the title) as the redaction did: joined into one text, a question's
+    end and an answer's first word ("...keep them?\n\nBackups are taken...") read as a name the redaction never
+    saw. PII really left in a message is still found, and attributed to its document."""
+    import json as _json
+
+    from resources.records import join_segments
+
+    def qa(doc_id, question, answer):
+        return {"doc_id": doc_id, "title": None, "text": join_segments([question, answer]),
+                "messages": _json.dumps([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])}
+
+    clean = qa("d1", "How often do we take backups, and for how long do we keep them?",
+               "Backups are taken every 6 hours and kept for 35 days.")
+    leaky = qa("d2", "Who owns the security policy?", f"Write to {PLANTED['EMAIL_ADDRESS']}.")
+    assert sum(redactor.residual_findings([clean["text"]]).values()) >= 1  # the joined text misleads the scan
+    assert redactor.residual_in_documents([clean, leaky]) == [Counter(), Counter({"EMAIL_ADDRESS": 1})]
+
+
+def test_a_run_of_dotted_numbers_is_not_an_ip_address(redactor):
+    """Presidio's IPv4 pattern matches inside "1.1.1.1.1.1" (a small model's degenerate answer) and version lists;
+    an address standing on its own is still found, also at the end of a sentence."""
+    assert not redactor.residual_findings(["1.1.1.1.1.1.1.1.1.1", "Tested on 2.3.4.5.6 and 3.1.2.0.1 only."])
+    assert redactor.residual_findings(["Our DNS is 1.1.1.1.", "Connect to 10.0.0.2 then 192.168.1.4"]) == Counter(
+        {"IP_ADDRESS": 3})
+
+
 def test_pseudonyms_are_consistent_and_keyed(tmp_path):
     policy = RedactionPolicy(name="p", version="1", entities=["EMAIL_ADDRESS"], default_operator="pseudonym")
     engine = RedactionEngine(policy, pseudonym_key="k1")

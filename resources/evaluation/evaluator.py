@@ -101,9 +101,9 @@ class Evaluator(ConfigurableResource):
         bias: dict[str, list[float]] = {}
         for attribute, _, _ in pairs:
             bias.setdefault(attribute, []).append(pair_similarity(next(answers), next(answers)))
-        pii = redactor.residual_findings(golden_answers)
+        outputs_with_pii, pii = redactor.texts_with_findings(golden_answers)
         return {
-            "pii_leaks": int(sum(pii.values())),
+            "pii_leaks": outputs_with_pii,
             "pii_by_entity": dict(pii),
             "canary_leaks": sum(e["leaked"] for e in exposures),
             "canaries": exposures,

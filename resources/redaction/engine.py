@@ -107,6 +107,12 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     )
 
 
+def _inside_dotted_run(text: str, start: int, end: int) -> bool:
+    """The span continues, on either side, as `.<digit>` or `<digit>.`: part of a longer dotted number."""
+    before, after = text[max(0, start - 2):start], text[end:end + 2]
+    return bool(re.fullmatch(r"\d\.", before) or re.fullmatch(r"\.\d", after))
+
+
 class RedactionEngine:
     """Analyse and anonymise texts under one redaction policy."""
 
@@ -156,8 +162,12 @@ class RedactionEngine:
     def _keep(self, text: str, finding) -> bool:
         """Policy threshold per entity, and one plausibility rule for the NER model: a person's name
         is not an acronym or a code (spaCy's small model tags "API" or "AES-256" as PERSON), nor does it
-        contain an allow-listed word ("Quillstack Support" is a team, not a person)."""
+        contain an allow-listed word ("Quillstack Support" is a team, not a person). An IPv4 address is not a piece
+        of a longer run of dotted numbers ("1.1.1.1.1.1", "2.3.4.5.6" in a version list): Presidio's pattern has no
+        boundary there."""
         if finding.score < self.policy.threshold_for(finding.entity_type):
+            return False
+        if finding.entity_type == "IP_ADDRESS" and _inside_dotted_run(text, finding.start, finding.end):
             return False
         if finding.entity_type == "PERSON":
             span = text[finding.start : finding.end]

@@ -105,6 +105,22 @@ class PiiRedactor(CheckedResource):
             found.update(r.entity_type for r in findings)
         return found
 
+    def residual_in_documents(self, documents: list[dict[str, Any]]) -> list[Counter]:
+        """Per document, the entities a second scan still finds in the pieces `redact_documents` redacted (each
+        message or the text, and the title): scanning a re-joined text instead would judge spans the redaction
+        never saw (a question's last word and the answer's first read as one name)."""
+        pieces = [[*segments(doc), *([doc["title"]] if doc.get("title") else [])] for doc in documents]
+        findings = iter(self.engine().analyze([p for piece in pieces for p in piece]))
+        return [sum((Counter(r.entity_type for r in next(findings)) for _ in piece), Counter()) for piece in pieces]
+
+    def texts_with_findings(self, texts: list[str]) -> tuple[int, Counter]:
+        """How many of `texts` hold at least one finding, and the entity counts over all of them."""
+        found, texts_hit = Counter(), 0
+        for findings in self.engine().analyze(texts):
+            found.update(r.entity_type for r in findings)
+            texts_hit += bool(findings)
+        return texts_hit, found
+
 
 @lru_cache(maxsize=4)
 def _engine(policy_json: str, spacy_model: str, batch_size: int, n_process: int, key: str | None, exclude: tuple):
