@@ -17,6 +17,7 @@ from dagster import DagsterInstance, build_sensor_context
 from orchestration.project import Project, ProjectError, load_project, refuse_legacy_instance
 from resources.artifacts import ARTIFACT_METADATA
 from resources.evaluation.gate import GateDecision
+from resources.serving.deploy import BASE_ALIAS
 from resources.spec import ModelSpec
 
 UNTIL = ("data", "training", "evaluation", "deployment")
@@ -199,15 +200,42 @@ def run_project(project: Project, until: str = "deployment", max_steps: int = -1
     if until not in UNTIL:
         raise ValueError(f"until must be one of {', '.join(UNTIL)}, not {until!r}")
     instance = open_instance(project)
-    runs = []
+    specs = [project.model(n) for n in models] if models else project.models
+    runs: list[ModelRun] = []
+    started = prestart_serving(project, specs, log) if until == "deployment" else []
     try:
-        for spec in [project.model(n) for n in models] if models else project.models:
+        for spec in specs:
             runs.append(_run_model(project, instance, spec, until, max_steps, log))
     finally:
         instance.dispose()
+        if started and not any(run.endpoint for run in runs):  # nothing went into service: nothing to keep running
+            for server in started:
+                server.stop()
     result = ProjectRun(str(project.root), str(project.workdir), until, runs)
     result.summary_path = str(write_summary(project, result))
     return result
+
+
+def prestart_serving(project: Project, specs: list[ModelSpec], log: Log = lambda _: None) -> list:
+    """Start, in the background, the vLLM of each base model these models will be served on as LoRAs (not
+    one already running), so that its start-up (about a minute on CPU, longer on GPU) overlaps ingestion and
+    training instead of adding to the deployment. The deployment waits for the same server. Returns the servers
+    started; a failure here is only logged (the deployment reports it properly)."""
+    resources = project.definitions.resources
+    started = []
+    for spec in specs:
+        if spec.serving.serve_merged or spec.training.method == "full":
+            continue
+        try:
+            source = resources["model_source"].process_config_and_initialize()
+            base = str(source.for_model(spec.base_model, spec.base_model_revision).resolve().path)
+            vllm = resources["vllm"].process_config_and_initialize().for_base(base)
+            if vllm.launch(base, served_name=BASE_ALIAS):
+                log(f"{spec.name}: starting vLLM on {spec.base_model} in the background (for the deployment)")
+                started.append(vllm)
+        except Exception as err:  # noqa: BLE001 - reported again, with its context, by the deployment itself
+            log(f"{spec.name}: vLLM not started early ({err})")
+    return started
 
 
 def _run_model(project: Project, instance: DagsterInstance, spec: ModelSpec, until: str, max_steps: int, log: Log) -> ModelRun:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
 from helpers import ROOT
 
@@ -33,7 +34,9 @@ def test_both_sample_models_load_from_yaml_each_under_its_name():
     assert not [k for k in keys if "/" not in k], "every asset lives under a model's name"
     assert {"judge", "vllm", "gateway", "evaluator", "store", "io_manager", "request_log"} <= set(defs.resources)
     support = project.model("support")
-    assert support.inbox == str(ROOT / "data" / "inbox" / "support") and support.training.num_train_epochs == 2
+    declared = yaml.safe_load((ROOT / "models" / "support" / "defs.yaml").read_text())["attributes"]
+    assert support.inbox == str(ROOT / "data" / "inbox" / "support")
+    assert support.training.num_train_epochs == declared["training"]["num_train_epochs"]
     assert project.model("policy").golden == [str(ROOT / "data" / "sample" / "policy" / "golden.jsonl")]
     graph = defs.resolve_asset_graph()
     assert graph.get(project_key("support", "lora_adapter")).group_name == "support"
@@ -52,7 +55,9 @@ def test_the_launchpad_shows_a_models_yaml_training_block_as_the_defaults():
     job = load_project(ROOT).definitions.resolve_job_def("policy_train_adapter")
     config = job.run_config_schema.config_type.fields["ops"].config_type.fields["policy__lora_adapter"].config_type
     fields = config.fields["config"].config_type.fields
-    assert fields["num_train_epochs"].default_value == 3 and fields["lora_r"].default_value == 16
+    declared = yaml.safe_load((ROOT / "models" / "policy" / "defs.yaml").read_text())["attributes"]["training"]
+    assert {name: fields[name].default_value for name in declared} == declared
+    assert fields["max_length"].default_value == 512  # what the YAML leaves out keeps FineTuneConfig's default
 
 
 def write_model(root, name, text):

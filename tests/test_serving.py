@@ -70,9 +70,13 @@ def serving(tmp_path_factory, smol_model_path):
     for model in ("support", "policy"):
         record(instance, store, AssetKey([model, "base_model"]), "b", lambda out: write_json(out, "model.json", {"path": smol_model_path}))
         record(instance, store, AssetKey([model, "knowledge_index"]), "i", lambda out: write_json(out, "index.json", {}))
+    # as `tuneforge run` does: the shared base model's vLLM starts in the background, once for both models
+    from orchestration import workflows
+
+    started = workflows.prestart_serving(project, project.models)
     try:
         yield {"project": project, "instance": instance, "store": store, "base": smol_model_path, **servers,
-               "decision": GateDecision}
+               "decision": GateDecision, "prestarted": started}
     finally:
         servers["gateway"].stop()
         servers["vllm"].stop_all()
@@ -116,6 +120,8 @@ def test_two_models_side_by_side_through_one_vllm_and_one_gateway_each_with_its_
     add_adapter(serving, "policy", "adapter-p", 2, True)
     support, policy = deploy(serving, "support"), deploy(serving, "policy")
     assert support.success and policy.success
+    [early] = serving["prestarted"]  # the deployments waited for the server started early; none was started again
+    assert early.port == serving["vllm"].port and serving["vllm"]._running_pid() == early._running_pid() is not None
     assert endpoint_metadata(support)["vllm_url"].value == endpoint_metadata(policy)["vllm_url"].value  # one vLLM
     assert {"base", "support-adapter-a", "policy-adapter-p"} <= {m["id"] for m in serving["vllm"].served_models()}
     champion = serving["instance"].get_latest_materialization_event(AssetKey(["support", "champion"]))
@@ -342,3 +348,18 @@ def test_a_deployment_killed_mid_way_reruns_to_a_working_endpoint(serving, tmp_p
     finally:
         GatewayServer(**gateway).stop()
         VllmServer(**vllm).stop_all()
+
+
+def test_a_run_that_deploys_nothing_leaves_no_vllm_running(tmp_path, smol_model_path):
+    """`tuneforge run` starts the vLLM it will deploy to early, in the background; when no model reaches
+    deployment (here: an empty inbox, so no datasets) it stops that server again instead of leaving it running."""
+    from orchestration import workflows
+
+    servers = stack(tmp_path)
+    project = project_for(tmp_path, [sample_model("support", tmp_path / "data", copy_data=False)], **servers)
+    said: list[str] = []
+    result = workflows.run_project(project, until="deployment", log=said.append)
+    assert any("starting vLLM" in line and "in the background" in line for line in said)
+    [run] = result.models
+    assert run.endpoint is None and run.error  # the empty inbox stopped it before training, and says so
+    assert servers["vllm"]._running_pid() is None and not servers["vllm"].healthy()

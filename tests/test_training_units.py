@@ -379,3 +379,23 @@ def test_the_trainer_pieces_are_module_level_and_work_on_their_own(tiny_model, t
     ProgressCallback(lines.append).on_log(args, SimpleNamespace(**{**vars(state), "is_world_process_zero": False}), None,
                                           logs={"loss": 1.0})
     assert len(lines) == 1  # other ranks stay quiet
+
+
+def test_the_final_validation_loss_is_not_evaluated_twice():
+    """The loss training ended with: the best checkpoint's when it was loaded at the end, the last step's when
+    that step was evaluated; only otherwise one more evaluation (each costs a pass over the validation split)."""
+    from types import SimpleNamespace
+
+    from resources.training.sft_main import _final_eval_loss
+
+    calls = []
+
+    def trainer(best: bool, best_metric, history, step):
+        return SimpleNamespace(args=SimpleNamespace(load_best_model_at_end=best),
+                               state=SimpleNamespace(best_metric=best_metric, log_history=history, global_step=step),
+                               evaluate=lambda: calls.append(1) or {"eval_loss": 9.0})
+
+    history = [{"step": 10, "eval_loss": 2.5}, {"step": 12, "loss": 2.4}, {"step": 12, "eval_loss": 2.7}]
+    assert _final_eval_loss(trainer(True, 2.5, history, 12)) == 2.5 and not calls
+    assert _final_eval_loss(trainer(False, None, history, 12)) == 2.7 and not calls
+    assert _final_eval_loss(trainer(False, None, history[:2], 12)) == 9.0 and calls == [1]

