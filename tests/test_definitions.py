@@ -3,6 +3,7 @@ declaration naming the file, the model and the field, refuses the state of a pre
 one-way import rules (between the top-level packages and inside resources/)."""
 
 import ast
+import os
 import shutil
 import subprocess
 import sys
@@ -115,9 +116,11 @@ def test_the_state_of_a_single_model_project_is_refused_not_reused(tmp_path, dag
         refuse_legacy_instance(dagster_instance, tmp_path)
 
 
-def test_definitions_validate_from_the_workspace():
+def test_definitions_validate_from_the_workspace(tmp_path):
+    """`dagster definitions validate` as a user runs it on a fresh clone: a DAGSTER_HOME that exists, nothing else."""
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     result = subprocess.run([sys.executable, "-m", "dagster", "definitions", "validate", "-w", "workspace.yaml"],
-                            cwd=ROOT, capture_output=True, text=True, timeout=300)
+                            cwd=ROOT, capture_output=True, text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "Validation successful" in result.stderr + result.stdout
 
