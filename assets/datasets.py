@@ -32,6 +32,7 @@ from resources.datasets.builder import (
 from resources.datasets.card import build_card, card_markdown
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
+from resources.knowledge.examples import held_out_sections
 from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
 from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
@@ -48,11 +49,12 @@ def build(spec: ModelSpec) -> list:
     stage = asset_args(spec, "datasets")
     holdout = spec.dataset.golden_holdout_fraction > 0
 
-    @asset(key=key(spec, "golden_dataset"), kinds={"huggingface", "parquet"}, code_version="2",
-           ins={"corpus": AssetIn(key=key(spec, "corpus")), "human_feedback": AssetIn(key=key(spec, "human_feedback"))},
+    @asset(key=key(spec, "golden_dataset"), kinds={"huggingface", "parquet"}, code_version="3",
+           ins={"corpus": AssetIn(key=key(spec, "corpus")), "human_feedback": AssetIn(key=key(spec, "human_feedback")),
+                "document_chunks": AssetIn(key=key(spec, "document_chunks"))},
            automation_condition=FOLLOW_UPSTREAM, **stage)
     def golden_dataset(context: AssetExecutionContext, redactor: PiiRedactor, store: ArtifactStore, corpus: Artifact,
-                       human_feedback: Artifact) -> Output[Artifact]:
+                       human_feedback: Artifact, document_chunks: Artifact) -> Output[Artifact]:
         """The held-out evaluation set the business trusts: the model's curated golden files plus, if configured,
         a hashed hold-out of its corpus, with reviewers' corrections applied, redacted under the same policy as
         the training data."""
@@ -65,6 +67,9 @@ def build(spec: ModelSpec) -> list:
         if holdout:
             examples += held_out_golden(rows(corpus.read_table()), spec.dataset.split_rules(), spec.dataset.text_strategy,
                                         spec.dataset.title_template)
+            if spec.dataset.text_strategy == "sections":  # held-out documents are asked about section by section
+                examples += held_out_sections(rows(document_chunks.read_table("chunks.parquet")), spec.dataset.split_rules(),
+                                              spec.knowledge, spec.dataset.title_template)
         corrections = golden_corrections(rows(human_feedback.read_table("feedback.parquet")), {e["id"] for e in examples})
         reviewed = apply_corrections(examples, corrections)
         for row in quarantine:
@@ -75,9 +80,10 @@ def build(spec: ModelSpec) -> list:
         table = frame([with_messages(e) for e in examples], GOLDEN_COLUMNS)
         ledger.kept = len(table)
         ledger.records_in = ledger.kept + sum(ledger.quarantined.values())
-        inputs = {"human_feedback": human_feedback.version, **({"corpus": corpus.version} if holdout else {})}
+        inputs = {"human_feedback": human_feedback.version,
+                  **({"corpus": corpus.version, "document_chunks": document_chunks.version} if holdout else {})}
         version = version_of(fingerprint(table, ["id", "prompt", "answer", "source_doc_id"]), inputs,
-                             [model_redactor.policy().content_hash(), *config_of(spec.dataset)], code="2")
+                             [model_redactor.policy().content_hash(), *config_of(spec.dataset, spec.knowledge)], code="3")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             write_table(out, "examples.parquet", table)
@@ -94,22 +100,26 @@ def build(spec: ModelSpec) -> list:
             "redaction_policy": MetadataValue.text(model_redactor.policy().ref),
         })
 
-    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="2",
+    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="3",
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
-                "human_feedback": AssetIn(key=key(spec, "human_feedback"))},
+                "human_feedback": AssetIn(key=key(spec, "human_feedback")),
+                "knowledge_examples": AssetIn(key=key(spec, "knowledge_examples"))},
            automation_condition=FOLLOW_UPSTREAM, **stage)
     def instruction_dataset(context: AssetExecutionContext, store: ArtifactStore, corpus: Artifact, golden_dataset: Artifact,
-                            human_feedback: Artifact) -> Output[Artifact]:
-        """Chat-format training and validation examples from the model's corpus and from reviewers' corrections,
-        split by hashed id, with anything that duplicates a golden question removed (the contamination guard)."""
+                            human_feedback: Artifact, knowledge_examples: Artifact) -> Output[Artifact]:
+        """Chat-format training and validation examples from the model's corpus, the sections of its documents
+        (knowledge_examples) and reviewers' corrections, split by hashed document id, with anything that
+        duplicates a golden question removed (the contamination guard)."""
         golden = golden_dataset.read_table("examples.parquet")
         feedback_docs = training_documents(rows(human_feedback.read_table("feedback.parquet")), set(golden["id"]))
+        section_docs = rows(knowledge_examples.read_table("examples.parquet"))
         policy = spec.dataset
-        build = build_examples(rows(corpus.read_table()) + feedback_docs, policy.split_rules(), policy.text_strategy,
-                               policy.title_template, golden_prompts=list(golden["prompt"]))
+        build = build_examples(rows(corpus.read_table()) + section_docs + feedback_docs, policy.split_rules(),
+                               policy.text_strategy, policy.title_template, golden_prompts=list(golden["prompt"]))
         table = frame(build.examples, EXAMPLE_COLUMNS)
-        inputs = {"corpus": corpus.version, "golden_dataset": golden_dataset.version, "human_feedback": human_feedback.version}
-        version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="2")
+        inputs = {"corpus": corpus.version, "golden_dataset": golden_dataset.version, "human_feedback": human_feedback.version,
+                  "knowledge_examples": knowledge_examples.version}
+        version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="3")
         batches = corpus.read_json("batches.json")
         included = [b for b in batches["batches"] if b not in batches["excluded"]]
         artifact = Artifact.create(store, context.asset_key, version)
@@ -119,6 +129,7 @@ def build(spec: ModelSpec) -> list:
             write_json(out, "ledger.json", build.ledger.to_dict())
             write_json(out, "manifest.json", {"batches": included, "corpus": corpus.key, "golden": golden_dataset.key,
                                               "feedback_examples": len(feedback_docs), "policy": policy.model_dump(),
+                                              "knowledge_examples": len(section_docs),
                                               "corpus_documents": int(corpus.read_json("ledger.json")["kept"])})
             sizes = save_splits(table, ["train", "validation"], out / "hf", {"source_doc_id": "string", "batch": "string",
                                                                               "origin": "string"})
@@ -129,6 +140,7 @@ def build(spec: ModelSpec) -> list:
             "batches": MetadataValue.int(len(included)),
             "batch_names": MetadataValue.json(included),
             "feedback_examples": MetadataValue.int(len(feedback_docs)),
+            "mix": MetadataValue.json(table["origin"].value_counts().to_dict() if len(table) else {}),
             "text_strategy": MetadataValue.text(policy.text_strategy),
         })
 

@@ -1,9 +1,11 @@
 """Every asset, check and external asset of one model, stage by stage."""
 
-from assets import curation, datasets, deployment, evaluation, feedback, governance, ingestion, monitoring, retrieval, training
+from assets import (curation, datasets, deployment, evaluation, feedback, governance, ingestion, knowledge, monitoring,
+                    retrieval, training)
 from resources.spec import ModelSpec
 
-STAGE_MODULES = (ingestion, curation, feedback, datasets, retrieval, training, evaluation, deployment, monitoring, governance)
+STAGE_MODULES = (ingestion, curation, feedback, knowledge, datasets, retrieval, training, evaluation, deployment, monitoring,
+                 governance)
 
 
 def model_assets(spec: ModelSpec) -> list:

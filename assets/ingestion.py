@@ -16,7 +16,7 @@ from resources.storage import ArtifactStore, write_json, write_table
 def build(spec: ModelSpec) -> list:
     partitions = batch_partitions(spec.name)
 
-    @asset(key=key(spec, "raw_documents"), partitions_def=partitions, kinds={"python", "parquet"}, code_version="2",
+    @asset(key=key(spec, "raw_documents"), partitions_def=partitions, kinds={"python", "parquet"}, code_version="3",
            **asset_args(spec, "ingestion"))
     def raw_documents(context: AssetExecutionContext, inbox: Inbox, store: ArtifactStore) -> Output[Artifact]:
         """Every record of one inbox batch in the document schema, with its source file, sha256 and line;
@@ -29,15 +29,18 @@ def build(spec: ModelSpec) -> list:
         ledger = read.ledger()
         for row in read.quarantine:
             context.log.warning(f"quarantined ({row['reason']}): {row['detail']}")
+        for row in read.duplicates:
+            context.log.info(f"dropped (exact_duplicate): {row['detail']}")
         version = version_of(
             [fingerprint(documents, ["doc_id", "text", "messages"]), fingerprint(quarantine, ["source_path", "line", "reason"])],
-            config=config_of(settings.limits(), {"forgotten": sorted(read.forgotten)}), code="2")
+            config=config_of(settings.limits(), {"forgotten": sorted(read.forgotten)}), code="3")
         artifact = Artifact.create(store, context.asset_key, version, batch)
         with artifact.writing() as out:
             write_table(out, "documents.parquet", documents)
             write_table(out, "quarantine.parquet", quarantine)
             write_json(out, "files.json", read.files)
             write_json(out, "forgotten.json", read.forgotten)  # doc ids dropped by the forget list (ids only)
+            write_json(out, "duplicates.json", read.duplicates)  # files byte-identical to one read before them
             write_json(out, "ledger.json", ledger.to_dict())
 
         files = "\n".join(f"| {f['path']} | {f['sha256'][:16]} | {f['bytes']} | {f['records']} | {f['quarantined']} |"
@@ -47,6 +50,7 @@ def build(spec: ModelSpec) -> list:
             "files": MetadataValue.md("| file | sha256 | bytes | records | quarantined |\n|---|---|---|---|---|\n" + files),
             "source_files": MetadataValue.json([{k: f[k] for k in ("path", "sha256", "bytes", "records")} for f in read.files]),
             "kinds": MetadataValue.json(documents["kind"].value_counts().to_dict()),
+            "exact_duplicate_files": MetadataValue.json([{k: d[k] for k in ("source_path", "duplicate_of")} for d in read.duplicates]),
         })
 
     @asset_check(asset=raw_documents, partitions_def=partitions, blocking=True,

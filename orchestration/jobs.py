@@ -7,6 +7,10 @@ from dagster import AssetKey, AssetSelection, define_asset_job
 from assets.partitions import batch_partitions, serving_days
 from resources.spec import ModelSpec
 
+# What a model's build_datasets job materializes (and its datasets automation watches).
+DATA_ASSETS = ("human_feedback", "corpus", "document_chunks", "knowledge_index", "knowledge_examples", "golden_dataset",
+               "instruction_dataset", "dataset_card")
+
 
 def _keys(spec: ModelSpec, *assets: str) -> AssetSelection:
     return AssetSelection.assets(*(AssetKey([spec.name, a]) for a in assets))
@@ -25,10 +29,10 @@ def model_jobs(spec: ModelSpec) -> dict:
             partitions_def=batch_partitions(name), description=f"{name}: read, clean, de-duplicate and redact one inbox batch."),
         # The corpus and the datasets built from it.
         "build_datasets": define_asset_job(
-            f"{name}_build_datasets", selection=_keys(spec, "human_feedback", "corpus", "golden_dataset", "instruction_dataset",
-                                                      "dataset_card", "knowledge_index"),
-            description=f"{name}: rebuild the corpus (batches de-duplicated against each other), the golden set (with "
-            "reviewer feedback), the instruction dataset, its card and the knowledge index."),
+            f"{name}_build_datasets", selection=_keys(spec, *DATA_ASSETS),
+            description=f"{name}: rebuild the corpus (batches de-duplicated against each other), its passages, the "
+            "knowledge index, the examples made from sections, the golden set (with reviewer feedback), the "
+            "instruction dataset and its card."),
         # Fine-tuning (config: the model's training block, editable in the launchpad).
         "train_adapter": define_asset_job(
             f"{name}_train_adapter", selection=_keys(spec, *training),

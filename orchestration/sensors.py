@@ -26,9 +26,9 @@ from assets.partitions import batch_partitions
 from resources.artifacts import PIN_TAG_PREFIX, check_status, loaded_pointers
 from resources.ingestion.inbox import Inbox
 from resources.monitoring.alerts import AlertSink
+from orchestration.jobs import DATA_ASSETS
 from resources.spec import ModelSpec
 
-DATA_ASSETS = ("human_feedback", "corpus", "golden_dataset", "instruction_dataset", "dataset_card", "knowledge_index")
 
 
 def inbox_sensor_for(spec: ModelSpec, job) -> SensorDefinition:

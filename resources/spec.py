@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from resources.datasets.policy import DatasetPolicy
 from resources.evaluation.gate import PromotionPolicy
+from resources.knowledge.policy import KnowledgePolicy
 from resources.models.base_model import EMBEDDED_MODEL
 from resources.monitoring.drift import MonitoringPolicy
 from resources.preflight import problem
@@ -63,6 +64,8 @@ class ModelSpec(BaseModel):
                                      "(FineTuneConfig); the launchpad shows these as the defaults of lora_adapter.")
     redaction_policy: str = Field(default="policies/redaction.yaml", description="Redaction policy YAML for this model's data.")
     dataset: DatasetPolicy = Field(default_factory=DatasetPolicy, description="How documents become examples.")
+    knowledge: KnowledgePolicy = Field(default_factory=KnowledgePolicy,
+                                       description="Chunking, and the strategies that turn sections into examples.")
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy, description="What a candidate must show to be deployed.")
     monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy, description="Drift and feedback thresholds.")
     serving: ServingOptions = Field(default_factory=ServingOptions, description="How the model is served.")

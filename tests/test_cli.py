@@ -93,6 +93,6 @@ def test_a_failing_stage_makes_run_exit_non_zero_and_names_the_step(tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     entry = summary["models"]["unreadable"]
     assert summary["failed"] and entry["error"]
-    assert entry["batches"]["unreadable"]["ledgers"]["raw_documents"]["quarantined"] == {"unsupported_format": 1}
+    assert entry["batches"]["unreadable"]["ledgers"]["raw_documents"]["quarantined"] == {"malformed_pdf": 1}
     assert entry["failed_steps"] and all(s["message"] for s in entry["failed_steps"])
     assert "FAILED" in out.stdout

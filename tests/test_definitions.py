@@ -149,6 +149,7 @@ LAYERS = [
     {"storage", "quality", "requestlog"},
     {"artifacts"},
     {"redaction", "safety"},
+    {"knowledge"},
     {"ingestion"},
     {"curation"},
     {"datasets"},

@@ -11,6 +11,12 @@ from resources.evaluation.metrics import score_answers, token_f1
 from resources.safety.canaries import Canary, canary_prompts, exposure, load_canaries
 
 
+def passages(docs):
+    """A knowledge index's passages table for documents that are one passage each."""
+    return docs.assign(chunk_id=docs["doc_id"], section="", start=0, end=docs["text"].str.len(), source_path="kb.jsonl",
+                       source_sha256="0" * 64)
+
+
 def test_metrics_on_known_cases():
     ref = "API tokens expire after 90 days."
     exact, close, wrong, empty = score_answers(["q"] * 4, [ref] * 4, [
@@ -106,7 +112,7 @@ def eval_inputs(tmp_path, tiny_model, tiny_dataset, dagster_instance):
 
     def index(out):
         np.save(out / "vectors.npy", KnowledgeIndexer().embed(list(docs["text"])))
-        docs.to_parquet(out / "documents.parquet")
+        passages(docs).to_parquet(out / "passages.parquet")
 
     record(dagster_instance, store, AssetKey(["support", "lora_adapter"]), "v1", adapter)
     record(dagster_instance, store, AssetKey(["support", "base_model"]), "b1",
@@ -310,7 +316,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
 
     def index(out):
         np.save(out / "vectors.npy", KnowledgeIndexer().embed(answers))
-        docs.to_parquet(out / "documents.parquet")
+        passages(docs).to_parquet(out / "passages.parquet")
 
     record(dagster_instance, store, AssetKey(["support", "lora_adapter"]), "shuffled", adapter)
     record(dagster_instance, store, AssetKey(["support", "base_model"]), "b",

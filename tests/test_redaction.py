@@ -54,6 +54,15 @@ def test_allow_list_and_acronyms_are_not_people(redactor):
     assert not result.counts
 
 
+def test_symbols_in_a_feature_table_are_not_people_and_names_beside_them_still_are(redactor):
+    """From a real package README (cloudpathlib's): spaCy tagged the ❌ and ✅ of a Markdown feature table as PERSON,
+    and every replacement exposed the next, so the redacted text never reached a fixpoint and failed its check."""
+    table = "| method | S3 | GCS |\n|---|---|---|\n| `as_posix` | ❌ | ✅ |\n| `chmod` | ❌ | ❌ |\n| `cwd` | ✅ | ❌ |\n"
+    [result] = redactor.engine().redact([table + "\nMaintained by Jennifer Okafor."])
+    assert "❌" in result.text and "✅" in result.text and "Jennifer Okafor" not in result.text
+    assert redactor.engine().analyze([result.text]) == [[]]
+
+
 def test_documents_redact_every_message_and_title_and_audit_counts_only(redactor):
     messages = [
         {"role": "user", "content": f"I am {PLANTED['PERSON']}, mail {PLANTED['EMAIL_ADDRESS']}"},

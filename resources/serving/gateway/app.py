@@ -24,6 +24,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
+from resources.knowledge.prompt import grounded_messages, source_of
 from resources.safety.probes import SHIPPED_LEXICON
 from resources.serving.gateway.guards import Guards
 from resources.serving.gateway.keys import Client, KeyRing
@@ -224,13 +225,12 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         options = body.pop("tuneforge", None) or {}
         if options.get("grounding") and route.get("knowledge_index_dir") and endpoint == "chat":
             sources = await run_in_threadpool(retrieve, route["knowledge_index_dir"], texts[-1])
-            context = "\n\n".join(f"[{s['external_id']}] {s['text']}" for s in sources)
-            body["messages"] = [{"role": "system", "content": "Answer using only these passages:\n" + context}] + body["messages"]
+            body["messages"] = grounded_messages(body["messages"], sources)
         body["model"] = route["upstream"]
         # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
         path = route.get("url", "") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
-                 "sources": [{"id": s["external_id"], "score": s["score"]} for s in sources]}
+                 "sources": [source_of(s) for s in sources]}
         if body.get("stream"):
             return await stream(body, path, row, started, extra, endpoint, guards)
 

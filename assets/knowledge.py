@@ -1,0 +1,114 @@
+"""Knowledge: a model's documents as passages (chunks) and the training examples made from their sections."""
+
+from collections import Counter
+
+from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, AutomationCondition, MetadataValue, Output, asset, asset_check
+
+from assets.metadata import asset_args, emit, key, reason_table
+from resources.artifacts import Artifact, config_of, version_of
+from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
+from resources.knowledge.examples import build_knowledge_examples
+from resources.models.base_model import BaseModelSource
+from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
+from resources.retrieval.index import KnowledgeIndexer
+from resources.spec import ModelSpec
+from resources.storage import ArtifactStore, write_json, write_table
+
+KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_id", "kind", "title", "batch", "chunk_id",
+                             "messages"]
+
+
+def build(spec: ModelSpec) -> list:
+    stage = asset_args(spec, "knowledge")
+    policy = spec.knowledge
+
+    @asset(key=key(spec, "document_chunks"), kinds={"python", "parquet"}, code_version="1",
+           ins={"corpus": AssetIn(key=key(spec, "corpus"))}, automation_condition=AutomationCondition.eager(), **stage)
+    def document_chunks(context: AssetExecutionContext, model_source: BaseModelSource, store: ArtifactStore,
+                        corpus: Artifact) -> Output[Artifact]:
+        """The corpus's redacted documents cut into passages: never across a section, at most `chunk_tokens` of
+        the base model's tokenizer, each with its document, title, section path, character span in the redacted
+        text and the raw file's sha256 (an answer traces to a passage, the passage to a file)."""
+        tokenizer = model_source.for_model(spec.base_model, spec.base_model_revision).tokenizer()
+        chunker = Chunker(tokenizer.backend_tokenizer, policy.chunk_rules())
+        documents = rows(corpus.read_table())
+        chunks, empty = chunker.chunk_all(documents)
+        table = frame(chunks, CHUNK_COLUMNS)
+        version = version_of(fingerprint(table, ["chunk_id", "text", "section"]), {"corpus": corpus.version},
+                             config_of(policy.chunk_rules(), {"tokenizer": [spec.base_model, spec.base_model_revision]}))
+        artifact = Artifact.create(store, context.asset_key, version)
+        with artifact.writing() as out:
+            write_table(out, "chunks.parquet", table)
+            write_table(out, "dropped.parquet", frame(empty, DROPPED_COLUMNS))
+            write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version})
+        per_doc = table.groupby("doc_id").size() if len(table) else None
+        return emit(artifact, {
+            "documents": MetadataValue.int(len(documents)),
+            "documents_without_chunks": MetadataValue.int(len(empty)),
+            "chunks": MetadataValue.int(len(table)),
+            "tokens_p50": MetadataValue.int(int(table["tokens"].median()) if len(table) else 0),
+            "tokens_max": MetadataValue.int(int(table["tokens"].max()) if len(table) else 0),
+            "chunks_per_document_max": MetadataValue.int(int(per_doc.max()) if per_doc is not None else 0),
+            "sections": MetadataValue.int(int(table[["doc_id", "section"]].drop_duplicates().shape[0]) if len(table) else 0),
+            "chunk_rules": MetadataValue.json(config_of(policy.chunk_rules())[0]),
+        })
+
+    @asset_check(asset=document_chunks, blocking=True, description="Every chunk is exactly the redacted text at its "
+                 "span, within the token bound, and every document of the corpus gave at least one chunk.")
+    def chunks_trace_to_their_text(store: ArtifactStore, document_chunks: Artifact) -> AssetCheckResult:
+        chunks = document_chunks.read_table("chunks.parquet")
+        docs = store.read_table(f"{spec.name}/corpus", document_chunks.read_json("manifest.json")["corpus"])
+        text_of = dict(zip(docs["doc_id"], docs["text"]))
+        problems = [f"{row['chunk_id']}: text differs from the document's span {row['start']}:{row['end']}"
+                    for row in rows(chunks) if text_of.get(row["doc_id"], "")[row["start"]:row["end"]] != row["text"]]
+        problems += [f"{doc_id}: no chunk" for doc_id in sorted(set(text_of) - set(chunks["doc_id"]))[:20]]
+        over = chunks[chunks["tokens"] > policy.chunk_tokens]
+        problems += [f"{c}: {t} tokens > chunk_tokens={policy.chunk_tokens}" for c, t in zip(over["chunk_id"], over["tokens"])]
+        return AssetCheckResult(passed=not problems, metadata={
+            "chunks": MetadataValue.int(len(chunks)), "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none")})
+
+    @asset(key=key(spec, "knowledge_examples"), kinds={"python", "parquet"}, code_version="1",
+           ins={"document_chunks": AssetIn(key=key(spec, "document_chunks")),
+                "knowledge_index": AssetIn(key=key(spec, "knowledge_index"))},
+           automation_condition=AutomationCondition.eager(), **stage)
+    def knowledge_examples(context: AssetExecutionContext, indexer: KnowledgeIndexer, store: ArtifactStore,
+                           document_chunks: Artifact, knowledge_index: Artifact) -> Output[Artifact]:
+        """Training examples made from the sections of plain-text documents, by the model's offline strategies
+        (`headings`: the section's heading as a question, its text as the answer; `raft`: the same in the grounded
+        prompt, among retrieved distractors, citing it or abstaining). Every candidate is counted: generated,
+        kept, dropped by reason. They join instruction_dataset, which splits them by their document and guards
+        them against the golden set like every other example."""
+        chunks = rows(document_chunks.read_table("chunks.parquet"))
+        used = spec.dataset.text_strategy == "sections"
+        split = spec.dataset.split_rules()
+        held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}
+        loaded = indexer.load(knowledge_index.path) if used and "raft" in policy.strategies else None
+        build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
+                                         retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
+                                         held_out_docs=held_out)
+        table = frame(build.examples, KNOWLEDGE_EXAMPLE_COLUMNS)
+        counts = dict(build.counts)
+        version = version_of(fingerprint(table, ["doc_id", "messages"]),
+                             {"document_chunks": document_chunks.version, "knowledge_index": knowledge_index.version},
+                             config_of(policy, {"text_strategy": spec.dataset.text_strategy,
+                                                "title_template": spec.dataset.title_template,
+                                                "split": split}))
+        artifact = Artifact.create(store, context.asset_key, version)
+        with artifact.writing() as out:
+            write_table(out, "examples.parquet", table)
+            write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
+            write_json(out, "counts.json", counts)
+        if not used:
+            context.log.info(f"dataset.text_strategy is {spec.dataset.text_strategy!r}: no examples from sections")
+        yields = "\n".join(f"| {s} | {counts.get(f'{s}_generated', 0)} | {counts.get(f'{s}_kept', 0)} |"
+                           for s in ("headings", "raft") if s in policy.strategies)
+        drops = Counter({k.split("_dropped_", 1)[1]: v for k, v in counts.items() if "_dropped_" in k})
+        return emit(artifact, {
+            "examples": MetadataValue.int(len(table)),
+            "yield": MetadataValue.md("| strategy | generated | kept |\n|---|---|---|\n" + (yields or "| (none) | 0 | 0 |")),
+            "dropped": reason_table(drops),
+            "strategies": MetadataValue.json(list(policy.strategies) if used else []),
+            "counts": MetadataValue.json(counts),
+        })
+
+    return [document_chunks, chunks_trace_to_their_text, knowledge_examples]

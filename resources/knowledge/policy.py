@@ -1,0 +1,47 @@
+"""`KnowledgePolicy`: how a model's documents become chunks, an index and training examples (its `knowledge:`
+block)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from resources.knowledge.chunking import ChunkRules
+
+Strategy = Literal["headings", "raft"]
+
+
+class KnowledgePolicy(BaseModel):
+    """Chunking and the offline strategies that turn sections of documents into examples."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    chunk_tokens: int = Field(default=256, description="Most tokens (base model's tokenizer) in one chunk.")
+    chunk_overlap_tokens: int = Field(default=32, description="Tokens shared by consecutive chunks of one section.")
+    strategies: list[Strategy] = Field(
+        default_factory=lambda: ["headings"],
+        description="Views made from the sections of plain-text documents (dataset.text_strategy 'sections'): "
+        "'headings' (a question from the title and heading, answered by the section's first chunk) and 'raft' "
+        "(the same question in the grounded prompt the gateway builds: the section's chunk among retrieved "
+        "distractors, the answer citing it, or an abstention when it is left out).")
+    question_template: str = Field(
+        default="What does {title} say about {heading}?",
+        description="The headings strategy's question for a section; {title} and {heading} are filled in. A section "
+        "before the first heading, or the title's own section, is asked with dataset.title_template.")
+    min_answer_chars: int = Field(default=40, description="A section whose text is shorter gives no example.")
+    raft_distractors: int = Field(default=2, description="Retrieved passages of other documents beside the oracle.")
+    raft_oracle_fraction: float = Field(default=0.8, description="Share of raft examples whose passages hold the "
+                                        "section (the others teach the model to say the passages do not answer).")
+
+    @model_validator(mode="after")
+    def _validate(self) -> "KnowledgePolicy":
+        self.chunk_rules()  # raises on bad sizes
+        if not 0 <= self.raft_oracle_fraction <= 1:
+            raise ValueError("KnowledgePolicy.raft_oracle_fraction must lie within [0, 1]")
+        if "{heading}" not in self.question_template:
+            raise ValueError("KnowledgePolicy.question_template must contain {heading}")
+        return self
+
+    def chunk_rules(self) -> ChunkRules:
+        return ChunkRules(self.chunk_tokens, self.chunk_overlap_tokens)

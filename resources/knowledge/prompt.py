@@ -1,0 +1,43 @@
+"""The one grounded prompt: what a model receives when it answers from retrieved passages.
+
+Training (`raft` examples), evaluation and the gateway all build it here, so the served model sees in
+production exactly the prompt it was trained and evaluated on. Passages are numbered; an answer cites
+the passage it used as `[n]`; the response's `sources` list the passages in the same order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+INSTRUCTION = ("Answer using only the passages below. Cite the passage you used as [n]. If the passages do not "
+               "answer the question, say so.")
+ABSTAIN = "The passages do not answer this question."
+
+
+def passage_heading(passage: dict[str, Any]) -> str:
+    title, section = (passage.get("title") or "").strip(), (passage.get("section") or "").strip()
+    if section and section != title:
+        return f"{title} > {section}" if title and not section.startswith(title) else section
+    return title
+
+
+def system_prompt(passages: list[dict[str, Any]]) -> str:
+    blocks = [f"[{n}] {passage_heading(p)}\n{p['text'].strip()}" for n, p in enumerate(passages, start=1)]
+    return INSTRUCTION + "\n\n" + "\n\n".join(blocks)
+
+
+def grounded_messages(messages: list[dict[str, Any]], passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The conversation with the passages in a system message before it (after any system message of its own)."""
+    lead = [m for m in messages[:1] if m.get("role") == "system"]
+    return lead + [{"role": "system", "content": system_prompt(passages)}] + messages[len(lead):]
+
+
+def cited(answer: str, n: int) -> str:
+    return f"{answer.strip()} [{n}]"
+
+
+def source_of(passage: dict[str, Any]) -> dict[str, Any]:
+    """What a response tells the client about one passage (never the raw file path)."""
+    return {"id": passage.get("chunk_id"), "document": passage.get("external_id") or passage.get("doc_id"),
+            "title": passage.get("title"), "section": passage.get("section"),
+            "source_sha256": passage.get("source_sha256"), "score": passage.get("score")}

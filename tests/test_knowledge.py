@@ -1,0 +1,258 @@
+"""Documents in: parsing with structure (files written by real libraries), byte-identical files, documents of any
+length, section- and token-bounded chunks with exact spans, and the offline examples made from sections."""
+
+import io
+import json
+
+import pytest
+
+from resources.ingestion.readers import ReaderLimits, read_batch
+from resources.knowledge.chunking import ChunkRules, Chunker
+from resources.knowledge.examples import build_knowledge_examples
+from resources.knowledge.parsing import ParseError, outline, parse_document
+from resources.knowledge.policy import KnowledgePolicy
+from resources.knowledge.prompt import ABSTAIN, INSTRUCTION
+
+
+# -- parsing ------------------------------------------------------------------------------------------------
+def headings(text: str) -> list[tuple[str, ...]]:
+    return [s.path for s in outline(text) if s.level]
+
+
+def test_markdown_keeps_its_text_and_setext_headings_become_atx():
+    md = "Guide\n=====\n\nIntro.\n\nInstall\n-------\n\n```sh\n# not a heading\npip install x\n```\n\n### Extras\n\nMore.\n"
+    doc = parse_document(md.encode(), "md", "docs/guide.md")
+    assert doc.title == "Guide"
+    assert headings(doc.text) == [("Guide",), ("Guide", "Install"), ("Guide", "Install", "Extras")]
+    assert "# not a heading" in doc.text and "pip install x" in doc.text  # code blocks are not headings
+
+
+def test_restructuredtext_underlines_set_levels_in_the_order_styles_appear():
+    rst = "=========\nThe Tool\n=========\n\nIntro text.\n\nUsage\n=====\n\nRun it.\n\nOptions\n-------\n\nFlags.\n\nLicense\n=====\n\nMIT.\n"
+    doc = parse_document(rst.encode(), "rst", "README.rst")
+    assert doc.title == "The Tool"
+    assert headings(doc.text) == [("The Tool",), ("The Tool", "Usage"), ("The Tool", "Usage", "Options"),
+                                  ("The Tool", "License")]
+
+
+def test_plain_text_numbered_headings_and_a_file_name_title_when_there_is_none():
+    txt = "Services agreement between the parties.\n\n1. Definitions\n\nTerms used here.\n\n1.1 Service\n\nThe hosted product.\n\n2. Fees\n\nEight dollars.\n"
+    doc = parse_document(txt.encode(), "txt", "contracts/msa_2026.txt")
+    assert headings(doc.text) == [("1. Definitions",), ("1. Definitions", "1.1 Service"), ("2. Fees",)]
+    flat = parse_document(b"Just a paragraph of text with no heading at all.\n", "txt", "notes/meeting_notes.txt")
+    assert flat.title == "meeting notes" and flat.headings == 0
+
+
+def test_html_headings_and_body_text_without_scripts():
+    html = ("<html><head><title>Pricing page</title><style>p{color:red}</style></head><body><nav>Home</nav>"
+            "<h1>Pricing</h1><p>The <b>Team</b> plan costs $8 per user.</p><script>alert(1)</script>"
+            "<h2>Refunds</h2><ul><li>Within 30 days</li><li>Prorated</li></ul></body></html>")
+    doc = parse_document(html.encode(), "html", "site/pricing.html")
+    assert doc.title == "Pricing"
+    assert headings(doc.text) == [("Pricing",), ("Pricing", "Refunds")]
+    assert "The Team plan costs $8 per user." in doc.text and "Within 30 days" in doc.text
+    assert "alert" not in doc.text and "color" not in doc.text
+
+
+def docx_bytes() -> bytes:
+    from docx import Document
+
+    document = Document()
+    document.add_heading("Employee handbook", level=0)  # the Title style
+    document.add_paragraph("Welcome to Quillstack.")
+    document.add_heading("Leave", level=1)
+    document.add_paragraph("Staff get 25 days of paid leave a year.")
+    document.add_heading("Carry-over", level=2)
+    document.add_paragraph("Up to 5 days carry over into the next year.")
+    table = document.add_table(rows=1, cols=2)
+    table.rows[0].cells[0].text, table.rows[0].cells[1].text = "Notice", "2 weeks"
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def test_docx_written_by_python_docx():
+    doc = parse_document(docx_bytes(), "docx", "hr/handbook.docx")
+    assert doc.title == "Employee handbook"
+    assert headings(doc.text) == [("Employee handbook",), ("Employee handbook", "Leave"),
+                                  ("Employee handbook", "Leave", "Carry-over")]
+    assert "25 days of paid leave" in doc.text and "Notice | 2 weeks" in doc.text
+
+
+def pdf_bytes(outline_entries: bool = True, password: str | None = None, blank: bool = False) -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for title, body in (("Service levels", "Uptime is 99.9% per month."), ("Credits", "A missed month earns a 10% credit.")):
+        pdf.add_page()
+        if blank:
+            continue
+        if outline_entries:
+            pdf.start_section(title)
+        pdf.cell(text=title, new_x="LMARGIN", new_y="NEXT")
+        pdf.multi_cell(0, 8, body)
+    data = bytes(pdf.output())
+    if password:
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(data)))
+        writer.encrypt(password, algorithm="AES-128")
+        out = io.BytesIO()
+        writer.write(out)
+        data = out.getvalue()
+    return data
+
+
+def test_pdf_written_by_fpdf2_takes_its_headings_from_the_outline():
+    doc = parse_document(pdf_bytes(), "pdf", "legal/sla.pdf")
+    assert headings(doc.text) == [("Service levels",), ("Credits",)]
+    assert "Uptime is 99.9% per month." in doc.text and "10% credit" in doc.text
+    assert doc.title == "Service levels"
+    plain = parse_document(pdf_bytes(outline_entries=False), "pdf", "legal/sla_v1.pdf")
+    assert plain.headings == 0 and plain.title == "sla v1" and "Uptime" in plain.text
+
+
+@pytest.mark.parametrize("data, reason", [
+    (pdf_bytes(password="s3cret"), "encrypted_pdf"),
+    (b"%PDF-1.7\n1 0 obj <<>> garbage", "malformed_pdf"),
+    (pdf_bytes(blank=True), "no_text"),
+    (b"PK\x03\x04 not really a zip", "malformed_docx"),
+])
+def test_unreadable_documents_raise_a_reason(data, reason):
+    fmt = "docx" if reason == "malformed_docx" else "pdf"
+    with pytest.raises(ParseError) as err:
+        parse_document(data, fmt, f"in/bad.{fmt}")
+    assert err.value.reason == reason and f"in/bad.{fmt}" in err.value.detail
+
+
+# -- a folder as an inbox batch ---------------------------------------------------------------------------------
+def test_a_folder_of_documents_identical_copies_long_files_and_bad_ones(tmp_path):
+    folder = tmp_path / "inbox" / "docs"
+    folder.mkdir(parents=True)
+    long = "# Manual\n\n" + "".join(f"## Part {i}\n\n" + ("Words of the manual. " * 200) + "\n\n" for i in range(20))
+    assert len(long) > 50_000
+    (folder / "manual.md").write_text(long)
+    (folder / "guide.md").write_text("# Guide\n\nHello.\n")
+    (folder / "guide-copy.md").write_text("# Guide\n\nHello.\n")
+    (folder / "handbook.docx").write_bytes(docx_bytes())
+    (folder / "sla.pdf").write_bytes(pdf_bytes())
+    (folder / "locked.pdf").write_bytes(pdf_bytes(password="pw"))
+    (folder / "page.html").write_text("<h1>Status</h1><p>All systems go.</p>")
+    records = tmp_path / "inbox" / "records.jsonl"
+    records.write_text(json.dumps({"text": "x" * 60_000}) + "\n")
+    read = read_batch("docs", folder, tmp_path / "inbox", ReaderLimits())
+    by_path = {d["source_path"]: d for d in read.documents}
+    assert set(by_path) == {"docs/manual.md", "docs/guide-copy.md", "docs/handbook.docx", "docs/sla.pdf", "docs/page.html"}
+    assert len(by_path["docs/manual.md"]["text"]) > 50_000  # a document of any length is accepted (and split later)
+    assert [(d["source_path"], d["duplicate_of"]) for d in read.duplicates] == [("docs/guide.md", "docs/guide-copy.md")]
+    assert [(q["source_path"], q["reason"]) for q in read.quarantine] == [("docs/locked.pdf", "encrypted_pdf")]
+    ledger = read.ledger()
+    assert ledger.dropped["exact_duplicate"] == 1 and ledger.records_in == ledger.kept + 1 + 1
+    assert len({d["doc_id"] for d in read.documents}) == len(read.documents)
+    # records inside structured files keep their length limit
+    single = read_batch("records.jsonl", records, tmp_path / "inbox", ReaderLimits())
+    assert [q["reason"] for q in single.quarantine] == ["oversized_record"]
+
+
+# -- chunking ------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def chunker(smol_tokenizer):
+    return Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=64, overlap_tokens=8))
+
+
+def test_chunks_stay_inside_sections_within_the_token_bound_and_index_the_text_exactly(chunker):
+    text = parse_document(("# Manual\n\nIntro paragraph.\n\n" + "".join(
+        f"## Part {i}\n\n" + " ".join(f"Sentence {j} of part {i} explains a setting." for j in range(30)) + "\n\n"
+        for i in range(3))).encode(), "md", "manual.md").text
+    doc = {"doc_id": "d1", "title": "Manual", "kind": "text", "text": text, "source_sha256": "f" * 64, "source_path": "manual.md"}
+    chunks = chunker.chunk(doc)
+    sections = [s for s in outline(text)]
+    assert len(chunks) > len(sections)  # long sections were split
+    for c in chunks:
+        assert text[c["start"]:c["end"]] == c["text"]
+        assert c["tokens"] <= 64
+        inside = [s for s in sections if s.start <= c["start"] and c["end"] <= s.end]
+        assert inside and " > ".join(inside[0].path) == c["section"]
+        assert c["source_sha256"] == "f" * 64
+    assert {c["section"] for c in chunks} == {"Manual", "Manual > Part 0", "Manual > Part 1", "Manual > Part 2"}
+    ids = [c["chunk_id"] for c in chunks]
+    assert len(set(ids)) == len(ids) and ids == [c["chunk_id"] for c in chunker.chunk(doc)]  # stable
+
+
+def test_records_that_are_not_documents_are_one_section(chunker):
+    chat = {"doc_id": "c1", "kind": "chat", "title": None, "text": "# How do I reset?\n\nClick reset."}
+    assert [c["section"] for c in chunker.chunk(chat)] == [""]
+
+
+# -- examples from sections ----------------------------------------------------------------------------------
+def section_chunks(chunker, docs):
+    out = []
+    for i, (title, body) in enumerate(docs):
+        text = parse_document(body.encode(), "md", f"{title}.md").text
+        out += chunker.chunk({"doc_id": f"doc{i}", "title": title, "kind": "text", "text": text})
+    return out
+
+
+def test_headings_ask_about_each_section_and_answer_with_its_text(chunker):
+    chunks = section_chunks(chunker, [("Pricing", "# Pricing\n\nPlans are billed monthly in advance of use.\n\n"
+                                       "## Team plan\n\nThe Team plan costs $8 per user per month, billed yearly.\n\n"
+                                       "## Tiny\n\nShort.\n")])
+    build = build_knowledge_examples(chunks, KnowledgePolicy(), "What does our documentation say about {title}?")
+    qa = [(m[0]["content"], m[1]["content"]) for m in (json.loads(e["messages"]) for e in build.examples)]
+    assert qa == [("What does our documentation say about Pricing?", "Plans are billed monthly in advance of use."),
+                  ("What does Pricing say about Team plan?", "The Team plan costs $8 per user per month, billed yearly.")]
+    assert build.counts["headings_generated"] == 3 and build.counts["headings_kept"] == 2
+    assert [d["reason"] for d in build.dropped] == ["section_too_short"]
+    assert {e["split_key"] for e in build.examples} == {"doc0"} and {e["source_doc_id"] for e in build.examples} == {"doc0"}
+
+
+def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
+    docs = [(f"Doc {i}", f"# Doc {i}\n\n## Topic {i}\n\nDocument {i} says the answer is number {i} in every case.\n")
+            for i in range(30)]
+    chunks = section_chunks(chunker, docs)
+    pool = [c for c in chunks]
+
+    def retrieve(questions, k):  # a stand-in for the index: nearest = every other passage, in order
+        return [[{**p, "score": 0.5} for p in pool][:k] for _ in questions]
+
+    policy = KnowledgePolicy(strategies=["raft"], raft_distractors=2, raft_oracle_fraction=0.7)
+    build = build_knowledge_examples(chunks, policy, "About {title}?", retrieve=retrieve, held_out_docs={"doc1"})
+    assert build.examples and build.counts["raft_with_oracle"] and build.counts["raft_abstain"]
+    for example in build.examples:
+        messages = json.loads(example["messages"])
+        system, question, answer = messages[0]["content"], messages[1]["content"], messages[2]["content"]
+        assert system.startswith(INSTRUCTION) and messages[1]["role"] == "user"
+        own = next(c for c in chunks if c["chunk_id"] == example["chunk_id"])
+        blocks = system.split("\n\n[")[1:]
+        assert len(blocks) in (2, 3)
+        assert "Doc 1 >" not in system  # a held-out document is never a distractor
+        if answer == ABSTAIN:
+            assert own["text"].split("\n\n", 1)[1].strip() not in system
+        else:
+            n = int(answer.rsplit("[", 1)[1].rstrip("]"))
+            assert blocks[n - 1].startswith(f"{n}] ") and own["text"].split("\n\n", 1)[1].strip() in blocks[n - 1]
+        assert question.endswith("?")
+
+
+def test_real_package_readmes_give_chunks_and_examples(chunker):
+    """Real documents no one on the project wrote: the READMEs (Markdown and reStructuredText) in the metadata
+    of installed packages. Every one parses, chunks, and one with a section gives an example."""
+    import importlib.metadata as md
+
+    seen, examples = 0, 0
+    for dist in sorted(md.distributions(), key=lambda d: d.metadata["Name"] or "")[:80]:
+        body = dist.metadata.get_payload() if hasattr(dist.metadata, "get_payload") else None
+        body = body or dist.metadata.get("Description")
+        if not body or len(body) < 400:
+            continue
+        kind = (dist.metadata.get("Description-Content-Type") or "text/x-rst").lower()
+        fmt = "md" if "markdown" in kind else "rst"
+        doc = parse_document(body.encode(), fmt, f"{dist.metadata['Name']}.{fmt}")
+        chunks = chunker.chunk({"doc_id": dist.metadata["Name"], "title": doc.title, "kind": "text", "text": doc.text})
+        assert chunks, dist.metadata["Name"]
+        assert all(doc.text[c["start"]:c["end"]] == c["text"] and c["tokens"] <= 64 for c in chunks)
+        build = build_knowledge_examples(chunks, KnowledgePolicy(), "What is {title}?")
+        examples += bool(build.examples)
+        seen += 1
+    assert seen >= 20 and examples >= 0.9 * seen, (seen, examples)
