@@ -205,11 +205,12 @@ def build(spec: ModelSpec) -> list:
                             example_expectations(("train", "validation")))
 
     @asset_check(asset=instruction_dataset, blocking=True,
-                 description="Records in = the corpus documents + feedback examples = kept + dropped (by reason).")
+                 description="Records in = the corpus documents + examples from sections + feedback examples = kept + "
+                 "dropped (by reason).")
     def instruction_dataset_ledger(instruction_dataset: Artifact) -> AssetCheckResult:
         manifest = instruction_dataset.read_json("manifest.json")
-        expected = manifest["corpus_documents"] + manifest["feedback_examples"]
-        return ledger_result(instruction_dataset, "examples.parquet", expected, "corpus + feedback")
+        expected = manifest["corpus_documents"] + manifest.get("knowledge_examples", 0) + manifest["feedback_examples"]
+        return ledger_result(instruction_dataset, "examples.parquet", expected, "corpus + knowledge examples + feedback")
 
     @asset_check(asset=golden_dataset, blocking=True,
                  description="Golden examples: unique ids, non-empty questions and reference answers (great-expectations).")

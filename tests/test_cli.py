@@ -10,6 +10,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from helpers import ROOT
@@ -23,19 +24,23 @@ def tuneforge(*args, cwd=None, timeout=1200):
 
 
 def package_readmes(folder: Path, count: int) -> list[str]:
-    """The Markdown long descriptions of installed packages, one file each (real, varied documentation)."""
+    """The long descriptions of installed packages, one file each (real, varied documentation): half Markdown,
+    half reStructuredText, as each package declares it."""
     folder.mkdir(parents=True, exist_ok=True)
-    written = []
+    written, per_format = [], {"md": 0, "rst": 0}
     for dist in sorted(metadata.distributions(), key=lambda d: d.metadata["Name"].lower()):
         meta = email.message_from_string(dist.read_text("METADATA") or "")
         body = meta.get_payload() or ""
-        if "markdown" not in (meta.get("Description-Content-Type") or "") or len(body) < 400 or not body.lstrip().startswith("#"):
+        kind = (meta.get("Description-Content-Type") or "").lower()
+        fmt = "md" if "markdown" in kind else "rst" if "rst" in kind else None
+        if fmt is None or len(body) < 400 or per_format[fmt] >= count // 2:
             continue
-        name = f"{dist.metadata['Name'].lower()}.md"
+        name = f"{dist.metadata['Name'].lower()}.{fmt}"
         if name in written:
             continue
         (folder / name).write_text(body)
         written.append(name)
+        per_format[fmt] += 1
         if len(written) == count:
             break
     return written
@@ -64,7 +69,8 @@ def test_init_scaffolds_a_project_that_loads(tmp_path):
 def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     docs = tmp_path / "package-docs"
     names = package_readmes(docs, 40)
-    assert len(names) >= 20
+    assert len(names) >= 20 and any(n.endswith(".rst") for n in names)
+    (docs / "copy-of-first.md").write_bytes((docs / names[0]).read_bytes())  # a byte-identical copy
     work = tmp_path / "work"
     out = tuneforge("run", "--inbox", str(docs), "--workdir", str(work), "--until", "data")
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
@@ -74,9 +80,18 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     [(batch, info)] = entry["batches"].items()  # the whole folder is one batch
     assert batch == "package-docs" and info["success"]
     raw = info["ledgers"]["raw_documents"]
-    assert raw["records_in"] == len(names) and raw["balanced"]
+    assert raw["records_in"] == len(names) + 1 and raw["balanced"]
+    assert raw["dropped"] == {"exact_duplicate": 1} and raw["quarantined"] == {}  # nothing refused for its length
     dataset = entry["datasets"]["instruction_dataset"]
     assert dataset["train"] > 0 and dataset["ledger"]["balanced"]
+    artifacts = work / ".tuneforge" / "artifacts" / model
+    [chunks] = [pd.read_parquet(f) for f in (artifacts / "document_chunks").glob("*/chunks.parquet")]
+    [corpus] = [pd.read_parquet(f) for f in (artifacts / "corpus").glob("*/documents.parquet")]
+    assert set(corpus["doc_id"]) == set(chunks["doc_id"])  # every document gave passages
+    assert chunks["tokens"].max() <= 256 and (chunks["section"] != "").mean() > 0.8
+    [examples] = [pd.read_parquet(f) for f in (artifacts / "instruction_dataset").glob("*/examples.parquet")]
+    made = examples[examples["origin"] == "knowledge:headings"]
+    assert made["source_doc_id"].nunique() >= 0.7 * len(corpus)  # most documents' sections became examples
     assert entry["datasets"]["golden_examples"] > 0  # no golden file: a tenth of the corpus held out
     assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
     assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout

@@ -33,6 +33,7 @@ def build_app(api_key: str | None = None, answer_book: dict[str, str] | None = N
     app = FastAPI()
     app.state.requests = Counter()
     app.state.prompts = []
+    app.state.bodies = []  # every request body as received
     answer_book = answer_book or {}
 
     def authorise(authorization: str | None) -> None:
@@ -80,6 +81,7 @@ def build_app(api_key: str | None = None, answer_book: dict[str, str] | None = N
     async def chat(request: Request, authorization: str | None = Header(default=None)):
         authorise(authorization)
         body = await request.json()
+        app.state.bodies.append(body)
         model, prompt = body["model"], body["messages"][-1]["content"]
         text = reply(model, prompt)
         if body.get("stream"):
