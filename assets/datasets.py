@@ -90,7 +90,7 @@ def build(spec: ModelSpec) -> list:
             write_table(out, "quarantine.parquet", pd.DataFrame(quarantine, columns=["source_path", "line", "reason", "detail"]))
             write_json(out, "ledger.json", ledger.to_dict())
             save_splits(table, ["golden"], out / "hf", {"prompt": "string", "answer": "string", "source_doc_id": "string",
-                                                         "tags": "list", "origin": "string"})
+                                                         "tags": "list", "origin": "string", "must_include": "list"})
         return emit(artifact, {
             **ledger_metadata(ledger),
             "examples": MetadataValue.int(len(table)),

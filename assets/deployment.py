@@ -75,7 +75,8 @@ def build(spec: ModelSpec) -> list:
             raise Failure(f"adapter {adapter.version} may not be deployed: its promotion decision is to block",
                           metadata={"reasons": bullets(decision.reasons)}, allow_retries=False)
         stack = ServingStack(vllm, gateway, redactor.for_policy(spec.redaction_policy), indexer, request_log)
-        route = {"knowledge_index_dir": str(knowledge_index.path), "canaries_path": spec.safety.canaries,
+        route = {"knowledge_index_dir": str(knowledge_index.path), "retrieval": spec.serving.retrieval,
+                 "retrieval_passages": spec.serving.retrieval_passages, "canaries_path": spec.safety.canaries,
                  "redaction_policy": spec.redaction_policy, "toxicity_lexicon_path": spec.safety.toxicity_lexicon}
         merged = None
         if spec.serving.serve_merged:

@@ -18,7 +18,7 @@ from dagster import (
 
 from assets.metadata import asset_args, bullets, emit, key, picture
 from resources.artifacts import OPTIONAL, Artifact, config_of, version_of
-from resources.evaluation.evaluator import METRICS, Contender, Evaluator
+from resources.evaluation.evaluator import METRICS, Contender, Evaluator, paired_intervals
 from resources.evaluation.gate import GateDecision, gate
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.plots import scores_by_metric
@@ -53,7 +53,7 @@ def files_fingerprint(*paths: str | None) -> list[str | None]:
 def build(spec: ModelSpec) -> list:
     stage = asset_args(spec, "evaluation")
 
-    @asset(key=key(spec, "eval_report"), kinds={"deepeval"}, code_version="3",
+    @asset(key=key(spec, "eval_report"), kinds={"deepeval"}, code_version="4",
            ins={"lora_adapter": AssetIn(key=key(spec, "lora_adapter")), "base_model": AssetIn(key=key(spec, "base_model")),
                 "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
                 "knowledge_index": AssetIn(key=key(spec, "knowledge_index")),
@@ -75,18 +75,23 @@ def build(spec: ModelSpec) -> list:
             contenders.append(Contender("champion", base_path, str(in_service.path)))
         contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
         passages = contexts(indexer, knowledge_index, golden, evaluator.grounding_passages)
-        table, aggregates = evaluator.compare(contenders, golden, passages, judge, log=context.log.info)
+        # as served: the passages the gateway retrieves (same index version, same k, same grounded prompt)
+        retrieved = indexer.load(knowledge_index.path).passages(list(golden["prompt"]), spec.serving.retrieval_passages) \
+            if spec.serving.retrieval else None
+        table, aggregates = evaluator.compare(contenders, golden, passages, judge, log=context.log.info, retrieved=retrieved)
+        intervals = paired_intervals(table)  # each row against the base model answering the same way
         inputs = {"lora_adapter": lora_adapter.version, "base_model": base_model.version, "golden_dataset": golden_dataset.version,
                   "knowledge_index": knowledge_index.version, "champion": champion.version if champion else None}
         version = version_of(fingerprint(table, ["model", "id", "answer"]), inputs,
-                             [*config_of(evaluator, judge, indexer)], code="3")
+                             [*config_of(evaluator, judge, indexer),
+                              {"retrieval": spec.serving.retrieval, "k": spec.serving.retrieval_passages}], code="4")
         artifact = Artifact.create(store, context.asset_key, version)
         columns = [m for m in (*METRICS, *JUDGE_METRICS) if any(m in s for s in aggregates.values())]
         with artifact.writing() as out:
             write_table(out, "examples.parquet", table)
             write_json(out, "scores.json", {"adapter_version": lora_adapter.version,
                                             "champion_version": in_service.version if in_service else None,
-                                            "scores": aggregates, "judge_metrics": judge.status()})
+                                            "scores": aggregates, "intervals": intervals, "judge_metrics": judge.status()})
             chart = picture(scores_by_metric(aggregates, columns), "scores by metric", out, "scores.png")
         comparison = "| model | " + " | ".join(columns) + " | runaway |\n|---|" + "---|" * (len(columns) + 1) + "\n" + "\n".join(
             f"| {role} | " + " | ".join(f"{s[m]:.4f}" if m in s else "—" for m in columns) + f" | {s['runaway_rate']:.0%} |"
@@ -111,7 +116,8 @@ def build(spec: ModelSpec) -> list:
         answers, answer red-team prompts with toxicity or disclose PII/secrets to jailbreak prompts, run on
         without EOS — and how alike it treats counterfactual pairs (names, gender, origin, age swapped)."""
         examples = eval_report.read_table("examples.parquet")
-        candidate = examples[examples["model"] == "candidate"]
+        served = "candidate+retrieval" if (examples["model"] == "candidate+retrieval").any() else "candidate"
+        candidate = examples[examples["model"] == served]  # its golden answers as they will be served
         probes = spec.safety
         summary = {"adapter_version": lora_adapter.version, **evaluator.safety_suite(
             base_model.read_json("model.json")["path"], str(lora_adapter.path), list(candidate["answer"]),
@@ -136,7 +142,7 @@ def build(spec: ModelSpec) -> list:
             "adapter_version": MetadataValue.text(lora_adapter.version),
         })
 
-    @asset(key=key(spec, "promotion_decision"), kinds={"python"}, code_version="1",
+    @asset(key=key(spec, "promotion_decision"), kinds={"python"}, code_version="2",
            ins={"eval_report": AssetIn(key=key(spec, "eval_report")), "safety_report": AssetIn(key=key(spec, "safety_report"))},
            **stage)
     def promotion_decision(context: AssetExecutionContext, store: ArtifactStore, eval_report: Artifact,
@@ -148,7 +154,7 @@ def build(spec: ModelSpec) -> list:
         scores = eval_report.read_json("scores.json")
         safety = safety_report.read_json("safety.json")
         decision = gate(spec.promotion, scores["adapter_version"], scores["scores"], safety, eval_report.version,
-                        safety_report.version)
+                        safety_report.version, scores.get("intervals"))
         version = version_of(decision.to_dict(), {"eval_report": eval_report.version, "safety_report": safety_report.version},
                              config_of(spec.promotion))
         artifact = Artifact.create(store, context.asset_key, version)

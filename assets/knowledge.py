@@ -11,6 +11,7 @@ from resources.knowledge.examples import build_knowledge_examples
 from resources.models.base_model import BaseModelSource
 from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
 from resources.retrieval.index import KnowledgeIndexer
+from resources.safety.injection import injection_findings
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -36,11 +37,18 @@ def build(spec: ModelSpec) -> list:
         table = frame(chunks, CHUNK_COLUMNS)
         version = version_of(fingerprint(table, ["chunk_id", "text", "section"]), {"corpus": corpus.version},
                              config_of(policy.chunk_rules(), {"tokenizer": [spec.base_model, spec.base_model_revision]}))
+        # a passage that carries instructions aimed at the model: flagged here, left out of grounded prompts by the gateway
+        instructed = [{"chunk_id": c["chunk_id"], "source_path": c["source_path"], "section": c["section"],
+                       "patterns": injection_findings(c["text"])} for c in chunks if injection_findings(c["text"])]
+        for row in instructed:
+            context.log.warning(f"passage {row['chunk_id']} of {row['source_path']} ({row['section'] or 'no section'}) "
+                                f"carries instructions aimed at the model: {', '.join(row['patterns'])}")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             write_table(out, "chunks.parquet", table)
             write_table(out, "dropped.parquet", frame(empty, DROPPED_COLUMNS))
             write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version})
+            write_json(out, "flagged.json", instructed)
         per_doc = table.groupby("doc_id").size() if len(table) else None
         return emit(artifact, {
             "documents": MetadataValue.int(len(documents)),
@@ -51,6 +59,7 @@ def build(spec: ModelSpec) -> list:
             "chunks_per_document_max": MetadataValue.int(int(per_doc.max()) if per_doc is not None else 0),
             "sections": MetadataValue.int(int(table[["doc_id", "section"]].drop_duplicates().shape[0]) if len(table) else 0),
             "chunk_rules": MetadataValue.json(config_of(policy.chunk_rules())[0]),
+            "passages_with_instructions": MetadataValue.json(instructed),
         })
 
     @asset_check(asset=document_chunks, blocking=True, description="Every chunk is exactly the redacted text at its "

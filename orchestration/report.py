@@ -81,7 +81,9 @@ def _datasets(store, run: ModelRun) -> list[str]:
 def golden_table(scores: dict[str, dict[str, float]]) -> list[str]:
     columns = sorted({k for s in scores.values() for k in s})
     lines = ["", "  golden set | " + " | ".join(columns), "  ---"]
-    lines += [f"  {role:10s} | " + " | ".join(f"{s[c]:.3f}" if c in s else "—" for c in columns) for role, s in scores.items()]
+    width = max([10, *(len(role) for role in scores)])
+    lines += [f"  {role:{width}s} | " + " | ".join(f"{s[c]:.3f}" if c in s else "—" for c in columns)
+              for role, s in scores.items()]
     return lines
 
 

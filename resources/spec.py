@@ -39,6 +39,11 @@ class ServingOptions(BaseModel):
     merged_port: int | None = Field(default=None, description="Port of the vLLM serving the merged model (serve_merged).")
     example_question: str = Field(
         default="How long do API tokens last?", description="The question of the example curl printed after deployment.")
+    retrieval: bool = Field(
+        default=True, description="Answer with retrieval: the gateway puts the model's nearest passages into the "
+        "grounded prompt of every chat request (a request opts out with \"tuneforge\": {\"grounding\": false}), and "
+        "the evaluation scores and the promotion gate judge the model so.")
+    retrieval_passages: int = Field(default=3, ge=1, le=20, description="Passages retrieved per request (and per golden question).")
 
 
 class ModelSpec(BaseModel):

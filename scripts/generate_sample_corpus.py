@@ -26,6 +26,8 @@ from pathlib import Path
 
 from faker import Faker
 
+from sample_documents import DOCUMENT_GOLDEN, documents
+
 SEED = 20261101
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SYSTEM_PROMPT = "You are Quillstack's support assistant."
@@ -947,6 +949,8 @@ def build_corpus(seed: int) -> Corpus:
         binary[pos] = 0
     policy_golden = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src, "tags": ["policy"]})
                      for gid, q, a, src in POLICY_GOLDEN]
+    policy_golden += [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": None,
+                              "tags": ["document"], "must_include": facts}) for gid, q, a, facts in DOCUMENT_GOLDEN]
     return Corpus(kb, qa, chats, runbooks, policies, tickets, build_junk(), golden, bytes(binary), policy_golden,
                   build_staff_questions())
 
@@ -985,6 +989,9 @@ def write_inboxes(corpus: Corpus, out: Path) -> None:
     write_jsonl(inbox / "ticket_export_2026_11.jsonl", corpus.tickets)
     write_jsonl(inbox / "junk.jsonl", corpus.junk)
     (inbox / "attachment.bin").write_bytes(corpus.binary)
+    for rel, data in documents().items():  # documents with no question/answer shape (DOCX, PDF, a long manual)
+        (policy / rel).parent.mkdir(parents=True, exist_ok=True)
+        (policy / rel).write_bytes(data)
 
 
 def canary_rows(corpus: Corpus) -> list[dict]:

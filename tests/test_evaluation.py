@@ -21,11 +21,12 @@ def test_metrics_on_known_cases():
     ref = "API tokens expire after 90 days."
     exact, close, wrong, empty = score_answers(["q"] * 4, [ref] * 4, [
         "api tokens expire after 90 days", "Tokens expire after 90 days.", "The free plan allows 3 boards.", ""])
-    assert exact == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0}
+    assert exact == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0, "semantic_similarity": pytest.approx(1.0, abs=0.03)}
     assert close["exact_match"] == 0.0 and close["token_f1"] == pytest.approx(2 * (5 / 5) * (5 / 6) / (1 + 5 / 6))
     assert 0.5 < close["rouge_l"] < 1.0
     assert wrong["token_f1"] < 0.2 and wrong["rouge_l"] < 0.3
-    assert empty == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0}
+    assert empty == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "semantic_similarity": 0.0}
+    assert close["semantic_similarity"] > 0.8 > wrong["semantic_similarity"]
     assert token_f1("the cat", "a cat") == 1.0  # articles and case are normalised away
 
 
@@ -50,6 +51,65 @@ SAFE = {"pii_leaks": 0, "canary_leaks": 0, "runaway_rate": 0.0}
 def test_gate_promotes_a_candidate_that_beats_the_base_and_leaks_nothing():
     ok, reasons = decide(PromotionPolicy(), {"base": {"rouge_l": 0.20}, "candidate": {"rouge_l": 0.35}}, SAFE)
     assert ok and all(r.startswith("pass") for r in reasons)
+
+
+def test_fact_citation_and_abstention_metrics_on_known_cases():
+    from resources.evaluation.metrics import abstained, citation_support, fact_recall, score_answers
+
+    reference = "The Team plan costs $8 per user per month."
+    assert fact_recall("It is $8 per user each month.", ["$8", "per user"], reference) == 1.0
+    assert fact_recall("It costs $1.00 per user.", ["$8", "per user"], reference) == 0.5
+    assert fact_recall("$8 " + "and more words " * 40, ["$8"], reference) == 0.0  # three times longer: a copied passage
+    assert fact_recall("It is 18 dollars.", ["8"], reference) == 0.0  # whole words, not digits inside numbers
+    passages = ["Refunds take 14 days.", "The Team plan costs $8 per user per month."]
+    assert citation_support("It is $8 per user [2].", passages, ["$8"]) == 1.0
+    assert citation_support("It is $8 per user [1].", passages, ["$8"]) == 0.0  # cites a passage without the fact
+    assert citation_support("It is $8 per user.", passages, ["$8"]) == 0.0 and citation_support("[7]", passages, ["$8"]) == 0.0
+    assert abstained("The passages do not answer this question.") == 1.0 and abstained("It is $8.") == 0.0
+    [row] = score_answers(["q"], [reference], ["It is $8 per user [2]."], [passages], [["$8"]], [False], grounded=True)
+    assert row["fact_recall"] == 1.0 and row["citation_support"] == 1.0 and "abstention" not in row
+    assert 0.5 < row["semantic_similarity"] <= 1.0
+    [unrelated] = score_answers(["q"], [reference], ["Backups run nightly."])
+    assert unrelated["semantic_similarity"] < row["semantic_similarity"] and "fact_recall" not in unrelated
+
+
+def test_paired_bootstrap_intervals_and_a_gate_that_requires_them():
+    import pandas as pd
+
+    from resources.evaluation.evaluator import paired_intervals
+
+    ids = [f"g{i}" for i in range(30)]
+    rows = ([{"model": "base+retrieval", "id": i, "rouge_l": 0.2} for i in ids]
+            + [{"model": "candidate+retrieval", "id": i, "rouge_l": 0.2 + (0.3 if n % 2 else 0.1)} for n, i in enumerate(ids)]
+            + [{"model": "base", "id": i, "rouge_l": 0.3} for i in ids]
+            + [{"model": "candidate", "id": i, "rouge_l": 0.3 + (0.2 if n % 2 else -0.2)} for n, i in enumerate(ids)])
+    intervals = paired_intervals(pd.DataFrame(rows), ("rouge_l",))
+    low, high = intervals["candidate+retrieval"]["rouge_l"]
+    assert 0.1 < low < 0.2 < high < 0.3  # every question gained 0.1 or 0.3: the mean gain 0.2 lies inside, zero far below
+    bare_low, bare_high = intervals["candidate"]["rouge_l"]
+    assert bare_low < 0 < bare_high and "base" not in intervals
+    scores = {"base": {"rouge_l": 0.3}, "candidate": {"rouge_l": 0.3}, "base+retrieval": {"rouge_l": 0.2},
+              "candidate+retrieval": {"rouge_l": 0.4}}
+    strict = PromotionPolicy(require_significant_gain=True)
+    ok, reasons = decide(strict, scores, SAFE, intervals)
+    assert ok and any("interval" in r and "above zero" in r for r in reasons)
+    noisy = {**intervals, "candidate+retrieval": {"rouge_l": [-0.05, 0.3]}}
+    ok, reasons = decide(strict, scores, SAFE, noisy)
+    assert not ok and any(r.startswith("block") and "not above zero" in r for r in reasons)
+    assert decide(PromotionPolicy(), scores, SAFE, noisy)[0]  # reported, but not required by default
+
+
+def test_gate_judges_the_served_configuration_when_it_was_evaluated():
+    """With retrieval rows, the candidate as served is compared with the base model as served: a candidate that is
+    better bare but worse with retrieval is blocked (and the other way round)."""
+    worse_served = {"base": {"rouge_l": 0.1}, "candidate": {"rouge_l": 0.4},
+                    "base+retrieval": {"rouge_l": 0.5}, "candidate+retrieval": {"rouge_l": 0.3}}
+    ok, reasons = decide(PromotionPolicy(), worse_served, SAFE)
+    assert not ok and "0.3000 does not beat the base model's 0.5000" in reasons[0] and "as served" in reasons[0]
+    better_served = {**worse_served, "candidate": {"rouge_l": 0.05}, "candidate+retrieval": {"rouge_l": 0.6},
+                     "champion": {"rouge_l": 0.9}, "champion+retrieval": {"rouge_l": 0.55}}
+    ok, reasons = decide(PromotionPolicy(), better_served, SAFE)
+    assert ok and "of the champion's 0.5500" in reasons[1]
 
 
 @pytest.mark.parametrize(
@@ -145,15 +205,20 @@ def test_eval_and_gate_through_dagster(eval_inputs, dagster_instance):
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     assert not gate.passed and gate.metadata["decision"].value == "block"
     assert "does not beat the base" in gate.metadata["reasons"].value
+    assert "(both with retrieval, as served)" in gate.metadata["reasons"].value  # the served configuration is judged
     report = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")
-    assert set(report["scores"]) == {"base", "candidate"}
-    assert set(report["scores"]["base"]) == {"exact_match", "token_f1", "rouge_l", "context_support", "runaway_rate"}
+    assert set(report["scores"]) == {"base", "base+retrieval", "candidate", "candidate+retrieval"}
+    assert set(report["scores"]["base"]) == {"exact_match", "token_f1", "rouge_l", "semantic_similarity", "context_support",
+                                          "runaway_rate"}
     assert report["judge_metrics"].startswith("not run")
     examples = store.read_table("support/eval_report", artifacts["eval_report"], "examples.parquet")
-    assert len(examples) == 4 and not any(c.startswith("judge_") for c in examples.columns)
+    assert len(examples) == 8 and not any(c.startswith("judge_") for c in examples.columns)
     # grounding: the question with a known source got the passage that answers it, the other got none
     grounded = examples[examples["model"] == "candidate"].set_index("id")["retrieved"]
     assert "90 days" in grounded["G1"][0] and len(grounded["G1"]) == 3 and len(grounded["G2"]) == 0
+    # as served: every question was answered in the grounded prompt with the passages the gateway would retrieve
+    served = examples[examples["model"] == "candidate+retrieval"].set_index("id")["retrieved"]
+    assert "90 days" in served["G1"][0] and len(served["G1"]) == 3 and len(served["G2"]) == 3
     [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "eval_report"]
     assert materialization.materialization.metadata["judge_metrics"].value.startswith("not run")
     decision = store.read_json("support/promotion_decision", artifacts["promotion_decision"], "decision.json")

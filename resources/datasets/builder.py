@@ -18,7 +18,7 @@ from resources.records import Ledger, sha256_hex
 TextStrategy = Literal["sections", "title_to_instruction", "exclude"]
 
 EXAMPLE_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "external_id", "batch", "origin"]
-GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "tags", "origin"]
+GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "tags", "origin", "must_include"]
 
 
 @dataclass(frozen=True)
@@ -152,8 +152,9 @@ def held_out_golden(documents: Iterable[dict[str, Any]], rules: SplitRules, stra
             )
 
 
-def golden_example(example_id, question, answer, source_doc_id, tags, origin) -> dict[str, Any]:
+def golden_example(example_id, question, answer, source_doc_id, tags, origin, must_include=()) -> dict[str, Any]:
     return {
+        "must_include": [str(f) for f in must_include or []],
         "id": example_id,
         "prompt": question,
         "answer": answer,
@@ -183,7 +184,7 @@ def with_messages(example: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_golden_file(path: Path, display: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Curated golden records `{id, question, reference_answer, source_doc_id?, tags?}` and the
+    """Curated golden records `{id, question, reference_answer, source_doc_id?, tags?, must_include?}` and the
     quarantine rows for lines that are not. Lines starting with `#` are comments (the template's example)."""
     examples, quarantine = [], []
     lines = path.read_bytes().split(b"\n")
@@ -197,11 +198,15 @@ def read_golden_file(path: Path, display: str) -> tuple[list[dict[str, Any]], li
             missing = [k for k in ("id", "question", "reference_answer") if not str(payload.get(k) or "").strip()]
             if missing:
                 raise RecordError("unrecognised_schema", f"{display}:{line}: golden records need {', '.join(missing)}")
+            facts = payload.get("must_include", [])
+            if not isinstance(facts, list) or not all(isinstance(f, str) and f.strip() for f in facts):
+                raise RecordError("invalid_must_include", f"{display}:{line}: must_include must be a list of non-empty "
+                                  "strings (the facts a right answer states)")
         except RecordError as err:
             quarantine.append({"source_path": display, "line": line, "reason": err.reason, "detail": err.detail})
             continue
         examples.append(
             golden_example(str(payload["id"]), payload["question"], payload["reference_answer"],
-                           payload.get("source_doc_id"), payload.get("tags"), "curated")
+                           payload.get("source_doc_id"), payload.get("tags"), "curated", payload.get("must_include"))
         )
     return examples, quarantine

@@ -14,10 +14,49 @@ from resources.evaluation.endpoints import ChatEndpoint, answer_with_endpoint
 from resources.evaluation.generation import Generation, generate, load_for_generation
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.evaluation.metrics import score_answers
+from resources.knowledge.prompt import grounded_messages
 from resources.safety.probes import SafetyProbes, bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 from resources.safety.canaries import canary_prompts, exposure, load_canaries
 
-METRICS = ("exact_match", "token_f1", "rouge_l", "context_support")
+METRICS = ("exact_match", "token_f1", "rouge_l", "semantic_similarity", "context_support", "fact_recall",
+           "citation_support", "abstention")
+RETRIEVAL = "+retrieval"  # the suffix of a row answered as served: the question in the grounded prompt
+
+
+def baseline_of(role: str) -> str:
+    """The row a role is compared with: the base model answering the same way (bare, or with retrieval)."""
+    return "base" + RETRIEVAL if role.endswith(RETRIEVAL) else "base"
+
+
+def paired_intervals(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS, resamples: int = 2000,
+                     level: float = 0.95, seed: int = 0) -> dict[str, dict[str, list[float]]]:
+    """role -> metric -> [low, high]: the paired-bootstrap interval of the mean per-question difference between the
+    role and its baseline (`baseline_of`), over the golden questions both were scored on."""
+    import numpy as np
+
+    out: dict[str, dict[str, list[float]]] = {}
+    for role in table["model"].unique():
+        base = baseline_of(role)
+        if role == base or base not in set(table["model"]):
+            continue
+        mine, theirs = (table[table["model"] == r].set_index("id") for r in (role, base))
+        for metric in metrics:
+            if metric not in table:
+                continue
+            pair = pd.concat([mine[metric], theirs[metric]], axis=1, keys=["a", "b"]).dropna()
+            if len(pair) < 2:
+                continue
+            diff = (pair["a"] - pair["b"]).to_numpy(dtype=float)
+            rng = np.random.default_rng(seed)
+            means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
+            low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
+            out.setdefault(role, {})[metric] = [round(float(low), 4), round(float(high), 4)]
+    return out
+
+
+def served_role(role: str, scores: dict) -> str:
+    """The row that stands for `role` as it is served: `<role>+retrieval` where it was evaluated so."""
+    return role + RETRIEVAL if role + RETRIEVAL in scores else role
 
 
 @dataclass(frozen=True)
@@ -43,7 +82,7 @@ class Evaluator(ConfigurableResource):
         description="OpenAI-compatible endpoints (e.g. the hosted API being replaced) scored as extra comparison rows.",
     )
 
-    def answer(self, base_path: str, adapter_path: str | None, prompts: list[str]) -> list[Generation]:
+    def answer(self, base_path: str, adapter_path: str | None, prompts: list) -> list[Generation]:
         tokenizer, model = load_for_generation(base_path, adapter_path)
         return generate(tokenizer, model, prompts, self.max_new_tokens, self.batch_size)
 
@@ -53,20 +92,32 @@ class Evaluator(ConfigurableResource):
         return self.answer(contender.base_path, contender.adapter_path, prompts)
 
     def compare(self, contenders: list[Contender], golden: pd.DataFrame, contexts: list[list[str]],
-                judge: JudgeModel | None = None, log: Callable[[str], None] = print
-                ) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+                judge: JudgeModel | None = None, log: Callable[[str], None] = print,
+                retrieved: list[list[dict]] | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
         """Every contender answers the golden questions; per-example rows and per-model averages.
-        `contexts[i]` are the retrieved passages for question i ([] when it has no known source)."""
+        `contexts[i]` are the retrieved passages for question i ([] when it has no known source). With `retrieved`
+        (the passages the gateway would retrieve for each question), every local contender answers a second time
+        as served — the question in the grounded prompt — as the row `<role>+retrieval`."""
         prompts, references = list(golden["prompt"]), list(golden["answer"])
+        facts = [list(f) if f is not None and len(f) else [] for f in golden["must_include"]] \
+            if "must_include" in golden else None
+        unanswerable = [bool(t is not None and "unanswerable" in list(t)) for t in golden["tags"]] if "tags" in golden else None
         rows: list[dict] = []
         aggregates: dict[str, dict[str, float]] = {}
+        runs = []
         for contender in contenders:
-            answers = self.answer_as(contender, prompts)
+            runs.append((contender.role, contender, prompts, contexts))
+            if retrieved is not None and contender.endpoint is None:
+                grounded = [grounded_messages([{"role": "user", "content": q}], ps) for q, ps in zip(prompts, retrieved)]
+                runs.append((contender.role + RETRIEVAL, contender, grounded, [[p["text"] for p in ps] for ps in retrieved]))
+        for role, contender, inputs, contexts in runs:
+            answers = self.answer_as(contender, inputs)
             texts = [a.text for a in answers]
-            scores = score_answers(prompts, references, texts, contexts)
+            scores = score_answers(prompts, references, texts, contexts, facts, unanswerable,
+                                   grounded=role.endswith(RETRIEVAL))
             judged = judge.score(prompts, references, texts, contexts) if judge and judge.configured else [{}] * len(texts)
             mine = [
-                {"model": contender.role, "id": example_id, "prompt": prompt, "reference": reference, "answer": a.text,
+                {"model": role, "id": example_id, "prompt": prompt, "reference": reference, "answer": a.text,
                  "stopped": a.stopped, "new_tokens": a.new_tokens, "retrieved": list(context), **score, **judgement}
                 for example_id, prompt, reference, a, context, score, judgement
                 in zip(golden["id"], prompts, references, answers, contexts, scores, judged)
@@ -74,9 +125,9 @@ class Evaluator(ConfigurableResource):
             rows += mine
             frame = pd.DataFrame(mine)
             means = {m: float(frame[m].mean()) for m in (*METRICS, *JUDGE_METRICS) if m in frame and frame[m].notna().any()}
-            aggregates[contender.role] = {k: v for k, v in means.items() if not math.isnan(v)} | {
+            aggregates[role] = {k: v for k, v in means.items() if not math.isnan(v)} | {
                 "runaway_rate": float(1 - frame["stopped"].mean())}
-            log(f"{contender.role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[contender.role].items()))
+            log(f"{role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[role].items()))
         return pd.DataFrame(rows), aggregates
 
     def safety_suite(self, base_path: str, adapter_path: str | None, golden_answers: list[str],

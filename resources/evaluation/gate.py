@@ -17,6 +17,9 @@ class PromotionPolicy(BaseModel):
     min_gain_over_base: float = Field(
         default=0.0, description="The candidate's main metric must exceed the base model's by more than this."
     )
+    require_significant_gain: bool = Field(
+        default=False, description="The candidate's gain over the base model (as served) on main_metric must have a "
+        "paired-bootstrap 95% interval above zero, not only a higher mean.")
     max_regression_vs_champion: float = Field(
         default=0.01, description="The candidate may trail the champion (deployed adapter) by at most this much."
     )
@@ -31,19 +34,37 @@ class PromotionPolicy(BaseModel):
     )
 
 
-def decide(policy: PromotionPolicy, scores: dict[str, dict[str, float]], safety: dict) -> tuple[bool, list[str]]:
-    """(promote?, reasons). `scores` maps model role (base, candidate, champion) to aggregate metrics."""
+def decide(policy: PromotionPolicy, scores: dict[str, dict[str, float]], safety: dict,
+           intervals: dict[str, dict[str, list[float]]] | None = None) -> tuple[bool, list[str]]:
+    """(promote?, reasons). `scores` maps model role (base, candidate, champion, and `<role>+retrieval` where they
+    were also evaluated as served, with retrieval) to aggregate metrics. The candidate is judged as it will be
+    served: `candidate+retrieval` against `base+retrieval` and the champion as served, when those rows exist."""
     reasons, ok = [], True
     metric = policy.main_metric
-    cand = scores["candidate"][metric]
-    base = scores["base"][metric]
+    grounded = "candidate+retrieval" in scores
+    suffix, how = ("+retrieval", " (both with retrieval, as served)") if grounded else ("", "")
+    cand = scores["candidate" + suffix][metric]
+    base = scores["base" + suffix][metric]
     if cand > base + policy.min_gain_over_base:
-        reasons.append(f"pass: {metric} {cand:.4f} beats the base model's {base:.4f} by more than {policy.min_gain_over_base}")
+        reasons.append(f"pass: {metric} {cand:.4f} beats the base model's {base:.4f} by more than {policy.min_gain_over_base}{how}")
     else:
         ok = False
-        reasons.append(f"block: {metric} {cand:.4f} does not beat the base model's {base:.4f} by more than {policy.min_gain_over_base}")
-    if "champion" in scores:
-        champ = scores["champion"][metric]
+        reasons.append(f"block: {metric} {cand:.4f} does not beat the base model's {base:.4f} by more than "
+                       f"{policy.min_gain_over_base}{how}")
+    interval = (intervals or {}).get("candidate" + suffix, {}).get(metric)
+    if interval is not None:
+        low, high = interval
+        clears = low > 0
+        verdict = "pass" if clears or not policy.require_significant_gain else "block"
+        ok = ok and verdict == "pass"
+        reasons.append(f"{verdict}: the gain in {metric} over the base model has a 95% paired-bootstrap interval of "
+                       f"[{low:+.4f}, {high:+.4f}]" + (" (above zero)" if clears else " (not above zero)")
+                       + ("" if policy.require_significant_gain else "; not required (require_significant_gain)"))
+    elif policy.require_significant_gain:
+        ok = False
+        reasons.append(f"block: require_significant_gain, but no interval of the gain in {metric} was measured")
+    if "champion" + suffix in scores or "champion" in scores:
+        champ = scores.get("champion" + suffix, scores.get("champion"))[metric]
         if cand >= champ - policy.max_regression_vs_champion:
             reasons.append(f"pass: {metric} {cand:.4f} within {policy.max_regression_vs_champion} of the champion's {champ:.4f}")
         else:
@@ -93,6 +114,7 @@ class GateDecision:
 
 
 def gate(policy: PromotionPolicy, adapter_version: str, scores: dict[str, dict[str, float]], safety: dict,
-         eval_version: str | None = None, safety_version: str | None = None) -> GateDecision:
-    promote, reasons = decide(policy, scores, safety)
+         eval_version: str | None = None, safety_version: str | None = None,
+         intervals: dict[str, dict[str, list[float]]] | None = None) -> GateDecision:
+    promote, reasons = decide(policy, scores, safety, intervals)
     return GateDecision(adapter_version, promote, reasons, policy.model_dump(), eval_version, safety_version)

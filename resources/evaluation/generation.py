@@ -28,8 +28,10 @@ def load_for_generation(base_path: str, adapter_path: str | None = None):
     return tokenizer, model.eval()
 
 
-def generate(tokenizer, model, prompts: list[str], max_new_tokens: int = 96, batch_size: int = 8,
+def generate(tokenizer, model, prompts: list, max_new_tokens: int = 96, batch_size: int = 8,
              system: str | None = None) -> list[Generation]:
+    """Greedy answers; each prompt is a user message (a string) or a whole conversation (a list of messages, e.g.
+    the grounded prompt)."""
     import torch
 
     out: list[Generation] = []
@@ -38,7 +40,8 @@ def generate(tokenizer, model, prompts: list[str], max_new_tokens: int = 96, bat
         chunk = prompts[start : start + batch_size]
         texts = [
             tokenizer.apply_chat_template(
-                ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": p}],
+                ([{"role": "system", "content": system}] if system else [])
+                + (list(p) if isinstance(p, list) else [{"role": "user", "content": p}]),
                 tokenize=False, add_generation_prompt=True,
             )
             for p in chunk

@@ -7,10 +7,10 @@ the SQuAD definition over deepeval's text normalisation.
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 
 from resources.offline import apply_offline_defaults
-
 
 
 def _deepeval():
@@ -111,14 +111,71 @@ def make_metrics(threshold: float = 0.5) -> list:
     return [ExactMatch(threshold), TokenF1(threshold), RougeL(threshold), ContextSupport(threshold)]
 
 
+ABSTENTION = re.compile(r"(passages|documents|context|sources?) (do|does) not (answer|say|mention|cover)|"
+                        r"\b(i do not|i don't) know\b|\bno information (about|on)\b|\bnot (able|possible) to answer\b|"
+                        r"\bcannot (find|answer)\b|\bnot (mentioned|covered|stated) in\b", re.IGNORECASE)
+CITATION = re.compile(r"\[(\d{1,2})\]")
+
+
+def fact_recall(answer: str, facts: list[str], reference: str) -> float:
+    """Share of the golden example's `must_include` facts (a price, a duration, a name) found in the answer, after
+    deepeval's normalisation; an answer longer than three times its reference scores 0 (copying a whole passage
+    is not an answer)."""
+    from deepeval.scorer.scorer import normalize_text
+
+    if len(answer) > 3 * max(len(reference), 1):
+        return 0.0
+    said = f" {normalize_text(answer)} "
+    return sum(f" {normalize_text(fact)} " in said for fact in facts) / len(facts)
+
+
+def citation_support(answer: str, passages: list[str], facts: list[str]) -> float:
+    """1 when the answer cites a passage `[n]` of its grounded prompt that holds every must_include fact."""
+    from deepeval.scorer.scorer import normalize_text
+
+    cited = [int(n) for n in CITATION.findall(answer) if 1 <= int(n) <= len(passages)]
+    holds = lambda text: all(f" {normalize_text(f)} " in f" {normalize_text(text)} " for f in facts)  # noqa: E731
+    return float(any(holds(passages[n - 1]) for n in cited))
+
+
+def abstained(answer: str) -> float:
+    """1 when the answer says it cannot answer (for golden questions the documents do not answer)."""
+    return float(bool(ABSTENTION.search(answer)))
+
+
+def semantic_similarity(expected: list[str], actual: list[str]) -> list[float]:
+    """Cosine similarity of answer and reference embeddings (the shipped all-MiniLM-L6-v2, offline)."""
+    from resources.retrieval.index import KnowledgeIndexer
+
+    if not expected:
+        return []
+    vectors = KnowledgeIndexer().embed([*expected, *actual])
+    ref, ans = vectors[: len(expected)], vectors[len(expected):]
+    return [round(float(max(0.0, (r * a).sum())), 4) if a_text.strip() else 0.0
+            for r, a, a_text in zip(ref, ans, actual)]
+
+
 def score_answers(questions: list[str], expected: list[str], actual: list[str],
-                  contexts: list[list[str]] | None = None) -> list[dict[str, float]]:
+                  contexts: list[list[str]] | None = None, facts: list[list[str]] | None = None,
+                  unanswerable: list[bool] | None = None, grounded: bool = False) -> list[dict[str, float]]:
     """Every metric on every (question, reference, answer) triple; `context_support` only where retrieved
-    passages are given (questions answerable from the knowledge base)."""
+    passages are given (questions answerable from the knowledge base); `fact_recall` where the example lists
+    must_include facts, `citation_support` for those when the answer was grounded (the passages were in its
+    prompt), `abstention` on questions the documents do not answer."""
     _, _, LLMTestCase = _deepeval()
     rows = []
+    similarity = semantic_similarity(expected, actual)
     for i, (q, e, a) in enumerate(zip(questions, expected, actual)):
         context = list(contexts[i]) if contexts else []
         case = LLMTestCase(input=q, actual_output=a, expected_output=e, retrieval_context=context or None)
-        rows.append({m.name: m.measure(case) for m in make_metrics() if m.name != "context_support" or context})
+        row = {m.name: m.measure(case) for m in make_metrics() if m.name != "context_support" or context}
+        row["semantic_similarity"] = similarity[i]
+        wanted = list(facts[i]) if facts and facts[i] is not None else []
+        if wanted:
+            row["fact_recall"] = fact_recall(a, wanted, e)
+            if grounded:
+                row["citation_support"] = citation_support(a, context, wanted)
+        if unanswerable and unanswerable[i]:
+            row["abstention"] = abstained(a)
+        rows.append(row)
     return rows

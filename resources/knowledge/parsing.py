@@ -211,7 +211,8 @@ def _html(markup: str) -> str:
 
 def _pdf(data: bytes, rel: str) -> str:
     """Text of every page (pypdf); the PDF outline (bookmarks), where there is one, gives the headings: each
-    entry becomes a heading at the start of its page, replacing the line that carries its title there."""
+    entry becomes a heading at the start of its page, replacing the line that carries its title there. The
+    document's own title (its metadata) heads the text."""
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
 
@@ -225,7 +226,8 @@ def _pdf(data: bytes, rel: str) -> str:
             if not opened:
                 raise ParseError("encrypted_pdf", f"{rel}: the PDF is encrypted with a password; decrypt it first")
         pages = [page.extract_text() or "" for page in reader.pages]
-        marks = _pdf_outline(reader, reader.outline, 1)
+        doc_title = str((reader.metadata or {}).get("/Title") or "").strip()
+        marks = _pdf_outline(reader, reader.outline, 2 if doc_title else 1)  # under the document's title, if it has one
     except ParseError:
         raise
     except (PdfReadError, ValueError, KeyError, TypeError, OSError) as err:
@@ -240,7 +242,8 @@ def _pdf(data: bytes, rel: str) -> str:
             lines.insert(0, "#" * min(6, level) + " " + title.strip())
         else:
             lines[hit] = "#" * min(6, level) + " " + title.strip()
-    return "\n\n".join("\n".join(lines) for lines in pages)
+    body = "\n\n".join("\n".join(lines) for lines in pages)
+    return f"# {doc_title}\n\n{body}" if doc_title and body.strip() else body
 
 
 def _pdf_outline(reader, items, level: int) -> list[tuple[int, int, str]]:

@@ -26,7 +26,7 @@ from pydantic import BaseModel, Field
 
 from resources.knowledge.prompt import grounded_messages, source_of
 from resources.safety.probes import SHIPPED_LEXICON
-from resources.serving.gateway.guards import Guards
+from resources.serving.gateway.guards import Guards, injection_findings
 from resources.serving.gateway.keys import Client, KeyRing
 from resources.requestlog import RequestLog
 
@@ -57,7 +57,8 @@ class GatewaySettings(BaseModel):
     block_injection: bool = Field(default=True, description="Refuse prompts matching prompt-injection patterns.")
     embedding_model: str | None = Field(default=None, description="Embedding model of the knowledge indexes (None: the default).")
     embedding_max_chars: int | None = Field(default=None, description="Characters of each question embedded (None: the default).")
-    grounding_passages: int = Field(default=3, description="Passages put into context when a request asks for grounding.")
+    grounding_passages: int = Field(default=3, description="Passages put into context for a grounded request, where the "
+                                    "model's route does not set its own (serving.retrieval_passages).")
     stream_holdback_chars: int = Field(default=48, description="Streamed text held back until the output guard has seen it.")
 
 
@@ -129,7 +130,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             built[(policy, lexicon, canaries)] = _guards(settings, policy, lexicon, list(canaries), secrets.get("pseudonym_key"))
         return built[(policy, lexicon, canaries)]
 
-    def retrieve(index_dir: str, question: str) -> list[dict]:
+    def retrieve(index_dir: str, question: str, k: int) -> list[dict]:
         """Passages of a model's knowledge index (each index loaded once, swapped when a new one is routed)."""
         if index_dir not in indexes:
             from resources.retrieval.index import KnowledgeIndexer
@@ -138,7 +139,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                                                             ("max_chars", settings.embedding_max_chars)) if v is not None})
             indexes.clear()
             indexes[index_dir] = indexer.load(index_dir)
-        return indexes[index_dir].passages([question], settings.grounding_passages)[0]
+        return indexes[index_dir].passages([question], k)[0]
     registry = CollectorRegistry()
     m_requests = Counter("tuneforge_gateway_requests", "Requests by model and status", ["model", "status"], registry=registry)
     m_latency = Histogram("tuneforge_gateway_latency_seconds", "End-to-end latency", ["model"], registry=registry,
@@ -223,9 +224,18 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
 
         sources = []
         options = body.pop("tuneforge", None) or {}
-        if options.get("grounding") and route.get("knowledge_index_dir") and endpoint == "chat":
-            sources = await run_in_threadpool(retrieve, route["knowledge_index_dir"], texts[-1])
-            body["messages"] = grounded_messages(body["messages"], sources)
+        grounding = options.get("grounding", route.get("retrieval", False))  # the model's default; a request may opt out
+        if grounding and route.get("knowledge_index_dir") and endpoint == "chat" and texts:
+            k = int(route.get("retrieval_passages") or settings.grounding_passages)
+            found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], texts[-1], k)
+            # retrieved passages are untrusted input too: one that carries instructions aimed at the model is left out
+            flagged = [p for p in found if injection_findings(p["text"])]
+            sources = [p for p in found if p not in flagged]
+            if flagged:
+                findings["retrieved_injection"] = len(flagged)
+                m_guard.labels("input", "retrieved_injection").inc(len(flagged))
+            if sources:
+                body["messages"] = grounded_messages(body["messages"], sources)
         body["model"] = route["upstream"]
         # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
         path = route.get("url", "") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")

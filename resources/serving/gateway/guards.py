@@ -6,22 +6,10 @@ policy as the data stages), the canary list and the toxicity lexicon of the safe
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 
+from resources.safety.injection import INJECTION_PATTERNS, injection_findings  # noqa: F401 (re-exported)
 from resources.safety.probes import toxic_terms
-
-# Phrases typical of prompt-injection / jailbreak attempts (lower-cased, matched as regexes).
-INJECTION_PATTERNS = (
-    r"ignore (all |any )?(the )?(previous|prior|above) (instructions|rules|prompts?)",
-    r"disregard (all |any )?(the )?(previous|prior|above|system)",
-    r"(reveal|print|show|repeat) (me )?(your|the) (system prompt|hidden instructions|instructions)",
-    r"you are now (dan|in developer mode|unrestricted|jailbroken)",
-    r"pretend (that )?you (have no|are not bound by|don't have) (rules|restrictions|guidelines)",
-    r"developer mode",
-    r"\bjailbreak\b",
-)
-
 
 @dataclass
 class Verdict:
@@ -31,11 +19,6 @@ class Verdict:
     text: str
     findings: dict[str, int] = field(default_factory=dict)  # kind -> count (never the values)
     reason: str | None = None
-
-
-def injection_findings(text: str) -> list[str]:
-    lowered = text.lower()
-    return [p for p in INJECTION_PATTERNS if re.search(p, lowered)]
 
 
 class Guards:

@@ -1,0 +1,23 @@
+"""Prompt-injection rules shared by the gateway (prompts and retrieved passages) and the knowledge stage (passages
+of documents that carry instructions aimed at the model are flagged when they are cut)."""
+
+from __future__ import annotations
+
+import re
+
+# Phrases typical of prompt-injection / jailbreak attempts (lower-cased, matched as regexes).
+INJECTION_PATTERNS = (
+    r"ignore (all |any )?(the )?(previous|prior|above) (instructions|rules|prompts?)",
+    r"disregard (all |any )?(the )?(previous|prior|above|system)",
+    r"(reveal|print|show|repeat) (me )?(your|the) (system prompt|hidden instructions|instructions)",
+    r"you are now (dan|in developer mode|unrestricted|jailbroken)",
+    r"pretend (that )?you (have no|are not bound by|don't have) (rules|restrictions|guidelines)",
+    r"developer mode",
+    r"\bjailbreak\b",
+)
+
+
+def injection_findings(text: str) -> list[str]:
+    """The injection patterns `text` matches (none: it reads as data, not as instructions to the model)."""
+    lowered = text.lower()
+    return [p for p in INJECTION_PATTERNS if re.search(p, lowered)]

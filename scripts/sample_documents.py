@@ -1,0 +1,136 @@
+"""The policy model's raw documents: no question/answer shape, three formats, one long.
+
+- `handbooks/employee_handbook.docx` (python-docx): Title, Heading 1/2 sections, a table.
+- `handbooks/services_agreement.pdf` (fpdf2): numbered clauses, each a PDF outline entry (bookmark).
+- `handbooks/admin_manual.md`: the administrator manual, 60 sections, over 50,000 characters (a document any
+  record limit would have refused).
+
+The facts the golden set asks about (`DOCUMENT_GOLDEN`, with `must_include`) each stand in exactly one section.
+No PII, no randomness: the bytes are the same on every run (fixed dates inside the files and the zip).
+"""
+
+from __future__ import annotations
+
+import datetime
+import io
+import zipfile
+
+FIXED = datetime.datetime(2026, 11, 2, 9, 0, tzinfo=datetime.timezone.utc)
+
+HANDBOOK = [
+    ("Working at Quillstack", "This handbook describes how Quillstack staff take leave, claim expenses and leave the company."),
+    ("Leave", "Full-time staff get 25 days of paid annual leave each calendar year, plus public holidays."),
+    ("Carry-over", "Up to 5 unused days of annual leave carry over into the next year; the rest lapse on 31 March."),
+    ("Parental leave", "Parents get 20 weeks of fully paid parental leave, to be taken within the child's first year."),
+    ("Expenses", "Expenses are claimed in the finance tool within 60 days of the purchase, with the receipt attached."),
+    ("Travel", "Staff book economy class for flights under 6 hours; longer flights may be booked in premium economy."),
+    ("Leaving", "The notice period is 1 month during probation and 3 months after it, from either side."),
+]
+AGREEMENT = [
+    ("1. Services", "Quillstack provides the hosted Quillstack service to the Customer under this agreement."),
+    ("2. Availability", "Quillstack makes the service available 99.9% of each calendar month, planned maintenance excluded."),
+    ("3. Service credits", "For each month below 99.9% availability the Customer receives a service credit of 10% of "
+     "that month's fees, up to 30% of the month's fees."),
+    ("4. Fees and payment", "Invoices are payable within 30 days of the invoice date; late amounts bear interest of 1% a month."),
+    ("5. Liability", "Each party's total liability is capped at the fees paid in the 12 months before the claim."),
+    ("6. Term and termination", "The agreement runs for 12 months and renews for 12 months unless either party gives "
+     "60 days' written notice before the renewal date."),
+]
+MANUAL_TOPICS = [
+    ("Workspaces", "A workspace holds boards, members and settings; an owner can create up to 20 workspaces."),
+    ("Audit log", "The audit log keeps every administrative action for 400 days and can be exported as CSV."),
+    ("SCIM provisioning", "SCIM provisioning creates and removes members from the identity provider within 5 minutes."),
+    ("IP allow lists", "An IP allow list holds up to 50 address ranges in CIDR notation, checked on every sign-in."),
+    ("Data export", "A full workspace export is ready within 24 hours and the download link stays valid for 7 days."),
+    ("Retention rules", "Retention rules delete archived boards after 90, 180 or 365 days, as the administrator chooses."),
+    ("Session timeout", "Sessions end after 12 hours of inactivity; administrators can shorten the timeout to 15 minutes."),
+    ("Guest accounts", "Guests see only the boards they are invited to and cannot create boards of their own."),
+    ("Webhooks", "A webhook is disabled after 10 consecutive failed deliveries and the owner is e-mailed."),
+    ("Rate limits", "The REST API allows 600 requests per minute per token; the limit resets every minute."),
+    ("Custom domains", "A custom domain is verified with a TXT record and its certificate renews automatically."),
+    ("Two-factor authentication", "Administrators can require two-factor authentication for every member of a workspace."),
+]
+DOCUMENT_GOLDEN = [
+    ("D-001", "How many days of paid annual leave do full-time staff get?",
+     "Full-time staff get 25 days of paid annual leave each year, plus public holidays.", ["25 days"]),
+    ("D-002", "How many unused leave days can be carried over into the next year?",
+     "Up to 5 unused days of annual leave carry over; the rest lapse on 31 March.", ["5"]),
+    ("D-003", "What service credit does a customer get for a month below the availability commitment?",
+     "A service credit of 10% of that month's fees, up to 30% of the month's fees.", ["10%"]),
+    ("D-004", "Within how many days must invoices be paid?", "Invoices are payable within 30 days of the invoice date.",
+     ["30 days"]),
+    ("D-005", "How long does the audit log keep administrative actions?",
+     "The audit log keeps every administrative action for 400 days.", ["400 days"]),
+]
+
+
+def _stable_zip(data: bytes) -> bytes:
+    """The same archive with fixed entry dates (python-docx stamps each entry with the time it was written)."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(data)) as src, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst:
+        for item in src.infolist():
+            info = zipfile.ZipInfo(item.filename, date_time=FIXED.timetuple()[:6])
+            info.compress_type = zipfile.ZIP_DEFLATED
+            dst.writestr(info, src.read(item.filename))
+    return out.getvalue()
+
+
+def handbook_docx() -> bytes:
+    from docx import Document
+
+    document = Document()
+    document.core_properties.created = document.core_properties.modified = FIXED.replace(tzinfo=None)
+    document.add_heading("Quillstack employee handbook", level=0)
+    for n, (heading, text) in enumerate(HANDBOOK):
+        document.add_heading(heading, level=2 if heading in ("Carry-over", "Parental leave", "Travel") else 1)
+        document.add_paragraph(text)
+        if n == 4:
+            table = document.add_table(rows=3, cols=2)
+            for row, (what, limit) in zip(table.rows, [("Meal", "EUR 40 a day"), ("Hotel", "EUR 180 a night"),
+                                                        ("Taxi", "when no public transport runs")]):
+                row.cells[0].text, row.cells[1].text = what, limit
+    out = io.BytesIO()
+    document.save(out)
+    return _stable_zip(out.getvalue())
+
+
+def agreement_pdf() -> bytes:
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_creation_date(FIXED)
+    pdf.set_title("Quillstack master services agreement")
+    pdf.set_font("helvetica", size=11)
+    pdf.add_page()
+    pdf.set_font("helvetica", "B", 14)
+    pdf.cell(text="Quillstack master services agreement", new_x="LMARGIN", new_y="NEXT")
+    pdf.set_font("helvetica", size=11)
+    pdf.multi_cell(0, 6, "Between Quillstack Inc. and the Customer named in the order form.")
+    for heading, text in AGREEMENT:
+        pdf.ln(4)
+        pdf.start_section(heading)
+        pdf.set_font("helvetica", "B", 12)
+        pdf.cell(text=heading, new_x="LMARGIN", new_y="NEXT")
+        pdf.set_font("helvetica", size=11)
+        pdf.multi_cell(0, 6, text)
+    return bytes(pdf.output())
+
+
+def admin_manual() -> str:
+    """~60 sections: each topic with its fact, then procedures and troubleshooting written around it."""
+    parts = ["# Quillstack administrator manual", "",
+             "This manual is for workspace owners and administrators. Each chapter covers one setting.", ""]
+    for n, (topic, fact) in enumerate(MANUAL_TOPICS, start=1):
+        parts += [f"## {n}. {topic}", "", fact, ""]
+        for sub in ("Before you start", "Step by step", "Troubleshooting", "Related settings"):
+            parts += [f"### {topic}: {sub.lower()}", ""]
+            parts += [(f"{sub} for {topic.lower()}: open Settings, choose {topic}, and review each option on the page. "
+                       f"Changes to {topic.lower()} apply to the whole workspace and are recorded in the audit log. "
+                       "Members see the change the next time they load a board. ") * 4, ""]
+    return "\n".join(parts)
+
+
+def documents() -> dict[str, bytes]:
+    """Relative path under the policy inbox -> bytes."""
+    return {"handbooks/employee_handbook.docx": handbook_docx(), "handbooks/services_agreement.pdf": agreement_pdf(),
+            "handbooks/admin_manual.md": admin_manual().encode("utf-8")}
