@@ -7,7 +7,8 @@ from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, Automation
 from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
-from resources.knowledge.examples import build_knowledge_examples
+from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, build_knowledge_examples, qa_examples
+from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
 from resources.retrieval.index import KnowledgeIndexer
@@ -80,8 +81,8 @@ def build(spec: ModelSpec) -> list:
            ins={"document_chunks": AssetIn(key=key(spec, "document_chunks")),
                 "knowledge_index": AssetIn(key=key(spec, "knowledge_index"))},
            automation_condition=AutomationCondition.eager(), **stage)
-    def knowledge_examples(context: AssetExecutionContext, indexer: KnowledgeIndexer, store: ArtifactStore,
-                           document_chunks: Artifact, knowledge_index: Artifact) -> Output[Artifact]:
+    def knowledge_examples(context: AssetExecutionContext, indexer: KnowledgeIndexer, teacher: TeacherModel,
+                           store: ArtifactStore, document_chunks: Artifact, knowledge_index: Artifact) -> Output[Artifact]:
         """Training examples made from the sections of plain-text documents, by the model's offline strategies
         (`headings`: the section's heading as a question, its text as the answer; `raft`: the same in the grounded
         prompt, among retrieved distractors, citing it or abstaining). Every candidate is counted: generated,
@@ -95,22 +96,34 @@ def build(spec: ModelSpec) -> list:
         build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
                                          retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
                                          held_out_docs=held_out)
+        usage = None
+        if used and "qa" in policy.strategies:
+            if teacher.configured:  # only redacted passages reach the teacher: document_chunks are cut from the corpus
+                session = teacher.session()
+                qa_examples(chunks, policy, session, held_out, out=build)
+                usage = session.usage.to_dict()
+                if usage["stopped"]:
+                    context.log.warning(f"qa generation stopped early: {usage['stopped']}; the examples made so far are kept")
+            else:
+                context.log.warning(f"the qa strategy is configured but {NOT_CONFIGURED}: only the offline strategies ran")
         table = frame(build.examples, KNOWLEDGE_EXAMPLE_COLUMNS)
         counts = dict(build.counts)
         version = version_of(fingerprint(table, ["doc_id", "messages"]),
                              {"document_chunks": document_chunks.version, "knowledge_index": knowledge_index.version},
                              config_of(policy, {"text_strategy": spec.dataset.text_strategy,
-                                                "title_template": spec.dataset.title_template,
-                                                "split": split}))
+                                                "title_template": spec.dataset.title_template, "split": split,
+                                                "teacher": teacher.identity() if usage is not None else None,
+                                                "prompts": [QA_PROMPT, JUDGE_PROMPT] if usage is not None else None}))
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             write_table(out, "examples.parquet", table)
             write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
             write_json(out, "counts.json", counts)
+            write_json(out, "teacher.json", usage)
         if not used:
             context.log.info(f"dataset.text_strategy is {spec.dataset.text_strategy!r}: no examples from sections")
         yields = "\n".join(f"| {s} | {counts.get(f'{s}_generated', 0)} | {counts.get(f'{s}_kept', 0)} |"
-                           for s in ("headings", "raft") if s in policy.strategies)
+                           for s in ("headings", "raft", "qa") if s in policy.strategies)
         drops = Counter({k.split("_dropped_", 1)[1]: v for k, v in counts.items() if "_dropped_" in k})
         return emit(artifact, {
             "examples": MetadataValue.int(len(table)),
@@ -118,6 +131,7 @@ def build(spec: ModelSpec) -> list:
             "dropped": reason_table(drops),
             "strategies": MetadataValue.json(list(policy.strategies) if used else []),
             "counts": MetadataValue.json(counts),
+            "teacher": MetadataValue.json(usage if usage is not None else {"used": False}),
         })
 
     return [document_chunks, chunks_trace_to_their_text, knowledge_examples]

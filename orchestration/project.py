@@ -106,11 +106,13 @@ def _yaml_message(err: Exception, folder: Path) -> str:
     """The YAML problem as a user reads it: file:line, model, field, reason (pydantic's noise left out)."""
     from pydantic import ValidationError
 
-    cause = err
+    cause, chain = err, []
     while cause is not None and not isinstance(cause, ValidationError):
+        chain.append(cause)
         cause = cause.__cause__ or cause.__context__
-    if cause is None:
-        return f"{folder}: {err}"
+    if cause is None:  # not a YAML value: say what actually failed (the innermost error), not only where
+        inner = chain[-1] if chain else err
+        return f"{folder}: {err}" + (f"\n  caused by {type(inner).__name__}: {inner}" if inner is not err else "")
     lines = []
     for problem in cause.errors():
         location = ".".join(str(p) for p in problem["loc"])

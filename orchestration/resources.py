@@ -12,6 +12,7 @@ from resources.artifacts import ArtifactIOManager
 from resources.curation.curator import TextCurator
 from resources.evaluation.evaluator import Evaluator
 from resources.evaluation.judge import JudgeModel
+from resources.knowledge.teacher import TeacherModel
 from resources.ingestion.inbox import Inbox
 from resources.models.base_model import BaseModelSource
 from resources.monitoring.alerts import AlertSink
@@ -46,6 +47,7 @@ def shared_resources(project: str | Path = ".", workdir: str | Path | None = Non
         "fine_tuner": FineTuner(work_dir=str(state / "training")),
         "evaluator": Evaluator(),
         "judge": JudgeModel(),  # unset: LLM-as-judge metrics are reported as not run
+        "teacher": TeacherModel(cache_dir=str(state / "teacher_cache")),  # unset: the offline strategies run
         "indexer": KnowledgeIndexer(),
         "vllm": VllmServer(state_dir=str(state / "serving")),
         "gateway": GatewayServer(state_dir=str(state / "serving")),

@@ -43,7 +43,14 @@ class ServingOptions(BaseModel):
         default=True, description="Answer with retrieval: the gateway puts the model's nearest passages into the "
         "grounded prompt of every chat request (a request opts out with \"tuneforge\": {\"grounding\": false}), and "
         "the evaluation scores and the promotion gate judge the model so.")
-    retrieval_passages: int = Field(default=3, ge=1, le=20, description="Passages retrieved per request (and per golden question).")
+    retrieval_passages: int = Field(default=3, description="Passages retrieved per request (and per golden question), 1-20.")
+
+    @field_validator("retrieval_passages")
+    @classmethod
+    def _passages(cls, value: int) -> int:
+        if not 1 <= value <= 20:
+            raise ValueError("serving.retrieval_passages must lie within [1, 20]")
+        return value
 
 
 class ModelSpec(BaseModel):

@@ -256,3 +256,68 @@ def test_real_package_readmes_give_chunks_and_examples(chunker):
         examples += bool(build.examples)
         seen += 1
     assert seen >= 20 and examples >= 0.9 * seen, (seen, examples)
+
+
+# -- the teacher (qa) over real HTTP -------------------------------------------------------------------------------
+@pytest.fixture
+def teacher_server():
+    from servers.openai_server import serve
+    from servers.scripted_teacher import build_teacher
+
+    app = build_teacher()
+    with serve(app) as url:
+        yield url, app
+
+
+TEACHER_DOCS = [("Pricing", "# Pricing\n\nThe Team plan costs $8 per user per month. It is billed yearly.\n"),
+                ("Broken", "# Broken\n\nMALFORMED passage about nothing in particular at all.\n"),
+                ("Refusal", "# Refusal\n\nREFUSE this passage about the data retention rules please.\n"),
+                ("Empty", "# Empty\n\nEMPTY passage that gives the teacher nothing to ask about.\n"),
+                ("Slow", "# Slow\n\nSLOW passage: the teacher takes longer than the client's timeout.\n"),
+                ("Flaky", "# Flaky\n\nFLAKY passage: backups run nightly and are kept for 30 days.\n")]
+
+
+def test_the_teacher_writes_pairs_the_judge_filters_and_every_failure_is_counted(tmp_path, chunker, teacher_server):
+    """Against a scripted OpenAI-compatible teacher on 127.0.0.1 (a large teacher LLM cannot run here): malformed
+    JSON, a refusal, an empty list and a timeout are dropped with their reasons; a 503 is retried; the judge drops
+    the answer the passage does not support; calls run concurrently, bounded; a re-run is served from the cache."""
+    from resources.knowledge.examples import qa_examples
+    from resources.knowledge.teacher import TeacherModel
+
+    url, app = teacher_server
+    chunks = section_chunks(chunker, TEACHER_DOCS)
+    teacher = TeacherModel(base_url=url, model="teacher", api_key="k", max_concurrency=3, max_retries=1, timeout_s=1.0,
+                           cache_dir=str(tmp_path / "cache"))
+    session = teacher.session()
+    build = qa_examples(chunks, KnowledgePolicy(strategies=["qa"]), session)
+    kept = [json.loads(e["messages"]) for e in build.examples]
+    assert [m[1]["content"] for m in kept] == ["The Team plan costs $8 per user per month.",
+                                               "FLAKY passage: backups run nightly and are kept for 30 days."]
+    assert kept[0][0]["content"] == "What is stated about The Team plan costs?"
+    reasons = {d["reason"] for d in build.dropped}
+    assert reasons == {"malformed_json", "refused", "empty_list", "timeout", "unsupported"}
+    assert build.counts["qa_generated"] == 4 and build.counts["qa_kept"] == 2 and build.counts["qa_dropped_unsupported"] == 2
+    usage = session.usage.to_dict()
+    assert usage["calls"] == 6 + 4 and usage["failed"] == 1 and usage["prompt_tokens"] > 0 and usage["stopped"] is None
+    assert app.state.calls["qa"] == 8  # the 503 and the timeout were each retried once
+    assert 2 <= app.state.max_in_flight <= 3  # concurrent, bounded by max_concurrency
+    assert all(e["split_key"] == e["source_doc_id"] for e in build.examples)
+
+    again = teacher.session()
+    rebuilt = qa_examples(chunks, KnowledgePolicy(strategies=["qa"]), again)
+    assert [e["messages"] for e in rebuilt.examples] == [e["messages"] for e in build.examples]
+    assert again.usage.calls == 1 and again.usage.cached == 9  # only the timed-out passage was asked again
+
+
+def test_the_teacher_stops_at_its_cap_with_a_clear_message(tmp_path, chunker, teacher_server):
+    from resources.knowledge.examples import qa_examples
+    from resources.knowledge.teacher import TeacherModel
+
+    url, _ = teacher_server
+    chunks = section_chunks(chunker, [TEACHER_DOCS[0]] * 1 + [("More", "# More\n\nRefunds are issued within 14 days.\n"),
+                                                              ("Third", "# Third\n\nInvoices are sent monthly.\n")])
+    session = TeacherModel(base_url=url, model="teacher", max_calls_per_run=2, cache_dir=str(tmp_path / "c")).session()
+    build = qa_examples(chunks, KnowledgePolicy(strategies=["qa"], qa_judge=False), session)
+    assert "max_calls_per_run" in session.usage.stopped and session.usage.calls == 2
+    assert [d["reason"] for d in build.dropped] == ["budget_exhausted"] and build.counts["qa_kept"] == 4
+    assert TeacherModel().configured is False and TeacherModel(base_url=url).problems()  # model missing

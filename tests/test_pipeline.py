@@ -61,9 +61,10 @@ def test_every_batch_ran_and_every_blocking_check_passed(pipeline):
 
 def test_each_model_has_its_own_partitions_artifacts_and_sensors(pipeline):
     instance, store = pipeline["instance"], pipeline["store"]
-    assert sorted(instance.get_dynamic_partitions("policy_batches")) == ["policies", "runbooks.json", "staff_questions.csv"]
+    assert sorted(instance.get_dynamic_partitions("policy_batches")) == ["handbooks", "policies", "runbooks.json",
+                                                                         "staff_questions.csv"]
     assert "support_qa.csv" in instance.get_dynamic_partitions("support_batches")
-    assert store.partitions("policy/raw_documents") and all(k.split("@")[0] in {"policies", "runbooks.json", "staff_questions.csv"}
+    assert store.partitions("policy/raw_documents") and all(k.split("@")[0] in {"handbooks", "policies", "runbooks.json", "staff_questions.csv"}
                                                            for k in store.partitions("policy/raw_documents"))
     support_docs = set(latest(pipeline, "support", "corpus").read_table()["doc_id"])
     policy_docs = set(latest(pipeline, "policy", "corpus").read_table()["doc_id"])
@@ -85,8 +86,34 @@ def test_ledgers_balance_and_chain_stage_to_stage(pipeline):
         assert ledger["records_in"] == sum(b["documents"] for b in batches.values()) and ledger["balanced"]
         dataset = latest(pipeline, model, "instruction_dataset")
         manifest_ = dataset.read_json("manifest.json")
-        assert dataset.read_json("ledger.json")["records_in"] == ledger["kept"] + manifest_["feedback_examples"]
+        assert dataset.read_json("ledger.json")["records_in"] == (ledger["kept"] + manifest_["knowledge_examples"]
+                                                                  + manifest_["feedback_examples"])
     assert latest(pipeline, "support", "instruction_dataset").read_json("manifest.json")["feedback_examples"] == 1
+
+
+def test_documents_of_every_format_become_passages_that_trace_to_their_files(pipeline):
+    """The policy model's handbooks (a DOCX, a PDF with an outline, a Markdown manual over 50,000 characters):
+    each is one document, none refused for its length; its passages carry their sections and the file's sha256."""
+    import hashlib
+
+    raw = latest(pipeline, "policy", "raw_documents", "handbooks")
+    docs = raw.read_table()
+    assert sorted(docs["source_path"]) == ["handbooks/admin_manual.md", "handbooks/employee_handbook.docx",
+                                           "handbooks/services_agreement.pdf"]
+    assert raw.read_table("quarantine.parquet").empty and docs["text"].str.len().max() > 50_000
+    chunks = latest(pipeline, "policy", "document_chunks").read_table("chunks.parquet")
+    for path in docs["source_path"]:
+        sha = hashlib.sha256((SAMPLE / "policy" / "inbox" / path).read_bytes()).hexdigest()
+        mine = chunks[chunks["source_path"] == path]
+        assert len(mine) >= 3 and set(mine["source_sha256"]) == {sha} and (mine["section"] != "").all(), path
+    sections = set(chunks["section"])
+    assert "Quillstack employee handbook > Leave > Carry-over" in sections
+    assert "Quillstack master services agreement > 3. Service credits" in sections
+    assert any(s.startswith("Quillstack administrator manual > 2. Audit log") for s in sections)
+    carry = chunks[chunks["section"] == "Quillstack employee handbook > Leave > Carry-over"]["text"].iloc[0]
+    assert "Up to 5 unused days" in carry
+    index = latest(pipeline, "policy", "knowledge_index").read_json("index.json")
+    assert index["passages"] == len(chunks) and index["documents"] == chunks["doc_id"].nunique()
 
 
 def test_bad_inputs_are_quarantined_with_reasons(pipeline):

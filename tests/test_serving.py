@@ -69,7 +69,7 @@ def serving(tmp_path_factory, smol_model_path):
     store = project.definitions.resources["store"]
     for model in ("support", "policy"):
         record(instance, store, AssetKey([model, "base_model"]), "b", lambda out: write_json(out, "model.json", {"path": smol_model_path}))
-        record(instance, store, AssetKey([model, "knowledge_index"]), "i", lambda out: write_json(out, "index.json", {}))
+        record(instance, store, AssetKey([model, "knowledge_index"]), "i", knowledge_index)
     # as `tuneforge run` does: the shared base model's vLLM starts in the background, once for both models
     from orchestration import workflows
 
@@ -81,6 +81,25 @@ def serving(tmp_path_factory, smol_model_path):
         servers["gateway"].stop()
         servers["vllm"].stop_all()
         instance.dispose()
+
+
+PASSAGES = [("kb-tokens", "API tokens", "API tokens > Expiry", "API tokens expire after 90 days and can be revoked at any time."),
+            ("kb-boards", "Plans", "Plans > Free plan", "The Free plan allows 3 boards per workspace.")]
+
+
+def knowledge_index(out):
+    """A real (small) knowledge index: passages and their MiniLM vectors."""
+    import numpy as np
+    import pandas as pd
+
+    from resources.retrieval.index import PASSAGE_COLUMNS, KnowledgeIndexer
+    from resources.storage import write_json
+
+    rows = [{"chunk_id": c, "doc_id": c, "external_id": c.upper(), "title": t, "section": sec, "start": 0, "end": len(x),
+             "text": x, "source_path": "kb.jsonl", "source_sha256": "a" * 64} for c, t, sec, x in PASSAGES]
+    np.save(out / "vectors.npy", KnowledgeIndexer().embed([r["text"] for r in rows]))
+    pd.DataFrame(rows)[PASSAGE_COLUMNS].to_parquet(out / "passages.parquet")
+    write_json(out, "index.json", {"passages": len(rows)})
 
 
 def add_adapter(serving, model: str, version: str, seed: int, promote: bool):
@@ -131,9 +150,21 @@ def test_two_models_side_by_side_through_one_vllm_and_one_gateway_each_with_its_
     policy_key = add_key(serving["project"], "policy-team", ["policy"])
     answer = ask(serving, support_key, "support")
     assert answer.status_code == 200 and answer.json()["tuneforge"]["adapter_version"] == "adapter-a"
-    # the tuned model answers through the gateway exactly as transformers + PEFT does (greedy, fp32)
+    # the tuned model answers through the gateway, with retrieval (the default), exactly as transformers + PEFT
+    # does given the grounded prompt the evaluation builds (greedy, fp32): one prompt for serving and evaluation
+    from resources.knowledge.prompt import grounded_messages
+
+    sources = answer.json()["tuneforge"]["sources"]
+    assert [s["id"] for s in sources][:1] == ["kb-tokens"] and sources[0]["section"] == "API tokens > Expiry"
+    by_id = {c: {"chunk_id": c, "title": t, "section": sec, "text": x} for c, t, sec, x in PASSAGES}
+    grounded = grounded_messages([{"role": "user", "content": "How long do API tokens last?"}], [by_id[s["id"]] for s in sources])
     path_a = str(serving["store"].partition_dir("support/lora_adapter", "adapter-a"))
-    assert answer.json()["choices"][0]["message"]["content"].strip() == local_answer(serving["base"], path_a, "How long do API tokens last?", 12)
+    assert answer.json()["choices"][0]["message"]["content"].strip() == local_answer(serving["base"], path_a, grounded, 12)
+    bare = httpx.post(f"{serving['gateway'].url}/v1/chat/completions", timeout=120, headers={"Authorization": f"Bearer {support_key}"},
+                      json={"model": "support", "messages": [{"role": "user", "content": "How long do API tokens last?"}],
+                            "max_tokens": 12, "temperature": 0, "tuneforge": {"grounding": False}}).json()
+    assert bare["tuneforge"]["sources"] == []
+    assert bare["choices"][0]["message"]["content"].strip() == local_answer(serving["base"], path_a, "How long do API tokens last?", 12)
     other = ask(serving, policy_key, "policy")
     assert other.status_code == 200 and other.json()["tuneforge"]["adapter_version"] == "adapter-p"
     assert other.json()["choices"][0]["message"]["content"] != answer.json()["choices"][0]["message"]["content"]
@@ -144,6 +175,33 @@ def test_two_models_side_by_side_through_one_vllm_and_one_gateway_each_with_its_
     log = RequestLog(serving["project"].definitions.resources["request_log"].database_url)
     rows = {r["id"]: r["model"] for r in log.rows(requests)}
     assert rows[answer.json()["id"]] == "support" and rows[other.json()["id"]] == "policy"
+
+
+def test_the_served_base_model_as_teacher_end_to_end(serving, tmp_path):
+    """The qa strategy with the real vLLM (serving the embedded base model) as its teacher: mechanics, not quality
+    (a 135M model writes poor questions): every passage is asked, every candidate is counted, a re-run is served
+    from the cache."""
+    from resources.knowledge.examples import qa_examples
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.teacher import TeacherModel
+
+    chunks = [{"chunk_id": c, "doc_id": c, "kind": "text", "title": t, "section": sec, "text": f"## {sec}\n\n{x}",
+               "start": 0, "batch": "b"} for c, t, sec, x in PASSAGES]
+    teacher = TeacherModel(base_url=f"{serving['vllm'].base_url}/v1", model="base", api_key=serving["vllm"].api_key,
+                           max_tokens=96, max_concurrency=2, cache_dir=str(tmp_path / "cache"))
+    session = teacher.session()
+    build = qa_examples(chunks, KnowledgePolicy(strategies=["qa"], qa_pairs_per_chunk=2), session)
+    usage = session.usage.to_dict()
+    judged = build.counts["qa_generated"]
+    assert usage["calls"] == len(chunks) + judged and usage["completion_tokens"] > 0 and usage["failed"] == 0
+    dropped = sum(v for k, v in build.counts.items() if k.startswith("qa_dropped_"))
+    unanswered = sum(v for k, v in build.counts.items() if k in ("qa_dropped_malformed_json", "qa_dropped_refused",
+                                                                  "qa_dropped_empty_list"))
+    assert build.counts["qa_kept"] + dropped - unanswered == judged  # every pair kept or dropped with a reason
+    again = teacher.session()
+    assert [e["messages"] for e in qa_examples(chunks, KnowledgePolicy(strategies=["qa"], qa_pairs_per_chunk=2),
+                                               again).examples] == [e["messages"] for e in build.examples]
+    assert again.usage.calls == 0 and again.usage.cached == usage["calls"]
 
 
 def test_the_printed_curl_works_when_pasted(serving):

@@ -1,6 +1,8 @@
 """The document-to-training-data engine's offline strategies: examples from the sections of documents.
 
-`headings` asks, for each section, a question made from the document's title and the section's heading,
+`qa` (with a teacher model) asks the teacher for question/answer pairs answerable from each passage alone,
+then asks it, as judge, whether each answer is supported by the passage and each question standalone; every
+candidate is counted — generated, kept, dropped by reason. `headings` asks, for each section, a question made from the document's title and the section's heading,
 answered by the section's first chunk. It needs no model and runs anywhere; it teaches the model where
 things are said and to answer in the documents' words, not to reason over them. `raft` wraps the same
 question in the grounded prompt (`resources.knowledge.prompt`): the section's chunk among distractors
@@ -127,3 +129,106 @@ def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: Kno
         yield {"id": f"holdout-{example['doc_id']}", "prompt": messages[0]["content"], "answer": messages[-1]["content"],
                "messages": messages, "split": "golden", "source_doc_id": example["external_id"] or example["source_doc_id"],
                "tags": ["holdout", "section"], "origin": "holdout:headings"}
+
+
+QA_PROMPT = """You write training data from a company's documents.
+Passage (from "{title}", section "{section}"):
+---
+{text}
+---
+Write {n} question and answer pairs that this passage alone answers. Each question must make sense on its own,
+without the passage (name what it is about). Each answer states the facts from the passage in one or two sentences.
+Reply with only a JSON list: [{{"question": "...", "answer": "..."}}]"""
+
+JUDGE_PROMPT = """Passage:
+---
+{text}
+---
+Question: {question}
+Answer: {answer}
+Is every fact in the answer stated in the passage, and can the question be understood without the passage?
+Reply with only JSON: {{"supported": true or false, "standalone": true or false}}"""
+
+REFUSAL = re.compile(r"\b(i can(no|')t|i am unable|i'm unable|i won't|as an ai)\b", re.IGNORECASE)
+
+
+def _json_payload(text: str, opener: str, closer: str):
+    start, end = text.find(opener), text.rfind(closer)
+    if start < 0 or end <= start:
+        raise ValueError("no JSON")
+    return json.loads(text[start:end + 1])
+
+
+def parse_pairs(text: str) -> tuple[list[tuple[str, str]], str | None]:
+    """The teacher's pairs, or ([], reason): refused | malformed_json | empty_list."""
+    try:
+        payload = _json_payload(text, "[", "]")
+    except ValueError:
+        return [], "refused" if REFUSAL.search(text) else "malformed_json"
+    if not isinstance(payload, list):
+        return [], "malformed_json"
+    pairs = [(str(p["question"]).strip(), str(p["answer"]).strip()) for p in payload
+             if isinstance(p, dict) and isinstance(p.get("question"), str) and isinstance(p.get("answer"), str)
+             and p["question"].strip() and p["answer"].strip()]
+    if not payload:
+        return [], "empty_list"
+    return pairs, None if pairs else "malformed_json"
+
+
+def parse_verdict(text: str) -> dict[str, bool] | None:
+    try:
+        payload = _json_payload(text, "{", "}")
+    except ValueError:
+        return None
+    if not isinstance(payload, dict) or not all(isinstance(payload.get(k), bool) for k in ("supported", "standalone")):
+        return None
+    return {"supported": payload["supported"], "standalone": payload["standalone"]}
+
+
+def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, session, held_out_docs: set[str] = frozenset(),
+                out: KnowledgeBuild | None = None) -> KnowledgeBuild:
+    """The `qa` strategy over every passage of a plain-text document (held-out documents' passages are not sent)."""
+    out = out or KnowledgeBuild()
+    passages = [c for c in chunks if c.get("kind") == "text" and c["doc_id"] not in held_out_docs]
+    asks = [[{"role": "user", "content": QA_PROMPT.format(title=c["title"], section=c["section"] or c["title"],
+                                                          text=_body(c), n=policy.qa_pairs_per_chunk)}] for c in passages]
+    candidates = []
+    for chunk, reply in zip(passages, session.ask_many(asks)):
+        if reply.text is None:
+            out.drop(chunk["chunk_id"], "qa", reply.error or "no_reply", f"the teacher gave no answer ({reply.error})")
+            continue
+        pairs, problem = parse_pairs(reply.text)
+        if problem:
+            out.drop(chunk["chunk_id"], "qa", problem, f"the teacher's reply for {chunk['chunk_id']} is {problem}")
+            continue
+        out.counts["qa_generated"] += len(pairs)
+        candidates += [(chunk, q, a) for q, a in pairs]
+    if policy.qa_judge and candidates:
+        verdicts = session.ask_many([[{"role": "user", "content": JUDGE_PROMPT.format(text=_body(c), question=q, answer=a)}]
+                                     for c, q, a in candidates])
+    else:
+        verdicts = [None] * len(candidates)
+    seen = set()
+    for (chunk, question, answer), verdict in zip(candidates, verdicts):
+        if policy.qa_judge:
+            judged = parse_verdict(verdict.text) if verdict is not None and verdict.text else None
+            if judged is None:
+                out.drop(chunk["chunk_id"], "qa", "judge_failed",
+                         f"no verdict on {question!r} ({verdict.error if verdict is not None and verdict.error else 'malformed'})")
+                continue
+            if not judged["supported"]:
+                out.drop(chunk["chunk_id"], "qa", "unsupported", f"the answer to {question!r} is not in the passage")
+                continue
+            if not judged["standalone"]:
+                out.drop(chunk["chunk_id"], "qa", "not_standalone", f"{question!r} needs the passage to be understood")
+                continue
+        key = re.sub(r"\W+", " ", question.casefold()).strip()
+        if key in seen:
+            out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r} was asked already")
+            continue
+        seen.add(key)
+        example = _example(chunk, "qa", [{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
+        example["doc_id"] = sha256_hex(f"qa:{chunk['chunk_id']}:{key}")[:20]
+        out.examples.append(example)
+        out.counts["qa_kept"] += 1
+    return out

@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.knowledge.chunking import ChunkRules
 
-Strategy = Literal["headings", "raft"]
+Strategy = Literal["headings", "raft", "qa"]
 
 
 class KnowledgePolicy(BaseModel):
@@ -24,7 +24,12 @@ class KnowledgePolicy(BaseModel):
         description="Views made from the sections of plain-text documents (dataset.text_strategy 'sections'): "
         "'headings' (a question from the title and heading, answered by the section's first chunk) and 'raft' "
         "(the same question in the grounded prompt the gateway builds: the section's chunk among retrieved "
-        "distractors, the answer citing it, or an abstention when it is left out).")
+        "distractors, the answer citing it, or an abstention when it is left out), and 'qa' (a teacher model writes "
+        "qa_pairs_per_chunk question/answer pairs from each passage and, as judge, drops the unsupported and the "
+        "not standalone; needs TeacherModel).")
+    qa_pairs_per_chunk: int = Field(default=3, description="Question/answer pairs the teacher writes per passage.")
+    qa_judge: bool = Field(default=True, description="Ask the teacher, as judge, whether each pair is supported by its "
+                           "passage and its question standalone; drop those that are not.")
     question_template: str = Field(
         default="What does {title} say about {heading}?",
         description="The headings strategy's question for a section; {title} and {heading} are filled in. A section "
@@ -39,6 +44,8 @@ class KnowledgePolicy(BaseModel):
         self.chunk_rules()  # raises on bad sizes
         if not 0 <= self.raft_oracle_fraction <= 1:
             raise ValueError("KnowledgePolicy.raft_oracle_fraction must lie within [0, 1]")
+        if not 1 <= self.qa_pairs_per_chunk <= 20:
+            raise ValueError("KnowledgePolicy.qa_pairs_per_chunk must lie within [1, 20]")
         if "{heading}" not in self.question_template:
             raise ValueError("KnowledgePolicy.question_template must contain {heading}")
         return self
