@@ -77,6 +77,7 @@ bench: install serving-env
 	$(PY) benchmarks/generation_throughput.py
 	$(PY) benchmarks/serving_throughput.py
 	$(PY) benchmarks/incremental_ingestion.py
+	$(PY) benchmarks/knowledge_throughput.py
 
 sample: install
 	$(PY) scripts/generate_sample_corpus.py
