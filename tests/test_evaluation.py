@@ -245,7 +245,7 @@ def test_judge_metrics_and_a_comparison_endpoint_over_real_http(eval_inputs, dag
                                       judge=JudgeModel(base_url=url, model="scripted-judge", api_key="test-key"))
     scores = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")
     assert scores["judge_metrics"] == f"run: scripted-judge at {url}"
-    assert set(scores["scores"]) == {"base", "candidate", "hosted"}
+    assert set(scores["scores"]) == {"base", "base+retrieval", "candidate", "candidate+retrieval", "hosted"}
     # the hosted row answers every golden question word for word; the tiny random model answers noise
     assert scores["scores"]["hosted"]["exact_match"] == 1.0
     assert scores["scores"]["hosted"]["judge_correctness"] == 1.0

@@ -34,7 +34,8 @@ def save_splits(examples: pd.DataFrame, splits: list[str], folder: Path, extra: 
             row["messages"] = [dict(m) for m in row["messages"]]
             for name, kind in extra.items():
                 if kind == "list":
-                    row[name] = [str(x) for x in (row[name] if row[name] is not None else [])]
+                    value = row[name]  # a list, or missing (None, or NaN where no row of a frame had the column)
+                    row[name] = [str(x) for x in value] if hasattr(value, "__iter__") and not isinstance(value, str) else []
         parts[split] = Dataset.from_dict({c: [row[c] for row in rows] for c in columns}, features=feats)
     DatasetDict(parts).save_to_disk(str(folder))
     return {name: len(ds) for name, ds in parts.items()}

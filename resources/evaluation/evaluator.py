@@ -23,6 +23,11 @@ METRICS = ("exact_match", "token_f1", "rouge_l", "semantic_similarity", "context
 RETRIEVAL = "+retrieval"  # the suffix of a row answered as served: the question in the grounded prompt
 
 
+def _strings(value) -> list[str]:
+    """A list column's value as a list (parquet gives arrays; a missing value is None or NaN)."""
+    return [str(v) for v in value] if hasattr(value, "__iter__") and not isinstance(value, str) else []
+
+
 def baseline_of(role: str) -> str:
     """The row a role is compared with: the base model answering the same way (bare, or with retrieval)."""
     return "base" + RETRIEVAL if role.endswith(RETRIEVAL) else "base"
@@ -100,9 +105,8 @@ class Evaluator(ConfigurableResource):
         (the passages the gateway would retrieve for each question), every local contender answers a second time
         as served — the question in the grounded prompt — as the row `<role>+retrieval`."""
         prompts, references = list(golden["prompt"]), list(golden["answer"])
-        facts = [list(f) if f is not None and len(f) else [] for f in golden["must_include"]] \
-            if "must_include" in golden else None
-        unanswerable = [bool(t is not None and "unanswerable" in list(t)) for t in golden["tags"]] if "tags" in golden else None
+        facts = [_strings(f) for f in golden["must_include"]] if "must_include" in golden else None
+        unanswerable = [("unanswerable" in _strings(t)) for t in golden["tags"]] if "tags" in golden else None
         rows: list[dict] = []
         aggregates: dict[str, dict[str, float]] = {}
         runs = []

@@ -128,7 +128,7 @@ def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: Kno
         messages = json.loads(example["messages"])
         yield {"id": f"holdout-{example['doc_id']}", "prompt": messages[0]["content"], "answer": messages[-1]["content"],
                "messages": messages, "split": "golden", "source_doc_id": example["external_id"] or example["source_doc_id"],
-               "tags": ["holdout", "section"], "origin": "holdout:headings"}
+               "tags": ["holdout", "section"], "origin": "holdout:headings", "must_include": []}
 
 
 QA_PROMPT = """You write training data from a company's documents.
