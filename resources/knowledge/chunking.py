@@ -60,30 +60,31 @@ class Chunker:
     def chunk(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
         text = doc["text"]
         sections = outline(text) if doc.get("kind") == "text" else [_whole(text)]
-        chunks = []
+        chunks, pieces = [], []
         for section in sections:
             body = text[section.start:section.end]
             for offset, piece in self.splitter.chunk_indices(body):
-                start = section.start + offset
-                end = start + len(piece)
-                if not piece.strip():
-                    continue
-                chunks.append({
-                    "chunk_id": sha256_hex(f"{doc['doc_id']}:{start}:{end}")[:20],
-                    "doc_id": doc["doc_id"],
-                    "external_id": doc.get("external_id"),
-                    "title": doc.get("title") or "",
-                    "section": " > ".join(section.path),
-                    "level": section.level,
-                    "start": start,
-                    "end": end,
-                    "tokens": len(self.tokenizer.encode(piece, add_special_tokens=False).ids),
-                    "text": piece,
-                    "kind": doc.get("kind"),
-                    "batch": doc.get("batch"),
-                    "source_path": doc.get("source_path"),
-                    "source_sha256": doc.get("source_sha256"),
-                })
+                if piece.strip():
+                    pieces.append((section, section.start + offset, piece))
+        counts = [len(e.ids) for e in self.tokenizer.encode_batch([p for _, _, p in pieces], add_special_tokens=False)]
+        for (section, start, piece), tokens in zip(pieces, counts):
+            end = start + len(piece)
+            chunks.append({
+                "chunk_id": sha256_hex(f"{doc['doc_id']}:{start}:{end}")[:20],
+                "doc_id": doc["doc_id"],
+                "external_id": doc.get("external_id"),
+                "title": doc.get("title") or "",
+                "section": " > ".join(section.path),
+                "level": section.level,
+                "start": start,
+                "end": end,
+                "tokens": tokens,
+                "text": piece,
+                "kind": doc.get("kind"),
+                "batch": doc.get("batch"),
+                "source_path": doc.get("source_path"),
+                "source_sha256": doc.get("source_sha256"),
+            })
         return chunks
 
     def chunk_all(self, documents: Iterable[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import io
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import PurePosixPath
 
 DOCUMENT_FORMATS = ("md", "markdown", "txt", "rst", "html", "htm", "pdf", "docx")
@@ -47,14 +48,20 @@ class ParsedDocument:
 
 
 # -- the section tree of a canonical text --------------------------------------------------------------
+@lru_cache(maxsize=1)
+def _block_parser():
+    """CommonMark's block structure only: headings and their raw text, without parsing the inline markup."""
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark").disable("inline")
+
+
 def outline(text: str) -> list[Section]:
     """Sections of a canonical (or any Markdown) text, in order, covering it without gaps: headings are what
     markdown-it-py parses as headings (a `#` line inside a code block is not one)."""
-    from markdown_it import MarkdownIt
-
     line_starts = [0] + [m.end() for m in re.finditer("\n", text)]
     heads = []  # (char offset of the heading line, level, heading text)
-    tokens = MarkdownIt("commonmark").parse(text)
+    tokens = _block_parser().parse(text)
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.map:
             heads.append((line_starts[token.map[0]], int(token.tag[1]), tokens[i + 1].content.strip()))
@@ -115,10 +122,8 @@ def _tidy(text: str) -> str:
 
 def _markdown(text: str) -> str:
     """Markdown stays as it is, with Setext headings (a line underlined by === or ---) rewritten as ATX."""
-    from markdown_it import MarkdownIt
-
     lines = text.replace("\r\n", "\n").split("\n")
-    tokens = MarkdownIt("commonmark").parse("\n".join(lines))
+    tokens = _block_parser().parse("\n".join(lines))
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.markup in ("=", "-") and token.map:
             first, last = token.map  # heading text lines, then the underline
