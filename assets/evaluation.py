@@ -38,10 +38,11 @@ def adapter_of(spec: ModelSpec, champion: Artifact | None) -> Artifact | None:
     return Artifact(asset, record["adapter_key"], record["adapter_version"], store=champion.store)
 
 
-def contexts(indexer: KnowledgeIndexer, index: Artifact, golden: pd.DataFrame, k: int) -> list[list[str]]:
-    """Retrieved passages for golden questions answerable from the knowledge base; [] for the others."""
+def contexts(index, golden: pd.DataFrame, k: int) -> list[list[str]]:
+    """Retrieved passages (from a loaded index) for golden questions answerable from the knowledge base; [] for
+    the others."""
     answerable = golden["source_doc_id"].notna().tolist()
-    hits = iter(indexer.passages(index.path, [p for p, a in zip(golden["prompt"], answerable) if a], k))
+    hits = iter(index.passages([p for p, a in zip(golden["prompt"], answerable) if a], k))
     return [[h["text"] for h in next(hits)] if a else [] for a in answerable]
 
 
@@ -74,10 +75,10 @@ def build(spec: ModelSpec) -> list:
         if in_service is not None and in_service.version != lora_adapter.version:
             contenders.append(Contender("champion", base_path, str(in_service.path)))
         contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
-        passages = contexts(indexer, knowledge_index, golden, evaluator.grounding_passages)
+        index = indexer.load(knowledge_index.path)  # read once, for both uses
+        passages = contexts(index, golden, evaluator.grounding_passages)
         # as served: the passages the gateway retrieves (same index version, same k, same grounded prompt)
-        retrieved = indexer.load(knowledge_index.path).passages(list(golden["prompt"]), spec.serving.retrieval_passages) \
-            if spec.serving.retrieval else None
+        retrieved = index.passages(list(golden["prompt"]), spec.serving.retrieval_passages) if spec.serving.retrieval else None
         table, aggregates = evaluator.compare(contenders, golden, passages, judge, log=context.log.info, retrieved=retrieved)
         intervals = paired_intervals(table)  # each row against the base model answering the same way
         inputs = {"lora_adapter": lora_adapter.version, "base_model": base_model.version, "golden_dataset": golden_dataset.version,

@@ -39,8 +39,9 @@ def build(spec: ModelSpec) -> list:
         version = version_of(fingerprint(table, ["chunk_id", "text", "section"]), {"corpus": corpus.version},
                              config_of(policy.chunk_rules(), {"tokenizer": [spec.base_model, spec.base_model_revision]}))
         # a passage that carries instructions aimed at the model: flagged here, left out of grounded prompts by the gateway
-        instructed = [{"chunk_id": c["chunk_id"], "source_path": c["source_path"], "section": c["section"],
-                       "patterns": injection_findings(c["text"])} for c in chunks if injection_findings(c["text"])]
+        findings = ((c, injection_findings(c["text"])) for c in chunks)
+        instructed = [{"chunk_id": c["chunk_id"], "source_path": c["source_path"], "section": c["section"], "patterns": found}
+                      for c, found in findings if found]
         for row in instructed:
             context.log.warning(f"passage {row['chunk_id']} of {row['source_path']} ({row['section'] or 'no section'}) "
                                 f"carries instructions aimed at the model: {', '.join(row['patterns'])}")

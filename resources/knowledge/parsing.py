@@ -194,9 +194,7 @@ def _html(markup: str) -> str:
     from bs4 import BeautifulSoup, NavigableString
 
     soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "svg", "head"]):
-        if tag.name == "head":
-            continue
+    for tag in soup(["script", "style", "noscript", "template", "svg"]):
         tag.decompose()
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
     if soup.head:

@@ -229,11 +229,12 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             k = int(route.get("retrieval_passages") or settings.grounding_passages)
             found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], texts[-1], k)
             # retrieved passages are untrusted input too: one that carries instructions aimed at the model is left out
-            flagged = [p for p in found if injection_findings(p["text"])]
-            sources = [p for p in found if p not in flagged]
+            clean = [not injection_findings(p["text"]) for p in found]
+            sources = [p for p, ok in zip(found, clean) if ok]
+            flagged = len(found) - len(sources)
             if flagged:
-                findings["retrieved_injection"] = len(flagged)
-                m_guard.labels("input", "retrieved_injection").inc(len(flagged))
+                findings["retrieved_injection"] = flagged
+                m_guard.labels("input", "retrieved_injection").inc(flagged)
             if sources:
                 body["messages"] = grounded_messages(body["messages"], sources)
         body["model"] = route["upstream"]
