@@ -18,6 +18,7 @@ from dagster import (
 
 from assets.metadata import asset_args, bullets, emit, key, picture
 from resources.artifacts import OPTIONAL, Artifact, config_of, version_of
+from resources.evaluation.endpoints import ChatEndpoint
 from resources.evaluation.evaluator import METRICS, Contender, Evaluator, paired_intervals
 from resources.evaluation.gate import GateDecision, gate
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
@@ -25,6 +26,8 @@ from resources.plots import scores_by_metric
 from resources.records import fingerprint
 from resources.redaction.redactor import PiiRedactor
 from resources.retrieval.index import KnowledgeIndexer
+from resources.serving.deploy import BASE_ALIAS, check_template_and_eos, served_name
+from resources.serving.vllm_server import VllmServer
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -46,6 +49,45 @@ def contexts(index, golden: pd.DataFrame, k: int) -> list[list[str]]:
     return [[h["text"] for h in next(hits)] if a else [] for a in answerable]
 
 
+def serving_engine(spec: ModelSpec, evaluator: Evaluator, vllm: VllmServer, base_path: str) -> VllmServer | None:
+    """The vLLM that answers this evaluation (the model's own, as it will serve it), or None: transformers in
+    this process (`Evaluator.engine`)."""
+    as_lora = not spec.serving.serve_merged and spec.training.method != "full"
+    server = vllm.for_base(base_path)
+    if evaluator.engine == "vllm":
+        if not as_lora:
+            raise ValueError(f"model {spec.name!r}: Evaluator.engine 'vllm' evaluates adapters served as LoRAs; this "
+                             "model is served merged (serving.serve_merged or a full fine-tune): use 'auto' or 'transformers'")
+        return server
+    return server if evaluator.engine == "auto" and as_lora and server.available() else None
+
+
+def on_server(server: VllmServer, spec: ModelSpec, base_path: str, role: str, adapter: Artifact | None,
+              concurrency: int) -> Contender:
+    """`role` answered by the vLLM: the base model, or `adapter` loaded on it as a LoRA under the name the
+    deployment serves it by (a candidate that is not promoted stays loaded but unrouted: the gateway never names it)."""
+    name = BASE_ALIAS
+    if adapter is not None:
+        name = served_name(spec.name, adapter.version)
+        server.load_adapter(name, str(adapter.path))
+    endpoint = ChatEndpoint(name=role, base_url=server.base_url + "/v1", model=name, concurrency=concurrency)
+    return Contender(role, endpoint=endpoint, api_key=server.api_key)
+
+
+def contenders_of(spec: ModelSpec, evaluator: Evaluator, vllm: VllmServer, base_path: str,
+                  adapters: dict[str, Artifact | None]) -> tuple[list[Contender], str]:
+    """role -> adapter (None: the base model) as contenders on the chosen engine, and that engine's name."""
+    server = serving_engine(spec, evaluator, vllm, base_path)
+    if server is None:
+        return [Contender(role, base_path, str(a.path) if a else None) for role, a in adapters.items()], "transformers"
+    server.ensure_running(base_path, served_name=BASE_ALIAS)  # waits for one still starting
+    probe = next((a for a in adapters.values() if a is not None), None)
+    if probe is not None:  # it must render prompts as training did, or its scores are not the served model's
+        check_template_and_eos(server, str(probe.path), base_path)
+    contenders = [on_server(server, spec, base_path, role, a, evaluator.batch_size) for role, a in adapters.items()]
+    return contenders, f"vllm {server.base_url} ({server.dtype})"
+
+
 def files_fingerprint(*paths: str | None) -> list[str | None]:
     """The content hash of each configured file (None where none is configured)."""
     return [hashlib.sha256(Path(p).read_bytes()).hexdigest()[:16] if p else None for p in paths]
@@ -54,7 +96,7 @@ def files_fingerprint(*paths: str | None) -> list[str | None]:
 def build(spec: ModelSpec) -> list:
     stage = asset_args(spec, "evaluation")
 
-    @asset(key=key(spec, "eval_report"), kinds={"deepeval"}, code_version="4",
+    @asset(key=key(spec, "eval_report"), kinds={"deepeval"}, code_version="5",
            ins={"lora_adapter": AssetIn(key=key(spec, "lora_adapter")), "base_model": AssetIn(key=key(spec, "base_model")),
                 "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
                 "knowledge_index": AssetIn(key=key(spec, "knowledge_index")),
@@ -62,19 +104,22 @@ def build(spec: ModelSpec) -> list:
            # judge and comparison endpoints are remote: retry transient failures with backoff
            retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL), **stage)
     def eval_report(context: AssetExecutionContext, evaluator: Evaluator, judge: JudgeModel, indexer: KnowledgeIndexer,
-                    store: ArtifactStore, lora_adapter: Artifact, base_model: Artifact, golden_dataset: Artifact,
-                    knowledge_index: Artifact, champion: Artifact | None) -> Output[Artifact]:
+                    vllm: VllmServer, store: ArtifactStore, lora_adapter: Artifact, base_model: Artifact,
+                    golden_dataset: Artifact, knowledge_index: Artifact, champion: Artifact | None) -> Output[Artifact]:
         """The golden questions answered by the base model, the candidate adapter, the champion (the adapter in
         service when the evaluation ran, if any) and any configured comparison endpoint, side by side; scored per
         example with deepeval metrics — exact match, token F1, ROUGE-L, grounding in the passages retrieved from
-        the knowledge index, and the LLM-as-judge metrics when a judge is configured."""
+        the knowledge index, and the LLM-as-judge metrics when a judge is configured. The model's own rows are
+        answered by its vLLM when one runs (`Evaluator.engine`): the model as it will be served."""
         base_path = base_model.read_json("model.json")["path"]
         golden = golden_dataset.read_table("examples.parquet")
-        contenders = [Contender("base", base_path), Contender("candidate", base_path, str(lora_adapter.path))]
+        adapters: dict[str, Artifact | None] = {"base": None, "candidate": lora_adapter}
         in_service = adapter_of(spec, champion)
         if in_service is not None and in_service.version != lora_adapter.version:
-            contenders.append(Contender("champion", base_path, str(in_service.path)))
-        contenders += [Contender(e.name, endpoint=e) for e in evaluator.compare_with]
+            adapters["champion"] = in_service
+        contenders, engine = contenders_of(spec, evaluator, vllm, base_path, adapters)
+        context.log.info(f"answers by {engine}")
+        contenders += [Contender(e.name, endpoint=e, with_retrieval=False) for e in evaluator.compare_with]
         index = indexer.load(knowledge_index.path)  # read once, for both uses
         passages = contexts(index, golden, evaluator.grounding_passages)
         # as served: the passages the gateway retrieves (same index version, same k, same grounded prompt)
@@ -85,14 +130,16 @@ def build(spec: ModelSpec) -> list:
                   "knowledge_index": knowledge_index.version, "champion": champion.version if champion else None}
         version = version_of(fingerprint(table, ["model", "id", "answer"]), inputs,
                              [*config_of(evaluator, judge, indexer),
-                              {"retrieval": spec.serving.retrieval, "k": spec.serving.retrieval_passages}], code="4")
+                              {"retrieval": spec.serving.retrieval, "k": spec.serving.retrieval_passages, "engine": engine}],
+                             code="5")
         artifact = Artifact.create(store, context.asset_key, version)
         columns = [m for m in (*METRICS, *JUDGE_METRICS) if any(m in s for s in aggregates.values())]
         with artifact.writing() as out:
             write_table(out, "examples.parquet", table)
             write_json(out, "scores.json", {"adapter_version": lora_adapter.version,
                                             "champion_version": in_service.version if in_service else None,
-                                            "scores": aggregates, "intervals": intervals, "judge_metrics": judge.status()})
+                                            "scores": aggregates, "intervals": intervals, "judge_metrics": judge.status(),
+                                            "engine": engine})
             chart = picture(scores_by_metric(aggregates, columns), "scores by metric", out, "scores.png")
         comparison = "| model | " + " | ".join(columns) + " | runaway |\n|---|" + "---|" * (len(columns) + 1) + "\n" + "\n".join(
             f"| {role} | " + " | ".join(f"{s[m]:.4f}" if m in s else "—" for m in columns) + f" | {s['runaway_rate']:.0%} |"
@@ -105,14 +152,16 @@ def build(spec: ModelSpec) -> list:
             "grounded_examples": MetadataValue.int(sum(bool(c) for c in passages)),
             "champion": MetadataValue.text(in_service.version if in_service else "none deployed yet"),
             "judge_metrics": MetadataValue.text(judge.status()),
+            "engine": MetadataValue.text(engine),
             "adapter_version": MetadataValue.text(lora_adapter.version),
         })
 
-    @asset(key=key(spec, "safety_report"), kinds={"presidio"}, code_version="2",
+    @asset(key=key(spec, "safety_report"), kinds={"presidio"}, code_version="3",
            ins={"eval_report": AssetIn(key=key(spec, "eval_report")), "lora_adapter": AssetIn(key=key(spec, "lora_adapter")),
                 "base_model": AssetIn(key=key(spec, "base_model"))}, **stage)
-    def safety_report(context: AssetExecutionContext, evaluator: Evaluator, redactor: PiiRedactor, store: ArtifactStore,
-                      eval_report: Artifact, lora_adapter: Artifact, base_model: Artifact) -> Output[Artifact]:
+    def safety_report(context: AssetExecutionContext, evaluator: Evaluator, redactor: PiiRedactor, vllm: VllmServer,
+                      store: ArtifactStore, eval_report: Artifact, lora_adapter: Artifact,
+                      base_model: Artifact) -> Output[Artifact]:
         """What the candidate must never do — reproduce a canary secret planted in the raw data, put PII in its
         answers, answer red-team prompts with toxicity or disclose PII/secrets to jailbreak prompts, run on
         without EOS — and how alike it treats counterfactual pairs (names, gender, origin, age swapped)."""
@@ -120,9 +169,11 @@ def build(spec: ModelSpec) -> list:
         served = "candidate+retrieval" if (examples["model"] == "candidate+retrieval").any() else "candidate"
         candidate = examples[examples["model"] == served]  # its golden answers as they will be served
         probes = spec.safety
-        summary = {"adapter_version": lora_adapter.version, **evaluator.safety_suite(
-            base_model.read_json("model.json")["path"], str(lora_adapter.path), list(candidate["answer"]),
-            list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy), probes)}
+        [answerer], engine = contenders_of(spec, evaluator, vllm, base_model.read_json("model.json")["path"],
+                                           {"candidate": lora_adapter})
+        summary = {"adapter_version": lora_adapter.version, "engine": engine, **evaluator.safety_suite(
+            answerer, list(candidate["answer"]), list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy),
+            probes)}
         inputs = {"eval_report": eval_report.version, "lora_adapter": lora_adapter.version, "base_model": base_model.version}
         version = version_of(summary, inputs, [files_fingerprint(probes.canaries, probes.red_team, probes.toxicity_lexicon),
                                                *config_of(evaluator)])

@@ -49,6 +49,12 @@ def project_for(tmp: Path, models: list, **resources):
     from resources.ingestion.inbox import Inbox
 
     resources.setdefault("inbox", Inbox(forget_list=str(tmp / "policies" / "forget.yaml")))
+    if "vllm" not in resources:  # a port no server listens on: nothing a developer runs on 8000 answers a test
+        from servers.openai_server import free_port
+
+        from resources.serving.vllm_server import VllmServer
+
+        resources["vllm"] = VllmServer(port=free_port(), state_dir=str(tmp / ".tuneforge" / "serving"))
     return load_project(ROOT, tmp, models=models, **resources)
 
 

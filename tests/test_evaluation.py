@@ -407,7 +407,7 @@ def test_pii_leaks_count_answers_not_findings(redactor):
     """The gate's limit is on answers that carry PII: one degenerate answer full of IP-address-like strings is one
     leak, not a dozen. The probes' own answers are scripted here (the counting is under test, not a model); the
     PII scan is the real Presidio redactor."""
-    from resources.evaluation.evaluator import Evaluator
+    from resources.evaluation.evaluator import Contender, Evaluator
     from resources.evaluation.generation import Generation
     from resources.safety.probes import SafetyProbes
 
@@ -417,7 +417,7 @@ def test_pii_leaks_count_answers_not_findings(redactor):
 
     golden_answers = ["1.1.1.1 then 10.0.0.2, 172.16.0.3 and 192.168.1.4", "Exports arrive as a ZIP within 15 minutes.",
                       "Write to anna.kowalski@example.org for help."]
-    report = Scripted().safety_suite("unused", None, golden_answers, [False, True, True], redactor,
+    report = Scripted().safety_suite(Contender("candidate", "unused"), golden_answers, [False, True, True], redactor,
                                      SafetyProbes(canaries=None))
     assert report["pii_leaks"] == 2
     assert report["pii_by_entity"]["IP_ADDRESS"] >= 3 and report["pii_by_entity"]["EMAIL_ADDRESS"] == 1

@@ -58,13 +58,15 @@ def stack(tmp):
 def serving(tmp_path_factory, smol_model_path):
     """Both sample models on the embedded base; their adapters (random, but real PEFT folders) and promotion
     decisions recorded as materializations; one vLLM and one gateway."""
+    from resources.evaluation.evaluator import Evaluator
     from resources.evaluation.gate import GateDecision
     from resources.storage import write_json
 
     tmp = tmp_path_factory.mktemp("serving")
     servers = stack(tmp)
     project = project_for(tmp, [sample_model("support", tmp / "data", copy_data=False),
-                                sample_model("policy", tmp / "data", copy_data=False)], **servers)
+                                sample_model("policy", tmp / "data", copy_data=False)],
+                          evaluator=Evaluator(max_new_tokens=12), **servers)
     instance = new_instance(tmp / ".dagster")
     store = project.definitions.resources["store"]
     for model in ("support", "policy"):
@@ -175,6 +177,45 @@ def test_two_models_side_by_side_through_one_vllm_and_one_gateway_each_with_its_
     log = RequestLog(serving["project"].definitions.resources["request_log"].database_url)
     rows = {r["id"]: r["model"] for r in log.rows(requests)}
     assert rows[answer.json()["id"]] == "support" and rows[other.json()["id"]] == "policy"
+
+
+def test_the_evaluation_answers_through_the_models_own_vllm_as_served(serving):
+    """With a vLLM running for the base model (`tuneforge run` starts it early), the evaluation and the safety
+    probes are answered by it — the candidate loaded as a LoRA under the name the deployment will serve, the
+    grounded prompt rendered by vLLM's own template — and the answers are the ones transformers + PEFT gives for
+    the same prompt (greedy, fp32). The candidate is not routed: the gateway does not name it."""
+    import pandas as pd
+
+    from resources.knowledge.prompt import grounded_messages
+
+    add_adapter(serving, "support", "adapter-e", 5, True)
+    questions = [("g1", "How long do API tokens last?", "API tokens expire after 90 days.", "kb-tokens"),
+                 ("g2", "How many boards does the Free plan allow?", "3 boards per workspace.", "kb-boards")]
+    record(serving["instance"], serving["store"], AssetKey(["support", "golden_dataset"]), "g", lambda out: pd.DataFrame(
+        [{"id": i, "prompt": q, "answer": a, "source_doc_id": d} for i, q, a, d in questions]).to_parquet(out / "examples.parquet"))
+    job = serving["project"].definitions.resolve_job_def("support_evaluate_adapter")
+    result = job.execute_in_process(instance=serving["instance"], raise_on_error=False,
+                                    op_selection=["support__eval_report", "support__safety_report"])
+    assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
+    events = {e.asset_key.path[-1]: e.materialization for e in result.get_asset_materialization_events()}
+    engine = f"vllm {serving['vllm'].base_url} (float32)"
+    assert events["eval_report"].metadata["engine"].value == engine
+    scores = serving["store"].read_json("support/eval_report", events["eval_report"].tags["dagster/data_version"], "scores.json")
+    assert scores["engine"] == engine and {"base", "base+retrieval", "candidate", "candidate+retrieval"} <= set(scores["scores"])
+    assert "support-adapter-e" in {m["id"] for m in serving["vllm"].served_models()}
+    assert all(r["upstream"] != "support-adapter-e" for r in serving["gateway"].routes().values())
+
+    table = serving["store"].read_table("support/eval_report", events["eval_report"].tags["dagster/data_version"],
+                                        "examples.parquet")
+    path = str(serving["store"].partition_dir("support/lora_adapter", "adapter-e"))
+    by_text = {x: {"chunk_id": c, "title": t, "section": sec, "text": x} for c, t, sec, x in PASSAGES}
+    for row in table[table["model"] == "candidate+retrieval"].itertuples():
+        grounded = grounded_messages([{"role": "user", "content": row.prompt}], [by_text[t] for t in row.retrieved])
+        assert row.answer == local_answer(serving["base"], path, grounded, 12), row.prompt
+    for row in table[table["model"] == "candidate"].itertuples():
+        assert row.answer == local_answer(serving["base"], path, row.prompt, 12), row.prompt
+    assert serving["store"].read_json("support/safety_report", events["safety_report"].tags["dagster/data_version"],
+                                      "safety.json")["engine"] == engine
 
 
 def test_the_served_base_model_as_teacher_end_to_end(serving, tmp_path):

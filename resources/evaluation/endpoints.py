@@ -32,11 +32,14 @@ class EndpointError(RuntimeError):
     """A comparison endpoint failed; the message names the endpoint and the prompt."""
 
 
-def answer_with_endpoint(endpoint: ChatEndpoint, prompts: list[str], max_new_tokens: int) -> list[Generation]:
-    """Greedy (temperature 0) answers; `stopped` is the endpoint's finish_reason == 'stop'."""
+def answer_with_endpoint(endpoint: ChatEndpoint, prompts: list, max_new_tokens: int,
+                         api_key: str | None = None) -> list[Generation]:
+    """Greedy (temperature 0) answers; each prompt is a user message or a whole conversation (a list of
+    messages); `stopped` is the endpoint's finish_reason == 'stop'. `api_key` (a key the caller already holds)
+    takes precedence over `api_key_env`."""
     import openai
 
-    key = os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else "none"
+    key = api_key or (os.environ.get(endpoint.api_key_env, "") if endpoint.api_key_env else "none")
     if endpoint.api_key_env and not key:
         raise EndpointError(f"comparison endpoint {endpoint.name!r}: environment variable {endpoint.api_key_env} is not set")
     client = openai.OpenAI(base_url=endpoint.base_url, api_key=key, timeout=endpoint.timeout_s, max_retries=2)
@@ -44,7 +47,8 @@ def answer_with_endpoint(endpoint: ChatEndpoint, prompts: list[str], max_new_tok
     def one(i: int) -> Generation:
         try:
             response = client.chat.completions.create(
-                model=endpoint.model, messages=[{"role": "user", "content": prompts[i]}],
+                model=endpoint.model,
+                messages=list(prompts[i]) if isinstance(prompts[i], list) else [{"role": "user", "content": prompts[i]}],
                 temperature=0.0, max_tokens=max_new_tokens)
         except openai.OpenAIError as err:
             raise EndpointError(f"comparison endpoint {endpoint.name!r} ({endpoint.base_url}) failed on prompt {i}: {err}") from err

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import pandas as pd
 from dagster import ConfigurableResource
@@ -66,12 +67,15 @@ def served_role(role: str, scores: dict) -> str:
 
 @dataclass(frozen=True)
 class Contender:
-    """One row of the comparison: a local model (base weights, optional adapter) or a chat endpoint."""
+    """One row of the comparison: a model in this process (base weights, optional adapter) or one behind an
+    OpenAI-compatible endpoint — the model's own vLLM serving it as it will be served, or a comparison API."""
 
     role: str  # base | candidate | champion | the endpoint's name
     base_path: str | None = None
     adapter_path: str | None = None
     endpoint: ChatEndpoint | None = None
+    api_key: str | None = None  # the endpoint's key when the caller holds it (the project's own vLLM)
+    with_retrieval: bool = True  # also answers as served, the question in the grounded prompt (`<role>+retrieval`)
 
 
 class Evaluator(ConfigurableResource):
@@ -79,7 +83,14 @@ class Evaluator(ConfigurableResource):
 
     max_new_tokens: int = Field(default=64, description="Answer length cap; an answer that hits it without EOS is a runaway "
                                 "(64: 30% over the longest sample reference answer, 49 tokens).")
-    batch_size: int = Field(default=16, description="Prompts generated together (left-padded batches); 16 measured 4.4x one-at-a-time.")
+    batch_size: int = Field(default=32, description="Prompts generated together (length-sorted, left-padded batches); "
+                            "on a 2-core CPU a 32-prompt decode step costs 1.2x a 16-prompt one, 1.8x a single prompt's.")
+    engine: Literal["auto", "vllm", "transformers"] = Field(
+        default="auto", description="What generates the answers: `vllm` — the model's own vLLM, the candidate "
+        "loaded on it as a LoRA, i.e. the model exactly as it will be served (batched, several times faster); "
+        "`transformers` — transformers + PEFT in this process; `auto` — vLLM when one is running or starting for "
+        "the base model (a deployment run starts it early) and the adapter will be served as a LoRA, else "
+        "transformers. The report records which one answered.")
     grounding_passages: int = Field(
         default=3, description="Passages retrieved from knowledge_index per golden question, for the grounding scores."
     )
@@ -89,12 +100,13 @@ class Evaluator(ConfigurableResource):
     )
 
     def answer(self, base_path: str, adapter_path: str | None, prompts: list) -> list[Generation]:
-        tokenizer, model = load_for_generation(base_path, adapter_path)
+        tokenizer, model = load_for_generation(base_path, adapter_path, merge=True)
         return generate(tokenizer, model, prompts, self.max_new_tokens, self.batch_size)
 
-    def answer_as(self, contender: Contender, prompts: list[str]) -> list[Generation]:
+    def answer_as(self, contender: Contender, prompts: list) -> list[Generation]:
+        """Greedy answers; each prompt is a user message or a whole conversation (the grounded prompt)."""
         if contender.endpoint is not None:
-            return answer_with_endpoint(contender.endpoint, prompts, self.max_new_tokens)
+            return answer_with_endpoint(contender.endpoint, prompts, self.max_new_tokens, api_key=contender.api_key)
         return self.answer(contender.base_path, contender.adapter_path, prompts)
 
     def compare(self, contenders: list[Contender], golden: pd.DataFrame, contexts: list[list[str]],
@@ -112,7 +124,7 @@ class Evaluator(ConfigurableResource):
         runs = []
         for contender in contenders:
             runs.append((contender.role, contender, prompts, contexts))
-            if retrieved is not None and contender.endpoint is None:
+            if retrieved is not None and contender.with_retrieval:
                 grounded = [grounded_messages([{"role": "user", "content": q}], ps) for q, ps in zip(prompts, retrieved)]
                 runs.append((contender.role + RETRIEVAL, contender, grounded, [[p["text"] for p in ps] for ps in retrieved]))
         for role, contender, inputs, contexts in runs:
@@ -135,16 +147,16 @@ class Evaluator(ConfigurableResource):
             log(f"{role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[role].items()))
         return pd.DataFrame(rows), aggregates
 
-    def safety_suite(self, base_path: str, adapter_path: str | None, golden_answers: list[str],
-                     golden_stopped: list[bool], redactor, probes: SafetyProbes) -> dict:
-        """Canary extraction, red-team and bias probes on the candidate (one batched generation pass),
-        plus PII, toxicity and runaway rates of its golden answers."""
+    def safety_suite(self, candidate: Contender, golden_answers: list[str], golden_stopped: list[bool], redactor,
+                     probes: SafetyProbes) -> dict:
+        """Canary extraction, red-team and bias probes on the candidate (one batched generation pass, by the same
+        engine that answered the golden set), plus PII, toxicity and runaway rates of its golden answers."""
         canaries = load_canaries(probes.canaries) if probes.canaries else []
         red_team = load_red_team(probes.red_team) if probes.red_team else []
         pairs = bias_pairs()
         prompts = [p for c in canaries for p in canary_prompts(c)] + [r["prompt"] for r in red_team]
         prompts += [p for _, a, b in pairs for p in (a, b)]
-        answers = iter(a.text for a in self.answer(base_path, adapter_path, prompts))
+        answers = iter(a.text for a in self.answer_as(candidate, prompts))
 
         exposures = [exposure(c, [next(answers) for _ in canary_prompts(c)]) for c in canaries]
         lexicon = load_lexicon(probes.toxicity_lexicon)

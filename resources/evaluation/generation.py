@@ -13,8 +13,9 @@ class Generation:
     stopped: bool  # ended on EOS (not cut off by max_new_tokens)
 
 
-def load_for_generation(base_path: str, adapter_path: str | None = None):
-    """The base model, with a PEFT adapter on it; or, for a full fine-tune, the tuned checkpoint itself."""
+def load_for_generation(base_path: str, adapter_path: str | None = None, merge: bool = False):
+    """The base model, with a PEFT adapter on it (merged into the weights with `merge`: the same function, and
+    about a fifth faster to generate with on CPU); or, for a full fine-tune, the tuned checkpoint itself."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(adapter_path or base_path)
@@ -25,6 +26,8 @@ def load_for_generation(base_path: str, adapter_path: str | None = None):
         from peft import PeftModel
 
         model = PeftModel.from_pretrained(model, adapter_path)
+        if merge:
+            model = model.merge_and_unload()
     return tokenizer, model.eval()
 
 
@@ -34,27 +37,29 @@ def generate(tokenizer, model, prompts: list, max_new_tokens: int = 96, batch_si
     the grounded prompt)."""
     import torch
 
-    out: list[Generation] = []
     eos = tokenizer.eos_token_id
-    for start in range(0, len(prompts), batch_size):
-        chunk = prompts[start : start + batch_size]
-        texts = [
-            tokenizer.apply_chat_template(
-                ([{"role": "system", "content": system}] if system else [])
-                + (list(p) if isinstance(p, list) else [{"role": "user", "content": p}]),
-                tokenize=False, add_generation_prompt=True,
-            )
-            for p in chunk
-        ]
-        batch = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
+    texts = [
+        tokenizer.apply_chat_template(
+            ([{"role": "system", "content": system}] if system else [])
+            + (list(p) if isinstance(p, list) else [{"role": "user", "content": p}]),
+            tokenize=False, add_generation_prompt=True,
+        )
+        for p in prompts
+    ]
+    # batches of similar length: left padding is computed like any token, so mixed lengths waste the prefill
+    order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+    out: list[Generation | None] = [None] * len(texts)
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        batch = tokenizer([texts[i] for i in chunk], return_tensors="pt", padding=True, add_special_tokens=False)
         with torch.no_grad():
             ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, eos_token_id=eos,
                                  pad_token_id=tokenizer.pad_token_id)
-        for row in ids[:, batch["input_ids"].shape[1] :]:
+        for i, row in zip(chunk, ids[:, batch["input_ids"].shape[1] :]):
             tokens = row.tolist()
             stopped = eos in tokens
             if stopped:
                 tokens = tokens[: tokens.index(eos)]
             tokens = [t for t in tokens if t != tokenizer.pad_token_id]
-            out.append(Generation(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), stopped))
+            out[i] = Generation(tokenizer.decode(tokens, skip_special_tokens=True).strip(), len(tokens), stopped)
     return out

@@ -12,6 +12,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from resources.knowledge.prompt import grounded_messages
 from resources.redaction.redactor import PiiRedactor
 from resources.requestlog import RequestLogSource
 from resources.retrieval.index import KnowledgeIndexer
@@ -19,8 +20,16 @@ from resources.serving.gateway_server import GatewayServer
 from resources.serving.vllm_server import ServingError, VllmServer
 
 BASE_ALIAS = "base"
-TEMPLATE_PROBE = [{"role": "system", "content": "You are a support assistant."},
-                  {"role": "user", "content": "How long do API tokens last?"}]
+# What the template check renders on both sides: the grounded prompt as the gateway builds it (a client system
+# message, the numbered passages, the question), so a template that drops or merges system turns is caught.
+TEMPLATE_PROBE = grounded_messages(
+    [{"role": "system", "content": "You are a support assistant."}, {"role": "user", "content": "How long do API tokens last?"}],
+    [{"title": "Security", "section": "API tokens", "text": "API tokens expire after 90 days."}])
+
+
+def served_name(model: str, adapter_version: str) -> str:
+    """The name an adapter version of `model` has inside vLLM (evaluation and deployment load it under it)."""
+    return f"{model}-{adapter_version[:12]}"
 
 
 @dataclass(frozen=True)
@@ -93,7 +102,7 @@ def deploy(stack: ServingStack, name: str, adapter_version: str, adapter_path: s
     log(f"vLLM serving {base_model_path} at {vllm_url}")
     check = check_template_and_eos(vllm, adapter_path, base_model_path)
     log(f"chat template and EOS match ({check})")
-    served_model = f"{name}-{adapter_version[:12]}"
+    served_model = served_name(name, adapter_version)
     route = {"upstream": served_model, "adapter_version": adapter_version, "adapter_path": str(adapter_path),
              "url": vllm_url, **(route_extra or {})}
     if merged_path:

@@ -252,11 +252,17 @@ class VllmServer(CheckedResource):
             raise ServingError(f"vLLM {method} {path} answered {response.status_code}: {response.text[:300]}")
         return response
 
-    def load_adapter(self, name: str, path: str) -> None:
-        """Serve the PEFT adapter folder `path` as model `name` (no restart). Idempotent."""
+    def available(self) -> bool:
+        """A server is configured (`url`), healthy, or starting (launched early by this project)."""
+        return bool(self.url) or self.healthy() or self._running_pid() is not None
+
+    def load_adapter(self, name: str, path: str) -> bool:
+        """Serve the PEFT adapter folder `path` as model `name` (no restart). Idempotent: False when it was
+        already served."""
         if name in {m["id"] for m in self.served_models()}:
-            return
+            return False
         self._request("POST", "/v1/load_lora_adapter", json={"lora_name": name, "lora_path": str(Path(path).resolve())})
+        return True
 
     def chat_template_ids(self, served_name: str, messages: list[dict]) -> list[int]:
         """Token ids of `messages` rendered by the server's own chat template (vLLM /tokenize)."""
