@@ -86,7 +86,9 @@ def check_command(args: argparse.Namespace) -> int:
 def keys_command(args: argparse.Namespace) -> int:
     from orchestration import workflows
 
-    key = workflows.add_key(_project(args), args.client, args.models.split(","), args.requests_per_minute)
+    allow = tuple(p for p in (args.allow or "").split(",") if p)
+    key = workflows.add_key(_project(args), args.client, args.models.split(","), args.requests_per_minute,
+                            allowed_parameters=allow, max_tokens=args.max_tokens)
     print(f"API key for {args.client!r} (shown once; only its SHA-256 is stored): {key}")
     return 0
 
@@ -199,6 +201,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("client")
     p.add_argument("--models", required=True, help="comma-separated model names the client may call ('*' for all)")
     p.add_argument("--requests-per-minute", type=int, default=60)
+    p.add_argument("--allow", default="", help="comma-separated privileged request parameters this key may use "
+                   "(n, logprobs, top_logprobs, logit_bias); every returned text is still guarded")
+    p.add_argument("--max-tokens", type=int, default=1024, help="completion tokens per request (and the default)")
     p = command("rollback", rollback_command, "serve a model's previous adapter again (default: the one before the current)")
     p.add_argument("--model", required=True)
     p.add_argument("--to", default=None, help="adapter version to put back")

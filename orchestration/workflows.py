@@ -431,16 +431,23 @@ def init_project(root: Path, name: str | None = None) -> Scaffold:
 
 
 # -- operations ------------------------------------------------------------------------------------------------
-def add_key(project: Project, client: str, models: list[str], requests_per_minute: int = 60) -> str:
+def add_key(project: Project, client: str, models: list[str], requests_per_minute: int = 60,
+            allowed_parameters: tuple[str, ...] = (), max_tokens: int = 1024) -> str:
     """Create or rotate a client's gateway API key for `models` (served names); only its SHA-256 is stored."""
     from resources.serving.gateway.keys import KeyRing
+    from resources.serving.gateway.schema import PRIVILEGED
+
+    wrong = [p for p in allowed_parameters if p not in PRIVILEGED]
+    if wrong:
+        raise ProjectError(f"--allow: {', '.join(wrong)} is not a privileged parameter (those are: {', '.join(PRIVILEGED)})")
 
     unknown = [m for m in models if m not in {*project.names, "base", "*"}]
     if unknown:
         raise ProjectError(f"no model named {', '.join(unknown)} in this project (models: {', '.join(project.names)})")
     gateway = project.definitions.resources["gateway"]
     ring = KeyRing.load(gateway.keys_file)
-    key = ring.add(client, models, requests_per_minute=requests_per_minute)
+    key = ring.add(client, models, requests_per_minute=requests_per_minute, allowed_parameters=allowed_parameters,
+                   max_tokens=max_tokens)
     ring.save(gateway.keys_file)
     return key
 

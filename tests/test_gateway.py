@@ -81,11 +81,11 @@ def test_authentication_models_and_limits(stack):
     refused = chat(stack, "hi", key=stack["bob"])
     assert refused.status_code == 404 and refused.json()["error"]["type"] == "model_not_found"
     unknown = chat(stack, "hi", model="no-such-model", key=stack["bob"]).json()["error"]
-    assert {k: v for k, v in refused.json()["error"].items() if k != "message"} == {k: v for k, v in unknown.items() if k != "message"}
+    assert refused.json()["error"] == unknown  # the same answer, word for word: nothing tells the two apart
     big = chat(stack, "x" * 5_000)
     assert big.status_code == 413 and "4000" in big.json()["error"]["message"]
-    codes = [chat(stack, "hi", model="other-team", key=stack["bob"]).status_code for _ in range(3)]
-    assert codes == [200, 200, 429]
+    # bob's limit is 2 a minute, and the two refused requests counted: probing is rate-limited like any request
+    assert chat(stack, "hi", model="other-team", key=stack["bob"]).status_code == 429
     listed = httpx.get(f"{stack['url']}/v1/models", headers={"Authorization": f"Bearer {stack['bob']}"}).json()
     assert [m["id"] for m in listed["data"]] == ["other-team"]
 
@@ -207,7 +207,9 @@ def stream_chunks(stack, content, model="support", endpoint="chat/completions"):
 
 
 def test_streaming_passes_text_through_and_stops_a_leak_midway(stack):
-    text = "Exports arrive as a ZIP file within fifteen minutes of the request, by email."
+    text = ("Exports arrive as a ZIP file within fifteen minutes of the request, by email. Each board is one CSV "
+            "file in it, with its cards, comments and attachments listed. Archived boards are included when the "
+            "workspace owner asks for them, and the link stays valid for seven days.")
     chunks = stream_chunks(stack, text)
     assert "".join(c["choices"][0]["delta"]["content"] for c in chunks) == text
     assert len(chunks) > 3 and chunks[-1]["choices"][0]["finish_reason"] == "stop"

@@ -28,6 +28,15 @@ from resources.knowledge.prompt import grounded_messages, source_of
 from resources.safety.probes import SHIPPED_LEXICON
 from resources.serving.gateway.guards import Guards, injection_findings
 from resources.serving.gateway.keys import Client, KeyRing
+from resources.serving.gateway.schema import (
+    RequestError,
+    Usage,
+    choice_texts,
+    parse_request,
+    parse_response,
+    upstream_body,
+    withhold,
+)
 from resources.requestlog import RequestLog
 
 BLOCKED = "[withheld by the tuneforge output guard: {reason}]"
@@ -59,7 +68,9 @@ class GatewaySettings(BaseModel):
     embedding_max_chars: int | None = Field(default=None, description="Characters of each question embedded (None: the default).")
     grounding_passages: int = Field(default=3, description="Passages put into context for a grounded request, where the "
                                     "model's route does not set its own (serving.retrieval_passages).")
-    stream_holdback_chars: int = Field(default=48, description="Streamed text held back until the output guard has seen it.")
+    stream_holdback_chars: int = Field(default=64, description="Streamed characters held back until the whole output "
+                                       "guard has passed them (at least the longest canary is held back, whatever this says); "
+                                       "at least the longest personal-data value to catch.")
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
@@ -169,6 +180,19 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         await run_in_threadpool(log.record, row)
         return response
 
+    async def read_body(request: Request, limit: int) -> bytes | None:
+        """The body, or None once it exceeds `limit` — judged from Content-Length and while reading, so an
+        oversized body is never buffered whole."""
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > limit):
+            return None
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                return None
+        return bytes(body)
+
     async def guarded(request: Request, endpoint: str) -> Response:
         started = time.perf_counter()
         rid = f"tf-{uuid.uuid4().hex}"
@@ -177,30 +201,41 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             return client  # unauthenticated requests are not logged against a client
         row: dict[str, Any] = {"id": rid, "client": client.name, "endpoint": endpoint, "status": 200}
 
-        async def fail(status: int, message: str, kind: str) -> Response:
-            row.update(status=status, error=message)
+        async def fail(status: int, message: str, kind: str, detail: str | None = None) -> Response:
+            """`detail` goes to the request log only (the owner-only database), never to the client."""
+            row.update(status=status, error=message + (f"; upstream said: {detail}" if detail else ""))
             return await finish(row, _error(status, message, kind), started)
 
-        body_bytes = await request.body()
-        if len(body_bytes) > client.max_request_bytes:
-            return await fail(413, f"request body of {len(body_bytes)} bytes exceeds this client's limit of {client.max_request_bytes}", "request_too_large")
+        if not limiter.allow(client):  # every request counts, the refused and malformed ones too
+            return await fail(429, f"rate limit of {client.requests_per_minute} requests/minute exceeded", "rate_limit_exceeded")
+        body_bytes = await read_body(request, client.max_request_bytes)
+        if body_bytes is None:
+            return await fail(413, f"request body exceeds this client's limit of {client.max_request_bytes} bytes", "request_too_large")
         try:
-            body = json.loads(body_bytes)
-            alias = body["model"]
-        except (ValueError, KeyError, TypeError):
-            return await fail(400, "request body must be JSON with a 'model' field", "invalid_request_error")
-        row["model"] = alias
+            raw = json.loads(body_bytes)
+        except ValueError:
+            return await fail(400, "request body must be a JSON object", "invalid_request_error")
+        alias = raw.get("model") if isinstance(raw, dict) else None
+        if not isinstance(alias, str):
+            return await fail(400, "request body must be a JSON object with a 'model' field", "invalid_request_error")
         route = routes.models().get(alias)
         if route is None or (alias not in client.models and "*" not in client.models):
             # a model outside the key's scope is answered as one that is not served: no probing for names
-            return await fail(404, f"model {alias!r} is not served here (GET /v1/models lists yours)", "model_not_found")
-        if not limiter.allow(client):
-            return await fail(429, f"rate limit of {client.requests_per_minute} requests/minute exceeded", "rate_limit_exceeded")
+            return await fail(404, "model is not served here (GET /v1/models lists yours)", "model_not_found")
+        row["model"] = alias
+        try:
+            req = parse_request(raw, endpoint, client.allowed_parameters, client.max_messages, client.max_tokens)
+        except RequestError as err:
+            return await fail(400, str(err), "invalid_request_error")
         row.update(upstream_model=route["upstream"], adapter_version=route.get("adapter_version"))
 
-        # input guard on everything the user wrote
-        texts = [m.get("content") or "" for m in body.get("messages", []) if m.get("role") == "user"] if endpoint == "chat" \
-            else [body.get("prompt") or ""]
+        # input guard on everything the client wrote, in every role
+        if endpoint == "chat":
+            if route.get("allow_client_system") is False and any(m.role == "system" for m in req.messages):
+                return await fail(400, "system messages are not accepted for this model (its serving policy)", "guardrail_refusal")
+            texts = [m.text() for m in req.messages]
+        else:
+            texts = [req.prompt]
         guards = await run_in_threadpool(guards_for, route)
         verdicts = [await run_in_threadpool(guards.check_input, t) for t in texts]
         findings: dict[str, int] = {}
@@ -216,34 +251,36 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             row["prompt_redacted"] = "\n".join(v.text for v in verdicts)
         if refused:
             return await fail(400, f"prompt refused by the input guard: {refused.reason}", "guardrail_refusal")
-        redacted = iter(v.text for v in verdicts)
-        if endpoint == "chat":
-            body["messages"] = [{**m, "content": next(redacted)} if m.get("role") == "user" else m for m in body["messages"]]
-        else:
-            body["prompt"] = next(redacted)
+        clean = [v.text for v in verdicts]
+        messages = [{"role": m.role, "content": t, **({"name": m.name} if m.name else {})}
+                    for m, t in zip(req.messages, clean)] if endpoint == "chat" else None
+        # what retrieval searches with and the canary check reads across: the last user turn (or the prompt)
+        question = next((t for m, t in zip(reversed(req.messages), reversed(clean)) if m.role == "user"), "") \
+            if endpoint == "chat" else clean[0]
 
         sources = []
-        options = body.pop("tuneforge", None) or {}
-        grounding = options.get("grounding", route.get("retrieval", False))  # the model's default; a request may opt out
-        if grounding and route.get("knowledge_index_dir") and endpoint == "chat" and texts:
+        grounding = req.tuneforge.grounding if req.tuneforge and req.tuneforge.grounding is not None \
+            else route.get("retrieval", False)  # the model's default; a request may opt out
+        if grounding and route.get("knowledge_index_dir") and endpoint == "chat" and question:
             k = int(route.get("retrieval_passages") or settings.grounding_passages)
-            found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], texts[-1], k)
+            found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], question, k)
             # retrieved passages are untrusted input too: one that carries instructions aimed at the model is left out
-            clean = [not injection_findings(p["text"]) for p in found]
-            sources = [p for p, ok in zip(found, clean) if ok]
+            ok = [not injection_findings(p["text"]) for p in found]
+            sources = [p for p, keep in zip(found, ok) if keep]
             flagged = len(found) - len(sources)
             if flagged:
                 findings["retrieved_injection"] = flagged
                 m_guard.labels("input", "retrieved_injection").inc(flagged)
             if sources:
-                body["messages"] = grounded_messages(body["messages"], sources)
-        body["model"] = route["upstream"]
+                messages = grounded_messages(messages, sources)
+        body = upstream_body(req, route["upstream"], client.max_tokens, messages=messages,
+                             prompt=clean[0] if endpoint != "chat" else None)
         # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
         path = route.get("url", "") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
                  "sources": [source_of(s) for s in sources]}
-        if body.get("stream"):
-            return await stream(body, path, row, started, extra, endpoint, guards)
+        if req.stream:
+            return await stream(body, path, row, started, extra, endpoint, guards, question)
 
         upstream_started = time.perf_counter()
         try:
@@ -254,34 +291,46 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         m_up.set(1)
         row["upstream_ms"] = (time.perf_counter() - upstream_started) * 1000
         if response.status_code >= 400:
-            status = 503 if response.status_code >= 500 else response.status_code
-            return await fail(status, f"model server answered {response.status_code}: {response.text[:300]}", "upstream_error")
-        data = response.json()
-        usage = data.get("usage") or {}
-        row.update(prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"))
-        m_tokens.labels(alias, "prompt").inc(usage.get("prompt_tokens") or 0)
-        m_tokens.labels(alias, "completion").inc(usage.get("completion_tokens") or 0)
-        choice = data["choices"][0]
-        text = choice["message"]["content"] if endpoint == "chat" else choice["text"]
-        verdict = await run_in_threadpool(guards.check_output, text or "")
-        row["output_guard"] = verdict.findings
-        for k, n in verdict.findings.items():
-            m_guard.labels("output", k).inc(n)
-        if not verdict.allowed:
-            text = BLOCKED.format(reason=verdict.reason)
-            choice["finish_reason"] = "content_filter"
-            if endpoint == "chat":
-                choice["message"]["content"] = text
+            status = 503 if response.status_code >= 500 else 400  # its text is logged, never echoed: it names internals
+            return await fail(status, f"the model server refused the request (status {response.status_code})", "upstream_error",
+                              detail=response.text[:300])
+        try:
+            data = parse_response(response.json(), endpoint)
+        except ValueError:
+            return await fail(502, "the model server sent a response the gateway cannot read", "upstream_error")
+        usage = data.usage or Usage()
+        row.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
+        m_tokens.labels(alias, "prompt").inc(usage.prompt_tokens)
+        m_tokens.labels(alias, "completion").inc(usage.completion_tokens)
+        outputs, output_findings = [], {}
+        for choice in data.choices:  # every choice, every text field of it
+            verdict = None
+            for text in choice_texts(choice):
+                verdict = await run_in_threadpool(guards.check_output, text, True, question)
+                if not verdict.allowed:
+                    break
+            for k, n in (verdict.findings if verdict else {}).items():
+                output_findings[k] = output_findings.get(k, 0) + n
+                m_guard.labels("output", k).inc(n)
+            if verdict is not None and not verdict.allowed:
+                withhold(choice, BLOCKED.format(reason=verdict.reason))
+                outputs.append(choice.message.content if endpoint == "chat" else choice.text)
             else:
-                choice["text"] = text
-        row["response_redacted"] = text if not verdict.allowed else (await run_in_threadpool(guards.redact, [text or ""]))[0][0]
-        data.update(id=rid, model=alias, tuneforge={**extra, "output_guard": verdict.findings})
-        return await finish(row, JSONResponse(data), started)
+                text = (choice.message.content if endpoint == "chat" else choice.text) or ""
+                outputs.append((await run_in_threadpool(guards.redact, [text]))[0][0])
+        row["output_guard"] = output_findings
+        row["response_redacted"] = "\n".join(o or "" for o in outputs)
+        data.id, data.model = rid, alias
+        return await finish(row, JSONResponse({**data.model_dump(exclude_none=True),
+                                               "tuneforge": {**extra, "output_guard": output_findings}}), started)
 
-    async def stream(body: dict, path: str, row: dict, started: float, extra: dict, endpoint: str, guards: Guards) -> Response:
-        """Stream through, holding back the last characters until the output guard has seen them; a
-        blocked stream ends with finish_reason content_filter and never carries the offending text."""
-        body["stream_options"] = {"include_usage": True}
+    async def stream(body: dict, path: str, row: dict, started: float, extra: dict, endpoint: str, guards: Guards,
+                     question: str) -> Response:
+        """Stream through, releasing text only once the whole output guard (canaries, toxicity and Presidio's
+        personal data) has passed it, and holding back at least the longest canary or entity; a blocked stream
+        ends with finish_reason content_filter and never carries the offending text. The upstream's
+        finish_reason is passed on."""
+        holdback = max(settings.stream_holdback_chars, guards.longest_canary + 1)
         request = upstream.build_request("POST", path, json=body)
         try:
             response = await upstream.send(request, stream=True)
@@ -293,8 +342,15 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         if response.status_code >= 400:
             text = (await response.aread()).decode(errors="replace")
             await response.aclose()
-            row.update(status=503 if response.status_code >= 500 else response.status_code, error=text[:300])
-            return await finish(row, _error(row["status"], f"model server answered {response.status_code}: {text[:300]}", "upstream_error"), started)
+            row.update(status=503 if response.status_code >= 500 else 400,
+                       error=f"the model server refused the request (status {response.status_code}); upstream said: {text[:300]}")
+            return await finish(row, _error(row["status"], f"the model server refused the request (status {response.status_code})",
+                                            "upstream_error"), started)
+
+        def window_start(full: str, sent: int) -> int:
+            """`holdback` characters before what was released, moved back to the start of a word."""
+            at = max(0, sent - holdback)
+            return max(full.rfind(" ", 0, at), full.rfind("\n", 0, at)) + 1 if at else 0
 
         def chunk(text: str, finish_reason: str | None = None) -> str:
             choice = {"index": 0, "delta": {"content": text}} if endpoint == "chat" else {"index": 0, "text": text}
@@ -303,30 +359,45 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             return f"data: {json.dumps(payload)}\n\n"
 
         async def events():
-            full, sent, usage, blocked = "", 0, {}, None
+            full, sent, usage, blocked, finish_reason = "", 0, {}, None, None
+            checked = 0  # how much of `full` the whole guard has passed
             upstream_started = time.perf_counter()
             try:
                 async for line in response.aiter_lines():
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
-                    data = json.loads(line[6:])
+                    try:
+                        data = json.loads(line[6:])
+                    except ValueError:
+                        continue
                     usage = data.get("usage") or usage
-                    for c in data.get("choices", []):
-                        full += (c.get("delta", {}).get("content") if endpoint == "chat" else c.get("text")) or ""
-                    verdict = guards.check_output(full, full=False)
-                    if not verdict.allowed:
-                        blocked = verdict
+                    for c in data.get("choices") or []:
+                        piece = (c.get("delta") or {}).get("content") if endpoint == "chat" else c.get("text")
+                        full += piece if isinstance(piece, str) else ""
+                        finish_reason = c.get("finish_reason") or finish_reason
+                    quick = guards.check_output(full, full=False, prompt=question)  # canaries and toxicity, every chunk
+                    if not quick.allowed:
+                        blocked = quick
                         break
-                    safe_until = len(full) - settings.stream_holdback_chars
-                    if safe_until > sent:
-                        yield chunk(full[sent:safe_until])
-                        sent = safe_until
+                    # the whole guard over the window, off the event loop; the window starts and ends between
+                    # words (a cut-off word reads to NER as a name), so it holds back the word still arriving
+                    end = max(full.rfind(" "), full.rfind("\n"))
+                    if end - sent >= 2 * holdback:
+                        verdict = await run_in_threadpool(guards.check_output, full[window_start(full, sent):end], True, question)
+                        if not verdict.allowed:
+                            blocked = verdict
+                            break
+                        checked = end
+                        release = checked - holdback
+                        yield chunk(full[sent:release])
+                        sent = release
+                if blocked is None and checked < len(full):
+                    verdict = await run_in_threadpool(guards.check_output, full[window_start(full, sent):], True, question)
+                    blocked = None if verdict.allowed else verdict
                 if blocked is None:
-                    blocked = await run_in_threadpool(guards.check_output, full)
-                    blocked = None if blocked.allowed else blocked
-                if blocked is None:
-                    yield chunk(full[sent:])
-                    yield chunk("", "stop")
+                    if full[sent:]:
+                        yield chunk(full[sent:])
+                    yield chunk("", finish_reason or "stop")
                 else:
                     yield chunk(BLOCKED.format(reason=blocked.reason), "content_filter")
                 yield "data: [DONE]\n\n"

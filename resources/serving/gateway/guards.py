@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from resources.safety.canaries import canary_leaked
 from resources.safety.injection import INJECTION_PATTERNS, injection_findings  # noqa: F401 (re-exported)
 from resources.safety.probes import toxic_terms
 
@@ -45,9 +46,14 @@ class Guards:
             return Verdict(True, redacted, counts, "personal data redacted")
         return Verdict(True, text, counts)
 
-    def check_output(self, text: str, full: bool = True) -> Verdict:
-        """`full=False` is the cheap streaming check (canaries, toxicity); `full=True` adds Presidio."""
-        leaked = [c for c in self.canaries if c in text or _prefix_run(c, text)]
+    @property
+    def longest_canary(self) -> int:
+        return max((len(c) for c in self.canaries), default=0)
+
+    def check_output(self, text: str, full: bool = True, prompt: str = "") -> Verdict:
+        """Canaries (in any disguise, and across the end of `prompt`: a key the client started and the model
+        completes), toxicity and — with `full` — personal data (Presidio)."""
+        leaked = [c for c in self.canaries if canary_leaked(c, text, prefix=prompt)]
         if leaked:
             return Verdict(False, text, {"canary": len(leaked)}, "canary secret in the response")
         toxic = toxic_terms(text, self.lexicon)
@@ -59,8 +65,3 @@ class Guards:
                 return Verdict(False, redacted, counts, "personal data in the response")
         return Verdict(True, text)
 
-
-def _prefix_run(canary: str, text: str, fraction: float = 0.5) -> bool:
-    """True if at least `fraction` of the canary appears contiguously (a partial leak is a leak)."""
-    n = max(8, int(len(canary) * fraction))
-    return any(canary[i : i + n] in text for i in range(0, len(canary) - n + 1))

@@ -18,6 +18,9 @@ class Client:
     models: tuple[str, ...] = ()  # served model aliases this client may call; () = none
     requests_per_minute: int = 60
     max_request_bytes: int = 32_000
+    allowed_parameters: tuple[str, ...] = ()  # privileged request parameters this key may use (n, logprobs, ...)
+    max_messages: int = 64  # messages per chat request
+    max_tokens: int = 1024  # completion tokens per request (also the default when a request names none)
 
 
 @dataclass
@@ -37,7 +40,9 @@ class KeyRing:
             data = yaml.safe_load(path.read_text()) or {}
             return cls([Client(name=c["name"], key_sha256=c["key_sha256"], models=tuple(c.get("models", [])),
                                requests_per_minute=int(c.get("requests_per_minute", 60)),
-                               max_request_bytes=int(c.get("max_request_bytes", 32_000)))
+                               max_request_bytes=int(c.get("max_request_bytes", 32_000)),
+                               allowed_parameters=tuple(c.get("allowed_parameters", [])),
+                               max_messages=int(c.get("max_messages", 64)), max_tokens=int(c.get("max_tokens", 1024)))
                         for c in data.get("clients", [])])
         except (yaml.YAMLError, KeyError, TypeError, ValueError) as err:
             raise ValueError(f"{path}: invalid API key file ({err}); expected clients: [{{name, key_sha256, models}}]") from err
@@ -46,18 +51,22 @@ class KeyRing:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         data = {"clients": [{"name": c.name, "key_sha256": c.key_sha256, "models": list(c.models),
-                             "requests_per_minute": c.requests_per_minute, "max_request_bytes": c.max_request_bytes}
+                             "requests_per_minute": c.requests_per_minute, "max_request_bytes": c.max_request_bytes,
+                             "allowed_parameters": list(c.allowed_parameters), "max_messages": c.max_messages,
+                             "max_tokens": c.max_tokens}
                             for c in self.clients]}
         tmp = path.with_suffix(".tmp")
         tmp.write_text(yaml.safe_dump(data, sort_keys=False))
         tmp.chmod(0o600)
         tmp.replace(path)
 
-    def add(self, name: str, models: list[str], requests_per_minute: int = 60, max_request_bytes: int = 32_000) -> str:
+    def add(self, name: str, models: list[str], requests_per_minute: int = 60, max_request_bytes: int = 32_000,
+            allowed_parameters: tuple[str, ...] = (), max_messages: int = 64, max_tokens: int = 1024) -> str:
         """Create (or rotate) `name`'s key; returns the plain key, which is not stored."""
         key = "tf-" + secrets.token_urlsafe(24)
         self.clients = [c for c in self.clients if c.name != name]
-        self.clients.append(Client(name, self.hash(key), tuple(models), requests_per_minute, max_request_bytes))
+        self.clients.append(Client(name, self.hash(key), tuple(models), requests_per_minute, max_request_bytes,
+                                   tuple(allowed_parameters), max_messages, max_tokens))
         return key
 
     def authenticate(self, key: str | None) -> Client | None:
