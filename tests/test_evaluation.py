@@ -401,7 +401,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     from resources.evaluation.evaluator import Evaluator
 
     result, artifacts = _evaluate({"tmp": tmp_path, "spec": spec, "store": store}, dagster_instance,
-                                  evaluator=Evaluator(max_new_tokens=48))
+                                  evaluator=Evaluator(max_new_tokens=32))
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     scores = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")["scores"]
     assert not gate.passed, scores
