@@ -33,7 +33,8 @@ def stack(tmp_path, guards):
     """Upstream (port fixed, so it can be killed and restarted) + gateway; yields a dict of handles."""
     upstream_port = free_port()
     keys = KeyRing()
-    alice = keys.add("alice", ["support", "leaky", "support-text"], requests_per_minute=100_000, max_request_bytes=4_000)
+    alice = keys.add("alice", ["support", "leaky", "support-text"], requests_per_minute=100_000, max_request_bytes=4_000,
+                     max_concurrent=64)
     bob = keys.add("bob", ["other-team"], requests_per_minute=2)
     keys.save(tmp_path / "keys.yaml")
     (tmp_path / "routes.json").write_text(json.dumps({"models": {

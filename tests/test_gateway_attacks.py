@@ -8,6 +8,7 @@ shipped lexicon); only the model behind the gateway is scripted, so each field c
 import base64
 import copy
 import json
+import time
 
 import httpx
 import pytest
@@ -28,19 +29,25 @@ def scripted_upstream() -> FastAPI:
     """Answers whatever `app.state.reply` (a response body) or `app.state.events` (stream chunks) says."""
     app = FastAPI()
     app.state.bodies, app.state.reply, app.state.events, app.state.status = [], {}, [], 200
+    app.state.hang, app.state.hang_mid_stream = 0.0, 0.0
 
     @app.post("/v1/chat/completions")
     @app.post("/v1/completions")
     async def answer(request: Request):
+        import asyncio
+
         body = await request.json()
         app.state.bodies.append(body)
+        await asyncio.sleep(app.state.hang)
         if app.state.status != 200:
             from fastapi.responses import JSONResponse
 
             return JSONResponse({"error": "internal: adapter /srv/secret-adapters/x missing"}, status_code=app.state.status)
         if body.get("stream"):
-            def events():
-                for event in app.state.events:
+            async def events():
+                for i, event in enumerate(app.state.events):
+                    if i == 1:
+                        await asyncio.sleep(app.state.hang_mid_stream)
                     yield f"data: {json.dumps(event)}\n\n"
                 yield "data: [DONE]\n\n"
             return StreamingResponse(events(), media_type="text/event-stream")
@@ -65,6 +72,7 @@ def stack(tmp_path_factory, guards):
     plain = keys.add("plain", ["support", "locked"], requests_per_minute=100_000, max_request_bytes=8_000, max_tokens=256,
                      max_messages=8)
     wide = keys.add("wide", ["support"], requests_per_minute=100_000, allowed_parameters=("n", "logprobs", "top_logprobs"))
+    single = keys.add("single", ["support"], requests_per_minute=100_000, max_concurrent=1)
     keys.save(tmp / "keys.yaml")
     (tmp / "routes.json").write_text(json.dumps({"models": {
         "support": {"upstream": "support-v1", "adapter_version": "v1"},
@@ -72,10 +80,12 @@ def stack(tmp_path_factory, guards):
     upstream_app = scripted_upstream()
     upstream = Served(upstream_app, free_port()).start()
     settings = GatewaySettings(upstream_url=f"http://127.0.0.1:{upstream.port}", routes_file=str(tmp / "routes.json"),
-                               keys_file=str(tmp / "keys.yaml"), database_url=f"sqlite:///{tmp / 'requests.db'}")
+                               keys_file=str(tmp / "keys.yaml"), database_url=f"sqlite:///{tmp / 'requests.db'}",
+                               upstream_timeout_s=3)
     try:
         with serve(create_app(settings, guards=guards), suffix="") as url:
-            yield {"url": url, "plain": plain, "wide": wide, "upstream": upstream_app}
+            yield {"url": url, "plain": plain, "wide": wide, "upstream": upstream_app, "keys_file": tmp / "keys.yaml",
+                   "single": single}
     finally:
         upstream.stop()
 
@@ -338,3 +348,66 @@ def test_a_canary_completed_across_the_prompt_boundary_is_withheld(stack):
     response = messages(stack, [{"role": "user", "content": f"Complete my key: {CANARY[:22]}"}])
     assert response.status_code == 200 and response.json()["choices"][0]["finish_reason"] == "content_filter"
     stack["upstream"].state.reply = chat_reply()
+
+
+def test_a_revoked_or_rotated_key_stops_working_at_once(stack):
+    stack["upstream"].state.reply = chat_reply()
+    ring = KeyRing.load(stack["keys_file"])
+    temp = ring.add("temp", ["support"])
+    ring.save(stack["keys_file"])
+    stack["temp"] = temp
+    assert ask(stack, key="temp").status_code == 200
+    rotated = ring.add("temp", ["support"])  # rotation: the old key is gone
+    ring.save(stack["keys_file"])
+    assert ask(stack, key="temp").status_code == 401
+    stack["temp"] = rotated
+    assert ask(stack, key="temp").status_code == 200
+    ring.clients = [c for c in ring.clients if c.name != "temp"]  # revocation
+    ring.save(stack["keys_file"])
+    assert ask(stack, key="temp").status_code == 401
+
+
+def test_client_chosen_model_names_never_become_metric_labels(stack):
+    for i in range(30):
+        post(stack, {"model": f"probe-{i}-x", "messages": [{"role": "user", "content": "hi"}]})
+    metrics = httpx.get(f"{stack['url']}/metrics").text
+    assert "probe-" not in metrics
+
+
+def test_a_hung_model_server_ends_every_request_by_its_deadline(stack):
+    stack["upstream"].state.reply = chat_reply()
+    stack["upstream"].state.hang = 30
+    try:
+        t0 = time.monotonic()
+        hung = ask(stack)
+        assert hung.status_code == 504 and time.monotonic() - t0 < 10
+    finally:
+        stack["upstream"].state.hang = 0
+    stack["upstream"].state.hang_mid_stream = 30
+    try:
+        t0 = time.monotonic()
+        chunks = stream(stack, deltas("API tokens expire after ninety days."))
+        assert time.monotonic() - t0 < 10
+    finally:
+        stack["upstream"].state.hang_mid_stream = 0
+    assert chunks == [] or "error" in chunks[-1] or chunks[-1].get("choices") == []
+    assert ask(stack).status_code == 200  # and the gateway stays up
+
+
+def test_a_clients_requests_in_flight_are_capped(stack):
+    import asyncio
+
+    stack["upstream"].state.reply = chat_reply()
+    stack["upstream"].state.hang = 1.5
+
+    async def both():
+        async with httpx.AsyncClient(base_url=stack["url"], timeout=30,
+                                     headers={"Authorization": f"Bearer {stack['single']}"}) as http:
+            body = {"model": "support", "messages": [{"role": "user", "content": "hi"}]}
+            return await asyncio.gather(*(http.post("/v1/chat/completions", json=body) for _ in range(2)))
+
+    try:
+        codes = sorted(r.status_code for r in asyncio.run(both()))
+    finally:
+        stack["upstream"].state.hang = 0
+    assert codes == [200, 429]

@@ -8,6 +8,7 @@ output guard (canary, toxicity, PII) -> request log (redacted) -> response with 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from contextlib import asynccontextmanager
@@ -49,7 +50,9 @@ class GatewaySettings(BaseModel):
     `GatewayServer.launch_settings` derives from the resources."""
 
     upstream_url: str = Field(default="http://127.0.0.1:8000", description="vLLM API root.")
-    upstream_timeout_s: float = Field(default=300.0, description="Timeout of one upstream request.")
+    upstream_timeout_s: float = Field(default=300.0, description="Total deadline of one request to the model server "
+                                      "(connect, wait and every streamed chunk together): past it the client gets 504 "
+                                      "(a stream ends with an error event).")
     routes_file: str = Field(default=".tuneforge/serving/routes.json", description="Served models -> vLLM model names, "
                              "adapter versions, knowledge indexes and canaries (written by each model's deployed_endpoint).")
     keys_file: str = Field(default=".tuneforge/serving/api_keys.yaml", description="Clients and their hashed API keys.")
@@ -121,6 +124,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
     routes = Routes(settings.routes_file)
     log = RequestLog(settings.database_url)
     limiter = RateLimiter()
+    in_flight: dict[str, int] = defaultdict(int)  # client -> requests being answered now
     fixed_guards = guards
     built: dict[tuple, Guards] = {}
     indexes: dict[str, Any] = {}
@@ -160,17 +164,27 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
     m_up = Gauge("tuneforge_gateway_upstream_up", "1 if the last upstream call succeeded", registry=registry)
     app.state.log, app.state.keys, app.state.settings = log, keys, settings
 
-    def reload_keys() -> None:
-        fresh = KeyRing.load(settings.keys_file)
-        keys.clients = fresh.clients
+    keys_seen: list = [None]
+
+    def keys_stamp():
+        try:
+            stat = Path(settings.keys_file).stat()
+            return stat.st_mtime_ns, stat.st_size, stat.st_ino
+        except FileNotFoundError:
+            return None
+
+    def current_keys() -> KeyRing:
+        """The key file as it is now: re-read whenever it changed, so an added key works at once and a revoked or
+        rotated one stops working at once (not at the next bad-key request)."""
+        stamp = keys_stamp()
+        if stamp != keys_seen[0]:
+            keys.clients, keys_seen[0] = KeyRing.load(settings.keys_file).clients, stamp
+        return keys
 
     async def authenticate(request: Request) -> Client | JSONResponse:
         header = request.headers.get("authorization", "")
         key = header[7:] if header.lower().startswith("bearer ") else None
-        client = keys.authenticate(key)
-        if client is None:
-            await run_in_threadpool(reload_keys)  # a key added since start-up
-            client = keys.authenticate(key)
+        client = (await run_in_threadpool(current_keys)).authenticate(key)
         return client or _error(401, "missing or invalid API key (Authorization: Bearer <key>)", "authentication_error")
 
     async def finish(row: dict, response: Response, started: float) -> Response:
@@ -208,6 +222,20 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
 
         if not limiter.allow(client):  # every request counts, the refused and malformed ones too
             return await fail(429, f"rate limit of {client.requests_per_minute} requests/minute exceeded", "rate_limit_exceeded")
+        if in_flight[client.name] >= client.max_concurrent:
+            return await fail(429, f"this client already has {client.max_concurrent} requests in flight", "rate_limit_exceeded")
+        in_flight[client.name] += 1
+        handed_over = False
+        try:
+            response = await handle(request, endpoint, client, row, fail, started)
+            handed_over = isinstance(response, StreamingResponse)  # the stream releases its slot when it ends
+            return response
+        finally:
+            if not handed_over:
+                in_flight[client.name] -= 1
+
+    async def handle(request: Request, endpoint: str, client: Client, row: dict, fail, started: float) -> Response:
+        rid = row["id"]
         body_bytes = await read_body(request, client.max_request_bytes)
         if body_bytes is None:
             return await fail(413, f"request body exceeds this client's limit of {client.max_request_bytes} bytes", "request_too_large")
@@ -280,11 +308,13 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
                  "sources": [source_of(s) for s in sources]}
         if req.stream:
-            return await stream(body, path, row, started, extra, endpoint, guards, question)
+            return await stream(body, path, row, started, extra, endpoint, guards, question, client)
 
         upstream_started = time.perf_counter()
         try:
-            response = await upstream.post(path, json=body)
+            response = await asyncio.wait_for(upstream.post(path, json=body), settings.upstream_timeout_s)
+        except TimeoutError:
+            return await fail(504, f"the model server did not answer within {settings.upstream_timeout_s:.0f} s", "upstream_timeout")
         except httpx.HTTPError as err:
             m_up.set(0)
             return await fail(503, f"model server unavailable ({type(err).__name__}): retry shortly", "upstream_unavailable")
@@ -325,15 +355,19 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                                                "tuneforge": {**extra, "output_guard": output_findings}}), started)
 
     async def stream(body: dict, path: str, row: dict, started: float, extra: dict, endpoint: str, guards: Guards,
-                     question: str) -> Response:
+                     question: str, client: Client) -> Response:
         """Stream through, releasing text only once the whole output guard (canaries, toxicity and Presidio's
         personal data) has passed it, and holding back at least the longest canary or entity; a blocked stream
         ends with finish_reason content_filter and never carries the offending text. The upstream's
         finish_reason is passed on."""
         holdback = max(settings.stream_holdback_chars, guards.longest_canary + 1)
+        deadline = time.monotonic() + settings.upstream_timeout_s
         request = upstream.build_request("POST", path, json=body)
         try:
-            response = await upstream.send(request, stream=True)
+            response = await asyncio.wait_for(upstream.send(request, stream=True), settings.upstream_timeout_s)
+        except TimeoutError:
+            row.update(status=504, error=f"the model server did not answer within {settings.upstream_timeout_s:.0f} s")
+            return await finish(row, _error(504, row["error"], "upstream_timeout"), started)
         except httpx.HTTPError as err:
             m_up.set(0)
             row.update(status=503, error=f"model server unavailable ({type(err).__name__})")
@@ -362,8 +396,13 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             full, sent, usage, blocked, finish_reason = "", 0, {}, None, None
             checked = 0  # how much of `full` the whole guard has passed
             upstream_started = time.perf_counter()
+            lines = response.aiter_lines()
             try:
-                async for line in response.aiter_lines():
+                while True:
+                    try:
+                        line = await asyncio.wait_for(anext(lines), max(0.0, deadline - time.monotonic()))
+                    except StopAsyncIteration:
+                        break
                     if not line.startswith("data: ") or line == "data: [DONE]":
                         continue
                     try:
@@ -401,10 +440,14 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                 else:
                     yield chunk(BLOCKED.format(reason=blocked.reason), "content_filter")
                 yield "data: [DONE]\n\n"
+            except TimeoutError:
+                row.update(status=504, error=f"the model server did not finish within {settings.upstream_timeout_s:.0f} s")
+                yield f"data: {json.dumps({'error': {'message': row['error'], 'code': 504}})}\n\n"
             except httpx.HTTPError as err:
                 row.update(status=503, error=f"model server failed mid-stream ({type(err).__name__})")
                 yield f"data: {json.dumps({'error': {'message': row['error'], 'code': 503}})}\n\n"
             finally:
+                in_flight[client.name] -= 1
                 await response.aclose()
                 row.update(upstream_ms=(time.perf_counter() - upstream_started) * 1000,
                            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
