@@ -93,6 +93,33 @@ def keys_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def feedback_command(args: argparse.Namespace) -> int:
+    """Review what clients sent to /v1/feedback: only approved feedback reaches a golden or training set."""
+    import getpass
+
+    from orchestration import workflows
+
+    project = _project(args)
+    if args.action == "list":
+        rows = workflows.list_feedback(project, args.status, args.model)
+        for r in rows:
+            print(f"{r['id']:>6}  {r['status']:<8} {r['model']:<12} from {r['client']:<16} rating={r['rating'] or '-':<4} "
+                  f"correction={(r['corrected_answer'] or '-')[:60]!r}")
+        print(f"{len(rows)} {args.status} feedback(s)")
+        return 0
+    if args.action == "purge":
+        if not args.client:
+            raise SystemExit("tuneforge feedback purge needs --client NAME")
+        print(f"deleted {workflows.purge_feedback(project, args.client)} feedback(s) sent by {args.client!r}")
+        return 0
+    if not args.ids:
+        raise SystemExit(f"tuneforge feedback {args.action} needs feedback ids (see `tuneforge feedback list`)")
+    reviewer = f"cli:{args.reviewer or getpass.getuser()}"
+    done = workflows.review_feedback(project, args.ids, "approved" if args.action == "approve" else "rejected", reviewer)
+    print(f"{len(done)} feedback(s) {'approved' if args.action == 'approve' else 'rejected'} by {reviewer}")
+    return 0
+
+
 def rollback_command(args: argparse.Namespace) -> int:
     """Put a previous adapter version of a model back in service (it must have a recorded decision to promote)."""
     from orchestration import workflows
@@ -204,6 +231,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--allow", default="", help="comma-separated privileged request parameters this key may use "
                    "(n, logprobs, top_logprobs, logit_bias); every returned text is still guarded")
     p.add_argument("--max-tokens", type=int, default=1024, help="completion tokens per request (and the default)")
+    p = command("feedback", feedback_command, "review clients' /v1/feedback: list, approve, reject, purge")
+    p.add_argument("action", choices=["list", "approve", "reject", "purge"])
+    p.add_argument("ids", nargs="*", type=int, help="feedback ids to approve or reject")
+    p.add_argument("--status", default="pending", help="list: pending | approved | rejected")
+    p.add_argument("--model", default=None, help="list: one model's feedback only")
+    p.add_argument("--client", default=None, help="purge: the client whose feedback to delete")
+    p.add_argument("--reviewer", default=None, help="your name in the review record (default: your login)")
     p = command("rollback", rollback_command, "serve a model's previous adapter again (default: the one before the current)")
     p.add_argument("--model", required=True)
     p.add_argument("--to", default=None, help="adapter version to put back")

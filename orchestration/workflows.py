@@ -562,3 +562,35 @@ def _root_message(error) -> str:
         error = error.cause
     return (error.message or "").strip() if error is not None else ""
 
+
+
+# -- reviewing endpoint feedback ------------------------------------------------------------------------------
+def feedback_log(project: Project):
+    from resources.requestlog import RequestLog
+
+    return RequestLog(project.definitions.resources["request_log"].database_url)
+
+
+def list_feedback(project: Project, status: str = "pending", model: str | None = None) -> list[dict]:
+    """Feedback sent through the gateway, oldest first (pending by default)."""
+    from resources.requestlog import REVIEW_STATUSES
+
+    if status not in REVIEW_STATUSES:
+        raise WorkflowError(f"--status must be one of {', '.join(REVIEW_STATUSES)}, not {status!r}")
+    return feedback_log(project).feedback_rows(status, model)
+
+
+def review_feedback(project: Project, feedback_ids: list[int], decision: str, reviewer: str) -> list[dict]:
+    """Approve or reject pending feedback as `reviewer` (a person at the command line: `cli:<name>`)."""
+    log, done = feedback_log(project), []
+    for feedback_id in feedback_ids:
+        try:
+            done.append(log.review(feedback_id, decision, reviewer))
+        except (LookupError, PermissionError) as err:
+            raise WorkflowError(str(err)) from err
+    return done
+
+
+def purge_feedback(project: Project, client: str) -> int:
+    """Delete every feedback a client sent (e.g. a compromised key's); the next human_feedback drops it."""
+    return feedback_log(project).purge_feedback(client)

@@ -49,7 +49,27 @@ feedback = Table(
     Column("rating", String(8)),  # up | down
     Column("corrected_answer", Text),
     Column("comment", Text),
+    # pending until a reviewer (another client with the reviewer scope, or `tuneforge feedback`) decides;
+    # only approved feedback reaches a golden or training set
+    Column("status", String(16), nullable=False, server_default="pending", index=True),
+    Column("reviewed_by", String(128)),
+    Column("reviewed_at", DateTime(timezone=True)),
 )
+
+REVIEW_STATUSES = ("pending", "approved", "rejected")
+
+
+def _migrate(engine) -> None:
+    """Add the review columns to a feedback table made before they existed (its rows stay pending)."""
+    from sqlalchemy import inspect, text
+
+    have = {c["name"] for c in inspect(engine).get_columns("feedback")}
+    added = {"status": "VARCHAR(16) NOT NULL DEFAULT 'pending'", "reviewed_by": "VARCHAR(128)",
+             "reviewed_at": "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "TIMESTAMP"}
+    with engine.begin() as conn:
+        for name, kind in added.items():
+            if name not in have:
+                conn.execute(text(f"ALTER TABLE feedback ADD COLUMN {name} {kind}"))
 
 
 class RequestLog:
@@ -62,6 +82,7 @@ class RequestLog:
             with self.engine.begin() as conn:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         metadata.create_all(self.engine)
+        _migrate(self.engine)
 
     @staticmethod
     def now() -> dt.datetime:
@@ -71,9 +92,51 @@ class RequestLog:
         with self.engine.begin() as conn:
             conn.execute(insert(requests).values({"created_at": self.now(), **row}))
 
-    def record_feedback(self, row: dict[str, Any]) -> None:
+    def record_feedback(self, row: dict[str, Any]) -> int:
+        """Store one feedback (pending unless the row says otherwise); its id."""
         with self.engine.begin() as conn:
-            conn.execute(insert(feedback).values({"created_at": self.now(), **row}))
+            return int(conn.execute(insert(feedback).values({"created_at": self.now(), **row})).inserted_primary_key[0])
+
+    def feedback_rows(self, status: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
+        """Feedback with the model that gave the answer, oldest first; optionally one status or one model."""
+        query = select(feedback, requests.c.model).join(requests, requests.c.id == feedback.c.response_id)
+        if status is not None:
+            query = query.where(feedback.c.status == status)
+        if model is not None:
+            query = query.where(requests.c.model == model)
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query.order_by(feedback.c.id)).mappings()]
+
+    def review(self, feedback_id: int, decision: str, reviewer: str) -> dict[str, Any]:
+        """Approve or reject one pending feedback; the client that sent it can never review it. Raises
+        LookupError (no such pending feedback) or PermissionError (the reviewer sent it)."""
+        from sqlalchemy import update
+
+        if decision not in ("approved", "rejected"):
+            raise ValueError(f"decision must be approved or rejected, not {decision!r}")
+        with self.engine.begin() as conn:
+            row = conn.execute(select(feedback).where(feedback.c.id == feedback_id)).mappings().first()
+            if row is None or row["status"] != "pending":
+                raise LookupError(f"no pending feedback {feedback_id}")
+            if reviewer in (row["client"], f"endpoint:{row['client']}"):
+                raise PermissionError(f"feedback {feedback_id} was sent by {row['client']}: another reviewer decides on it")
+            conn.execute(update(feedback).where(feedback.c.id == feedback_id, feedback.c.status == "pending")
+                         .values(status=decision, reviewed_by=reviewer, reviewed_at=self.now()))
+        return {**dict(row), "status": decision, "reviewed_by": reviewer}
+
+    def purge_feedback(self, client: str) -> int:
+        """Delete every feedback a client sent (its origin is on each row); how many."""
+        from sqlalchemy import delete
+
+        with self.engine.begin() as conn:
+            return conn.execute(delete(feedback).where(feedback.c.client == client)).rowcount
+
+    def feedback_since(self, client: str, seconds: float) -> int:
+        """How many feedbacks `client` sent in the last `seconds` (the gateway's feedback rate limit)."""
+        since = self.now() - dt.timedelta(seconds=seconds)
+        with self.engine.connect() as conn:
+            return int(conn.execute(select(func.count()).select_from(feedback).where(
+                feedback.c.client == client, feedback.c.created_at >= since)).scalar_one())
 
     def get(self, response_id: str) -> dict[str, Any] | None:
         with self.engine.connect() as conn:
@@ -90,11 +153,12 @@ class RequestLog:
 
 
 def endpoint_feedback(url: str, model: str | None = None) -> list[dict[str, Any]]:
-    """Feedback given through the gateway's /v1/feedback (on `model`'s answers, or all), as reviewer-feedback
-    records: thumbs up -> approve, down -> reject, a corrected answer -> correct (with the logged, redacted
-    prompt as question)."""
+    """Approved feedback given through the gateway's /v1/feedback (on `model`'s answers, or all), as
+    reviewer-feedback records: thumbs up -> approve, down -> reject, a corrected answer -> correct (with the
+    logged, redacted prompt as question). Pending and rejected feedback never reaches a dataset."""
     log = RequestLog(url)
-    query = select(feedback, requests.c.prompt_redacted).join(requests, requests.c.id == feedback.c.response_id)
+    query = select(feedback, requests.c.prompt_redacted).join(requests, requests.c.id == feedback.c.response_id) \
+        .where(feedback.c.status == "approved")
     if model is not None:
         query = query.where(requests.c.model == model)
     with log.engine.connect() as conn:
@@ -104,7 +168,8 @@ def endpoint_feedback(url: str, model: str | None = None) -> list[dict[str, Any]
         verdict = "correct" if row["corrected_answer"] else {"up": "approve", "down": "reject"}[row["rating"]]
         out.append({"feedback_id": f"endpoint-{row['id']}", "example_id": row["response_id"], "verdict": verdict,
                     "question": row["prompt_redacted"] if verdict == "correct" else None,
-                    "corrected_answer": row["corrected_answer"], "reviewer": f"endpoint:{row['client']}",
+                    "corrected_answer": row["corrected_answer"],
+                    "reviewer": f"endpoint:{row['client']} (approved by {row['reviewed_by']})",
                     "source_path": "gateway", "line": row["id"]})
     return out
 

@@ -111,3 +111,38 @@ def test_a_failing_stage_makes_run_exit_non_zero_and_names_the_step(tmp_path):
     assert entry["batches"]["unreadable"]["ledgers"]["raw_documents"]["quarantined"] == {"malformed_pdf": 1}
     assert entry["failed_steps"] and all(s["message"] for s in entry["failed_steps"])
     assert "FAILED" in out.stdout
+
+
+def test_feedback_is_reviewed_at_the_command_line_before_it_reaches_a_dataset(tmp_path):
+    """`tuneforge feedback list|approve|reject|purge` over the project's request log (a real SQLite database):
+    pending feedback is invisible to human_feedback until approved; the sender cannot approve its own; a
+    client's feedback can be purged by its origin."""
+    import yaml
+
+    from orchestration.project import load_project
+    from resources.requestlog import RequestLog, RequestLogSource
+
+    project_dir = tmp_path / "proj"
+    assert tuneforge("init", str(project_dir), "--name", "helpdesk").returncode == 0
+    project = load_project(project_dir)
+    url = project.definitions.resources["request_log"].database_url
+    log = RequestLog(url)
+    for i, client in enumerate(["acme", "acme", "mallory"]):
+        log.record({"id": f"r{i}", "client": client, "endpoint": "chat", "model": "helpdesk", "status": 200,
+                    "prompt_redacted": f"question {i}"})
+        log.record_feedback({"response_id": f"r{i}", "client": client, "rating": "down", "corrected_answer": f"fix {i}"})
+    listed = tuneforge("feedback", "list", "--project", str(project_dir))
+    assert listed.returncode == 0 and "3 pending" in listed.stdout and "fix 0" in listed.stdout
+    assert RequestLogSource(database_url=url).feedback("helpdesk") == []
+    ids = [r["id"] for r in log.feedback_rows("pending")]
+    done = tuneforge("feedback", "approve", str(ids[1]), "--reviewer", "dana", "--project", str(project_dir))
+    assert done.returncode == 0 and "approved by cli:dana" in done.stdout
+    rejected = tuneforge("feedback", "reject", str(ids[2]), "--project", str(project_dir))
+    assert rejected.returncode == 0
+    approved = RequestLogSource(database_url=url).feedback("helpdesk")
+    assert "endpoint-%d" % ids[1] in [r["feedback_id"] for r in approved]
+    assert all(r["corrected_answer"] != "fix 2" for r in approved)  # rejected: never in a dataset
+    purged = tuneforge("feedback", "purge", "--client", "mallory", "--project", str(project_dir))
+    assert purged.returncode == 0 and "deleted 1" in purged.stdout
+    assert {r["client"] for r in log.feedback_rows()} == {"acme"} and len(log.feedback_rows("pending")) == 1
+    assert yaml.safe_load((project_dir / "models" / "helpdesk" / "defs.yaml").read_text())  # the project untouched

@@ -33,3 +33,27 @@ def test_corrections_route_to_golden_or_training_last_one_wins(tmp_path):
     assert golden_corrections(rows, {"G-1", "G-2"}) == {"G-1": "3 boards."}
     [doc] = training_documents(rows, {"G-1", "G-2"})
     assert doc["external_id"] == "S-9" and doc["kind"] == "instruction" and "Use Move board." in doc["messages"]
+
+
+def test_a_request_log_from_before_reviews_is_migrated_its_feedback_pending(tmp_path):
+    """A request log written before feedback needed review gains the review columns when opened; what it held
+    stays pending (never silently approved into a dataset)."""
+    import sqlite3
+
+    from resources.requestlog import RequestLog, RequestLogSource
+
+    db = tmp_path / "requests.db"
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE feedback (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TIMESTAMP NOT NULL, "
+                     "response_id VARCHAR(64) NOT NULL, client VARCHAR(128) NOT NULL, rating VARCHAR(8), "
+                     "corrected_answer TEXT, comment TEXT)")
+        conn.execute("INSERT INTO feedback (created_at, response_id, client, rating, corrected_answer) "
+                     "VALUES ('2026-11-30 10:00:00', 'r1', 'old-client', 'down', 'an old correction')")
+    log = RequestLog(f"sqlite:///{db}")
+    log.record({"id": "r1", "client": "old-client", "endpoint": "chat", "model": "support", "status": 200})
+    [row] = log.feedback_rows()
+    assert row["status"] == "pending" and row["reviewed_by"] is None
+    assert RequestLogSource(database_url=f"sqlite:///{db}").feedback("support") == []
+    log.review(row["id"], "approved", "dana")
+    assert [r["corrected_answer"] for r in RequestLogSource(database_url=f"sqlite:///{db}").feedback("support")] == \
+        ["an old correction"]

@@ -30,15 +30,18 @@ from resources.safety.probes import SHIPPED_LEXICON
 from resources.serving.gateway.guards import Guards, injection_findings
 from resources.serving.gateway.keys import Client, KeyRing
 from resources.serving.gateway.schema import (
+    FeedbackRequest,
     RequestError,
+    ReviewRequest,
     Usage,
     choice_texts,
+    parse_model,
     parse_request,
     parse_response,
     upstream_body,
     withhold,
 )
-from resources.requestlog import RequestLog
+from resources.requestlog import REVIEW_STATUSES, RequestLog
 
 BLOCKED = "[withheld by the tuneforge output guard: {reason}]"
 # Secrets reach the gateway process in its environment (GatewayServer.launch_settings), never in the settings file.
@@ -69,6 +72,7 @@ class GatewaySettings(BaseModel):
     block_injection: bool = Field(default=True, description="Refuse prompts matching prompt-injection patterns.")
     embedding_model: str | None = Field(default=None, description="Embedding model of the knowledge indexes (None: the default).")
     embedding_max_chars: int | None = Field(default=None, description="Characters of each question embedded (None: the default).")
+    feedback_per_hour: int = Field(default=100, description="Feedbacks one client may send an hour (over: 429).")
     grounding_passages: int = Field(default=3, description="Passages put into context for a grounded request, where the "
                                     "model's route does not set its own (serving.retrieval_passages).")
     stream_holdback_chars: int = Field(default=64, description="Streamed characters held back until the whole output "
@@ -478,26 +482,85 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
 
     @app.post("/v1/feedback")
     async def post_feedback(request: Request):
+        """A client's rating or correction of one of its own responses: guarded, redacted, capped, rate-limited,
+        and *pending* until a reviewer approves it — only approved feedback reaches a golden or training set."""
         client = await authenticate(request)
         if isinstance(client, JSONResponse):
             return client
+        if not limiter.allow(client):
+            return _error(429, f"rate limit of {client.requests_per_minute} requests/minute exceeded", "rate_limit_exceeded")
+        body_bytes = await read_body(request, client.max_request_bytes)
+        if body_bytes is None:
+            return _error(413, f"request body exceeds this client's limit of {client.max_request_bytes} bytes", "request_too_large")
         try:
-            body = await request.json()
-            response_id = body["response_id"]
-        except (ValueError, KeyError, TypeError):
-            return _error(400, "feedback needs JSON with 'response_id' and 'rating' (up|down) or 'corrected_answer'", "invalid_request_error")
-        rating, corrected = body.get("rating"), body.get("corrected_answer")
-        if rating not in {None, "up", "down"} or (rating is None and not corrected):
-            return _error(400, "'rating' must be 'up' or 'down' (or give 'corrected_answer')", "invalid_request_error")
-        logged = await run_in_threadpool(log.get, response_id)
+            fb = parse_model(FeedbackRequest, json.loads(body_bytes))
+        except (ValueError, RequestError) as err:
+            message = str(err) if isinstance(err, RequestError) else "feedback must be a JSON object"
+            return _error(400, f"{message} (send response_id and rating up|down and/or corrected_answer)", "invalid_request_error")
+        if fb.rating is None and fb.corrected_answer is None:
+            return _error(400, "give a rating (up|down) or a corrected_answer", "invalid_request_error")
+        if await run_in_threadpool(log.feedback_since, client.name, 3600) >= settings.feedback_per_hour:
+            return _error(429, f"at most {settings.feedback_per_hour} feedbacks an hour per client", "rate_limit_exceeded")
+        logged = await run_in_threadpool(log.get, fb.response_id)
         if logged is None or logged["client"] != client.name:
-            return _error(404, f"no response {response_id!r} for this client", "not_found")
-        if corrected:
-            route = routes.models().get(logged["model"]) or {}
-            corrected = (await run_in_threadpool(guards_for(route).redact, [corrected]))[0][0]
-        await run_in_threadpool(log.record_feedback, {"response_id": response_id, "client": client.name, "rating": rating,
-                                                      "corrected_answer": corrected, "comment": body.get("comment")})
-        return {"status": "recorded", "response_id": response_id}
+            return _error(404, "no such response for this client", "not_found")
+        guards = guards_for(routes.models().get(logged["model"]) or {})
+        corrected = comment = None
+        if fb.corrected_answer:
+            verdict = await run_in_threadpool(guards.check_input, fb.corrected_answer)  # it may become training data
+            shown = await run_in_threadpool(guards.check_output, fb.corrected_answer, False)
+            refused = verdict if not verdict.allowed else shown if not shown.allowed else None
+            if refused is not None:
+                return _error(400, f"corrected_answer refused by the guard: {refused.reason}", "guardrail_refusal")
+            corrected = (await run_in_threadpool(guards.redact, [fb.corrected_answer]))[0][0]
+        if fb.comment:
+            comment = (await run_in_threadpool(guards.redact, [fb.comment]))[0][0]
+        feedback_id = await run_in_threadpool(log.record_feedback, {
+            "response_id": fb.response_id, "client": client.name, "rating": fb.rating, "corrected_answer": corrected,
+            "comment": comment, "status": "pending"})
+        return {"status": "pending", "feedback_id": feedback_id, "response_id": fb.response_id}
+
+    @app.get("/v1/feedback")
+    async def list_feedback(request: Request, status: str = "pending"):
+        """Feedback on the reviewer's models, for review (reviewer keys only)."""
+        client = await authenticate(request)
+        if isinstance(client, JSONResponse):
+            return client
+        if not client.reviewer:
+            return _error(403, "this API key may not review feedback", "permission_error")
+        if status not in REVIEW_STATUSES:
+            return _error(400, f"status must be one of {', '.join(REVIEW_STATUSES)}", "invalid_request_error")
+        rows = await run_in_threadpool(log.feedback_rows, status)
+        mine = [r for r in rows if r["model"] in client.models or "*" in client.models]
+        return {"object": "list", "data": [
+            {"feedback_id": r["id"], "response_id": r["response_id"], "model": r["model"], "client": r["client"],
+             "rating": r["rating"], "corrected_answer": r["corrected_answer"], "comment": r["comment"],
+             "status": r["status"], "reviewed_by": r["reviewed_by"]} for r in mine]}
+
+    @app.post("/v1/feedback/{feedback_id}/review")
+    async def review_feedback(feedback_id: int, request: Request):
+        """Approve or reject one pending feedback (reviewer keys only; never one's own)."""
+        client = await authenticate(request)
+        if isinstance(client, JSONResponse):
+            return client
+        if not client.reviewer:
+            return _error(403, "this API key may not review feedback", "permission_error")
+        try:
+            decision = parse_model(ReviewRequest, json.loads(await request.body() or b"null")).decision
+        except (ValueError, RequestError):
+            return _error(400, "send {\"decision\": \"approve\"} or {\"decision\": \"reject\"}", "invalid_request_error")
+        rows = {r["id"]: r for r in await run_in_threadpool(log.feedback_rows, "pending")}
+        row = rows.get(feedback_id)
+        if row is None or (row["model"] not in client.models and "*" not in client.models):
+            return _error(404, "no such pending feedback on your models", "not_found")
+        try:
+            done = await run_in_threadpool(log.review, feedback_id, "approved" if decision == "approve" else "rejected",
+                                           client.name)
+        except PermissionError as err:
+            return _error(403, str(err), "permission_error")
+        except LookupError:
+            return _error(404, "no such pending feedback on your models", "not_found")
+        return {"feedback_id": feedback_id, "status": done["status"], "reviewed_by": client.name}
 
     @app.get("/healthz")
     async def healthz():

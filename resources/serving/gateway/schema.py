@@ -244,3 +244,27 @@ def withhold(choice: ChatChoice | CompletionChoice, notice: str) -> None:
         choice.message = AssistantMessage(content=notice)
     else:
         choice.text = notice
+
+
+class FeedbackRequest(_Strict):
+    """`/v1/feedback`: a rating, a corrected answer, or both, on one of the client's own responses."""
+
+    response_id: str = Field(min_length=1, max_length=64)
+    rating: Literal["up", "down"] | None = None
+    corrected_answer: str | None = Field(default=None, min_length=1, max_length=4000)
+    comment: str | None = Field(default=None, max_length=1000)
+
+
+class ReviewRequest(_Strict):
+    decision: Literal["approve", "reject"]
+
+
+def parse_model(model: type[BaseModel], body: Any) -> BaseModel:
+    """`body` as `model`, or RequestError naming the first wrong field."""
+    try:
+        return model.model_validate(body)
+    except ValidationError as err:
+        first = err.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        kind = "is not a supported field" if first["type"] == "extra_forbidden" else first["msg"]
+        raise RequestError(f"{where}: {kind}") from None
