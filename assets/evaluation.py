@@ -75,17 +75,27 @@ def on_server(server: VllmServer, spec: ModelSpec, base_path: str, role: str, ad
 
 
 def contenders_of(spec: ModelSpec, evaluator: Evaluator, vllm: VllmServer, base_path: str,
-                  adapters: dict[str, Artifact | None]) -> tuple[list[Contender], str]:
-    """role -> adapter (None: the base model) as contenders on the chosen engine, and that engine's name."""
+                  adapters: dict[str, Artifact | None]) -> tuple[list[Contender], dict[str, str]]:
+    """role -> adapter (None: the base model) as contenders on the chosen engines, and role -> engine."""
     server = serving_engine(spec, evaluator, vllm, base_path)
+    local = "transformers (adapter merged)"
+
+    def in_process(role: str, a: Artifact | None) -> Contender:
+        return Contender(role, base_path, str(a.path) if a else None)
+
     if server is None:
-        return [Contender(role, base_path, str(a.path) if a else None) for role, a in adapters.items()], "transformers"
+        return [in_process(r, a) for r, a in adapters.items()], {r: local if a else "transformers" for r, a in adapters.items()}
+    on_vllm = {r for r, a in adapters.items() if a is None or evaluator.engine == "vllm"}
+    if not on_vllm:
+        return [in_process(r, a) for r, a in adapters.items()], {r: local for r in adapters}
     server.ensure_running(base_path, served_name=BASE_ALIAS)  # waits for one still starting
     probe = next((a for a in adapters.values() if a is not None), None)
-    if probe is not None:  # it must render prompts as training did, or its scores are not the served model's
+    if probe is not None:  # it must render prompts as training did, or the base row is not the served base model's
         check_template_and_eos(server, str(probe.path), base_path)
-    contenders = [on_server(server, spec, base_path, role, a, evaluator.batch_size) for role, a in adapters.items()]
-    return contenders, f"vllm {server.base_url} ({server.dtype})"
+    contenders = [on_server(server, spec, base_path, r, a, evaluator.batch_size) if r in on_vllm else in_process(r, a)
+                  for r, a in adapters.items()]
+    served = f"vllm {server.base_url} ({server.dtype})"
+    return contenders, {r: served if r in on_vllm else local for r in adapters}
 
 
 def files_fingerprint(*paths: str | None) -> list[str | None]:
@@ -118,7 +128,7 @@ def build(spec: ModelSpec) -> list:
         if in_service is not None and in_service.version != lora_adapter.version:
             adapters["champion"] = in_service
         contenders, engine = contenders_of(spec, evaluator, vllm, base_path, adapters)
-        context.log.info(f"answers by {engine}")
+        context.log.info("answers by " + ", ".join(f"{role}: {e}" for role, e in engine.items()))
         contenders += [Contender(e.name, endpoint=e, with_retrieval=False) for e in evaluator.compare_with]
         index = indexer.load(knowledge_index.path)  # read once, for both uses
         passages = contexts(index, golden, evaluator.grounding_passages)
@@ -152,7 +162,7 @@ def build(spec: ModelSpec) -> list:
             "grounded_examples": MetadataValue.int(sum(bool(c) for c in passages)),
             "champion": MetadataValue.text(in_service.version if in_service else "none deployed yet"),
             "judge_metrics": MetadataValue.text(judge.status()),
-            "engine": MetadataValue.text(engine),
+            "engine": MetadataValue.json(engine),
             "adapter_version": MetadataValue.text(lora_adapter.version),
         })
 
@@ -171,7 +181,7 @@ def build(spec: ModelSpec) -> list:
         probes = spec.safety
         [answerer], engine = contenders_of(spec, evaluator, vllm, base_model.read_json("model.json")["path"],
                                            {"candidate": lora_adapter})
-        summary = {"adapter_version": lora_adapter.version, "engine": engine, **evaluator.safety_suite(
+        summary = {"adapter_version": lora_adapter.version, "engine": engine["candidate"], **evaluator.safety_suite(
             answerer, list(candidate["answer"]), list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy),
             probes)}
         inputs = {"eval_report": eval_report.version, "lora_adapter": lora_adapter.version, "base_model": base_model.version}

@@ -179,43 +179,53 @@ def test_two_models_side_by_side_through_one_vllm_and_one_gateway_each_with_its_
     assert rows[answer.json()["id"]] == "support" and rows[other.json()["id"]] == "policy"
 
 
-def test_the_evaluation_answers_through_the_models_own_vllm_as_served(serving):
-    """With a vLLM running for the base model (`tuneforge run` starts it early), the evaluation and the safety
-    probes are answered by it — the candidate loaded as a LoRA under the name the deployment will serve, the
-    grounded prompt rendered by vLLM's own template — and the answers are the ones transformers + PEFT gives for
-    the same prompt (greedy, fp32). The candidate is not routed: the gateway does not name it."""
+@pytest.mark.parametrize("engine", ["auto", "vllm"])
+def test_the_evaluation_answers_through_the_models_own_vllm_as_served(serving, engine):
+    """With a vLLM running for the base model (`tuneforge run` starts it early), the base model's rows are answered
+    by it (`auto`), and with `engine: vllm` the candidate's too — loaded as a LoRA under the name the deployment
+    will serve, the grounded prompt rendered by vLLM's own template — and every answer is the one transformers +
+    PEFT gives for the same prompt (greedy, fp32). A candidate loaded for evaluation is not routed."""
     import pandas as pd
 
+    from resources.evaluation.evaluator import Evaluator
     from resources.knowledge.prompt import grounded_messages
 
-    add_adapter(serving, "support", "adapter-e", 5, True)
+    version = f"adapter-e-{engine}"
+    add_adapter(serving, "support", version, 5, True)
     questions = [("g1", "How long do API tokens last?", "API tokens expire after 90 days.", "kb-tokens"),
                  ("g2", "How many boards does the Free plan allow?", "3 boards per workspace.", "kb-boards")]
     record(serving["instance"], serving["store"], AssetKey(["support", "golden_dataset"]), "g", lambda out: pd.DataFrame(
         [{"id": i, "prompt": q, "answer": a, "source_doc_id": d} for i, q, a, d in questions]).to_parquet(out / "examples.parquet"))
-    job = serving["project"].definitions.resolve_job_def("support_evaluate_adapter")
+    project = serving["project"]
+    if engine != "auto":
+        project = project_for(project.workdir, project.models, evaluator=Evaluator(max_new_tokens=12, engine=engine),
+                              vllm=serving["vllm"], gateway=serving["gateway"])
+    job = project.definitions.resolve_job_def("support_evaluate_adapter")
     result = job.execute_in_process(instance=serving["instance"], raise_on_error=False,
                                     op_selection=["support__eval_report", "support__safety_report"])
     assert result.success, [e.event_specific_data.error.message for e in result.all_events if e.is_step_failure]
     events = {e.asset_key.path[-1]: e.materialization for e in result.get_asset_materialization_events()}
-    engine = f"vllm {serving['vllm'].base_url} (float32)"
-    assert events["eval_report"].metadata["engine"].value == engine
+    served = f"vllm {serving['vllm'].base_url} (float32)"
+    expected = {"base": served, "candidate": served if engine == "vllm" else "transformers (adapter merged)"}
     scores = serving["store"].read_json("support/eval_report", events["eval_report"].tags["dagster/data_version"], "scores.json")
-    assert scores["engine"] == engine and {"base", "base+retrieval", "candidate", "candidate+retrieval"} <= set(scores["scores"])
-    assert "support-adapter-e" in {m["id"] for m in serving["vllm"].served_models()}
-    assert all(r["upstream"] != "support-adapter-e" for r in serving["gateway"].routes().values())
+    assert {k: scores["engine"][k] for k in expected} == expected and events["eval_report"].metadata["engine"].value["base"] == served
+    assert {"base", "base+retrieval", "candidate", "candidate+retrieval"} <= set(scores["scores"])
+    loaded = f"support-{version[:12]}"
+    assert (loaded in {m["id"] for m in serving["vllm"].served_models()}) == (engine == "vllm")
+    assert all(r["upstream"] != loaded for r in serving["gateway"].routes().values())
 
     table = serving["store"].read_table("support/eval_report", events["eval_report"].tags["dagster/data_version"],
                                         "examples.parquet")
-    path = str(serving["store"].partition_dir("support/lora_adapter", "adapter-e"))
+    path = str(serving["store"].partition_dir("support/lora_adapter", version))
     by_text = {x: {"chunk_id": c, "title": t, "section": sec, "text": x} for c, t, sec, x in PASSAGES}
-    for row in table[table["model"] == "candidate+retrieval"].itertuples():
-        grounded = grounded_messages([{"role": "user", "content": row.prompt}], [by_text[t] for t in row.retrieved])
-        assert row.answer == local_answer(serving["base"], path, grounded, 12), row.prompt
-    for row in table[table["model"] == "candidate"].itertuples():
-        assert row.answer == local_answer(serving["base"], path, row.prompt, 12), row.prompt
+    for role, adapter in (("base", None), ("candidate", path)):
+        for row in table[table["model"] == role + "+retrieval"].itertuples():
+            grounded = grounded_messages([{"role": "user", "content": row.prompt}], [by_text[t] for t in row.retrieved])
+            assert row.answer == local_answer(serving["base"], adapter, grounded, 12), (role, row.prompt)
+        for row in table[table["model"] == role].itertuples():
+            assert row.answer == local_answer(serving["base"], adapter, row.prompt, 12), (role, row.prompt)
     assert serving["store"].read_json("support/safety_report", events["safety_report"].tags["dagster/data_version"],
-                                      "safety.json")["engine"] == engine
+                                      "safety.json")["engine"] == expected["candidate"]
 
 
 def test_the_served_base_model_as_teacher_end_to_end(serving, tmp_path):

@@ -86,11 +86,13 @@ class Evaluator(ConfigurableResource):
     batch_size: int = Field(default=32, description="Prompts generated together (length-sorted, left-padded batches); "
                             "on a 2-core CPU a 32-prompt decode step costs 1.2x a 16-prompt one, 1.8x a single prompt's.")
     engine: Literal["auto", "vllm", "transformers"] = Field(
-        default="auto", description="What generates the answers: `vllm` — the model's own vLLM, the candidate "
-        "loaded on it as a LoRA, i.e. the model exactly as it will be served (batched, several times faster); "
-        "`transformers` — transformers + PEFT in this process; `auto` — vLLM when one is running or starting for "
-        "the base model (a deployment run starts it early) and the adapter will be served as a LoRA, else "
-        "transformers. The report records which one answered.")
+        default="auto", description="What generates the answers: `vllm` — the model's own vLLM for every row, the "
+        "candidate and champion loaded on it as LoRAs, i.e. exactly as served (the choice on a GPU, where vLLM's "
+        "LoRA kernels are fast); `transformers` — transformers + PEFT in this process, the adapter merged into "
+        "the weights; `auto` — the base model on the vLLM when one is running or starting for it (a deployment "
+        "run starts it early) and the adapters in this process (on CPU vLLM's LoRA kernels took 4x as long as "
+        "merged weights on the grounded prompt; greedy fp32 answers are the same either way, tested). The "
+        "report records which engine answered each row.")
     grounding_passages: int = Field(
         default=3, description="Passages retrieved from knowledge_index per golden question, for the grounding scores."
     )
