@@ -83,6 +83,11 @@ class RequestLog:
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
         metadata.create_all(self.engine)
         _migrate(self.engine)
+        if url.startswith("sqlite:///"):  # prompts and responses, even redacted, are for the owner only
+            for suffix in ("", "-wal", "-shm"):
+                path = Path(url.removeprefix("sqlite:///") + suffix)
+                if path.exists():
+                    path.chmod(0o600)
 
     @staticmethod
     def now() -> dt.datetime:

@@ -57,3 +57,12 @@ def test_a_request_log_from_before_reviews_is_migrated_its_feedback_pending(tmp_
     log.review(row["id"], "approved", "dana")
     assert [r["corrected_answer"] for r in RequestLogSource(database_url=f"sqlite:///{db}").feedback("support")] == \
         ["an old correction"]
+
+
+def test_the_request_log_file_is_for_its_owner_only(tmp_path):
+    from resources.requestlog import RequestLog
+
+    log = RequestLog(f"sqlite:///{tmp_path / 'serving' / 'requests.db'}")
+    log.record({"id": "r1", "client": "c", "endpoint": "chat", "model": "m", "status": 200, "prompt_redacted": "hi"})
+    modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "serving").iterdir()}
+    assert modes["requests.db"] == "0o600" and all(m == "0o600" for m in modes.values()), modes

@@ -105,3 +105,60 @@ def test_bad_files_are_quarantined_whole(tmp_path, name, content, reason):
 def test_missing_batch_names_the_path(tmp_path):
     with pytest.raises(FileNotFoundError, match="gone.jsonl"):
         read(tmp_path, "gone.jsonl")
+
+
+def test_records_that_break_parsers_are_quarantined_one_by_one(tmp_path):
+    """A 100,000-deep nested line (RecursionError), a 5,000-digit integer (ValueError) and a lone surrogate
+    (UnicodeEncodeError when the table is written) each cost their own record only."""
+    lines = ['{"text": "kept before"}', "[" * 100_000 + "]" * 100_000, '{"text": "n", "n": ' + "9" * 5_000 + "}",
+             '{"text": "broken \\ud800 surrogate"}', '{"text": "kept after"}']
+    (tmp_path / "b.jsonl").write_text("\n".join(lines) + "\n")
+    result = read(tmp_path, "b.jsonl")
+    assert [d["text"] for d in result.documents] == ["kept before", "kept after"]
+    reasons = {q["line"]: q["reason"] for q in result.quarantine}
+    assert reasons == {2: "malformed_json", 3: "malformed_json", 4: "invalid_unicode"}
+    assert all("b.jsonl:" in q["detail"] for q in result.quarantine) and result.ledger().balanced()
+    pd.DataFrame(result.documents).to_parquet(tmp_path / "out.parquet")  # what is kept can be written
+
+
+def test_symlinks_fifos_and_utf16_in_a_batch(tmp_path):
+    import os
+
+    inbox = tmp_path / "inbox"
+    batch = inbox / "batch"
+    batch.mkdir(parents=True)
+    secret = tmp_path / "credentials.txt"
+    secret.write_text("aws_secret_access_key = abc")
+    (batch / "ok.txt").write_text("A plain document that is read.")
+    (batch / "inside.txt").symlink_to(batch / "ok.txt")  # resolves inside the inbox: read
+    (batch / "outside.txt").symlink_to(secret)  # a link to a file elsewhere: never read
+    (batch / "dangling.txt").symlink_to(tmp_path / "gone.txt")
+    os.mkfifo(batch / "pipe.txt")  # reading it would block for ever
+    (batch / "utf16.txt").write_bytes("Grüße aus dem Handbuch, in UTF-16.".encode("utf-16"))
+    result = read_batch("batch", batch, inbox, ReaderLimits())
+    texts = sorted(d["text"] for d in result.documents)
+    assert any("Grüße" in t for t in texts) and sum("plain document" in t for t in texts) >= 1
+    assert not any("aws_secret" in t for t in texts)
+    reasons = {q["source_path"].split("/")[-1]: q["reason"] for q in result.quarantine}
+    assert reasons == {"outside.txt": "symlink_outside_inbox", "dangling.txt": "dangling_symlink",
+                       "pipe.txt": "not_a_regular_file"}
+    assert result.ledger().balanced()
+
+
+def test_a_fifo_or_dangling_link_at_the_top_of_the_inbox_does_not_stop_the_sensor(tmp_path):
+    import os
+
+    from resources.ingestion.inbox import Inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "good.txt").write_text("A good document.")
+    os.mkfifo(inbox / "pipe.txt")
+    (inbox / "dangling.md").symlink_to(tmp_path / "nowhere.md")
+    box = Inbox(path=str(inbox), settle_seconds=0)
+    names = {b.key for b in box.batches()}
+    assert "good.txt" in names
+    for key in names:  # every entry hashes and reads without blocking or raising
+        box.content_hash(key)
+        result = box.read(key)
+        assert result.ledger().balanced()

@@ -18,6 +18,7 @@ from resources.evaluation.metrics import score_answers
 from resources.knowledge.prompt import grounded_messages
 from resources.safety.probes import SafetyProbes, bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 from resources.safety.canaries import canary_prompts, exposure, load_canaries
+from resources.threads import torch_threads
 
 METRICS = ("exact_match", "token_f1", "rouge_l", "semantic_similarity", "context_support", "fact_recall",
            "citation_support", "abstention")
@@ -83,8 +84,10 @@ class Evaluator(ConfigurableResource):
 
     max_new_tokens: int = Field(default=64, description="Answer length cap; an answer that hits it without EOS is a runaway "
                                 "(64: 30% over the longest sample reference answer, 49 tokens).")
-    batch_size: int = Field(default=32, description="Prompts generated together (length-sorted, left-padded batches); "
-                            "on a 2-core CPU a 32-prompt decode step costs 1.2x a 16-prompt one, 1.8x a single prompt's.")
+    batch_size: int = Field(default=48, description="Prompts generated together (length-sorted, left-padded batches); "
+                            "on a 2-core CPU a 64-prompt decode step costs 1.6x a 16-prompt one, 2.4x a single prompt's.")
+    threads: int | None = Field(default=None, description="CPU threads of in-process generation (unset: every core; "
+                                "`make` sets OMP_NUM_THREADS=1 for everything else).")
     engine: Literal["auto", "vllm", "transformers"] = Field(
         default="auto", description="What generates the answers: `vllm` — the model's own vLLM for every row, the "
         "candidate and champion loaded on it as LoRAs, i.e. exactly as served (the choice on a GPU, where vLLM's "
@@ -102,8 +105,9 @@ class Evaluator(ConfigurableResource):
     )
 
     def answer(self, base_path: str, adapter_path: str | None, prompts: list) -> list[Generation]:
-        tokenizer, model = load_for_generation(base_path, adapter_path, merge=True)
-        return generate(tokenizer, model, prompts, self.max_new_tokens, self.batch_size)
+        with torch_threads(self.threads):
+            tokenizer, model = load_for_generation(base_path, adapter_path, merge=True)
+            return generate(tokenizer, model, prompts, self.max_new_tokens, self.batch_size)
 
     def answer_as(self, contender: Contender, prompts: list) -> list[Generation]:
         """Greedy answers; each prompt is a user message or a whole conversation (the grounded prompt)."""

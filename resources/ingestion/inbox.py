@@ -16,7 +16,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_files, read_batch
+from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_files, entry_problem, entry_stat, read_batch
 from resources.preflight import CheckedResource, problem
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
@@ -98,7 +98,7 @@ class Inbox(CheckedResource):
             files = [f for f in batch_files(path) if not f.name.endswith(IGNORED_SUFFIXES)]
             if not files:
                 continue
-            stats = [(f.relative_to(root).as_posix(), f.stat().st_size, f.stat().st_mtime_ns) for f in files]
+            stats = [(f.relative_to(root).as_posix(), *entry_stat(f)) for f in files]  # never follows a link out
             newest = max(s[2] for s in stats) / 1e9
             signature = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
             entries.append(BatchEntry(path.name, path, signature, settled=now - newest >= self.settle_seconds))
@@ -110,6 +110,9 @@ class Inbox(CheckedResource):
         root = self.root()
         for f in batch_files(self._batch_path(key)):
             digest.update(f.relative_to(root).as_posix().encode() + b"\0")
+            if entry_problem(f, root) is not None:  # never opened (a FIFO would block): its name stands for it
+                digest.update(repr(entry_stat(f)).encode())
+                continue
             with f.open("rb") as handle:
                 for chunk in iter(lambda: handle.read(1 << 20), b""):
                     digest.update(chunk)

@@ -7,6 +7,7 @@ line and the reason. A bad line never fails the batch; a bad file quarantines on
 from __future__ import annotations
 
 import io
+import codecs
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,27 +58,61 @@ class RecordError(ValueError):
 
 
 def batch_files(batch_path: Path) -> list[Path]:
-    """The files of one batch: the file itself, or every non-hidden file under the folder."""
-    if batch_path.is_file():
-        return [batch_path]
-    if batch_path.is_dir():
+    """The entries of one batch: the entry itself, or every non-hidden entry under the folder that is not a
+    folder — symlinks and special files (FIFOs, sockets) included, so that `entry_problem` can report them."""
+    if batch_path.is_dir() and not batch_path.is_symlink():
         return sorted(
             p
             for p in batch_path.rglob("*")
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(batch_path).parts)
+            if (p.is_symlink() or not p.is_dir()) and not any(part.startswith(".") for part in p.relative_to(batch_path).parts)
         )
+    if batch_path.is_symlink() or batch_path.exists():
+        return [batch_path]
     raise FileNotFoundError(f"ingestion batch {batch_path} does not exist (was it removed from the inbox?)")
+
+
+def entry_problem(path: Path, inbox_root: Path) -> tuple[str, str] | None:
+    """Why an inbox entry is not read (None: a regular file inside the inbox): a symlink is followed only when it
+    resolves to a regular file inside the inbox (a link to a credentials file elsewhere is not ingested)."""
+    if path.is_symlink():
+        target = path.resolve()
+        if not target.exists():
+            return "dangling_symlink", f"{path.name}: a symlink to {target.name}, which does not exist"
+        if not target.is_relative_to(inbox_root.resolve()):
+            return "symlink_outside_inbox", f"{path.name}: a symlink to a file outside the inbox (not followed)"
+    if not path.is_file():
+        return "not_a_regular_file", f"{path.name}: not a regular file (a FIFO, socket or device is never read)"
+    return None
+
+
+def entry_stat(path: Path) -> tuple[int, int]:
+    """(size, mtime_ns) of an entry without following it anywhere it may not lead."""
+    stat = path.lstat()
+    return stat.st_size, stat.st_mtime_ns
 
 
 def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLimits) -> BatchReadResult:
     result = BatchReadResult()
     for path in batch_files(batch_path):
-        _read_file(batch, path, path.relative_to(inbox_root).as_posix(), limits, result)
+        rel = path.relative_to(inbox_root).as_posix()
+        try:
+            _read_file(batch, path, rel, limits, result, entry_problem(path, inbox_root))
+        except Exception as err:  # noqa: BLE001 - one unreadable file never stops its batch
+            result.quarantine.append({"batch": batch, "source_path": rel, "source_sha256": "", "line": None,
+                                      "reason": "unreadable_file", "detail": f"{rel}: {type(err).__name__}: {str(err)[:200]}"})
+            result.files.append({"path": rel, "sha256": "", "bytes": 0, "format": path.suffix.lower().lstrip("."),
+                                 "records": 0, "quarantined": 1})
     return result
 
 
-def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: BatchReadResult) -> None:
+def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: BatchReadResult,
+               problem: tuple[str, str] | None = None) -> None:
     fmt = path.suffix.lower().lstrip(".")
+    if problem is not None:
+        out.files.append({"path": rel, "sha256": "", "bytes": 0, "format": fmt, "records": 0, "quarantined": 1})
+        out.quarantine.append({"batch": batch, "source_path": rel, "source_sha256": "", "line": None,
+                               "reason": problem[0], "detail": f"{rel}: {problem[1]}"})
+        return None
     size = path.stat().st_size
     data = path.read_bytes() if size <= limits.max_file_bytes else b""
     sha = sha256_hex(data) if data else ""
@@ -96,6 +131,11 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
         return quarantine("oversized_file", f"{rel}: {size} bytes exceeds max_file_bytes={limits.max_file_bytes}")
     if not data.strip():
         return quarantine("empty_file", f"{rel}: the file is empty")
+    if fmt != "parquet" and fmt not in BINARY_FORMATS and data.startswith(UNICODE_BOMS):
+        try:  # UTF-16/32 with a byte-order mark: decoded here, read like UTF-8 from now on
+            data = data.decode(next(e for b, e in BOM_ENCODINGS if data.startswith(b))).encode("utf-8")
+        except UnicodeDecodeError as err:
+            return quarantine("invalid_encoding", f"{rel}: marked as UTF-16/32 but not valid ({err.reason} at byte {err.start})")
     if fmt != "parquet" and fmt not in BINARY_FORMATS and b"\x00" in data[:8192]:
         return quarantine("binary_file", f"{rel}: NUL bytes found; this is a binary file, not .{fmt} text")
     first = next((f for f in out.files[:-1] if f["sha256"] == sha and not f.get("duplicate_of")), None)
@@ -117,13 +157,39 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
                 raise payload
             doc = normalise_record(payload, fmt=fmt, rel=rel, line=line,
                                    limits=limits if fmt in RECORD_FORMATS else None)  # a document is split, never refused for length
+            _check_encodable(doc, f"{rel}:{line}")
         except RecordError as err:
             quarantine(err.reason, err.detail, line)
+            continue
+        except Exception as err:  # noqa: BLE001 - one bad record never stops its file
+            quarantine("unreadable_record", f"{rel}:{line}: {type(err).__name__}: {str(err)[:200]}", line)
             continue
         doc.update(batch=batch, source_path=rel, source_sha256=sha, source_format=fmt, line=line)
         doc["doc_id"] = document_id(sha, line)
         out.documents.append(doc)
         info["records"] += 1
+
+
+def _check_encodable(value: Any, where: str) -> None:
+    """Text that cannot be written as UTF-8 (a lone surrogate from a JSON escape) is refused here, not when the
+    batch's table is written."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as err:
+            raise RecordError("invalid_unicode", f"{where}: a lone surrogate (U+{ord(value[err.start]):04X}) cannot be "
+                              "stored as UTF-8") from None
+    elif isinstance(value, dict):
+        for v in value.values():
+            _check_encodable(v, where)
+    elif isinstance(value, list):
+        for v in value:
+            _check_encodable(v, where)
+
+
+BOM_ENCODINGS = ((codecs.BOM_UTF32_LE, "utf-32"), (codecs.BOM_UTF32_BE, "utf-32"), (codecs.BOM_UTF16_LE, "utf-16"),
+                 (codecs.BOM_UTF16_BE, "utf-16"))  # UTF-32 first: its little-endian mark starts like UTF-16's
+UNICODE_BOMS = tuple(b for b, _ in BOM_ENCODINGS)
 
 
 # -- format readers: yield (line, dict | RecordError) -------------------------------------------
@@ -147,6 +213,8 @@ def jsonl_records(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
             yield number, json.loads(text)
         except json.JSONDecodeError as err:
             yield number, RecordError("malformed_json", f"{rel}:{number}: malformed JSON ({err.msg} at column {err.colno})")
+        except (ValueError, RecursionError) as err:  # a 5,000-digit integer; nesting deeper than Python recurses
+            yield number, RecordError("malformed_json", f"{rel}:{number}: unreadable JSON ({type(err).__name__}: {str(err)[:120]})")
 
 
 def _json_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
@@ -154,6 +222,8 @@ def _json_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
         payload = json.loads(_decode(data, rel))
     except json.JSONDecodeError as err:
         raise RecordError("malformed_json", f"{rel}: malformed JSON ({err.msg} at line {err.lineno})") from None
+    except (ValueError, RecursionError) as err:
+        raise RecordError("malformed_json", f"{rel}: unreadable JSON ({type(err).__name__}: {str(err)[:120]})") from None
     items = payload if isinstance(payload, list) else [payload]
     yield from enumerate(items, start=1)
 

@@ -17,6 +17,7 @@ from dagster import ConfigurableResource
 from pydantic import Field
 
 from resources.offline import apply_offline_defaults
+from resources.threads import torch_threads
 
 EMBEDDED_EMBEDDER = "embedded:all-MiniLM-L6-v2"
 # what a passage of a built index carries (document_chunks' columns): enough to cite it and trace it to a file
@@ -73,8 +74,9 @@ class KnowledgeIndexer(ConfigurableResource):
 
     def embed(self, texts: list[str]) -> np.ndarray:
         model = _model(embedder_path(self.model))
-        vectors = model.encode([t[: self.max_chars] for t in texts], batch_size=self.batch_size,
-                               normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
+        with torch_threads(None):  # every core, whatever OMP_NUM_THREADS says
+            vectors = model.encode([t[: self.max_chars] for t in texts], batch_size=self.batch_size,
+                                   normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
 
     def build(self, ids: list[str], texts: list[str]) -> DenseIndex:
