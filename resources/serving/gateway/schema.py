@@ -183,13 +183,16 @@ class Usage(_Lenient):
     total_tokens: int = 0
 
 
-class ChatResponse(_Lenient):
+class _Response(_Lenient):
     id: str = ""
-    object: Literal["chat.completion"] = "chat.completion"
     created: int = 0
     model: str = ""
-    choices: list[ChatChoice] = Field(default_factory=list)
     usage: Usage | None = None
+
+
+class ChatResponse(_Response):
+    object: Literal["chat.completion"] = "chat.completion"
+    choices: list[ChatChoice] = Field(default_factory=list)
 
 
 class CompletionLogprobs(_Lenient):
@@ -206,13 +209,9 @@ class CompletionChoice(_Lenient):
     logprobs: CompletionLogprobs | None = None
 
 
-class CompletionResponse(_Lenient):
-    id: str = ""
+class CompletionResponse(_Response):
     object: Literal["text_completion"] = "text_completion"
-    created: int = 0
-    model: str = ""
     choices: list[CompletionChoice] = Field(default_factory=list)
-    usage: Usage | None = None
 
 
 def parse_response(data: Any, endpoint: str) -> ChatResponse | CompletionResponse:
