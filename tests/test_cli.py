@@ -146,3 +146,22 @@ def test_feedback_is_reviewed_at_the_command_line_before_it_reaches_a_dataset(tm
     assert purged.returncode == 0 and "deleted 1" in purged.stdout
     assert {r["client"] for r in log.feedback_rows()} == {"acme"} and len(log.feedback_rows("pending")) == 1
     assert yaml.safe_load((project_dir / "models" / "helpdesk" / "defs.yaml").read_text())  # the project untouched
+
+
+def test_keys_with_privileged_parameters_and_a_token_cap(tmp_path):
+    """`tuneforge keys --allow n,logprobs --max-tokens 256`: the scope is stored with the hashed key; a parameter
+    that is not privileged is refused naming the ones that are."""
+    from orchestration.project import load_project
+    from resources.serving.gateway.keys import KeyRing
+
+    project_dir = tmp_path / "proj"
+    assert tuneforge("init", str(project_dir), "--name", "helpdesk").returncode == 0
+    made = tuneforge("keys", "analyst", "--models", "helpdesk", "--allow", "n,logprobs", "--max-tokens", "256",
+                     "--project", str(project_dir))
+    assert made.returncode == 0, made.stdout + made.stderr
+    key = made.stdout.strip().split()[-1]
+    keys_file = load_project(project_dir).definitions.resources["gateway"].keys_file
+    client = KeyRing.load(keys_file).authenticate(key)
+    assert client.allowed_parameters == ("n", "logprobs") and client.max_tokens == 256 and key not in open(keys_file).read()
+    wrong = tuneforge("keys", "x", "--models", "helpdesk", "--allow", "tools", "--project", str(project_dir))
+    assert wrong.returncode == 2 and "not a privileged parameter" in wrong.stdout + wrong.stderr
