@@ -102,13 +102,16 @@ class RequestLog:
         with self.engine.begin() as conn:
             return int(conn.execute(insert(feedback).values({"created_at": self.now(), **row})).inserted_primary_key[0])
 
-    def feedback_rows(self, status: str | None = None, model: str | None = None) -> list[dict[str, Any]]:
-        """Feedback with the model that gave the answer, oldest first; optionally one status or one model."""
+    def feedback_rows(self, status: str | None = None, model: str | None = None,
+                      feedback_id: int | None = None) -> list[dict[str, Any]]:
+        """Feedback with the model that gave the answer, oldest first; optionally one status, model or id."""
         query = select(feedback, requests.c.model).join(requests, requests.c.id == feedback.c.response_id)
         if status is not None:
             query = query.where(feedback.c.status == status)
         if model is not None:
             query = query.where(requests.c.model == model)
+        if feedback_id is not None:
+            query = query.where(feedback.c.id == feedback_id)
         with self.engine.connect() as conn:
             return [dict(r) for r in conn.execute(query.order_by(feedback.c.id)).mappings()]
 

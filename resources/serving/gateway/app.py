@@ -549,8 +549,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             decision = parse_model(ReviewRequest, json.loads(await request.body() or b"null")).decision
         except (ValueError, RequestError):
             return _error(400, "send {\"decision\": \"approve\"} or {\"decision\": \"reject\"}", "invalid_request_error")
-        rows = {r["id"]: r for r in await run_in_threadpool(log.feedback_rows, "pending")}
-        row = rows.get(feedback_id)
+        row = next(iter(await run_in_threadpool(log.feedback_rows, "pending", None, feedback_id)), None)
         if row is None or (row["model"] not in client.models and "*" not in client.models):
             return _error(404, "no such pending feedback on your models", "not_found")
         try:

@@ -107,13 +107,7 @@ def parse_request(body: Any, endpoint: str, allowed: tuple[str, ...], max_messag
     model = ChatRequest if endpoint == "chat" else CompletionRequest
     if endpoint != "chat" and isinstance(body, dict) and isinstance(body.get("prompt"), list):
         raise RequestError("'prompt' must be one string (a list of prompts is not supported: send one request each)")
-    try:
-        request = model.model_validate(body)
-    except ValidationError as err:
-        first = err.errors()[0]
-        where = ".".join(str(p) for p in first["loc"]) or "body"
-        kind = "is not a supported parameter" if first["type"] == "extra_forbidden" else first["msg"]
-        raise RequestError(f"{where}: {kind} ({len(err.errors())} problem(s) in the request)") from None
+    request = parse_model(model, body, unknown="is not a supported parameter")
     refused = [p for p in request.privileged() if p not in allowed]
     if refused:
         raise RequestError(f"{', '.join(refused)}: not allowed for this API key (its scope does not include it)")
@@ -258,12 +252,12 @@ class ReviewRequest(_Strict):
     decision: Literal["approve", "reject"]
 
 
-def parse_model(model: type[BaseModel], body: Any) -> BaseModel:
-    """`body` as `model`, or RequestError naming the first wrong field."""
+def parse_model(model: type[BaseModel], body: Any, unknown: str = "is not a supported field") -> BaseModel:
+    """`body` as `model`, or RequestError naming the first wrong field (and how many problems there are)."""
     try:
         return model.model_validate(body)
     except ValidationError as err:
         first = err.errors()[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
-        kind = "is not a supported field" if first["type"] == "extra_forbidden" else first["msg"]
-        raise RequestError(f"{where}: {kind}") from None
+        kind = unknown if first["type"] == "extra_forbidden" else first["msg"]
+        raise RequestError(f"{where}: {kind} ({len(err.errors())} problem(s) in the request)") from None
