@@ -1,8 +1,11 @@
 """Ingestion: every supported format and record shape, and every bad-input kind quarantined."""
 
+import csv
 import json
 
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 
 from resources.ingestion.readers import ReaderLimits, read_batch
@@ -88,7 +91,10 @@ def test_bad_records_are_quarantined_and_the_rest_kept(tmp_path, content, reason
         ("blob.jsonl", b"\x00\x01\x02binary", "binary_file"),
         ("empty.jsonl", b"", "empty_file"),
         ("doc.pdfx", b"whatever", "unsupported_format"),
-        ("bad.csv", b"a,b\n\xff\xfe,x\n", "invalid_utf8"),
+        ("bad.csv", b"a\xff,b\nx,y\n", "invalid_utf8"),  # in the header: no row can be read
+        ("dup.csv", b"text,text\nx,y\n", "malformed_csv"),
+        ("quote.csv", b'"text,b\nx,y\n', "malformed_csv"),
+        ("big.parquet", b"PAR1" * 600, "oversized_file"),
         ("bad.json", b'[{"text": "a"', "malformed_json"),
         ("big.txt", b"x" * 2048, "oversized_file"),
     ],
@@ -162,3 +168,146 @@ def test_a_fifo_or_dangling_link_at_the_top_of_the_inbox_does_not_stop_the_senso
         box.content_hash(key)
         result = box.read(key)
         assert result.ledger().balanced()
+
+
+def test_a_bad_csv_row_costs_only_itself_and_the_rows_are_counted_from_the_file(tmp_path):
+    (tmp_path / "qa.csv").write_text('id,prompt,completion\nQ1,What?,That.\nQ2,Why?,"Because,\nof this."\n\n'
+                                     "Q3,How?,Like so.,extra\nQ4,When?,Now.\n")
+    result = read(tmp_path, "qa.csv")
+    assert [d["external_id"] for d in result.documents] == ["Q1", "Q2", "Q4"]
+    assert [d["line"] for d in result.documents] == [1, 2, 4]  # data rows: a quoted newline and a blank line are not rows
+    assert [(q["line"], q["reason"]) for q in result.quarantine] == [(3, "csv_bad_row")]
+    assert result.quarantine[0]["detail"] == "qa.csv:3: row 3 (line 6) has 4 fields, the header has 3"
+    ledger = result.ledger()
+    assert ledger.records_in == 4 and result.files[0]["records_in"] == 4 and ledger.balanced()
+    result.documents.pop()  # a row lost between the parser and the table ...
+    assert not result.ledger().balanced()  # ... shows: records in are counted from the source, not the outcomes
+
+
+@pytest.mark.parametrize(
+    "row, reason, detail",
+    [
+        (b"Q2,Short.", "csv_bad_row", "row 2 (line 3) has 2 fields, the header has 3"),
+        (b"Q2,Caf\xe9?,Yes.", "invalid_utf8", "row 2 (line 3): invalid UTF-8 (byte 0xE9) in column 'prompt'"),
+        (b'Q2,"' + b"x" * (csv.field_size_limit() + 1) + b'",y', "csv_bad_row",
+         f"row 2 (line 3): a field is longer than the csv field-size limit ({csv.field_size_limit()} characters)"),
+        (b'Q2,"ab"c,y', "csv_bad_row", "row 2 (line 3): malformed CSV"),
+        (b"Q2,,Nothing asked.", "empty_record", "prompt/completion records need both fields non-empty"),
+    ],
+)
+def test_csv_rows_that_cannot_be_records_are_quarantined_by_row(tmp_path, row, reason, detail):
+    (tmp_path / "qa.csv").write_bytes(b"id,prompt,completion\nQ1,What?,That.\n" + row + b"\nQ3,How?,Like so.\n")
+    result = read(tmp_path, "qa.csv")
+    assert [d["external_id"] for d in result.documents] == ["Q1", "Q3"]
+    assert [(q["line"], q["reason"]) for q in result.quarantine] == [(2, reason)]
+    assert result.quarantine[0]["detail"].startswith("qa.csv:2: ") and detail in result.quarantine[0]["detail"]
+    assert result.ledger().records_in == 3 and result.ledger().balanced()
+
+
+def test_an_unclosed_csv_quote_is_one_bad_row_not_a_silent_merge(tmp_path):
+    (tmp_path / "t.csv").write_text('text\nkept\n"never closed\nswallowed\n')
+    result = read(tmp_path, "t.csv")
+    assert [d["text"] for d in result.documents] == ["kept"]
+    assert [q["reason"] for q in result.quarantine] == ["csv_bad_row"]
+    assert "lines 3-4" in result.quarantine[0]["detail"] and "not closed" in result.quarantine[0]["detail"]
+    assert result.ledger().balanced()
+
+
+def _refuse_loading(monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("the rows were loaded")
+
+    for name in ("iter_batches", "read_row_group", "read_row_groups", "read"):
+        monkeypatch.setattr(pq.ParquetFile, name, never)
+    monkeypatch.setattr(pq, "read_table", never)
+    monkeypatch.setattr(pd, "read_parquet", never)
+
+
+@pytest.mark.parametrize(
+    "limits, detail",
+    [
+        (ReaderLimits(max_parquet_rows=50_000), "100000 rows exceeds max_parquet_rows=50000"),
+        (ReaderLimits(max_parquet_bytes=64 * 1024), "bytes uncompressed exceeds max_parquet_bytes=65536"),
+    ],
+)
+def test_a_parquet_file_that_would_expand_past_the_limits_is_refused_by_its_metadata(tmp_path, monkeypatch, limits,
+                                                                                      detail):
+    pq.write_table(pa.table({"text": ["x"] * 100_000}), tmp_path / "bomb.parquet", compression="zstd",
+                   use_dictionary=False)  # plain-encoded: its metadata declares ~500 kB uncompressed
+    assert (tmp_path / "bomb.parquet").stat().st_size < 16 * 1024  # small on disk, 100,000 records inside
+    _refuse_loading(monkeypatch)
+    result = read(tmp_path, "bomb.parquet", limits)
+    assert result.documents == []
+    assert [(q["reason"], q["line"]) for q in result.quarantine] == [("parquet_too_large", None)]
+    assert detail in result.quarantine[0]["detail"] and result.quarantine[0]["detail"].startswith("bomb.parquet: ")
+    assert result.ledger().records_in == 1 and result.ledger().balanced()
+
+
+def test_parquet_within_the_limits_is_read_one_row_group_at_a_time(tmp_path, monkeypatch):
+    rows = [{"id": f"R{i}", "text": f"row {i}"} for i in range(35)]
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "t.parquet", row_group_size=10, compression="zstd")
+    assert pq.ParquetFile(tmp_path / "t.parquet").metadata.num_row_groups == 4
+    monkeypatch.setattr(pd, "read_parquet", lambda *a, **k: pytest.fail("read the whole table at once"))
+    groups = []
+    iter_batches = pq.ParquetFile.iter_batches
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches",
+                        lambda self, *a, **k: groups.append(k["row_groups"]) or iter_batches(self, *a, **k))
+    result = read(tmp_path, "t.parquet", ReaderLimits(max_parquet_rows=35))
+    assert [d["external_id"] for d in result.documents] == [f"R{i}" for i in range(35)]
+    assert [d["line"] for d in result.documents] == list(range(1, 36))
+    assert groups == [[0], [1], [2], [3]]
+    assert not result.quarantine and result.ledger().records_in == 35 and result.ledger().balanced()
+
+
+def test_a_corrupt_parquet_row_group_costs_only_its_rows(tmp_path):
+    path = tmp_path / "t.parquet"
+    pq.write_table(pa.table({"text": [f"row {i} " + "x" * 50 for i in range(30)]}), path, row_group_size=10,
+                   compression="zstd")
+    column = pq.ParquetFile(path).metadata.row_group(1).column(0)
+    start = column.dictionary_page_offset or column.data_page_offset
+    data = bytearray(path.read_bytes())
+    data[start + 20:start + column.total_compressed_size - 4] = b"Z" * (column.total_compressed_size - 24)
+    path.write_bytes(bytes(data))
+    result = read(tmp_path, "t.parquet")
+    assert [d["line"] for d in result.documents] == [*range(1, 11), *range(21, 31)]  # lines keep their place
+    assert [(q["line"], q["reason"]) for q in result.quarantine] == [(11, "malformed_parquet")]
+    assert result.quarantine[0]["detail"].startswith("t.parquet:11: row group 1 (rows 11-20) is unreadable")
+    assert result.ledger().records_in == 21 and result.ledger().balanced()
+
+
+def test_jsonl_is_streamed_line_by_line_never_read_whole(tmp_path, monkeypatch):
+    lines = [b'{"text": "first"}', b'{"text": "trunc', b"", b'{"foo": 1}', b'{"text": "' + b"y" * 200 + b'"}',
+             b'\xef\xbb\xbf{"text": "a stray BOM mid-file"}', b'{"text": "last"}']
+    (tmp_path / "f.jsonl").write_bytes(b"\n".join(lines))
+    monkeypatch.setattr(type(tmp_path), "read_bytes", lambda self: pytest.fail(f"{self.name} was read whole"))
+    result = read(tmp_path, "f.jsonl", ReaderLimits(max_record_chars=100))
+    assert [(d["line"], d["text"]) for d in result.documents] == [(1, "first"), (7, "last")]
+    assert [(q["line"], q["reason"]) for q in result.quarantine] == [
+        (2, "malformed_json"), (4, "unrecognised_schema"), (5, "oversized_record"), (6, "malformed_json")]
+    assert result.files[0]["sha256"] == sha256_hex(b"\n".join(lines))
+    assert result.ledger().records_in == 6 and result.ledger().balanced()
+
+
+def test_utf16_jsonl_is_streamed_and_a_bad_one_quarantined_whole(tmp_path):
+    (tmp_path / "u.jsonl").write_bytes('{"text": "Grüße"}\n{"text": "zwei"}\n'.encode("utf-16"))
+    result = read(tmp_path, "u.jsonl")
+    assert [d["text"] for d in result.documents] == ["Grüße", "zwei"] and result.ledger().balanced()
+    (tmp_path / "bad.jsonl").write_bytes('{"text": "a"}\n'.encode("utf-16") + b"\x00\xd8\x41\x00")  # lone surrogate
+    result = read(tmp_path, "bad.jsonl")
+    assert result.documents == [] and [q["reason"] for q in result.quarantine] == ["invalid_encoding"]
+
+
+def test_a_file_that_fails_half_way_is_one_unreadable_file_not_half_its_records(tmp_path, monkeypatch):
+    from resources.ingestion import readers
+
+    (tmp_path / "a.jsonl").write_text('{"text": "one"}\n{"text": "two"}\n{"text": "three"}\n')
+    (tmp_path / "b.jsonl").write_text('{"text": "other file"}\n')
+    calls = []
+    real = readers.document_id
+    monkeypatch.setattr(readers, "document_id", lambda sha, line: calls.append(line) or (
+        real(sha, line) if len(calls) != 2 else 1 / 0))
+    result = read_batch("t", tmp_path, tmp_path, ReaderLimits())
+    assert [d["text"] for d in result.documents] == ["other file"]
+    assert [(q["source_path"], q["reason"]) for q in result.quarantine] == [("a.jsonl", "unreadable_file")]
+    assert [f["path"] for f in result.files] == ["a.jsonl", "b.jsonl"]
+    assert result.ledger().records_in == 2 and result.ledger().balanced()

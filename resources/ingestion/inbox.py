@@ -53,6 +53,14 @@ class Inbox(CheckedResource):
     max_record_chars: int = Field(
         default=50_000, description="Records longer than this are quarantined (reason oversized_record)."
     )
+    max_parquet_rows: int = Field(
+        default=1_000_000, description="Parquet files whose metadata declares more rows than this are quarantined "
+        "unread (reason parquet_too_large): a few kB of compressed Parquet can hold millions of rows.",
+    )
+    max_parquet_bytes: int = Field(
+        default=1024 * 1024 * 1024, description="Parquet files whose row groups declare more uncompressed bytes than "
+        "this in all are quarantined unread (reason parquet_too_large).",
+    )
 
     def problems(self) -> list[str]:
         from resources.ingestion.forget import ForgetList
@@ -82,7 +90,8 @@ class Inbox(CheckedResource):
         return root / key
 
     def limits(self) -> ReaderLimits:
-        return ReaderLimits(max_file_bytes=self.max_file_bytes, max_record_chars=self.max_record_chars)
+        return ReaderLimits(max_file_bytes=self.max_file_bytes, max_record_chars=self.max_record_chars,
+                            max_parquet_rows=self.max_parquet_rows, max_parquet_bytes=self.max_parquet_bytes)
 
     def batches(self, now: float | None = None) -> list[BatchEntry]:
         """The batches currently in the inbox, sorted by name."""

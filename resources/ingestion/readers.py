@@ -6,14 +6,17 @@ line and the reason. A bad line never fails the batch; a bad file quarantines on
 
 from __future__ import annotations
 
-import io
 import codecs
+import csv
+import hashlib
+import io
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, BinaryIO, Iterable, Iterator
 
-import pandas as pd
+import pyarrow.parquet as pq
 
 from resources.knowledge.parsing import BINARY_FORMATS, DOCUMENT_FORMATS, ParseError, parse_document
 from resources.records import ROLES, Ledger, document_id, join_segments, sha256_hex
@@ -26,13 +29,15 @@ SUPPORTED_FORMATS = RECORD_FORMATS + DOCUMENT_FORMATS  # ... and files that are 
 class ReaderLimits:
     max_file_bytes: int = 512 * 1024 * 1024
     max_record_chars: int = 50_000
+    max_parquet_rows: int = 1_000_000  # rows a Parquet file's metadata may declare
+    max_parquet_bytes: int = 1024 * 1024 * 1024  # uncompressed bytes its row groups may declare, in all
 
 
 @dataclass
 class BatchReadResult:
     documents: list[dict[str, Any]] = field(default_factory=list)
     quarantine: list[dict[str, Any]] = field(default_factory=list)
-    files: list[dict[str, Any]] = field(default_factory=list)  # path, sha256, bytes, format, records
+    files: list[dict[str, Any]] = field(default_factory=list)  # path, sha256, bytes, format, records_in, records, quarantined
     forgotten: list[str] = field(default_factory=list)  # doc ids dropped by the forget list
     duplicates: list[dict[str, Any]] = field(default_factory=list)  # files byte-identical to one read before
 
@@ -44,7 +49,9 @@ class BatchReadResult:
             ledger.dropped["forgotten"] = len(self.forgotten)
         if self.duplicates:
             ledger.dropped["exact_duplicate"] = sum(d["records"] for d in self.duplicates)
-        ledger.records_in = ledger.kept + sum(ledger.dropped.values()) + sum(ledger.quarantined.values())
+        # counted from the sources as their parsers saw them (rows, lines, items; 1 for a file quarantined whole),
+        # never from the outcomes: a record lost between parser and table unbalances the ledger
+        ledger.records_in = sum(f["records_in"] for f in self.files)
         return ledger
 
 
@@ -95,13 +102,16 @@ def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLim
     result = BatchReadResult()
     for path in batch_files(batch_path):
         rel = path.relative_to(inbox_root).as_posix()
+        marks = len(result.documents), len(result.quarantine), len(result.files), len(result.duplicates)
         try:
             _read_file(batch, path, rel, limits, result, entry_problem(path, inbox_root))
         except Exception as err:  # noqa: BLE001 - one unreadable file never stops its batch
+            del result.documents[marks[0]:], result.quarantine[marks[1]:], result.files[marks[2]:]  # all of it, once
+            del result.duplicates[marks[3]:]
             result.quarantine.append({"batch": batch, "source_path": rel, "source_sha256": "", "line": None,
                                       "reason": "unreadable_file", "detail": f"{rel}: {type(err).__name__}: {str(err)[:200]}"})
             result.files.append({"path": rel, "sha256": "", "bytes": 0, "format": path.suffix.lower().lstrip("."),
-                                 "records": 0, "quarantined": 1})
+                                 "records_in": 1, "records": 0, "quarantined": 1})
     return result
 
 
@@ -109,14 +119,23 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
                problem: tuple[str, str] | None = None) -> None:
     fmt = path.suffix.lower().lstrip(".")
     if problem is not None:
-        out.files.append({"path": rel, "sha256": "", "bytes": 0, "format": fmt, "records": 0, "quarantined": 1})
+        out.files.append({"path": rel, "sha256": "", "bytes": 0, "format": fmt, "records_in": 1, "records": 0,
+                          "quarantined": 1})
         out.quarantine.append({"batch": batch, "source_path": rel, "source_sha256": "", "line": None,
                                "reason": problem[0], "detail": f"{rel}: {problem[1]}"})
         return None
     size = path.stat().st_size
-    data = path.read_bytes() if size <= limits.max_file_bytes else b""
-    sha = sha256_hex(data) if data else ""
-    info = {"path": rel, "sha256": sha, "bytes": size, "format": fmt, "records": 0, "quarantined": 0}
+    text_file = fmt != "parquet" and fmt not in BINARY_FORMATS
+    data: bytes | None = None  # JSONL is streamed line by line: never held whole
+    scan = _Scan()
+    if size <= limits.max_file_bytes:
+        if fmt == "jsonl":
+            scan = _scan_file(path)
+        else:
+            data = path.read_bytes()
+            scan = _Scan(sha256_hex(data) if data else "", not data.strip(), data[:8192], data[:8192])
+    sha = scan.sha256
+    info = {"path": rel, "sha256": sha, "bytes": size, "format": fmt, "records_in": 0, "records": 0, "quarantined": 0}
     out.files.append(info)
 
     def quarantine(reason: str, detail: str, line: int | None = None) -> None:
@@ -125,49 +144,119 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
         )
         info["quarantined"] += 1
 
+    def refuse(reason: str, detail: str) -> None:  # the whole file, as one record
+        info["records_in"] += 1
+        quarantine(reason, detail)
+
     if fmt not in SUPPORTED_FORMATS:
-        return quarantine("unsupported_format", f"{rel}: extension .{fmt} is not one of {', '.join(SUPPORTED_FORMATS)}")
+        return refuse("unsupported_format", f"{rel}: extension .{fmt} is not one of {', '.join(SUPPORTED_FORMATS)}")
     if size > limits.max_file_bytes:
-        return quarantine("oversized_file", f"{rel}: {size} bytes exceeds max_file_bytes={limits.max_file_bytes}")
-    if not data.strip():
-        return quarantine("empty_file", f"{rel}: the file is empty")
-    if fmt != "parquet" and fmt not in BINARY_FORMATS and data.startswith(UNICODE_BOMS):
-        try:  # UTF-16/32 with a byte-order mark: decoded here, read like UTF-8 from now on
-            data = data.decode(next(e for b, e in BOM_ENCODINGS if data.startswith(b))).encode("utf-8")
-        except UnicodeDecodeError as err:
-            return quarantine("invalid_encoding", f"{rel}: marked as UTF-16/32 but not valid ({err.reason} at byte {err.start})")
-    if fmt != "parquet" and fmt not in BINARY_FORMATS and b"\x00" in data[:8192]:
-        return quarantine("binary_file", f"{rel}: NUL bytes found; this is a binary file, not .{fmt} text")
+        return refuse("oversized_file", f"{rel}: {size} bytes exceeds max_file_bytes={limits.max_file_bytes}")
+    if scan.blank:
+        return refuse("empty_file", f"{rel}: the file is empty")
+    encoding = None  # UTF-16/32 with a byte-order mark: decoded here, read like UTF-8 from now on
+    if text_file and scan.head.startswith(UNICODE_BOMS):
+        encoding = next(e for b, e in BOM_ENCODINGS if scan.head.startswith(b))
+        if data is not None:
+            try:
+                data = data.decode(encoding).encode("utf-8")
+                scan.text_head = data[:8192]
+            except UnicodeDecodeError as err:
+                scan.encoding_error = f"{err.reason} at byte {err.start}"
+        if scan.encoding_error:
+            return refuse("invalid_encoding", f"{rel}: marked as UTF-16/32 but not valid ({scan.encoding_error})")
+    if text_file and b"\x00" in scan.text_head:
+        return refuse("binary_file", f"{rel}: NUL bytes found; this is a binary file, not .{fmt} text")
     first = next((f for f in out.files[:-1] if f["sha256"] == sha and not f.get("duplicate_of")), None)
     if first is not None:  # a byte-identical copy: its records are the first file's, dropped with the reason
-        info.update(duplicate_of=first["path"], records=0)
+        info.update(duplicate_of=first["path"], records_in=first["records_in"], records=0)
         out.duplicates.append({"batch": batch, "source_path": rel, "duplicate_of": first["path"], "sha256": sha,
-                               "records": first["records"] + first["quarantined"],
+                               "records": first["records_in"],
                                "detail": f"{rel} is byte-identical to {first['path']} (sha256 {sha[:16]})"})
         return None
 
-    try:
-        units = list(_UNITS[fmt](data, rel))
-    except RecordError as err:  # the whole file is unreadable as this format
-        return quarantine(err.reason, err.detail)
+    with path.open("rb") if data is None else io.BytesIO(data) as handle:
+        if fmt == "jsonl":
+            units = jsonl_records(_utf8_lines(handle, encoding), rel)
+        elif fmt == "parquet":
+            units = _parquet_units(data, rel, limits)
+        else:
+            units = _UNITS[fmt](data, rel)
+        while True:
+            try:
+                line, payload = next(units)
+            except StopIteration:
+                break
+            except RecordError as err:  # the file (or what is left of it) is unreadable as this format
+                return refuse(err.reason, err.detail)
+            except Exception as err:  # noqa: BLE001 - the records read so far stand; the rest is one record
+                return refuse("unreadable_file", f"{rel}: {type(err).__name__}: {str(err)[:200]}")
+            info["records_in"] += 1  # one unit as the parser saw it, before anything is decided about it
+            try:
+                if isinstance(payload, RecordError):
+                    raise payload
+                doc = normalise_record(payload, fmt=fmt, rel=rel, line=line,
+                                       limits=limits if fmt in RECORD_FORMATS else None)  # a document is split, never refused for length
+                _check_encodable(doc, f"{rel}:{line}")
+            except RecordError as err:
+                quarantine(err.reason, err.detail, line)
+                continue
+            except Exception as err:  # noqa: BLE001 - one bad record never stops its file
+                quarantine("unreadable_record", f"{rel}:{line}: {type(err).__name__}: {str(err)[:200]}", line)
+                continue
+            doc.update(batch=batch, source_path=rel, source_sha256=sha, source_format=fmt, line=line)
+            doc["doc_id"] = document_id(sha, line)
+            out.documents.append(doc)
+            info["records"] += 1
 
-    for line, payload in units:
-        try:
-            if isinstance(payload, RecordError):
-                raise payload
-            doc = normalise_record(payload, fmt=fmt, rel=rel, line=line,
-                                   limits=limits if fmt in RECORD_FORMATS else None)  # a document is split, never refused for length
-            _check_encodable(doc, f"{rel}:{line}")
-        except RecordError as err:
-            quarantine(err.reason, err.detail, line)
-            continue
-        except Exception as err:  # noqa: BLE001 - one bad record never stops its file
-            quarantine("unreadable_record", f"{rel}:{line}: {type(err).__name__}: {str(err)[:200]}", line)
-            continue
-        doc.update(batch=batch, source_path=rel, source_sha256=sha, source_format=fmt, line=line)
-        doc["doc_id"] = document_id(sha, line)
-        out.documents.append(doc)
-        info["records"] += 1
+
+@dataclass
+class _Scan:
+    sha256: str = ""
+    blank: bool = True  # nothing but ASCII whitespace
+    head: bytes = b""  # the first 8 KiB as stored
+    text_head: bytes = b""  # ... and as UTF-8 text (decoded, for a file with a UTF-16/32 byte-order mark)
+    encoding_error: str | None = None
+
+
+def _scan_file(path: Path) -> _Scan:
+    """A file's sha256, whether it is blank, its head and (marked UTF-16/32) whether it decodes, in one pass of
+    1 MiB chunks: a file read as a stream is never held whole."""
+    digest, scan, decoder, offset = hashlib.sha256(), _Scan(), None, 0
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+            if not scan.head:
+                scan.head = scan.text_head = chunk[:8192]
+                encoding = next((e for b, e in BOM_ENCODINGS if chunk.startswith(b)), None)
+                decoder = codecs.getincrementaldecoder(encoding)() if encoding else None
+            if scan.blank and chunk.strip():
+                scan.blank = False
+            if decoder is not None and scan.encoding_error is None:
+                pending = len(decoder.getstate()[0])
+                try:
+                    text = decoder.decode(chunk)
+                    if offset == 0:
+                        scan.text_head = text[:8192].encode("utf-8", "surrogatepass")
+                except UnicodeDecodeError as err:
+                    scan.encoding_error = f"{err.reason} at byte {offset - pending + err.start}"
+            offset += len(chunk)
+        if decoder is not None and scan.encoding_error is None:
+            try:
+                decoder.decode(b"", final=True)
+            except UnicodeDecodeError as err:
+                scan.encoding_error = f"{err.reason} at byte {offset - len(err.object) + err.start}"
+    scan.sha256 = digest.hexdigest() if offset else ""
+    return scan
+
+
+def _utf8_lines(handle: BinaryIO, encoding: str | None) -> Iterator[bytes]:
+    """The file's lines (split at \\n, as UTF-8 bytes), one at a time."""
+    if encoding is None:
+        yield from handle
+        return
+    for text in io.TextIOWrapper(handle, encoding=encoding, newline="\n"):
+        yield text.encode("utf-8", "surrogatepass")
 
 
 def _check_encodable(value: Any, where: str) -> None:
@@ -200,8 +289,12 @@ def _decode(data: bytes, rel: str) -> str:
         raise RecordError("invalid_utf8", f"{rel}: invalid UTF-8 at byte {err.start}") from None
 
 
-def jsonl_records(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
-    for number, raw in enumerate(data.split(b"\n"), start=1):
+def jsonl_records(data: bytes | Iterable[bytes], rel: str) -> Iterator[tuple[int, Any]]:
+    """(line, record | RecordError) for each non-blank line of `data`: the file's bytes, or its lines one at a
+    time (an open binary file), so that memory is bounded by the longest line."""
+    lines = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    for number, raw in enumerate(lines, start=1):
+        raw = raw.removesuffix(b"\n")
         if not raw.strip():
             continue  # blank lines are layout, not records
         try:
@@ -228,22 +321,115 @@ def _json_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
     yield from enumerate(items, start=1)
 
 
+_ESCAPED = re.compile("[\udc80-\udcff]")  # bytes that were not UTF-8, kept by surrogateescape
+
+
 def _csv_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
-    try:
-        df = pd.read_csv(io.StringIO(_decode(data, rel)), dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError) as err:
-        raise RecordError("malformed_csv", f"{rel}: {err}".strip()) from None
-    for number, row in enumerate(df.to_dict("records"), start=1):
-        yield number, row
+    """One unit per data row as the csv module sees it (blank lines are layout). A row that cannot be one record
+    (a field count unlike the header's, bad quoting, a field over the csv field-size limit, bytes that are not
+    UTF-8) is a RecordError for that row alone; a header that cannot name the fields fails the whole file."""
+    text = data.decode("utf-8-sig", "surrogateescape")
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    header: list[str] | None = None
+    number, last_line = 0, 0
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as err:
+            lines = _csv_lines(last_line, reader.line_num)
+            if header is None:
+                raise RecordError("malformed_csv", f"{rel}: the header ({lines}) is unreadable: {_csv_problem(err)}") from None
+            last_line = reader.line_num
+            number += 1
+            yield number, RecordError("csv_bad_row", f"{rel}:{number}: row {number} ({lines}): {_csv_problem(err)}")
+            continue
+        lines, last_line = _csv_lines(last_line, reader.line_num), reader.line_num
+        if not row or (len(row) == 1 and not row[0].strip()):
+            continue  # blank lines are layout, not records
+        if header is None:
+            header = _csv_header(row, rel)
+            continue
+        number += 1
+        where = f"{rel}:{number}"
+        if len(row) != len(header):
+            yield number, RecordError("csv_bad_row", f"{where}: row {number} ({lines}) has {len(row)} fields, the "
+                                      f"header has {len(header)}")
+            continue
+        bad = next(((i, value) for i, value in enumerate(row) if _ESCAPED.search(value)), None)
+        if bad is not None:
+            byte = ord(_ESCAPED.search(bad[1]).group()) - 0xDC00
+            column = f"column {header[bad[0]]!r}" if header[bad[0]] else f"column {bad[0] + 1}"
+            yield number, RecordError("invalid_utf8", f"{where}: row {number} ({lines}): invalid UTF-8 (byte "
+                                      f"0x{byte:02X}) in {column}")
+            continue
+        yield number, {name: value for name, value in zip(header, row) if name}
 
 
-def _parquet_units(data: bytes, rel: str) -> Iterator[tuple[int, Any]]:
+def _csv_header(row: list[str], rel: str) -> list[str]:
+    names = [name.strip() for name in row]
+    escaped = next((n for n in names if _ESCAPED.search(n)), None)
+    if escaped is not None:
+        byte = ord(_ESCAPED.search(escaped).group()) - 0xDC00
+        raise RecordError("invalid_utf8", f"{rel}: invalid UTF-8 (byte 0x{byte:02X}) in the header")
+    if not any(names):
+        raise RecordError("malformed_csv", f"{rel}: the header names no column")
+    twice = sorted({n for n in names if n and names.count(n) > 1})
+    if twice:
+        raise RecordError("malformed_csv", f"{rel}: the header names {', '.join(map(repr, twice))} more than once")
+    return names  # an unnamed column (a trailing comma) is counted, and its values are not read
+
+
+def _csv_lines(previous: int, current: int) -> str:
+    return f"line {current}" if current <= previous + 1 else f"lines {previous + 1}-{current}"
+
+
+def _csv_problem(err: csv.Error) -> str:
+    message = str(err)
+    if message.startswith("field larger than field limit"):
+        return f"a field is longer than the csv field-size limit ({csv.field_size_limit()} characters)"
+    if message == "unexpected end of data":
+        return "a quoted field is not closed before the end of the file"
+    return f"malformed CSV ({message})"
+
+
+def _parquet_units(data: bytes, rel: str, limits: ReaderLimits | None = None) -> Iterator[tuple[int, Any]]:
+    """The rows of a Parquet file, one row group (and at most 1,024 rows) at a time, after its metadata's row
+    count and uncompressed size are checked against the limits: a small compressed file that would expand past
+    them is refused unread. A row group that cannot be read is one RecordError naming its rows; the others are
+    read."""
+    limits = limits or ReaderLimits()
     try:
-        df = pd.read_parquet(io.BytesIO(data))
+        parquet = pq.ParquetFile(io.BytesIO(data))
+        meta = parquet.metadata
+        groups = [meta.row_group(i) for i in range(meta.num_row_groups)]
+        columns = [n for n in parquet.schema_arrow.names if not n.startswith("__index_level_")]  # pandas' index
     except Exception as err:  # pyarrow raises several types for corrupt files
         raise RecordError("malformed_parquet", f"{rel}: not a readable Parquet file ({err})") from None
-    for number, row in enumerate(df.to_dict("records"), start=1):
-        yield number, {k: (v.tolist() if hasattr(v, "tolist") else v) for k, v in row.items()}
+    if meta.num_rows > limits.max_parquet_rows:
+        raise RecordError("parquet_too_large", f"{rel}: {meta.num_rows} rows exceeds max_parquet_rows="
+                          f"{limits.max_parquet_rows} (from the file's metadata; not loaded)")
+    expanded = sum(g.total_byte_size for g in groups)
+    if expanded > limits.max_parquet_bytes:
+        raise RecordError("parquet_too_large", f"{rel}: {expanded} bytes uncompressed exceeds max_parquet_bytes="
+                          f"{limits.max_parquet_bytes} (from the file's metadata; not loaded)")
+    first = 1
+    for index, group in enumerate(groups):
+        end, number = first + group.num_rows - 1, first - 1
+        try:
+            for batch in parquet.iter_batches(batch_size=1024, row_groups=[index], columns=columns,
+                                              use_pandas_metadata=False):
+                for row in batch.to_pylist():
+                    number += 1
+                    yield number, row
+        except Exception as err:  # noqa: BLE001 - a corrupt row group costs only the rows it holds
+            where = f"{rel}:{number + 1}: row group {index} (rows {first}-{end})"
+            if number >= first:
+                where += f" from row {number + 1}"
+            yield number + 1, RecordError("malformed_parquet", f"{where} is unreadable, quarantined as one record: "
+                                          f"{type(err).__name__}: {str(err)[:200]}")
+        first = end + 1
 
 
 def _document_units(fmt: str):
