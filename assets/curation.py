@@ -20,7 +20,7 @@ from resources.artifacts import Artifact, Batches, check_status, config_of, mate
 from resources.curation.curator import CURATED_EXTRA_COLUMNS, TextCurator
 from resources.plots import counts
 from resources.quality import document_expectations
-from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
+from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, QUARANTINE_COLUMNS, Ledger, fingerprint, frame, rows
 from resources.redaction.redactor import PiiRedactor
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
@@ -81,6 +81,7 @@ def build(spec: ModelSpec) -> list:
         artifact = Artifact.create(store, context.asset_key, version, context.partition_key)
         with artifact.writing() as out:
             write_table(out, "documents.parquet", signed)
+            write_table(out, "quarantine.parquet", frame(result.quarantined, QUARANTINE_COLUMNS))
             write_json(out, "audit.json", audit)
             write_json(out, "ledger.json", result.ledger.to_dict())
             write_json(out, "ledgers.json", _ledgers(cleaned_documents, result.ledger))

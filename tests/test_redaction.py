@@ -2,9 +2,11 @@
 
 import json
 from collections import Counter
+from pathlib import Path
 
 import pytest
 
+from helpers import ROOT
 from resources.redaction.engine import ModelNotInstalledError, RedactionEngine, load_spacy_model
 from resources.redaction.policy import RedactionPolicy
 
@@ -151,3 +153,55 @@ def test_policy_ref_changes_with_content():
 def test_missing_spacy_model_fails_clearly_instead_of_downloading():
     with pytest.raises(ModelNotInstalledError, match="does not download"):
         load_spacy_model("en_core_web_trf_not_installed")
+
+
+SECRETS_SET = [json.loads(line) for line in (Path(__file__).parent / "data" / "redaction_secrets.jsonl").read_text().splitlines()]
+
+
+def test_every_secret_of_the_labelled_set_is_removed_and_look_alikes_are_left_alone(redactor):
+    """The labelled secrets set (tests/data/redaction_secrets.jsonl): provider formats, `key = value` forms, URI
+    credentials, auth headers, PEM blocks and secrets written in prose must all go (100%); the benign look-alikes
+    (placeholders, env references, code, prose about passwords, hashes) keep every character that is not a person."""
+    secret_rows = [r for r in SECRETS_SET if r["secrets"]]
+    benign_rows = [r for r in SECRETS_SET if not r["secrets"]]
+    assert len(secret_rows) >= 40 and len(benign_rows) >= 30
+    redacted = redactor.engine().redact([r["text"] for r in SECRETS_SET])
+    missed = [(r["family"], s) for r, out in zip(SECRETS_SET, redacted) for s in r["secrets"] if s in out.text]
+    assert not missed
+    families = {r["family"] for r in secret_rows}
+    assert families >= {"assignment", "uri", "header", "provider", "pem", "prose"}
+    over = [r["text"] for r, out in zip(SECRETS_SET, redacted)
+            if not r["secrets"] and (out.counts.get("SECRET") or out.counts.get("API_KEY"))]
+    assert not over, over
+
+
+def test_names_in_capitals_are_people_and_acronyms_are_not(redactor):
+    """The old rule dropped every all-caps PERSON finding (so "Mr. O'NEILL" stayed); now only spans made of the
+    policy's acronyms are discarded."""
+    [name, acronyms] = redactor.engine().redact(["Please call Mr. O'NEILL tomorrow.",
+                                                 "Quillstack supports SSO, SAML and the REST API over HTTPS."])
+    assert "O'NEILL" not in name.text and name.counts["PERSON"] == 1
+    assert acronyms.text == "Quillstack supports SSO, SAML and the REST API over HTTPS." and not acronyms.counts
+
+
+def test_a_document_still_flagged_after_the_last_pass_is_quarantined_not_kept(tmp_path):
+    """A policy rule that matches its own placeholder (`<TICKET>`) never reaches a fixpoint: that document is
+    quarantined with reason `residual_pii` (entity counts only, no text), its batch-mates are kept, and the ledger
+    balances."""
+    import yaml
+
+    from resources.redaction.redactor import PiiRedactor
+
+    policy = yaml.safe_load((ROOT / "policies" / "redaction.yaml").read_text())
+    policy["entities"].append("TICKET")
+    policy["custom_patterns"].append({"entity": "TICKET", "regex": r"<TICKET>|\bTCK-\d{4}\b", "score": 0.9})
+    path = tmp_path / "policy.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    docs = [{"doc_id": f"d{i}", "batch": "b1", "source_path": "tickets.jsonl", "source_sha256": "f" * 64, "line": i,
+             "kind": "text", "title": None, "text": text, "messages": None}
+            for i, text in enumerate(["Reset the board for Ana.", "See TCK-4821 for the history.", "Exports are ZIPs."], 1)]
+    result = PiiRedactor(policy_path=str(path)).redact_documents(docs)
+    assert [d["doc_id"] for d in result.documents] == ["d1", "d3"]
+    [row] = result.quarantined
+    assert row["reason"] == "residual_pii" and row["line"] == 2 and "TICKET" in row["detail"] and "4821" not in row["detail"]
+    assert result.ledger.quarantined == {"residual_pii": 1} and result.ledger.balanced()

@@ -36,6 +36,7 @@ class ModelNotInstalledError(RuntimeError):
 class Redaction:
     text: str
     counts: Counter = field(default_factory=Counter)  # entity type -> number replaced (never the values)
+    residual: Counter = field(default_factory=Counter)  # what a scan still found after the last pass (should be none)
 
 
 def require_spacy_model(name: str) -> None:
@@ -71,6 +72,7 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
         MastercardSeries2Recognizer,
         custom_pattern_recognizer,
     )
+    from resources.redaction.secrets import SecretsRecognizer
 
     class LocalSpacyNlpEngine(SpacyNlpEngine):
         def load(self) -> None:
@@ -95,6 +97,7 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     registry.remove_recognizer("PhoneRecognizer")
     registry.add_recognizer(DigitGatedPhoneRecognizer(supported_language=policy.language))
     registry.add_recognizer(ApiKeyRecognizer(policy.language))
+    registry.add_recognizer(SecretsRecognizer(policy.language))
     registry.add_recognizer(MastercardSeries2Recognizer(policy.language))
     registry.add_recognizer(IntroducedNameRecognizer(policy.language))
     for spec in policy.custom_patterns:
@@ -139,6 +142,7 @@ class RedactionEngine:
         self.n_process = n_process
         self._key = (pseudonym_key or "").encode()
         self._not_names = {w.lower() for term in policy.allow_list for w in re.findall(r"\w+", term)}
+        self._acronyms = set(policy.acronym_list())
         self.analyzer = build_analyzer(policy, spacy_model, exclude)
         self.batch_analyzer = BatchAnalyzerEngine(self.analyzer)
         self.anonymizer = AnonymizerEngine()
@@ -161,7 +165,8 @@ class RedactionEngine:
 
     def _keep(self, text: str, finding) -> bool:
         """Policy threshold per entity, and one plausibility rule for the NER model: a person's name
-        is not an acronym or a code (spaCy's small model tags "API" or "AES-256" as PERSON), has letters (it tags the
+        is not made of the policy's acronyms (spaCy's small model tags "API" or "SSO" as PERSON; "JOHN SMITH" in capitals
+        is still a name), has no digits (it tags "AES-256" too), has letters (it tags the
         ❌ and ✅ of a feature table as people, and each replacement exposes the next), nor does it
         contain an allow-listed word ("Quillstack Support" is a team, not a person). An IPv4 address is not a piece
         of a longer run of dotted numbers ("1.1.1.1.1.1", "2.3.4.5.6" in a version list): Presidio's pattern has no
@@ -172,7 +177,10 @@ class RedactionEngine:
             return False
         if finding.entity_type == "PERSON":
             span = text[finding.start : finding.end]
-            if span.isupper() or any(ch.isdigit() for ch in span) or not any(ch.isalpha() for ch in span):
+            if any(ch.isdigit() for ch in span) or not any(ch.isalpha() for ch in span):
+                return False
+            words = re.findall(r"\w+", span)
+            if words and all(w.upper() == w and w in self._acronyms for w in words):
                 return False
             if any(w.lower() in self._not_names for w in re.findall(r"\w+", span)):
                 return False
@@ -180,7 +188,9 @@ class RedactionEngine:
 
     def redact(self, texts: Sequence[str], passes: int = 3) -> list[Redaction]:
         """Every finding replaced; a text that changed is scanned again (replacing one span can expose another:
-        "Mail Dr. <PERSON> Smith" still names Smith), up to `passes` times, so the residual scan finds nothing."""
+        "Mail Dr. <PERSON> Smith" still names Smith), up to `passes` times, so the residual scan finds nothing. A text
+        the last pass still changed is scanned once more, and what that scan finds is its `residual` (the caller
+        quarantines it rather than keeping text that may hold PII)."""
         out = [Redaction(t) for t in texts]
         pending = list(range(len(texts)))
         for _ in range(passes):
@@ -194,6 +204,9 @@ class RedactionEngine:
                 out[i] = Redaction(result.text, out[i].counts + Counter(item.entity_type for item in result.items))
                 changed.append(i)
             pending = changed
+        if pending:
+            for i, findings in zip(pending, self.analyze([out[i].text for i in pending])):
+                out[i].residual = Counter(r.entity_type for r in findings)
         return out
 
     def _operator(self, entity: str):

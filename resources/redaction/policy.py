@@ -14,6 +14,14 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 Operator = Literal["placeholder", "pseudonym", "mask", "hash", "redact"]
 
 
+ACRONYMS_FILE = Path(__file__).with_name("acronyms.txt")
+
+
+def _shipped_acronyms() -> list[str]:
+    lines = ACRONYMS_FILE.read_text(encoding="utf-8").splitlines()
+    return [w.strip().upper() for line in lines for w in line.split("#", 1)[0].split() if w.strip()]
+
+
 class CustomPattern(BaseModel):
     """A regex recognizer for an identifier Presidio does not know (internal ids, ticket numbers)."""
 
@@ -48,6 +56,12 @@ class RedactionPolicy(BaseModel):
     operators: dict[str, Operator] = Field(default_factory=dict, description="Per-entity operator overrides.")
     allow_list: list[str] = Field(default_factory=list, description="Words never redacted.")
     custom_patterns: list[CustomPattern] = Field(default_factory=list, description="Extra regex recognizers.")
+    acronyms: list[str] | None = Field(
+        default=None,
+        description="Upper-case words that are never a person's name on their own (the NER model tags some acronyms as "
+        "PERSON). A PERSON finding made only of these words is discarded; names in capitals are kept. Unset: the "
+        "shipped list (resources/redaction/acronyms.txt).",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> "RedactionPolicy":
@@ -64,6 +78,11 @@ class RedactionPolicy(BaseModel):
         if missing:
             raise ValueError(f"custom_patterns report entities missing from `entities` (they would never apply): {missing}")
         return self
+
+    def acronym_list(self) -> list[str]:
+        if self.acronyms is not None:
+            return [a.upper() for a in self.acronyms]
+        return _shipped_acronyms()
 
     def operator_for(self, entity: str) -> Operator:
         return self.operators.get(entity, self.default_operator)

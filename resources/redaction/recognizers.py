@@ -9,7 +9,8 @@ from resources.redaction.policy import CustomPattern
 
 
 class ApiKeyRecognizer(PatternRecognizer):
-    """API keys, access tokens and `key = value` secrets (Presidio ships no recognizer for them)."""
+    """Provider-format API keys and access tokens (Presidio ships no recognizer for them); passwords, private keys and
+    `key = value` secrets are `SecretsRecognizer`'s (resources/redaction/secrets.py)."""
 
     PATTERNS = [
         # provider-prefixed keys: Stripe-style sk_live_/pk_test_, our own qs_live_, OpenAI sk-...
@@ -20,13 +21,6 @@ class ApiKeyRecognizer(PatternRecognizer):
         Pattern("slack token", r"\bxox[abprs]-[A-Za-z0-9-]{10,}\b", 0.95),
         Pattern("google api key", r"\bAIza[0-9A-Za-z_-]{35}\b", 0.9),
         Pattern("jwt", r"\beyJ[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\.[A-Za-z0-9_-]{10,}\b", 0.85),
-        Pattern(
-            "assigned secret",
-            # the value: no brackets, quotes or separators (not code such as `api_key=os.environ.get(`, not a
-            # placeholder a redaction left), and not cut off in the middle of a word or a call
-            r"(?i)(?<=\b(?:api[_-]?key|secret|token|password|passwd)\s{0,3}[:=]\s{0,3})[^\s'\"()<>\[\]{},;]{8,}(?![(\w.])",
-            0.6,
-        ),
     ]
     CONTEXT = ["key", "token", "secret", "api", "credential", "password"]
 

@@ -20,6 +20,7 @@ class DocumentRedaction:
     documents: list[dict[str, Any]] = field(default_factory=list)
     audit: Counter = field(default_factory=Counter)  # entity type -> count, never values
     ledger: Ledger = field(default_factory=lambda: Ledger(stage="redacted_documents"))
+    quarantined: list[dict[str, Any]] = field(default_factory=list)  # QUARANTINE_COLUMNS rows, never the text
 
 
 class PiiRedactor(CheckedResource):
@@ -70,7 +71,9 @@ class PiiRedactor(CheckedResource):
         )
 
     def redact_documents(self, documents: Iterable[dict[str, Any]]) -> DocumentRedaction:
-        """Redact every segment (text, or each message) of every document, in one batched pass."""
+        """Redact every segment (text, or each message) of every document, in one batched pass. A document that
+        still holds findings after the engine's last re-scan is quarantined (`residual_pii`, with the entity counts,
+        never the text) instead of kept: one record never blocks its batch."""
         documents = list(documents)
         pieces = [segments(doc) for doc in documents]
         titles = [doc.get("title") or "" for doc in documents]
@@ -84,6 +87,16 @@ class PiiRedactor(CheckedResource):
             result.audit.update(counts)
             out = with_segments(doc, [r.text for r in done])
             out["title"] = title.text if doc.get("title") else doc.get("title")
+            residual = sum((r.residual for r in [*done, title]), Counter())
+            if residual:
+                result.ledger.quarantined["residual_pii"] += 1
+                result.quarantined.append({
+                    "batch": doc.get("batch"), "source_path": doc.get("source_path"),
+                    "source_sha256": doc.get("source_sha256"), "line": doc.get("line"), "reason": "residual_pii",
+                    "detail": f"doc {doc.get('doc_id')}: still found after redaction: "
+                              + ", ".join(f"{e} x{n}" for e, n in sorted(residual.items())),
+                })
+                continue
             result.documents.append({**out, "pii_found": sum(counts.values())})
         result.ledger.kept = len(result.documents)
         return result
