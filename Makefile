@@ -81,6 +81,7 @@ bench: install serving-env
 	$(PY) benchmarks/serving_throughput.py
 	$(PY) benchmarks/incremental_ingestion.py
 	$(PY) benchmarks/knowledge_throughput.py
+	$(PY) benchmarks/injection_detection.py
 
 sample: install
 	$(PY) scripts/generate_sample_corpus.py

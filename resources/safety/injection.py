@@ -3,7 +3,12 @@ of documents that carry instructions aimed at the model are flagged when they ar
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
 
 from resources.safety.normalize import normalize
 
@@ -25,3 +30,40 @@ def injection_findings(text: str) -> list[str]:
     after `normalize` (zero-width characters, look-alike letters, full-width forms and spacing undone)."""
     lowered = normalize(text)
     return [p for p in INJECTION_PATTERNS if re.search(p, lowered)]
+
+
+ATTACKS_FILE = Path(__file__).with_name("attacks.jsonl")  # known attacks, by family (the reference corpus)
+BENIGN_FILE = Path(__file__).with_name("benign_prompts.jsonl")  # ordinary requests, look-alikes included
+
+
+def reference_corpus() -> tuple[list[str], list[str]]:
+    """The shipped attack and benign reference prompts the detector learns from."""
+    def texts(path: Path) -> list[str]:
+        return [json.loads(line)["text"] for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+    return texts(ATTACKS_FILE), texts(BENIGN_FILE)
+
+
+class InjectionDetector:
+    """A detector that generalises beyond the patterns: a logistic-regression probe (scikit-learn) over sentence
+    embeddings (the shipped MiniLM, offline, CPU) of the normalised text, fitted on the reference corpus of known
+    attacks and ordinary requests; a text is an attack when the probe says so (probability >= `threshold`) or a
+    pattern matches. `embed` maps texts to L2-normalised vectors (`KnowledgeIndexer.embed`), so this module needs
+    no model of its own."""
+
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], threshold: float = 0.5, strength: float = 1.0):
+        from sklearn.linear_model import LogisticRegression
+
+        attacks, benign = reference_corpus()
+        self.embed, self.threshold = embed, threshold
+        vectors = embed([normalize(t) for t in attacks + benign])
+        labels = np.array([1] * len(attacks) + [0] * len(benign))
+        self.probe = LogisticRegression(C=strength, class_weight="balanced", max_iter=2000).fit(vectors, labels)
+
+    def probabilities(self, texts: list[str]) -> np.ndarray:
+        if not texts:
+            return np.zeros(0)
+        return self.probe.predict_proba(self.embed([normalize(t) for t in texts]))[:, 1]
+
+    def flags(self, texts: list[str]) -> list[bool]:
+        return [bool(p >= self.threshold or injection_findings(t)) for t, p in zip(texts, self.probabilities(texts))]
