@@ -132,6 +132,54 @@ class RequestLog:
                          .values(status=decision, reviewed_by=reviewer, reviewed_at=self.now()))
         return {**dict(row), "status": decision, "reviewed_by": reviewer}
 
+    def prune(self, retention_days: float | None = None, max_rows: int | None = None, batch: int = 500,
+              now: dt.datetime | None = None) -> dict[str, int]:
+        """Apply the retention: delete requests older than `retention_days` and those beyond the newest `max_rows`,
+        with the pending and rejected feedback on them (the client's words must not outlive the request they
+        were about). A request that approved feedback refers to is kept as long as that feedback is: approved
+        feedback is training data, removed only by its own purge (`purge_feedback`), and its request row stays
+        with it (the model that answered, the prompt a correction is paired with); such rows do not count
+        towards `max_rows`. Deletes in batches of `batch` rows, one short transaction each, so the gateway's
+        writes are never held up for long. Returns how many rows went from each table."""
+        from sqlalchemy import and_, delete, exists, or_
+
+        deleted = {"requests": 0, "feedback": 0}
+        if retention_days is None and max_rows is None:
+            return deleted
+        approved = exists().where(feedback.c.response_id == requests.c.id, feedback.c.status == "approved")
+        conditions = []
+        cutoff = None
+        if retention_days is not None:
+            cutoff = (now or self.now()) - dt.timedelta(days=retention_days)
+            conditions.append(requests.c.created_at < cutoff)
+        if max_rows is not None:
+            with self.engine.connect() as conn:  # the newest row past the limit: it and everything older goes
+                edge = conn.execute(select(requests.c.created_at, requests.c.id).where(~approved)
+                                    .order_by(requests.c.created_at.desc(), requests.c.id.desc())
+                                    .offset(max(0, int(max_rows))).limit(1)).first()
+            if edge is not None:
+                conditions.append(or_(requests.c.created_at < edge.created_at,
+                                      and_(requests.c.created_at == edge.created_at, requests.c.id <= edge.id)))
+        if not conditions:
+            return deleted
+        due = and_(~approved, or_(*conditions))
+        while True:
+            with self.engine.begin() as conn:
+                ids = list(conn.execute(select(requests.c.id).where(due).limit(batch)).scalars())
+                if not ids:
+                    break
+                deleted["feedback"] += conn.execute(delete(feedback).where(
+                    feedback.c.response_id.in_(ids), feedback.c.status != "approved")).rowcount
+                deleted["requests"] += conn.execute(delete(requests).where(requests.c.id.in_(ids), ~approved)).rowcount
+            if len(ids) < batch:
+                break
+        if cutoff is not None:  # feedback past the retention whose request is gone (sent as its request was pruned)
+            with self.engine.begin() as conn:
+                deleted["feedback"] += conn.execute(delete(feedback).where(
+                    feedback.c.status != "approved", feedback.c.created_at < cutoff,
+                    ~exists().where(requests.c.id == feedback.c.response_id))).rowcount
+        return deleted
+
     def purge_feedback(self, client: str) -> int:
         """Delete every feedback a client sent (its origin is on each row); how many."""
         from sqlalchemy import delete
@@ -193,6 +241,13 @@ class RequestLogSource(ConfigurableResource):
     database_url: str = Field(default="sqlite:///.tuneforge/serving/requests.db",
                               description="SQLAlchemy URL of the request log (Postgres in production, e.g. "
                               "EnvVar('TUNEFORGE_REQUEST_LOG_URL')); a SQLite file is created on first use.")
+    retention_days: float | None = Field(default=90.0, description="Requests older than this many days are deleted "
+                                         "by the gateway, with the pending and rejected feedback on them (None: kept "
+                                         "forever). Approved feedback and the requests it refers to stay until the "
+                                         "feedback's own purge (`tuneforge feedback purge`).")
+    max_rows: int | None = Field(default=None, description="At most this many requests are kept, the oldest deleted "
+                                 "first, as retention_days deletes them (None: no cap); requests that approved "
+                                 "feedback refers to are kept besides.")
 
     def _log(self) -> RequestLog | None:
         url = self.database_url
@@ -221,3 +276,8 @@ class RequestLogSource(ConfigurableResource):
     def feedback(self, model: str) -> list[dict[str, Any]]:
         """Feedback given through the gateway on `model`'s answers (see `endpoint_feedback`)."""
         return endpoint_feedback(self.database_url, model) if self._log() is not None else []
+
+    def prune(self) -> dict[str, int]:
+        """Apply `retention_days` and `max_rows` now (the gateway does it on its own, see RequestLog.prune)."""
+        log = self._log()
+        return log.prune(self.retention_days, self.max_rows) if log is not None else {"requests": 0, "feedback": 0}

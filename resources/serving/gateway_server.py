@@ -37,6 +37,10 @@ class GatewayServer(CheckedResource):
     state_dir: str = Field(default=".tuneforge/serving", description="Settings, routes, keys, pid and log.")
     pii_in_prompt: Literal["redact", "refuse", "allow"] = Field(default="redact", description="redact | refuse | allow personal data in prompts.")
     startup_timeout_s: float = Field(default=90.0, description="How long start-up may take.")
+    log_prune_interval_s: float = Field(default=3600.0, description="How often the gateway applies the request log's "
+                                        "retention (RequestLogSource.retention_days, max_rows), besides at start-up.")
+    log_prune_every_requests: int = Field(default=1000, description="The retention is also applied after this many "
+                                          "logged requests.")
 
     @field_validator("port", mode="before")
     @classmethod
@@ -64,7 +68,9 @@ class GatewayServer(CheckedResource):
         state = Path(self.state_dir).resolve()
         settings = GatewaySettings(
             upstream_url=vllm.base_url, routes_file=str(state / "routes.json"), keys_file=str(state / "api_keys.yaml"),
-            database_url=request_log.database_url, pii_in_prompt=self.pii_in_prompt,
+            database_url=request_log.database_url, log_retention_days=request_log.retention_days,
+            log_max_rows=request_log.max_rows, log_prune_interval_s=self.log_prune_interval_s,
+            log_prune_every_requests=self.log_prune_every_requests, pii_in_prompt=self.pii_in_prompt,
             redaction_policy=str(Path(redactor.policy_path).resolve()), spacy_model=redactor.spacy_model,
             spacy_exclude=list(redactor.spacy_exclude), embedding_model=indexer.model, embedding_max_chars=indexer.max_chars)
         secrets = {SECRET_ENV["upstream_api_key"]: vllm.api_key, SECRET_ENV["pseudonym_key"]: redactor.pseudonym_key}

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
 import uuid
 from collections import defaultdict, deque
@@ -78,10 +79,32 @@ class GatewaySettings(BaseModel):
     stream_holdback_chars: int = Field(default=64, description="Streamed characters held back until the whole output "
                                        "guard has passed them (at least the longest canary is held back, whatever this says); "
                                        "at least the longest personal-data value to catch.")
+    log_retention_days: float | None = Field(default=None, description="Request-log rows older than this many days are "
+                                             "deleted, with the pending and rejected feedback on them (None: kept; "
+                                             "GatewayServer passes RequestLogSource.retention_days).")
+    log_max_rows: int | None = Field(default=None, description="Request-log rows kept at most, the oldest deleted first "
+                                     "(None: no cap; GatewayServer passes RequestLogSource.max_rows).")
+    log_prune_interval_s: float = Field(default=3600.0, description="The retention is applied at start-up and then at "
+                                        "least this often, in a worker thread (never on the event loop).")
+    log_prune_every_requests: int = Field(default=1000, description="... and also after this many logged requests, so a "
+                                          "burst of traffic does not outgrow max_rows until the next interval.")
 
 
 def _error(status: int, message: str, kind: str) -> JSONResponse:
     return JSONResponse({"error": {"message": message, "type": kind, "code": status}}, status_code=status)
+
+
+def _error_event(status: int, message: str, kind: str) -> str:
+    """How a stream that has already begun (status 200 sent) reports a failure: one SSE event with the same error
+    object a refused request gets, then `data: [DONE]`."""
+    return f"data: {json.dumps({'error': {'message': message, 'type': kind, 'code': status}})}\n\ndata: [DONE]\n\n"
+
+
+class UpstreamStreamError(Exception):
+    """The model server reported an error inside a stream it had begun (vLLM sends `data: {"error": ...}`)."""
+
+
+logger = logging.getLogger("tuneforge.gateway")
 
 
 class Routes:
@@ -118,9 +141,32 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
     """The gateway app. `guards` replaces the guards built from the settings (tests); `secrets` holds the
     upstream API key and the pseudonym key (from the process environment, see SECRET_ENV)."""
     secrets = secrets or {}
+    retention = (settings.log_retention_days, settings.log_max_rows)
+    prune_due = asyncio.Event()
+    logged_since_prune = [0]
+
+    async def pruner():
+        """Applies the request log's retention at start-up, every `log_prune_interval_s` and after every
+        `log_prune_every_requests` logged requests, in a worker thread; a failed prune is logged and retried."""
+        while True:
+            try:
+                pruned = await run_in_threadpool(log.prune, *retention)
+                for table, n in pruned.items():
+                    m_pruned.labels(table).inc(n)
+            except Exception as err:  # noqa: BLE001 - the gateway goes on serving; the next round retries
+                logger.warning("request-log retention failed (%s: %s); retrying at the next round", type(err).__name__, err)
+            with suppress(TimeoutError):
+                await asyncio.wait_for(prune_due.wait(), settings.log_prune_interval_s)
+            prune_due.clear()
+
     @asynccontextmanager
     async def lifespan(_: FastAPI):
+        task = asyncio.create_task(pruner()) if retention != (None, None) else None
         yield
+        if task is not None:
+            task.cancel()
+            with suppress(asyncio.CancelledError):
+                await task
         await upstream.aclose()
 
     app = FastAPI(title="tuneforge gateway", lifespan=lifespan)
@@ -166,6 +212,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
     m_guard = Counter("tuneforge_gateway_guard_triggers", "Guard decisions that changed a request", ["guard", "kind"], registry=registry)
     m_tokens = Counter("tuneforge_gateway_tokens", "Tokens processed", ["model", "kind"], registry=registry)
     m_up = Gauge("tuneforge_gateway_upstream_up", "1 if the last upstream call succeeded", registry=registry)
+    m_pruned = Counter("tuneforge_gateway_log_pruned_rows", "Request-log rows deleted by the retention", ["table"],
+                       registry=registry)
     app.state.log, app.state.keys, app.state.settings = log, keys, settings
 
     keys_seen: list = [None]
@@ -196,6 +244,11 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         m_requests.labels(row.get("model") or "-", str(row["status"])).inc()
         m_latency.labels(row.get("model") or "-").observe(row["latency_ms"] / 1000)
         await run_in_threadpool(log.record, row)
+        if retention != (None, None):
+            logged_since_prune[0] += 1
+            if logged_since_prune[0] >= settings.log_prune_every_requests:
+                logged_since_prune[0] = 0
+                prune_due.set()
         return response
 
     async def read_body(request: Request, limit: int) -> bytes | None:
@@ -219,9 +272,10 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             return client  # unauthenticated requests are not logged against a client
         row: dict[str, Any] = {"id": rid, "client": client.name, "endpoint": endpoint, "status": 200}
 
-        async def fail(status: int, message: str, kind: str, detail: str | None = None) -> Response:
-            """`detail` goes to the request log only (the owner-only database), never to the client."""
-            row.update(status=status, error=message + (f"; upstream said: {detail}" if detail else ""))
+        async def fail(status: int, message: str, kind: str, detail: str | None = None, logged: str | None = None) -> Response:
+            """`detail` goes to the request log only (the owner-only database), never to the client; `logged`
+            is what the log keeps instead of `message` (a redacted copy). The log's error starts with the kind."""
+            row.update(status=status, error=f"{kind}: {logged or message}" + (f"; upstream said: {detail}" if detail else ""))
             return await finish(row, _error(status, message, kind), started)
 
         if not limiter.allow(client):  # every request counts, the refused and malformed ones too
@@ -258,7 +312,10 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         try:
             req = parse_request(raw, endpoint, client.allowed_parameters, client.max_messages, client.max_tokens)
         except RequestError as err:
-            return await fail(400, str(err), "invalid_request_error")
+            # the message names what the client sent (a field's name is the client's text): redacted in the log
+            guards = await run_in_threadpool(guards_for, route)
+            logged = (await run_in_threadpool(guards.redact, [str(err)]))[0][0][:500]
+            return await fail(400, str(err), "invalid_request_error", logged=logged)
         row.update(upstream_model=route["upstream"], adapter_version=route.get("adapter_version"))
 
         # input guard on everything the client wrote, in every role
@@ -318,7 +375,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         try:
             response = await asyncio.wait_for(upstream.post(path, json=body), settings.upstream_timeout_s)
         except TimeoutError:
-            return await fail(504, f"the model server did not answer within {settings.upstream_timeout_s:.0f} s", "upstream_timeout")
+            return await fail(504, f"the model server did not answer within {settings.upstream_timeout_s:g} s", "upstream_timeout")
         except httpx.HTTPError as err:
             m_up.set(0)
             return await fail(503, f"model server unavailable ({type(err).__name__}): retry shortly", "upstream_unavailable")
@@ -370,18 +427,21 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         try:
             response = await asyncio.wait_for(upstream.send(request, stream=True), settings.upstream_timeout_s)
         except TimeoutError:
-            row.update(status=504, error=f"the model server did not answer within {settings.upstream_timeout_s:.0f} s")
-            return await finish(row, _error(504, row["error"], "upstream_timeout"), started)
+            message = f"the model server did not answer within {settings.upstream_timeout_s:g} s"
+            row.update(status=504, error=f"upstream_timeout: {message}")
+            return await finish(row, _error(504, message, "upstream_timeout"), started)
         except httpx.HTTPError as err:
             m_up.set(0)
-            row.update(status=503, error=f"model server unavailable ({type(err).__name__})")
-            return await finish(row, _error(503, row["error"] + ": retry shortly", "upstream_unavailable"), started)
+            message = f"model server unavailable ({type(err).__name__})"
+            row.update(status=503, error=f"upstream_unavailable: {message}")
+            return await finish(row, _error(503, message + ": retry shortly", "upstream_unavailable"), started)
         m_up.set(1)
         if response.status_code >= 400:
             text = (await response.aread()).decode(errors="replace")
             await response.aclose()
             row.update(status=503 if response.status_code >= 500 else 400,
-                       error=f"the model server refused the request (status {response.status_code}); upstream said: {text[:300]}")
+                       error=f"upstream_error: the model server refused the request (status {response.status_code}); "
+                             f"upstream said: {text[:300]}")
             return await finish(row, _error(row["status"], f"the model server refused the request (status {response.status_code})",
                                             "upstream_error"), started)
 
@@ -396,7 +456,17 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                        "created": int(time.time()), "model": row["model"], "choices": [{**choice, "finish_reason": finish_reason}]}
             return f"data: {json.dumps(payload)}\n\n"
 
+        def failed(status: int, kind: str, message: str, detail: str, full: str, sent: int) -> str:
+            """A stream that has begun and cannot finish: the log row says why, the client gets the error event."""
+            row.update(status=status, error=f"{kind}: stream failed after {len(full)} characters from the model server "
+                                            f"({sent} released){detail}: {message}")
+            return _error_event(status, message, kind)
+
         async def events():
+            """The guarded stream. If the model server fails once the stream has begun — the deadline passes, the
+            connection drops (vLLM killed), or it sends an error event — the client gets one error event (504
+            upstream_timeout, 503 upstream_unavailable) and `[DONE]`; nothing the whole guard has not passed is
+            released, and the log row keeps the status and why the stream failed."""
             full, sent, usage, blocked, finish_reason = "", 0, {}, None, None
             checked = 0  # how much of `full` the whole guard has passed
             upstream_started = time.perf_counter()
@@ -413,6 +483,10 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                         data = json.loads(line[6:])
                     except ValueError:
                         continue
+                    if not isinstance(data, dict):
+                        continue
+                    if data.get("error") is not None or data.get("object") == "error":
+                        raise UpstreamStreamError(json.dumps(data.get("error") or data.get("message"))[:300])
                     usage = data.get("usage") or usage
                     for c in data.get("choices") or []:
                         piece = (c.get("delta") or {}).get("content") if endpoint == "chat" else c.get("text")
@@ -445,11 +519,15 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                     yield chunk(BLOCKED.format(reason=blocked.reason), "content_filter")
                 yield "data: [DONE]\n\n"
             except TimeoutError:
-                row.update(status=504, error=f"the model server did not finish within {settings.upstream_timeout_s:.0f} s")
-                yield f"data: {json.dumps({'error': {'message': row['error'], 'code': 504}})}\n\n"
-            except httpx.HTTPError as err:
-                row.update(status=503, error=f"model server failed mid-stream ({type(err).__name__})")
-                yield f"data: {json.dumps({'error': {'message': row['error'], 'code': 503}})}\n\n"
+                yield failed(504, "upstream_timeout", f"the model server did not finish within {settings.upstream_timeout_s:g} s",
+                             "", full, sent)
+            except (httpx.HTTPError, UpstreamStreamError) as err:
+                m_up.set(0)
+                yield failed(503, "upstream_unavailable", "the model server's stream failed before it finished: retry shortly",
+                             f" ({type(err).__name__}{': ' + str(err) if isinstance(err, UpstreamStreamError) else ''})", full, sent)
+            except Exception as err:  # noqa: BLE001 - a fault in the gateway still ends the stream with an error, never a hang
+                logger.exception("stream %s failed in the gateway", row["id"])
+                yield failed(500, "gateway_error", "the gateway failed while streaming", f" ({type(err).__name__})", full, sent)
             finally:
                 in_flight[client.name] -= 1
                 await response.aclose()
