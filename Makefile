@@ -82,6 +82,7 @@ bench: install serving-env
 	$(PY) benchmarks/incremental_ingestion.py
 	$(PY) benchmarks/knowledge_throughput.py
 	$(PY) benchmarks/injection_detection.py
+	$(PY) benchmarks/gateway_mixed_load.py
 
 sample: install
 	$(PY) scripts/generate_sample_corpus.py

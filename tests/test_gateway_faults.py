@@ -91,7 +91,8 @@ uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[2]), log_level="warning")
 
 @contextmanager
 def upstream_processes(*states: dict):
-    """One `scripted_upstream` process per state (started side by side); yields [(process, url)]."""
+    """One `scripted_upstream` process per state, started side by side; yields [(process, url)] at once — `ready`
+    waits for them to answer."""
     started = []
     try:
         for state in states:
@@ -99,21 +100,31 @@ def upstream_processes(*states: dict):
             started.append((subprocess.Popen([sys.executable, "-c", CHILD, str(ROOT / "tests"), str(port), json.dumps(state)],
                                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL),
                             f"http://127.0.0.1:{port}"))
-        deadline = time.time() + 120
-        for process, url in started:
-            while True:
-                try:
-                    httpx.get(f"{url}/openapi.json", timeout=1)
-                    break
-                except httpx.HTTPError:
-                    if process.poll() is not None or time.time() > deadline:
-                        raise RuntimeError(f"the scripted upstream at {url} did not start")
-                    time.sleep(0.1)
         yield started
     finally:
         for process, _ in started:
             process.kill()  # a stopped process is killed too
             process.wait(timeout=10)
+
+
+def ready(processes) -> None:
+    deadline = time.time() + 120
+    for process, url in processes:
+        while True:
+            try:
+                httpx.get(f"{url}/openapi.json", timeout=1)
+                break
+            except httpx.HTTPError:
+                if process.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"the scripted upstream at {url} did not start")
+                time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def processes():
+    """A model server for the frozen test and one for the killed test, starting while the guards load."""
+    with upstream_processes({"reply": chat_reply()}, {"events": DYING_EVENTS, "hang_mid_stream": 3600}) as started:
+        yield started
 
 
 def dropping_upstream(events: list[dict]) -> FastAPI:
@@ -144,7 +155,7 @@ DYING_EVENTS = [content_event(SAFE_LONG + " Write to " + EMAIL), content_event("
 
 
 @pytest.fixture(scope="module")
-def faults(tmp_path_factory, guards):
+def faults(tmp_path_factory, processes, guards):
     """A gateway (deadline DEADLINE_S) in front of a healthy upstream, a server that goes silent mid-stream, one
     that drops its connection mid-stream, one that sends an error event mid-stream, and two processes."""
     tmp = tmp_path_factory.mktemp("faults")
@@ -158,26 +169,26 @@ def faults(tmp_path_factory, guards):
     erring_app.state.events = [content_event(SAFE_LONG + " Then "),
                                {"error": {"message": "internal: adapter /srv/secret-adapters/x missing", "code": 500}}]
     erring = Served(erring_app).start()
-    with upstream_processes({"reply": chat_reply()}, {"events": DYING_EVENTS, "hang_mid_stream": 3600}) as processes:
-        (frozen_process, frozen_url), (killed_process, killed_url) = processes
-        write_routes(tmp / "routes.json", {
-            "frozen": {"upstream": "support-v1", "adapter_version": "v1", "url": frozen_url},
-            "silent": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{silent.port}"},
-            "dropping": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{dropping.port}"},
-            "erring": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{erring.port}"},
-            "killed": {"upstream": "support-v1", "adapter_version": "v1", "url": killed_url}})
-        settings = GatewaySettings(upstream_url=f"http://127.0.0.1:{healthy.port}", routes_file=str(tmp / "routes.json"),
-                                   keys_file=str(tmp / "keys.yaml"), database_url=f"sqlite:///{tmp / 'requests.db'}",
-                                   upstream_timeout_s=DEADLINE_S)
-        app = create_app(settings, guards=guards)
-        try:
-            with serve(app, suffix="") as url:
-                yield {"url": url, "key": keys["faults"], "log": app.state.log, "frozen": frozen_process,
-                       "killed": killed_process}
-        finally:
-            stop(silent)
-            for served in (healthy, dropping, erring):
-                served.stop()
+    ready(processes)
+    (frozen_process, frozen_url), (killed_process, killed_url) = processes
+    write_routes(tmp / "routes.json", {
+        "frozen": {"upstream": "support-v1", "adapter_version": "v1", "url": frozen_url},
+        "silent": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{silent.port}"},
+        "dropping": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{dropping.port}"},
+        "erring": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{erring.port}"},
+        "killed": {"upstream": "support-v1", "adapter_version": "v1", "url": killed_url}})
+    settings = GatewaySettings(upstream_url=f"http://127.0.0.1:{healthy.port}", routes_file=str(tmp / "routes.json"),
+                               keys_file=str(tmp / "keys.yaml"), database_url=f"sqlite:///{tmp / 'requests.db'}",
+                               upstream_timeout_s=DEADLINE_S)
+    app = create_app(settings, guards=guards)
+    try:
+        with serve(app, suffix="") as url:
+            yield {"url": url, "key": keys["faults"], "log": app.state.log, "frozen": frozen_process,
+                   "killed": killed_process}
+    finally:
+        stop(silent)
+        for served in (healthy, dropping, erring):
+            served.stop()
 
 
 def body_for(model: str, stream: bool = False, endpoint: str = "chat") -> dict:
