@@ -2,22 +2,25 @@
 
 One root folder, one sub-folder per asset, one folder per partition (or per content version for
 unpartitioned assets). Writes are atomic: a stage writes into a temporary folder beside the target
-and swaps it in with a rename, so a killed run never leaves a half-written artifact that a later
-stage could read. Files are owner-only (0600 / 0700): the raw zone holds unredacted data.
+and swaps it in with one atomic step (`resources.atomic`), so a reader never finds a version missing
+or half-written, two writers of one version are serialised, and a killed run never leaves a
+half-written artifact that a later stage could read; what killed writers leave behind is removed the
+first time a store touches the asset folder. Files are owner-only (0600 / 0700): the raw zone holds
+unredacted data.
 """
 
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from dagster import ConfigurableResource
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
-from resources.atomic import atomic_directory
+from resources.atomic import atomic_directory, clean_leftovers, remove_directory, target_lock
 from resources.preflight import check_fsspec_url
 
 
@@ -26,6 +29,17 @@ COMMITTED = "_COMMITTED"  # written last on the remote: a folder without it is a
 
 class ArtifactNotFoundError(FileNotFoundError):
     """An upstream artifact has not been materialized (or was removed)."""
+
+
+class UnsafeArtifactError(ValueError):
+    """A remote partition's file list names a path outside the partition folder: nothing is fetched."""
+
+
+def _inside(name: object) -> bool:
+    """A file list entry that stays inside its partition folder: relative, POSIX separators, no '..', '.' or
+    empty parts (so no leading, trailing or doubled '/'), no backslash, no NUL."""
+    return (isinstance(name, str) and bool(name) and "\\" not in name and "\x00" not in name
+            and all(part not in {"", ".", ".."} for part in name.split("/")))
 
 
 class ArtifactStore(ConfigurableResource):
@@ -53,6 +67,8 @@ class ArtifactStore(ConfigurableResource):
         default_factory=dict, description="fsspec storage options for remote_url (no secrets: use the environment)."
     )
 
+    _cleaned: set = PrivateAttr(default_factory=set)  # asset folders this store has cleaned of leftovers
+
     @field_validator("remote_url", mode="before")
     @classmethod
     def _remote_url(cls, value):
@@ -69,19 +85,22 @@ class ArtifactStore(ConfigurableResource):
         fs, base = self._remote()
         target = f"{base}/{asset}/{partition}"
         marker = f"{target}/{COMMITTED}"
-        if fs.exists(marker):
-            fs.rm(marker)  # unseal first: from here until the new marker, readers ignore the folder
-        if fs.exists(target):
-            fs.rm(target, recursive=True)
         local = self.partition_dir(asset, partition)
-        files = sorted(p for p in local.rglob("*") if p.is_file())
-        fs.makedirs(target, exist_ok=True)  # a no-op on object stores; needed by file:// and mounts
-        for path in files:
-            name = path.relative_to(local).as_posix()
-            if "/" in name:
-                fs.makedirs(f"{target}/{name.rsplit('/', 1)[0]}", exist_ok=True)
-            fs.put_file(str(path), f"{target}/{name}")
-        fs.pipe_file(marker, json.dumps({p.relative_to(local).as_posix(): p.stat().st_size for p in files}).encode())
+        local.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        # one upload of a partition at a time from this machine, and no local rewrite of it while it is read
+        with target_lock(local):
+            if fs.exists(marker):
+                fs.rm(marker)  # unseal first: from here until the new marker, readers ignore the folder
+            if fs.exists(target):
+                fs.rm(target, recursive=True)
+            files = sorted(p for p in local.rglob("*") if p.is_file())
+            fs.makedirs(target, exist_ok=True)  # a no-op on object stores; needed by file:// and mounts
+            for path in files:
+                name = path.relative_to(local).as_posix()
+                if "/" in name:
+                    fs.makedirs(f"{target}/{name.rsplit('/', 1)[0]}", exist_ok=True)
+                fs.put_file(str(path), f"{target}/{name}")
+            fs.pipe_file(marker, json.dumps({p.relative_to(local).as_posix(): p.stat().st_size for p in files}).encode())
 
     def _fetch(self, asset: str, partition: str) -> bool:
         """Download a sealed remote partition that is missing locally; True if it is local now."""
@@ -92,6 +111,13 @@ class ArtifactStore(ConfigurableResource):
         if not fs.exists(f"{source}/{COMMITTED}"):
             return False
         listed = json.loads(fs.cat_file(f"{source}/{COMMITTED}"))
+        if not isinstance(listed, (dict, list)):
+            raise UnsafeArtifactError(f"{asset}[{partition}]: {source}/{COMMITTED} is not a file list; nothing was fetched")
+        for name in listed:  # all checked before anything is written: a list naming one bad path fetches nothing
+            if not _inside(name):
+                raise UnsafeArtifactError(
+                    f"{asset}[{partition}]: {source}/{COMMITTED} lists {name!r}, which is not a relative path inside "
+                    "the partition folder (absolute, '..', '.' or empty parts, or a backslash); nothing was fetched")
         with atomic_directory(self.partition_dir(asset, partition), owner_only=True) as tmp:
             for name in listed:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
@@ -112,9 +138,8 @@ class ArtifactStore(ConfigurableResource):
 
     def delete(self, asset: str, partition: str) -> None:
         """Remove a stored version everywhere: unsealed and deleted on the remote first (the system of record, so a
-        later read cannot fetch it back), then locally."""
-        import shutil
-
+        later read cannot fetch it back), then locally — the folder, what it links to, and any leftover of an
+        interrupted write of it. A local removal that fails raises."""
         if self.remote_url:
             fs, base = self._remote()
             target = f"{base}/{asset}/{partition}"
@@ -122,11 +147,25 @@ class ArtifactStore(ConfigurableResource):
                 fs.rm(f"{target}/{COMMITTED}")
             if fs.exists(target):
                 fs.rm(target, recursive=True)
-        shutil.rmtree(self.partition_dir(asset, partition), ignore_errors=True)
+        remove_directory(self.partition_dir(asset, partition))
 
     # -- locations ---------------------------------------------------------------------------
     def asset_dir(self, asset: str) -> Path:
-        return Path(self.root).resolve() / asset
+        """The asset's folder; the first time this store uses it, cleaned of what killed writers left there."""
+        folder = Path(self.root).resolve() / asset
+        if str(folder) not in self._cleaned:
+            self._cleaned.add(str(folder))
+            with suppress(OSError):  # best effort: a leftover that cannot be removed never blocks a read or write
+                clean_leftovers(folder)
+        return folder
+
+    def clean_leftovers(self, asset: str) -> list[Path]:
+        """Remove what killed writers left in `asset`'s folder (temporary and superseded folders, stale lock
+        files); a live writer's folder is left alone. The paths removed. Runs by itself the first time a store
+        uses an asset folder."""
+        folder = Path(self.root).resolve() / asset
+        self._cleaned.add(str(folder))
+        return clean_leftovers(folder)
 
     def partition_dir(self, asset: str, partition: str) -> Path:
         if not partition or "/" in partition or partition in {".", ".."}:
@@ -166,7 +205,8 @@ class ArtifactStore(ConfigurableResource):
     def partitions(self, asset: str) -> list[str]:
         """Partitions (or versions) of `asset` that are fully written, sorted."""
         root = self.asset_dir(asset)
-        local = {p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")} if root.exists() else set()
+        # hidden names (temporary, versioned and superseded folders, lock files) are never partitions
+        local = {p.name for p in root.iterdir() if not p.name.startswith(".") and p.is_dir()} if root.exists() else set()
         if self.remote_url:  # sealed remote partitions, found in one listing
             fs, base = self._remote()
             local.update(marker.rstrip("/").rsplit("/", 2)[-2] for marker in fs.glob(f"{base}/{asset}/*/{COMMITTED}"))
