@@ -16,7 +16,7 @@ from dagster import (
 )
 
 from assets.checks import ledger_result, suite_result
-from assets.metadata import asset_args, emit, key, ledger_metadata, reason_table
+from assets.metadata import asset_args, emit, key, ledger_metadata, log_quarantine, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.datasets.builder import (
     EXAMPLE_COLUMNS,
@@ -72,8 +72,8 @@ def build(spec: ModelSpec) -> list:
                                               spec.knowledge, spec.dataset.title_template)
         corrections = golden_corrections(rows(human_feedback.read_table("feedback.parquet")), {e["id"] for e in examples})
         reviewed = apply_corrections(examples, corrections)
+        log_quarantine(context.log, quarantine, what="golden record")
         for row in quarantine:
-            context.log.warning(f"golden record quarantined ({row['reason']}): {row['detail']}")
             ledger.quarantined[row["reason"]] += 1
         model_redactor = redactor.for_policy(spec.redaction_policy)
         redactions = model_redactor.redact_fields(examples, ("prompt", "answer"))

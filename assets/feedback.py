@@ -5,7 +5,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AutomationCondition, MetadataValue, Output, asset
 
-from assets.metadata import asset_args, emit, key, ledger_metadata, reason_table
+from assets.metadata import asset_args, emit, key, ledger_metadata, log_quarantine, reason_table
 from resources.artifacts import Artifact, version_of
 from resources.evaluation.feedback import FEEDBACK_COLUMNS, read_feedback
 from resources.records import Ledger, fingerprint, frame
@@ -28,8 +28,7 @@ def build(spec: ModelSpec) -> list:
         folder = Path(spec.feedback) if spec.feedback else None
         records, quarantine = read_feedback(folder) if folder is not None and folder.is_dir() else ([], [])
         records += request_log.feedback(spec.name)
-        for row in quarantine:
-            context.log.warning(f"feedback quarantined ({row['reason']}): {row['detail']}")
+        log_quarantine(context.log, quarantine, what="feedback record", where="quarantine.json")
         model_redactor = redactor.for_policy(spec.redaction_policy)
         model_redactor.redact_fields(records, ("question", "corrected_answer"))
         table = frame(records, FEEDBACK_COLUMNS)

@@ -3,7 +3,7 @@
 from dagster import AssetCheckResult, AssetExecutionContext, MetadataValue, Output, asset, asset_check
 
 from assets.checks import ledger_result, non_empty_result, suite_result
-from assets.metadata import asset_args, emit, key, ledger_metadata
+from assets.metadata import asset_args, emit, key, ledger_metadata, log_quarantine
 from assets.partitions import batch_partitions
 from resources.artifacts import Artifact, config_of, version_of
 from resources.ingestion.inbox import Inbox
@@ -27,10 +27,9 @@ def build(spec: ModelSpec) -> list:
         documents = frame(read.documents, DOCUMENT_COLUMNS)
         quarantine = frame(read.quarantine, QUARANTINE_COLUMNS)
         ledger = read.ledger()
-        for row in read.quarantine:
-            context.log.warning(f"quarantined ({row['reason']}): {row['detail']}")
-        for row in read.duplicates:
-            context.log.info(f"dropped (exact_duplicate): {row['detail']}")
+        log_quarantine(context.log, read.quarantine)
+        if read.duplicates:
+            context.log.info(f"dropped {len(read.duplicates)} byte-identical file(s) as exact_duplicate (see the ledger)")
         version = version_of(
             [fingerprint(documents, ["doc_id", "text", "messages"]), fingerprint(quarantine, ["source_path", "line", "reason"])],
             config=config_of(settings.limits(), {"forgotten": sorted(read.forgotten)}), code="3")

@@ -29,6 +29,15 @@ def emit(artifact: Artifact, metadata: dict[str, Any]) -> Output:
     return Output(artifact, data_version=DataVersion(artifact.data_version), metadata=metadata)
 
 
+def log_quarantine(log, rows: Iterable[dict], what: str = "record", where: str = "quarantine.parquet") -> None:
+    """One warning with counts only, per reason and file: a quarantine's detail can quote what it refused (a
+    record's keys, which may be e-mail addresses), so it stays in the owner-only artifact, never the event log."""
+    counts = Counter((row["reason"], row.get("source_path") or "-") for row in rows)
+    if counts:
+        parts = ", ".join(f"{reason} x{n} ({path})" for (reason, path), n in sorted(counts.items()))
+        log.warning(f"quarantined {sum(counts.values())} {what}(s): {parts}; the details are in {where}")
+
+
 def bullets(lines: Iterable[str], empty: str = "none") -> MetadataValue:
     return MetadataValue.md("\n".join(f"- {line}" for line in lines) or empty)
 

@@ -66,3 +66,18 @@ def test_the_request_log_file_is_for_its_owner_only(tmp_path):
     log.record({"id": "r1", "client": "c", "endpoint": "chat", "model": "m", "status": 200, "prompt_redacted": "hi"})
     modes = {p.name: oct(p.stat().st_mode & 0o777) for p in (tmp_path / "serving").iterdir()}
     assert modes["requests.db"] == "0o600" and all(m == "0o600" for m in modes.values()), modes
+
+
+def test_model_server_and_gateway_logs_are_for_their_owner_only(tmp_path):
+    """vLLM's and the gateway's logs can quote requests: created 0600, and an older 0644 log is tightened."""
+    from resources.serving.vllm_server import open_server_log
+
+    old = tmp_path / "state" / "gateway-1.log"
+    old.parent.mkdir()
+    old.write_text("before\n")
+    old.chmod(0o644)
+    for path in (tmp_path / "state" / "vllm-1.log", old):
+        with open_server_log(path) as log:
+            log.write(b"line\n")
+        assert oct(path.stat().st_mode & 0o777) == "0o600"
+    assert old.read_text() == "before\nline\n"

@@ -17,6 +17,7 @@ from fastapi.responses import StreamingResponse
 from servers.openai_server import Served, free_port, serve
 
 from helpers import ROOT
+from resources.requestlog import RequestLog
 from resources.serving.gateway.app import GatewaySettings, create_app
 from resources.serving.gateway.guards import Guards
 from resources.serving.gateway.keys import KeyRing
@@ -42,7 +43,8 @@ def scripted_upstream() -> FastAPI:
         if app.state.status != 200:
             from fastapi.responses import JSONResponse
 
-            return JSONResponse({"error": "internal: adapter /srv/secret-adapters/x missing"}, status_code=app.state.status)
+            return JSONResponse({"error": "internal: adapter /srv/secret-adapters/x missing; prompt from jane.roe@example.org"},
+                                status_code=app.state.status)
         if body.get("stream"):
             async def events():
                 for i, event in enumerate(app.state.events):
@@ -85,7 +87,7 @@ def stack(tmp_path_factory, guards):
     try:
         with serve(create_app(settings, guards=guards), suffix="") as url:
             yield {"url": url, "plain": plain, "wide": wide, "upstream": upstream_app, "keys_file": tmp / "keys.yaml",
-                   "single": single}
+                   "single": single, "database_url": settings.database_url}
     finally:
         upstream.stop()
 
@@ -339,6 +341,10 @@ def test_upstream_error_text_is_not_echoed(stack):
     finally:
         stack["upstream"].state.status = 200
     assert response.status_code == 503 and "secret-adapters" not in response.text
+    # the log keeps what the model server said for the operator, redacted: its text can quote the prompt
+    logged = [r for r in RequestLog(stack["database_url"]).rows() if (r["error"] or "").startswith("upstream_error")][-1]
+    assert "upstream said" in logged["error"] and "secret-adapters" in logged["error"]
+    assert "jane.roe@example.org" not in logged["error"] and "<EMAIL_ADDRESS>" in logged["error"]
 
 
 def test_a_canary_completed_across_the_prompt_boundary_is_withheld(stack):

@@ -311,3 +311,32 @@ def test_a_file_that_fails_half_way_is_one_unreadable_file_not_half_its_records(
     assert [(q["source_path"], q["reason"]) for q in result.quarantine] == [("a.jsonl", "unreadable_file")]
     assert [f["path"] for f in result.files] == ["a.jsonl", "b.jsonl"]
     assert result.ledger().records_in == 2 and result.ledger().balanced()
+
+
+def test_a_quarantine_detail_never_quotes_keys_that_are_not_field_names(tmp_path):
+    """A record keyed by an e-mail address is refused without quoting the address (the detail reaches reports);
+    field-like keys are still named, so the user sees what the file holds."""
+    (tmp_path / "f.jsonl").write_text(json.dumps({"jane.doe@example.com": "hi", "body": "x"}) + "\n")
+    row = read(tmp_path, "f.jsonl").quarantine[0]
+    assert row["reason"] == "unrecognised_schema"
+    assert "jane.doe" not in row["detail"] and "keys: body" in row["detail"] and "1 other key" in row["detail"]
+
+
+def test_the_event_log_gets_quarantine_counts_never_details():
+    from assets.metadata import log_quarantine
+
+    class Log:
+        lines: list[str] = []
+
+        def warning(self, line):
+            self.lines.append(line)
+
+    log = Log()
+    rows = [{"reason": "malformed_json", "source_path": "a.jsonl", "detail": "a.jsonl:2: secret-ish text"},
+            {"reason": "malformed_json", "source_path": "a.jsonl", "detail": "a.jsonl:3: more"},
+            {"reason": "empty_record", "source_path": "b.csv", "detail": "b.csv:4: x"}]
+    log_quarantine(log, rows)
+    assert log.lines == ["quarantined 3 record(s): empty_record x1 (b.csv), malformed_json x2 (a.jsonl); "
+                         "the details are in quarantine.parquet"]
+    log_quarantine(log, [])
+    assert len(log.lines) == 1

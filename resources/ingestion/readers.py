@@ -488,11 +488,10 @@ def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: Read
         if not _text_field(record, "text", where).strip():
             raise RecordError("empty_record", f"{where}: 'text' is empty")
     else:
-        keys = ", ".join(sorted(map(str, record))) or "none"
         raise RecordError(
             "unrecognised_schema",
             f"{where}: no recognised text field (expected text, messages, instruction/output or "
-            f"prompt/completion); found keys: {keys}",
+            f"prompt/completion); found {describe_keys(record)}",
         )
 
     text = join_segments(m["content"] for m in messages) if messages else record["text"]
@@ -509,6 +508,18 @@ def normalise_record(record: Any, *, fmt: str, rel: str, line: int, limits: Read
         "text": text,
         "messages": json.dumps(messages, ensure_ascii=False) if messages else None,
     }
+
+
+FIELD_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")
+
+
+def describe_keys(record: dict) -> str:
+    """The record's keys that look like field names; any other key (an e-mail address, a sentence) is counted,
+    never quoted, since a quarantine's detail reaches reports."""
+    names = sorted(k for k in map(str, record) if FIELD_NAME.fullmatch(k))
+    others = len(record) - len(names)
+    shown = f"keys: {', '.join(names)}" if names else "no field-name keys"
+    return shown + (f" (+{others} other key(s) not shown)" if others else "")
 
 
 def _text_field(record: dict[str, Any], key: str, where: str) -> str:

@@ -26,7 +26,7 @@ from resources.redaction.redactor import PiiRedactor
 from resources.requestlog import RequestLogSource
 from resources.retrieval.index import KnowledgeIndexer
 from resources.serving.gateway.app import SECRET_ENV, GatewaySettings
-from resources.serving.vllm_server import ServingError, VllmServer
+from resources.serving.vllm_server import ServingError, VllmServer, open_server_log
 
 
 class GatewayServer(CheckedResource):
@@ -107,7 +107,7 @@ class GatewayServer(CheckedResource):
         settings_file.write_text(fresh)
         _remember_secrets(fingerprint, secrets)
         log_path = self._path(f"gateway-{self.port}.log")
-        with open(log_path, "ab") as log:
+        with open_server_log(log_path) as log:
             process = subprocess.Popen(
                 [sys.executable, "-m", "resources.serving.gateway.app", "--settings", str(settings_file),
                  "--host", self.host, "--port", str(self.port)],

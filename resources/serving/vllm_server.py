@@ -24,6 +24,15 @@ from pydantic import Field, field_validator
 from resources.preflight import CheckedResource, check_http_url, check_port, problem
 
 
+def open_server_log(path: Path):
+    """A server's log, appended to and readable by its owner only (created 0600, tightened if it existed): what a
+    model server or the gateway logs can quote requests."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    descriptor = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    os.fchmod(descriptor, 0o600)
+    return os.fdopen(descriptor, "ab")
+
+
 class ServingError(RuntimeError):
     """vLLM could not be started, reached, or given an adapter; the message says which and why."""
 
@@ -191,7 +200,7 @@ class VllmServer(CheckedResource):
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.reserved_cpus)
-        with open(self.log_file(), "ab") as log:  # the child keeps its own copy of the descriptor
+        with open_server_log(self.log_file()) as log:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
                                        env=env, start_new_session=True)
         self._pid_file().write_text(str(process.pid))

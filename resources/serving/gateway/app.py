@@ -383,8 +383,10 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         row["upstream_ms"] = (time.perf_counter() - upstream_started) * 1000
         if response.status_code >= 400:
             status = 503 if response.status_code >= 500 else 400  # its text is logged, never echoed: it names internals
+            # vLLM's error text can quote the prompt: what the log keeps of it is redacted like the prompt itself
+            detail = (await run_in_threadpool(guards.redact, [response.text[:300]]))[0][0]
             return await fail(status, f"the model server refused the request (status {response.status_code})", "upstream_error",
-                              detail=response.text[:300])
+                              detail=detail)
         try:
             data = parse_response(response.json(), endpoint)
         except ValueError:
