@@ -483,11 +483,14 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
 
     resources = project.definitions.resources
     store, inbox = resources["store"], resources["inbox"]
+    checkpoints = Path(resources["fine_tuner"].work_dir).resolve() if "fine_tuner" in resources else None
+    request_log = feedback_log(project)
     ids = doc_ids_of(store, project.names, doc_id, sha256)
-    before = reach(store, project.names, ids)
-    forget_list = ForgetList.load(inbox.forget_list)
-    forget_list.add(doc_id=doc_id, sha256=sha256, reason=reason)
-    forget_list.save(inbox.forget_list)
+    before = reach(store, project.names, ids, checkpoints)
+    logged = request_log.forget_documents(ids, apply=False)
+    if logged["requests"]:
+        before["request_log"] = [f"{logged['requests']} request(s), {logged['feedback']} feedback(s)"]
+    ForgetList.append(inbox.forget_list, doc_id=doc_id, sha256=sha256, reason=reason)
     log(f"{len(ids)} document(s); added to {inbox.forget_list}")
     instance = open_instance(project)
     reruns: list[RunOutcome] = []
@@ -511,11 +514,18 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
         instance.dispose()
     purged: list[str] = []
     if purge_versions:
-        still = reach(store, project.names, ids)
+        still = reach(store, project.names, ids, checkpoints)
         keep = {(f"{m}/lora_adapter", v) for m in project.names for v in served_versions(project, m)[:1]}  # in service
-        purged = purge(store, still, keep=keep)
+        purged = purge(store, still, keep=keep, checkpoint_root=checkpoints)
         log("purged: " + (", ".join(purged) or "nothing"))
-    after = reach(store, project.names, ids)
+    # logged answers that quote a forgotten passage go at once (they are copies, not versions to supersede)
+    gone = request_log.forget_documents(ids)
+    if gone["requests"]:
+        log(f"request log: removed {gone['requests']} request(s) grounded on it and {gone['feedback']} feedback(s) on them")
+    after = reach(store, project.names, ids, checkpoints)
+    left = request_log.forget_documents(ids, apply=False)
+    if left["requests"]:
+        after["request_log"] = [f"{left['requests']} request(s), {left['feedback']} feedback(s)"]
     return ForgetResult(sorted(ids), before, after, purged, reruns)
 
 

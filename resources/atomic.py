@@ -99,6 +99,24 @@ def atomic_directory(target: Path, owner_only: bool = False) -> Iterator[Path]:
         os.close(guard)
 
 
+def replace_file(target: Path, text: str, mode: int = 0o644) -> None:
+    """Write `text` to `target` in one atomic step: a reader sees the old file or the new one, never a part, and
+    a crash leaves the old one. A uniquely named temporary file beside it is synced, then `os.replace`d."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.parent / f".{target.name}.{_token()}.tmp"
+    try:
+        descriptor = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(text)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, target)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+
+
 def remove_directory(target: Path) -> None:
     """Remove `target` — the folder, or the symlink and the versioned folder it points to — and every
     leftover of it (a live writer's temporary folder excepted), under the target's lock. Errors other than

@@ -38,6 +38,8 @@ requests = Table(
     Column("prompt_redacted", Text),
     Column("response_redacted", Text),
     Column("error", Text),
+    # the documents (doc_id) of the passages the answer was grounded on: forget finds the rows that quote one
+    Column("source_documents", JSON),
 )
 
 feedback = Table(
@@ -60,16 +62,20 @@ REVIEW_STATUSES = ("pending", "approved", "rejected")
 
 
 def _migrate(engine) -> None:
-    """Add the review columns to a feedback table made before they existed (its rows stay pending)."""
+    """Add the columns a log made by an older gateway lacks: feedback review (its rows stay pending) and the
+    requests' source documents (unknown for old rows)."""
     from sqlalchemy import inspect, text
 
-    have = {c["name"] for c in inspect(engine).get_columns("feedback")}
-    added = {"status": "VARCHAR(16) NOT NULL DEFAULT 'pending'", "reviewed_by": "VARCHAR(128)",
-             "reviewed_at": "TIMESTAMP WITH TIME ZONE" if engine.dialect.name == "postgresql" else "TIMESTAMP"}
+    postgres = engine.dialect.name == "postgresql"
+    added = {"feedback": {"status": "VARCHAR(16) NOT NULL DEFAULT 'pending'", "reviewed_by": "VARCHAR(128)",
+                          "reviewed_at": "TIMESTAMP WITH TIME ZONE" if postgres else "TIMESTAMP"},
+             "requests": {"source_documents": "JSON"}}
     with engine.begin() as conn:
-        for name, kind in added.items():
-            if name not in have:
-                conn.execute(text(f"ALTER TABLE feedback ADD COLUMN {name} {kind}"))
+        for table, columns in added.items():
+            have = {c["name"] for c in inspect(conn).get_columns(table)}
+            for name, kind in columns.items():
+                if name not in have:
+                    conn.execute(text(f"ALTER TABLE {table} ADD COLUMN {name} {kind}"))
 
 
 class RequestLog:
@@ -179,6 +185,28 @@ class RequestLog:
                     feedback.c.status != "approved", feedback.c.created_at < cutoff,
                     ~exists().where(requests.c.id == feedback.c.response_id))).rowcount
         return deleted
+
+    def forget_documents(self, doc_ids: set[str], apply: bool = True) -> dict[str, int]:
+        """The requests whose answers were grounded on any of `doc_ids` (and the feedback on them, whatever its
+        status: a correction may repeat the passage): deleted with `apply`, else only counted. Rows logged before
+        the log kept source documents cannot be traced and stay (see the README's forget section)."""
+        from sqlalchemy import delete
+
+        with self.engine.connect() as conn:
+            rows = conn.execute(select(requests.c.id, requests.c.source_documents)
+                                .where(requests.c.source_documents.is_not(None))).all()
+        ids = [rid for rid, docs in rows if set(docs or ()) & set(doc_ids)]
+        found = {"requests": len(ids), "feedback": 0}
+        for start in range(0, len(ids), 500):
+            part = ids[start : start + 500]
+            with self.engine.begin() as conn:
+                if apply:
+                    found["feedback"] += conn.execute(delete(feedback).where(feedback.c.response_id.in_(part))).rowcount
+                    conn.execute(delete(requests).where(requests.c.id.in_(part)))
+                else:
+                    found["feedback"] += int(conn.execute(select(func.count()).select_from(feedback)
+                                                          .where(feedback.c.response_id.in_(part))).scalar_one())
+        return found
 
     def purge_feedback(self, client: str) -> int:
         """Delete every feedback a client sent (its origin is on each row); how many."""

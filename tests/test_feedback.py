@@ -81,3 +81,23 @@ def test_model_server_and_gateway_logs_are_for_their_owner_only(tmp_path):
             log.write(b"line\n")
         assert oct(path.stat().st_mode & 0o777) == "0o600"
     assert old.read_text() == "before\nline\n"
+
+
+def test_forget_removes_logged_answers_grounded_on_the_document_and_their_feedback(tmp_path):
+    from resources.requestlog import RequestLog, feedback
+
+    log = RequestLog(f"sqlite:///{tmp_path / 'requests.db'}")
+    base = {"client": "c", "endpoint": "chat", "model": "support", "status": 200, "prompt_redacted": "q"}
+    log.record({**base, "id": "r1", "source_documents": ["doc-a", "doc-b"]})
+    log.record({**base, "id": "r2", "source_documents": ["doc-b"]})
+    log.record({**base, "id": "r3"})  # not grounded
+    for rid, status in (("r1", "approved"), ("r1", "pending"), ("r2", "pending")):
+        fid = log.record_feedback({"response_id": rid, "client": "c", "rating": "down", "corrected_answer": "x"})
+        if status != "pending":
+            log.review(fid, status, "dana")
+    assert log.forget_documents({"doc-a"}, apply=False) == {"requests": 1, "feedback": 2}
+    assert log.count() == 3  # counting deletes nothing
+    assert log.forget_documents({"doc-a"}) == {"requests": 1, "feedback": 2}
+    assert sorted(r["id"] for r in log.rows()) == ["r2", "r3"]
+    assert [r["response_id"] for r in log.rows(table=feedback)] == ["r2"]
+    assert log.forget_documents({"doc-a"}) == {"requests": 0, "feedback": 0}

@@ -143,6 +143,9 @@ def test_a_grounded_request_gets_the_nearest_passages_in_the_one_prompt_and_thei
     assert sent[1] == {"role": "user", "content": "How much does the Team plan cost per user?"}
     assert "[1] Pricing > Team plan\nThe Team plan costs $8" in sent[0]["content"]
     assert "source_path" not in json.dumps(grounded.json())  # the client never learns the server's file paths
+    # the log keeps which documents the answer stood on: forget removes the rows that quote a forgotten one
+    logged = stack["log"].get(grounded.json()["id"])
+    assert logged["source_documents"] == sorted(s["document"] for s in sources)
 
     plain = chat(stack, "How much does the Team plan cost per user?")  # this route does not retrieve by default
     assert plain.json()["tuneforge"]["sources"] == []

@@ -382,3 +382,57 @@ def test_a_file_list_that_escapes_the_partition_is_refused_and_nothing_is_fetche
     assert not (tmp_path / "b" / "raw_documents" / "batch1").exists()
     assert not (tmp_path / "b" / "escaped.txt").exists() and not (tmp_path / "absolute_escape.txt").exists()
     assert [p for p in (tmp_path / "b").rglob("*") if p.is_file()] == []
+
+
+# -- forget reaches every copy: the merge of a tainted adapter, a killed trainer's checkpoints, the request log ---
+def test_forget_reaches_merges_and_leftover_checkpoints_and_purges_them_remote_first(tmp_path, remote):
+    from resources.governance.forget import purge, reach
+
+    store = remote.store(tmp_path / "a")
+    with store.writing("support/instruction_dataset", "ds1") as out:
+        write_table(out, "examples.parquet", pd.DataFrame({"source_doc_id": ["doc-a", "doc-b"], "text": ["x", "y"]}))
+    with store.writing("support/instruction_dataset", "ds2") as out:
+        write_table(out, "examples.parquet", pd.DataFrame({"source_doc_id": ["doc-b"], "text": ["y"]}))
+    with store.writing("support/lora_adapter", "ad1") as out:
+        write_json(out, "tuneforge_manifest.json", {"dataset_version": "ds1"})
+    with store.writing("support/merged_model", "m1") as out:
+        write_json(out, "merged.json", {"adapter_version": "ad1"})
+    work = tmp_path / "training"
+    for version, dataset in (("ad1", "ds1"), ("ad9", "ds1"), ("ad2", "ds2")):  # ad9: a run killed before it published
+        (work / version).mkdir(parents=True)
+        (work / version / "spec.json").write_text(json.dumps({"manifest": {"model": "support", "dataset_version": dataset}}))
+        (work / version / "checkpoint-2").mkdir()
+    found = reach(store, ["support"], {"doc-a"}, work)
+    assert found == {"support/instruction_dataset": ["ds1"], "support/lora_adapter": ["ad1"],
+                     "support/merged_model": ["m1"], "support/checkpoints": ["ad1", "ad9"]}
+    removed = purge(store, found, checkpoint_root=work)
+    assert sorted(removed) == sorted(f"{name}/{key}" for name, keys in found.items() for key in keys)
+    assert not remote.exists("support/merged_model/m1") and not remote.exists("support/instruction_dataset/ds1")
+    assert sorted(p.name for p in work.iterdir()) == ["ad2"]  # the other dataset's run is untouched
+    assert reach(remote.store(tmp_path / "fresh"), ["support"], {"doc-a"}, work) == {}
+
+
+def test_two_forget_requests_at_once_both_stay_on_the_list_and_a_reader_never_sees_half_a_file(tmp_path):
+    from resources.ingestion.forget import ForgetList
+
+    path = tmp_path / "policies" / "forget.yaml"
+    seen, stop = [], threading.Event()
+
+    def read():
+        while not stop.is_set():
+            if path.exists():
+                seen.append(len(ForgetList.load(path).entries))  # raises on a half-written file
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        threads = [threading.Thread(target=ForgetList.append, args=(path,), kwargs={"doc_id": f"doc-{i}"}) for i in range(20)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        stop.set()
+        reader.join()
+    assert ForgetList.load(path).doc_ids == {f"doc-{i}" for i in range(20)}
+    assert seen and not [p for p in path.parent.iterdir() if p.name != "forget.yaml"]  # no temporary file left

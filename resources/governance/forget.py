@@ -4,10 +4,16 @@ Ingestion honours the forget list (`resources.ingestion.forget`): records on it 
 `forgotten`, so every batch, corpus, dataset, index and adapter rebuilt after the entry was added is free of
 them. `reach` lists every stored artifact version that still holds a document (or adapter trained on a
 dataset that held it, and the champion serving such an adapter); `purge` deletes the superseded versions that
-hold it — on the remote store first (the system of record), then locally.
+hold it — on the remote store first (the system of record), then locally — and the checkpoints a trainer
+left behind (a killed or failed run) from such a dataset. The request log's rows whose answers were grounded
+on a forgotten document go with the forget itself (`RequestLog.forget_documents`).
 """
 
 from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
 
 import pandas as pd
 
@@ -36,9 +42,10 @@ def doc_ids_of(store, models: list[str], doc_id: str | None, sha256: str | None)
     return ids
 
 
-def reach(store, models: list[str], doc_ids: set[str]) -> dict[str, list[str]]:
+def reach(store, models: list[str], doc_ids: set[str], checkpoint_root: Path | None = None) -> dict[str, list[str]]:
     """Store asset (`<model>/<asset>`) -> the stored versions holding the documents, the adapters trained on such
-    a dataset version, their merges, and the champion records serving one."""
+    a dataset version, their merges, and the champion records serving one; `<model>/checkpoints` -> the trainer
+    work folders under `checkpoint_root` (FineTuner.work_dir) of runs on such a dataset version."""
     found: dict[str, list[str]] = {}
     for model in models:
         for asset, table, column in DOCUMENT_TABLES:
@@ -48,6 +55,9 @@ def reach(store, models: list[str], doc_ids: set[str]) -> dict[str, list[str]]:
             if hits:
                 found[name] = hits
         tainted = set(found.get(f"{model}/instruction_dataset", []))
+        leftovers = _checkpoints_of(checkpoint_root, model, tainted) if checkpoint_root and tainted else []
+        if leftovers:
+            found[f"{model}/checkpoints"] = leftovers
         adapters = [k for k in store.partitions(f"{model}/lora_adapter")
                     if store.exists(f"{model}/lora_adapter", k, "tuneforge_manifest.json")
                     and store.read_json(f"{model}/lora_adapter", k, "tuneforge_manifest.json").get("dataset_version") in tainted]
@@ -64,15 +74,34 @@ def reach(store, models: list[str], doc_ids: set[str]) -> dict[str, list[str]]:
     return found
 
 
-def purge(store, found: dict[str, list[str]], keep: set[tuple[str, str]] = frozenset()) -> list[str]:
-    """Delete the stored versions listed in `found` (remote first, then local), except `keep` (asset, key)."""
+def _checkpoints_of(root: Path, model: str, dataset_versions: set[str]) -> list[str]:
+    """The trainer work folders (named by adapter version) whose job trained `model` on one of the versions."""
+    found = []
+    for spec_file in sorted(Path(root).glob("*/spec.json")):
+        try:
+            manifest = json.loads(spec_file.read_text()).get("manifest", {})
+        except (OSError, ValueError):
+            continue
+        if manifest.get("model") == model and manifest.get("dataset_version") in dataset_versions:
+            found.append(spec_file.parent.name)
+    return found
+
+
+def purge(store, found: dict[str, list[str]], keep: set[tuple[str, str]] = frozenset(),
+          checkpoint_root: Path | None = None) -> list[str]:
+    """Delete the stored versions listed in `found` (remote first, then local), except `keep` (asset, key), and
+    the listed trainer checkpoints under `checkpoint_root`."""
     removed = []
     for name, keys in found.items():
-        if name.rsplit("/", 1)[-1] not in PURGEABLE:
+        kind = name.rsplit("/", 1)[-1]
+        if kind not in PURGEABLE and not (kind == "checkpoints" and checkpoint_root):
             continue
         for key in keys:
             if (name, key) in keep:
                 continue
-            store.delete(name, key)
+            if kind == "checkpoints":
+                shutil.rmtree(Path(checkpoint_root) / key)
+            else:
+                store.delete(name, key)
             removed.append(f"{name}/{key}")
     return removed

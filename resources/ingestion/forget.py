@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from resources.atomic import replace_file, target_lock
+
 
 @dataclass
 class ForgetList:
@@ -36,10 +38,20 @@ class ForgetList:
         return cls(entries)
 
     def save(self, path: str | Path) -> None:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        """Replace the file in one atomic step (a reader, e.g. the inbox sensor, sees the old list or the new)."""
         header = "# Documents and raw files to forget (tuneforge forget). Ingestion drops their records.\n"
-        path.write_text(header + yaml.safe_dump({"forget": self.entries}, sort_keys=False))
+        replace_file(Path(path), header + yaml.safe_dump({"forget": self.entries}, sort_keys=False))
+
+    @classmethod
+    def append(cls, path: str | Path, doc_id: str | None = None, sha256: str | None = None,
+               reason: str = "erasure request") -> "ForgetList":
+        """Add one entry under the file's lock, so two requests at once both stay on the list; returns the list."""
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        with target_lock(Path(path)):
+            forget_list = cls.load(path)
+            forget_list.add(doc_id=doc_id, sha256=sha256, reason=reason)
+            forget_list.save(path)
+        return forget_list
 
     def add(self, doc_id: str | None = None, sha256: str | None = None, reason: str = "erasure request") -> None:
         if any(e.get("doc_id") == doc_id and e.get("sha256") == sha256 for e in self.entries):

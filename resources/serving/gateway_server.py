@@ -21,6 +21,7 @@ from typing import Literal
 import httpx
 from pydantic import Field, field_validator
 
+from resources.atomic import replace_file
 from resources.preflight import CheckedResource, check_port
 from resources.redaction.redactor import PiiRedactor
 from resources.requestlog import RequestLogSource
@@ -81,10 +82,7 @@ class GatewayServer(CheckedResource):
 
     def write_routes(self, models: dict[str, dict]) -> None:
         """Atomically replace the routes; the running gateway picks them up on its next request."""
-        self.routes_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.routes_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"models": models}, indent=2))
-        os.replace(tmp, self.routes_file)
+        replace_file(self.routes_file, json.dumps({"models": models}, indent=2))
 
     def healthy(self) -> bool:
         try:

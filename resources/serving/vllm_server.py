@@ -21,6 +21,7 @@ from pathlib import Path
 import httpx
 from pydantic import Field, field_validator
 
+from resources.atomic import replace_file
 from resources.preflight import CheckedResource, check_http_url, check_port, problem
 
 
@@ -119,10 +120,7 @@ class VllmServer(CheckedResource):
         base = str(Path(base_model_path).resolve())
         if base not in bases:
             bases[base] = self.port + 10 * len(bases)
-            registry.parent.mkdir(parents=True, exist_ok=True)
-            tmp = registry.with_suffix(".tmp")
-            tmp.write_text(json.dumps(bases, indent=2))
-            os.replace(tmp, registry)
+            replace_file(registry, json.dumps(bases, indent=2))
         return self.model_copy(update={"port": bases[base]})
 
     def stop_all(self) -> int:

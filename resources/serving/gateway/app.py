@@ -362,6 +362,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                 m_guard.labels("input", "retrieved_injection").inc(flagged)
             if sources:
                 messages = grounded_messages(messages, sources)
+                row["source_documents"] = sorted({str(p["doc_id"]) for p in sources if p.get("doc_id")})
         body = upstream_body(req, route["upstream"], client.max_tokens, messages=messages,
                              prompt=clean[0] if endpoint != "chat" else None)
         # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
