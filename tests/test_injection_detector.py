@@ -40,8 +40,7 @@ def test_the_detector_finds_attacks_the_patterns_miss_and_leaves_look_alikes(emb
     rules = [bool(injection_findings(row["text"])) for row in LABELLED if row["label"] == "attack"]
     detection, false_refusals = np.mean(attacks), np.mean(benign)
     assert detection >= 0.9 and detection > np.mean(rules) + 0.5  # the patterns alone catch almost none of these
-    # the target is <= 5% false refusals; measured 7.5% (make bench reports it): this guards against regressions
-    assert false_refusals <= 0.08
+    assert false_refusals <= 0.05  # the targets: >= 90% detection, <= 5% false refusals (make bench too)
     by_family = {}
     for flag, row in zip(flags, LABELLED):
         if row["label"] == "attack":

@@ -45,25 +45,43 @@ def reference_corpus() -> tuple[list[str], list[str]]:
 
 
 class InjectionDetector:
-    """A detector that generalises beyond the patterns: a logistic-regression probe (scikit-learn) over sentence
-    embeddings (the shipped MiniLM, offline, CPU) of the normalised text, fitted on the reference corpus of known
-    attacks and ordinary requests; a text is an attack when the probe says so (probability >= `threshold`) or a
-    pattern matches. `embed` maps texts to L2-normalised vectors (`KnowledgeIndexer.embed`), so this module needs
-    no model of its own."""
+    """A detector that generalises beyond the patterns, over sentence embeddings (the shipped MiniLM, offline, CPU)
+    of the normalised text and the reference corpus of known attacks and ordinary requests (the design LLM Guard
+    uses). Two views must agree that a text is an attack: a logistic-regression probe (scikit-learn) says so with
+    probability >= `threshold`, and its `neighbours` nearest known attacks are closer on average than its nearest
+    ordinary requests by at least `margin` (a topic alone - passwords, security, "ignore" - is not an attack).
+    A pattern match is an attack either way. `embed` maps texts to L2-normalised vectors
+    (`KnowledgeIndexer.embed`), so this module needs no model of its own. The defaults were chosen by 5-fold
+    cross-validation on the reference corpus and checked on the labelled set in the tests (README, "Prompt
+    injection")."""
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], threshold: float = 0.5, strength: float = 1.0):
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], threshold: float = 0.5, strength: float = 4.0,
+                 neighbours: int = 3, margin: float = 0.0):
         from sklearn.linear_model import LogisticRegression
 
         attacks, benign = reference_corpus()
-        self.embed, self.threshold = embed, threshold
-        vectors = embed([normalize(t) for t in attacks + benign])
-        labels = np.array([1] * len(attacks) + [0] * len(benign))
-        self.probe = LogisticRegression(C=strength, class_weight="balanced", max_iter=2000).fit(vectors, labels)
+        self.embed, self.threshold, self.neighbours, self.margin = embed, threshold, neighbours, margin
+        self.vectors = embed([normalize(t) for t in attacks + benign])
+        self.labels = np.array([1] * len(attacks) + [0] * len(benign))
+        self.probe = LogisticRegression(C=strength, class_weight="balanced", max_iter=3000).fit(self.vectors, self.labels)
+
+    def scores(self, texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """The probe's attack probability and the nearest-neighbour margin of each text."""
+        if not texts:
+            return np.zeros(0), np.zeros(0)
+        vectors = self.embed([normalize(t) for t in texts])
+        similarity = vectors @ self.vectors.T
+
+        def nearest(label: int) -> np.ndarray:
+            own = np.where(self.labels == label, similarity, -np.inf)
+            return np.sort(own, axis=1)[:, ::-1][:, : self.neighbours].mean(axis=1)
+
+        return self.probe.predict_proba(vectors)[:, 1], nearest(1) - nearest(0)
 
     def probabilities(self, texts: list[str]) -> np.ndarray:
-        if not texts:
-            return np.zeros(0)
-        return self.probe.predict_proba(self.embed([normalize(t) for t in texts]))[:, 1]
+        return self.scores(texts)[0]
 
     def flags(self, texts: list[str]) -> list[bool]:
-        return [bool(p >= self.threshold or injection_findings(t)) for t, p in zip(texts, self.probabilities(texts))]
+        probability, margin = self.scores(texts)
+        return [bool((p >= self.threshold and m >= self.margin) or injection_findings(t))
+                for t, p, m in zip(texts, probability, margin)]

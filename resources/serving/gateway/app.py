@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import threading
 import time
 from contextlib import asynccontextmanager, suppress
 from functools import lru_cache
@@ -71,6 +72,9 @@ class GatewaySettings(BaseModel):
                                        "responses (a route's own `toxicity_lexicon_path` wins for that model).")
     pii_in_prompt: str = Field(default="redact", description="redact | refuse | allow personal data in prompts.")
     block_injection: bool = Field(default=True, description="Refuse prompts matching prompt-injection patterns.")
+    injection_detector: bool = Field(default=True, description=(
+        "Beside the patterns, refuse what the embedding detector (MiniLM probe + nearest known attacks, "
+        "resources.safety.injection) reads as an attack; about 12 ms per text on a CPU."))
     embedding_model: str | None = Field(default=None, description="Embedding model of the knowledge indexes (None: the default).")
     embedding_max_chars: int | None = Field(default=None, description="Characters of each question embedded (None: the default).")
     feedback_per_hour: int = Field(default=100, description="Feedbacks one client may send an hour (over: 429).")
@@ -183,6 +187,25 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                                  limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
                                  headers={"Authorization": f"Bearer {upstream_key}"} if upstream_key else {})
 
+    detector: list = []  # built once, on first use: its reference corpus is embedded then
+    detector_lock = threading.Lock()
+
+    def injection_detector():
+        if not (settings.injection_detector and settings.block_injection):
+            return None
+        with detector_lock:
+            if not detector:
+                from resources.safety.injection import InjectionDetector
+
+                detector.append(InjectionDetector(embedder().embed))
+        return detector[0]
+
+    def embedder():
+        from resources.retrieval.index import KnowledgeIndexer
+
+        return KnowledgeIndexer(**{k: v for k, v in (("model", settings.embedding_model),
+                                                     ("max_chars", settings.embedding_max_chars)) if v is not None})
+
     def guards_for(route: dict) -> Guards:
         """The guards of a route: its model's redaction policy; every served model's canaries."""
         if fixed_guards is not None:
@@ -192,18 +215,18 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         policy = route.get("redaction_policy") or settings.redaction_policy
         lexicon = route.get("toxicity_lexicon_path") or settings.toxicity_lexicon_path
         if (policy, lexicon, canaries) not in built:
-            built[(policy, lexicon, canaries)] = _guards(settings, policy, lexicon, list(canaries), secrets.get("pseudonym_key"))
+            built[(policy, lexicon, canaries)] = _guards(settings, policy, lexicon, list(canaries), secrets.get("pseudonym_key"),
+                                                         injection_detector())
         return built[(policy, lexicon, canaries)]
 
     def retrieve(index_dir: str, question: str, k: int) -> list[dict]:
-        """Passages of a model's knowledge index (each index loaded once, swapped when a new one is routed)."""
+        """Passages of a model's knowledge index: each served model's index is loaded once and kept; an index no
+        route names any more (a new version was deployed) is dropped."""
         if index_dir not in indexes:
-            from resources.retrieval.index import KnowledgeIndexer
-
-            indexer = KnowledgeIndexer(**{k: v for k, v in (("model", settings.embedding_model),
-                                                            ("max_chars", settings.embedding_max_chars)) if v is not None})
-            indexes.clear()
-            indexes[index_dir] = indexer.load(index_dir)
+            routed = {r.get("knowledge_index_dir") for r in routes.models().values()}
+            for stale in [d for d in indexes if d not in routed]:
+                del indexes[stale]
+            indexes[index_dir] = embedder().load(index_dir)
         return indexes[index_dir].passages([question], k)[0]
     registry = CollectorRegistry()
     m_requests = Counter("tuneforge_gateway_requests", "Requests by model and status", ["model", "status"], registry=registry)
@@ -670,13 +693,14 @@ def _load_canaries(path: str, mtime_ns: int) -> tuple[str, ...]:
     return tuple(c.value for c in load_canaries(path))
 
 
-def _guards(settings: GatewaySettings, policy: str, lexicon: str, canaries: list[str], pseudonym_key: str | None) -> Guards:
+def _guards(settings: GatewaySettings, policy: str, lexicon: str, canaries: list[str], pseudonym_key: str | None,
+            detector=None) -> Guards:
     from resources.redaction.redactor import PiiRedactor
     from resources.safety.probes import load_lexicon
 
     options = {k: v for k, v in (("spacy_model", settings.spacy_model), ("spacy_exclude", settings.spacy_exclude)) if v is not None}
     engine = PiiRedactor(policy_path=policy, pseudonym_key=pseudonym_key, **options).engine()
-    return Guards(engine, canaries, load_lexicon(lexicon), settings.pii_in_prompt, settings.block_injection)
+    return Guards(engine, canaries, load_lexicon(lexicon), settings.pii_in_prompt, settings.block_injection, detector)
 
 
 def secrets_from_environment() -> dict[str, str]:

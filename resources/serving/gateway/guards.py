@@ -26,11 +26,13 @@ class Guards:
     """The guard pipeline with its policy (`pii_in_prompt`: redact | refuse | allow)."""
 
     def __init__(self, engine, canaries: list[str], lexicon: list[str], pii_in_prompt: str = "redact",
-                 block_injection: bool = True):
+                 block_injection: bool = True, detector=None):
+        """`detector`: an `InjectionDetector` (embeddings) that reads every client text after the patterns; None
+        leaves the patterns alone."""
         if pii_in_prompt not in {"redact", "refuse", "allow"}:
             raise ValueError(f"pii_in_prompt must be redact, refuse or allow, not {pii_in_prompt!r}")
         self.engine, self.canaries, self.lexicon = engine, [c for c in canaries if c], lexicon
-        self.pii_in_prompt, self.block_injection = pii_in_prompt, block_injection
+        self.pii_in_prompt, self.block_injection, self.detector = pii_in_prompt, block_injection, detector
 
     def redact(self, texts: list[str]) -> list[tuple[str, dict[str, int]]]:
         return [(r.text, dict(r.counts)) for r in self.engine.redact(texts)]
@@ -39,6 +41,8 @@ class Guards:
         injections = injection_findings(text)
         if injections and self.block_injection:
             return Verdict(False, text, {"prompt_injection": len(injections)}, "prompt injection / jailbreak pattern")
+        if self.detector is not None and self.block_injection and self.detector.flags([text])[0]:
+            return Verdict(False, text, {"prompt_injection": 1}, "prompt injection / jailbreak (detector)")
         [(redacted, counts)] = self.redact([text])
         if counts and self.pii_in_prompt == "refuse":
             return Verdict(False, redacted, counts, "personal data in the prompt (policy: refuse)")
