@@ -4,6 +4,7 @@ gateway in front of the real vLLM CPU server)."""
 
 import asyncio
 import json
+from pathlib import Path
 import time
 
 import httpx
@@ -104,29 +105,62 @@ def test_pii_in_a_prompt_never_reaches_the_model_or_the_log(stack):
     assert row["client"] == "alice" and row["adapter_version"] == "v1" and row["status"] == 200
 
 
+def write_index(folder, texts: dict) -> str:
+    """A knowledge_index folder (passages + MiniLM vectors) of chunk id -> (title, section, text)."""
+    import numpy as np
+    import pandas as pd
+
+    from resources.retrieval.index import PASSAGE_COLUMNS, KnowledgeIndexer
+
+    passages = pd.DataFrame([{"chunk_id": c, "doc_id": f"doc-{c}", "external_id": None, "title": t, "section": sec,
+                              "start": 0, "end": len(x), "text": x, "source_path": f"{t.lower()}.md",
+                              "source_sha256": (c * 64)[:64]} for c, (t, sec, x) in texts.items()])[PASSAGE_COLUMNS]
+    folder.mkdir()
+    np.save(folder / "vectors.npy", KnowledgeIndexer().embed(list(passages["text"])))
+    passages.to_parquet(folder / "passages.parquet")
+    return str(folder)
+
+
+def test_each_models_index_is_loaded_once_and_swapped_when_a_new_version_is_routed(stack, monkeypatch):
+    from resources.retrieval.index import KnowledgeIndexer
+
+    loads = []
+    original = KnowledgeIndexer.load
+    monkeypatch.setattr(KnowledgeIndexer, "load", lambda self, d: loads.append(Path(d).name) or original(self, d))
+    a1 = write_index(stack["tmp"] / "a1", {"a": ("Plans", "Plans", "The Team plan costs $8 per user per month.")})
+    b1 = write_index(stack["tmp"] / "b1", {"b": ("Leave", "Leave", "Unused leave carries over until March.")})
+    a2 = write_index(stack["tmp"] / "a2", {"a2": ("Plans", "Plans", "The Team plan costs $9 per user per month.")})
+    routes = json.loads((stack["tmp"] / "routes.json").read_text())
+    routes["models"]["support"].update(knowledge_index_dir=a1, retrieval=True)
+    routes["models"]["support-text"].update(knowledge_index_dir=b1, retrieval=True)
+    (stack["tmp"] / "routes.json").write_text(json.dumps(routes))
+    for _ in range(3):  # two models' requests alternate: each index stays loaded
+        assert chat(stack, "What does the Team plan cost?").json()["tuneforge"]["sources"][0]["id"] == "a"
+        assert chat(stack, "Does leave carry over?", model="support-text").json()["tuneforge"]["sources"][0]["id"] == "b"
+    assert loads == ["a1", "b1"]
+    routes["models"]["support"]["knowledge_index_dir"] = a2  # a new version deployed
+    (stack["tmp"] / "routes.json").write_text(json.dumps(routes))
+    assert chat(stack, "What does the Team plan cost?").json()["tuneforge"]["sources"][0]["id"] == "a2"
+    assert chat(stack, "Does leave carry over?", model="support-text").json()["tuneforge"]["sources"][0]["id"] == "b"
+    assert loads == ["a1", "b1", "a2"]
+
+
 def test_a_grounded_request_gets_the_nearest_passages_in_the_one_prompt_and_their_sources(stack):
     """The gateway retrieves from the model's knowledge index, puts the passages into the grounded prompt the
     raft training examples use (resources.knowledge.prompt), and the response's sources cite each passage with
     its section and the raw file's sha256, in the prompt's order."""
-    import numpy as np
     import pandas as pd
 
     from resources.knowledge.prompt import system_prompt
-    from resources.retrieval.index import PASSAGE_COLUMNS, KnowledgeIndexer
 
     texts = {"c-team": ("Pricing", "Pricing > Team plan", "The Team plan costs $8 per user per month."),
              "c-free": ("Pricing", "Pricing > Free plan", "The Free plan allows 3 boards and 2 members."),
              "c-sso": ("Security", "Security > Single sign-on", "SAML single sign-on is part of the Enterprise plan."),
              "c-backup": ("Operations", "Operations > Backups", "Backups run nightly and are kept for 30 days.")}
-    passages = pd.DataFrame([{"chunk_id": c, "doc_id": f"doc-{c}", "external_id": None, "title": t, "section": sec,
-                              "start": 0, "end": len(x), "text": x, "source_path": f"{t.lower()}.md",
-                              "source_sha256": (c * 64)[:64]} for c, (t, sec, x) in texts.items()])[PASSAGE_COLUMNS]
-    index = stack["tmp"] / "index"
-    index.mkdir()
-    np.save(index / "vectors.npy", KnowledgeIndexer().embed(list(passages["text"])))
-    passages.to_parquet(index / "passages.parquet")
+    index = write_index(stack["tmp"] / "index", texts)
+    passages = pd.read_parquet(Path(index) / "passages.parquet")
     routes = json.loads((stack["tmp"] / "routes.json").read_text())
-    routes["models"]["support"]["knowledge_index_dir"] = str(index)
+    routes["models"]["support"]["knowledge_index_dir"] = index
     (stack["tmp"] / "routes.json").write_text(json.dumps(routes))
 
     grounded = chat(stack, "How much does the Team plan cost per user?", tuneforge={"grounding": True})
