@@ -205,3 +205,24 @@ def test_a_document_still_flagged_after_the_last_pass_is_quarantined_not_kept(tm
     [row] = result.quarantined
     assert row["reason"] == "residual_pii" and row["line"] == 2 and "TICKET" in row["detail"] and "4821" not in row["detail"]
     assert result.ledger.quarantined == {"residual_pii": 1} and result.ledger.balanced()
+
+
+@pytest.mark.parametrize("text, value, entity", [
+    ("Please ship it to 221 Baker Street, Apt 4 by Friday.", "221 Baker Street, Apt 4", "STREET_ADDRESS"),
+    ("Our office is at 1600 Amphitheatre Pkwy in Mountain View.", "1600 Amphitheatre Pkwy", "STREET_ADDRESS"),
+    ("She lives at Calle Mayor 12 in Madrid.", "Calle Mayor 12", "STREET_ADDRESS"),
+    ("Customer DOB: 1987-03-04, account 55.", "1987-03-04", "DATE_OF_BIRTH"),
+    ("He was born on 4 March 1987 in Lyon.", "4 March 1987", "DATE_OF_BIRTH"),
+    ("Date of birth 03/04/1987.", "03/04/1987", "DATE_OF_BIRTH"),
+])
+def test_street_addresses_and_dates_of_birth_are_redacted(redactor, text, value, entity):
+    [result] = redactor.engine().redact([text])
+    assert value not in result.text and f"<{entity}>" in result.text, result.text
+
+
+def test_dates_and_numbers_that_are_facts_are_kept(redactor):
+    """A date without a birth word (a release, a deadline), a price, a duration and a page number are facts a model
+    must learn, not personal data."""
+    texts = ["The release on 4 March 2026 adds SSO.", "Exports arrive within 15 minutes; the Team plan costs $8.",
+             "Version 2 Road map is on page 3."]
+    assert [r.text for r in redactor.engine().redact(texts)] == texts

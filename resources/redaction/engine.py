@@ -67,9 +67,11 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
 
     from resources.redaction.recognizers import (
         ApiKeyRecognizer,
+        DateOfBirthRecognizer,
         DigitGatedPhoneRecognizer,
         IntroducedNameRecognizer,
         MastercardSeries2Recognizer,
+        StreetAddressRecognizer,
         custom_pattern_recognizer,
     )
     from resources.redaction.secrets import SecretsRecognizer
@@ -100,6 +102,8 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     registry.add_recognizer(SecretsRecognizer(policy.language))
     registry.add_recognizer(MastercardSeries2Recognizer(policy.language))
     registry.add_recognizer(IntroducedNameRecognizer(policy.language))
+    registry.add_recognizer(StreetAddressRecognizer(policy.language))
+    registry.add_recognizer(DateOfBirthRecognizer(policy.language))
     for spec in policy.custom_patterns:
         registry.add_recognizer(custom_pattern_recognizer(spec, policy.language))
     return AnalyzerEngine(

@@ -55,6 +55,43 @@ class IntroducedNameRecognizer(PatternRecognizer):
         )
 
 
+class StreetAddressRecognizer(PatternRecognizer):
+    """Street addresses: a house number, one to three capitalised words and a street type ("221 Baker Street",
+    "1600 Amphitheatre Pkwy, Suite 4"), or a street type first as some countries write it ("Calle Mayor 12");
+    Presidio has no recognizer for them and spaCy's LOC/GPE tags only cities and countries."""
+
+    STREET_TYPES = (r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
+                    r"Close|Square|Sq|Parkway|Pkwy|Highway|Hwy|Crescent|Row|Strasse|Straße|Weg|Allee")
+    PATTERNS = [
+        Pattern("number first",
+                rf"\b\d{{1,5}}[A-Za-z]?\s+(?-i:(?:[A-Z][\w'’.-]+\s+){{1,3}}(?:{STREET_TYPES}))\b\.?"
+                r"(?:,?\s+(?:Apt|Apartment|Suite|Unit|Flat|Floor)\.?\s*#?\w{1,5})?", 0.6),
+        Pattern("street first",
+                r"\b(?-i:(?:Calle|Rue|Via|Avenida|Rua|Carrer|Viale|Corso|Piazza)\s+(?:[A-Za-z][\w'’.-]+\s+){1,3})\d{1,5}\b", 0.6),
+    ]
+    CONTEXT = ["address", "street", "live", "lives", "ship", "deliver", "mail", "office", "located"]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(supported_entity="STREET_ADDRESS", patterns=self.PATTERNS, context=self.CONTEXT,
+                         supported_language=supported_language, name="StreetAddressRecognizer")
+
+
+class DateOfBirthRecognizer(PatternRecognizer):
+    """A date right after a birth word ("born on 4 March 1987", "DOB: 1987-03-04", "date of birth 03/04/1987"):
+    the date alone is not personal data (a release date, a deadline), next to a birth word it is."""
+
+    MONTHS = r"Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|June?|July?|Aug(?:ust)?|Sep(?:t(?:ember)?)?|Oct(?:ober)?|Nov(?:ember)?|Dec(?:ember)?"
+    DATE = (rf"(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{1,2}}[/.-]\d{{1,2}}[/.-]\d{{2,4}}|\d{{1,2}}(?:st|nd|rd|th)?\s+(?:{MONTHS})\.?,?\s+\d{{4}}"
+            rf"|(?:{MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})")
+    PATTERNS = [Pattern("date of birth",
+                        rf"(?<=\b(?:born(?:\s+on)?|dob|d\.o\.b\.?|date\s+of\s+birth|birth\s*date|birthday(?:\s+is)?)\s*[:=-]?\s*){DATE}",
+                        0.85)]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(supported_entity="DATE_OF_BIRTH", patterns=self.PATTERNS, supported_language=supported_language,
+                         name="DateOfBirthRecognizer")
+
+
 class MastercardSeries2Recognizer(CreditCardRecognizer):
     """Mastercard's 2-series range (2221-2720), which Presidio's card regex misses; Luhn-validated."""
 
