@@ -226,3 +226,17 @@ def test_dates_and_numbers_that_are_facts_are_kept(redactor):
     texts = ["The release on 4 March 2026 adds SSO.", "Exports arrive within 15 minutes; the Team plan costs $8.",
              "Version 2 Road map is on page 3."]
     assert [r.text for r in redactor.engine().redact(texts)] == texts
+
+
+def test_recall_on_the_held_out_set_of_other_locales_and_templates(redactor):
+    """tests/data/pii_heldout.jsonl (scripts/make_pii_heldout.py: 450 values, 18 Faker locales the sample never
+    uses). The targets are >= 99% overall and >= 98% of persons; measured 94% and 88.6% (names spaCy's small model
+    does not know, README "Redaction recall"): these floors guard against regressions, make bench reports the rest."""
+    from resources.redaction.labelled import labelled_recall, load_labelled
+
+    rows = load_labelled(ROOT / "tests" / "data" / "pii_heldout.jsonl")
+    scores = labelled_recall(rows, lambda texts: [r.text for r in redactor.engine().redact(texts)])
+    assert scores["planted"] >= 400 and scores["overall"] >= 0.93, scores
+    assert scores["by_entity"]["PERSON"] >= 0.88, scores["by_entity"]
+    assert all(scores["by_entity"][e] == 1.0 for e in ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "US_SSN",
+                                                       "STREET_ADDRESS", "DATE_OF_BIRTH", "EMPLOYEE_ID")), scores["by_entity"]

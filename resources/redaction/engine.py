@@ -67,6 +67,7 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
 
     from resources.redaction.recognizers import (
         ApiKeyRecognizer,
+        ContextIbanRecognizer,
         DateOfBirthRecognizer,
         DigitGatedPhoneRecognizer,
         IntroducedNameRecognizer,
@@ -98,6 +99,7 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     registry.load_predefined_recognizers(languages=[policy.language], nlp_engine=nlp_engine)
     registry.remove_recognizer("PhoneRecognizer")
     registry.add_recognizer(DigitGatedPhoneRecognizer(supported_language=policy.language))
+    registry.add_recognizer(ContextIbanRecognizer(policy.language))
     registry.add_recognizer(ApiKeyRecognizer(policy.language))
     registry.add_recognizer(SecretsRecognizer(policy.language))
     registry.add_recognizer(MastercardSeries2Recognizer(policy.language))
@@ -112,6 +114,9 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
         supported_languages=[policy.language],
         default_score_threshold=policy.min_threshold(),
     )
+
+
+CAPS_RUN = re.compile(r"\b[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+)+\b")
 
 
 def _inside_dotted_run(text: str, start: int, end: int) -> bool:
@@ -165,7 +170,38 @@ class RedactionEngine:
             allow_list=self.policy.allow_list or None,
         )
         by_text = {t: [r for r in found if self._keep(t, r)] for t, found in zip(unique, results)}
+        self._names_in_capitals(by_text)
         return [by_text[t] for t in texts]
+
+    def _names_in_capitals(self, by_text: dict[str, list]) -> None:
+        """spaCy's small model does not see "ROMOLO BALLA" or "FROM: JUAN DU" as names: a text with a run of two or
+        more capitalised words that are not all acronyms is read once more with those words title-cased (the same
+        length, so spans carry over), and the PERSON findings inside a run join the text's findings."""
+        copies = {}
+        for text in by_text:
+            runs = [m for m in CAPS_RUN.finditer(text)
+                    if not all(w in self._acronyms for w in re.findall(r"[A-Z]+", m.group()))]
+            if runs:
+                copy = text
+                for m in runs:
+                    copy = copy[: m.start()] + m.group().title() + copy[m.end() :]
+                copies[text] = (copy, [(m.start(), m.end()) for m in runs])
+        if not copies:
+            return
+        found = self.batch_analyzer.analyze_iterator(
+            [c for c, _ in copies.values()], language=self.policy.language, batch_size=self.batch_size,
+            n_process=1, entities=["PERSON"], score_threshold=self.policy.threshold_for("PERSON"),
+            allow_list=self.policy.allow_list or None)
+        from presidio_analyzer import RecognizerResult
+
+        for (text, (copy, runs)), results in zip(copies.items(), found):
+            have = {(r.start, r.end) for r in by_text[text]}
+            for r in results:  # a finding is kept within the capitalised run ("Quevedo - RE" ends at the name)
+                for start, end in runs:
+                    clipped = RecognizerResult(r.entity_type, max(r.start, start), min(r.end, end), r.score)
+                    if clipped.start < clipped.end and (clipped.start, clipped.end) not in have and self._keep(copy, clipped):
+                        by_text[text].append(clipped)
+                        have.add((clipped.start, clipped.end))
 
     def _keep(self, text: str, finding) -> bool:
         """Policy threshold per entity, and one plausibility rule for the NER model: a person's name

@@ -61,7 +61,9 @@ class StreetAddressRecognizer(PatternRecognizer):
     Presidio has no recognizer for them and spaCy's LOC/GPE tags only cities and countries."""
 
     STREET_TYPES = (r"Street|St|Avenue|Ave|Road|Rd|Boulevard|Blvd|Lane|Ln|Drive|Dr|Court|Ct|Way|Place|Pl|Terrace|"
-                    r"Close|Square|Sq|Parkway|Pkwy|Highway|Hwy|Crescent|Row|Strasse|Straße|Weg|Allee")
+                    r"Close|Square|Sq|Parkway|Pkwy|Highway|Hwy|Crescent|Cres|Row|Grove|Gardens|Mews|Hill|Rise|Walk|"
+                    r"Parade|Esplanade|Circuit|Line|Isle|Amble|Vale|Green|Park|Wharf|Quay|Alley|Loop|Trail|Strasse|"
+                    r"Straße|Weg|Allee")
     PATTERNS = [
         Pattern("number first",
                 rf"\b\d{{1,5}}[A-Za-z]?\s+(?-i:(?:[A-Z][\w'’.-]+\s+){{1,3}}(?:{STREET_TYPES}))\b\.?"
@@ -90,6 +92,18 @@ class DateOfBirthRecognizer(PatternRecognizer):
     def __init__(self, supported_language: str = "en"):
         super().__init__(supported_entity="DATE_OF_BIRTH", patterns=self.PATTERNS, supported_language=supported_language,
                          name="DateOfBirthRecognizer")
+
+
+class ContextIbanRecognizer(PatternRecognizer):
+    """An IBAN-shaped value right after the word IBAN: Presidio's own recognizer also checks the checksum and the
+    country's length, so a mistyped IBAN (still someone's account, one digit off) passes it; next to the word it
+    is redacted all the same."""
+
+    PATTERNS = [Pattern("iban after the word", r"(?<=\bIBAN[:\s]{1,3})(?-i:[A-Z]{2}\d{2}(?: ?[A-Z0-9]){10,30})\b", 0.7)]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(supported_entity="IBAN_CODE", patterns=self.PATTERNS, supported_language=supported_language,
+                         name="ContextIbanRecognizer")
 
 
 class MastercardSeries2Recognizer(CreditCardRecognizer):
@@ -124,6 +138,13 @@ class DigitGatedPhoneRecognizer(PhoneRecognizer):
     shortest phone number: most support text has none, and the matcher is the slowest recognizer."""
 
     MIN_DIGITS = 7
+    # libphonenumber's national formats of these regions (Presidio's default is US, GB, DE, FR, IL, IN, CA, BR):
+    # the regions a European or Asia-Pacific company's customers and staff call from
+    REGIONS = ("US", "GB", "DE", "FR", "IL", "IN", "CA", "BR", "AU", "IE", "ES", "IT", "NL", "PL", "SE", "TR", "MX", "JP",
+               "CN", "ID", "CH", "AT", "BE", "PT", "NZ", "SG")
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(supported_language=supported_language, supported_regions=self.REGIONS)
 
     def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
         if sum(ch.isdigit() for ch in text) < self.MIN_DIGITS:
