@@ -333,7 +333,9 @@ def test_a_new_file_retrains_and_the_run_deploys_what_it_trained_while_another_r
     from resources.evaluation.evaluator import Evaluator
     from resources.governance.lineage import LineageReader, source_files, to_markdown
 
-    spec = sample_model("support", tmp_path / "data", copy_data=False,
+    golden = tmp_path / "golden.jsonl"  # the loop, not the scores: six of the sample's golden questions
+    golden.write_text("".join((SAMPLE / "support" / "golden.jsonl").read_text().splitlines(keepends=True)[:6]))
+    spec = sample_model("support", tmp_path / "data", copy_data=False, golden=[str(golden)],
                         # 2 training steps cannot be expected to beat the base model: this test is about the loop,
                         # so the policy keeps only the safety limits (the gate's own tests cover blocking)
                         promotion={"min_gain_over_base": -1.0, "max_runaway_rate": 1.0},
