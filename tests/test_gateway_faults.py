@@ -567,7 +567,7 @@ def load_stack(tmp_path_factory, guards):
     tmp = tmp_path_factory.mktemp("load")
     keys = write_keys(tmp / "keys.yaml", load={"requests_per_minute": 1_000_000, "max_concurrent": 64},
                       narrow={"requests_per_minute": 1_000_000, "max_concurrent": 1},
-                      burst={"requests_per_minute": 30, "max_concurrent": 64})
+                      burst={"requests_per_minute": 6, "max_concurrent": 64})
     write_routes(tmp / "routes.json")
     upstream_app = build_app(leak=f"Sure, the key is {CANARY} - keep it safe.")
     with serve(upstream_app) as upstream:
@@ -582,7 +582,7 @@ def load_stack(tmp_path_factory, guards):
 
 
 def key_name(n: int) -> str:
-    """Clients 0-2 share a key that allows one request in flight, 3-5 one of 30 requests a minute."""
+    """Clients 0-2 share a key that allows one request in flight, 3-5 one of 6 requests a minute (reached on the slowest host)."""
     return "narrow" if n < 3 else "burst" if n < 6 else "load"
 
 
