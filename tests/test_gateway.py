@@ -12,7 +12,7 @@ import pytest
 from servers.openai_server import Served, build_app, free_port, serve
 
 from resources.serving.gateway.app import GatewaySettings, create_app
-from resources.serving.gateway.guards import Guards
+from resources.safety.guards import Guards
 from resources.requestlog import feedback as feedback_table
 from resources.serving.gateway.keys import KeyRing
 from helpers import ROOT

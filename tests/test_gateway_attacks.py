@@ -19,7 +19,7 @@ from servers.openai_server import Served, free_port, serve
 from helpers import ROOT
 from resources.requestlog import RequestLog
 from resources.serving.gateway.app import GatewaySettings, create_app
-from resources.serving.gateway.guards import Guards
+from resources.safety.guards import Guards
 from resources.serving.gateway.keys import KeyRing
 
 CANARY = "qs_live_CANARYVfh9zdScdPorvijC9J111Ffi6N"

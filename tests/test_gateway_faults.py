@@ -34,7 +34,7 @@ from helpers import ROOT
 from resources.requestlog import RequestLog, RequestLogSource, endpoint_feedback
 from resources.requestlog import feedback as feedback_table
 from resources.serving.gateway.app import GatewaySettings, create_app
-from resources.serving.gateway.guards import Guards
+from resources.safety.guards import Guards
 from resources.serving.gateway.keys import KeyRing
 
 DEADLINE_S = 2.0  # upstream_timeout_s of the fault gateway

@@ -29,7 +29,7 @@ from pydantic import BaseModel, Field
 
 from resources.knowledge.prompt import grounded_messages, source_of
 from resources.safety.probes import SHIPPED_LEXICON
-from resources.serving.gateway.guards import Guards, injection_findings
+from resources.safety.guards import Guards, injection_findings
 from resources.serving.gateway.keys import Client, KeyRing
 from resources.serving.gateway.schema import (
     FeedbackRequest,

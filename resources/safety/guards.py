@@ -1,6 +1,8 @@
-"""Input and output guards of the gateway: PII, prompt injection, canary leakage, toxicity.
+"""Input and output guards: PII, prompt injection, canary leakage, toxicity.
 
-Plain functions over the engines the rest of tuneforge uses: the Presidio redaction engine (the same
+The gateway's request pipeline calls them; they live here, below both the gateway and the evaluation, beside
+the rules they apply and the safety report shares (canary matching, the toxicity lexicon, the injection
+patterns and detector), over the engines the rest of tuneforge uses: the Presidio redaction engine (the same
 policy as the data stages), the canary list and the toxicity lexicon of the safety report.
 """
 
