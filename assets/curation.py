@@ -68,7 +68,7 @@ def build(spec: ModelSpec) -> list:
         """The batch's cleaned documents with every PII finding replaced under the model's versioned redaction
         policy, an audit of how many of each entity type were replaced (never the values), and the MinHash
         signatures of the redacted text for de-duplication across batches."""
-        model_redactor = redactor.for_policy(spec.redaction_policy)
+        model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)
         policy = model_redactor.policy()
         result = model_redactor.redact_documents(rows(cleaned_documents.read_table()))
         documents = frame(result.documents, REDACTED_COLUMNS)
@@ -111,7 +111,7 @@ def build(spec: ModelSpec) -> list:
     def no_residual_pii(redactor: PiiRedactor, redacted_documents: Artifact) -> AssetCheckResult:
         documents = rows(redacted_documents.read_table(
             columns=["doc_id", "source_path", "external_id", "line", "title", "text", "messages"]))
-        per_document = redactor.for_policy(spec.redaction_policy).residual_in_documents(documents)
+        per_document = redactor.for_policy(spec.redaction_policy, spec.public_entities).residual_in_documents(documents)
         residual = sum(per_document, Counter())
         where = [f"{d['source_path']}#{d.get('external_id') or d.get('line') or d['doc_id']}: "
                  + ", ".join(f"{entity} x{n}" for entity, n in sorted(found.items()))

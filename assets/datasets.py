@@ -75,7 +75,7 @@ def build(spec: ModelSpec) -> list:
         log_quarantine(context.log, quarantine, what="golden record")
         for row in quarantine:
             ledger.quarantined[row["reason"]] += 1
-        model_redactor = redactor.for_policy(spec.redaction_policy)
+        model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)
         redactions = model_redactor.redact_fields(examples, ("prompt", "answer"))
         table = frame([with_messages(e) for e in examples], GOLDEN_COLUMNS)
         ledger.kept = len(table)

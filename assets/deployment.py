@@ -74,10 +74,11 @@ def build(spec: ModelSpec) -> list:
         if not decision.promote:
             raise Failure(f"adapter {adapter.version} may not be deployed: its promotion decision is to block",
                           metadata={"reasons": bullets(decision.reasons)}, allow_retries=False)
-        stack = ServingStack(vllm, gateway, redactor.for_policy(spec.redaction_policy), indexer, request_log)
+        stack = ServingStack(vllm, gateway, redactor.for_policy(spec.redaction_policy, spec.public_entities), indexer, request_log)
         route = {"knowledge_index_dir": str(knowledge_index.path), "retrieval": spec.serving.retrieval,
                  "retrieval_passages": spec.serving.retrieval_passages, "canaries_path": spec.safety.canaries,
-                 "redaction_policy": spec.redaction_policy, "toxicity_lexicon_path": spec.safety.toxicity_lexicon}
+                 "redaction_policy": spec.redaction_policy, "public_entities": list(spec.public_entities),
+                 "toxicity_lexicon_path": spec.safety.toxicity_lexicon}
         merged = None
         if spec.serving.serve_merged:
             if merged_model is None or merged_model.read_json_or_none("merged.json", {}).get("adapter_version") != adapter.version:

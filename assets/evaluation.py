@@ -182,7 +182,7 @@ def build(spec: ModelSpec) -> list:
         [answerer], engine = contenders_of(spec, evaluator, vllm, base_model.read_json("model.json")["path"],
                                            {"candidate": lora_adapter})
         summary = {"adapter_version": lora_adapter.version, "engine": engine["candidate"], **evaluator.safety_suite(
-            answerer, list(candidate["answer"]), list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy),
+            answerer, list(candidate["answer"]), list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy, spec.public_entities),
             probes)}
         inputs = {"eval_report": eval_report.version, "lora_adapter": lora_adapter.version, "base_model": base_model.version}
         version = version_of(summary, inputs, [files_fingerprint(probes.canaries, probes.red_team, probes.toxicity_lexicon),

@@ -29,7 +29,7 @@ def build(spec: ModelSpec) -> list:
         records, quarantine = read_feedback(folder) if folder is not None and folder.is_dir() else ([], [])
         records += request_log.feedback(spec.name)
         log_quarantine(context.log, quarantine, what="feedback record", where="quarantine.json")
-        model_redactor = redactor.for_policy(spec.redaction_policy)
+        model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)
         model_redactor.redact_fields(records, ("question", "corrected_answer"))
         table = frame(records, FEEDBACK_COLUMNS)
         ledger = Ledger(stage="human_feedback", kept=len(table), quarantined=Counter(q["reason"] for q in quarantine))

@@ -53,7 +53,7 @@ def main() -> int:
         "benign": sum(r["label"] == "benign" for r in rows),
         "baseline": {**score(rows, rules), "ms_per_prompt": round(rules_ms, 3), "description": "normalised patterns only"},
         "ours": {**score(rows, ours), "ms_per_prompt": round(ours_ms, 2),
-                 "description": "patterns + logistic-regression probe on all-MiniLM-L6-v2 embeddings of the reference corpus"},
+                 "description": "patterns, or a logistic-regression probe and the nearest known attacks agreeing, on all-MiniLM-L6-v2 embeddings of the reference corpus"},
         "target": TARGET, "machine": {"cpus": os.cpu_count(), "cpu": cpu_flags()},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

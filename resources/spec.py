@@ -75,6 +75,10 @@ class ModelSpec(BaseModel):
     training: FineTuneConfig = Field(default_factory=FineTuneConfig, description="Fine-tuning hyperparameters "
                                      "(FineTuneConfig); the launchpad shows these as the defaults of lora_adapter.")
     redaction_policy: str = Field(default="policies/redaction.yaml", description="Redaction policy YAML for this model's data.")
+    public_entities: list[str] = Field(default_factory=list, description="Names this model's redaction keeps in its data, "
+                                       "passages and answers: its products, the company's own name, public figures such "
+                                       "as a support mailbox. Added to the policy's allow list for this model only (its "
+                                       "content hash, so the data versions, change with the list).")
     dataset: DatasetPolicy = Field(default_factory=DatasetPolicy, description="How documents become examples.")
     knowledge: KnowledgePolicy = Field(default_factory=KnowledgePolicy,
                                        description="Chunking, and the strategies that turn sections into examples.")

@@ -240,3 +240,17 @@ def test_recall_on_the_held_out_set_of_other_locales_and_templates(redactor):
     assert scores["by_entity"]["PERSON"] >= 0.88, scores["by_entity"]
     assert all(scores["by_entity"][e] == 1.0 for e in ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "US_SSN",
                                                        "STREET_ADDRESS", "DATE_OF_BIRTH", "EMPLOYEE_ID")), scores["by_entity"]
+
+
+def test_a_models_public_entities_survive_its_redaction_and_change_its_policy_hash(redactor):
+    """A model lists the names it must learn (`public_entities`): spaCy reads "Zendesk" as a person, so without the
+    list the fact is redacted; with it the name stays, for that model only, and the policy's hash (so every data
+    version downstream) changes with the list."""
+    text = "Jira, Slack, GitHub and Zendesk integrations are on every paid plan."
+    policy_path = str(ROOT / "policies" / "redaction.yaml")
+    plain = redactor.for_policy(policy_path)
+    public = redactor.for_policy(policy_path, ["Zendesk"])
+    assert "Zendesk" not in plain.engine().redact([text])[0].text
+    assert public.engine().redact([text])[0].text == text
+    assert public.policy().content_hash() != plain.policy().content_hash()
+    assert "Zendesk" not in plain.policy().allow_list  # the other model's policy is untouched

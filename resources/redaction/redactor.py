@@ -38,6 +38,8 @@ class PiiRedactor(CheckedResource):
         description="spaCy components not run. The default runs NER only (lemmas from lower-cased tokens); "
         "set [] to run the model's whole pipeline.",
     )
+    public_entities: list[str] = Field(default_factory=list, description="Names kept beside the policy's allow list "
+                                       "(a model's `public_entities`; set per model by `for_policy`).")
     batch_size: int = Field(default=64, gt=0, description="Texts per spaCy nlp.pipe batch.")
     n_process: int = Field(default=1, gt=0, description="spaCy worker processes (nlp.pipe n_process).")
     pseudonym_key: str | None = Field(
@@ -45,12 +47,16 @@ class PiiRedactor(CheckedResource):
         description="Secret for consistent pseudonyms (policy operator `pseudonym`); set via EnvVar.",
     )
 
-    def for_policy(self, policy_path: str) -> "PiiRedactor":
-        """These engine settings under another redaction policy (each model names its own)."""
-        return self.model_copy(update={"policy_path": policy_path})
+    def for_policy(self, policy_path: str, public_entities: list[str] | tuple[str, ...] = ()) -> "PiiRedactor":
+        """These engine settings under another redaction policy (each model names its own), keeping the model's
+        public entities."""
+        return self.model_copy(update={"policy_path": policy_path, "public_entities": list(public_entities)})
 
     def policy(self) -> RedactionPolicy:
-        return RedactionPolicy.load(self.policy_path)
+        """The policy file, with this model's public entities added to its allow list."""
+        policy = RedactionPolicy.load(self.policy_path)
+        extra = [e for e in self.public_entities if e not in policy.allow_list]
+        return policy.model_copy(update={"allow_list": [*policy.allow_list, *extra]}) if extra else policy
 
     def problems(self) -> list[str]:
         found = []

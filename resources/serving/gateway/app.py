@@ -214,10 +214,11 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                                 | set(_canaries(settings.canaries_path))))
         policy = route.get("redaction_policy") or settings.redaction_policy
         lexicon = route.get("toxicity_lexicon_path") or settings.toxicity_lexicon_path
-        if (policy, lexicon, canaries) not in built:
-            built[(policy, lexicon, canaries)] = _guards(settings, policy, lexicon, list(canaries), secrets.get("pseudonym_key"),
-                                                         injection_detector())
-        return built[(policy, lexicon, canaries)]
+        public = tuple(route.get("public_entities") or ())
+        if (policy, public, lexicon, canaries) not in built:
+            built[(policy, public, lexicon, canaries)] = _guards(settings, policy, lexicon, list(canaries),
+                                                                 secrets.get("pseudonym_key"), injection_detector(), public)
+        return built[(policy, public, lexicon, canaries)]
 
     def retrieve(index_dir: str, question: str, k: int) -> list[dict]:
         """Passages of a model's knowledge index: each served model's index is loaded once and kept; an index no
@@ -694,12 +695,13 @@ def _load_canaries(path: str, mtime_ns: int) -> tuple[str, ...]:
 
 
 def _guards(settings: GatewaySettings, policy: str, lexicon: str, canaries: list[str], pseudonym_key: str | None,
-            detector=None) -> Guards:
+            detector=None, public_entities: tuple[str, ...] = ()) -> Guards:
     from resources.redaction.redactor import PiiRedactor
     from resources.safety.probes import load_lexicon
 
     options = {k: v for k, v in (("spacy_model", settings.spacy_model), ("spacy_exclude", settings.spacy_exclude)) if v is not None}
-    engine = PiiRedactor(policy_path=policy, pseudonym_key=pseudonym_key, **options).engine()
+    engine = PiiRedactor(policy_path=policy, pseudonym_key=pseudonym_key, public_entities=list(public_entities),
+                         **options).engine()
     return Guards(engine, canaries, load_lexicon(lexicon), settings.pii_in_prompt, settings.block_injection, detector)
 
 
