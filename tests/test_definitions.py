@@ -146,7 +146,7 @@ def test_imports_flow_one_way_between_the_top_level_packages():
 # share (the request log, the safety rules, storage and records) lives below both.
 LAYERS = [
     {"atomic", "offline", "preflight", "records", "provenance", "plots", "threads"},
-    {"storage", "quality", "requestlog"},
+    {"storage", "quality", "requestlog", "dedup"},
     {"artifacts"},
     {"redaction", "safety"},
     {"knowledge"},

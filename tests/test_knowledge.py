@@ -321,3 +321,27 @@ def test_the_teacher_stops_at_its_cap_with_a_clear_message(tmp_path, chunker, te
     assert "max_calls_per_run" in session.usage.stopped and session.usage.calls == 2
     assert [d["reason"] for d in build.dropped] == ["budget_exhausted"] and build.counts["qa_kept"] == 4
     assert TeacherModel().configured is False and TeacherModel(base_url=url).problems()  # model missing
+
+
+def test_near_duplicate_generated_questions_are_dropped_and_counted(chunker):
+    """Two passages whose teacher questions differ only in wording: the second is a near-duplicate (MinHash, as the
+    corpus is de-duplicated) and is dropped as duplicate_question; a different question is kept."""
+    from resources.knowledge.examples import qa_examples
+    from resources.knowledge.teacher import Reply
+
+    replies = iter([
+        json.dumps([{"question": "How long is the free trial of the Team plan?", "answer": "The trial lasts 14 days."}]),
+        json.dumps([{"question": "How long is the free trial on the Team plan?", "answer": "It lasts 14 days."},
+                    {"question": "Who can cancel a subscription?", "answer": "Only the workspace owner."}]),
+    ])
+
+    class Session:
+        def ask_many(self, asks):
+            return [Reply(next(replies)) for _ in asks]
+
+    chunks = section_chunks(chunker, [("Trial", "# Trial\n\nThe trial lasts 14 days.\n"),
+                                      ("Billing", "# Billing\n\nOnly the workspace owner can cancel.\n")])
+    build = qa_examples(chunks, KnowledgePolicy(strategies=["qa"], qa_judge=False), Session())
+    questions = [json.loads(e["messages"])[0]["content"] for e in build.examples]
+    assert questions == ["How long is the free trial of the Team plan?", "Who can cancel a subscription?"]
+    assert [d["reason"] for d in build.dropped] == ["duplicate_question"] and "Jaccard" in build.dropped[0]["detail"]

@@ -9,7 +9,7 @@ from dagster import ConfigurableResource
 from pydantic import Field, model_validator
 
 from resources.curation.cleaning import DEFAULT_BOILERPLATE, QualityRules, clean_text, quality_issue
-from resources.curation.dedup import DedupRules, Deduplicator, normalised_key
+from resources.dedup import DedupRules, Deduplicator, normalised_key
 from resources.records import Ledger, segments, with_segments
 
 CURATED_EXTRA_COLUMNS = ["dedup_key", "minhash"]

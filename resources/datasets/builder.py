@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from resources.curation.dedup import DedupRules, Deduplicator, normalised_key
+from resources.dedup import DedupRules, Deduplicator, normalised_key
 from resources.ingestion.readers import RecordError, jsonl_records
 from resources.records import Ledger, sha256_hex
 

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
+from resources.dedup import DedupRules, Deduplicator, normalised_key
 from resources.knowledge.policy import KnowledgePolicy
 from resources.knowledge.prompt import ABSTAIN, cited, grounded_messages
 from resources.records import sha256_hex
@@ -208,7 +209,9 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
                                      for c, q, a in candidates])
     else:
         verdicts = [None] * len(candidates)
-    seen = set()
+    # near-duplicate questions among the pairs (MinHash over character shingles, as the corpus is de-duplicated):
+    # "How long is the trial?" and "How long does the trial last?" teach one thing twice
+    dedup = Deduplicator(DedupRules(threshold=policy.qa_near_duplicate_threshold))
     for (chunk, question, answer), verdict in zip(candidates, verdicts):
         if policy.qa_judge:
             judged = parse_verdict(verdict.text) if verdict is not None and verdict.text else None
@@ -223,10 +226,12 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
                 out.drop(chunk["chunk_id"], "qa", "not_standalone", f"{question!r} needs the passage to be understood")
                 continue
         key = re.sub(r"\W+", " ", question.casefold()).strip()
-        if key in seen:
-            out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r} was asked already")
+        signature = dedup.signature(key)
+        duplicate = dedup.check(normalised_key(key), signature)
+        if duplicate:
+            out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r}: {duplicate[1]}")
             continue
-        seen.add(key)
+        dedup.add(f"{chunk['chunk_id']}:{len(dedup.signatures)}", normalised_key(key), signature)
         example = _example(chunk, "qa", [{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
         example["doc_id"] = sha256_hex(f"qa:{chunk['chunk_id']}:{key}")[:20]
         out.examples.append(example)

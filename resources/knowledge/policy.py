@@ -30,6 +30,10 @@ class KnowledgePolicy(BaseModel):
     qa_pairs_per_chunk: int = Field(default=3, description="Question/answer pairs the teacher writes per passage.")
     qa_judge: bool = Field(default=True, description="Ask the teacher, as judge, whether each pair is supported by its "
                            "passage and its question standalone; drop those that are not.")
+    qa_near_duplicate_threshold: float = Field(
+        default=0.6, gt=0, le=1, description="Estimated Jaccard similarity (MinHash over 5-character shingles of the "
+        "normalised question) at or above which a generated question repeats an earlier one and is dropped "
+        "(duplicate_question).")
     question_template: str = Field(
         default="What does {title} say about {heading}?",
         description="The headings strategy's question for a section; {title} and {heading} are filled in. A section "
