@@ -480,6 +480,7 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
     batches that held it and the datasets without it, optionally retrain and redeploy, and purge stored versions
     that still hold it. Returns where it reached before and after."""
     from resources.governance.forget import ForgetList, doc_ids_of, purge, reach
+    from resources.knowledge.teacher import cached_replies_of
 
     resources = project.definitions.resources
     store, inbox = resources["store"], resources["inbox"]
@@ -490,6 +491,10 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
     logged = request_log.forget_documents(ids, apply=False)
     if logged["requests"]:
         before["request_log"] = [f"{logged['requests']} request(s), {logged['feedback']} feedback(s)"]
+    teacher_cache = resources["teacher"].cache_dir if "teacher" in resources else None
+    cached = cached_replies_of(teacher_cache, ids) if teacher_cache else []
+    if cached:
+        before["teacher_cache"] = [p.name for p in cached]
     ForgetList.append(inbox.forget_list, doc_id=doc_id, sha256=sha256, reason=reason)
     log(f"{len(ids)} document(s); added to {inbox.forget_list}")
     instance = open_instance(project)
@@ -518,14 +523,21 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
         keep = {(f"{m}/lora_adapter", v) for m in project.names for v in served_versions(project, m)[:1]}  # in service
         purged = purge(store, still, keep=keep, checkpoint_root=checkpoints)
         log("purged: " + (", ".join(purged) or "nothing"))
-    # logged answers that quote a forgotten passage go at once (they are copies, not versions to supersede)
+    # logged answers and the teacher's cached replies that quote a forgotten passage go at once (they are copies,
+    # not versions to supersede)
     gone = request_log.forget_documents(ids)
     if gone["requests"]:
         log(f"request log: removed {gone['requests']} request(s) grounded on it and {gone['feedback']} feedback(s) on them")
+    for path in cached:
+        path.unlink(missing_ok=True)
+    if cached:
+        log(f"teacher cache: removed {len(cached)} cached repl(ies) about its passages")
     after = reach(store, project.names, ids, checkpoints)
     left = request_log.forget_documents(ids, apply=False)
     if left["requests"]:
         after["request_log"] = [f"{left['requests']} request(s), {left['feedback']} feedback(s)"]
+    if teacher_cache and cached_replies_of(teacher_cache, ids):
+        after["teacher_cache"] = [p.name for p in cached_replies_of(teacher_cache, ids)]
     return ForgetResult(sorted(ids), before, after, purged, reruns)
 
 

@@ -336,7 +336,7 @@ def test_near_duplicate_generated_questions_are_dropped_and_counted(chunker):
     ])
 
     class Session:
-        def ask_many(self, asks):
+        def ask_many(self, asks, documents=None):
             return [Reply(next(replies)) for _ in asks]
 
     chunks = section_chunks(chunker, [("Trial", "# Trial\n\nThe trial lasts 14 days.\n"),
@@ -345,3 +345,19 @@ def test_near_duplicate_generated_questions_are_dropped_and_counted(chunker):
     questions = [json.loads(e["messages"])[0]["content"] for e in build.examples]
     assert questions == ["How long is the free trial of the Team plan?", "Who can cancel a subscription?"]
     assert [d["reason"] for d in build.dropped] == ["duplicate_question"] and "Jaccard" in build.dropped[0]["detail"]
+
+
+def test_the_teachers_cached_replies_name_their_documents_so_forget_finds_them(tmp_path, chunker, teacher_server):
+    from resources.knowledge.examples import qa_examples
+    from resources.knowledge.teacher import TeacherModel, cached_replies_of
+
+    url, _ = teacher_server
+    chunks = section_chunks(chunker, [("Plans", "# Plans\n\nThe Team plan costs $8 per user per month.\n"),
+                                      ("Backups", "# Backups\n\nBackups run nightly and are kept for 30 days.\n")])
+    cache = tmp_path / "cache"
+    qa_examples(chunks, KnowledgePolicy(strategies=["qa"]), TeacherModel(base_url=url, model="teacher", cache_dir=str(cache)).session())
+    plans = {c["doc_id"] for c in chunks if c["title"] == "Plans"}
+    found = cached_replies_of(cache, plans)
+    assert found and len(found) < len(list(cache.glob("*/*.json")))  # its question call and its judge calls only
+    assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in found)
+    assert cached_replies_of(cache, {"some-other-doc"}) == []

@@ -436,3 +436,19 @@ def test_two_forget_requests_at_once_both_stay_on_the_list_and_a_reader_never_se
         reader.join()
     assert ForgetList.load(path).doc_ids == {f"doc-{i}" for i in range(20)}
     assert seen and not [p for p in path.parent.iterdir() if p.name != "forget.yaml"]  # no temporary file left
+
+
+def test_forget_reaches_a_golden_set_held_out_from_the_document_but_not_curated_questions(tmp_path):
+    from resources.governance.forget import purge, reach
+
+    store = ArtifactStore(root=str(tmp_path / "store"))
+    with store.writing("support/corpus", "c1") as out:
+        write_table(out, "documents.parquet", pd.DataFrame({"doc_id": ["doc-a", "doc-b"], "external_id": ["KB-7", None]}))
+    for version, rows in (("g1", [("holdout", "KB-7")]), ("g2", [("holdout", "doc-b")]), ("g3", [("curated", "KB-7")])):
+        with store.writing("support/golden_dataset", version) as out:
+            write_table(out, "examples.parquet", pd.DataFrame({"source_doc_id": [r[1] for r in rows],
+                                                               "origin": [r[0] for r in rows]}))
+    assert reach(store, ["support"], {"doc-a"})["support/golden_dataset"] == ["g1"]  # by its external id
+    assert reach(store, ["support"], {"doc-b"})["support/golden_dataset"] == ["g2"]  # by its doc_id
+    purge(store, reach(store, ["support"], {"doc-a"}))
+    assert store.partitions("support/golden_dataset") == ["g2", "g3"]

@@ -148,7 +148,7 @@ def held_out_golden(documents: Iterable[dict[str, Any]], rules: SplitRules, stra
         if messages:
             yield golden_example(
                 f"holdout-{doc['doc_id']}", first(messages, "user"), last(messages, "assistant"),
-                doc.get("external_id"), [], "holdout",
+                doc.get("external_id") or doc["doc_id"], [], "holdout",
             )
 
 

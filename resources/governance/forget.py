@@ -26,7 +26,7 @@ DOCUMENT_TABLES = (  # (asset, table, column holding the document id)
     ("knowledge_examples", "examples.parquet", "source_doc_id"), ("knowledge_index", "passages.parquet", "doc_id"),
 )
 PURGEABLE = ("raw_documents", "cleaned_documents", "redacted_documents", "corpus", "document_chunks", "knowledge_examples",
-             "instruction_dataset", "knowledge_index", "lora_adapter", "merged_model")
+             "instruction_dataset", "knowledge_index", "golden_dataset", "lora_adapter", "merged_model")
 
 
 def doc_ids_of(store, models: list[str], doc_id: str | None, sha256: str | None) -> set[str]:
@@ -54,6 +54,9 @@ def reach(store, models: list[str], doc_ids: set[str], checkpoint_root: Path | N
                     and pd.read_parquet(store.path(name, k, table), columns=[column])[column].isin(doc_ids).any()]
             if hits:
                 found[name] = hits
+        golden = _held_out_golden_of(store, model, doc_ids)
+        if golden:
+            found[f"{model}/golden_dataset"] = golden
         tainted = set(found.get(f"{model}/instruction_dataset", []))
         leftovers = _checkpoints_of(checkpoint_root, model, tainted) if checkpoint_root and tainted else []
         if leftovers:
@@ -72,6 +75,25 @@ def reach(store, models: list[str], doc_ids: set[str], checkpoint_root: Path | N
             if champions:
                 found[f"{model}/champion"] = champions
     return found
+
+
+def _held_out_golden_of(store, model: str, doc_ids: set[str]) -> list[str]:
+    """Golden-set versions holding a question made from one of the documents (the hold-out hashed out of the
+    corpus): such a row names its document by external id, or by doc_id when it has none. Curated golden files
+    are the company's own and are not touched."""
+    corpus = f"{model}/corpus"
+    names = set(doc_ids)
+    for key in store.partitions(corpus):
+        if store.exists(corpus, key, "documents.parquet"):
+            docs = pd.read_parquet(store.path(corpus, key, "documents.parquet"), columns=["doc_id", "external_id"])
+            names |= set(docs.loc[docs["doc_id"].isin(doc_ids), "external_id"].dropna())
+    asset, hits = f"{model}/golden_dataset", []
+    for key in store.partitions(asset):
+        if store.exists(asset, key, "examples.parquet"):
+            rows = pd.read_parquet(store.path(asset, key, "examples.parquet"), columns=["source_doc_id", "origin"])
+            if (rows["origin"].astype(str).str.startswith("holdout") & rows["source_doc_id"].isin(names)).any():
+                hits.append(key)
+    return hits
 
 
 def _checkpoints_of(root: Path, model: str, dataset_versions: set[str]) -> list[str]:

@@ -194,7 +194,7 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
     asks = [[{"role": "user", "content": QA_PROMPT.format(title=c["title"], section=c["section"] or c["title"],
                                                           text=_body(c), n=policy.qa_pairs_per_chunk)}] for c in passages]
     candidates = []
-    for chunk, reply in zip(passages, session.ask_many(asks)):
+    for chunk, reply in zip(passages, session.ask_many(asks, [(c["doc_id"],) for c in passages])):
         if reply.text is None:
             out.drop(chunk["chunk_id"], "qa", reply.error or "no_reply", f"the teacher gave no answer ({reply.error})")
             continue
@@ -206,7 +206,7 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
         candidates += [(chunk, q, a) for q, a in pairs]
     if policy.qa_judge and candidates:
         verdicts = session.ask_many([[{"role": "user", "content": JUDGE_PROMPT.format(text=_body(c), question=q, answer=a)}]
-                                     for c, q, a in candidates])
+                                     for c, q, a in candidates], [(c["doc_id"],) for c, _, _ in candidates])
     else:
         verdicts = [None] * len(candidates)
     # near-duplicate questions among the pairs (MinHash over character shingles, as the corpus is de-duplicated):

@@ -20,6 +20,7 @@ from typing import Any
 
 from pydantic import Field, field_validator
 
+from resources.atomic import replace_file
 from resources.preflight import CheckedResource, check_http_url, problem
 
 NOT_CONFIGURED = "no teacher configured (set TeacherModel.base_url and model)"
@@ -121,7 +122,9 @@ class TeacherSession:
             return f"the teacher's cap of {t.max_tokens_per_run} tokens per run was reached (TeacherModel.max_tokens_per_run)"
         return None
 
-    def ask(self, messages: list[dict[str, str]]) -> Reply:
+    def ask(self, messages: list[dict[str, str]], documents: tuple[str, ...] = ()) -> Reply:
+        """One conversation answered (from the cache when it was asked before); `documents`, the ids of the
+        documents whose passages the messages carry, are kept with the cached reply, so forget finds it."""
         import openai
 
         request = self._request(messages)
@@ -157,9 +160,7 @@ class TeacherSession:
         if not text.strip():
             return self._failed("empty")
         path.parent.mkdir(exist_ok=True, mode=0o700)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(json.dumps({"text": text}))
-        tmp.replace(path)
+        replace_file(path, json.dumps({"text": text, "documents": sorted(set(documents))}), mode=0o600)
         return Reply(text, prompt_tokens=prompt, completion_tokens=completion)
 
     def _failed(self, reason: str) -> Reply:
@@ -167,7 +168,21 @@ class TeacherSession:
             self.usage.failed += 1
         return Reply(None, reason)
 
-    def ask_many(self, conversations: list[list[dict[str, str]]]) -> list[Reply]:
-        """Every conversation answered, `max_concurrency` at a time, in order."""
+    def ask_many(self, conversations: list[list[dict[str, str]]], documents: list[tuple[str, ...]] | None = None) -> list[Reply]:
+        """Every conversation answered, `max_concurrency` at a time, in order (`documents`: each one's sources)."""
         with ThreadPoolExecutor(max_workers=self.teacher.max_concurrency) as pool:
-            return list(pool.map(self.ask, conversations))
+            return list(pool.map(self.ask, conversations, documents or [()] * len(conversations)))
+
+
+def cached_replies_of(cache_dir: str | Path, doc_ids: set[str]) -> list[Path]:
+    """The cached replies whose requests carried a passage of one of `doc_ids` (what forget deletes). Replies cached
+    before the cache recorded its documents cannot be traced."""
+    found = []
+    for path in sorted(Path(cache_dir).glob("*/*.json")):
+        try:
+            documents = json.loads(path.read_text()).get("documents") or []
+        except (OSError, ValueError):
+            continue
+        if set(documents) & doc_ids:
+            found.append(path)
+    return found
