@@ -16,7 +16,7 @@ export DEEPEVAL_TELEMETRY_OPT_OUT ?= YES
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS ?=
 
-.PHONY: environments install serving-env demo test dev bench sample clean help constraints
+.PHONY: environments install serving-env demo test dev bench sample clean help constraints gpu-check
 
 help:
 	@echo "make demo   - create .venv, install, run the whole asset graph on the sample corpus"
@@ -24,6 +24,7 @@ help:
 	@echo "make serving-env - create .venv-vllm (vLLM for serving; make demo and make test do it)"
 	@echo "make dev    - open the Dagster UI (http://127.0.0.1:3000) on the project-local instance"
 	@echo "make bench  - run the benchmarks; results in benchmarks/results/"
+	@echo "make gpu-check - on a GPU machine: LoRA, full, QLoRA, merge, generation (benchmarks/results/gpu_check.json)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -84,6 +85,13 @@ bench: install serving-env
 	$(PY) benchmarks/knowledge_throughput.py
 	$(PY) benchmarks/injection_detection.py
 	$(PY) benchmarks/gateway_mixed_load.py
+
+# On a GPU machine (no network, its own torch/transformers/peft/accelerate; TRL, and bitsandbytes for QLoRA, handed
+# over as wheels): LoRA, full and QLoRA training, merge and generation -> benchmarks/results/gpu_check.json.
+# GPU_CHECK_ARGS="--tokenizer DIR" where the embedded model is not installed (scripts/gpu_check.py tokenizer DIR).
+GPU_CHECK_ARGS ?=
+gpu-check:
+	$(PYTHON) scripts/gpu_check.py run $(GPU_CHECK_ARGS)
 
 sample: install
 	$(PY) scripts/generate_sample_corpus.py

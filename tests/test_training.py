@@ -6,6 +6,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import pytest
 import torch
 from dagster import AssetKey
 
-from helpers import project_for, record, sample_model
+from helpers import ROOT, project_for, record, sample_model
 from resources.training.fine_tuner import FineTuner
 from resources.training.merge import merge_adapter
 
@@ -335,3 +336,21 @@ def test_full_fine_tune_saves_a_complete_checkpoint(tmp_path, tiny_model, tiny_d
     assert all(torch.equal(a.to(torch.bfloat16), b) for a, b in zip(tuned.parameters(), merged.parameters()))
     _, evaluated = load_for_generation(str(tiny_model), str(out))
     assert all(torch.equal(a, b) for a, b in zip(tuned.parameters(), evaluated.parameters()))
+
+
+def test_the_gpu_check_runs_every_step_and_records_it(tmp_path, smol_tokenizer):
+    """`make gpu-check` is for a GPU machine (none here); with --allow-cpu the same script runs every step on the
+    CPU, on the SmolLM2-shaped stand-in it uses where the GGUF cannot be carried: LoRA, full, merge, generation
+    pass and are timed, QLoRA is skipped (it needs CUDA), and the JSON says so."""
+    smol_tokenizer.save_pretrained(tmp_path / "tokenizer")
+    out = tmp_path / "gpu_check.json"
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "run", "--allow-cpu", "--stand-in",
+                           "--tokenizer", str(tmp_path / "tokenizer"), "--steps", "2", "--layers", "1", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    steps = result["steps"]
+    assert result["passed"] and result["device"].startswith("cpu") and "random weights" in result["model"]
+    assert all(steps[s]["passed"] for s in ("lora", "full", "merge", "generate")), steps
+    assert steps["qlora"]["passed"] is None and "CUDA" in steps["qlora"]["skipped"]
+    assert steps["lora"]["steps"] == 2 and steps["lora"]["tokens_per_s"] > 0 and steps["generate"]["questions"] > 0
