@@ -31,7 +31,7 @@ class KnowledgePolicy(BaseModel):
     qa_judge: bool = Field(default=True, description="Ask the teacher, as judge, whether each pair is supported by its "
                            "passage and its question standalone; drop those that are not.")
     qa_near_duplicate_threshold: float = Field(
-        default=0.6, gt=0, le=1, description="Estimated Jaccard similarity (MinHash over 5-character shingles of the "
+        default=0.6, description="Estimated Jaccard similarity (MinHash over 5-character shingles of the "
         "normalised question) at or above which a generated question repeats an earlier one and is dropped "
         "(duplicate_question).")
     question_template: str = Field(
@@ -48,6 +48,8 @@ class KnowledgePolicy(BaseModel):
         self.chunk_rules()  # raises on bad sizes
         if not 0 <= self.raft_oracle_fraction <= 1:
             raise ValueError("KnowledgePolicy.raft_oracle_fraction must lie within [0, 1]")
+        if not 0 < self.qa_near_duplicate_threshold <= 1:
+            raise ValueError("KnowledgePolicy.qa_near_duplicate_threshold must lie within (0, 1]")
         if not 1 <= self.qa_pairs_per_chunk <= 20:
             raise ValueError("KnowledgePolicy.qa_pairs_per_chunk must lie within [1, 20]")
         if "{heading}" not in self.question_template:
