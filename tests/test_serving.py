@@ -474,3 +474,68 @@ def test_a_run_that_deploys_nothing_leaves_no_vllm_running(tmp_path, smol_model_
     [run] = result.models
     assert run.endpoint is None and run.error  # the empty inbox stopped it before training, and says so
     assert servers["vllm"]._running_pid() is None and not servers["vllm"].healthy()
+
+
+def test_training_evaluation_and_the_served_endpoint_give_the_model_the_same_token_ids(serving, tmp_path, redactor):
+    """One grounded prompt, three consumers: the token ids the training collator makes of a raft example (TRL's
+    SFTTrainer as tuneforge builds it), the ids the evaluator generates from, and what vLLM's /tokenize makes of
+    the messages the gateway sends upstream for the same question (retrieved from the same knowledge index)."""
+    import pandas as pd
+
+    from resources.datasets.export import save_splits
+    from resources.evaluation.generation import prompt_text
+    from resources.knowledge.prompt import grounded_messages
+    from resources.retrieval.index import KnowledgeIndexer
+    from resources.safety.guards import Guards
+    from resources.safety.probes import load_lexicon
+    from resources.serving.deploy import BASE_ALIAS
+    from resources.serving.gateway.app import GatewaySettings, create_app
+    from resources.serving.gateway.keys import KeyRing
+    from resources.training.config import FineTuneConfig
+    from resources.training.sft_main import _datasets, _load, _trainer
+    from servers.openai_server import build_app, serve
+    from transformers import AutoTokenizer
+
+    question, k = "How long do API tokens last?", 2
+    index_dir = str(serving["store"].partition_dir("support/knowledge_index", "i"))
+
+    # the gateway: retrieval on, what it sends upstream captured by a scripted model server
+    keys = KeyRing()
+    key = keys.add("parity", ["support"], requests_per_minute=1000)
+    keys.save(tmp_path / "keys.yaml")
+    (tmp_path / "routes.json").write_text(json.dumps({"models": {"support": {
+        "upstream": "echo", "adapter_version": "v1", "knowledge_index_dir": index_dir, "retrieval": True,
+        "retrieval_passages": k}}}))
+    upstream = build_app()
+    guards = Guards(redactor.engine(), [], load_lexicon(ROOT / "resources" / "safety" / "toxicity_lexicon.txt"))
+    with serve(upstream) as upstream_url:
+        settings = GatewaySettings(upstream_url=upstream_url.removesuffix("/v1"), routes_file=str(tmp_path / "routes.json"),
+                                   keys_file=str(tmp_path / "keys.yaml"), database_url=f"sqlite:///{tmp_path / 'r.db'}")
+        with serve(create_app(settings, guards=guards), suffix="") as url:
+            reply = httpx.post(f"{url}/v1/chat/completions", headers={"Authorization": f"Bearer {key}"}, timeout=60,
+                               json={"model": "support", "messages": [{"role": "user", "content": question}]})
+    assert reply.status_code == 200, reply.text
+    sent = upstream.state.bodies[-1]["messages"]
+    served_ids = serving["vllm"].for_base(serving["base"]).chat_template_ids(BASE_ALIAS, sent)
+
+    # the evaluator: the same passages from the same index, the same grounded prompt, rendered as it generates
+    passages = KnowledgeIndexer().load(index_dir).passages([question], k)[0]
+    messages = grounded_messages([{"role": "user", "content": question}], passages)
+    assert messages == sent  # the gateway and the evaluation build one prompt
+    tokenizer = AutoTokenizer.from_pretrained(serving["base"])
+    eval_ids = tokenizer(prompt_text(tokenizer, messages), add_special_tokens=False)["input_ids"]
+
+    # training: a raft example of that prompt through the collator tuneforge trains with
+    save_splits(pd.DataFrame([{"id": "r1", "split": split, "source_doc_id": "d", "batch": "b", "origin": "knowledge:raft",
+                               "messages": messages + [{"role": "assistant", "content": "They expire after 90 days [1]."}]}
+                              for split in ("train", "validation")]),
+                ["train", "validation"], tmp_path / "ds", {"source_doc_id": "string", "batch": "string", "origin": "string"})
+    config = FineTuneConfig(max_steps=1, packing=False)
+    train_ds, eval_ds = _datasets(str(tmp_path / "ds"), config)
+    train_tokenizer, model = _load(serving["base"], config, "fp32", "sdpa")
+    trainer = _trainer(config, model, train_tokenizer, train_ds, eval_ds, tmp_path / "work", False, lambda _: None, "fp32")
+    row = trainer.train_dataset[0]
+    train_ids = [t for t, m in zip(row["input_ids"], row["completion_mask"]) if not m]  # the prompt the model reads
+
+    assert train_ids == eval_ids == served_ids, (len(train_ids), len(eval_ids), len(served_ids))
+    assert "API tokens expire after 90 days" in tokenizer.decode(served_ids)  # the retrieved passage is in it

@@ -31,6 +31,14 @@ def load_for_generation(base_path: str, adapter_path: str | None = None, merge: 
     return tokenizer, model.eval()
 
 
+def prompt_text(tokenizer, prompt, system: str | None = None) -> str:
+    """What the model is given for one prompt (a user message, or a whole conversation such as the grounded
+    prompt): the chat template rendered with the assistant's turn opened; tokenized without special tokens."""
+    messages = ([{"role": "system", "content": system}] if system else []) + \
+        (list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}])
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
 def generate(tokenizer, model, prompts: list, max_new_tokens: int = 96, batch_size: int = 8,
              system: str | None = None) -> list[Generation]:
     """Greedy answers; each prompt is a user message (a string) or a whole conversation (a list of messages, e.g.
@@ -38,14 +46,7 @@ def generate(tokenizer, model, prompts: list, max_new_tokens: int = 96, batch_si
     import torch
 
     eos = tokenizer.eos_token_id
-    texts = [
-        tokenizer.apply_chat_template(
-            ([{"role": "system", "content": system}] if system else [])
-            + (list(p) if isinstance(p, list) else [{"role": "user", "content": p}]),
-            tokenize=False, add_generation_prompt=True,
-        )
-        for p in prompts
-    ]
+    texts = [prompt_text(tokenizer, p, system) for p in prompts]
     # batches of similar length: left padding is computed like any token, so mixed lengths waste the prefill
     order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
     out: list[Generation | None] = [None] * len(texts)
