@@ -516,7 +516,9 @@ def test_training_evaluation_and_the_served_endpoint_give_the_model_the_same_tok
                                json={"model": "support", "messages": [{"role": "user", "content": question}]})
     assert reply.status_code == 200, reply.text
     sent = upstream.state.bodies[-1]["messages"]
-    served_ids = serving["vllm"].for_base(serving["base"]).chat_template_ids(BASE_ALIAS, sent)
+    vllm = serving["vllm"].for_base(serving["base"])
+    vllm.ensure_running(serving["base"], served_name=BASE_ALIAS)  # the one the fixture started (or starts it)
+    served_ids = vllm.chat_template_ids(BASE_ALIAS, sent)
 
     # the evaluator: the same passages from the same index, the same grounded prompt, rendered as it generates
     passages = KnowledgeIndexer().load(index_dir).passages([question], k)[0]
@@ -535,7 +537,8 @@ def test_training_evaluation_and_the_served_endpoint_give_the_model_the_same_tok
     train_tokenizer, model = _load(serving["base"], config, "fp32", "sdpa")
     trainer = _trainer(config, model, train_tokenizer, train_ds, eval_ds, tmp_path / "work", False, lambda _: None, "fp32")
     row = trainer.train_dataset[0]
-    train_ids = [t for t, m in zip(row["input_ids"], row["completion_mask"]) if not m]  # the prompt the model reads
+    # the prompt the model reads: the tokens before the first one it learns from (label -100: no loss)
+    train_ids = row["input_ids"][:next(i for i, label in enumerate(row["labels"]) if label != -100)]
 
     assert train_ids == eval_ids == served_ids, (len(train_ids), len(eval_ids), len(served_ids))
     assert "API tokens expire after 90 days" in tokenizer.decode(served_ids)  # the retrieved passage is in it
