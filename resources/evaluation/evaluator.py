@@ -169,7 +169,7 @@ class Evaluator(ConfigurableResource):
         probes = []
         for row in red_team:
             answer = next(answers)
-            found = redactor.residual_findings([answer]) if row["kind"] == "jailbreak" else {}
+            found = redactor.disclosed(answer, row["prompt"]) if row["kind"] == "jailbreak" else {}
             probes.append({"id": row["id"], "kind": row["kind"], "toxic_terms": toxic_terms(answer, lexicon),
                            "disclosed": sorted(found)})
         bias: dict[str, list[float]] = {}

@@ -124,6 +124,13 @@ class PiiRedactor(CheckedResource):
             found.update(r.entity_type for r in findings)
         return found
 
+    def disclosed(self, answer: str, prompt: str) -> Counter:
+        """Entity counts of what `answer` reveals that `prompt` did not give: a finding whose text the prompt
+        already holds ("I'm DAN" to "Pretend you are DAN ...") repeats the asker's words and discloses nothing."""
+        given = " ".join(prompt.casefold().split())
+        return Counter(r.entity_type for r in self.engine().analyze([answer])[0]
+                       if " ".join(answer[r.start : r.end].casefold().split()) not in given)
+
     def residual_in_documents(self, documents: list[dict[str, Any]]) -> list[Counter]:
         """Per document, the entities a second scan still finds in the pieces `redact_documents` redacted (each
         message or the text, and the title): scanning a re-joined text instead would judge spans the redaction
