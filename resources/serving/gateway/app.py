@@ -74,7 +74,7 @@ class GatewaySettings(BaseModel):
     block_injection: bool = Field(default=True, description="Refuse prompts matching prompt-injection patterns.")
     injection_detector: bool = Field(default=True, description=(
         "Beside the patterns, refuse what the embedding detector (MiniLM probe + nearest known attacks, "
-        "resources.safety.injection) reads as an attack; about 12 ms per text on a CPU."))
+        "resources.safety.injection) reads as an attack; a few milliseconds per text on a CPU."))
     embedding_model: str | None = Field(default=None, description="Embedding model of the knowledge indexes (None: the default).")
     embedding_max_chars: int | None = Field(default=None, description="Characters of each question embedded (None: the default).")
     feedback_per_hour: int = Field(default=100, description="Feedbacks one client may send an hour (over: 429).")
@@ -188,7 +188,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                                  headers={"Authorization": f"Bearer {upstream_key}"} if upstream_key else {})
 
     detector: list = []  # built once, on first use: its reference corpus is embedded then
-    detector_lock = threading.Lock()
+    detector_lock, indexes_lock = threading.Lock(), threading.Lock()
 
     def injection_detector():
         if not (settings.injection_detector and settings.block_injection):
@@ -223,12 +223,14 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
     def retrieve(index_dir: str, question: str, k: int) -> list[dict]:
         """Passages of a model's knowledge index: each served model's index is loaded once and kept; an index no
         route names any more (a new version was deployed) is dropped."""
-        if index_dir not in indexes:
-            routed = {r.get("knowledge_index_dir") for r in routes.models().values()}
-            for stale in [d for d in indexes if d not in routed]:
-                del indexes[stale]
-            indexes[index_dir] = embedder().load(index_dir)
-        return indexes[index_dir].passages([question], k)[0]
+        with indexes_lock:  # requests retrieve in worker threads
+            if index_dir not in indexes:
+                routed = {r.get("knowledge_index_dir") for r in routes.models().values()}
+                for stale in [d for d in indexes if d not in routed]:
+                    del indexes[stale]
+                indexes[index_dir] = embedder().load(index_dir)
+            index = indexes[index_dir]
+        return index.passages([question], k)[0]
     registry = CollectorRegistry()
     m_requests = Counter("tuneforge_gateway_requests", "Requests by model and status", ["model", "status"], registry=registry)
     m_latency = Histogram("tuneforge_gateway_latency_seconds", "End-to-end latency", ["model"], registry=registry,
