@@ -27,6 +27,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from host import host  # noqa: E402 (benchmarks/host.py: the machine quoted beside every figure)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("RAYON_NUM_THREADS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -46,11 +48,7 @@ ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
 
 
 def cpu_flags() -> list[str]:
-    try:
-        line = next(x for x in Path("/proc/cpuinfo").read_text().splitlines() if x.startswith("flags"))
-    except (OSError, StopIteration):
-        return []
-    return sorted(f for f in line.split(":", 1)[1].split() if f.startswith(("avx", "amx", "sse4", "fma")))
+    return host()["cpu_flags"]
 
 
 def sample_documents() -> list[dict]:

@@ -28,6 +28,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+
+from host import host  # noqa: E402 (benchmarks/host.py: the machine quoted beside every figure)
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from resources.offline import apply_offline_defaults  # noqa: E402
@@ -124,13 +126,8 @@ def secrets_recall(redact_texts) -> dict:
 
 
 def cpu_flags() -> dict:
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return {}
-    model = next((x.split(":", 1)[1].strip() for x in lines if x.startswith("model name")), "")
-    flags = next((x.split(":", 1)[1].split() for x in lines if x.startswith("flags")), [])
-    return {"model": model, "flags": sorted(f for f in flags if f.startswith(("avx", "amx", "fma", "sse4")))}
+    found = host()
+    return {"model": found["cpu"], "flags": found["cpu_flags"]}
 
 
 def timed(fn, rounds):

@@ -487,14 +487,20 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
     checkpoints = Path(resources["fine_tuner"].work_dir).resolve() if "fine_tuner" in resources else None
     request_log = feedback_log(project)
     ids = doc_ids_of(store, project.names, doc_id, sha256)
-    before = reach(store, project.names, ids, checkpoints)
-    logged = request_log.forget_documents(ids, apply=False)
-    if logged["requests"]:
-        before["request_log"] = [f"{logged['requests']} request(s), {logged['feedback']} feedback(s)"]
     teacher_cache = resources["teacher"].cache_dir if "teacher" in resources else None
-    cached = cached_replies_of(teacher_cache, ids) if teacher_cache else []
-    if cached:
-        before["teacher_cache"] = [p.name for p in cached]
+
+    def reached() -> dict[str, list[str]]:
+        """Every stored version, and every copy outside the store (logged answers, cached teacher replies)."""
+        found = reach(store, project.names, ids, checkpoints)
+        logged = request_log.forget_documents(ids, apply=False)
+        if logged["requests"]:
+            found["request_log"] = [f"{logged['requests']} request(s), {logged['feedback']} feedback(s)"]
+        cached = cached_replies_of(teacher_cache, ids) if teacher_cache else []
+        if cached:
+            found["teacher_cache"] = [p.name for p in cached]
+        return found
+
+    before = reached()
     ForgetList.append(inbox.forget_list, doc_id=doc_id, sha256=sha256, reason=reason)
     log(f"{len(ids)} document(s); added to {inbox.forget_list}")
     instance = open_instance(project)
@@ -528,16 +534,12 @@ def forget(project: Project, doc_id: str | None = None, sha256: str | None = Non
     gone = request_log.forget_documents(ids)
     if gone["requests"]:
         log(f"request log: removed {gone['requests']} request(s) grounded on it and {gone['feedback']} feedback(s) on them")
+    cached = cached_replies_of(teacher_cache, ids) if teacher_cache else []
     for path in cached:
         path.unlink(missing_ok=True)
     if cached:
         log(f"teacher cache: removed {len(cached)} cached repl(ies) about its passages")
-    after = reach(store, project.names, ids, checkpoints)
-    left = request_log.forget_documents(ids, apply=False)
-    if left["requests"]:
-        after["request_log"] = [f"{left['requests']} request(s), {left['feedback']} feedback(s)"]
-    if teacher_cache and cached_replies_of(teacher_cache, ids):
-        after["teacher_cache"] = [p.name for p in cached_replies_of(teacher_cache, ids)]
+    after = reached()
     return ForgetResult(sorted(ids), before, after, purged, reruns)
 
 
