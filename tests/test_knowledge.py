@@ -180,6 +180,32 @@ def test_chunks_stay_inside_sections_within_the_token_bound_and_index_the_text_e
     assert len(set(ids)) == len(ids) and ids == [c["chunk_id"] for c in chunker.chunk(doc)]  # stable
 
 
+def test_chunks_of_text_far_denser_or_sparser_than_prose_still_fit_and_count_exactly(chunker, smol_tokenizer):
+    """The splitter cuts by characters at an assumed density; hex digests (about 2 characters a token), long
+    repeated words (many characters a token) and a one-section wall of prose must still give chunks within the
+    bound whose token counts are the tokenizer's own, and a section that fits stays one chunk."""
+    import hashlib
+    hexes = " ".join(hashlib.sha256(str(i).encode()).hexdigest() for i in range(60))
+    sparse = " ".join(["documentation"] * 400)
+    prose = " ".join(f"Clause {j} says the supplier keeps records for seven years." for j in range(80))
+    text = f"# Dense\n\n{hexes}\n\n# Sparse\n\n{sparse}\n\n# Prose\n\n{prose}\n\n# Short\n\nOne line that fits.\n"
+    doc = {"doc_id": "d2", "title": "Mixed", "kind": "text", "text": text}
+    chunks = chunker.chunk(doc)
+    tok = smol_tokenizer.backend_tokenizer
+    for c in chunks:
+        assert text[c["start"]:c["end"]] == c["text"]
+        assert c["tokens"] == len(tok.encode(c["text"], add_special_tokens=False).ids) <= 64
+    by_section = {s: [c for c in chunks if c["section"] == s] for s in ("Dense", "Sparse", "Prose", "Short")}
+    assert [c["text"] for c in by_section["Short"]] == ["# Short\n\nOne line that fits."]
+    for name in ("Dense", "Sparse", "Prose"):
+        parts = by_section[name]
+        assert len(parts) > 3
+        # the section is covered from its first character to its last, and pieces are not tiny
+        assert parts[0]["text"].split()[0] == text[parts[0]["start"]:].split()[0]
+        assert text[:parts[-1]["end"]].rstrip().endswith(parts[-1]["text"].rstrip()[-10:])
+        assert sum(c["tokens"] for c in parts) / len(parts) >= 64 * 0.4
+
+
 def test_records_that_are_not_documents_are_one_section(chunker):
     chat = {"doc_id": "c1", "kind": "chat", "title": None, "text": "# How do I reset?\n\nClick reset."}
     assert [c["section"] for c in chunker.chunk(chat)] == [""]
