@@ -86,14 +86,15 @@ def build(spec: ModelSpec) -> list:
                            store: ArtifactStore, document_chunks: Artifact, knowledge_index: Artifact) -> Output[Artifact]:
         """Training examples made from the sections of plain-text documents, by the model's offline strategies
         (`headings`: the section's heading as a question, its text as the answer; `raft`: the same in the grounded
-        prompt, among retrieved distractors, citing it or abstaining). Every candidate is counted: generated,
+        prompt, among retrieved distractors, citing it or abstaining; `cloze`: a question for each value a sentence
+        states, answered by the sentence in the grounded prompt). Every candidate is counted: generated,
         kept, dropped by reason. They join instruction_dataset, which splits them by their document and guards
         them against the golden set like every other example."""
         chunks = rows(document_chunks.read_table("chunks.parquet"))
         used = spec.dataset.text_strategy == "sections"
         split = spec.dataset.split_rules()
         held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}
-        loaded = indexer.load(knowledge_index.path) if used and "raft" in policy.strategies else None
+        loaded = indexer.load(knowledge_index.path) if used and {"raft", "cloze"} & set(policy.strategies) else None
         build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
                                          retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
                                          held_out_docs=held_out)
@@ -124,7 +125,7 @@ def build(spec: ModelSpec) -> list:
         if not used:
             context.log.info(f"dataset.text_strategy is {spec.dataset.text_strategy!r}: no examples from sections")
         yields = "\n".join(f"| {s} | {counts.get(f'{s}_generated', 0)} | {counts.get(f'{s}_kept', 0)} |"
-                           for s in ("headings", "raft", "qa") if s in policy.strategies)
+                           for s in ("headings", "raft", "cloze", "qa") if s in policy.strategies)
         drops = Counter({k.split("_dropped_", 1)[1]: v for k, v in counts.items() if "_dropped_" in k})
         return emit(artifact, {
             "examples": MetadataValue.int(len(table)),

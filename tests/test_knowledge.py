@@ -261,6 +261,45 @@ def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
         assert question.endswith("?")
 
 
+def test_cloze_asks_for_each_stated_value_and_answers_with_the_sentence_citing_its_passage(chunker):
+    docs = [("Handbook", "# Handbook\n\n## Leave\n\nFull-time staff get 25 days of paid annual leave each calendar year. "
+             "Ask your manager first.\n\n## Travel\n\nStaff book economy class for flights under 6 hours.\n"),
+            ("Agreement", "# Agreement\n\n## Credits\n\nThe Customer receives a service credit of 10% of that month's fees.\n"
+             "\n## Parties\n\nThe parties are named in the order form.\n")]
+    docs += [(f"Other {i}", f"# Other {i}\n\n## Note\n\nThis page is about topic {i} only.\n") for i in range(6)]
+    chunks = section_chunks(chunker, docs)
+
+    def retrieve(questions, k):
+        return [[{**p, "score": 0.5} for p in chunks][:k] for _ in questions]
+
+    policy = KnowledgePolicy(strategies=["cloze"], raft_distractors=1, raft_oracle_fraction=1.0)
+    build = build_knowledge_examples(chunks, policy, "About {title}?", retrieve=retrieve, held_out_docs={"doc1"})
+    asked = {json.loads(e["messages"])[1]["content"]: json.loads(e["messages"])[2]["content"] for e in build.examples}
+    # the held-out Agreement gives none; a sentence without a value gives none, nor a number that names ("topic 3");
+    # "under" stays before the question
+    assert set(asked) == {"Full-time staff get how many days of paid annual leave each calendar year?",
+                          "Staff book economy class for flights under how many hours?"}, asked
+    for example in build.examples:
+        system, question, answer = (m["content"] for m in json.loads(example["messages"]))
+        n = int(answer.rsplit("[", 1)[1].rstrip("]"))
+        sentence = answer.rsplit(" [", 1)[0]
+        assert sentence in system.split("\n\n[")[n].split("\n", 1)[1]  # the cited passage holds the sentence
+        assert example["kind"] == "knowledge:cloze" and example["source_doc_id"] == "doc0"
+    assert build.counts["cloze_generated"] == build.counts["cloze_kept"] == 2
+    assert len({e["doc_id"] for e in build.examples}) == 2
+
+
+@pytest.mark.parametrize("label,value,phrase", [
+    ("DATE", "25 days", "how many days"), ("TIME", "under 6 hours", "under how many hours"),
+    ("PERCENT", "10%", "what percentage"), ("MONEY", "$8", "how much"), ("CARDINAL", "up to 50", "up to how many"),
+    ("DATE", "31 March", "when"), ("DATE", "the 12 months", "how many months"), ("DATE", "last year", None),
+    ("CARDINAL", "two", None)])
+def test_cloze_question_phrases(label, value, phrase):
+    from resources.knowledge.cloze import question_phrase
+
+    assert question_phrase(label, value) == phrase
+
+
 def test_real_package_readmes_give_chunks_and_examples(chunker):
     """Real documents no one on the project wrote: the READMEs (Markdown and reStructuredText) in the metadata
     of installed packages. Every one parses, chunks, and one with a section gives an example."""

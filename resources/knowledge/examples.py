@@ -7,7 +7,10 @@ answered by the section's first chunk. It needs no model and runs anywhere; it t
 things are said and to answer in the documents' words, not to reason over them. `raft` wraps the same
 question in the grounded prompt (`resources.knowledge.prompt`): the section's chunk among distractors
 retrieved from the model's knowledge index (hard negatives from other documents), the answer citing it;
-in a configurable share the chunk is left out and the answer says the passages do not answer it.
+in a configurable share the chunk is left out and the answer says the passages do not answer it. `cloze`
+(no LLM either, `resources.knowledge.cloze`) asks for each value a sentence states and answers with the
+sentence, in the same grounded prompt: it teaches a model to find, state and cite the one sentence that
+answers.
 """
 
 from __future__ import annotations
@@ -70,7 +73,9 @@ def _example(chunk: dict[str, Any], strategy: str, messages: list[dict[str, str]
 
 def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, title_template: str,
                              retrieve: Retrieve | None = None, held_out_docs: set[str] = frozenset()) -> KnowledgeBuild:
-    """Examples of every configured strategy from the sections of text documents (the first chunk of each)."""
+    """Examples of every configured strategy from the sections of text documents (the first chunk of each;
+    every passage for cloze)."""
+    chunks = list(chunks)
     out = KnowledgeBuild()
     firsts: dict[tuple[str, str, int], dict[str, Any]] = {}
     for chunk in chunks:
@@ -94,30 +99,63 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
                                                               {"role": "assistant", "content": body}]))
             out.counts["headings_kept"] += 1
     if "raft" in policy.strategies and heads:
-        if retrieve is None:
-            raise ValueError("the raft strategy needs the knowledge index to retrieve distractors from")
-        k = policy.raft_distractors
-        found = retrieve([q for _, q, _ in heads], k + 8)
-        for (chunk, question, body), passages in zip(heads, found):
-            out.counts["raft_generated"] += 1
-            distractors = [p for p in passages if p["doc_id"] != chunk["doc_id"] and p["doc_id"] not in held_out_docs][:k]
-            if len(distractors) < k:
-                out.drop(chunk["chunk_id"], "raft", "too_few_distractors",
-                         f"{len(distractors)} passages of other documents found, raft_distractors={k}")
-                continue
-            with_oracle = _bucket(f"raft-oracle:{chunk['chunk_id']}") < policy.raft_oracle_fraction
-            context = list(distractors)
-            if with_oracle:
-                position = int(_bucket(f"raft-position:{chunk['chunk_id']}") * (k + 1))
-                context.insert(position, chunk)
-                answer = cited(body, position + 1)
-            else:
-                answer = ABSTAIN
-            messages = grounded_messages([{"role": "user", "content": question}], context)
-            out.examples.append(_example(chunk, "raft", messages + [{"role": "assistant", "content": answer}]))
-            out.counts["raft_kept"] += 1
-            out.counts["raft_with_oracle" if with_oracle else "raft_abstain"] += 1
+        _grounded(out, "raft", [(chunk, question, body) for chunk, question, body in heads], policy, retrieve, held_out_docs)
+    if "cloze" in policy.strategies:
+        _grounded(out, "cloze", _cloze_items(chunks, policy, held_out_docs, out), policy, retrieve, held_out_docs)
     return out
+
+
+def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs, out: KnowledgeBuild):
+    """(passage, question, sentence) for the values stated in the passages of plain-text documents; a sentence in
+    two overlapping passages is asked once, from the first."""
+    from resources.knowledge.cloze import cloze_questions
+
+    passages = sorted((c for c in chunks if c.get("kind") == "text" and c["doc_id"] not in held_out_docs),
+                      key=lambda c: (c["doc_id"], c["start"]))
+    items, seen = [], set()
+    for chunk, found in zip(passages, cloze_questions([_body(c) for c in passages], policy.cloze_spacy_model,
+                                                      policy.cloze_per_chunk)):
+        for cloze in found:
+            if (chunk["doc_id"], cloze.question) not in seen:
+                seen.add((chunk["doc_id"], cloze.question))
+                items.append((chunk, cloze.question, cloze.answer))
+    return items
+
+
+def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy, retrieve: Retrieve | None,
+              held_out_docs) -> None:
+    """Each (passage, question, answer) in the grounded prompt the gateway builds: the passage among distractors
+    retrieved from other documents (hard negatives; never a held-out document's), the answer citing it — or,
+    in 1 - raft_oracle_fraction of them, the passage left out and the answer an abstention."""
+    if not items:
+        return
+    if retrieve is None:
+        raise ValueError(f"the {strategy} strategy needs the knowledge index to retrieve distractors from")
+    k = policy.raft_distractors
+    found = retrieve([q for _, q, _ in items], k + 8)
+    for (chunk, question, answer), passages in zip(items, found):
+        out.counts[f"{strategy}_generated"] += 1
+        distractors = [p for p in passages if p["doc_id"] != chunk["doc_id"] and p["doc_id"] not in held_out_docs][:k]
+        if len(distractors) < k:
+            out.drop(chunk["chunk_id"], strategy, "too_few_distractors",
+                     f"{len(distractors)} passages of other documents found, raft_distractors={k}")
+            continue
+        key = f"{chunk['chunk_id']}" if strategy == "raft" else f"{chunk['chunk_id']}:{question}"
+        with_oracle = _bucket(f"raft-oracle:{key}") < policy.raft_oracle_fraction
+        context = list(distractors)
+        if with_oracle:
+            position = int(_bucket(f"raft-position:{key}") * (k + 1))
+            context.insert(position, chunk)
+            reply = cited(answer, position + 1)
+        else:
+            reply = ABSTAIN
+        messages = grounded_messages([{"role": "user", "content": question}], context)
+        example = _example(chunk, strategy, messages + [{"role": "assistant", "content": reply}])
+        if strategy != "raft":
+            example["doc_id"] = sha256_hex(f"{strategy}:{key}")[:20]
+        out.examples.append(example)
+        out.counts[f"{strategy}_kept"] += 1
+        out.counts[f"{strategy}_with_oracle" if with_oracle else f"{strategy}_abstain"] += 1
 
 
 def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, title_template: str):

@@ -8,8 +8,9 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.knowledge.chunking import ChunkRules
+from resources.redaction.engine import DEFAULT_SPACY_MODEL
 
-Strategy = Literal["headings", "raft", "qa"]
+Strategy = Literal["headings", "raft", "cloze", "qa"]
 
 
 class KnowledgePolicy(BaseModel):
@@ -24,9 +25,14 @@ class KnowledgePolicy(BaseModel):
         description="Views made from the sections of plain-text documents (dataset.text_strategy 'sections'): "
         "'headings' (a question from the title and heading, answered by the section's first chunk) and 'raft' "
         "(the same question in the grounded prompt the gateway builds: the section's chunk among retrieved "
-        "distractors, the answer citing it, or an abstention when it is left out), and 'qa' (a teacher model writes "
+        "distractors, the answer citing it, or an abstention when it is left out), 'cloze' (a question for each value a "
+        "sentence states — a number of days, a percentage, a price — answered by the sentence, in the same grounded "
+        "prompt; spaCy, no LLM), and 'qa' (a teacher model writes "
         "qa_pairs_per_chunk question/answer pairs from each passage and, as judge, drops the unsupported and the "
         "not standalone; needs TeacherModel).")
+    cloze_per_chunk: int = Field(default=4, description="Most cloze questions made from one passage.")
+    cloze_spacy_model: str = Field(default=DEFAULT_SPACY_MODEL, description="The spaCy pipeline (an installed package "
+                                   "or a folder) whose sentences and value entities the cloze strategy reads.")
     qa_pairs_per_chunk: int = Field(default=3, description="Question/answer pairs the teacher writes per passage.")
     qa_judge: bool = Field(default=True, description="Ask the teacher, as judge, whether each pair is supported by its "
                            "passage and its question standalone; drop those that are not.")
@@ -50,6 +56,8 @@ class KnowledgePolicy(BaseModel):
             raise ValueError("KnowledgePolicy.raft_oracle_fraction must lie within [0, 1]")
         if not 0 < self.qa_near_duplicate_threshold <= 1:
             raise ValueError("KnowledgePolicy.qa_near_duplicate_threshold must lie within (0, 1]")
+        if not 1 <= self.cloze_per_chunk <= 20:
+            raise ValueError("KnowledgePolicy.cloze_per_chunk must lie within [1, 20]")
         if not 1 <= self.qa_pairs_per_chunk <= 20:
             raise ValueError("KnowledgePolicy.qa_pairs_per_chunk must lie within [1, 20]")
         if "{heading}" not in self.question_template:
