@@ -125,7 +125,8 @@ def build(spec: ModelSpec) -> list:
         if not used:
             context.log.info(f"dataset.text_strategy is {spec.dataset.text_strategy!r}: no examples from sections")
         yields = "\n".join(f"| {s} | {counts.get(f'{s}_generated', 0)} | {counts.get(f'{s}_kept', 0)} |"
-                           for s in ("headings", "raft", "cloze", "qa") if s in policy.strategies)
+                           for s in ("headings", "raft", "cloze", "continued_pretraining", "qa")
+                           if s in policy.strategies)
         drops = Counter({k.split("_dropped_", 1)[1]: v for k, v in counts.items() if "_dropped_" in k})
         return emit(artifact, {
             "examples": MetadataValue.int(len(table)),

@@ -3,6 +3,7 @@ length, section- and token-bounded chunks with exact spans, and the offline exam
 
 import io
 import json
+from collections import Counter
 
 import pytest
 
@@ -287,6 +288,27 @@ def test_cloze_asks_for_each_stated_value_and_answers_with_the_sentence_citing_i
         assert example["kind"] == "knowledge:cloze" and example["source_doc_id"] == "doc0"
     assert build.counts["cloze_generated"] == build.counts["cloze_kept"] == 2
     assert len({e["doc_id"] for e in build.examples}) == 2
+
+
+def test_continued_pretraining_trains_on_every_passage_at_its_ratio_never_a_held_out_one(chunker):
+    docs = [(f"Doc {i}", f"# Doc {i}\n\n## Part\n\nDocument {i} keeps its records for {i + 2} years in the archive.\n")
+            for i in range(8)]
+    chunks = section_chunks(chunker, docs)
+    alone = build_knowledge_examples(chunks, KnowledgePolicy(strategies=["continued_pretraining"]), "About {title}?",
+                                     held_out_docs={"doc3"})
+    texts = [json.loads(e["messages"])[-1]["content"] for e in alone.examples]
+    # every passage of every document but the held-out one, its text whole, the prompt its heading path
+    assert sorted(texts) == sorted(c["text"].strip() for c in chunks if c["doc_id"] != "doc3")
+    assert {json.loads(e["messages"])[0]["content"] for e in alone.examples} >= {"Doc 0", "Doc 0 > Part"}
+    assert {e["kind"] for e in alone.examples} == {"knowledge:continued_pretraining"}
+    mixed = build_knowledge_examples(chunks, KnowledgePolicy(strategies=["headings", "continued_pretraining"],
+                                                             continued_pretraining_ratio=0.5), "About {title}?")
+    kinds = Counter(e["kind"] for e in mixed.examples)
+    assert kinds["knowledge:continued_pretraining"] == round(kinds["knowledge:headings"] * 0.5) > 0
+    assert mixed.counts["continued_pretraining_dropped_over_ratio"] == len(chunks) - kinds["knowledge:continued_pretraining"]
+    again = build_knowledge_examples(chunks, KnowledgePolicy(strategies=["headings", "continued_pretraining"],
+                                                             continued_pretraining_ratio=0.5), "About {title}?")
+    assert [e["doc_id"] for e in again.examples] == [e["doc_id"] for e in mixed.examples]  # the same choice
 
 
 @pytest.mark.parametrize("label,value,phrase", [

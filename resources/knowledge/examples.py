@@ -10,7 +10,7 @@ retrieved from the model's knowledge index (hard negatives from other documents)
 in a configurable share the chunk is left out and the answer says the passages do not answer it. `cloze`
 (no LLM either, `resources.knowledge.cloze`) asks for each value a sentence states and answers with the
 sentence, in the same grounded prompt: it teaches a model to find, state and cite the one sentence that
-answers.
+answers. `continued_pretraining` trains on the passages' own text, every token of it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable
 
 from resources.dedup import DedupRules, Deduplicator, normalised_key
 from resources.knowledge.policy import KnowledgePolicy
-from resources.knowledge.prompt import ABSTAIN, cited, grounded_messages
+from resources.knowledge.prompt import ABSTAIN, cited, grounded_messages, passage_heading
 from resources.records import sha256_hex
 
 Retrieve = Callable[[list[str], int], list[list[dict[str, Any]]]]  # questions, k -> passages per question
@@ -102,7 +102,28 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
         _grounded(out, "raft", [(chunk, question, body) for chunk, question, body in heads], policy, retrieve, held_out_docs)
     if "cloze" in policy.strategies:
         _grounded(out, "cloze", _cloze_items(chunks, policy, held_out_docs, out), policy, retrieve, held_out_docs)
+    if "continued_pretraining" in policy.strategies:
+        _continued_pretraining(out, chunks, policy, held_out_docs)
     return out
+
+
+def _continued_pretraining(out: KnowledgeBuild, chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs) -> None:
+    """Passages as text to learn, every token of them trained on: each passage is the completion of its heading
+    path (the chat template's few tokens around it are the prompt). `continued_pretraining_ratio` passages per
+    example of the other strategies (every passage when there is none), chosen by hash so a re-run picks the same;
+    a held-out document's passages are never used."""
+    passages = [c for c in chunks if c.get("kind") == "text" and c["doc_id"] not in held_out_docs]
+    others = len(out.examples)
+    wanted = len(passages) if not others else min(len(passages), round(others * policy.continued_pretraining_ratio))
+    out.counts["continued_pretraining_generated"] += len(passages)
+    chosen = sorted(passages, key=lambda c: _bucket(f"cpt:{c['chunk_id']}"))[:wanted]
+    for chunk in sorted(chosen, key=lambda c: (c["doc_id"], c["start"])):
+        heading = passage_heading(chunk) or chunk["title"] or "Passage"
+        out.examples.append(_example(chunk, "continued_pretraining", [{"role": "user", "content": heading},
+                                                                      {"role": "assistant", "content": chunk["text"].strip()}]))
+        out.counts["continued_pretraining_kept"] += 1
+    if len(passages) > wanted:
+        out.counts["continued_pretraining_dropped_over_ratio"] += len(passages) - wanted
 
 
 def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs, out: KnowledgeBuild):

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from resources.knowledge.chunking import ChunkRules
 from resources.redaction.engine import DEFAULT_SPACY_MODEL
 
-Strategy = Literal["headings", "raft", "cloze", "qa"]
+Strategy = Literal["headings", "raft", "cloze", "continued_pretraining", "qa"]
 
 
 class KnowledgePolicy(BaseModel):
@@ -27,9 +27,13 @@ class KnowledgePolicy(BaseModel):
         "(the same question in the grounded prompt the gateway builds: the section's chunk among retrieved "
         "distractors, the answer citing it, or an abstention when it is left out), 'cloze' (a question for each value a "
         "sentence states — a number of days, a percentage, a price — answered by the sentence, in the same grounded "
-        "prompt; spaCy, no LLM), and 'qa' (a teacher model writes "
+        "prompt; spaCy, no LLM), 'continued_pretraining' (the passages' own text, every token trained on, mixed in at "
+        "continued_pretraining_ratio), and 'qa' (a teacher model writes "
         "qa_pairs_per_chunk question/answer pairs from each passage and, as judge, drops the unsupported and the "
         "not standalone; needs TeacherModel).")
+    continued_pretraining_ratio: float = Field(
+        default=0.5, description="continued_pretraining passages per example of the other strategies (the mix); with "
+        "no other strategy, every passage.")
     cloze_per_chunk: int = Field(default=4, description="Most cloze questions made from one passage.")
     cloze_spacy_model: str = Field(default=DEFAULT_SPACY_MODEL, description="The spaCy pipeline (an installed package "
                                    "or a folder) whose sentences and value entities the cloze strategy reads.")
@@ -56,6 +60,8 @@ class KnowledgePolicy(BaseModel):
             raise ValueError("KnowledgePolicy.raft_oracle_fraction must lie within [0, 1]")
         if not 0 < self.qa_near_duplicate_threshold <= 1:
             raise ValueError("KnowledgePolicy.qa_near_duplicate_threshold must lie within (0, 1]")
+        if not 0 < self.continued_pretraining_ratio <= 10:
+            raise ValueError("KnowledgePolicy.continued_pretraining_ratio must lie within (0, 10]")
         if not 1 <= self.cloze_per_chunk <= 20:
             raise ValueError("KnowledgePolicy.cloze_per_chunk must lie within [1, 20]")
         if not 1 <= self.qa_pairs_per_chunk <= 20:
