@@ -26,7 +26,7 @@ from pathlib import Path
 
 from faker import Faker
 
-from sample_documents import DOCUMENT_GOLDEN, documents
+from sample_documents import DOCUMENT_GOLDEN, KNOWLEDGE_GOLDEN, UNANSWERABLE_GOLDEN, UNANSWERED, documents
 
 SEED = 20261101
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -955,6 +955,15 @@ def build_corpus(seed: int) -> Corpus:
                   build_staff_questions())
 
 
+def documents_golden() -> list[Record]:
+    """The knowledge benchmark's golden set: every fact of the policy model's documents, and questions they leave
+    unanswered."""
+    rows = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": None, "tags": ["document"],
+                    "must_include": facts}) for gid, q, a, facts in KNOWLEDGE_GOLDEN]
+    return rows + [Record({"id": gid, "question": q, "reference_answer": UNANSWERED, "source_doc_id": None,
+                           "tags": ["document", "unanswerable"]}) for gid, q in UNANSWERABLE_GOLDEN]
+
+
 def write_jsonl(path: Path, records: list[Record]) -> None:
     with path.open("wb") as fh:
         for r in records:
@@ -1039,6 +1048,9 @@ def write_readme(out: Path, corpus: Corpus, planted: dict, manifest_size: int) -
               ("policy/inbox/policies/", len(corpus.policies), "folder batch of markdown policies"),
               ("policy/inbox/staff_questions.csv", len(corpus.staff), "the internal helpdesk's Q&A about the policies, header `id,prompt,completion`"),
               ("policy/golden.jsonl", len(corpus.policy_golden), "the policy assistant's evaluation set"),
+              ("policy/golden_documents.jsonl", len(documents_golden()), "every fact of `handbooks/` and `policies/` "
+               "asked in people's words, with `must_include`, and questions they do not answer (tag `unanswerable`): "
+               "the knowledge benchmark's golden set"),
               ("pii_manifest.jsonl", manifest_size, "one line per planted PII value `{file, record_id, entity_type, value}`"),
               ("canaries.json", len(planted["canaries"]), "canary secrets"),
               ("planted.json", 1, "machine-readable list of everything planted")]
@@ -1071,6 +1083,7 @@ def generate(out: Path, seed: int) -> None:
     write_inboxes(corpus, out)
     write_jsonl(out / "support" / "golden.jsonl", corpus.golden)
     write_jsonl(out / "policy" / "golden.jsonl", corpus.policy_golden)
+    write_jsonl(out / "policy" / "golden_documents.jsonl", documents_golden())
     manifest = pii_manifest(corpus)
     write_jsonl(out / "pii_manifest.jsonl", [Record(m) for m in manifest])
     write_json(out / "canaries.json", {"canaries": canary_rows(corpus)})

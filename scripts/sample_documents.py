@@ -63,6 +63,73 @@ DOCUMENT_GOLDEN = [
      "The audit log keeps every administrative action for 400 days.", ["400 days"]),
 ]
 
+# The knowledge benchmark's golden set (policy/golden_documents.jsonl): a question, in the words people use, for
+# each fact the documents (handbooks/ and policies/) state, with the facts an answer must include, and questions
+# they do not answer (tag `unanswerable`: the right answer says so). The first five are DOCUMENT_GOLDEN.
+KNOWLEDGE_GOLDEN = DOCUMENT_GOLDEN + [
+    ("K-H3", "How many weeks of paid parental leave do parents get?",
+     "Parents get 20 weeks of fully paid parental leave, taken within the child's first year.", ["20 weeks"]),
+    ("K-H4", "Within how many days of a purchase must an expense be claimed?",
+     "Expenses are claimed in the finance tool within 60 days of the purchase, with the receipt.", ["60 days"]),
+    ("K-H5", "Up to what flight length do staff book economy class?",
+     "Staff book economy class for flights under 6 hours; longer flights may be premium economy.", ["6 hours"]),
+    ("K-H6", "What is the notice period once probation is over?", "The notice period is 3 months after probation (1 month during it), from either side.",
+     ["3 months"]),
+    ("K-H7", "On what date do unused annual leave days lapse?", "Unused annual leave beyond the 5 days carried over lapses on 31 March.",
+     ["31 March"]),
+    ("K-A1", "What share of each month does the services agreement promise the service is available?",
+     "The service is available 99.9% of each calendar month, planned maintenance excluded.", ["99.9%"]),
+    ("K-A4", "What interest do late payments bear?", "Invoices are payable within 30 days; late amounts bear interest of 1% a month.", ["1%"]),
+    ("K-A5", "What is each party's total liability capped at?",
+     "Each party's total liability is capped at the fees paid in the 12 months before the claim.", ["12 months"]),
+    ("K-A6", "How much notice stops the agreement from renewing?",
+     "Either party gives 60 days' written notice before the renewal date to stop the renewal.", ["60 days"]),
+    ("K-M1", "How many workspaces can one owner create?", "A workspace owner can create up to 20 workspaces.", ["20"]),
+    ("K-M3", "How quickly does SCIM provisioning add or remove members?",
+     "SCIM provisioning creates and removes members from the identity provider within 5 minutes.", ["5 minutes"]),
+    ("K-M4", "How many address ranges fit in an IP allow list?", "An IP allow list holds up to 50 address ranges in CIDR notation.",
+     ["50"]),
+    ("K-M5", "How long does a full workspace export take to be ready?",
+     "A full workspace export is ready within 24 hours; its download link stays valid for 7 days.", ["24 hours"]),
+    ("K-M6", "After how many hours of inactivity does a session end?",
+     "Sessions end after 12 hours of inactivity, unless an administrator shortens the timeout.", ["12 hours"]),
+    ("K-M7", "After how many failed deliveries in a row is a webhook disabled?",
+     "A webhook is disabled after 10 consecutive failed deliveries and the owner is e-mailed.", ["10"]),
+    ("K-M9", "What is the shortest session timeout an administrator can set?",
+     "Administrators can shorten the session timeout to as little as 15 minutes.", ["15 minutes"]),
+    ("K-P1", "How long do deleted cards stay in the Trash?", "Deleted cards and boards stay in the Trash for 30 days, where members can restore them.",
+     ["30 days"]),
+    ("K-P2", "How often are backups taken?", "Backups are taken every 6 hours and kept for 35 days.", ["6 hours"]),
+    ("K-P3", "For how long are backups kept?", "Backups are kept for 35 days, so purged data leaves the backups within 35 days.", ["35 days"]),
+    ("K-P4", "How long are audit log entries kept on the Enterprise plan?",
+     "Audit log entries are kept for 3 years on the Enterprise plan (1 year on Business).", ["3 years"]),
+    ("K-P5", "How long are support tickets kept once closed?", "Support tickets are kept for 2 years after they are closed.",
+     ["2 years"]),
+    ("K-P6", "Which encryption protects customer data at rest?", "Customer data is encrypted at rest with AES-256 and in transit with TLS 1.2 or higher.",
+     ["AES-256"]),
+    ("K-P7", "How soon are affected customers told about a confirmed breach?",
+     "If a breach affecting customer data is confirmed, affected customers are notified within 72 hours.", ["72 hours"]),
+    ("K-P8", "How fast are vulnerability reports acknowledged?",
+     "Vulnerabilities reported by researchers or customers are acknowledged within 2 business days.", ["2 business days"]),
+    ("K-P9", "What monthly uptime is committed for Enterprise workspaces?",
+     "The monthly uptime commitment is 99.95% for Enterprise workspaces (99.9% for Business).", ["99.95%"]),
+    ("K-P10", "How fast are Business support tickets answered?",
+     "Business tickets are answered within 8 hours on weekdays.", ["8 hours"]),
+    ("K-P11", "How far in advance must Quillstack be told about security testing?",
+     "Security testing needs Quillstack to be notified at least 10 business days in advance.", ["10 business days"]),
+    ("K-P12", "How far in advance is scheduled maintenance announced?",
+     "Scheduled maintenance is announced at least 72 hours in advance.", ["72 hours"]),
+]
+UNANSWERABLE_GOLDEN = [
+    ("U-1", "How many parking spaces does each office have?"),
+    ("U-2", "What is the dress code in the office?"),
+    ("U-3", "Which programming language is the mobile app written in?"),
+    ("U-4", "What is the budget for the annual team offsite?"),
+    ("U-5", "Who founded Quillstack, and in which year?"),
+    ("U-6", "Which airline do staff have to fly with?"),
+]
+UNANSWERED = "The documents do not answer this question."
+
 
 def _stable_zip(data: bytes) -> bytes:
     """The same archive with fixed entry dates (python-docx stamps each entry with the time it was written)."""
