@@ -32,7 +32,8 @@ from resources.datasets.builder import (
 from resources.datasets.card import build_card, card_markdown
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
-from resources.knowledge.examples import held_out_sections
+from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
+from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
 from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
@@ -53,13 +54,14 @@ def build(spec: ModelSpec) -> list:
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "human_feedback": AssetIn(key=key(spec, "human_feedback")),
                 "document_chunks": AssetIn(key=key(spec, "document_chunks"))},
            automation_condition=FOLLOW_UPSTREAM, **stage)
-    def golden_dataset(context: AssetExecutionContext, redactor: PiiRedactor, store: ArtifactStore, corpus: Artifact,
-                       human_feedback: Artifact, document_chunks: Artifact) -> Output[Artifact]:
+    def golden_dataset(context: AssetExecutionContext, redactor: PiiRedactor, teacher: TeacherModel, store: ArtifactStore,
+                       corpus: Artifact, human_feedback: Artifact, document_chunks: Artifact) -> Output[Artifact]:
         """The held-out evaluation set the business trusts: the model's curated golden files plus, if configured,
-        a hashed hold-out of its corpus, with reviewers' corrections applied, redacted under the same policy as
+        a hashed hold-out of its corpus (its documents asked about by their headings or, with
+        knowledge.golden_from 'teacher', by the teacher model), with reviewers' corrections applied, redacted under the same policy as
         the training data."""
         ledger = Ledger(stage="golden_dataset")
-        examples, quarantine = [], []
+        examples, quarantine, teacher_usage = [], [], None
         for path in spec.golden_files():
             found, bad = read_golden_file(path, path.name)
             examples += found
@@ -67,9 +69,19 @@ def build(spec: ModelSpec) -> list:
         if holdout:
             examples += held_out_golden(rows(corpus.read_table()), spec.dataset.split_rules(), spec.dataset.text_strategy,
                                         spec.dataset.title_template)
-            if spec.dataset.text_strategy == "sections":  # held-out documents are asked about section by section
-                examples += held_out_sections(rows(document_chunks.read_table("chunks.parquet")), spec.dataset.split_rules(),
-                                              spec.knowledge, spec.dataset.title_template)
+            if spec.dataset.text_strategy == "sections":  # held-out documents are asked about, passage by passage
+                chunks = rows(document_chunks.read_table("chunks.parquet"))
+                if spec.knowledge.golden_from == "teacher" and teacher.configured:
+                    session = teacher.session()  # only redacted passages reach it: chunks are cut from the corpus
+                    written, build = held_out_qa(chunks, spec.dataset.split_rules(), spec.knowledge, session)
+                    examples += written
+                    teacher_usage = {**session.usage.to_dict(), "counts": dict(build.counts)}
+                else:
+                    if spec.knowledge.golden_from == "teacher":
+                        context.log.warning(f"knowledge.golden_from is 'teacher' but {NOT_CONFIGURED}: the held-out "
+                                            "documents are asked about by their headings")
+                    examples += held_out_sections(chunks, spec.dataset.split_rules(), spec.knowledge,
+                                                  spec.dataset.title_template)
         corrections = golden_corrections(rows(human_feedback.read_table("feedback.parquet")), {e["id"] for e in examples})
         reviewed = apply_corrections(examples, corrections)
         log_quarantine(context.log, quarantine, what="golden record")
@@ -82,8 +94,10 @@ def build(spec: ModelSpec) -> list:
         ledger.records_in = ledger.kept + sum(ledger.quarantined.values())
         inputs = {"human_feedback": human_feedback.version,
                   **({"corpus": corpus.version, "document_chunks": document_chunks.version} if holdout else {})}
+        teacher_config = [teacher.identity(), QA_PROMPT, JUDGE_PROMPT] if teacher_usage is not None else None
         version = version_of(fingerprint(table, ["id", "prompt", "answer", "source_doc_id"]), inputs,
-                             [model_redactor.policy().content_hash(), *config_of(spec.dataset, spec.knowledge)], code="3")
+                             [model_redactor.policy().content_hash(), *config_of(spec.dataset, spec.knowledge),
+                              teacher_config], code="3")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             write_table(out, "examples.parquet", table)
@@ -98,6 +112,7 @@ def build(spec: ModelSpec) -> list:
             "by_origin": MetadataValue.json(table["origin"].value_counts().to_dict()),
             "redactions_by_entity": reason_table(redactions, header="entity"),
             "redaction_policy": MetadataValue.text(model_redactor.policy().ref),
+            "teacher": MetadataValue.json(teacher_usage if teacher_usage is not None else {"used": False}),
         })
 
     @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="3",

@@ -67,6 +67,8 @@ def test_fact_citation_and_abstention_metrics_on_known_cases():
     assert fact_recall("It costs $1.00 per user.", ["$8", "per user"], reference) == 0.5
     assert fact_recall("$8 " + "and more words " * 40, ["$8"], reference) == 0.0  # three times longer: a copied passage
     assert fact_recall("It is 18 dollars.", ["8"], reference) == 0.0  # whole words, not digits inside numbers
+    assert fact_recall("The passages do not answer this question. [1]", ["1%"], reference) == 0.0  # a citation is no fact
+    assert fact_recall("Late amounts bear 1% a month. [2]", ["1%"], reference) == 1.0
     passages = ["Refunds take 14 days.", "The Team plan costs $8 per user per month."]
     assert citation_support("It is $8 per user [2].", passages, ["$8"]) == 1.0
     assert citation_support("It is $8 per user [1].", passages, ["$8"]) == 0.0  # cites a passage without the fact

@@ -246,14 +246,32 @@ def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
     policy = KnowledgePolicy(strategies=["raft"], raft_distractors=2, raft_oracle_fraction=0.7)
     build = build_knowledge_examples(chunks, policy, "About {title}?", retrieve=retrieve, held_out_docs={"doc1"})
     assert build.examples and build.counts["raft_with_oracle"] and build.counts["raft_abstain"]
+    # every question is seen with its passage; about 30% of the examples are abstentions, as many passages each
+    assert build.counts["raft_with_oracle"] == build.counts["raft_kept"] == 30
+    assert 0.2 <= build.counts["raft_abstain"] / len(build.examples) <= 0.4
+    questions = Counter(json.loads(e["messages"])[1]["content"] for e in build.examples)
+    assert max(questions.values()) == 2 and len(questions) == 30
+    # grounded_variants: each question also among other distractors, its passage elsewhere; the share still holds
+    three = build_knowledge_examples(chunks, policy.model_copy(update={"grounded_variants": 3}), "About {title}?",
+                                     retrieve=retrieve, held_out_docs={"doc1"})
+    assert three.counts["raft_with_oracle"] == 3 * 30
+    assert 0.2 <= three.counts["raft_abstain"] / len(three.examples) <= 0.4
+    contexts = {}
+    for e in three.examples:
+        m = json.loads(e["messages"])
+        if not m[2]["content"].startswith("The passages"):
+            contexts.setdefault(m[1]["content"], set()).add(m[0]["content"])
+    assert all(len(c) == 3 for c in contexts.values())
+    assert len({e["doc_id"] for e in three.examples}) == len(three.examples)
     for example in build.examples:
         messages = json.loads(example["messages"])
         system, question, answer = messages[0]["content"], messages[1]["content"], messages[2]["content"]
         assert system.startswith(INSTRUCTION) and messages[1]["role"] == "user"
         own = next(c for c in chunks if c["chunk_id"] == example["chunk_id"])
         blocks = system.split("\n\n[")[1:]
-        assert len(blocks) in (2, 3)
-        assert "Doc 1 >" not in system  # a held-out document is never a distractor
+        assert len(blocks) == 3
+        if example["source_doc_id"] != "doc1":
+            assert "Doc 1 >" not in system  # a held-out document is never a distractor
         if answer == ABSTAIN:
             assert own["text"].split("\n\n", 1)[1].strip() not in system
         else:
@@ -394,6 +412,32 @@ def test_the_teacher_writes_pairs_the_judge_filters_and_every_failure_is_counted
     rebuilt = qa_examples(chunks, KnowledgePolicy(strategies=["qa"]), again)
     assert [e["messages"] for e in rebuilt.examples] == [e["messages"] for e in build.examples]
     assert again.usage.calls == 1 and again.usage.cached == 9  # only the timed-out passage was asked again
+
+
+def test_the_teacher_writes_the_golden_set_from_held_out_documents_only(tmp_path, chunker, teacher_server):
+    """knowledge.golden_from 'teacher': the held-out documents' passages (and only theirs) go to the scripted teacher;
+    its judged pairs become golden rows naming their document."""
+    from resources.datasets.builder import SplitRules
+    from resources.knowledge.examples import held_out_qa
+    from resources.knowledge.teacher import TeacherModel
+
+    url, app = teacher_server
+    topics = ["Backups run", "Invoices fall", "Sessions expire", "Webhooks retry", "Exports finish", "Guests leave",
+              "Domains renew", "Tokens rotate", "Audits happen", "Holidays accrue", "Flights depart", "Receipts arrive"]
+    docs = [(t.split()[0], f"# {t.split()[0]}\n\n{t} every {i + 3} days without exception. Nothing else is said.\n")
+            for i, t in enumerate(topics)]
+    chunks = section_chunks(chunker, docs)
+    rules = SplitRules(validation_fraction=0.1, golden_holdout_fraction=0.4)
+    held = {c["doc_id"] for c in chunks if rules.split_of(c["doc_id"]) == "golden"}
+    assert 0 < len(held) < 12
+    teacher = TeacherModel(base_url=url, model="teacher", api_key="k", cache_dir=str(tmp_path / "cache"))
+    golden, build = held_out_qa(chunks, rules, KnowledgePolicy(strategies=["headings"], golden_from="teacher"),
+                                teacher.session())
+    assert golden and {g["source_doc_id"] for g in golden} == held
+    assert all(g["origin"] == "holdout:qa" and g["split"] == "golden" and g["prompt"].endswith("?") for g in golden)
+    sent = " ".join(app.state.prompts)
+    assert all(t not in sent for i, t in enumerate(topics) if f"doc{i}" not in held)
+    assert build.counts["qa_kept"] == len(golden)
 
 
 def test_the_teacher_stops_at_its_cap_with_a_clear_message(tmp_path, chunker, teacher_server):

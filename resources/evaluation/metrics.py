@@ -125,7 +125,7 @@ def fact_recall(answer: str, facts: list[str], reference: str) -> float:
 
     if len(answer) > 3 * max(len(reference), 1):
         return 0.0
-    said = f" {normalize_text(answer)} "
+    said = f" {normalize_text(CITATION.sub(' ', answer))} "  # a citation marker "[1]" states no fact "1"
     return sum(f" {normalize_text(fact)} " in said for fact in facts) / len(facts)
 
 

@@ -145,38 +145,45 @@ def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out
 
 def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy, retrieve: Retrieve | None,
               held_out_docs) -> None:
-    """Each (passage, question, answer) in the grounded prompt the gateway builds: the passage among distractors
-    retrieved from other documents (hard negatives; never a held-out document's), the answer citing it — or,
-    in 1 - raft_oracle_fraction of them, the passage left out and the answer an abstention."""
+    """Each (passage, question, answer) in the grounded prompt the gateway builds: the passage among
+    `raft_distractors` passages retrieved from other documents (hard negatives; never a held-out document's), the
+    answer citing it. Beside it, for a share of the questions, the same question among as many passages of other
+    documents only, the answer an abstention — so that `raft_oracle_fraction` of the examples hold their passage.
+    Every question is also seen with its passage: a question seen only without it would teach the model that
+    this question has no answer, not to read the passages."""
     if not items:
         return
     if retrieve is None:
         raise ValueError(f"the {strategy} strategy needs the knowledge index to retrieve distractors from")
-    k = policy.raft_distractors
-    found = retrieve([q for _, q, _ in items], k + 8)
+    k, f = policy.raft_distractors, policy.raft_oracle_fraction
+    # abstentions per question (at most one), so that f of all examples hold their passage
+    abstain_share = 1.0 if f == 0 else min(1.0, policy.grounded_variants * (1 - f) / f)
+    found = retrieve([q for _, q, _ in items], 4 * (k + 1) + 16)  # one long document may fill the nearest ones
     for (chunk, question, answer), passages in zip(items, found):
         out.counts[f"{strategy}_generated"] += 1
-        distractors = [p for p in passages if p["doc_id"] != chunk["doc_id"] and p["doc_id"] not in held_out_docs][:k]
-        if len(distractors) < k:
+        others = [p for p in passages if p["doc_id"] != chunk["doc_id"] and p["doc_id"] not in held_out_docs]
+        if len(others) < k + (abstain_share > 0):
             out.drop(chunk["chunk_id"], strategy, "too_few_distractors",
-                     f"{len(distractors)} passages of other documents found, raft_distractors={k}")
+                     f"{len(others)} passages of other documents found, raft_distractors={k}")
             continue
         key = f"{chunk['chunk_id']}" if strategy == "raft" else f"{chunk['chunk_id']}:{question}"
-        with_oracle = _bucket(f"raft-oracle:{key}") < policy.raft_oracle_fraction
-        context = list(distractors)
-        if with_oracle:
-            position = int(_bucket(f"raft-position:{key}") * (k + 1))
+        made = []
+        for variant in range(policy.grounded_variants if f > 0 else 0):
+            # each variant: the next distractors along the ranking, the passage at another position
+            context = [others[(variant * k + j) % len(others)] for j in range(k)]
+            tag = key if variant == 0 else f"{key}:{variant}"
+            position = int(_bucket(f"raft-position:{tag}") * (k + 1))
             context.insert(position, chunk)
-            reply = cited(answer, position + 1)
-        else:
-            reply = ABSTAIN
-        messages = grounded_messages([{"role": "user", "content": question}], context)
-        example = _example(chunk, strategy, messages + [{"role": "assistant", "content": reply}])
-        if strategy != "raft":
-            example["doc_id"] = sha256_hex(f"{strategy}:{key}")[:20]
-        out.examples.append(example)
+            made.append(("with_oracle", context, cited(answer, position + 1), f"{strategy}:{tag}"))
+        if _bucket(f"raft-oracle:{key}") < abstain_share:
+            made.append(("abstain", others[:k + 1], ABSTAIN, f"{strategy}:abstain:{key}"))
+        for kind, context, reply, identity in made:
+            messages = grounded_messages([{"role": "user", "content": question}], context)
+            example = _example(chunk, strategy, messages + [{"role": "assistant", "content": reply}])
+            example["doc_id"] = sha256_hex(identity)[:20]
+            out.examples.append(example)
+            out.counts[f"{strategy}_{kind}"] += 1
         out.counts[f"{strategy}_kept"] += 1
-        out.counts[f"{strategy}_with_oracle" if with_oracle else f"{strategy}_abstain"] += 1
 
 
 def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, title_template: str):
@@ -189,6 +196,22 @@ def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: Kno
         yield {"id": f"holdout-{example['doc_id']}", "prompt": messages[0]["content"], "answer": messages[-1]["content"],
                "messages": messages, "split": "golden", "source_doc_id": example["external_id"] or example["source_doc_id"],
                "tags": ["holdout", "section"], "origin": "holdout:headings", "must_include": []}
+
+
+def held_out_qa(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, session) -> tuple[list, KnowledgeBuild]:
+    """Golden examples written by the teacher from the passages of documents hashed into the golden hold-out: the
+    `qa` strategy's pairs, through the same judge and near-duplicate filter, each citing the document it came
+    from (those documents never train). Returns (golden rows, the build with every candidate counted)."""
+    held = [c for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"]
+    build = qa_examples(held, policy, session)
+    golden = []
+    for example in build.examples:
+        messages = json.loads(example["messages"])
+        golden.append({"id": f"holdout-qa-{example['doc_id']}", "prompt": messages[0]["content"],
+                       "answer": messages[-1]["content"], "messages": messages, "split": "golden",
+                       "source_doc_id": example["external_id"] or example["source_doc_id"],
+                       "tags": ["holdout", "teacher"], "origin": "holdout:qa", "must_include": []})
+    return golden, build
 
 
 QA_PROMPT = """You write training data from a company's documents.

@@ -34,9 +34,17 @@ class KnowledgePolicy(BaseModel):
     continued_pretraining_ratio: float = Field(
         default=0.5, description="continued_pretraining passages per example of the other strategies (the mix); with "
         "no other strategy, every passage.")
+    grounded_variants: int = Field(default=1, description="Grounded prompts each raft and cloze question is asked in "
+                                   "with its passage: other distractors, the passage at another position (more "
+                                   "examples of reading, from the same documents).")
     cloze_per_chunk: int = Field(default=4, description="Most cloze questions made from one passage.")
     cloze_spacy_model: str = Field(default=DEFAULT_SPACY_MODEL, description="The spaCy pipeline (an installed package "
                                    "or a folder) whose sentences and value entities the cloze strategy reads.")
+    golden_from: Literal["headings", "teacher"] = Field(
+        default="headings", description="How the golden questions of documents hashed into the hold-out "
+        "(dataset.golden_holdout_fraction) are made: 'headings' (a question per section, answered by its text) or "
+        "'teacher' (the qa strategy's pairs and judge over their passages; falls back to headings, with a warning, "
+        "when no teacher is configured).")
     qa_pairs_per_chunk: int = Field(default=3, description="Question/answer pairs the teacher writes per passage.")
     qa_judge: bool = Field(default=True, description="Ask the teacher, as judge, whether each pair is supported by its "
                            "passage and its question standalone; drop those that are not.")
@@ -50,8 +58,9 @@ class KnowledgePolicy(BaseModel):
         "before the first heading, or the title's own section, is asked with dataset.title_template.")
     min_answer_chars: int = Field(default=40, description="A section whose text is shorter gives no example.")
     raft_distractors: int = Field(default=2, description="Retrieved passages of other documents beside the oracle.")
-    raft_oracle_fraction: float = Field(default=0.8, description="Share of raft examples whose passages hold the "
-                                        "section (the others teach the model to say the passages do not answer).")
+    raft_oracle_fraction: float = Field(default=0.8, description="Share of raft and cloze examples whose passages hold "
+                                        "the answer; every question is seen with its passage, and some also without it "
+                                        "(among as many passages of other documents), answered by an abstention.")
 
     @model_validator(mode="after")
     def _validate(self) -> "KnowledgePolicy":
@@ -62,6 +71,8 @@ class KnowledgePolicy(BaseModel):
             raise ValueError("KnowledgePolicy.qa_near_duplicate_threshold must lie within (0, 1]")
         if not 0 < self.continued_pretraining_ratio <= 10:
             raise ValueError("KnowledgePolicy.continued_pretraining_ratio must lie within (0, 10]")
+        if not 1 <= self.grounded_variants <= 8:
+            raise ValueError("KnowledgePolicy.grounded_variants must lie within [1, 8]")
         if not 1 <= self.cloze_per_chunk <= 20:
             raise ValueError("KnowledgePolicy.cloze_per_chunk must lie within [1, 20]")
         if not 1 <= self.qa_pairs_per_chunk <= 20:

@@ -26,6 +26,7 @@ def build_teacher() -> FastAPI:
     app.state.in_flight = 0
     app.state.max_in_flight = 0
     app.state.flaky_seen = set()
+    app.state.prompts = []  # every prompt received, in order (what reached the teacher)
 
     def passage_of(prompt: str) -> str:
         return prompt.split("---\n", 1)[1].split("\n---", 1)[0]
@@ -40,6 +41,7 @@ def build_teacher() -> FastAPI:
     async def chat(request: Request):
         body = await request.json()
         prompt = body["messages"][-1]["content"]
+        app.state.prompts.append(prompt)
         counted = "SLOW" not in prompt  # a request the client abandons at its timeout is not one it waits on
         app.state.in_flight += counted
         app.state.max_in_flight = max(app.state.max_in_flight, app.state.in_flight)
