@@ -86,6 +86,8 @@ bench: install serving-env
 	$(PY) benchmarks/injection_detection.py
 	$(PY) benchmarks/gateway_mixed_load.py
 	$(PY) benchmarks/teacher_concurrency.py
+	$(PY) benchmarks/knowledge_targets.py
+	$(PY) benchmarks/knowledge_real_corpus.py
 
 # On a GPU machine (no network, its own torch/transformers/peft/accelerate; TRL, and bitsandbytes for QLoRA, handed
 # over as wheels): LoRA, full and QLoRA training, merge and generation -> benchmarks/results/gpu_check.json.

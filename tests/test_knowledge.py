@@ -302,8 +302,14 @@ def test_cloze_asks_for_each_stated_value_and_answers_with_the_sentence_citing_i
         system, question, answer = (m["content"] for m in json.loads(example["messages"]))
         n = int(answer.rsplit("[", 1)[1].rstrip("]"))
         sentence = answer.rsplit(" [", 1)[0]
-        assert sentence in system.split("\n\n[")[n].split("\n", 1)[1]  # the cited passage holds the sentence
+        blocks = system.split("\n\n[")[1:]
+        assert sentence in blocks[n - 1].split("\n", 1)[1]  # the cited passage holds the sentence, and no other
+        assert sum(sentence in b for b in blocks) == 1
         assert example["kind"] == "knowledge:cloze" and example["source_doc_id"] == "doc0"
+    # the nearest passages without the answer are the distractors, another section of the same document among them
+    headings = [[b.split("\n", 1)[0] for b in json.loads(e["messages"])[0]["content"].split("\n\n[")[1:]]
+                for e in build.examples]
+    assert all(len(h) == 2 for h in headings) and any(all(x.split("] ", 1)[1].startswith("Handbook") for x in h) for h in headings), headings
     assert build.counts["cloze_generated"] == build.counts["cloze_kept"] == 2
     assert len({e["doc_id"] for e in build.examples}) == 2
 

@@ -146,9 +146,10 @@ def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out
 def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy, retrieve: Retrieve | None,
               held_out_docs) -> None:
     """Each (passage, question, answer) in the grounded prompt the gateway builds: the passage among
-    `raft_distractors` passages retrieved from other documents (hard negatives; never a held-out document's), the
-    answer citing it. Beside it, for a share of the questions, the same question among as many passages of other
-    documents only, the answer an abstention — so that `raft_oracle_fraction` of the examples hold their passage.
+    `raft_distractors` of the passages retrieved for the question that do not hold the answer (hard negatives,
+    other sections of the same document among them, as the gateway retrieves; never a held-out document's), the
+    answer citing it. Beside it, for a share of the questions, the same question among as many
+    distractors only, the answer an abstention — so that `raft_oracle_fraction` of the examples hold their passage.
     Every question is also seen with its passage: a question seen only without it would teach the model that
     this question has no answer, not to read the passages."""
     if not items:
@@ -161,10 +162,15 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
     found = retrieve([q for _, q, _ in items], 4 * (k + 1) + 16)  # one long document may fill the nearest ones
     for (chunk, question, answer), passages in zip(items, found):
         out.counts[f"{strategy}_generated"] += 1
-        others = [p for p in passages if p["doc_id"] != chunk["doc_id"] and p["doc_id"] not in held_out_docs]
+        # distractors: the passages nearest the question that do not hold its answer — another section of the
+        # same document included, as retrieval serves them — never a held-out document's
+        body = answer.strip()
+        others = [p for p in passages if p.get("chunk_id") != chunk["chunk_id"] and p["doc_id"] not in held_out_docs
+                  and body not in p["text"] and (p["doc_id"] != chunk["doc_id"] or strategy != "raft"
+                                                   or p.get("section") != chunk["section"])]
         if len(others) < k + (abstain_share > 0):
             out.drop(chunk["chunk_id"], strategy, "too_few_distractors",
-                     f"{len(others)} passages of other documents found, raft_distractors={k}")
+                     f"{len(others)} passages without the answer found, raft_distractors={k}")
             continue
         key = f"{chunk['chunk_id']}" if strategy == "raft" else f"{chunk['chunk_id']}:{question}"
         made = []
