@@ -28,6 +28,11 @@ def test_quality_heuristics_name_their_reason():
     assert quality_issue("ok thanks", rules)[0] == "too_short"
     assert quality_issue("$$$ ### @@@ " * 5 + "buy now cheap", rules)[0] == "symbol_ratio"
     assert quality_issue("\n".join(["Click here to win a prize today"] * 10), rules)[0] == "repeated_lines"
+    # a README's support table repeats its markup cells (bitsandbytes' has 39 "<td>✅</td>"): not junk
+    table = "\n".join(["<tr>", "<td>✅</td>", "<td>✅</td>", "<td></td>", "</tr>"] * 12)
+    readme = ("The library runs on CPUs and several accelerators, as the table below shows for each backend.\n"
+              + table + "\nInstall it with pip and import it in your training script as usual.")
+    assert quality_issue(readme, rules) is None
     assert quality_issue("Xqzvbrtplkmnwhgfdsazxcvb qwrtypsdfghjklzxcvbnmqw zxcvbnmlkjhgfdsaqwertyp", rules)[0] == "mean_word_length"
     german = "Ihr Export wird innerhalb von fünfzehn Minuten als ZIP-Archiv an den Eigentümer des Arbeitsbereichs gesendet."
     reason, detail = quality_issue(german, rules)

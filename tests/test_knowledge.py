@@ -234,6 +234,18 @@ def test_headings_ask_about_each_section_and_answer_with_its_text(chunker):
     assert {e["split_key"] for e in build.examples} == {"doc0"} and {e["source_doc_id"] for e in build.examples} == {"doc0"}
 
 
+def test_a_section_whose_first_passage_is_its_heading_alone_is_answered_by_the_next(chunker):
+    """filelock's README: its title section was cut into '# filelock' and the text under it; the section still
+    gives an example, answered by the first passage that says something."""
+    base = {"doc_id": "d", "title": "filelock", "section": "filelock", "level": 1, "kind": "text"}
+    chunks = [{**base, "chunk_id": "c1", "start": 0, "end": 10, "text": "# filelock"},
+              {**base, "chunk_id": "c2", "start": 11, "end": 90, "text": "A platform-independent file lock for Python, "
+               "used to coordinate processes that share a file."}]
+    build = build_knowledge_examples(chunks, KnowledgePolicy(), "What is {title}?")
+    assert [json.loads(e["messages"])[1]["content"] for e in build.examples] == [chunks[1]["text"]]
+    assert build.examples[0]["chunk_id"] == "c2" and not build.dropped
+
+
 def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
     docs = [(f"Doc {i}", f"# Doc {i}\n\n## Topic {i}\n\nDocument {i} says the answer is number {i} in every case.\n")
             for i in range(30)]

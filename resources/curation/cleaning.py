@@ -52,6 +52,9 @@ def clean_text(text: str, boilerplate: tuple[str, ...] = DEFAULT_BOILERPLATE) ->
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 
+_TAG = re.compile(r"<[^>]{0,200}>")
+
+
 def quality_issue(text: str, rules: QualityRules) -> tuple[str, str] | None:
     """(reason, detail) for a document that fails a heuristic, else None. Cheapest checks first."""
     words = _WORD.findall(text)
@@ -66,7 +69,9 @@ def quality_issue(text: str, rules: QualityRules) -> tuple[str, str] | None:
     if ratio > rules.max_symbol_ratio:
         return "symbol_ratio", f"symbol ratio {ratio:.2f} > {rules.max_symbol_ratio}"
 
-    lines = [ln for ln in text.splitlines() if ln.strip()]
+    # lines that say something: markup alone (a table's "<td>✅</td>", "|---|", a code fence) repeats in any
+    # well-formed document and is not counted
+    lines = [ln.strip() for ln in text.splitlines() if len(_WORD.findall(_TAG.sub(" ", ln))) >= 3]
     if len(lines) > 1:
         duplicate = 1 - len(set(lines)) / len(lines)
         if duplicate > rules.max_duplicate_line_fraction:

@@ -78,11 +78,13 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
     chunks = list(chunks)
     out = KnowledgeBuild()
     firsts: dict[tuple[str, str, int], dict[str, Any]] = {}
-    for chunk in chunks:
+    for chunk in chunks:  # each section's first passage that says something (not its heading line alone)
         if chunk.get("kind") != "text":
             continue
         where = (chunk["doc_id"], chunk["section"], chunk["level"])
-        if where not in firsts or chunk["start"] < firsts[where]["start"]:
+        said = len(_body(chunk)) >= policy.min_answer_chars
+        if (where not in firsts or (said, -chunk["start"]) >
+                (len(_body(firsts[where])) >= policy.min_answer_chars, -firsts[where]["start"])):
             firsts[where] = chunk
     heads = []
     for chunk in sorted(firsts.values(), key=lambda c: (c["doc_id"], c["start"])):
