@@ -78,13 +78,12 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
     chunks = list(chunks)
     out = KnowledgeBuild()
     firsts: dict[tuple[str, str, int], dict[str, Any]] = {}
+    rank = lambda c: (len(_body(c)) < policy.min_answer_chars, c["start"])  # noqa: E731 (says something, then first)
     for chunk in chunks:  # each section's first passage that says something (not its heading line alone)
         if chunk.get("kind") != "text":
             continue
         where = (chunk["doc_id"], chunk["section"], chunk["level"])
-        said = len(_body(chunk)) >= policy.min_answer_chars
-        if (where not in firsts or (said, -chunk["start"]) >
-                (len(_body(firsts[where])) >= policy.min_answer_chars, -firsts[where]["start"])):
+        if where not in firsts or rank(chunk) < rank(firsts[where]):
             firsts[where] = chunk
     heads = []
     for chunk in sorted(firsts.values(), key=lambda c: (c["doc_id"], c["start"])):
@@ -103,7 +102,7 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
     if "raft" in policy.strategies and heads:
         _grounded(out, "raft", [(chunk, question, body) for chunk, question, body in heads], policy, retrieve, held_out_docs)
     if "cloze" in policy.strategies:
-        _grounded(out, "cloze", _cloze_items(chunks, policy, held_out_docs, out), policy, retrieve, held_out_docs)
+        _grounded(out, "cloze", _cloze_items(chunks, policy, held_out_docs), policy, retrieve, held_out_docs)
     if "continued_pretraining" in policy.strategies:
         _continued_pretraining(out, chunks, policy, held_out_docs)
     return out
@@ -128,7 +127,7 @@ def _continued_pretraining(out: KnowledgeBuild, chunks: list[dict[str, Any]], po
         out.counts["continued_pretraining_dropped_over_ratio"] += len(passages) - wanted
 
 
-def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs, out: KnowledgeBuild):
+def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs):
     """(passage, question, sentence) for the values stated in the passages of plain-text documents; a sentence in
     two overlapping passages is asked once, from the first."""
     from resources.knowledge.cloze import cloze_questions
