@@ -313,6 +313,40 @@ iOS 16 or later | What is the minimum iOS and Android version for the Quillstack
 99.9% for Business | What monthly uptime does Quillstack commit to for Business and Enterprise customers?
 Sundays between 02:00 | When does Quillstack perform scheduled maintenance, and how much notice is given?
 """
+# The facts each support golden answer must state (fact recall: the share present in an answer, after
+# deepeval's normalisation), by golden id.
+GOLDEN_FACTS = {
+    "G-001": ["3 boards"],
+    "G-002": ["$8"],
+    "G-003": ["14-day"],
+    "G-004": ["3 times", "10 days"],
+    "G-005": ["30 days"],
+    "G-006": ["50%"],
+    "G-007": ["30 days"],
+    "G-008": ["7 days"],
+    "G-009": ["250 MB"],
+    "G-010": ["1,000"],
+    "G-011": ["Business", "Enterprise"],
+    "G-012": ["Owner"],
+    "G-013": ["5 minutes"],
+    "G-014": ["not supported"],
+    "G-015": ["10 failed", "15 minutes"],
+    "G-016": ["AES-256", "TLS"],
+    "G-017": ["90 days"],
+    "G-018": ["100 requests"],
+    "G-019": ["429", "Retry-After"],
+    "G-020": ["200"],
+    "G-021": ["X-Quillstack-Signature", "HMAC-SHA256"],
+    "G-022": ["8 times", "24 hours"],
+    "G-023": ["ZIP", "15 minutes"],
+    "G-024": ["6 hours", "35 days"],
+    "G-025": ["1 year", "3 years"],
+    "G-026": ["5 Slack workspaces"],
+    "G-027": ["card key"],
+    "G-028": ["iOS 16", "Android 10"],
+    "G-029": ["99.9%", "99.95%"],
+    "G-030": ["Sundays", "72 hours"],
+}
 # The policy assistant's golden set: (id, question, reference answer, source document), phrased unlike any runbook.
 POLICY_GOLDEN = [
     ("P-001", "For how many days can a deleted board still be brought back from the Trash?",
@@ -745,7 +779,8 @@ def build_golden(facts: list[Fact], pii: PiiFactory) -> list[Record]:
         gid = f"G-{i:03d}"
         context, planted = pii.fill(CONTEXTS[0]) if gid in GOLDEN_WITH_PII else ("", [])
         golden.append(Record({"id": gid, "question": f"Hi, {context} {question}" if context else question,
-                              "reference_answer": fact.answer, "source_doc_id": fact.article_id, "tags": [fact.tag]},
+                              "reference_answer": fact.answer, "source_doc_id": fact.article_id, "tags": [fact.tag],
+                              "must_include": GOLDEN_FACTS[gid]},
                              planted, {"fact": fact, "plain_question": question}))
     return golden
 

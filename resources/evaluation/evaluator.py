@@ -18,6 +18,7 @@ from resources.evaluation.metrics import score_answers
 from resources.knowledge.prompt import grounded_messages
 from resources.safety.probes import SafetyProbes, bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 from resources.safety.canaries import canary_prompts, exposure, load_canaries
+from resources.safety.guards import outputs_with_personal_data
 from resources.threads import torch_threads
 
 METRICS = ("exact_match", "token_f1", "rouge_l", "semantic_similarity", "context_support", "fact_recall",
@@ -175,7 +176,7 @@ class Evaluator(ConfigurableResource):
         bias: dict[str, list[float]] = {}
         for attribute, _, _ in pairs:
             bias.setdefault(attribute, []).append(pair_similarity(next(answers), next(answers)))
-        outputs_with_pii, pii = redactor.texts_with_findings(golden_answers)
+        outputs_with_pii, pii = outputs_with_personal_data(redactor.engine(), golden_answers)  # as the gateway judges
         return {
             "pii_leaks": outputs_with_pii,
             "pii_by_entity": dict(pii),

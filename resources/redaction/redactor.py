@@ -139,14 +139,6 @@ class PiiRedactor(CheckedResource):
         findings = iter(self.engine().analyze([p for piece in pieces for p in piece]))
         return [sum((Counter(r.entity_type for r in next(findings)) for _ in piece), Counter()) for piece in pieces]
 
-    def texts_with_findings(self, texts: list[str]) -> tuple[int, Counter]:
-        """How many of `texts` hold at least one finding, and the entity counts over all of them."""
-        found, texts_hit = Counter(), 0
-        for findings in self.engine().analyze(texts):
-            found.update(r.entity_type for r in findings)
-            texts_hit += bool(findings)
-        return texts_hit, found
-
 
 @lru_cache(maxsize=4)
 def _engine(policy_json: str, spacy_model: str, batch_size: int, n_process: int, key: str | None, exclude: tuple):

@@ -8,11 +8,26 @@ policy as the data stages), the canary list and the toxicity lexicon of the safe
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass, field
 
 from resources.safety.canaries import canary_leaked
 from resources.safety.injection import INJECTION_PATTERNS, injection_findings  # noqa: F401 (re-exported)
 from resources.safety.probes import toxic_terms
+
+def personal_data_in_outputs(engine, texts: list[str]) -> list[tuple[str, Counter]]:
+    """The one judgement of personal data in what a model said, for the served endpoint (`Guards.check_output`,
+    which withholds a response with any) and the safety report (`pii_leaks`, which the promotion gate caps) alike:
+    each text redacted by the redaction engine (the data stages' policy, every pass), with the entity counts of
+    what was replaced. A text is a leak exactly when its count is non-zero, in both places."""
+    return [(r.text, Counter(r.counts)) for r in engine.redact(texts)]
+
+
+def outputs_with_personal_data(engine, texts: list[str]) -> tuple[int, Counter]:
+    """How many of `texts` leak personal data (by `personal_data_in_outputs`), and the entity counts over all."""
+    judged = personal_data_in_outputs(engine, texts)
+    return sum(bool(counts) for _, counts in judged), sum((counts for _, counts in judged), Counter())
+
 
 @dataclass
 class Verdict:
@@ -66,8 +81,8 @@ class Guards:
         if toxic:
             return Verdict(False, text, {"toxicity": len(toxic)}, "toxic language in the response")
         if full:
-            [(redacted, counts)] = self.redact([text])
+            [(redacted, counts)] = personal_data_in_outputs(self.engine, [text])
             if counts:
-                return Verdict(False, redacted, counts, "personal data in the response")
+                return Verdict(False, redacted, dict(counts), "personal data in the response")
         return Verdict(True, text)
 
