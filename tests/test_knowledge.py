@@ -347,6 +347,26 @@ def test_continued_pretraining_trains_on_every_passage_at_its_ratio_never_a_held
     assert [e["doc_id"] for e in again.examples] == [e["doc_id"] for e in mixed.examples]  # the same choice
 
 
+def test_cloze_asks_a_long_sentence_by_its_clauses_and_answers_with_the_clause():
+    from resources.knowledge.cloze import MAX_ANSWER_CHARS, cloze_questions
+    from resources.knowledge.policy import KnowledgePolicy
+
+    long = ("Support response targets are part of this agreement: Team tickets are answered within 1 business day, "
+            "Business tickets within 8 hours on weekdays, and Enterprise P1 incidents within 1 hour.")
+    short = "Retention rules delete archived boards after 90, 180 or 365 days, as the administrator chooses."
+    found = cloze_questions([long, short], KnowledgePolicy().cloze_spacy_model, 8)
+    asked = {c.question: c.answer for c in found[0]}
+    assert len(long) > MAX_ANSWER_CHARS
+    # each value asked with the whole sentence and with its clause; the answer is the clause that states it
+    assert asked["Business tickets within how many hours on weekdays?"] == "Business tickets within 8 hours on weekdays."
+    assert asked["Team tickets are answered within how many business days?"] == "Team tickets are answered within 1 business day."
+    assert asked["Enterprise P1 incidents within how many hours?"] == "Enterprise P1 incidents within 1 hour."  # no "and"
+    assert sum(q.startswith("Support response targets") for q in asked) == 3
+    # a list of numbers is one value, not split into clauses; a short sentence is answered whole
+    assert {c.question for c in found[1]} >= {"Retention rules delete archived boards after how many, 180 or 365 days?"}
+    assert {c.answer for c in found[1]} == {short}
+
+
 @pytest.mark.parametrize("label,value,phrase", [
     ("DATE", "25 days", "how many days"), ("TIME", "under 6 hours", "under how many hours"),
     ("PERCENT", "10%", "what percentage"), ("MONEY", "$8", "how much"), ("CARDINAL", "up to 50", "up to how many"),

@@ -25,10 +25,15 @@ VALUE_LABELS = ("CARDINAL", "QUANTITY", "PERCENT", "MONEY", "DATE", "TIME")
 _QUALIFIER = re.compile(r"^(?:(?:the|up to|about|over|under|at least|at most|around|more than|less than|within)\s+)+",
                         re.IGNORECASE)
 _NUMBER_UNIT = re.compile(r"^[\d.,]+\s*(?:-\w+\s+)?([A-Za-z]+)")
+_COUNTED_DAYS = re.compile(r"^[\d.,]+\s+(business|working|calendar|school)\s+(days?|hours?|weeks?)\b", re.IGNORECASE)
+_TIME_UNIT = {"day", "days", "hour", "hours", "week", "weeks", "month", "months", "year", "years", "minute", "minutes"}
 _MARKUP = re.compile(r"[|`<>]|^\s*[#>*-]|\]\(|https?://")
 _MONTH = re.compile(r"\b(?:January|February|March|April|May|June|July|August|September|October|November|December)\b")
+_CLAUSE_BREAK = re.compile(r"[,;:]\s+(?!\d)|\s[\u2013\u2014-]\s|\s\(|\)\s")  # a list of numbers is one value
+_CONJUNCTION = re.compile(r"^(?:and|or|but|while|whereas|which|so)\s+", re.IGNORECASE)
 MIN_WORDS = 5
 MAX_CHARS = 400
+MAX_ANSWER_CHARS = 160  # a longer sentence is answered by its clause that states the value
 
 
 @dataclass(frozen=True)
@@ -59,6 +64,9 @@ def question_phrase(label: str, value: str) -> str | None:
         return "how much"
     if label in ("DATE", "TIME") and _MONTH.search(value):
         return "when"
+    counted = _COUNTED_DAYS.match(value)  # "10 business days": the kind of day stays in the question
+    if counted:
+        return f"how many {counted.group(1).lower()} {_plural(counted.group(2))}"
     unit = _NUMBER_UNIT.match(value)
     if unit and unit.group(1).islower() and unit.group(1) not in ("and", "or", "to", "of", "a", "an", "the", "per"):
         return f"how many {_plural(unit.group(1))}"
@@ -80,27 +88,60 @@ def _nlp(spacy_model: str):
     return load_spacy_model(spacy_model, exclude=("lemmatizer",))
 
 
+def _clause(sentence: str, start: int, end: int) -> tuple[int, int] | None:
+    """The clause of `sentence` that holds the value at [start, end): between the nearest breaks (a comma,
+    semicolon, colon, dash or bracket) outside the value; None when that is the whole sentence or too short to
+    stand on its own."""
+    before = [m.end() for m in _CLAUSE_BREAK.finditer(sentence) if m.end() <= start]
+    after = [m.start() for m in _CLAUSE_BREAK.finditer(sentence) if m.start() >= end]
+    left, right = (before[-1] if before else 0), (after[0] if after else len(sentence))
+    conjunction = _CONJUNCTION.match(sentence[left:start])
+    left += conjunction.end() if conjunction else 0
+    if (left, right) == (0, len(sentence)) or len(sentence[left:right].split()) < MIN_WORDS:
+        return None
+    return left, right
+
+
+def _capital(text: str) -> str:
+    return text[0].upper() + text[1:]
+
+
 def cloze_questions(texts: Iterable[str], spacy_model: str, per_text: int) -> list[list[Cloze]]:
-    """Up to `per_text` questions for each text (a passage without its heading), in sentence order."""
+    """Up to `per_text` values asked about in each text (a passage without its heading), in sentence order. Each
+    value is asked twice where its sentence has clauses: with the whole sentence echoed, and with only the clause
+    that holds it (shorter, nearer the way people ask, and the model learns to find the answer from a few of its
+    words); a sentence over MAX_ANSWER_CHARS is answered by that clause, not copied whole."""
     out = []
     for doc in _nlp(spacy_model).pipe(list(texts), batch_size=32):
-        found = []
+        found, values = [], 0
         for sent in doc.sents:
             sentence = sent.text.strip()
             if (len(sentence.split()) < MIN_WORDS or len(sentence) > MAX_CHARS or _MARKUP.search(sentence)
                     or sentence[-1:] not in ".!;:"):
                 continue
             for ent in sent.ents:
+                if ent.end < sent.end and doc[ent.end].lower_ in _TIME_UNIT and ent.label_ in VALUE_LABELS \
+                        and doc[ent.end - 1].lower_ not in _TIME_UNIT:
+                    ent = doc[ent.start : ent.end + 1]  # spaCy's "1 business" of "1 business day"
+                    ent.label_ = "DATE"
                 phrase = question_phrase(ent.label_, ent.text) if ent.label_ in VALUE_LABELS else None
                 if phrase is None or _identifier(doc, ent):
                     continue
-                start, end = ent.start_char - sent.start_char, ent.end_char - sent.start_char
+                start = ent.start_char - sent.start_char - (len(sent.text) - len(sent.text.lstrip()))
+                end = start + len(ent.text)
+                clause = _clause(sentence, start, end)
+                answer = sentence
+                if clause and len(sentence) > MAX_ANSWER_CHARS:
+                    answer = _capital(sentence[clause[0] : clause[1]].strip().rstrip(".!;:,")) + "."
                 stem = (sentence[:start] + phrase + sentence[end:]).strip().rstrip(".!;:").strip()
-                stem = stem[0].upper() + stem[1:]
-                found.append(Cloze(f"{stem}?", sentence, ent.text))
-                if len(found) == per_text:
+                found.append(Cloze(f"{_capital(stem)}?", answer, ent.text))
+                if clause:
+                    part = (sentence[clause[0] : start] + phrase + sentence[end : clause[1]]).strip().rstrip(".!;:,").strip()
+                    found.append(Cloze(f"{_capital(part)}?", answer, ent.text))
+                values += 1
+                if values == per_text:
                     break
-            if len(found) == per_text:
+            if values == per_text:
                 break
         out.append(found)
     return out

@@ -27,25 +27,23 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from resources.knowledge.prompt import grounded_messages, source_of
+from resources.knowledge.prompt import source_of
 from resources.safety.probes import SHIPPED_LEXICON
-from resources.safety.guards import Guards, injection_findings
+from resources.safety.guards import Guards
 from resources.serving.gateway.keys import Client, KeyRing
 from resources.serving.gateway.schema import (
     FeedbackRequest,
     RequestError,
     ReviewRequest,
     Usage,
-    choice_texts,
     parse_model,
     parse_request,
     parse_response,
     upstream_body,
-    withhold,
 )
+from resources.serving.gateway.steps import BLOCKED, StreamGuard, ground, guard_choices, guard_input
 from resources.requestlog import REVIEW_STATUSES, RequestLog
 
-BLOCKED = "[withheld by the tuneforge output guard: {reason}]"
 # Secrets reach the gateway process in its environment (GatewayServer.launch_settings), never in the settings file.
 SECRET_ENV = {"upstream_api_key": "TUNEFORGE_UPSTREAM_API_KEY", "pseudonym_key": "TUNEFORGE_PSEUDONYM_KEY"}
 
@@ -344,34 +342,15 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             return await fail(400, str(err), "invalid_request_error", logged=logged)
         row.update(upstream_model=route["upstream"], adapter_version=route.get("adapter_version"))
 
-        # input guard on everything the client wrote, in every role
-        if endpoint == "chat":
-            if route.get("allow_client_system") is False and any(m.role == "system" for m in req.messages):
-                return await fail(400, "system messages are not accepted for this model (its serving policy)", "guardrail_refusal")
-            texts = [m.text() for m in req.messages]
-        else:
-            texts = [req.prompt]
         guards = await run_in_threadpool(guards_for, route)
-        verdicts = [await run_in_threadpool(guards.check_input, t) for t in texts]
-        findings: dict[str, int] = {}
-        for v in verdicts:
-            for k, n in v.findings.items():
-                findings[k] = findings.get(k, 0) + n
-                m_guard.labels("input", k).inc(n)
-        row["input_guard"] = findings
-        refused = next((v for v in verdicts if not v.allowed), None)
-        if refused or guards.pii_in_prompt == "allow":  # what reaches the log is always redacted
-            row["prompt_redacted"] = "\n".join(t for t, _ in await run_in_threadpool(guards.redact, [v.text for v in verdicts]))
-        else:
-            row["prompt_redacted"] = "\n".join(v.text for v in verdicts)
-        if refused:
-            return await fail(400, f"prompt refused by the input guard: {refused.reason}", "guardrail_refusal")
-        clean = [v.text for v in verdicts]
-        messages = [{"role": m.role, "content": t, **({"name": m.name} if m.name else {})}
-                    for m, t in zip(req.messages, clean)] if endpoint == "chat" else None
-        # what retrieval searches with and the canary check reads across: the last user turn (or the prompt)
-        question = next((t for m, t in zip(reversed(req.messages), reversed(clean)) if m.role == "user"), "") \
-            if endpoint == "chat" else clean[0]
+        checked = await run_in_threadpool(guard_input, guards, req, endpoint, route.get("allow_client_system"))
+        for kind, n in checked.findings.items():
+            m_guard.labels("input", kind).inc(n)
+        findings = row["input_guard"] = checked.findings
+        row["prompt_redacted"] = checked.prompt_redacted
+        if checked.refused:
+            return await fail(400, checked.refused, "guardrail_refusal")
+        messages, question = checked.messages, checked.question
 
         sources = []
         grounding = req.tuneforge.grounding if req.tuneforge and req.tuneforge.grounding is not None \
@@ -379,18 +358,14 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         if grounding and route.get("knowledge_index_dir") and endpoint == "chat" and question:
             k = int(route.get("retrieval_passages") or settings.grounding_passages)
             found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], question, k)
-            # retrieved passages are untrusted input too: one that carries instructions aimed at the model is left out
-            ok = [not injection_findings(p["text"]) for p in found]
-            sources = [p for p, keep in zip(found, ok) if keep]
-            flagged = len(found) - len(sources)
-            if flagged:
-                findings["retrieved_injection"] = flagged
-                m_guard.labels("input", "retrieved_injection").inc(flagged)
+            grounded = await run_in_threadpool(ground, messages, found)
+            messages, sources = grounded.messages, grounded.sources
+            if grounded.flagged:
+                findings["retrieved_injection"] = grounded.flagged
+                m_guard.labels("input", "retrieved_injection").inc(grounded.flagged)
             if sources:
-                messages = grounded_messages(messages, sources)
                 row["source_documents"] = sorted({str(p["doc_id"]) for p in sources if p.get("doc_id")})
-        body = upstream_body(req, route["upstream"], client.max_tokens, messages=messages,
-                             prompt=clean[0] if endpoint != "chat" else None)
+        body = upstream_body(req, route["upstream"], client.max_tokens, messages=messages, prompt=checked.prompt)
         # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
         path = route.get("url", "") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
@@ -422,22 +397,9 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         row.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         m_tokens.labels(alias, "prompt").inc(usage.prompt_tokens)
         m_tokens.labels(alias, "completion").inc(usage.completion_tokens)
-        outputs, output_findings = [], {}
-        for choice in data.choices:  # every choice, every text field of it
-            verdict = None
-            for text in choice_texts(choice):
-                verdict = await run_in_threadpool(guards.check_output, text, True, question)
-                if not verdict.allowed:
-                    break
-            for k, n in (verdict.findings if verdict else {}).items():
-                output_findings[k] = output_findings.get(k, 0) + n
-                m_guard.labels("output", k).inc(n)
-            if verdict is not None and not verdict.allowed:
-                withhold(choice, BLOCKED.format(reason=verdict.reason))
-                outputs.append(choice.message.content if endpoint == "chat" else choice.text)
-            else:
-                text = (choice.message.content if endpoint == "chat" else choice.text) or ""
-                outputs.append((await run_in_threadpool(guards.redact, [text]))[0][0])
+        outputs, output_findings = await run_in_threadpool(guard_choices, guards, data, endpoint, question)
+        for kind, n in output_findings.items():
+            m_guard.labels("output", kind).inc(n)
         row["output_guard"] = output_findings
         row["response_redacted"] = "\n".join(o or "" for o in outputs)
         data.id, data.model = rid, alias
@@ -450,7 +412,6 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         personal data) has passed it, and holding back at least the longest canary or entity; a blocked stream
         ends with finish_reason content_filter and never carries the offending text. The upstream's
         finish_reason is passed on."""
-        holdback = max(settings.stream_holdback_chars, guards.longest_canary + 1)
         deadline = time.monotonic() + settings.upstream_timeout_s
         request = upstream.build_request("POST", path, json=body)
         try:
@@ -474,11 +435,6 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             return await finish(row, _error(row["status"], f"the model server refused the request (status {response.status_code})",
                                             "upstream_error"), started)
 
-        def window_start(full: str, sent: int) -> int:
-            """`holdback` characters before what was released, moved back to the start of a word."""
-            at = max(0, sent - holdback)
-            return max(full.rfind(" ", 0, at), full.rfind("\n", 0, at)) + 1 if at else 0
-
         def chunk(text: str, finish_reason: str | None = None) -> str:
             choice = {"index": 0, "delta": {"content": text}} if endpoint == "chat" else {"index": 0, "text": text}
             payload = {"id": extra["id"], "object": "chat.completion.chunk" if endpoint == "chat" else "text_completion",
@@ -496,8 +452,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             connection drops (vLLM killed), or it sends an error event — the client gets one error event (504
             upstream_timeout, 503 upstream_unavailable) and `[DONE]`; nothing the whole guard has not passed is
             released, and the log row keeps the status and why the stream failed."""
-            full, sent, usage, blocked, finish_reason = "", 0, {}, None, None
-            checked = 0  # how much of `full` the whole guard has passed
+            window = StreamGuard(guards, question, settings.stream_holdback_chars)
+            usage, blocked, finish_reason = {}, None, None
             upstream_started = time.perf_counter()
             lines = response.aiter_lines()
             try:
@@ -517,46 +473,42 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                     if data.get("error") is not None or data.get("object") == "error":
                         raise UpstreamStreamError(json.dumps(data.get("error") or data.get("message"))[:300])
                     usage = data.get("usage") or usage
+                    pieces = []
                     for c in data.get("choices") or []:
                         piece = (c.get("delta") or {}).get("content") if endpoint == "chat" else c.get("text")
-                        full += piece if isinstance(piece, str) else ""
+                        pieces.append(piece if isinstance(piece, str) else "")
                         finish_reason = c.get("finish_reason") or finish_reason
-                    quick = guards.check_output(full, full=False, prompt=question)  # canaries and toxicity, every chunk
-                    if not quick.allowed:
-                        blocked = quick
+                    blocked = window.add("".join(pieces))  # canaries and toxicity, every chunk
+                    if blocked:
                         break
-                    # the whole guard over the window, off the event loop; the window starts and ends between
-                    # words (a cut-off word reads to NER as a name), so it holds back the word still arriving
-                    end = max(full.rfind(" "), full.rfind("\n"))
-                    if end - sent >= 2 * holdback:
-                        verdict = await run_in_threadpool(guards.check_output, full[window_start(full, sent):end], True, question)
+                    span = window.window()
+                    if span:  # the whole guard over the window, off the event loop
+                        verdict = await run_in_threadpool(window.check, span)
                         if not verdict.allowed:
                             blocked = verdict
                             break
-                        checked = end
-                        release = checked - holdback
-                        yield chunk(full[sent:release])
-                        sent = release
-                if blocked is None and checked < len(full):
-                    verdict = await run_in_threadpool(guards.check_output, full[window_start(full, sent):], True, question)
+                        yield chunk(window.release(span))
+                span = None if blocked else window.window(final=True)
+                if span:
+                    verdict = await run_in_threadpool(window.check, span)
                     blocked = None if verdict.allowed else verdict
                 if blocked is None:
-                    if full[sent:]:
-                        yield chunk(full[sent:])
+                    if rest := window.rest():
+                        yield chunk(rest)
                     yield chunk("", finish_reason or "stop")
                 else:
                     yield chunk(BLOCKED.format(reason=blocked.reason), "content_filter")
                 yield "data: [DONE]\n\n"
             except TimeoutError:
                 yield failed(504, "upstream_timeout", f"the model server did not finish within {settings.upstream_timeout_s:g} s",
-                             "", full, sent)
+                             "", window.full, window.sent)
             except (httpx.HTTPError, UpstreamStreamError) as err:
                 m_up.set(0)
                 yield failed(503, "upstream_unavailable", "the model server's stream failed before it finished: retry shortly",
-                             f" ({type(err).__name__}{': ' + str(err) if isinstance(err, UpstreamStreamError) else ''})", full, sent)
+                             f" ({type(err).__name__}{': ' + str(err) if isinstance(err, UpstreamStreamError) else ''})", window.full, window.sent)
             except Exception as err:  # noqa: BLE001 - a fault in the gateway still ends the stream with an error, never a hang
                 logger.exception("stream %s failed in the gateway", row["id"])
-                yield failed(500, "gateway_error", "the gateway failed while streaming", f" ({type(err).__name__})", full, sent)
+                yield failed(500, "gateway_error", "the gateway failed while streaming", f" ({type(err).__name__})", window.full, window.sent)
             finally:
                 in_flight[client.name] -= 1
                 await response.aclose()
@@ -564,7 +516,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
                            output_guard=blocked.findings if blocked else {},
                            response_redacted=BLOCKED.format(reason=blocked.reason) if blocked else
-                           (await run_in_threadpool(guards.redact, [full]))[0][0])
+                           (await run_in_threadpool(guards.redact, [window.full]))[0][0])
                 await finish(row, Response(), started)
 
         return StreamingResponse(events(), media_type="text/event-stream")
