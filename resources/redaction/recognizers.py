@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from presidio_analyzer import Pattern, PatternRecognizer
+from functools import lru_cache
+
+import regex
+from presidio_analyzer import AnalysisExplanation, EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
 
+from resources.redaction.names import first_names
 from resources.redaction.policy import CustomPattern
 
 
@@ -150,3 +154,103 @@ class DigitGatedPhoneRecognizer(PhoneRecognizer):
         if sum(ch.isdigit() for ch in text) < self.MIN_DIGITS:
             return []
         return super().analyze(text, entities, nlp_artifacts)
+
+
+@lru_cache(maxsize=1)
+def _stop_words() -> frozenset[str]:
+    from spacy.lang.en.stop_words import STOP_WORDS
+
+    return frozenset(STOP_WORDS)
+
+
+@lru_cache(maxsize=65536)
+def _zipf(word: str) -> float:
+    """How common a word is in English (wordfreq's Zipf scale: 0 unknown, 3 once per million words, 7 "the"); a
+    hyphenated word is as common as its most common part."""
+    from wordfreq import zipf_frequency
+
+    return max((zipf_frequency(part, "en") for part in word.split("-") if part), default=0.0)
+
+
+class GazetteerNameRecognizer(EntityRecognizer):
+    """A known given name followed by one or two capitalised name words — surname particles ("de la", "van der")
+    and hyphens allowed — is a person ("Ewelina Zbroja", "Christa-Maria Trommler", "Hans-H. Kraushaar"), and so
+    are two or three such words that English rarely uses ("Teber Sezgin"); so are two lower-case words after a
+    self-introduction when the first is a given name or both are rare ("this is paulette maillot"). In a text
+    written at least a third in Latin letters, a run of one to four words in a script without letter case (Devanagari,
+    Arabic, Han, ...) is read as a name ("approved by सुभाष तमांग"): nothing else marks one there.
+    spaCy's small model misses many names that are not English; this reads the names themselves. A word the policy
+    allows or an acronym is never part of a name, nor is a stop word."""
+
+    # a capitalised word, inner capitals allowed ("McDonald", "O'Brien", "DeShawn"), a hyphenated part ("Hans-H.")
+    NAME = r"\p{Lu}['’]?\p{Lu}?[\p{Ll}\p{Lm}'’]+(?:\p{Lu}[\p{Ll}\p{Lm}'’]+)?(?:-\p{Lu}[\p{Ll}'’]*\.?)?"
+    PARTICLE = (r"(?:de|da|del|della|dei|di|do|dos|das|du|la|le|van|von|der|den|ter|ten|bin|binti|al|el|ibn|y|zu|"
+                r"Ó|Ní|Nic|Mac|Mc|Ua|Mhic|Bin|Al|El|Abu|ap)")
+    FULL = regex.compile(rf"(?<![\w@.'’-])({NAME})((?:[ \t]+(?:{PARTICLE}[ \t]+)*{NAME}){{1,3}})(?![\w@'’-])")
+    INTRODUCED = regex.compile(r"(?i:\b(?:this is|my name is|i am|i'm|name:|regards,|thanks,|cheers,))[ \t]+"
+                               r"(\p{Ll}[\p{Ll}'’-]+)[ \t]+(\p{Ll}[\p{Ll}'’-]+)\b")
+    SCORE = 0.7
+    # scripts without letter case, where no capital marks a name: a short run of them inside Latin-script text
+    CASELESS = (r"[\p{Devanagari}\p{Bengali}\p{Gurmukhi}\p{Gujarati}\p{Oriya}\p{Tamil}\p{Telugu}\p{Kannada}"
+                r"\p{Malayalam}\p{Sinhala}\p{Arabic}\p{Hebrew}\p{Thai}\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}]")
+    FOREIGN = regex.compile(rf"(?<![\p{{L}}\p{{M}}])({CASELESS}[\p{{L}}\p{{M}}]*(?:[ \t]+{CASELESS}[\p{{L}}\p{{M}}]*){{0,3}})"
+                            rf"(?![\p{{L}}\p{{M}}])")
+    RARE_FIRST, RARE_LAST = 3.0, 3.6  # Zipf frequency in English (wordfreq): below it, a word is rare
+
+    def __init__(self, supported_language: str = "en", not_names: frozenset[str] = frozenset(),
+                 acronyms: frozenset[str] = frozenset()):
+        self.not_names = not_names  # case-folded words that are never part of a name (the policy's allow list)
+        self.acronyms = acronyms  # words that are not names when written in capitals ("NA", "SSO")
+        super().__init__(supported_entities=["PERSON"], supported_language=supported_language,
+                         name="GazetteerNameRecognizer")
+
+    def load(self) -> None:
+        first_names()
+
+    def _word_ok(self, word: str) -> bool:
+        folded = word.casefold().rstrip(".")
+        return folded not in _stop_words() and folded not in self.not_names and not (word.isupper() and word in self.acronyms)
+
+    def analyze(self, text: str, entities: list[str], nlp_artifacts=None) -> list[RecognizerResult]:
+        if "PERSON" not in entities:
+            return []
+        names, found = first_names(), []
+        for m in self.FULL.finditer(text):
+            first = m.group(1).split("-")[0].casefold()
+            rest = regex.findall(self.NAME, m.group(2))
+            # a given name that is also an English word ("Per", "Will") only before a surname English rarely uses
+            known = first in names and (self._word_ok(m.group(1)) or self._rare_name("", rest))
+            if (known or self._rare_name(m.group(1), rest) and self._word_ok(m.group(1))) \
+                    and all(self._word_ok(w) for w in rest):
+                found.append(self._result(m.start(), m.end()))
+        if self.FOREIGN.search(text) and 3 * len(regex.findall(r"\p{Latin}", text)) > len(regex.findall(r"\p{L}", text)):
+            found += [self._result(m.start(1), m.end(1)) for m in self.FOREIGN.finditer(text)]
+        for m in self.INTRODUCED.finditer(text):
+            if (m.group(1).casefold() in names or self._rare_name(m.group(1), [m.group(2)])) \
+                    and self._word_ok(m.group(1)) and self._word_ok(m.group(2)):
+                found.append(self._result(m.start(1), m.end(2)))
+        return found
+
+    def _rare_name(self, first: str, rest: list[str]) -> bool:
+        """Two or three name words none of which English uses much ("Teber Sezgin", "Anvi Rana"): a given name
+        the dictionary lacks, followed by a surname. Word frequencies from wordfreq (offline, in the package)."""
+        return _zipf(first) < self.RARE_FIRST and all(_zipf(w) < self.RARE_LAST for w in rest)
+
+    def _result(self, start: int, end: int) -> RecognizerResult:
+        return RecognizerResult("PERSON", start, end, self.SCORE,
+                                analysis_explanation=AnalysisExplanation(self.name, self.SCORE, textual_explanation=
+                                                                         "a known given name followed by name words"),
+                                recognition_metadata={RecognizerResult.RECOGNIZER_NAME_KEY: self.name,
+                                                      RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id})
+
+
+class LooseIbanRecognizer(PatternRecognizer):
+    """An IBAN-shaped value anywhere — a country code, two check digits, 11 to 30 letters and digits with at least
+    ten digits among them — whether or not its checksum and length hold: a mistyped or made-up IBAN in a payroll
+    note is still someone's account number. Presidio's own recognizer (checksum-validated) scores higher."""
+
+    PATTERNS = [Pattern("iban-shaped", r"\b(?-i:[A-Z]{2}\d{2}(?=(?:[A-Z]*\d){10})[A-Z0-9]{11,30})\b", 0.6)]
+
+    def __init__(self, supported_language: str = "en"):
+        super().__init__(supported_entity="IBAN_CODE", patterns=self.PATTERNS, supported_language=supported_language,
+                         name="LooseIbanRecognizer")
