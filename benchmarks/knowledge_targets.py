@@ -44,7 +44,8 @@ METRICS = ("fact_recall", "citation_support", "abstention", "rouge_l", "semantic
 ROWS = ("base", "base+retrieval", "candidate", "candidate+retrieval")
 
 
-def model_yaml(inbox: Path, epochs: float, learning_rate: float, variants: int, oracle_fraction: float) -> str:
+def model_yaml(inbox: Path, epochs: float, learning_rate: float, variants: int, oracle_fraction: float,
+               chunk_tokens: int = 128) -> str:
     import yaml
 
     attributes = {
@@ -57,7 +58,7 @@ def model_yaml(inbox: Path, epochs: float, learning_rate: float, variants: int, 
         "training": {"method": "lora", "lora_r": 16, "lora_alpha": 32, "num_train_epochs": epochs,
                      "learning_rate": learning_rate},
         "dataset": {"text_strategy": "sections", "validation_fraction": 0.1, "min_train_examples": 20},
-        "knowledge": {"chunk_tokens": 128, "chunk_overlap_tokens": 16, "strategies": ["cloze"], "raft_distractors": 1,
+        "knowledge": {"chunk_tokens": chunk_tokens, "chunk_overlap_tokens": 16, "strategies": ["cloze"], "raft_distractors": 1,
                       "raft_oracle_fraction": oracle_fraction, "grounded_variants": variants},
         "serving": {"retrieval_passages": 2},
         "promotion": {"main_metric": "fact_recall", "max_runaway_rate": 0.5},
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--learning-rate", type=float, default=5e-4)
     parser.add_argument("--variants", type=int, default=2, help="knowledge.grounded_variants")
     parser.add_argument("--oracle-fraction", type=float, default=1.0, help="knowledge.raft_oracle_fraction")
+    parser.add_argument("--chunk-tokens", type=int, default=128, help="knowledge.chunk_tokens")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-knowledge-"))
@@ -78,7 +80,8 @@ def main() -> None:
     for batch in ("handbooks", "policies"):
         shutil.copytree(SAMPLE / "inbox" / batch, inbox / batch, dirs_exist_ok=True)
     (workdir / "models" / "documents").mkdir(parents=True, exist_ok=True)
-    (workdir / "models" / "documents" / "defs.yaml").write_text(model_yaml(inbox, args.epochs, args.learning_rate, args.variants, args.oracle_fraction))
+    (workdir / "models" / "documents" / "defs.yaml").write_text(model_yaml(inbox, args.epochs, args.learning_rate, args.variants, args.oracle_fraction,
+                                                                           args.chunk_tokens))
     os.environ["DAGSTER_HOME"] = str(workdir / ".dagster")
 
     from orchestration import workflows
@@ -112,7 +115,7 @@ def main() -> None:
         "corpus": "data/sample/policy/inbox/{handbooks,policies} (documents only)",
         "golden": {"file": "data/sample/policy/golden_documents.jsonl",
                    "questions": sum(1 for _ in open(SAMPLE / "golden_documents.jsonl"))},
-        "training": {"strategy": "cloze", "grounded_variants": args.variants,
+        "training": {"strategy": "cloze", "grounded_variants": args.variants, "chunk_tokens": args.chunk_tokens,
                      "raft_oracle_fraction": args.oracle_fraction, "epochs": args.epochs, "learning_rate": args.learning_rate,
                      "knowledge_examples": examples},
         "rows": {row: {m: round(scores[row][m], 4) for m in METRICS if m in scores.get(row, {})} for row in ROWS},

@@ -13,6 +13,8 @@ chunk's text.
 
 from __future__ import annotations
 
+import re
+
 from dataclasses import dataclass
 from typing import Any, Iterable
 
@@ -134,8 +136,12 @@ class Chunker:
     def chunk(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
         text = doc["text"]
         sections = outline(text) if doc.get("kind") == "text" else [_whole(text)]
+        pieces = self._pieces(text, sections)
+        # a piece that is only headings (its section's text did not fit beside them) says nothing a passage's
+        # section path does not: retrieved, it would crowd out the passage that answers; the next piece keeps it
+        pieces = [p for i, p in enumerate(pieces) if i + 1 == len(pieces) or not _HEADINGS_ONLY.fullmatch(p[2])]
         chunks = []
-        for section, start, piece, tokens in self._pieces(text, sections):
+        for section, start, piece, tokens in pieces:
             end = start + len(piece)
             chunks.append({
                 "chunk_id": sha256_hex(f"{doc['doc_id']}:{start}:{end}")[:20],
@@ -164,6 +170,9 @@ class Chunker:
                 empty.append({"doc_id": doc["doc_id"], "reason": "no_chunks", "detail": "the text is only whitespace"})
             chunks.extend(got)
         return chunks, empty
+
+
+_HEADINGS_ONLY = re.compile(r"(?:[ \t]*#{1,6}[ \t][^\n]*(?:\n+|$))+")
 
 
 def _whole(text: str):
