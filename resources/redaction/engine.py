@@ -131,6 +131,21 @@ def _in_a_list_of_names(text: str, start: int, end: int) -> bool:
     return bool(_LIST_BEFORE.search(text[max(0, start - 40) : start]) or _LIST_AFTER.match(text[end : end + 40]))
 
 
+def _windows(text: str, spans: list[tuple[int, int]], margin: int) -> list[tuple[int, int]]:
+    """The merged windows `margin` characters either side of each span, widened to whole words."""
+    merged: list[list[int]] = []
+    for start, end in sorted(spans):
+        lo, hi = max(0, start - margin), min(len(text), end + margin)
+        lo = max(text.rfind(" ", 0, lo), text.rfind("\n", 0, lo)) + 1 if lo else 0
+        cut = [p for p in (text.find(" ", hi), text.find("\n", hi)) if p >= 0]
+        hi = min(cut) if cut and hi < len(text) else len(text)
+        if merged and lo <= merged[-1][1]:
+            merged[-1][1] = max(merged[-1][1], hi)
+        else:
+            merged.append([lo, hi])
+    return [(lo, hi) for lo, hi in merged]
+
+
 CAPS_RUN = re.compile(r"\b[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+)+\b")
 
 
@@ -246,26 +261,46 @@ class RedactionEngine:
 
     def redact(self, texts: Sequence[str], passes: int = 3) -> list[Redaction]:
         """Every finding replaced; a text that changed is scanned again (replacing one span can expose another:
-        "Mail Dr. <PERSON> Smith" still names Smith), up to `passes` times, so the residual scan finds nothing. A text
-        the last pass still changed is scanned once more, and what that scan finds is its `residual` (the caller
-        quarantines it rather than keeping text that may hold PII)."""
+        "Mail Dr. <PERSON> Smith" still names Smith), up to `passes` times, so the residual scan finds nothing. A
+        re-scan reads the text around what the last pass replaced (RESCAN_CHARS either side, whole words), not the
+        whole text again: what a replacement can expose stands next to it. A text the last pass still changed is
+        scanned once more there, and what that scan finds is its `residual` (the caller quarantines it rather than
+        keeping text that may hold PII)."""
         out = [Redaction(t) for t in texts]
-        pending = list(range(len(texts)))
+        pending = {i: None for i in range(len(texts))}  # index -> the spans the last pass wrote (None: read it all)
         for _ in range(passes):
             if not pending:
                 break
-            changed = []
-            for i, findings in zip(pending, self.analyze([out[i].text for i in pending])):
+            changed = {}
+            for i, findings in zip(pending, self._scan([(out[i].text, pending[i]) for i in pending])):
                 if not findings:
                     continue
                 result = self.anonymizer.anonymize(text=out[i].text, analyzer_results=findings, operators=self.operators)
                 out[i] = Redaction(result.text, out[i].counts + Counter(item.entity_type for item in result.items))
-                changed.append(i)
+                changed[i] = [(item.start, item.end) for item in result.items]
             pending = changed
         if pending:
-            for i, findings in zip(pending, self.analyze([out[i].text for i in pending])):
+            for i, findings in zip(pending, self._scan([(out[i].text, pending[i]) for i in pending])):
                 out[i].residual = Counter(r.entity_type for r in findings)
         return out
+
+    RESCAN_CHARS = 120
+
+    def _scan(self, items: list[tuple[str, list[tuple[int, int]] | None]]) -> list[list]:
+        """Findings per (text, spans): the whole text when spans is None, else the windows around the spans, with
+        the findings' offsets moved back into the text."""
+        from presidio_analyzer import RecognizerResult
+
+        pieces, owners = [], []  # window texts; (item index, window start)
+        for n, (text, spans) in enumerate(items):
+            for start, end in [(0, len(text))] if spans is None else _windows(text, spans, self.RESCAN_CHARS):
+                pieces.append(text[start:end])
+                owners.append((n, start))
+        found: list[list] = [[] for _ in items]
+        for (n, offset), findings in zip(owners, self.analyze(pieces)):
+            found[n] += [RecognizerResult(r.entity_type, r.start + offset, r.end + offset, r.score,
+                                          r.analysis_explanation, r.recognition_metadata) if offset else r for r in findings]
+        return found
 
     def _operator(self, entity: str):
         from presidio_anonymizer.entities import OperatorConfig
