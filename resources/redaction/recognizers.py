@@ -139,7 +139,8 @@ def custom_pattern_recognizer(spec: CustomPattern, language: str) -> PatternReco
 
 class DigitGatedPhoneRecognizer(PhoneRecognizer):
     """Presidio's phone recognizer (libphonenumber), skipped for texts with fewer digits than the
-    shortest phone number: most support text has none, and the matcher is the slowest recognizer."""
+    shortest phone number (most support text has none), and run on the runs of digits only: the matcher scans
+    its text once per region and is the slowest recognizer."""
 
     MIN_DIGITS = 7
     # libphonenumber's national formats of these regions (Presidio's default is US, GB, DE, FR, IL, IN, CA, BR):
@@ -150,10 +151,24 @@ class DigitGatedPhoneRecognizer(PhoneRecognizer):
     def __init__(self, supported_language: str = "en"):
         super().__init__(supported_language=supported_language, supported_regions=self.REGIONS)
 
+    # a run of digits and the separators phone numbers are written with: libphonenumber reads only these runs
+    # (and a few characters around them), not the whole text once per region
+    CANDIDATE = regex.compile(r"\+?\(?\d[\d \t().\-/]{3,}\d(?:[ \t]*(?:x|ext\.?|extension)[ \t]*\d{1,6})?", regex.IGNORECASE)
+    MIN_RUN_DIGITS = 5  # short national numbers ("376763") stand in a text with other digits
+    MARGIN = 3
+
     def analyze(self, text, entities, nlp_artifacts=None):  # noqa: D102
         if sum(ch.isdigit() for ch in text) < self.MIN_DIGITS:
             return []
-        return super().analyze(text, entities, nlp_artifacts)
+        results = []
+        for run in self.CANDIDATE.finditer(text):
+            if sum(ch.isdigit() for ch in run.group()) < self.MIN_RUN_DIGITS:
+                continue
+            lo, hi = max(0, run.start() - self.MARGIN), min(len(text), run.end() + self.MARGIN)
+            for found in super().analyze(text[lo:hi], entities, nlp_artifacts):
+                found.start, found.end = found.start + lo, found.end + lo
+                results.append(found)
+        return EntityRecognizer.remove_duplicates(results)
 
 
 @lru_cache(maxsize=1)
