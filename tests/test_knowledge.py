@@ -217,6 +217,19 @@ def test_a_passage_of_headings_alone_is_not_a_chunk(chunker):
     assert {c["section"] for c in chunks} >= {"Service Level Agreement", "Service Level Agreement > Credits"}
 
 
+def test_the_grounded_prompt_shows_a_passage_under_its_heading_path_without_its_heading_lines():
+    from resources.knowledge.prompt import system_prompt
+
+    passages = [{"title": "Information Security Policy", "section": "Information Security Policy",
+                 "text": "# Information Security Policy\n\nAll customer data is encrypted at rest with AES-256."},
+                {"title": "Handbook", "section": "Handbook > Leave", "text": "## Leave\n### Carry-over\nUp to 5 days carry over."},
+                {"title": "Notes", "section": "Notes", "text": "# Notes"}]
+    prompt = system_prompt(passages)
+    assert "[1] Information Security Policy\nAll customer data is encrypted" in prompt
+    assert "[2] Handbook > Leave\nUp to 5 days carry over." in prompt and "###" not in prompt
+    assert "[3] Notes\n# Notes" in prompt  # a passage of headings alone keeps them (it has nothing else)
+
+
 def test_records_that_are_not_documents_are_one_section(chunker):
     chat = {"doc_id": "c1", "kind": "chat", "title": None, "text": "# How do I reset?\n\nClick reset."}
     assert [c["section"] for c in chunker.chunk(chat)] == [""]

@@ -7,6 +7,7 @@ the passage it used as `[n]`; the response's `sources` list the passages in the 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 INSTRUCTION = ("Answer using only the passages below. Cite the passage you used as [n]. If the passages do not "
@@ -21,8 +22,18 @@ def passage_heading(passage: dict[str, Any]) -> str:
     return title
 
 
+_LEADING_HEADINGS = re.compile(r"\A(?:[ \t]{0,3}#{1,6}[ \t][^\n]*(?:\n+|\Z))+")
+
+
+def passage_text(passage: dict[str, Any]) -> str:
+    """A passage's text as the prompt shows it: without the Markdown heading lines it starts with, which the
+    heading path above it already names (a model copying the start of a passage copied the heading)."""
+    text = passage["text"].strip()
+    return _LEADING_HEADINGS.sub("", text).strip() or text
+
+
 def system_prompt(passages: list[dict[str, Any]]) -> str:
-    blocks = [f"[{n}] {passage_heading(p)}\n{p['text'].strip()}" for n, p in enumerate(passages, start=1)]
+    blocks = [f"[{n}] {passage_heading(p)}\n{passage_text(p)}" for n, p in enumerate(passages, start=1)]
     return INSTRUCTION + "\n\n" + "\n\n".join(blocks)
 
 
