@@ -349,22 +349,6 @@ def test_cloze_asks_for_each_stated_value_and_answers_with_the_sentence_citing_i
     assert len({e["doc_id"] for e in build.examples}) == 2
 
 
-def test_cloze_asks_an_answer_that_is_not_where_its_passage_starts_once_more(chunker):
-    docs = [("Policy", "# Policy\n\n## Security\n\nQuillstack is audited every year. Vulnerabilities are acknowledged "
-             "within 2 business days.\n\n## Leave\n\nStaff get 25 days of leave each year.\n")]
-    docs += [(f"Other {i}", f"# Other {i}\n\n## Note\n\nThis page is about topic {i} only.\n") for i in range(4)]
-    chunks = section_chunks(chunker, docs)
-
-    def retrieve(questions, k):
-        return [[{**p, "score": 0.5} for p in chunks][:k] for _ in questions]
-
-    policy = KnowledgePolicy(strategies=["cloze"], raft_distractors=1, raft_oracle_fraction=1.0, grounded_variants=2)
-    build = build_knowledge_examples(chunks, policy, "About {title}?", retrieve=retrieve)
-    asked = Counter(json.loads(e["messages"])[1]["content"] for e in build.examples)
-    assert asked["Staff get how many days of leave each year?"] == 2  # the passage's first sentence
-    assert asked["Vulnerabilities are acknowledged within how many business days?"] == 3  # its second
-
-
 def test_continued_pretraining_trains_on_every_passage_at_its_ratio_never_a_held_out_one(chunker):
     docs = [(f"Doc {i}", f"# Doc {i}\n\n## Part\n\nDocument {i} keeps its records for {i + 2} years in the archive.\n")
             for i in range(8)]

@@ -175,10 +175,7 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
             continue
         key = f"{chunk['chunk_id']}" if strategy == "raft" else f"{chunk['chunk_id']}:{question}"
         made = []
-        # an answer that is not where its passage starts is asked once more: a model copying the start of the
-        # passage it chose is the commonest wrong answer
-        later = strategy == "cloze" and not _body(chunk).startswith(body)
-        for variant in range((policy.grounded_variants + later) if f > 0 else 0):
+        for variant in range(policy.grounded_variants if f > 0 else 0):
             # each variant: the next distractors along the ranking, the passage at another position
             context = [others[(variant * k + j) % len(others)] for j in range(k)]
             tag = key if variant == 0 else f"{key}:{variant}"
