@@ -86,7 +86,7 @@ def ground(messages: list[dict[str, Any]], found: list[dict[str, Any]]) -> Groun
 def guard_choices(guards: Guards, response, endpoint: str, question: str) -> tuple[list[str], dict[str, int]]:
     """The output guard over every text field of every choice (content, refusal, reasoning, logprob tokens and
     their alternatives, tool calls): a choice with any text the guard refuses is withheld whole (every field
-    replaced by the notice); one that passes has its answer redacted. Returns the answers as the log keeps them
+    replaced by the notice); one that passes is kept as it is. Returns the answers as the log keeps them
     and the findings. `response` is a parsed upstream response (schema.parse_response); it is changed in place."""
     outputs, findings = [], {}
     for choice in response.choices:
@@ -99,9 +99,8 @@ def guard_choices(guards: Guards, response, endpoint: str, question: str) -> tup
         if verdict is not None and not verdict.allowed:
             withhold(choice, BLOCKED.format(reason=verdict.reason))
             outputs.append((choice.message.content if endpoint == "chat" else choice.text) or "")
-        else:
-            text = (choice.message.content if endpoint == "chat" else choice.text) or ""
-            outputs.append(guards.redact([text])[0][0])
+        else:  # every text passed the whole output guard, personal data included: nothing left to redact
+            outputs.append((choice.message.content if endpoint == "chat" else choice.text) or "")
     return outputs, findings
 
 
