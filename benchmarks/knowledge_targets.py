@@ -69,7 +69,7 @@ def model_yaml(inbox: Path, epochs: float, learning_rate: float, variants: int, 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=float, default=float(os.environ.get("BENCH_KNOWLEDGE_EPOCHS", "4")))
-    parser.add_argument("--learning-rate", type=float, default=5e-4)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--variants", type=int, default=3, help="knowledge.grounded_variants")
     parser.add_argument("--oracle-fraction", type=float, default=1.0, help="knowledge.raft_oracle_fraction")
     parser.add_argument("--chunk-tokens", type=int, default=64, help="knowledge.chunk_tokens (64: about one or two "
