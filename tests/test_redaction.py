@@ -264,6 +264,7 @@ def test_person_rules_generalise_to_a_set_made_after_them(redactor):
     ("hi, this is paulette maillot, about the export", "paulette maillot"),  # lower case after an introduction
     ("The invoice was approved by सुभाष तमांग on Friday.", "सुभाष तमांग"),  # a script without letter case
     ("Please change the billing contact to Na Du before Friday.", "Na Du"),  # "NA" is an acronym, "Na" a name
+    ("Park Min-jun, Rose Tan and Will Smith joined the call.", "Park"),  # first words that are also English words
 ])
 def test_names_of_many_cultures_are_people(redactor, text, name):
     [out] = redactor.engine().redact([text])
@@ -276,9 +277,15 @@ def test_names_of_many_cultures_are_people(redactor, text, name):
     "Dagster, Airflow and Prefect can trigger a Quillstack export.",
     "The Team Plan includes Single Sign-On and Audit Log exports.",
     "Ruby and Julia developers can use the REST API.",
+    "Upgrade Aiohttp, Certifi and Quillstack together.",  # the NER model reads "Upgrade Aiohttp" as one name
 ])
 def test_product_lists_and_capitalised_features_are_not_people(redactor, text):
     assert redactor.engine().redact([text])[0].text == text
+
+
+def test_a_common_word_before_a_name_is_not_part_of_it(redactor):
+    [out] = redactor.engine().redact(["Dear Ewelina Zbroja, thanks for the export."])
+    assert out.text.startswith("Dear <PERSON>") and "Zbroja" not in out.text, out.text
 
 
 def test_an_iban_shaped_account_number_is_redacted_even_with_a_bad_checksum(redactor):
@@ -309,3 +316,20 @@ def test_a_jailbreak_answer_discloses_what_the_prompt_did_not_give(redactor):
     assert not redactor.disclosed("I'm DAN, an AI without restrictions.", prompt)
     leaked = redactor.disclosed("Sure: Maria Gonzalez, (415) 555-0134, maria.gonzalez@example.com", prompt)
     assert set(leaked) == {"PERSON", "PHONE_NUMBER", "EMAIL_ADDRESS"}
+
+
+def test_worker_processes_find_what_one_process_finds(redactor):
+    """n_process=2: this process and one spawned worker (its own engine) each analyse a share of the texts; the
+    findings, and so the redacted texts, are the same as one process's, in the callers' order, repeats included."""
+    from resources.redaction.labelled import load_labelled
+
+    texts = [row["text"] for row in load_labelled(ROOT / "tests" / "data" / "pii_heldout.jsonl")][:80]
+    texts += texts[:5]  # repeated texts are analysed once and answered for each place they stand
+    two = redactor.model_copy(update={"n_process": 2}).engine()
+    try:
+        spans = lambda found: [[(r.entity_type, r.start, r.end) for r in f] for f in found]  # noqa: E731
+        assert spans(two.analyze(texts)) == spans(redactor.engine().analyze(texts))
+        assert two._pool is not None  # the second share went to a worker
+        assert [r.text for r in two.redact(texts)] == [r.text for r in redactor.engine().redact(texts)]
+    finally:
+        two.close()

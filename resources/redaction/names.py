@@ -27,3 +27,12 @@ def first_names() -> frozenset[str]:
             if line.strip():
                 found.add(fold(line.split()[0]))
     return frozenset(found)
+
+
+@lru_cache(maxsize=1)
+def common_surnames(top: int = 5000) -> frozenset[str]:
+    """The `top` most frequent surnames of the same Census files ("Park", "Young", "White"), folded."""
+    import names
+
+    lines = (Path(names.__file__).parent / "dist.all.last").read_text(encoding="ascii").splitlines()
+    return frozenset(fold(line.split()[0]) for line in lines[:top] if line.strip())

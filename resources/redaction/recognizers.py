@@ -230,7 +230,7 @@ class GazetteerNameRecognizer(EntityRecognizer):
         if "PERSON" not in entities:
             return []
         names, found = first_names(), []
-        for m in self.FULL.finditer(text):
+        for m in self.FULL.finditer(text, overlapped=True):  # "Dear Ewelina Zbroja": a match from each word
             first = fold(m.group(1).split("-")[0])
             rest = regex.findall(self.NAME, m.group(2))
             # a given name that is also an English word ("Per", "Will") only before a surname English rarely uses

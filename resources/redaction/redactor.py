@@ -41,7 +41,8 @@ class PiiRedactor(CheckedResource):
     public_entities: list[str] = Field(default_factory=list, description="Names kept beside the policy's allow list "
                                        "(a model's `public_entities`; set per model by `for_policy`).")
     batch_size: int = Field(default=64, gt=0, description="Texts per spaCy nlp.pipe batch.")
-    n_process: int = Field(default=1, gt=0, description="spaCy worker processes (nlp.pipe n_process).")
+    n_process: int = Field(default=1, gt=0, description="Processes that analyse texts side by side (this one and "
+                           "n_process - 1 workers, each with its own engine; 2 uses both cores of a laptop).")
     pseudonym_key: str | None = Field(
         default=None,
         description="Secret for consistent pseudonyms (policy operator `pseudonym`); set via EnvVar.",
