@@ -94,7 +94,7 @@ def contenders_of(spec: ModelSpec, evaluator: Evaluator, vllm: VllmServer, base_
         check_template_and_eos(server, str(probe.path), base_path)
     contenders = [on_server(server, spec, base_path, r, a, evaluator.batch_size) if r in on_vllm else in_process(r, a)
                   for r, a in adapters.items()]
-    served = f"vllm {server.base_url} ({server.dtype})"
+    served = f"vllm {server.base_url} ({server.resolved_dtype()})"
     return contenders, {r: served if r in on_vllm else local for r in adapters}
 
 

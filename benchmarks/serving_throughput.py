@@ -6,8 +6,9 @@ One run, same 16 golden questions, same adapter, greedy, same max_tokens:
 - gateway: the same 16 concurrent requests through the guardrail gateway (keys, guards, request log);
 - vLLM base model (what a LoRA request costs on CPU), and the adapter merged into the base weights on its
   own vLLM, straight and through the gateway (DeploymentConfig.serve_merged).
-vLLM runs in bfloat16 by default here (BENCH_VLLM_DTYPE=float32 to compare: this CPU has AMX/avx512_bf16;
-the baseline stays float32, as evaluation generates). Answers are compared, gateway vs. vLLM direct.
+vLLM runs in the dtype `VllmServer(dtype="auto")` picks for this host (`serving_dtype`: bfloat16 with
+AMX/AVX512-BF16 or a GPU, float32 otherwise; BENCH_VLLM_DTYPE=float32 or bfloat16 to force one; the baseline
+stays float32, as evaluation generates). Answers are compared, gateway vs. vLLM direct.
 Targets: gateway >= 6x the baseline's requests/s; gateway overhead <= 10% of vLLM's p50 latency.
 Results: benchmarks/results/serving_throughput.json
 """
@@ -29,7 +30,7 @@ sys.path.insert(0, str(ROOT))
 
 N = int(os.environ.get("BENCH_REQUESTS", "16"))
 MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "64"))
-DTYPE = os.environ.get("BENCH_VLLM_DTYPE", "bfloat16")  # bfloat16 uses AMX/avx512_bf16 where the CPU has them
+DTYPE = os.environ.get("BENCH_VLLM_DTYPE", "auto")  # auto: as VllmServer(dtype="auto") picks for this host (serving_dtype)
 
 
 def free_port() -> int:
@@ -119,7 +120,7 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="tf-serving-bench-"))
     adapter, version = adapter_for_bench(base, work)
     out: dict = {"benchmark": "serving_throughput", "requests": len(prompts), "max_tokens": MAX_TOKENS,
-                 "adapter": version, "cpu_threads": os.cpu_count(), "vllm_dtype": DTYPE, "baseline_dtype": "float32"}
+                 "adapter": version, "cpu_threads": os.cpu_count(), "vllm_dtype": VllmServer(dtype=DTYPE).resolved_dtype(), "baseline_dtype": "float32"}
 
     # baseline: transformers + PEFT, one request at a time
     torch.set_num_threads(os.cpu_count() or 1)

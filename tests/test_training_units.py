@@ -399,3 +399,24 @@ def test_the_final_validation_loss_is_not_evaluated_twice():
     assert _final_eval_loss(trainer(True, 2.5, history, 12)) == 2.5 and not calls
     assert _final_eval_loss(trainer(False, None, history, 12)) == 2.7 and not calls
     assert _final_eval_loss(trainer(False, None, history[:2], 12)) == 9.0 and calls == [1]
+
+
+def test_serving_and_training_pick_bfloat16_from_the_same_host_flags(monkeypatch):
+    """vLLM's dtype and training's precision follow the same reading of the host: bfloat16 only where it is
+    native (a GPU, AMX-BF16 or AVX512-BF16), float32 where it would be emulated."""
+    import resources.host as host_module
+    from resources.serving.vllm_server import VllmServer, serving_dtype
+    from resources.training.config import FineTuneConfig
+
+    assert serving_dtype(cuda=True, native_bf16=False) == "bfloat16"
+    assert serving_dtype(cuda=False, native_bf16=True) == "bfloat16"
+    assert serving_dtype(cuda=False, native_bf16=False) == "float32"
+    for flags, expected in ((frozenset({"avx2", "fma"}), "float32"), (frozenset({"avx512f", "avx512_bf16"}), "bfloat16"),
+                            (frozenset({"amx_bf16", "amx_tile"}), "bfloat16")):
+        monkeypatch.setattr(host_module, "cpu_flags", lambda flags=flags: flags)
+        monkeypatch.setattr(host_module, "cuda_available", lambda: False)
+        server = VllmServer(dtype="auto", port=9)
+        assert server.resolved_dtype() == expected
+        assert server.command("/models/base", "base")[server.command("/models/base", "base").index("--dtype") + 1] == expected
+        assert FineTuneConfig().resolved_precision(cuda=False) == {"float32": "fp32", "bfloat16": "bf16"}[expected]
+    assert VllmServer(dtype="float32", port=9).resolved_dtype() == "float32"  # an explicit dtype is kept

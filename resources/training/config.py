@@ -9,6 +9,8 @@ from typing import Literal
 from dagster import Config
 from pydantic import Field, model_validator
 
+from resources.host import cpu_has_native_bf16  # noqa: F401 (read here as a module global: tests replace it)
+
 ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -154,14 +156,3 @@ class FineTuneConfig(Config):
 
     def config_hash(self) -> str:
         return hashlib.sha256(json.dumps(self.model_dump(), sort_keys=True).encode()).hexdigest()[:16]
-
-
-def cpu_has_native_bf16() -> bool:
-    """The CPU multiplies bfloat16 natively (Intel AMX-BF16 or AVX512-BF16, as Linux reports its flags); without
-    them bfloat16 matmuls are emulated and slower than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as info:
-            flags = next((line.split(":", 1)[1].split() for line in info if line.startswith("flags")), [])
-    except OSError:  # not Linux: no claim
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
