@@ -51,7 +51,12 @@ class DenseIndex:
 
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         scores = queries @ self.vectors.T
-        top = np.argsort(-scores, axis=1)[:, :k]
+        k = min(k, scores.shape[1])
+        if k < scores.shape[1]:  # the k best first (linear), then only those sorted
+            part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+            top = np.take_along_axis(part, np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1), axis=1)
+        else:
+            top = np.argsort(-scores, axis=1)
         return [[(self.ids[j], float(scores[i, j])) for j in row] for i, row in enumerate(top)]
 
 
