@@ -145,7 +145,7 @@ def test_imports_flow_one_way_between_the_top_level_packages():
 # Inside resources/, a module may import only from its own package and from packages below it: what two stages
 # share (the request log, the safety rules, storage and records) lives below both.
 LAYERS = [
-    {"atomic", "offline", "preflight", "records", "provenance", "plots", "threads"},
+    {"atomic", "offline", "preflight", "records", "provenance", "plots", "threads", "host"},
     {"storage", "quality", "requestlog", "dedup"},
     {"artifacts"},
     {"redaction", "safety"},
