@@ -17,6 +17,7 @@ from assets.checks import ledger_result, suite_result
 from assets.metadata import asset_args, emit, key, ledger_metadata, picture, reason_table
 from assets.partitions import batch_partitions
 from resources.artifacts import Artifact, Batches, check_status, config_of, materialization_record, version_of
+from resources.curation.corpus import build_corpus, link_segments
 from resources.curation.curator import CURATED_EXTRA_COLUMNS, TextCurator
 from resources.plots import counts
 from resources.quality import document_expectations
@@ -26,8 +27,16 @@ from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
 REDACTED_COLUMNS = [*DOCUMENT_COLUMNS, "pii_found"]
+
 # What a batch must have passed before the corpus takes it in (blocking checks of redacted_documents).
 REDACTED_BLOCKING_CHECKS = ["no_residual_pii", "redacted_documents_expectations", "redacted_documents_ledger"]
+
+
+def pq_rows(path) -> int:
+    """Rows of a stored table, from its parquet footer (the table is not read)."""
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
 
 
 def _ledgers(upstream: Artifact, own: Ledger) -> dict:
@@ -133,52 +142,68 @@ def build(spec: ModelSpec) -> list:
         cleaned = redacted_documents.read_json("ledgers.json")["cleaned_documents"]
         return ledger_result(redacted_documents, "documents.parquet", cleaned["kept"], "cleaned_documents")
 
-    @asset(key=key(spec, "corpus"), kinds={"python", "parquet"}, code_version="1",
+    @asset(key=key(spec, "corpus"), kinds={"python", "parquet"}, code_version="2",
            ins={"redacted_documents": AssetIn(key=key(spec, "redacted_documents"))}, **asset_args(spec, "curation"))
     def corpus(context: AssetExecutionContext, curator: TextCurator, store: ArtifactStore,
                redacted_documents: Batches) -> Output[Artifact]:
         """Every batch's redacted documents in one table, de-duplicated across batches in the order the batches
         arrived (a copy of a document kept in an earlier batch is dropped naming it), so the result depends only
         on which batch versions are in. A batch whose redacted documents failed (or never ran) a blocking check
-        stays out, with the check's name."""
+        stays out, with the check's name. Incremental: the persistent de-duplication index already holds the
+        batches of the last corpus, so only the new ones are read and checked (`resumed` / `applied`)."""
         if not redacted_documents:
             raise ValueError(f"model {spec.name!r}: no batch has been redacted yet: ingest a batch first")
         arrival = {b: i for i, b in enumerate(context.instance.get_dynamic_partitions(partitions.name))}
         ordered = sorted(redacted_documents.items(), key=lambda item: (arrival.get(item[0], len(arrival)), item[0]))
-        taken, excluded, batches = [], {}, {}
+        excluded, included = {}, []
         for batch, artifact in ordered:
             record = materialization_record(context.instance, artifact)
             status = check_status(context.instance, record, REDACTED_BLOCKING_CHECKS) if record is not None else {}
             blocked = sorted(name for name, s in status.items() if s != "passed")
-            table = artifact.read_table()
-            batches[batch] = {"artifact": artifact.key, "data_version": artifact.version, "documents": len(table),
-                              "ledgers": artifact.read_json("ledgers.json"), "audit": artifact.read_json("audit.json")}
             if blocked:
                 excluded[batch] = {name: status[name] for name in blocked}
                 context.log.warning(f"batch {batch} ({artifact.version}) stays out of the corpus: blocking checks "
                                     + ", ".join(f"{n} {status[n]}" for n in blocked))
-                continue
-            taken.append((batch, rows(table)))
-        result = curator.deduplicate(taken)
-        for batch, checks in excluded.items():
-            result.ledger.records_in += batches[batch]["documents"]
-            result.ledger.dropped["batch_failed_checks"] += batches[batch]["documents"]
-        documents = frame([{c: d.get(c) for c in REDACTED_COLUMNS} for d in result.kept], REDACTED_COLUMNS)
-        dropped = frame(result.dropped, DROPPED_COLUMNS)
-        version = version_of(fingerprint(documents, ["doc_id", "text", "messages", "title"]),
-                             {b: i["data_version"] for b, i in batches.items()},
-                             [config_of(curator.dedup_rules()), {"excluded": excluded, "order": [b for b, _ in ordered]}])
+            else:
+                included.append((batch, artifact))
+        artifacts = dict(ordered)
+
+        def load(batch: str) -> tuple[list[dict], dict]:
+            artifact = artifacts[batch]
+            table = artifact.read_table()
+            return rows(table), {"artifact": artifact.key, "data_version": artifact.version, "documents": len(table),
+                                 "ledgers": artifact.read_json("ledgers.json"), "audit": artifact.read_json("audit.json")}
+
+        build = build_corpus(curator, store, spec.name, [(b, a.version) for b, a in included], load, REDACTED_COLUMNS,
+                             log=context.log.info)
+        batches = {s["batch"]: {k: s[k] for k in ("artifact", "data_version", "documents", "ledgers", "audit")}
+                   for s in build.summaries}
+        ledger = build.ledger
+        for batch in excluded:
+            artifact = artifacts[batch]
+            documents = pq_rows(artifact.file("documents.parquet"))
+            batches[batch] = {"artifact": artifact.key, "data_version": artifact.version, "documents": documents,
+                              "ledgers": artifact.read_json("ledgers.json"), "audit": artifact.read_json("audit.json")}
+            ledger.records_in += documents
+            ledger.dropped["batch_failed_checks"] += documents
+        version = version_of(build.chains[-1] if build.chains else None, {b: i["data_version"] for b, i in batches.items()},
+                             [config_of(curator.dedup_rules()), {"excluded": excluded, "order": [b for b, _ in ordered]}],
+                             code="2")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
-            write_table(out, "documents.parquet", documents)
-            write_table(out, "dropped.parquet", dropped)
-            write_json(out, "ledger.json", result.ledger.to_dict())
-            write_json(out, "batches.json", {"batches": batches, "excluded": excluded})
+            link_segments(store, spec.name, build.chains, "kept.parquet", out, frame([], REDACTED_COLUMNS))
+            (out / "kept.parquet").rename(out / "documents.parquet")
+            link_segments(store, spec.name, build.chains, "dropped.parquet", out, frame([], DROPPED_COLUMNS))
+            write_json(out, "ledger.json", ledger.to_dict())
+            write_json(out, "batches.json", {"batches": batches, "excluded": excluded,
+                                             "segments": build.chains})
         return emit(artifact, {
-            **ledger_metadata(result.ledger),
+            **ledger_metadata(ledger),
             "batches": MetadataValue.int(len(batches) - len(excluded)),
             "batch_names": MetadataValue.json([b for b in batches if b not in excluded]),
             "excluded_batches": MetadataValue.json(excluded),
+            "batches_resumed": MetadataValue.int(build.resumed),
+            "batches_applied": MetadataValue.int(build.applied),
         })
 
     @asset_check(asset=corpus, blocking=True, description="Records in = the included batches' redacted records = kept + "
@@ -186,7 +211,7 @@ def build(spec: ModelSpec) -> list:
     def corpus_ledger(corpus: Artifact) -> AssetCheckResult:
         redacted = f"{spec.name}/redacted_documents"
         stored = corpus.read_json("batches.json")["batches"]
-        expected = sum(len(corpus.store.read_table(redacted, b["artifact"])) for b in stored.values())
+        expected = sum(pq_rows(corpus.store.path(redacted, b["artifact"], "documents.parquet")) for b in stored.values())
         return ledger_result(corpus, "documents.parquet", expected, "redacted_documents")
 
     return [cleaned_documents, redacted_documents, cleaned_documents_expectations, cleaned_documents_ledger,

@@ -8,8 +8,11 @@ documents, so the corpus never re-hashes a batch.
 
 from __future__ import annotations
 
+import json
 import re
+from collections import Counter
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from datasketch import LeanMinHash, MinHash, MinHashLSH
@@ -79,3 +82,137 @@ class Deduplicator:
         if best:
             return "near_duplicate", f"estimated Jaccard {best[1]:.2f} with {best[0]}"
         return None
+
+
+# -- the persistent cross-batch index ------------------------------------------------------------------------------
+INDEX_FORMAT = "1"  # bump when what an applied batch stores changes: every chain (and so every corpus) changes
+
+
+def chain_hashes(config: Any, batches: list[tuple[str, str]]) -> list[str]:
+    """One hash per batch in arrival order: of the de-duplication config and every (batch, version) up to and
+    including it. Equal chains mean equal state, so the index resumes after the longest prefix it already holds."""
+    out, previous = [], sha256_hex(json.dumps({"config": config, "format": INDEX_FORMAT}, sort_keys=True, default=str))
+    for batch, version in batches:
+        previous = sha256_hex(f"{previous}\n{batch}\n{version}")
+        out.append(previous[:32])
+    return out
+
+
+@dataclass
+class AppliedBatch:
+    seq: int  # position in arrival order, from 0
+    batch: str
+    version: str
+    chain: str
+    summary: dict[str, Any]  # records_in, kept, dropped by reason
+
+
+class DedupIndex:
+    """Cross-batch de-duplication state that persists between runs, so one more batch costs the same with 10 or
+    1,000 batches before it: the exact-duplicate keys, the LSH band buckets and the MinHash values of every kept
+    document, and the batches applied (in arrival order, each with the hash of the chain up to it). A database
+    (SQLAlchemy URL): a SQLite file on local disk by default, Postgres where several workers share it. One index
+    holds many namespaces (one per model).
+
+    The result equals `TextCurator.deduplicate` over the same batches in the same order (a test holds it to
+    that): documents are checked in order against everything kept before them; a batch that changes or leaves
+    the chain rewinds the index to the batch before it, and what follows is applied again."""
+
+    def __init__(self, url: str, rules: DedupRules, namespace: str):
+        from sqlalchemy import (Column, Integer, LargeBinary, MetaData, String, Table, Text, create_engine)
+
+        self.rules, self.namespace = rules, namespace
+        self.engine = create_engine(url, future=True)
+        meta = MetaData()
+        self.applied_t = Table("dedup_applied", meta, Column("ns", String(200), primary_key=True),
+                               Column("seq", Integer, primary_key=True), Column("batch", String(500)),
+                               Column("version", String(100)), Column("chain", String(64)), Column("summary", Text))
+        self.exact_t = Table("dedup_exact", meta, Column("ns", String(200), primary_key=True),
+                             Column("key", String(64), primary_key=True), Column("doc_id", String(200)), Column("seq", Integer))
+        self.band_t = Table("dedup_band", meta, Column("ns", String(200), primary_key=True),
+                            Column("bucket", String(40), primary_key=True), Column("seq", Integer, primary_key=True),
+                            Column("doc_id", String(200), primary_key=True))
+        self.sig_t = Table("dedup_signature", meta, Column("ns", String(200), primary_key=True),
+                           Column("seq", Integer, primary_key=True), Column("doc_id", String(200), primary_key=True),
+                           Column("hashvalues", LargeBinary))
+        meta.create_all(self.engine)
+        lsh = MinHashLSH(threshold=rules.threshold, num_perm=rules.num_perm)
+        self.bands, self.rows_per_band = lsh.b, lsh.r
+
+    def _buckets(self, hashvalues: np.ndarray) -> list[str]:
+        r = self.rows_per_band
+        return [f"{i}:" + sha256_hex(hashvalues[i * r : (i + 1) * r].astype("<u8").tobytes())[:32] for i in range(self.bands)]
+
+    def applied(self) -> list[AppliedBatch]:
+        from sqlalchemy import select
+
+        t = self.applied_t
+        with self.engine.connect() as conn:
+            found = conn.execute(select(t).where(t.c.ns == self.namespace).order_by(t.c.seq)).all()
+        return [AppliedBatch(r.seq, r.batch, r.version, r.chain, json.loads(r.summary)) for r in found]
+
+    def rewind(self, keep: int) -> None:
+        """Forget every batch from position `keep` on (and what they added)."""
+        from sqlalchemy import delete
+
+        with self.engine.begin() as conn:
+            for t in (self.applied_t, self.exact_t, self.band_t, self.sig_t):
+                conn.execute(delete(t).where(t.c.ns == self.namespace, t.c.seq >= keep))
+
+    def apply(self, seq: int, batch: str, version: str, chain: str, documents: list[dict[str, Any]],
+              info: dict[str, Any] | None = None) -> CheckedBatch:
+        """Check the batch's documents (each with `doc_id`, `dedup_key`, `minhash`) in order against everything
+        kept before them, add the kept ones, and record the batch at `seq` (its summary: records in, kept,
+        dropped by reason, and `info`); one transaction."""
+        from sqlalchemy import insert, select
+
+        outcome = CheckedBatch([], [], Counter())
+        ns = self.namespace
+        with self.engine.begin() as conn:
+            for doc in documents:
+                hashvalues = np.asarray(doc["minhash"], dtype=np.uint64)
+                found = conn.execute(select(self.exact_t.c.doc_id).where(
+                    self.exact_t.c.ns == ns, self.exact_t.c.key == doc["dedup_key"])).first()
+                if found is not None:
+                    outcome.drop(doc, "exact_duplicate", f"same normalised text as {found.doc_id}")
+                    continue
+                buckets = self._buckets(hashvalues)
+                shared = conn.execute(select(self.band_t.c.seq, self.band_t.c.doc_id).distinct().where(
+                    self.band_t.c.ns == ns, self.band_t.c.bucket.in_(buckets))).all()  # the primary key's index
+                candidates = [conn.execute(select(self.sig_t.c.doc_id, self.sig_t.c.seq, self.sig_t.c.hashvalues).where(
+                    self.sig_t.c.ns == ns, self.sig_t.c.seq == c.seq, self.sig_t.c.doc_id == c.doc_id)).one() for c in shared]
+                best = None
+                for c in sorted(candidates, key=lambda c: (c.seq, c.doc_id)):
+                    similarity = float(np.count_nonzero(np.frombuffer(c.hashvalues, dtype="<u8") == hashvalues)) / len(hashvalues)
+                    if similarity >= self.rules.threshold and (best is None or similarity > best[1]):
+                        best = (c.doc_id, similarity)
+                if best:
+                    outcome.drop(doc, "near_duplicate", f"estimated Jaccard {best[1]:.2f} with {best[0]}")
+                    continue
+                conn.execute(insert(self.exact_t).prefix_with("OR IGNORE", dialect="sqlite"),
+                             [{"ns": ns, "key": doc["dedup_key"], "doc_id": doc["doc_id"], "seq": seq}])
+                conn.execute(insert(self.sig_t).prefix_with("OR IGNORE", dialect="sqlite"), [
+                    {"ns": ns, "seq": seq, "doc_id": doc["doc_id"], "hashvalues": hashvalues.astype("<u8").tobytes()}])
+                conn.execute(insert(self.band_t).prefix_with("OR IGNORE", dialect="sqlite"),
+                             [{"ns": ns, "bucket": b, "seq": seq, "doc_id": doc["doc_id"]} for b in buckets])
+                outcome.kept.append(doc)
+            outcome.summary = {"records_in": len(documents), "kept": len(outcome.kept), "dropped": dict(outcome.reasons),
+                               **(info or {})}
+            conn.execute(insert(self.applied_t), [{"ns": ns, "seq": seq, "batch": batch, "version": version, "chain": chain,
+                                                   "summary": json.dumps(outcome.summary, sort_keys=True, default=str)}])
+        return outcome
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+
+@dataclass
+class CheckedBatch:
+    kept: list[dict[str, Any]]
+    dropped: list[dict[str, Any]]  # {doc_id, reason, detail}
+    reasons: Counter
+    summary: dict[str, Any] = None  # type: ignore[assignment]
+
+    def drop(self, doc: dict[str, Any], reason: str, detail: str) -> None:
+        self.dropped.append({"doc_id": doc["doc_id"], "reason": reason, "detail": detail})
+        self.reasons[reason] += 1
