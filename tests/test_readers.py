@@ -340,3 +340,37 @@ def test_the_event_log_gets_quarantine_counts_never_details():
                          "the details are in quarantine.parquet"]
     log_quarantine(log, [])
     assert len(log.lines) == 1
+
+
+def test_a_large_jsonl_file_is_split_into_partitions_that_together_read_as_the_file(tmp_path):
+    from resources.ingestion.inbox import Inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    lines = []
+    for i in range(2_500):
+        lines.append(json.dumps({"id": f"T-{i}", "text": f"Ticket {i}: the export of workspace {i} failed twice."}))
+        if i % 400 == 0:
+            lines.append("")  # blank lines are layout, not records
+    lines[1_700] = "{not json"  # one bad record: quarantined in its part, the rest of the part kept
+    (inbox / "export.jsonl").write_text("\n".join(lines) + "\n")
+    (inbox / "small.jsonl").write_text(json.dumps({"text": "One short record about invoices."}) + "\n")
+    whole = Inbox(path=str(inbox), settle_seconds=0)
+    split = whole.model_copy(update={"records_per_partition": 1_000})
+    assert [b.key for b in whole.batches()] == ["export.jsonl", "small.jsonl"]
+    keys = [b.key for b in split.batches()]
+    assert keys == ["export.jsonl--part-0000", "export.jsonl--part-0001", "export.jsonl--part-0002", "small.jsonl"]
+
+    full = whole.read("export.jsonl")
+    parts = [split.read(k) for k in keys[:3]]
+    assert [p.files[0]["records_in"] for p in parts] == [1_000, 1_000, 500]  # records in, per part
+    assert [d["doc_id"] for p in parts for d in p.documents] == [d["doc_id"] for d in full.documents]
+    assert [d["line"] for p in parts for d in p.documents] == [d["line"] for d in full.documents]
+    assert [q["line"] for p in parts for q in p.quarantine] == [q["line"] for q in full.quarantine] != []
+    assert {d["batch"] for d in parts[1].documents} == {"export.jsonl--part-0001"}
+    assert len({split.content_hash(k) for k in keys}) == 4 and split.content_hash(keys[0]) == split.content_hash(keys[0])
+
+    # a part key that is not a part of a top-level file is no way out of the inbox
+    for bad in ("../export.jsonl--part-0000", ".hidden.jsonl--part-0000"):
+        with pytest.raises((ValueError, FileNotFoundError)):
+            split.read(bad)

@@ -78,6 +78,25 @@ def test_files_still_being_written_wait(tmp_path, dagster_instance):
     assert isinstance(result, SkipReason)
 
 
+def test_a_large_jsonl_file_becomes_one_partition_per_part_and_a_change_reruns_its_parts(tmp_path, dagster_instance):
+    from resources.ingestion.inbox import Inbox
+
+    spec = sample_model("support", tmp_path / "data", copy_data=False)
+    project = project_for(tmp_path, [spec], inbox=Inbox(settle_seconds=0, records_per_partition=40))
+    inbox = tmp_path / "data" / "support" / "inbox"
+    path = inbox / "export.jsonl"
+    path.write_text("".join(json.dumps({"text": f"record {i} of the export"}) + "\n" for i in range(100)))
+    result, cursor = tick(project, dagster_instance)
+    parts = ["export.jsonl--part-0000", "export.jsonl--part-0001", "export.jsonl--part-0002"]
+    assert sorted(r.partition_key for r in result.run_requests) == parts
+    assert sorted(dagster_instance.get_dynamic_partitions("support_batches")) == parts
+    assert isinstance(tick(project, dagster_instance, cursor)[0], SkipReason)
+    path.write_text(path.read_text() + json.dumps({"text": "one more record"}) + "\n")
+    os.utime(path, (time.time() - 20, time.time() - 20))
+    changed, _ = tick(project, dagster_instance, cursor)
+    assert sorted(r.partition_key for r in changed.run_requests) == parts  # the file changed: each part again
+
+
 def test_a_folder_inbox_is_one_batch(tmp_path, dagster_instance):
     from resources.ingestion.inbox import Inbox
 

@@ -9,6 +9,8 @@ so the same content is never ingested twice while a changed file is ingested aga
 from __future__ import annotations
 
 import hashlib
+import math
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +22,36 @@ from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_fil
 from resources.preflight import CheckedResource, problem
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
+PART = re.compile(r"^(?P<file>.+\.jsonl)--part-(?P<index>\d{4,})$")  # one part of a JSONL file split into partitions
+_RECORDS: dict[tuple[str, int, int], int] = {}  # (path, size, mtime_ns) -> records (non-blank lines), per process
+_HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the file
+
+
+def _cached(cache: dict, path: Path, compute):
+    stat = path.stat()
+    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    if key not in cache:
+        if len(cache) > 1024:
+            cache.clear()
+        cache[key] = compute(path)
+    return cache[key]
+
+
+def _count_records(path: Path) -> int:
+    """Non-blank lines of a JSONL file, as the reader counts records: one pass, 1 MiB at a time."""
+    count = 0
+    with path.open("rb") as handle:
+        for line in handle:
+            count += bool(line.strip())
+    return count
+
+
+def _file_sha(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -53,6 +85,11 @@ class Inbox(CheckedResource):
     max_record_chars: int = Field(
         default=50_000, description="Records longer than this are quarantined (reason oversized_record)."
     )
+    records_per_partition: int | None = Field(
+        default=None, description="Split a top-level JSONL file with more records than this into partitions of this "
+        "many records (`<file>--part-0000`, `--part-0001`, ...), each ingested, cleaned and redacted as its own batch "
+        "— so one huge export runs in parallel across workers (with Kubernetes, a pod per partition). Unset: one "
+        "partition per file. Changing it registers new partitions.")
     max_parquet_rows: int = Field(
         default=1_000_000, description="Parquet files whose metadata declares more rows than this are quarantined "
         "unread (reason parquet_too_large): a few kB of compressed Parquet can hold millions of rows.",
@@ -79,8 +116,28 @@ class Inbox(CheckedResource):
         """These settings over one model's folder."""
         return self.model_copy(update={"path": path, "batch_by": batch_by})
 
+    def part_of(self, key: str) -> tuple[str, int] | None:
+        """(file name, part index) when `key` names one part of a file split into partitions."""
+        match = PART.match(key) if self.records_per_partition and self.batch_by == "entry" else None
+        if match is None or "/" in key or "\\" in key or match["file"].startswith(".") or (self.root() / key).exists():
+            return None  # not a part (a real entry of that name is itself; a path is never a batch)
+        return match["file"], int(match["index"])
+
+    def parts(self, path: Path) -> int:
+        """How many partitions a top-level file is split into (1: not split)."""
+        if not self.records_per_partition or self.batch_by != "entry" or path.suffix.lower() != ".jsonl" \
+                or entry_problem(path, self.root()) is not None:
+            return 1
+        with path.open("rb") as handle:
+            if handle.read(4).startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):  # UTF-16/32: read whole
+                return 1
+        return max(1, math.ceil(_cached(_RECORDS, path, _count_records) / self.records_per_partition))
+
     def _batch_path(self, key: str) -> Path:
         root = self.root()
+        part = self.part_of(key)
+        if part is not None:
+            return root / part[0]
         if self.batch_by == "folder":
             if key != root.name:
                 raise FileNotFoundError(f"inbox {root} is read as one batch named {root.name!r}, not {key!r}")
@@ -110,11 +167,21 @@ class Inbox(CheckedResource):
             stats = [(f.relative_to(root).as_posix(), *entry_stat(f)) for f in files]  # never follows a link out
             newest = max(s[2] for s in stats) / 1e9
             signature = hashlib.sha256(repr(stats).encode()).hexdigest()[:16]
-            entries.append(BatchEntry(path.name, path, signature, settled=now - newest >= self.settle_seconds))
+            settled = now - newest >= self.settle_seconds
+            parts = self.parts(path) if settled and path.is_file() else 1
+            if parts > 1:
+                entries += [BatchEntry(f"{path.name}--part-{i:04d}", path, f"{signature}:{i}", settled) for i in range(parts)]
+            else:
+                entries.append(BatchEntry(path.name, path, signature, settled=settled))
         return entries
 
     def content_hash(self, key: str) -> str:
-        """sha256 over the batch's file names and bytes: identical content, identical hash."""
+        """sha256 over the batch's file names and bytes: identical content, identical hash. A part of a split file:
+        the file's hash, the part and the records per partition."""
+        part = self.part_of(key)
+        if part is not None:
+            sha = _cached(_HASHES, self._batch_path(key), _file_sha)
+            return hashlib.sha256(f"{part[0]}\0{sha}\0{part[1]}\0{self.records_per_partition}".encode()).hexdigest()
         digest = hashlib.sha256()
         root = self.root()
         for f in batch_files(self._batch_path(key)):
@@ -132,7 +199,9 @@ class Inbox(CheckedResource):
         from resources.ingestion.forget import ForgetList
 
         root = self.root()
-        result = read_batch(key, self._batch_path(key), root, self.limits())
+        part = self.part_of(key)
+        select = None if part is None else (part[1] * self.records_per_partition, (part[1] + 1) * self.records_per_partition)
+        result = read_batch(key, self._batch_path(key), root, self.limits(), select)
         forget = ForgetList.load(self.forget_list)
         if forget.entries:
             result.forgotten = [d["doc_id"] for d in result.documents if forget.forgets(d)]

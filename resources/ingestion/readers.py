@@ -98,13 +98,16 @@ def entry_stat(path: Path) -> tuple[int, int]:
     return stat.st_size, stat.st_mtime_ns
 
 
-def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLimits) -> BatchReadResult:
+def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLimits,
+               select: tuple[int, int] | None = None) -> BatchReadResult:
+    """Every record of the batch's files; `select` = (start, stop): only those records of a single JSONL file
+    (one part of a file split into partitions, `Inbox.records_per_partition`)."""
     result = BatchReadResult()
     for path in batch_files(batch_path):
         rel = path.relative_to(inbox_root).as_posix()
         marks = len(result.documents), len(result.quarantine), len(result.files), len(result.duplicates)
         try:
-            _read_file(batch, path, rel, limits, result, entry_problem(path, inbox_root))
+            _read_file(batch, path, rel, limits, result, entry_problem(path, inbox_root), select)
         except Exception as err:  # noqa: BLE001 - one unreadable file never stops its batch
             del result.documents[marks[0]:], result.quarantine[marks[1]:], result.files[marks[2]:]  # all of it, once
             del result.duplicates[marks[3]:]
@@ -116,7 +119,7 @@ def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLim
 
 
 def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: BatchReadResult,
-               problem: tuple[str, str] | None = None) -> None:
+               problem: tuple[str, str] | None = None, select: tuple[int, int] | None = None) -> None:
     fmt = path.suffix.lower().lstrip(".")
     if problem is not None:
         out.files.append({"path": rel, "sha256": "", "bytes": 0, "format": fmt, "records_in": 1, "records": 0,
@@ -177,7 +180,7 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
 
     with path.open("rb") if data is None else io.BytesIO(data) as handle:
         if fmt == "jsonl":
-            units = jsonl_records(_utf8_lines(handle, encoding), rel)
+            units = jsonl_records(_utf8_lines(handle, encoding), rel, select)
         elif fmt == "parquet":
             units = _parquet_units(data, rel, limits)
         else:
@@ -289,14 +292,22 @@ def _decode(data: bytes, rel: str) -> str:
         raise RecordError("invalid_utf8", f"{rel}: invalid UTF-8 at byte {err.start}") from None
 
 
-def jsonl_records(data: bytes | Iterable[bytes], rel: str) -> Iterator[tuple[int, Any]]:
+def jsonl_records(data: bytes | Iterable[bytes], rel: str, select: tuple[int, int] | None = None) -> Iterator[tuple[int, Any]]:
     """(line, record | RecordError) for each non-blank line of `data`: the file's bytes, or its lines one at a
-    time (an open binary file), so that memory is bounded by the longest line."""
+    time (an open binary file), so that memory is bounded by the longest line. `select` = (start, stop): only the
+    records (non-blank lines, counted from 0) in that range, the others not even parsed (one part of a file
+    split into partitions)."""
     lines = io.BytesIO(data) if isinstance(data, (bytes, bytearray)) else data
+    record = -1
     for number, raw in enumerate(lines, start=1):
         raw = raw.removesuffix(b"\n")
         if not raw.strip():
             continue  # blank lines are layout, not records
+        record += 1
+        if select is not None and not select[0] <= record < select[1]:
+            if record >= select[1]:
+                return
+            continue
         try:
             text = raw.decode("utf-8-sig" if number == 1 else "utf-8")
         except UnicodeDecodeError as err:
