@@ -27,6 +27,7 @@ from resources.requestlog import RequestLogSource
 from resources.retrieval.index import KnowledgeIndexer
 from resources.serving.deploy import ServingStack, deploy, endpoint_curl
 from resources.serving.gateway_server import GatewayServer
+from resources.serving.placement import cpu_binding
 from resources.serving.vllm_server import VllmServer
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json
@@ -86,7 +87,8 @@ def build(spec: ModelSpec) -> list:
                               "(the model's retrain job does)", allow_retries=False)
             merged = str(merged_model.path)
         deployment = deploy(stack, spec.name, adapter.version, str(adapter.path), base_model.read_json("model.json")["path"],
-                            log=context.log.info, merged_path=merged, merged_port=spec.serving.merged_port, route_extra=route)
+                            log=context.log.info, merged_path=merged, merged_port=spec.serving.merged_port, route_extra=route,
+                            merged_server=cpu_binding(spec.serving.merged_cpus))
         content = {**deployment.to_dict(), "decision": decision_artifact.key, "knowledge_index": knowledge_index.key}
         version = version_of({k: v for k, v in content.items() if k != "deployed_at"},
                              {"promotion_decision": decision_artifact.version, "lora_adapter": adapter.version,

@@ -187,6 +187,28 @@ def lineage_command(args: argparse.Namespace) -> int:
 def serve_command(args: argparse.Namespace) -> int:
     from orchestration import workflows
 
+    if args.action == "plan":
+        from resources.serving.placement import HostResources, choose_deployment
+
+        host = HostResources.detect()
+        by_base: dict[str, list] = {}
+        for spec in _project(args).models:
+            by_base.setdefault(spec.base_model, []).append(spec)
+        print(f"host: {'a CUDA GPU' if host.cuda else 'CPU only'}, {host.cores} cores, {host.memory_gib} GiB")
+        for base, specs in by_base.items():
+            choice = choose_deployment(len(specs), host)
+            print(f"{base}: {len(specs)} model(s) -> {choice.mode} ({choice.reason})")
+            for i, spec in enumerate(specs):
+                configured = f"merged on cores {spec.serving.merged_cpus or 'all'}" if spec.serving.serve_merged else "lora"
+                wanted = {}
+                if spec.serving.serve_merged != choice.serve_merged:
+                    wanted["serve_merged"] = str(choice.serve_merged).lower()
+                if choice.serve_merged and spec.serving.merged_cpus != choice.cpus[i]:
+                    wanted["merged_cpus"] = f"'{choice.cpus[i]}'"
+                hint = "" if not wanted else "  (to follow the plan set " + ", ".join(
+                    f"serving.{k}: {v}" for k, v in wanted.items()) + ")"
+                print(f"  {spec.name}: configured {configured}{hint}")
+        return 0
     gateway, vllms = workflows.stop_servers(_project(args))
     print(f"gateway {'stopped' if gateway else 'was not running'}; {vllms} vLLM server(s) stopped")
     return 0
@@ -253,8 +275,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--model", required=True)
     p.add_argument("--adapter", default=None, help="adapter version (default: what the endpoint serves)")
     p.add_argument("--format", choices=["md", "json", "openlineage"], default="md")
-    p = command("serve", serve_command, "manage the locally started vLLM servers and gateway")
-    p.add_argument("action", choices=["stop"])
+    p = command("serve", serve_command, "stop the locally started vLLM servers and gateway, or print the serving plan "
+                "for this host (runtime LoRA or merged per model)")
+    p.add_argument("action", choices=["stop", "plan"])
     return top
 
 

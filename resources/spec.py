@@ -37,6 +37,17 @@ class ServingOptions(BaseModel):
         default=False, description="Serve the adapter merged into the base (merged_model) on its own vLLM instead of "
         "as a LoRA on the shared one: faster on CPU, one server per merged model.")
     merged_port: int | None = Field(default=None, description="Port of the vLLM serving the merged model (serve_merged).")
+    merged_cpus: str | None = Field(
+        default=None, description="Cores the merged model's vLLM binds to on a CPU host, e.g. '0' or '2-3' (serve_merged; "
+        "`tuneforge serve plan` suggests one slice per merged model). Unset: every core, which several merged servers "
+        "then share, spinning against each other.")
+
+    @field_validator("merged_cpus")
+    @classmethod
+    def _cpus(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\d+(-\d+)?(,\d+(-\d+)?)*", value):
+            raise ValueError(f"serving.merged_cpus must list cores like '0', '2-3' or '0,2', got {value!r}")
+        return value
     example_question: str = Field(
         default="How long do API tokens last?", description="The question of the example curl printed after deployment.")
     retrieval: bool = Field(

@@ -88,10 +88,12 @@ def check_template_and_eos(vllm: VllmServer, adapter_path: str, base_model_path:
 
 
 def deploy(stack: ServingStack, name: str, adapter_version: str, adapter_path: str, base_model_path: str, log=print,
-           merged_path: str | None = None, merged_port: int | None = None, route_extra: dict | None = None) -> Deployment:
+           merged_path: str | None = None, merged_port: int | None = None, route_extra: dict | None = None,
+           merged_server: dict | None = None) -> Deployment:
     """Serve `adapter_path` as `name` (no vLLM restart); the previous version stays loaded for rollback.
     With `merged_path`, serve the adapter merged into the base instead, on its own vLLM at `merged_port`
-    (no LoRA kernels: faster on CPU, at the cost of one server per merged model). `route_extra` goes into the
+    (no LoRA kernels: faster on CPU, at the cost of one server per merged model), with `merged_server`'s
+    VllmServer settings (its cores: `cpu_bind`, `threads`). `route_extra` goes into the
     model's gateway route (its knowledge index, canaries and redaction policy)."""
     if not merged_path and not (Path(adapter_path) / "adapter_config.json").exists():
         raise ServingError(f"{adapter_path} is not a PEFT adapter folder (no adapter_config.json); a full fine-tune "
@@ -108,7 +110,7 @@ def deploy(stack: ServingStack, name: str, adapter_version: str, adapter_path: s
     if merged_path:
         if not (Path(merged_path) / "config.json").exists():
             raise ServingError(f"{merged_path} is not a model folder: materialize merged_model for {adapter_version} first")
-        server = vllm.model_copy(update={"port": merged_port or vllm.port + 1, "url": None})
+        server = vllm.model_copy(update={"port": merged_port or vllm.port + 1, "url": None, **(merged_server or {})})
         server.ensure_serving(merged_path, served_model)
         check_template_and_eos(server, adapter_path, merged_path, served_model)
         route |= {"url": server.base_url, "merged": True}

@@ -73,9 +73,15 @@ class VllmServer(CheckedResource):
                        "GPU or a CPU with AMX/AVX512-BF16, float32 otherwise).")
     max_lora_rank: int = Field(default=16, description="Largest LoRA rank the server accepts (>= the adapters' lora_r).")
     max_loras: int = Field(default=4, description="Adapters served side by side in one batch.")
+    max_cpu_loras: int | None = Field(default=None, description="Adapters vLLM keeps loaded in host memory (its LRU "
+                                      "cache; >= max_loras); unset: vLLM's default (= max_loras).")
     max_model_len: int = Field(default=2048, description="Context length (prompt + answer) per request.")
     kv_cache_gib: int = Field(default=2, description="KV cache size on CPU (VLLM_CPU_KVCACHE_SPACE, GiB).")
     threads: int | None = Field(default=None, description="CPU threads for vLLM's model runner (OMP_NUM_THREADS); unset: every core.")
+    cpu_bind: str | None = Field(
+        default=None, description="Cores vLLM-CPU binds its threads to (VLLM_CPU_OMP_THREADS_BIND, e.g. '0' or '2-3'); "
+        "unset: vLLM's own choice (every core). Several merged servers on one CPU each get cores of their own "
+        "(`tuneforge serve plan`): bound to the same cores they spin against each other.")
     reserved_cpus: int = Field(
         default=0, description="Cores vLLM-CPU keeps away from the model runner for its frontend "
         "(VLLM_CPU_NUM_OF_RESERVED_CPU); vLLM's own default of 1 halves a 2-core machine.",
@@ -161,6 +167,7 @@ class VllmServer(CheckedResource):
             "--host", self.host, "--port", str(self.port), "--dtype", self.resolved_dtype(),
             "--enable-lora", "--max-lora-rank", str(self.max_lora_rank), "--max-loras", str(self.max_loras),
             "--max-model-len", str(self.max_model_len), "--disable-log-stats",
+            *(["--max-cpu-loras", str(self.max_cpu_loras)] if self.max_cpu_loras else []),
         ]  # the API key travels in the environment (VLLM_API_KEY), never on the command line
 
     def launch(self, base_model_path: str, served_name: str = "base") -> bool:
@@ -216,6 +223,8 @@ class VllmServer(CheckedResource):
         if self.api_key:
             env["VLLM_API_KEY"] = self.api_key
         env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = str(self.reserved_cpus)
+        if self.cpu_bind:
+            env["VLLM_CPU_OMP_THREADS_BIND"] = self.cpu_bind
         with open_server_log(self.log_file()) as log:  # the child keeps its own copy of the descriptor
             process = subprocess.Popen(self.command(base_model_path, served_name), stdout=log, stderr=subprocess.STDOUT,
                                        env=env, start_new_session=True)
