@@ -152,7 +152,7 @@ def main() -> int:
     try:
         deployment = deploy(stack, "bench", version, adapter, base, log=lambda _: None)
         ring = KeyRing.load(gateway.keys_file)
-        key = ring.add("bench", ["bench", "base"], requests_per_minute=100_000)
+        key = ring.add("bench", ["bench", "base"], requests_per_minute=100_000, max_concurrent=64)
         ring.save(gateway.keys_file)
         auth = {"Authorization": f"Bearer {key}"}
         direct = measure("vllm_direct", vllm.base_url, deployment.served_model, {},
