@@ -16,7 +16,7 @@ export DEEPEVAL_TELEMETRY_OPT_OUT ?= YES
 export HF_HUB_DISABLE_TELEMETRY ?= 1
 export TLDEXTRACT_PUBLIC_SUFFIX_LIST_URLS ?=
 
-.PHONY: environments install serving-env demo test dev bench sample clean help constraints gpu-check
+.PHONY: environments install serving-env demo test dev bench bench-scale bench-serving sample clean help constraints gpu-check
 
 help:
 	@echo "make demo   - create .venv, install, run the whole asset graph on the sample corpus"
@@ -24,6 +24,8 @@ help:
 	@echo "make serving-env - create .venv-vllm (vLLM for serving; make demo and make test do it)"
 	@echo "make dev    - open the Dagster UI (http://127.0.0.1:3000) on the project-local instance"
 	@echo "make bench  - run the benchmarks; results in benchmarks/results/"
+	@echo "make bench-scale - cost as the work grows: data stages, retrieval, training, incremental corpus (SCALE_ARGS=--full for the large sizes)"
+	@echo "make bench-serving - N models on one host: 1/2/4/8 adapters x 1/4/16/64 clients, runtime LoRA vs merged servers"
 	@echo "make gpu-check - on a GPU machine: LoRA, full, QLoRA, merge, generation (benchmarks/results/gpu_check.json)"
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -75,6 +77,16 @@ test: environments
 
 dev: install $(DAGSTER_HOME)/dagster.yaml
 	$(VENV)/bin/dagster dev -w workspace.yaml -h 127.0.0.1 -p 3000
+
+# Curves of cost against size (JSON + PNG per curve in benchmarks/results/scale_*); SCALE_ARGS="--full" adds the
+# large sizes, SCALE_ARGS="--curves data --sizes-data 100,1000,10000" picks curves and sizes.
+bench-scale: install
+	$(PY) benchmarks/scale.py $(SCALE_ARGS)
+
+# N models on one host (about 45 min on 2 cores): SWEEP_ADAPTERS, SWEEP_CLIENTS, SWEEP_CONFIGS pick the grid.
+bench-serving: install serving-env
+	$(PY) benchmarks/serving_sweep.py
+	$(PY) benchmarks/serving_dtype.py
 
 bench: install serving-env
 	$(PY) benchmarks/redaction_throughput.py
