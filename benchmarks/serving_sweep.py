@@ -7,7 +7,9 @@ knowledge index built from the sample knowledge base), requests spread round-rob
 - `merged_routed`: every model merged into its own copy of the base weights, one vLLM per model (KV cache
   1 GiB each), the gateway routing by model name, every server on every core (vLLM's default binding);
 - `merged_pinned`: the same, each server bound to cores of its own (`placement.core_slices`: disjoint slices
-  while there are enough cores, else one core each in turn, one thread).
+  while there are enough cores, else one core each in turn, one thread);
+- `hybrid` (where not every model fits merged): as many models merged and pinned as the host holds
+  (`placement.merged_capacity`), the rest runtime LoRAs on the base model's vLLM.
 Baselines, same grounded prompts, same adapters: transformers + PEFT `generate` one request at a time (the
 adapter switched per request), and batched `generate` (the requests grouped by adapter, one batch per group).
 Target: >= 6x the sequential baseline's requests/s at 16 clients, for every adapter count.
@@ -186,26 +188,31 @@ def run_config(config: str, n: int, base: str, adapters: list[str], merged: list
     from resources.serving.gateway_server import GatewayServer
     from resources.serving.vllm_server import VllmServer
 
-    from resources.serving.placement import core_slices
+    from resources.serving.placement import HostResources, core_slices, merged_capacity
 
     state = work / f"serving-{config}-{n}"
     vllm = VllmServer(port=free_port(), state_dir=str(state), python=str(ROOT / ".venv-vllm" / "bin" / "python"),
                       dtype=DTYPE, max_loras=n, max_cpu_loras=n, max_lora_rank=RANK,
-                      kv_cache_gib=1 if config.startswith("merged") else 2)
+                      kv_cache_gib=1 if config != "lora" else 2)
     slices = core_slices(n, os.cpu_count() or 1) if config == "merged_pinned" else [(None, None)] * n
+    as_merged = n if config.startswith("merged") else 0
+    if config == "hybrid":
+        as_merged = min(n, merged_capacity(HostResources.detect()))
+        slices = core_slices(as_merged, os.cpu_count() or 1) + [(None, None)] * (n - as_merged)
+        vllm = vllm.model_copy(update={"max_loras": max(1, n - as_merged), "max_cpu_loras": max(1, n - as_merged)})
     gateway = GatewayServer(port=free_port(), state_dir=str(state))
     stack = ServingStack(vllm, gateway, PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml")), KnowledgeIndexer(),
                          RequestLogSource(database_url=f"sqlite:///{state / 'requests.db'}"))
     route = {"knowledge_index_dir": str(index_dir), "retrieval": True}
     ports = [free_port() for _ in range(n)]
     models = [f"m{i}" for i in range(n)]
-    out: dict = {"config": config, "adapters": n}
+    out: dict = {"config": config, "adapters": n, "merged_models": as_merged}
     try:
         start = time.perf_counter()
         for i in range(n):
             deploy(stack, models[i], f"v{i:012d}", adapters[i], base, log=lambda _: None, route_extra=route,
                    **({"merged_path": merged[i], "merged_port": ports[i],
-                       "merged_server": {"cpu_bind": slices[i][0], "threads": slices[i][1]}} if config.startswith("merged") else {}))
+                       "merged_server": {"cpu_bind": slices[i][0], "threads": slices[i][1]}} if i < as_merged else {}))
         if config.startswith("merged"):
             vllm.stop()  # only the merged servers answer; the base one was needed for the template check
         out["deploy_s"] = round(time.perf_counter() - start, 1)
@@ -259,7 +266,7 @@ def main() -> int:
                                         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
             print(json.dumps({"baseline": n, **out["baselines"][str(n)]}), flush=True)
     merged = []
-    if any(c.startswith("merged") for c in CONFIGS):
+    if any(c.startswith("merged") or c == "hybrid" for c in CONFIGS):
         for i, adapter in enumerate(adapters):
             merge_adapter(base, adapter, work / f"merged-{i}")
             merged.append(str(work / f"merged-{i}"))

@@ -78,6 +78,13 @@ def choose_deployment(adapters: int, host: HostResources, server_gib: float = ME
                             f"and on {host.cores} cores", tuple(c for c, _ in core_slices(adapters, host.cores)))
 
 
+def merged_capacity(host: HostResources, server_gib: float = MERGED_SERVER_GIB, reserved_gib: float = RESERVED_GIB,
+                    max_per_core: int = MAX_ROUTED_PER_CORE) -> int:
+    """How many merged servers a CPU host holds beside the base model's own: the memory and the cores bound it."""
+    in_memory = int((host.memory_gib - reserved_gib) // server_gib) - 1
+    return max(0, min(in_memory, max_per_core * host.cores))
+
+
 def core_slices(servers: int, cores: int) -> list[tuple[str, int]]:
     """(cores to bind, threads) per merged server: disjoint slices of the cores while there are enough
     (`servers` <= `cores`), else one core each, taken in turn (two servers then share a core, each with one
