@@ -81,3 +81,13 @@ def test_a_models_merged_cpus_are_validated_and_become_its_servers_binding():
     assert cpu_binding(None) == {}
     assert cpu_binding("0") == {"cpu_bind": "0", "threads": 1}
     assert cpu_binding("2-3,6") == {"cpu_bind": "2-3,6", "threads": 3}
+
+
+def test_merged_capacity_is_bounded_by_memory_and_cores():
+    from resources.serving.placement import (MAX_ROUTED_PER_CORE, MERGED_SERVER_GIB, RESERVED_GIB, HostResources,
+                                             merged_capacity)
+
+    by_memory = int((24 - RESERVED_GIB) // MERGED_SERVER_GIB) - 1  # beside the base model's own server
+    assert merged_capacity(HostResources(cuda=False, cores=64, memory_gib=24)) == by_memory
+    assert merged_capacity(HostResources(cuda=False, cores=1, memory_gib=512)) == MAX_ROUTED_PER_CORE
+    assert merged_capacity(HostResources(cuda=False, cores=4, memory_gib=4)) == 0
