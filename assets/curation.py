@@ -191,8 +191,7 @@ def build(spec: ModelSpec) -> list:
                              code="2")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
-            link_segments(store, spec.name, build.chains, "kept.parquet", out, frame([], REDACTED_COLUMNS))
-            (out / "kept.parquet").rename(out / "documents.parquet")
+            link_segments(store, spec.name, build.chains, "kept.parquet", out, frame([], REDACTED_COLUMNS), "documents.parquet")
             link_segments(store, spec.name, build.chains, "dropped.parquet", out, frame([], DROPPED_COLUMNS))
             write_json(out, "ledger.json", ledger.to_dict())
             write_json(out, "batches.json", {"batches": batches, "excluded": excluded,

@@ -196,10 +196,11 @@ class DedupIndex:
                 conn.execute(insert(self.band_t).prefix_with("OR IGNORE", dialect="sqlite"),
                              [{"ns": ns, "bucket": b, "seq": seq, "doc_id": doc["doc_id"]} for b in buckets])
                 outcome.kept.append(doc)
-            outcome.summary = {"records_in": len(documents), "kept": len(outcome.kept), "dropped": dict(outcome.reasons),
-                               **(info or {})}
+            summary = json.dumps({"records_in": len(documents), "kept": len(outcome.kept), "dropped": dict(outcome.reasons),
+                                  **(info or {})}, sort_keys=True, default=str)
+            outcome.summary = json.loads(summary)  # as `applied` will return it
             conn.execute(insert(self.applied_t), [{"ns": ns, "seq": seq, "batch": batch, "version": version, "chain": chain,
-                                                   "summary": json.dumps(outcome.summary, sort_keys=True, default=str)}])
+                                                   "summary": summary}])
         return outcome
 
     def dispose(self) -> None:

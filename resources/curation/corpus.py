@@ -1,7 +1,7 @@
 """A model's corpus, built incrementally: each batch de-duplicated once against everything before it.
 
 The persistent `DedupIndex` holds what earlier batches kept; each applied batch leaves a *segment* in the
-artifact store (`<model>/corpus_segments/<chain hash>`: its kept rows, its cross-batch drops, its summary),
+artifact store (`<model>/corpus_segments/<chain hash>`: its kept rows and its cross-batch drops; its summary is in the index),
 keyed by the hash of the chain of (batch, version) up to it. A new corpus resumes after the longest prefix of its
 batches that the index and the store already hold, applies the rest (reading only their tables), and is the
 segments in arrival order — linked, not copied, into the corpus's `documents.parquet` folder. With 10 or 1,000
@@ -11,7 +11,6 @@ changes version (a forget, a re-run) or leaves the corpus rewinds the index to t
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from dataclasses import dataclass, field
@@ -86,8 +85,7 @@ def _build(curator, store, model, asset, batches, chains, load, columns, log) ->
                 if outcome.kept:
                     write_typed(out / "kept.parquet", frame([{c: d.get(c) for c in columns} for d in outcome.kept], columns))
                 write_typed(out / "dropped.parquet", frame(outcome.dropped, DROPPED_COLUMNS))
-                (out / "summary.json").write_text(json.dumps(outcome.summary, sort_keys=True, default=str), encoding="utf-8")
-            summaries.append(json.loads(json.dumps(outcome.summary, default=str)))
+            summaries.append(outcome.summary)
     finally:
         index.dispose()
     build = CorpusBuild(chains, summaries, common, len(batches) - common)
@@ -98,10 +96,12 @@ def _build(curator, store, model, asset, batches, chains, load, columns, log) ->
     return build
 
 
-def link_segments(store, model: str, chains: list[str], name: str, folder: Path, empty: pd.DataFrame) -> int:
-    """`folder/<name>`: a folder of the segments' `name` files in arrival order (hard links where the store is
-    local, copies otherwise), read back as one table; an empty table of `empty`'s columns when none has rows."""
-    target = folder / name
+def link_segments(store, model: str, chains: list[str], name: str, folder: Path, empty: pd.DataFrame,
+                  as_name: str | None = None) -> int:
+    """`folder/<as_name or name>`: a folder of the segments' `name` files in arrival order (hard links where the
+    store is local, copies otherwise), read back as one table; an empty table of `empty`'s columns when none has
+    rows."""
+    target = folder / (as_name or name)
     target.mkdir()
     parts = 0
     for i, chain in enumerate(chains):

@@ -18,7 +18,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from resources.ingestion.readers import BatchReadResult, ReaderLimits, batch_files, entry_problem, entry_stat, read_batch
+from resources.ingestion.readers import (UNICODE_BOMS, BatchReadResult, ReaderLimits, batch_files, entry_problem,
+                                        entry_stat, read_batch)
 from resources.preflight import CheckedResource, problem
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
@@ -38,7 +39,7 @@ def _cached(cache: dict, path: Path, compute):
 
 
 def _count_records(path: Path) -> int:
-    """Non-blank lines of a JSONL file, as the reader counts records: one pass, 1 MiB at a time."""
+    """Non-blank lines of a JSONL file, as the reader counts records: one pass, a line at a time."""
     count = 0
     with path.open("rb") as handle:
         for line in handle:
@@ -47,11 +48,8 @@ def _count_records(path: Path) -> int:
 
 
 def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ class Inbox(CheckedResource):
                 or entry_problem(path, self.root()) is not None:
             return 1
         with path.open("rb") as handle:
-            if handle.read(4).startswith((b"\xff\xfe", b"\xfe\xff", b"\x00\x00\xfe\xff")):  # UTF-16/32: read whole
+            if handle.read(4).startswith(UNICODE_BOMS):  # UTF-16/32: read whole
                 return 1
         return max(1, math.ceil(_cached(_RECORDS, path, _count_records) / self.records_per_partition))
 
