@@ -398,6 +398,23 @@ def measured(point, sizes: list[int]) -> list[dict]:
     return points
 
 
+MERGE = False  # --merge: the points measured now join those already in the curve's JSON (a later, larger tier)
+
+
+def merged(name: str, points: list[dict]) -> list[dict]:
+    """With --merge, the curve's stored points plus this run's (a size measured now replaces the stored one), each
+    point keeping its own `measured_at`; otherwise this run's points."""
+    for p in points:
+        p.setdefault("measured_at", time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+    stored = RESULTS / f"scale_{name}.json"
+    if not MERGE or not stored.exists():
+        return points
+    sizes = {p["size"] for p in points}
+    doc = json.loads(stored.read_text())
+    earlier = [{**p, "measured_at": p.get("measured_at", doc.get("measured_at"))} for p in doc.get("points", [])]
+    return sorted([p for p in earlier if p["size"] not in sizes] + points, key=lambda p: p["size"])
+
+
 def title(what: str) -> str:
     return f"{what} (host {host()['cpu']}, {host()['cpus']} cores)"
 
@@ -409,7 +426,7 @@ def write(name: str, result: dict) -> None:
 
 
 def run_data(sizes: list[int], per_file: int) -> None:
-    points = measured(functools.partial(data_point, per_file=per_file), sizes)
+    points = merged("data", measured(functools.partial(data_point, per_file=per_file), sizes))
     stages = {s: [(p["size"], p["stages_s"][s]) for p in points] for s in ("ingest", "curate", "redact")}
     result = {"curve": "data stages", "records_per_file": per_file, "points": points, "growth": growth(points),
               "growth_by_stage": {s: exponent([{"size": x, "seconds": y} for x, y in xy]) for s, xy in stages.items()}}
@@ -437,7 +454,7 @@ def run_retrieval(sizes: list[int]) -> None:
 
 
 def run_training(sizes: list[int]) -> None:
-    points = measured(training_point, sizes)
+    points = merged("training", measured(training_point, sizes))
     result = {"curve": "training", "points": points, "growth": growth(points)}
     result["plot"] = plot("training", title("LoRA training"), {
         "wall time (s)": [(p["size"], p["seconds"]) for p in points],
@@ -467,11 +484,15 @@ def run_incremental(sizes: list[int]) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--full", action="store_true", help="add the large sizes")
+    parser.add_argument("--merge", action="store_true", help="add this run's points to the stored curve (data, "
+                        "training) instead of replacing it: run the default tier, then e.g. --sizes-data 100000 --merge")
     parser.add_argument("--curves", default="data,retrieval,training,incremental")
     parser.add_argument("--records-per-file", type=int, default=1_000, help="records per inbox file (one batch each)")
     for curve in TIERS:
         parser.add_argument(f"--sizes-{curve}", type=lambda s: [int(x) for x in s.split(",")], default=None)
     args = parser.parse_args()
+    global MERGE
+    MERGE = args.merge
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     RESULTS.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
