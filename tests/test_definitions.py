@@ -147,7 +147,7 @@ def test_imports_flow_one_way_between_the_top_level_packages():
 LAYERS = [
     {"atomic", "offline", "preflight", "records", "provenance", "plots", "threads", "host"},
     {"storage", "quality", "requestlog", "dedup"},
-    {"artifacts"},
+    {"artifacts", "segments"},
     {"redaction", "safety"},
     {"knowledge"},
     {"ingestion"},

@@ -11,8 +11,6 @@ changes version (a forget, a re-run) or leaves the corpus rewinds the index to t
 
 from __future__ import annotations
 
-import os
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -23,24 +21,9 @@ from resources.artifacts import config_of
 from resources.atomic import target_lock
 from resources.dedup import chain_hashes
 from resources.records import DROPPED_COLUMNS, Ledger, frame
+from resources.segments import CORPUS_SEGMENTS, link_parts, write_typed
 
-SEGMENTS = "corpus_segments"
-
-
-def typed(df: pd.DataFrame):
-    """A document table with fixed column types (text as strings, `line` and counts as integers), so the
-    segments of one corpus read back as one table whatever each batch held."""
-    import pyarrow as pa
-
-    ints = {"line", "pii_found"}
-    schema = pa.schema([pa.field(c, pa.int64() if c in ints else pa.string()) for c in df.columns])
-    return pa.Table.from_pandas(df, schema=schema, preserve_index=False)
-
-
-def write_typed(path: Path, df: pd.DataFrame) -> None:
-    import pyarrow.parquet as pq
-
-    pq.write_table(typed(df), path)
+SEGMENTS = CORPUS_SEGMENTS
 
 
 @dataclass
@@ -101,20 +84,5 @@ def link_segments(store, model: str, chains: list[str], name: str, folder: Path,
     """`folder/<as_name or name>`: a folder of the segments' `name` files in arrival order (hard links where the
     store is local, copies otherwise), read back as one table; an empty table of `empty`'s columns when none has
     rows."""
-    target = folder / (as_name or name)
-    target.mkdir()
-    parts = 0
-    for i, chain in enumerate(chains):
-        folder_of = store.partition_dir(f"{model}/{SEGMENTS}", chain)
-        segment = (folder_of if folder_of.exists() else store.local(f"{model}/{SEGMENTS}", chain)) / name
-        if not segment.exists():
-            continue
-        part = target / f"part-{i:06d}.parquet"
-        try:
-            os.link(segment, part)
-        except OSError:
-            shutil.copyfile(segment, part)
-        parts += 1
-    if not parts:
-        write_typed(target / "part-empty.parquet", empty)
-    return parts
+    return link_parts(store, f"{model}/{SEGMENTS}", chains, name, folder / (as_name or name),
+                      lambda path: write_typed(path, empty))

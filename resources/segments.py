@@ -1,0 +1,70 @@
+"""Segments: a stage's output kept in pieces, one per corpus segment, each computed once and reused.
+
+The corpus is the chain of its batches' segments (`resources.curation.corpus`). The stages after it follow the
+same pieces: the passages cut from one corpus segment are a chunk segment, their embeddings a vector segment.
+Each piece sits in the artifact store under a key that hashes what made it (the corpus segment's chain hash,
+the rules, the tokenizer or embedding model, the code version), so one more batch computes one more piece and
+the stage's artifact is the pieces linked in arrival order — with 10 or 1,000 batches before it.
+
+A piece holds redacted documents' text: `resources.governance.forget` reaches and purges them like every
+other copy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+
+from resources.records import sha256_hex
+
+CORPUS_SEGMENTS = "corpus_segments"  # <model>/corpus_segments/<chain>: kept.parquet, dropped.parquet
+CHUNK_SEGMENTS = "chunk_segments"  # <model>/chunk_segments/<key>: chunks.parquet, dropped.parquet, flagged.json
+VECTOR_SEGMENTS = "passage_vectors"  # <model>/passage_vectors/<key>: passages.parquet, vectors.npy
+
+
+def segment_key(*parts: Any) -> str:
+    """The key of a piece: a hash of everything that made it (JSON, sorted keys)."""
+    return sha256_hex(json.dumps(parts, sort_keys=True, default=str))[:40]
+
+
+def segment_dir(store, asset: str, key: str) -> Path:
+    """A piece's local folder (fetched from the remote store if only the remote has it)."""
+    folder = store.partition_dir(asset, key)
+    return folder if folder.exists() else store.local(asset, key)
+
+
+def link_parts(store, asset: str, keys: list[str], name: str, target: Path,
+               write_empty: Callable[[Path], None]) -> int:
+    """`target`: a folder holding each piece's `name` file in order (hard links where the store is local, copies
+    otherwise), read back as one table; `write_empty(path)` writes an empty part when no piece has the file.
+    Returns the number of parts linked."""
+    target.mkdir()
+    parts = 0
+    for i, key in enumerate(keys):
+        piece = segment_dir(store, asset, key) / name
+        if not piece.exists():
+            continue
+        part = target / f"part-{i:06d}{Path(name).suffix}"
+        try:
+            os.link(piece, part)
+        except OSError:
+            shutil.copyfile(piece, part)
+        parts += 1
+    if not parts:
+        write_empty(target / f"part-empty{Path(name).suffix}")
+    return parts
+
+
+def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({"line", "pii_found"})) -> None:
+    """A table with fixed column types (the `ints` columns as integers, every other as strings), so the pieces of
+    one artifact read back as one table whatever each held (a column that is empty in one piece stays a string)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([pa.field(c, pa.int64() if c in ints else pa.string()) for c in df.columns])
+    pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
