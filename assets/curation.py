@@ -33,10 +33,13 @@ REDACTED_BLOCKING_CHECKS = ["no_residual_pii", "redacted_documents_expectations"
 
 
 def pq_rows(path) -> int:
-    """Rows of a stored table, from its parquet footer (the table is not read)."""
+    """Rows of a stored table (a file, or a folder of parts), from the parquet footers (the table is not read)."""
+    from pathlib import Path
+
     import pyarrow.parquet as pq
 
-    return pq.ParquetFile(path).metadata.num_rows
+    parts = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [path]
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
 
 
 def _ledgers(upstream: Artifact, own: Ledger) -> dict:

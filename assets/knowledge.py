@@ -4,15 +4,17 @@ from collections import Counter
 
 from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, AutomationCondition, MetadataValue, Output, asset, asset_check
 
+from assets.curation import pq_rows
 from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
-from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
+from resources.knowledge.chunking import Chunker
+from resources.knowledge.segments import chunk_segments, link_chunks
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, build_knowledge_examples, qa_examples
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
 from resources.retrieval.index import KnowledgeIndexer
-from resources.safety.injection import injection_findings
+from resources.segments import segment_key
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -24,44 +26,49 @@ def build(spec: ModelSpec) -> list:
     stage = asset_args(spec, "knowledge")
     policy = spec.knowledge
 
-    @asset(key=key(spec, "document_chunks"), kinds={"python", "parquet"}, code_version="1",
+    @asset(key=key(spec, "document_chunks"), kinds={"python", "parquet"}, code_version="2",
            ins={"corpus": AssetIn(key=key(spec, "corpus"))}, automation_condition=AutomationCondition.eager(), **stage)
     def document_chunks(context: AssetExecutionContext, model_source: BaseModelSource, store: ArtifactStore,
                         corpus: Artifact) -> Output[Artifact]:
         """The corpus's redacted documents cut into passages: never across a section, at most `chunk_tokens` of
         the base model's tokenizer, each with its document, title, section path, character span in the redacted
-        text and the raw file's sha256 (an answer traces to a passage, the passage to a file)."""
+        text and the raw file's sha256 (an answer traces to a passage, the passage to a file). Incremental: one
+        chunk segment per corpus segment, cut once and linked (`segments_cut` / `segments_reused`)."""
         tokenizer = model_source.for_model(spec.base_model, spec.base_model_revision).tokenizer()
         chunker = Chunker(tokenizer.backend_tokenizer, policy.chunk_rules())
-        documents = rows(corpus.read_table())
-        chunks, empty = chunker.chunk_all(documents)
-        table = frame(chunks, CHUNK_COLUMNS)
-        version = version_of(fingerprint(table, ["chunk_id", "text", "section"]), {"corpus": corpus.version},
-                             config_of(policy.chunk_rules(), {"tokenizer": [spec.base_model, spec.base_model_revision]}))
+        config = config_of(policy.chunk_rules(), {"tokenizer": [spec.base_model, spec.base_model_revision]})
+        chains = corpus.read_json("batches.json")["segments"]
+        build = chunk_segments(store, spec.name, chains, chunker, config)
+        context.log.info(f"chunk segments: {build.made} cut, {build.reused} reused")
+        # the version hashes what made the passages (each segment's key hashes its corpus segment and the rules)
+        version = version_of(segment_key(build.keys), {"corpus": corpus.version}, config, code="2")
         # a passage that carries instructions aimed at the model: flagged here, left out of grounded prompts by the gateway
-        findings = ((c, injection_findings(c["text"])) for c in chunks)
-        instructed = [{"chunk_id": c["chunk_id"], "source_path": c["source_path"], "section": c["section"], "patterns": found}
-                      for c, found in findings if found]
-        for row in instructed:
+        instructed = build.flagged
+        for row in instructed[:50]:
             context.log.warning(f"passage {row['chunk_id']} of {row['source_path']} ({row['section'] or 'no section'}) "
                                 f"carries instructions aimed at the model: {', '.join(row['patterns'])}")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
-            write_table(out, "chunks.parquet", table)
-            write_table(out, "dropped.parquet", frame(empty, DROPPED_COLUMNS))
-            write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version})
+            link_chunks(store, spec.name, build.keys, out)
+            write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version,
+                                              "segments": build.keys})
             write_json(out, "flagged.json", instructed)
+        table = artifact.read_table("chunks.parquet", columns=["doc_id", "section", "tokens"])
+        empty = artifact.read_table("dropped.parquet", columns=["doc_id"])
+        documents = pq_rows(corpus.file("documents.parquet"))
         per_doc = table.groupby("doc_id").size() if len(table) else None
         return emit(artifact, {
-            "documents": MetadataValue.int(len(documents)),
+            "documents": MetadataValue.int(documents),
             "documents_without_chunks": MetadataValue.int(len(empty)),
+            "segments_cut": MetadataValue.int(build.made),
+            "segments_reused": MetadataValue.int(build.reused),
             "chunks": MetadataValue.int(len(table)),
             "tokens_p50": MetadataValue.int(int(table["tokens"].median()) if len(table) else 0),
             "tokens_max": MetadataValue.int(int(table["tokens"].max()) if len(table) else 0),
             "chunks_per_document_max": MetadataValue.int(int(per_doc.max()) if per_doc is not None else 0),
             "sections": MetadataValue.int(int(table[["doc_id", "section"]].drop_duplicates().shape[0]) if len(table) else 0),
             "chunk_rules": MetadataValue.json(config_of(policy.chunk_rules())[0]),
-            "passages_with_instructions": MetadataValue.json(instructed),
+            "passages_with_instructions": MetadataValue.json(instructed[:200]),
         })
 
     @asset_check(asset=document_chunks, blocking=True, description="Every chunk is exactly the redacted text at its "

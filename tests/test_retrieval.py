@@ -23,3 +23,82 @@ def test_recall_at_k_on_known_rankings():
     retrieved = [["a", "b", "c"], ["x", "a", "b"], ["x", "y", "z"]]
     assert recall_at_k(retrieved, ["a", "a", "a"], (1, 2, 3)) == {"recall@1": 1 / 3, "recall@2": 2 / 3, "recall@3": 2 / 3}
     assert recall_at_k([], [], (1,)) == {"recall@1": 0.0}
+
+
+def package_readmes(n: int) -> list[dict]:
+    """Real documents no one on the project wrote: the long descriptions (READMEs) of installed packages."""
+    import hashlib
+    import importlib.metadata as md
+
+    seen, docs = set(), []
+    for dist in sorted(md.distributions(), key=lambda d: (d.metadata["Name"] or "").casefold()):
+        text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
+        name = dist.metadata["Name"]
+        if len(text.strip()) < 500 or name in seen:
+            continue
+        seen.add(name)
+        sha = hashlib.sha256(text.encode()).hexdigest()
+        docs.append({"doc_id": sha[:20], "external_id": None, "source_path": f"{name}/README", "source_sha256": sha,
+                     "source_format": "md", "line": 1, "kind": "text", "title": name, "text": text[:6000],
+                     "messages": None, "pii_found": 0})
+        if len(docs) == n:
+            break
+    return docs
+
+
+def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_build(tmp_path, smol_tokenizer):
+    """One more batch cuts and embeds only its own corpus segment; the linked passages and stacked vectors equal
+    chunking and embedding the whole corpus at once; a changed chunk rule cuts every segment again."""
+    import numpy as np
+    import pandas as pd
+
+    from resources.curation.corpus import build_corpus
+    from resources.curation.curator import TextCurator
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.segments import chunk_segments, link_chunks
+    from resources.retrieval.segments import vector_segments, write_index
+    from resources.storage import ArtifactStore
+
+    docs = package_readmes(24)
+    assert len(docs) == 24
+    batches = {f"batch-{b}": [dict(d, batch=f"batch-{b}") for d in docs[b * 6 : (b + 1) * 6]] for b in range(4)}
+    batches["batch-3"].append(dict(batches["batch-0"][0], batch="batch-3", doc_id="copy"))  # dropped as a duplicate
+    curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    columns = [c for c in docs[0]] + ["batch"]
+    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=96, overlap_tokens=16))
+    config = {"rules": "96/16"}
+
+    first = build_corpus(curator, store, "support", [(b, "v1") for b in list(batches)[:3]], load, columns)
+    chunks = chunk_segments(store, "support", first.chains, chunker, config)
+    vectors = vector_segments(store, "support", chunks.keys, indexer)
+    assert (chunks.made, chunks.reused, vectors.made, vectors.reused) == (3, 0, 3, 0)
+
+    second = build_corpus(curator, store, "support", [(b, "v1") for b in batches], load, columns)
+    chunks = chunk_segments(store, "support", second.chains, chunker, config)
+    vectors = vector_segments(store, "support", chunks.keys, indexer)
+    assert (chunks.made, chunks.reused, vectors.made, vectors.reused) == (1, 3, 1, 3)  # only the new batch
+    assert vectors.passages_embedded == sum(1 for d in signed["batch-3"] if d["doc_id"] != "copy"
+                                            for _ in chunker.chunk(d))
+
+    out = tmp_path / "built"
+    out.mkdir()
+    link_chunks(store, "support", chunks.keys, out)
+    stacked = write_index(store, "support", vectors.keys, out)
+    corpus = [d for b in batches for d in signed[b] if d["doc_id"] != "copy"]  # the whole corpus, at once
+    whole, _ = chunker.chunk_all(corpus)
+    linked = pd.read_parquet(out / "chunks.parquet")
+    assert list(linked["chunk_id"]) == [c["chunk_id"] for c in whole]
+    assert list(linked["text"]) == [c["text"] for c in whole] and len(whole) > 24
+    assert list(pd.read_parquet(out / "passages.parquet")["chunk_id"]) == [c["chunk_id"] for c in whole]
+    assert stacked.shape == (len(whole), 384)
+    assert np.allclose(stacked, indexer.embed([c["text"] for c in whole]), atol=1e-5)
+    assert np.array_equal(np.load(out / "vectors.npy"), stacked)
+    loaded = indexer.load(out)  # the index as the gateway and the evaluation read it
+    hit = loaded.passages([whole[5]["text"][:300]], 1)[0][0]
+    assert hit["chunk_id"] == whole[5]["chunk_id"] and hit["source_path"] == whole[5]["source_path"]
+
+    recut = chunk_segments(store, "support", second.chains, chunker, {"rules": "changed"})
+    assert (recut.made, recut.reused) == (4, 0)

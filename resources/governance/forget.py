@@ -22,11 +22,13 @@ from resources.ingestion.forget import ForgetList  # noqa: F401  (re-exported: t
 DOCUMENT_TABLES = (  # (asset, table, column holding the document id)
     ("raw_documents", "documents.parquet", "doc_id"), ("cleaned_documents", "documents.parquet", "doc_id"),
     ("redacted_documents", "documents.parquet", "doc_id"), ("corpus", "documents.parquet", "doc_id"),
-    ("corpus_segments", "kept.parquet", "doc_id"),
+    ("corpus_segments", "kept.parquet", "doc_id"), ("chunk_segments", "chunks.parquet", "doc_id"),
+    ("passage_vectors", "passages.parquet", "doc_id"),
     ("instruction_dataset", "examples.parquet", "source_doc_id"), ("document_chunks", "chunks.parquet", "doc_id"),
     ("knowledge_examples", "examples.parquet", "source_doc_id"), ("knowledge_index", "passages.parquet", "doc_id"),
 )
-PURGEABLE = ("raw_documents", "cleaned_documents", "redacted_documents", "corpus", "corpus_segments", "document_chunks", "knowledge_examples",
+PURGEABLE = ("raw_documents", "cleaned_documents", "redacted_documents", "corpus", "corpus_segments", "chunk_segments",
+             "passage_vectors", "document_chunks", "knowledge_examples",
              "instruction_dataset", "knowledge_index", "golden_dataset", "lora_adapter", "merged_model")
 
 

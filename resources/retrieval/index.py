@@ -44,6 +44,20 @@ def _model(path: str):
     return SentenceTransformer(path, device="cpu", local_files_only=True)
 
 
+@lru_cache(maxsize=4)
+def _files_digest(path: str) -> str:
+    """sha256 over a model folder's files (relative names and content), read once per process."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    root = Path(path)
+    for file in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(file.relative_to(root)).encode() + b"\0")
+        with file.open("rb") as handle:
+            digest.update(hashlib.file_digest(handle, "sha256").digest())
+    return digest.hexdigest()
+
+
 @dataclass
 class DenseIndex:
     ids: list[str]
@@ -83,6 +97,10 @@ class KnowledgeIndexer(ConfigurableResource):
             vectors = model.encode([t[: self.max_chars] for t in texts], batch_size=self.batch_size,
                                    normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)
+
+    def identity(self) -> dict[str, Any]:
+        """What decides this embedder's vectors: the model's files (their content hash), `max_chars`."""
+        return {"model": self.model, "files": _files_digest(embedder_path(self.model)), "max_chars": self.max_chars}
 
     def build(self, ids: list[str], texts: list[str]) -> DenseIndex:
         return DenseIndex(list(ids), self.embed(texts))

@@ -1,0 +1,64 @@
+"""A model's knowledge index, one vector segment per chunk segment (`resources.segments`): a new batch's passages
+are embedded once.
+
+A vector segment's key hashes the chunk segment's key, the embedding model's identity (its files' content) and
+`max_chars`; it holds the segment's passages (PASSAGE_COLUMNS) and their vectors in the same order. The index is
+the segments' passages linked in order and their vectors stacked: exact search over every passage, as before.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from resources.knowledge.segments import CHUNK_INTS
+from resources.retrieval.index import PASSAGE_COLUMNS, KnowledgeIndexer
+from resources.records import frame
+from resources.segments import CHUNK_SEGMENTS, VECTOR_SEGMENTS, link_parts, segment_dir, segment_key, write_typed
+
+CODE = "1"
+
+
+@dataclass
+class VectorBuild:
+    keys: list[str]  # per chunk segment, in order
+    made: int = 0  # segments embedded in this build
+    reused: int = 0
+    passages_embedded: int = 0
+
+
+def vector_segments(store, model: str, chunk_keys: list[str], indexer: KnowledgeIndexer) -> VectorBuild:
+    """The vector segment of each chunk segment, embedding only the passages of segments the store does not hold."""
+    asset = f"{model}/{VECTOR_SEGMENTS}"
+    identity = indexer.identity()
+    build = VectorBuild([segment_key(key, identity, CODE) for key in chunk_keys])
+    held = set(store.partitions(asset))
+    for chunk_key, key in zip(chunk_keys, build.keys):
+        if key in held:
+            build.reused += 1
+            continue
+        chunks = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
+        passages = pd.read_parquet(chunks, columns=PASSAGE_COLUMNS) if chunks.exists() else frame([], PASSAGE_COLUMNS)
+        vectors = indexer.embed(list(passages["text"])) if len(passages) else np.zeros((0, 0), dtype=np.float32)
+        with store.writing(asset, key) as out:
+            write_typed(out / "passages.parquet", passages, CHUNK_INTS)
+            np.save(out / "vectors.npy", vectors)
+        build.made += 1
+        build.passages_embedded += len(passages)
+    return build
+
+
+def write_index(store, model: str, keys: list[str], folder: Path) -> np.ndarray:
+    """`folder/passages.parquet` (the segments' passages, linked in order) and `folder/vectors.npy` (their vectors,
+    stacked in the same order); returns the vectors."""
+    asset = f"{model}/{VECTOR_SEGMENTS}"
+    link_parts(store, asset, keys, "passages.parquet", folder / "passages.parquet",
+               lambda path: write_typed(path, frame([], PASSAGE_COLUMNS), CHUNK_INTS))
+    parts = [np.load(segment_dir(store, asset, key) / "vectors.npy") for key in keys]
+    parts = [p for p in parts if p.size]
+    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+    np.save(folder / "vectors.npy", vectors)
+    return vectors
