@@ -16,6 +16,7 @@ from dagster import (
 )
 
 from assets.checks import ledger_result, suite_result
+from assets.curation import pq_rows
 from assets.metadata import asset_args, emit, key, ledger_metadata, log_quarantine, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.datasets.builder import (
@@ -30,6 +31,7 @@ from resources.datasets.builder import (
     with_messages,
 )
 from resources.datasets.card import build_card, card_markdown
+from resources.datasets.segments import instruction_segments, link_instructions
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
@@ -38,6 +40,7 @@ from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
 from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
 from resources.redaction.redactor import PiiRedactor
+from resources.segments import segment_key
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -115,7 +118,7 @@ def build(spec: ModelSpec) -> list:
             "teacher": MetadataValue.json(teacher_usage if teacher_usage is not None else {"used": False}),
         })
 
-    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="3",
+    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="4",
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
                 "human_feedback": AssetIn(key=key(spec, "human_feedback")),
                 "knowledge_examples": AssetIn(key=key(spec, "knowledge_examples"))},
@@ -124,32 +127,57 @@ def build(spec: ModelSpec) -> list:
                             human_feedback: Artifact, knowledge_examples: Artifact) -> Output[Artifact]:
         """Chat-format training and validation examples from the model's corpus, the sections of its documents
         (knowledge_examples) and reviewers' corrections, split by hashed document id, with anything that
-        duplicates a golden question removed (the contamination guard)."""
+        duplicates a golden question removed (the contamination guard). Incremental where knowledge_examples is
+        (one segment per corpus segment, made once for the same golden prompts and policy)."""
         golden = golden_dataset.read_table("examples.parquet")
         feedback_docs = training_documents(rows(human_feedback.read_table("feedback.parquet")), set(golden["id"]))
-        section_docs = rows(knowledge_examples.read_table("examples.parquet"))
         policy = spec.dataset
-        build = build_examples(rows(corpus.read_table()) + section_docs + feedback_docs, policy.split_rules(),
-                               policy.text_strategy, policy.title_template, golden_prompts=list(golden["prompt"]))
-        table = frame(build.examples, EXAMPLE_COLUMNS)
-        inputs = {"corpus": corpus.version, "golden_dataset": golden_dataset.version, "human_feedback": human_feedback.version,
-                  "knowledge_examples": knowledge_examples.version}
-        version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="3")
         batches = corpus.read_json("batches.json")
         included = [b for b in batches["batches"] if b not in batches["excluded"]]
+        inputs = {"corpus": corpus.version, "golden_dataset": golden_dataset.version, "human_feedback": human_feedback.version,
+                  "knowledge_examples": knowledge_examples.version}
+        manifest = knowledge_examples.read_json("manifest.json") if knowledge_examples.exists("manifest.json") else {}
+        segmented = manifest.get("segments") is not None and manifest.get("corpus_segments") == batches["segments"]
+        if segmented:  # made one corpus segment at a time: a new batch's documents and sections only
+            segments = instruction_segments(store, spec.name, batches["segments"], manifest["segments"], policy,
+                                            list(golden["prompt"]))
+            context.log.info(f"instruction segments: {segments.made} made, {segments.reused} reused")
+            feedback = build_examples(feedback_docs, policy.split_rules(), policy.text_strategy, policy.title_template,
+                                      golden_prompts=list(golden["prompt"]))
+            ledger = segments.ledger
+            ledger.records_in += feedback.ledger.records_in
+            ledger.kept += feedback.ledger.kept
+            ledger.dropped.update(feedback.ledger.dropped)
+            extra = frame(feedback.examples, EXAMPLE_COLUMNS)
+            version = version_of([segment_key(segments.keys), fingerprint(extra, ["id", "prompt", "answer", "split"])],
+                                 inputs, config_of(policy), code="4")
+        else:
+            section_docs = rows(knowledge_examples.read_table("examples.parquet"))
+            build = build_examples(rows(corpus.read_table()) + section_docs + feedback_docs, policy.split_rules(),
+                                   policy.text_strategy, policy.title_template, golden_prompts=list(golden["prompt"]))
+            ledger = build.ledger
+            table = frame(build.examples, EXAMPLE_COLUMNS)
+            version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="3")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
-            write_table(out, "examples.parquet", table)
-            write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
-            write_json(out, "ledger.json", build.ledger.to_dict())
+            if segmented:
+                link_instructions(store, spec.name, segments.keys, out, extra, frame(feedback.dropped, DROPPED_COLUMNS))
+                table = pd.read_parquet(out / "examples.parquet")
+            else:
+                write_table(out, "examples.parquet", table)
+                write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
+            write_json(out, "ledger.json", ledger.to_dict())
             write_json(out, "manifest.json", {"batches": included, "corpus": corpus.key, "golden": golden_dataset.key,
                                               "feedback_examples": len(feedback_docs), "policy": policy.model_dump(),
-                                              "knowledge_examples": len(section_docs),
-                                              "corpus_documents": int(corpus.read_json("ledger.json")["kept"])})
+                                              "knowledge_examples": pq_rows(knowledge_examples.file("examples.parquet")),
+                                              "corpus_documents": int(corpus.read_json("ledger.json")["kept"]),
+                                              "segments": segments.keys if segmented else None})
             sizes = save_splits(table, ["train", "validation"], out / "hf", {"source_doc_id": "string", "batch": "string",
                                                                               "origin": "string"})
         return emit(artifact, {
-            **ledger_metadata(build.ledger),
+            **ledger_metadata(ledger),
+            "segments_made": MetadataValue.int(segments.made if segmented else 0),
+            "segments_reused": MetadataValue.int(segments.reused if segmented else 0),
             "train_examples": MetadataValue.int(sizes["train"]),
             "validation_examples": MetadataValue.int(sizes["validation"]),
             "batches": MetadataValue.int(len(included)),

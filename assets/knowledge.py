@@ -8,8 +8,9 @@ from assets.curation import pq_rows
 from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import Chunker
-from resources.knowledge.segments import chunk_segments, link_chunks
-from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, build_knowledge_examples, qa_examples
+from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
+from resources.knowledge.examples import (DOCUMENT_LOCAL_STRATEGIES, JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
+                                         build_knowledge_examples, qa_examples)
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
@@ -18,8 +19,6 @@ from resources.segments import segment_key
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
-KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_id", "kind", "title", "batch", "chunk_id",
-                             "messages"]
 
 
 def build(spec: ModelSpec) -> list:
@@ -51,7 +50,7 @@ def build(spec: ModelSpec) -> list:
         with artifact.writing() as out:
             link_chunks(store, spec.name, build.keys, out)
             write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version,
-                                              "segments": build.keys})
+                                              "segments": build.keys, "corpus_segments": chains})
             write_json(out, "flagged.json", instructed)
         table = artifact.read_table("chunks.parquet", columns=["doc_id", "section", "tokens"])
         empty = artifact.read_table("dropped.parquet", columns=["doc_id"])
@@ -85,7 +84,7 @@ def build(spec: ModelSpec) -> list:
         return AssetCheckResult(passed=not problems, metadata={
             "chunks": MetadataValue.int(len(chunks)), "problems": MetadataValue.md("\n".join(f"- {p}" for p in problems[:50]) or "none")})
 
-    @asset(key=key(spec, "knowledge_examples"), kinds={"python", "parquet"}, code_version="1",
+    @asset(key=key(spec, "knowledge_examples"), kinds={"python", "parquet"}, code_version="2",
            ins={"document_chunks": AssetIn(key=key(spec, "document_chunks")),
                 "knowledge_index": AssetIn(key=key(spec, "knowledge_index"))},
            automation_condition=AutomationCondition.eager(), **stage)
@@ -96,39 +95,59 @@ def build(spec: ModelSpec) -> list:
         prompt, among retrieved distractors, citing it or abstaining; `cloze`: a question for each value a sentence
         states, answered by the sentence in the grounded prompt). Every candidate is counted: generated,
         kept, dropped by reason. They join instruction_dataset, which splits them by their document and guards
-        them against the golden set like every other example."""
-        chunks = rows(document_chunks.read_table("chunks.parquet"))
+        them against the golden set like every other example. Incremental where every strategy is
+        document-local (the default, `headings`): one example segment per chunk segment."""
         used = spec.dataset.text_strategy == "sections"
         split = spec.dataset.split_rules()
-        held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}
-        loaded = indexer.load(knowledge_index.path) if used and {"raft", "cloze"} & set(policy.strategies) else None
-        build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
-                                         retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
-                                         held_out_docs=held_out)
-        usage = None
-        if used and "qa" in policy.strategies:
-            if teacher.configured:  # only redacted passages reach the teacher: document_chunks are cut from the corpus
-                session = teacher.session()
-                qa_examples(chunks, policy, session, held_out, out=build)
-                usage = session.usage.to_dict()
-                if usage["stopped"]:
-                    context.log.warning(f"qa generation stopped early: {usage['stopped']}; the examples made so far are kept")
-            else:
-                context.log.warning(f"the qa strategy is configured but {NOT_CONFIGURED}: only the offline strategies ran")
-        table = frame(build.examples, KNOWLEDGE_EXAMPLE_COLUMNS)
-        counts = dict(build.counts)
-        version = version_of(fingerprint(table, ["doc_id", "messages"]),
-                             {"document_chunks": document_chunks.version, "knowledge_index": knowledge_index.version},
-                             config_of(policy, {"text_strategy": spec.dataset.text_strategy,
-                                                "title_template": spec.dataset.title_template, "split": split,
-                                                "teacher": teacher.identity() if usage is not None else None,
-                                                "prompts": [QA_PROMPT, JUDGE_PROMPT] if usage is not None else None}))
-        artifact = Artifact.create(store, context.asset_key, version)
-        with artifact.writing() as out:
-            write_table(out, "examples.parquet", table)
-            write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
-            write_json(out, "counts.json", counts)
-            write_json(out, "teacher.json", usage)
+        manifest = document_chunks.read_json("manifest.json")
+        config = config_of(policy, {"text_strategy": spec.dataset.text_strategy, "title_template": spec.dataset.title_template,
+                                    "split": split})
+        if used and set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
+            # made one chunk segment at a time: a new batch's sections only
+            segments = example_segments(store, spec.name, manifest["segments"], policy, spec.dataset.title_template, split)
+            context.log.info(f"example segments: {segments.made} made, {segments.reused} reused")
+            counts, usage = segments.counts, None
+            version = version_of(segment_key(segments.keys), {"document_chunks": document_chunks.version,
+                                                              "knowledge_index": knowledge_index.version}, config, code="2")
+            artifact = Artifact.create(store, context.asset_key, version)
+            with artifact.writing() as out:
+                link_examples(store, spec.name, segments.keys, out)
+                write_json(out, "counts.json", counts)
+                write_json(out, "teacher.json", usage)
+                write_json(out, "manifest.json", {"segments": segments.keys,
+                                                  "corpus_segments": manifest.get("corpus_segments")})
+            examples = pq_rows(artifact.file("examples.parquet"))
+        else:
+            chunks = rows(document_chunks.read_table("chunks.parquet"))
+            held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}
+            loaded = indexer.load(knowledge_index.path) if used and {"raft", "cloze"} & set(policy.strategies) else None
+            build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
+                                             retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
+                                             held_out_docs=held_out)
+            usage = None
+            if used and "qa" in policy.strategies:
+                if teacher.configured:  # only redacted passages reach the teacher: document_chunks are cut from the corpus
+                    session = teacher.session()
+                    qa_examples(chunks, policy, session, held_out, out=build)
+                    usage = session.usage.to_dict()
+                    if usage["stopped"]:
+                        context.log.warning(f"qa generation stopped early: {usage['stopped']}; the examples made so far are kept")
+                else:
+                    context.log.warning(f"the qa strategy is configured but {NOT_CONFIGURED}: only the offline strategies ran")
+            table = frame(build.examples, KNOWLEDGE_EXAMPLE_COLUMNS)
+            counts = dict(build.counts)
+            version = version_of(fingerprint(table, ["doc_id", "messages"]),
+                                 {"document_chunks": document_chunks.version, "knowledge_index": knowledge_index.version},
+                                 [*config, {"teacher": teacher.identity() if usage is not None else None,
+                                            "prompts": [QA_PROMPT, JUDGE_PROMPT] if usage is not None else None}])
+            artifact = Artifact.create(store, context.asset_key, version)
+            with artifact.writing() as out:
+                write_table(out, "examples.parquet", table)
+                write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
+                write_json(out, "counts.json", counts)
+                write_json(out, "teacher.json", usage)
+                write_json(out, "manifest.json", {"segments": None, "corpus_segments": manifest.get("corpus_segments")})
+            examples = len(table)
         if not used:
             context.log.info(f"dataset.text_strategy is {spec.dataset.text_strategy!r}: no examples from sections")
         yields = "\n".join(f"| {s} | {counts.get(f'{s}_generated', 0)} | {counts.get(f'{s}_kept', 0)} |"
@@ -136,7 +155,7 @@ def build(spec: ModelSpec) -> list:
                            if s in policy.strategies)
         drops = Counter({k.split("_dropped_", 1)[1]: v for k, v in counts.items() if "_dropped_" in k})
         return emit(artifact, {
-            "examples": MetadataValue.int(len(table)),
+            "examples": MetadataValue.int(examples),
             "yield": MetadataValue.md("| strategy | generated | kept |\n|---|---|---|\n" + (yields or "| (none) | 0 | 0 |")),
             "dropped": reason_table(drops),
             "strategies": MetadataValue.json(list(policy.strategies) if used else []),

@@ -294,7 +294,8 @@ def incremental_point(history: int) -> dict:
     from resources.knowledge.chunking import ChunkRules, Chunker
     from resources.knowledge.examples import build_knowledge_examples
     from resources.knowledge.policy import KnowledgePolicy
-    from resources.knowledge.segments import chunk_segments, link_chunks
+    from resources.datasets.segments import instruction_segments, link_instructions
+    from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
     from resources.models.base_model import BaseModelSource
     from resources.retrieval.index import KnowledgeIndexer
     from resources.retrieval.segments import vector_segments, write_index
@@ -308,6 +309,8 @@ def incremental_point(history: int) -> dict:
     chunk_config = config_of(ChunkRules())
     indexer = KnowledgeIndexer()
     indexer.embed(["loaded before the clock starts"])
+    dataset, knowledge = DatasetPolicy(), KnowledgePolicy()
+    split = dataset.split_rules()
     golden_prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()
                       if line.strip()]
 
@@ -336,10 +339,12 @@ def incremental_point(history: int) -> dict:
         load = lambda batch: (tables[batch], {"documents": len(tables[batch])})  # noqa: E731
         order = [(b, "v1") for b in tables]
         seeded = build_corpus(curator, store, "bench", order, load, columns)
-        # passages of the earlier batches cut for real; their vectors written as stored segments (random unit
-        # vectors: embedding 1,000 batches' passages would take the default tier's hour by itself)
-        vector_segments(store, "bench", chunk_segments(store, "bench", seeded.chains, chunker, chunk_config).keys,
-                        SeedIndexer())
+        # passages and examples of the earlier batches made for real; their vectors written as stored segments
+        # (random unit vectors: embedding 1,000 batches' passages would take the default tier's hour by itself)
+        seeded_chunks = chunk_segments(store, "bench", seeded.chains, chunker, chunk_config)
+        vector_segments(store, "bench", seeded_chunks.keys, SeedIndexer())
+        seeded_sections = example_segments(store, "bench", seeded_chunks.keys, knowledge, dataset.title_template, split)
+        instruction_segments(store, "bench", seeded.chains, seeded_sections.keys, dataset, golden_prompts)
         seeding = time.perf_counter() - start
         inbox_dir = Path(tmp) / "inbox"
         inbox_dir.mkdir()
@@ -364,16 +369,22 @@ def incremental_point(history: int) -> dict:
         start = time.perf_counter()  # the stages after the corpus: document_chunks and knowledge_index
         chunks = chunk_segments(store, "bench", build.chains, chunker, chunk_config)
         vectors = vector_segments(store, "bench", chunks.keys, indexer)
-        own_downstream = time.perf_counter() - start  # the new segment cut and embedded (and the stores listed)
+        sections = example_segments(store, "bench", chunks.keys, knowledge, dataset.title_template, split)
+        instructions = instruction_segments(store, "bench", build.chains, sections.keys, dataset, golden_prompts)
+        own_downstream = time.perf_counter() - start  # the new segment cut, embedded, made into examples (stores listed)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=tmp) as out:
             link_chunks(store, "bench", chunks.keys, Path(out))
             passages = len(pd.read_parquet(Path(out) / "chunks.parquet", columns=["chunk_id"]))
         with tempfile.TemporaryDirectory(dir=tmp) as out:
             write_index(store, "bench", vectors.keys, Path(out))
+        with tempfile.TemporaryDirectory(dir=tmp) as out:
+            link_examples(store, "bench", sections.keys, Path(out))
+        with tempfile.TemporaryDirectory(dir=tmp) as out:
+            link_instructions(store, "bench", instructions.keys, Path(out))
         assemble = time.perf_counter() - start  # every segment linked, every vector stacked: what grows with history
         downstream = own_downstream + assemble
-        # the datasets, rebuilt whole on each batch with the default policies (headings from each section; the
+        # the baseline for the datasets: rebuilt whole with the default policies (headings from each section; the
         # instruction dataset from the corpus and those examples, split and guarded against the golden prompts)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=tmp) as out:
@@ -381,13 +392,11 @@ def incremental_point(history: int) -> dict:
             link_segments(store, "bench", build.chains, "kept.parquet", Path(out), frame([], columns))
             all_chunks = rows(pd.read_parquet(Path(out) / "chunks.parquet"))
             corpus_rows = rows(pd.read_parquet(Path(out) / "kept.parquet"))
-        dataset = DatasetPolicy()
-        split = dataset.split_rules()
         held = {c["doc_id"] for c in all_chunks if split.split_of(c["doc_id"]) == "golden"}
-        sections = build_knowledge_examples(all_chunks, KnowledgePolicy(), dataset.title_template, held_out_docs=held)
+        whole_sections = build_knowledge_examples(all_chunks, knowledge, dataset.title_template, held_out_docs=held)
         knowledge_s = time.perf_counter() - start
         start = time.perf_counter()
-        examples = build_examples(corpus_rows + sections.examples, split, dataset.text_strategy, dataset.title_template,
+        examples = build_examples(corpus_rows + whole_sections.examples, split, dataset.text_strategy, dataset.title_template,
                                   golden_prompts=golden_prompts)
         instruction_s = time.perf_counter() - start
         start = time.perf_counter()
@@ -401,6 +410,7 @@ def incremental_point(history: int) -> dict:
             indexer.embed([c["text"] for c in whole])
             downstream_rebuild = time.perf_counter() - start
             assert len(whole) == passages, (len(whole), passages)  # the same passages either way
+        assert instructions.ledger.kept == len(examples.examples)  # the same dataset either way
     assert build.ledger.kept == len(result.kept), (build.ledger.kept, len(result.kept))  # the same corpus either way
     return {"size": history, "batch_docs": BATCH_DOCS, "seconds": round(incremental, 3), "batch_own_s": round(own, 3),
             "corpus_incremental_s": round(incremental, 3), "incremental_share_of_batch": round(incremental / own, 3),
@@ -412,9 +422,11 @@ def incremental_point(history: int) -> dict:
             "assemble_share_of_batch": round(assemble / (own + own_downstream), 3),
             "downstream_segments": {"chunks_cut": chunks.made, "chunks_reused": chunks.reused,
                                     "vectors_embedded": vectors.made, "vectors_reused": vectors.reused,
-                                    "passages_embedded": vectors.passages_embedded, "passages": passages},
+                                    "passages_embedded": vectors.passages_embedded, "passages": passages,
+                                    "examples_made": sections.made, "instructions_made": instructions.made,
+                                    "instructions_reused": instructions.reused},
             "datasets_rebuild": {"knowledge_examples_s": round(knowledge_s, 3), "instruction_dataset_s": round(instruction_s, 3),
-                                 "examples": len(examples.examples), "section_examples": len(sections.examples)},
+                                 "examples": len(examples.examples), "section_examples": len(whole_sections.examples)},
             "datasets_rebuild_s": round(knowledge_s + instruction_s, 3),
             "datasets_rebuild_share_of_batch": round((knowledge_s + instruction_s) / (own + own_downstream), 3),
             "downstream_rebuild_s": None if downstream_rebuild is None else round(downstream_rebuild, 3),
@@ -570,9 +582,9 @@ def run_incremental(sizes: list[int]) -> None:
         "the batch's own data stages (s)": [(p["size"], p["batch_own_s"]) for p in points],
         "corpus, incremental (s)": [(p["size"], p["corpus_incremental_s"]) for p in points],
         "corpus rebuilt from scratch, baseline (s)": [(p["size"], p["corpus_rebuild_s"]) for p in points],
-        "chunks + index, the new batch's segment (s)": [(p["size"], p["downstream_new_segment_s"]) for p in points],
-        "chunks + index, linking every segment (s)": [(p["size"], p["downstream_assemble_s"]) for p in points],
-        "datasets rebuilt whole (s)": [(p["size"], p["datasets_rebuild_s"]) for p in points],
+        "chunks, index, examples: the new batch's segment (s)": [(p["size"], p["downstream_new_segment_s"]) for p in points],
+        "chunks, index, examples: linking every segment (s)": [(p["size"], p["downstream_assemble_s"]) for p in points],
+        "examples + instruction dataset rebuilt whole, baseline (s)": [(p["size"], p["datasets_rebuild_s"]) for p in points],
         "chunks + index rebuilt, baseline (s)": [(p["size"], p["downstream_rebuild_s"]) for p in points
                                                  if p["downstream_rebuild_s"] is not None],
     }, "seconds", "batches already processed")

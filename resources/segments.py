@@ -4,7 +4,9 @@ The corpus is the chain of its batches' segments (`resources.curation.corpus`). 
 same pieces: the passages cut from one corpus segment are a chunk segment, their embeddings a vector segment.
 Each piece sits in the artifact store under a key that hashes what made it (the corpus segment's chain hash,
 the rules, the tokenizer or embedding model, the code version), so one more batch computes one more piece and
-the stage's artifact is the pieces linked in arrival order — with 10 or 1,000 batches before it.
+the stage's artifact is the pieces linked in arrival order — with 10 or 1,000 batches before it. The training
+examples follow too where they are made document by document (the `headings` strategy; the instruction dataset's
+examples of each corpus segment and its sections).
 
 A piece holds redacted documents' text: `resources.governance.forget` reaches and purges them like every
 other copy.
@@ -25,6 +27,8 @@ from resources.records import sha256_hex
 CORPUS_SEGMENTS = "corpus_segments"  # <model>/corpus_segments/<chain>: kept.parquet, dropped.parquet
 CHUNK_SEGMENTS = "chunk_segments"  # <model>/chunk_segments/<key>: chunks.parquet, dropped.parquet, flagged.json
 VECTOR_SEGMENTS = "passage_vectors"  # <model>/passage_vectors/<key>: passages.parquet, vectors.npy
+EXAMPLE_SEGMENTS = "knowledge_example_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, counts.json
+INSTRUCTION_SEGMENTS = "instruction_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, ledger.json
 
 
 def segment_key(*parts: Any) -> str:
@@ -60,11 +64,14 @@ def link_parts(store, asset: str, keys: list[str], name: str, target: Path,
     return parts
 
 
-def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({"line", "pii_found"})) -> None:
-    """A table with fixed column types (the `ints` columns as integers, every other as strings), so the pieces of
-    one artifact read back as one table whatever each held (a column that is empty in one piece stays a string)."""
+def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({"line", "pii_found"}),
+                chats: frozenset[str] = frozenset()) -> None:
+    """A table with fixed column types (the `ints` columns as integers, the `chats` columns as lists of
+    {role, content}, every other as strings), so the pieces of one artifact read back as one table whatever each
+    held (a column that is empty in one piece stays a string)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    schema = pa.schema([pa.field(c, pa.int64() if c in ints else pa.string()) for c in df.columns])
+    chat = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    schema = pa.schema([pa.field(c, pa.int64() if c in ints else chat if c in chats else pa.string()) for c in df.columns])
     pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)

@@ -73,3 +73,79 @@ def test_dataset_policy_validation():
         DatasetPolicy(validation_fraction=0.6, golden_holdout_fraction=0.5)
     with pytest.raises(ValueError, match="{title}"):
         DatasetPolicy(title_template="no placeholder")
+
+
+def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equal_a_whole_build(tmp_path, smol_tokenizer):
+    """With the document-local `headings` strategy, the knowledge examples and the instruction dataset are made one
+    corpus segment at a time: one more batch makes one segment of each, and the linked tables equal building both
+    from the whole corpus at once (set and ledger); a changed golden set makes every instruction segment again."""
+    import pandas as pd
+
+    from helpers import package_readmes
+    from resources.curation.corpus import build_corpus, link_segments
+    from resources.curation.curator import TextCurator
+    from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
+    from resources.datasets.policy import DatasetPolicy
+    from resources.datasets.segments import instruction_segments, link_instructions
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.examples import build_knowledge_examples
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
+    from resources.records import frame, rows
+    from resources.storage import ArtifactStore
+
+    docs = package_readmes(30)
+    batches = {f"b{b}": [dict(d, batch=f"b{b}") for d in docs[b * 10 : (b + 1) * 10]] for b in range(3)}
+    faq = {"doc_id": "faq-2", "external_id": "F-1", "source_path": "faq.jsonl", "source_sha256": "0" * 64, "kind": "instruction",
+           "source_format": "jsonl", "line": 1, "title": None, "pii_found": 0, "text": "Q\n\nA", "batch": "b2",
+           "messages": '[{"role": "user", "content": "How do I reset my password?"}, '
+                       '{"role": "assistant", "content": "Open Settings, then Security."}]'}
+    batches["b2"].append(faq)
+    curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    columns = list(faq)
+    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
+    golden = ["How do I reset my password?"]  # the FAQ duplicates it: dropped as contamination
+
+    def build(names, golden_prompts):
+        corpus = build_corpus(curator, store, "m", [(b, "v1") for b in names], load, columns)
+        chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
+        examples = example_segments(store, "m", chunks.keys, knowledge, policy.title_template, policy.split_rules())
+        made = instruction_segments(store, "m", corpus.chains, examples.keys, policy, golden_prompts)
+        return corpus, chunks, examples, made
+
+    build(["b0", "b1"], golden)
+    corpus, chunks, examples, made = build(["b0", "b1", "b2"], golden)
+    assert (examples.made, examples.reused, made.made, made.reused) == (1, 2, 1, 2)
+
+    out = tmp_path / "built"
+    out.mkdir()
+    link_segments(store, "m", corpus.chains, "kept.parquet", out, frame([], columns), "documents.parquet")
+    link_chunks(store, "m", chunks.keys, out)
+    (out / "k").mkdir()
+    link_examples(store, "m", examples.keys, out / "k")
+    (out / "i").mkdir()
+    link_instructions(store, "m", made.keys, out / "i")
+    whole_docs = rows(pd.read_parquet(out / "documents.parquet"))
+    whole_chunks = rows(pd.read_parquet(out / "chunks.parquet"))
+    split = policy.split_rules()
+    held = {c["doc_id"] for c in whole_chunks if split.split_of(c["doc_id"]) == "golden"}
+    sections = build_knowledge_examples(whole_chunks, knowledge, policy.title_template, held_out_docs=held)
+    assert examples.counts == dict(sections.counts) and sections.counts["headings_kept"] > 30
+    linked_sections = rows(pd.read_parquet(out / "k" / "examples.parquet"))
+    assert sorted((e["doc_id"], json.loads(e["messages"])[1]["content"]) for e in linked_sections) == \
+        sorted((e["doc_id"], json.loads(e["messages"])[1]["content"]) for e in sections.examples)
+    whole = build_examples(whole_docs + rows(pd.read_parquet(out / "k" / "examples.parquet")), split, policy.text_strategy,
+                           policy.title_template, golden_prompts=golden)
+    table = pd.read_parquet(out / "i" / "examples.parquet")
+    key = lambda e: (e["id"], e["prompt"], e["answer"], e["split"])  # noqa: E731
+    assert sorted(key(e) for e in rows(table[EXAMPLE_COLUMNS])) == sorted(key(e) for e in whole.examples)
+    assert set(table["split"]) == {"train", "validation"} and len(table) > 30
+    assert made.ledger.to_dict() == whole.ledger.to_dict() and made.ledger.dropped["golden_contamination"] == 1
+    assert made.ledger.dropped["held_out_for_golden"] > 0
+
+    *_, again = build(["b0", "b1", "b2"], golden + ["What is new in this release?"])
+    assert (again.made, again.reused) == (3, 0)  # the guard changed: every segment is made again

@@ -235,6 +235,25 @@ def test_every_step_loaded_exactly_the_versions_dagster_recorded(pipeline):
     assert checked["fan-in"] >= 2 and checked["partition"] >= 16 and checked["human_feedback"] >= 4
 
 
+def test_passages_vectors_and_examples_are_built_one_corpus_segment_at_a_time(pipeline):
+    """support (sections as headings, a document-local strategy): document_chunks, knowledge_index,
+    knowledge_examples and instruction_dataset each hold one segment per corpus segment, in the corpus's order;
+    policy (text_strategy exclude) builds its examples whole."""
+    corpus = latest(pipeline, "support", "corpus")
+    chains = corpus.read_json("batches.json")["segments"]
+    chunks = latest(pipeline, "support", "document_chunks").read_json("manifest.json")
+    assert chunks["corpus_segments"] == chains and len(chunks["segments"]) == len(chains) >= 3
+    index = latest(pipeline, "support", "knowledge_index")
+    assert len(index.read_json("index.json")["segments"]) == len(chains)
+    assert index.read_json("index.json")["passages"] == len(index.read_table("passages.parquet"))
+    examples = latest(pipeline, "support", "knowledge_examples").read_json("manifest.json")
+    assert examples["corpus_segments"] == chains and len(examples["segments"]) == len(chains)
+    dataset = latest(pipeline, "support", "instruction_dataset")
+    assert len(dataset.read_json("manifest.json")["segments"]) == len(chains)
+    assert dataset.read_json("ledger.json")["balanced"]
+    assert latest(pipeline, "policy", "instruction_dataset").read_json("manifest.json")["segments"] is None
+
+
 def test_a_new_batch_processes_only_that_batch_and_only_its_model(pipeline):
     from orchestration import workflows
 

@@ -1,5 +1,6 @@
 """Retrieval with the real embedded MiniLM model: nearest documents and recall@k."""
 
+from helpers import package_readmes
 from resources.retrieval.index import KnowledgeIndexer, recall_at_k
 
 
@@ -23,27 +24,6 @@ def test_recall_at_k_on_known_rankings():
     retrieved = [["a", "b", "c"], ["x", "a", "b"], ["x", "y", "z"]]
     assert recall_at_k(retrieved, ["a", "a", "a"], (1, 2, 3)) == {"recall@1": 1 / 3, "recall@2": 2 / 3, "recall@3": 2 / 3}
     assert recall_at_k([], [], (1,)) == {"recall@1": 0.0}
-
-
-def package_readmes(n: int) -> list[dict]:
-    """Real documents no one on the project wrote: the long descriptions (READMEs) of installed packages."""
-    import hashlib
-    import importlib.metadata as md
-
-    seen, docs = set(), []
-    for dist in sorted(md.distributions(), key=lambda d: (d.metadata["Name"] or "").casefold()):
-        text = dist.metadata.get_payload() or dist.metadata.get("Description") or ""
-        name = dist.metadata["Name"]
-        if len(text.strip()) < 500 or name in seen:
-            continue
-        seen.add(name)
-        sha = hashlib.sha256(text.encode()).hexdigest()
-        docs.append({"doc_id": sha[:20], "external_id": None, "source_path": f"{name}/README", "source_sha256": sha,
-                     "source_format": "md", "line": 1, "kind": "text", "title": name, "text": text[:6000],
-                     "messages": None, "pii_found": 0})
-        if len(docs) == n:
-            break
-    return docs
 
 
 def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_build(tmp_path, smol_tokenizer):

@@ -28,6 +28,12 @@ from resources.records import sha256_hex
 
 Retrieve = Callable[[list[str], int], list[list[dict[str, Any]]]]  # questions, k -> passages per question
 
+KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_id", "kind", "title", "batch", "chunk_id",
+                             "messages"]
+# strategies that make a document's examples from that document alone (no retrieval over the corpus, no share of
+# the corpus's examples): their examples can be made one corpus segment at a time
+DOCUMENT_LOCAL_STRATEGIES = frozenset({"headings"})
+
 
 @dataclass
 class KnowledgeBuild:

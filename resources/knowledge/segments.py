@@ -69,3 +69,64 @@ def _read_json(path: Path) -> list:
     import json
 
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
+
+
+@dataclass
+class ExampleSegmentBuild:
+    keys: list[str]  # per chunk segment, in order
+    made: int = 0
+    reused: int = 0
+    counts: dict[str, int] = field(default_factory=dict)  # summed over the segments
+
+
+def example_segments(store, model: str, chunk_keys: list[str], policy, title_template: str, split_rules) -> ExampleSegmentBuild:
+    """knowledge_examples one chunk segment at a time, for policies whose strategies are all document-local
+    (`DOCUMENT_LOCAL_STRATEGIES`): the examples of the segments the store does not hold are made, the rest reused.
+    Equal to `build_knowledge_examples` over every passage at once (a test holds it to that)."""
+    from collections import Counter
+
+    from resources.artifacts import config_of
+    from resources.knowledge.examples import DOCUMENT_LOCAL_STRATEGIES, KNOWLEDGE_EXAMPLE_COLUMNS, build_knowledge_examples
+    from resources.segments import EXAMPLE_SEGMENTS
+
+    if not set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
+        raise ValueError(f"strategies {sorted(policy.strategies)} use the whole corpus: build them at once")
+    asset = f"{model}/{EXAMPLE_SEGMENTS}"
+    config = config_of(policy, {"title_template": title_template, "split": split_rules})
+    build = ExampleSegmentBuild([segment_key(key, config, CODE) for key in chunk_keys])
+    held = set(store.partitions(asset))
+    counts = Counter()
+    for chunk_key, key in zip(chunk_keys, build.keys):
+        if key not in held:
+            path = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
+            chunks = rows(pd.read_parquet(path)) if path.exists() else []
+            held_out = {c["doc_id"] for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"}
+            made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=held_out)
+            with store.writing(asset, key) as out:
+                write_typed(out / "examples.parquet", frame(made.examples, KNOWLEDGE_EXAMPLE_COLUMNS))
+                write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
+                write_json(out, "counts.json", dict(made.counts))
+            build.made += 1
+        else:
+            build.reused += 1
+        counts.update(_read_json_dict(segment_dir(store, asset, key) / "counts.json"))
+    build.counts = dict(counts)
+    return build
+
+
+def link_examples(store, model: str, keys: list[str], folder: Path) -> None:
+    """`folder/examples.parquet` and `folder/dropped.parquet`: the example segments' tables, linked in order."""
+    from resources.knowledge.examples import KNOWLEDGE_EXAMPLE_COLUMNS
+    from resources.segments import EXAMPLE_SEGMENTS
+
+    asset = f"{model}/{EXAMPLE_SEGMENTS}"
+    link_parts(store, asset, keys, "examples.parquet", folder / "examples.parquet",
+               lambda path: write_typed(path, frame([], KNOWLEDGE_EXAMPLE_COLUMNS)))
+    link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
+               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
+
+
+def _read_json_dict(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}

@@ -1,0 +1,93 @@
+"""The instruction dataset one corpus segment at a time (`resources.segments`): a new batch's examples are made
+once.
+
+`build_examples` makes each document's example from that document alone (its split hashed from its id, its
+prompt checked against the golden prompts), so the examples of a corpus segment and of its sections
+(knowledge_examples' segment) depend only on them, the dataset policy and the golden prompts — all in the
+segment's key. A changed golden set or policy makes every segment again.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+
+from resources.artifacts import config_of
+from resources.dedup import DedupRules
+from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
+from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
+from resources.segments import (CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts, segment_dir,
+                                segment_key, write_typed)
+from resources.storage import write_json
+
+CODE = "1"
+CHATS = frozenset({"messages"})
+
+
+@dataclass
+class InstructionBuild:
+    keys: list[str]  # per corpus segment, in order
+    made: int = 0
+    reused: int = 0
+    ledger: Ledger = field(default_factory=lambda: Ledger(stage="instruction_dataset"))  # summed over the segments
+
+
+def instruction_segments(store, model: str, chains: list[str], example_keys: list[str], policy, golden_prompts: list[str],
+                         dedup_rules: DedupRules = DedupRules()) -> InstructionBuild:
+    """Per corpus segment (`chains`) and its knowledge-example segment (`example_keys`, the same order): the
+    instruction examples of its documents and sections, made where the store does not hold them."""
+    if len(chains) != len(example_keys):
+        raise ValueError(f"{len(chains)} corpus segments but {len(example_keys)} example segments")
+    asset = f"{model}/{INSTRUCTION_SEGMENTS}"
+    golden = sha256_hex("\n".join(sorted(golden_prompts)))
+    config = config_of(policy, dedup_rules)
+    build = InstructionBuild([segment_key(chain, examples, golden, config, CODE) for chain, examples in zip(chains, example_keys)])
+    held = set(store.partitions(asset))
+    dropped: Counter = Counter()
+    for chain, examples, key in zip(chains, example_keys, build.keys):
+        if key not in held:
+            documents = _rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet")
+            documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", examples) / "examples.parquet")
+            made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
+                                  golden_prompts=golden_prompts, dedup_rules=dedup_rules)
+            with store.writing(asset, key) as out:
+                write_typed(out / "examples.parquet", frame(made.examples, EXAMPLE_COLUMNS), chats=CHATS)
+                write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
+                write_json(out, "ledger.json", made.ledger.to_dict())
+            build.made += 1
+        else:
+            build.reused += 1
+        part = Ledger.from_dict(_json(segment_dir(store, asset, key) / "ledger.json"))
+        build.ledger.records_in += part.records_in
+        build.ledger.kept += part.kept
+        dropped.update(part.dropped)
+    build.ledger.dropped = dropped
+    return build
+
+
+def link_instructions(store, model: str, keys: list[str], folder: Path, extra: pd.DataFrame | None = None,
+                      extra_dropped: pd.DataFrame | None = None) -> None:
+    """`folder/examples.parquet` and `folder/dropped.parquet`: the segments' tables linked in order, then `extra`
+    (the examples made outside the segments: reviewers' corrections) as the last part."""
+    asset = f"{model}/{INSTRUCTION_SEGMENTS}"
+    link_parts(store, asset, keys, "examples.parquet", folder / "examples.parquet",
+               lambda path: write_typed(path, frame([], EXAMPLE_COLUMNS), chats=CHATS))
+    link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
+               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
+    if extra is not None and len(extra):
+        write_typed(folder / "examples.parquet" / "part-zz-extra.parquet", extra[EXAMPLE_COLUMNS], chats=CHATS)
+    if extra_dropped is not None and len(extra_dropped):
+        write_typed(folder / "dropped.parquet" / "part-zz-extra.parquet", extra_dropped[DROPPED_COLUMNS])
+
+
+def _rows(path: Path) -> list[dict]:
+    return rows(pd.read_parquet(path)) if path.exists() else []
+
+
+def _json(path: Path) -> dict:
+    import json
+
+    return json.loads(path.read_text(encoding="utf-8"))
