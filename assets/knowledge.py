@@ -102,9 +102,10 @@ def build(spec: ModelSpec) -> list:
         manifest = document_chunks.read_json("manifest.json")
         config = config_of(policy, {"text_strategy": spec.dataset.text_strategy, "title_template": spec.dataset.title_template,
                                     "split": split})
-        if used and set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
-            # made one chunk segment at a time: a new batch's sections only
-            segments = example_segments(store, spec.name, manifest["segments"], policy, spec.dataset.title_template, split)
+        if not used or set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
+            # made one chunk segment at a time: a new batch's sections only (none where sections are not used)
+            segments = example_segments(store, spec.name, manifest["segments"], policy, spec.dataset.title_template, split,
+                                        sections=used)
             context.log.info(f"example segments: {segments.made} made, {segments.reused} reused")
             counts, usage = segments.counts, None
             version = version_of(segment_key(segments.keys), {"document_chunks": document_chunks.version,

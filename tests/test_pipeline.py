@@ -236,9 +236,9 @@ def test_every_step_loaded_exactly_the_versions_dagster_recorded(pipeline):
 
 
 def test_passages_vectors_and_examples_are_built_one_corpus_segment_at_a_time(pipeline):
-    """support (sections as headings, a document-local strategy): document_chunks, knowledge_index,
-    knowledge_examples and instruction_dataset each hold one segment per corpus segment, in the corpus's order;
-    policy (text_strategy exclude) builds its examples whole."""
+    """document_chunks, knowledge_index, knowledge_examples and instruction_dataset each hold one segment per corpus
+    segment, in the corpus's order (the sample models' examples are document-local: titles to instructions, Q/A
+    records, no sections for policy)."""
     corpus = latest(pipeline, "support", "corpus")
     chains = corpus.read_json("batches.json")["segments"]
     chunks = latest(pipeline, "support", "document_chunks").read_json("manifest.json")
@@ -251,7 +251,9 @@ def test_passages_vectors_and_examples_are_built_one_corpus_segment_at_a_time(pi
     dataset = latest(pipeline, "support", "instruction_dataset")
     assert len(dataset.read_json("manifest.json")["segments"]) == len(chains)
     assert dataset.read_json("ledger.json")["balanced"]
-    assert latest(pipeline, "policy", "instruction_dataset").read_json("manifest.json")["segments"] is None
+    assert dataset.read_json("ledger.json")["kept"] == len(dataset.read_table("examples.parquet")) > 20
+    policy = latest(pipeline, "policy", "instruction_dataset")
+    assert len(policy.read_json("manifest.json")["segments"]) == len(latest(pipeline, "policy", "corpus").read_json("batches.json")["segments"])
 
 
 def test_a_new_batch_processes_only_that_batch_and_only_its_model(pipeline):

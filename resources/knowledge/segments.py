@@ -79,27 +79,29 @@ class ExampleSegmentBuild:
     counts: dict[str, int] = field(default_factory=dict)  # summed over the segments
 
 
-def example_segments(store, model: str, chunk_keys: list[str], policy, title_template: str, split_rules) -> ExampleSegmentBuild:
+def example_segments(store, model: str, chunk_keys: list[str], policy, title_template: str, split_rules,
+                     sections: bool = True) -> ExampleSegmentBuild:
     """knowledge_examples one chunk segment at a time, for policies whose strategies are all document-local
     (`DOCUMENT_LOCAL_STRATEGIES`): the examples of the segments the store does not hold are made, the rest reused.
-    Equal to `build_knowledge_examples` over every passage at once (a test holds it to that)."""
+    Equal to `build_knowledge_examples` over every passage at once (a test holds it to that). `sections=False` (the
+    dataset does not use sections: its text_strategy is not 'sections'): every segment holds no example."""
     from collections import Counter
 
     from resources.artifacts import config_of
     from resources.knowledge.examples import DOCUMENT_LOCAL_STRATEGIES, KNOWLEDGE_EXAMPLE_COLUMNS, build_knowledge_examples
     from resources.segments import EXAMPLE_SEGMENTS
 
-    if not set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
+    if sections and not set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
         raise ValueError(f"strategies {sorted(policy.strategies)} use the whole corpus: build them at once")
     asset = f"{model}/{EXAMPLE_SEGMENTS}"
-    config = config_of(policy, {"title_template": title_template, "split": split_rules})
+    config = config_of(policy, {"title_template": title_template, "split": split_rules, "sections": sections})
     build = ExampleSegmentBuild([segment_key(key, config, CODE) for key in chunk_keys])
     held = set(store.partitions(asset))
     counts = Counter()
     for chunk_key, key in zip(chunk_keys, build.keys):
         if key not in held:
             path = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
-            chunks = rows(pd.read_parquet(path)) if path.exists() else []
+            chunks = rows(pd.read_parquet(path)) if path.exists() and sections else []
             held_out = {c["doc_id"] for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"}
             made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=held_out)
             with store.writing(asset, key) as out:
