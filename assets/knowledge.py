@@ -4,7 +4,6 @@ from collections import Counter
 
 from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, AutomationCondition, MetadataValue, Output, asset, asset_check
 
-from assets.curation import pq_rows
 from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import Chunker
@@ -52,20 +51,18 @@ def build(spec: ModelSpec) -> list:
             write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version,
                                               "segments": build.keys, "corpus_segments": chains})
             write_json(out, "flagged.json", instructed)
-        table = artifact.read_table("chunks.parquet", columns=["doc_id", "section", "tokens"])
-        empty = artifact.read_table("dropped.parquet", columns=["doc_id"])
-        documents = pq_rows(corpus.file("documents.parquet"))
-        per_doc = table.groupby("doc_id").size() if len(table) else None
+        stats = build.stats  # summed from the segments' own: no table is read again
+        documents = int(corpus.read_json("ledger.json")["kept"])
         return emit(artifact, {
             "documents": MetadataValue.int(documents),
-            "documents_without_chunks": MetadataValue.int(len(empty)),
+            "documents_without_chunks": MetadataValue.int(stats["documents_without_chunks"]),
             "segments_cut": MetadataValue.int(build.made),
             "segments_reused": MetadataValue.int(build.reused),
-            "chunks": MetadataValue.int(len(table)),
-            "tokens_p50": MetadataValue.int(int(table["tokens"].median()) if len(table) else 0),
-            "tokens_max": MetadataValue.int(int(table["tokens"].max()) if len(table) else 0),
-            "chunks_per_document_max": MetadataValue.int(int(per_doc.max()) if per_doc is not None else 0),
-            "sections": MetadataValue.int(int(table[["doc_id", "section"]].drop_duplicates().shape[0]) if len(table) else 0),
+            "chunks": MetadataValue.int(stats["chunks"]),
+            "tokens_p50": MetadataValue.int(stats["tokens_p50"]),
+            "tokens_max": MetadataValue.int(stats["tokens_max"]),
+            "chunks_per_document_max": MetadataValue.int(stats["chunks_per_document_max"]),
+            "sections": MetadataValue.int(stats["sections"]),
             "chunk_rules": MetadataValue.json(config_of(policy.chunk_rules())[0]),
             "passages_with_instructions": MetadataValue.json(instructed[:200]),
         })
@@ -117,7 +114,7 @@ def build(spec: ModelSpec) -> list:
                 write_json(out, "teacher.json", usage)
                 write_json(out, "manifest.json", {"segments": segments.keys,
                                                   "corpus_segments": manifest.get("corpus_segments")})
-            examples = pq_rows(artifact.file("examples.parquet"))
+            examples = sum(n for name, n in counts.items() if name.endswith("_kept"))
         else:
             chunks = rows(document_chunks.read_table("chunks.parquet"))
             held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, AutomationCondition, Metadat
 
 from assets.metadata import asset_args, emit, key
 from resources.artifacts import Artifact, version_of
-from resources.retrieval.index import DenseIndex, KnowledgeIndexer, recall_at_k
+from resources.retrieval.index import DenseIndex, KnowledgeIndexer, load_vectors, recall_at_k
 from resources.retrieval.segments import vector_segments, write_index
 from resources.segments import segment_key
 from resources.spec import ModelSpec
@@ -31,7 +31,8 @@ def build(spec: ModelSpec) -> list:
                                                         "golden_dataset": golden_dataset.version}, indexer.identity(), code="4")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
-            vectors = write_index(store, spec.name, build.keys, out)
+            write_index(store, spec.name, build.keys, out)
+            vectors = load_vectors(out)
             passages = pd.read_parquet(out / "passages.parquet", columns=["chunk_id", "doc_id", "external_id"])
             index = DenseIndex(list(passages["chunk_id"]), vectors)
             golden = golden_dataset.read_table("examples.parquet")

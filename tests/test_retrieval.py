@@ -36,6 +36,7 @@ def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_b
     from resources.curation.curator import TextCurator
     from resources.knowledge.chunking import ChunkRules, Chunker
     from resources.knowledge.segments import chunk_segments, link_chunks
+    from resources.retrieval.index import load_vectors
     from resources.retrieval.segments import vector_segments, write_index
     from resources.storage import ArtifactStore
 
@@ -66,7 +67,8 @@ def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_b
     out = tmp_path / "built"
     out.mkdir()
     link_chunks(store, "support", chunks.keys, out)
-    stacked = write_index(store, "support", vectors.keys, out)
+    write_index(store, "support", vectors.keys, out)
+    stacked = load_vectors(out)
     corpus = [d for b in batches for d in signed[b] if d["doc_id"] != "copy"]  # the whole corpus, at once
     whole, _ = chunker.chunk_all(corpus)
     linked = pd.read_parquet(out / "chunks.parquet")
@@ -75,10 +77,14 @@ def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_b
     assert list(pd.read_parquet(out / "passages.parquet")["chunk_id"]) == [c["chunk_id"] for c in whole]
     assert stacked.shape == (len(whole), 384)
     assert np.allclose(stacked, indexer.embed([c["text"] for c in whole]), atol=1e-5)
-    assert np.array_equal(np.load(out / "vectors.npy"), stacked)
+    assert len(list((out / "vectors").glob("*.npy"))) == 4  # one linked part per segment: no copy of the vectors
     loaded = indexer.load(out)  # the index as the gateway and the evaluation read it
     hit = loaded.passages([whole[5]["text"][:300]], 1)[0][0]
     assert hit["chunk_id"] == whole[5]["chunk_id"] and hit["source_path"] == whole[5]["source_path"]
 
+    assert chunks.stats["chunks"] == len(whole) and chunks.stats["tokens_max"] == int(linked["tokens"].max())
+    assert chunks.stats["sections"] == len(linked[["doc_id", "section"]].drop_duplicates())
+    assert chunks.stats["chunks_per_document_max"] == int(linked.groupby("doc_id").size().max())
+    assert sorted(linked["tokens"])[(len(linked) - 1) // 2] == chunks.stats["tokens_p50"]
     recut = chunk_segments(store, "support", second.chains, chunker, {"rules": "changed"})
     assert (recut.made, recut.reused) == (4, 0)

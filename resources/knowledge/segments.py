@@ -29,6 +29,7 @@ class ChunkBuild:
     made: int = 0  # segments cut in this build
     reused: int = 0  # segments found in the store
     flagged: list[dict[str, Any]] = field(default_factory=list)  # passages carrying instructions, every segment
+    stats: dict[str, Any] = field(default_factory=dict)  # chunks, documents_without_chunks, tokens_p50/max, ...
 
 
 def chunk_segments(store, model: str, chains: list[str], chunker: Chunker, config: Any) -> ChunkBuild:
@@ -50,10 +51,44 @@ def chunk_segments(store, model: str, chains: list[str], chunker: Chunker, confi
             write_typed(out / "chunks.parquet", frame(chunks, CHUNK_COLUMNS), CHUNK_INTS)
             write_typed(out / "dropped.parquet", frame(empty, DROPPED_COLUMNS))
             write_json(out, "flagged.json", flagged)
+            write_json(out, "stats.json", _stats(frame(chunks, CHUNK_COLUMNS), len(empty)))
         build.made += 1
+    parts = []
     for key in build.keys:
-        build.flagged += _read_json(segment_dir(store, asset, key) / "flagged.json")
+        folder = segment_dir(store, asset, key)
+        build.flagged += _read_json(folder / "flagged.json")
+        parts.append(_read_json_dict(folder / "stats.json"))
+    build.stats = _summed(parts)
     return build
+
+
+def _stats(table: pd.DataFrame, without: int) -> dict[str, Any]:
+    """What document_chunks reports, for one segment (a document's chunks are all in its segment)."""
+    per_doc = table.groupby("doc_id").size() if len(table) else None
+    return {"chunks": len(table), "documents_without_chunks": without,
+            "tokens": {str(t): int(n) for t, n in table["tokens"].value_counts().items()} if len(table) else {},
+            "chunks_per_document_max": int(per_doc.max()) if per_doc is not None else 0,
+            "sections": int(table[["doc_id", "section"]].drop_duplicates().shape[0]) if len(table) else 0}
+
+
+def _summed(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """The segments' stats as one table's: counts summed, token counts merged (median and maximum from them)."""
+    from collections import Counter
+
+    tokens = Counter()
+    for part in parts:
+        tokens.update({int(t): n for t, n in part.get("tokens", {}).items()})
+    ordered, seen, p50 = sorted(tokens.items()), 0, 0
+    for value, n in ordered:  # the lower median
+        seen += n
+        if seen * 2 >= sum(tokens.values()):
+            p50 = value
+            break
+    return {"chunks": sum(p.get("chunks", 0) for p in parts),
+            "documents_without_chunks": sum(p.get("documents_without_chunks", 0) for p in parts),
+            "tokens_p50": p50, "tokens_max": max(tokens) if tokens else 0,
+            "chunks_per_document_max": max((p.get("chunks_per_document_max", 0) for p in parts), default=0),
+            "sections": sum(p.get("sections", 0) for p in parts)}
 
 
 def link_chunks(store, model: str, keys: list[str], folder: Path) -> None:

@@ -58,6 +58,15 @@ def _files_digest(path: str) -> str:
     return digest.hexdigest()
 
 
+def load_vectors(folder: str | Path) -> np.ndarray:
+    """A built index's vectors: `vectors.npy`, or the parts of `vectors/` stacked in order (an incremental index)."""
+    folder = Path(folder)
+    if (folder / "vectors.npy").exists():
+        return np.load(folder / "vectors.npy")
+    parts = [v for v in (np.load(p) for p in sorted((folder / "vectors").glob("*.npy"))) if v.size]
+    return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
+
+
 @dataclass
 class DenseIndex:
     ids: list[str]
@@ -112,7 +121,7 @@ class KnowledgeIndexer(ConfigurableResource):
         folder = Path(index_dir)
         passages = pd.read_parquet(folder / "passages.parquet")
         passages = passages.astype(object).where(passages.notna(), None)
-        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), np.load(folder / "vectors.npy")),
+        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), load_vectors(folder)),
                            {row["chunk_id"]: row for row in passages.to_dict("records")})
 
     def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:

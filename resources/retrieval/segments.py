@@ -2,8 +2,8 @@
 are embedded once.
 
 A vector segment's key hashes the chunk segment's key, the embedding model's identity (its files' content) and
-`max_chars`; it holds the segment's passages (PASSAGE_COLUMNS) and their vectors in the same order. The index is
-the segments' passages linked in order and their vectors stacked: exact search over every passage, as before.
+`max_chars`; it holds the segment's passages (PASSAGE_COLUMNS) and their vectors in the same order. The index links both, in order
+(`passages.parquet/`, `vectors/`), and stacks the vectors when it is loaded: exact search over every passage.
 """
 
 from __future__ import annotations
@@ -51,14 +51,11 @@ def vector_segments(store, model: str, chunk_keys: list[str], indexer: Knowledge
     return build
 
 
-def write_index(store, model: str, keys: list[str], folder: Path) -> np.ndarray:
-    """`folder/passages.parquet` (the segments' passages, linked in order) and `folder/vectors.npy` (their vectors,
-    stacked in the same order); returns the vectors."""
+def write_index(store, model: str, keys: list[str], folder: Path) -> None:
+    """`folder/passages.parquet` and `folder/vectors/` (the segments' passages and vectors, linked in order: no
+    version of the index copies the vectors of another); `KnowledgeIndexer.load` stacks them."""
     asset = f"{model}/{VECTOR_SEGMENTS}"
     link_parts(store, asset, keys, "passages.parquet", folder / "passages.parquet",
                lambda path: write_typed(path, frame([], PASSAGE_COLUMNS), CHUNK_INTS))
-    parts = [np.load(segment_dir(store, asset, key) / "vectors.npy") for key in keys]
-    parts = [p for p in parts if p.size]
-    vectors = np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
-    np.save(folder / "vectors.npy", vectors)
-    return vectors
+    link_parts(store, asset, keys, "vectors.npy", folder / "vectors",
+               lambda path: np.save(path, np.zeros((0, 0), dtype=np.float32)))
