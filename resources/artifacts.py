@@ -331,6 +331,32 @@ def check_status(instance, record, check_names: list[str]) -> dict[str, str]:
     return status
 
 
+def check_statuses(instance, asset_key: AssetKey, targets: dict[str, int], check_names: list[str]) -> dict[str, dict[str, str] | None]:
+    """`check_status` for many partitions of one asset at once: `targets` maps each partition to the storage id of
+    the materialization loaded. One query per check (not one per partition and check): a partition whose latest
+    execution of every check evaluated exactly that materialization gets its verdicts; the others get None (ask
+    `check_status`, which reads their history)."""
+    from dagster import AssetCheckKey
+    from dagster._core.storage.asset_check_execution_record import AssetCheckExecutionRecordStatus as Status
+
+    keys = [AssetCheckKey(asset_key, name) for name in check_names]
+    try:
+        infos = instance.event_log_storage.get_asset_check_partition_info(keys, partition_keys=list(targets))
+    except NotImplementedError:
+        return dict.fromkeys(targets)
+    latest = {(info.check_key.name, info.partition_key): info for info in infos}
+    verdicts: dict[str, dict[str, str] | None] = {}
+    for partition, storage_id in targets.items():
+        found = {}
+        for name in check_names:
+            info = latest.get((name, partition))
+            if (info is not None and info.latest_target_materialization_storage_id == storage_id
+                    and info.latest_execution_status in (Status.SUCCEEDED, Status.FAILED)):
+                found[name] = "passed" if info.latest_execution_status == Status.SUCCEEDED else "failed"
+        verdicts[partition] = found if len(found) == len(check_names) else None
+    return verdicts
+
+
 # -- helpers over Dagster's step context ---------------------------------------------------------------
 def _step(context: InputContext):
     try:

@@ -124,6 +124,26 @@ def test_bad_inputs_are_quarantined_with_reasons(pipeline):
     assert list(attachment["reason"]) == ["unsupported_format"]
 
 
+def test_the_corpus_reads_every_batchs_check_verdicts_in_one_query_per_check(pipeline):
+    """check_statuses (what the corpus asks, one query per check for all batches) gives each batch the verdicts
+    check_status reads from that batch's own history."""
+    from dagster import AssetKey
+
+    from resources.artifacts import check_status, check_statuses, materialization_record
+
+    instance = pipeline["instance"]
+    names = ["no_residual_pii", "redacted_documents_expectations", "redacted_documents_ledger"]
+    for model in ("support", "policy"):
+        loaded = {b: latest(pipeline, model, "redacted_documents", b) for b in instance.get_dynamic_partitions(f"{model}_batches")}
+        fast = check_statuses(instance, AssetKey([model, "redacted_documents"]), {b: a.storage_id for b, a in loaded.items()}, names)
+        assert len(fast) == len(loaded) >= 2
+        for batch, artifact in loaded.items():
+            assert fast[batch] is not None and set(fast[batch].values()) <= {"passed", "failed"}
+            assert fast[batch] == check_status(instance, materialization_record(instance, artifact), names)
+        stale = check_statuses(instance, AssetKey([model, "redacted_documents"]), {b: 1 for b in loaded}, names)
+        assert set(stale.values()) == {None}  # not the materialization the checks evaluated: asked one by one
+
+
 def test_duplicates_are_dropped_within_a_batch_and_across_batches_in_arrival_order(pipeline):
     reasons = Counter()
     for batch in pipeline["instance"].get_dynamic_partitions("support_batches"):
