@@ -18,6 +18,7 @@ import importlib.util
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Sequence
 
@@ -94,6 +95,21 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     class LocalSpacyNlpEngine(SpacyNlpEngine):
         def load(self) -> None:
             self.nlp = {policy.language: load_spacy_model(spacy_model, exclude)}
+            vocab = self.nlp[policy.language].vocab
+
+            # Presidio asks these of every token of every text (its context keywords); a word's answer never changes
+            @lru_cache(maxsize=1 << 17)
+            def lexical(word: str) -> tuple[bool, bool]:
+                lexeme = vocab[word]
+                return lexeme.is_stop, lexeme.is_punct
+
+            self._lexical = lexical
+
+        def is_stopword(self, word: str, language: str) -> bool:
+            return self._lexical(word)[0] if language == policy.language else super().is_stopword(word, language)
+
+        def is_punct(self, word: str, language: str) -> bool:
+            return self._lexical(word)[1] if language == policy.language else super().is_punct(word, language)
 
         def process_batch(self, texts, language, batch_size=1, n_process=1, as_tuples=False):
             if "lemmatizer" not in exclude or as_tuples:
