@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Callable
 
@@ -34,6 +35,18 @@ INSTRUCTION_SEGMENTS = "instruction_segments"  # <model>/.../<key>: examples.par
 def segment_key(*parts: Any) -> str:
     """The key of a piece: a hash of everything that made it (JSON, sorted keys)."""
     return sha256_hex(json.dumps(parts, sort_keys=True, default=str))[:40]
+
+
+@contextmanager
+def writing_segment(store, asset: str, key: str):
+    """`store.writing` for a piece, whose files are then made read-only (0400): every version of an artifact that
+    links the piece shares its files, so none may be written through in place (replace a link, never write into it)."""
+    with store.writing(asset, key) as out:
+        yield out
+    folder = store.partition_dir(asset, key)
+    for path in folder.rglob("*"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(0o400)
 
 
 def segment_dir(store, asset: str, key: str) -> Path:

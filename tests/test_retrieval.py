@@ -88,3 +88,23 @@ def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_b
     assert sorted(linked["tokens"])[(len(linked) - 1) // 2] == chunks.stats["tokens_p50"]
     recut = chunk_segments(store, "support", second.chains, chunker, {"rules": "changed"})
     assert (recut.made, recut.reused) == (4, 0)
+
+
+def test_a_segments_files_are_read_only_so_no_version_writes_through_a_shared_link(tmp_path):
+    import stat
+
+    import pandas as pd
+
+    from resources.segments import link_parts, writing_segment
+    from resources.storage import ArtifactStore
+
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    with writing_segment(store, "m/chunk_segments", "k1") as out:
+        pd.DataFrame({"a": ["x"]}).to_parquet(out / "chunks.parquet")
+    piece = store.partition_dir("m/chunk_segments", "k1") / "chunks.parquet"
+    assert stat.S_IMODE(piece.stat().st_mode) == 0o400
+    link_parts(store, "m/chunk_segments", ["k1"], "chunks.parquet", tmp_path / "v1", lambda path: None)
+    link_parts(store, "m/chunk_segments", ["k1"], "chunks.parquet", tmp_path / "v2", lambda path: None)
+    first = tmp_path / "v1" / "part-000000.parquet"
+    assert first.stat().st_ino == piece.stat().st_ino == (tmp_path / "v2" / "part-000000.parquet").stat().st_ino
+    assert not first.stat().st_mode & 0o222  # no one may write through the link (root aside)

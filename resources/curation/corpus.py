@@ -21,7 +21,7 @@ from resources.artifacts import config_of
 from resources.atomic import target_lock
 from resources.dedup import chain_hashes
 from resources.records import DROPPED_COLUMNS, Ledger, frame
-from resources.segments import CORPUS_SEGMENTS, link_parts, write_typed
+from resources.segments import CORPUS_SEGMENTS, link_parts, write_typed, writing_segment
 
 SEGMENTS = CORPUS_SEGMENTS
 
@@ -64,7 +64,7 @@ def _build(curator, store, model, asset, batches, chains, load, columns, log) ->
             batch, version = batches[seq]
             documents, info = load(batch)
             outcome = index.apply(seq, batch, version, chains[seq], documents, {"batch": batch, "version": version, **info})
-            with store.writing(asset, chains[seq]) as out:
+            with writing_segment(store, asset, chains[seq]) as out:
                 if outcome.kept:
                     write_typed(out / "kept.parquet", frame([{c: d.get(c) for c in columns} for d in outcome.kept], columns))
                 write_typed(out / "dropped.parquet", frame(outcome.dropped, DROPPED_COLUMNS))

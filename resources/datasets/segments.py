@@ -20,7 +20,7 @@ from resources.dedup import DedupRules
 from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
 from resources.segments import (CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts, segment_dir,
-                                segment_key, write_typed)
+                                segment_key, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"
@@ -53,7 +53,7 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
             documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", examples) / "examples.parquet")
             made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
                                   golden_prompts=golden_prompts, dedup_rules=dedup_rules)
-            with store.writing(asset, key) as out:
+            with writing_segment(store, asset, key) as out:
                 write_typed(out / "examples.parquet", frame(made.examples, EXAMPLE_COLUMNS), chats=CHATS)
                 write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
                 write_json(out, "ledger.json", made.ledger.to_dict())

@@ -16,7 +16,8 @@ import pandas as pd
 from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
 from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
-from resources.segments import CHUNK_SEGMENTS, CORPUS_SEGMENTS, link_parts, segment_dir, segment_key, write_typed
+from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, link_parts, segment_dir, segment_key, write_typed,
+                                writing_segment)
 from resources.storage import write_json
 
 CODE = "1"  # bump when the way a segment is cut changes
@@ -47,7 +48,7 @@ def chunk_segments(store, model: str, chains: list[str], chunker: Chunker, confi
         chunks, empty = chunker.chunk_all(documents)
         flagged = [{"chunk_id": c["chunk_id"], "source_path": c["source_path"], "section": c["section"], "patterns": found}
                    for c in chunks for found in [injection_findings(c["text"])] if found]
-        with store.writing(asset, key) as out:
+        with writing_segment(store, asset, key) as out:
             write_typed(out / "chunks.parquet", frame(chunks, CHUNK_COLUMNS), CHUNK_INTS)
             write_typed(out / "dropped.parquet", frame(empty, DROPPED_COLUMNS))
             write_json(out, "flagged.json", flagged)
@@ -139,7 +140,7 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
             chunks = rows(pd.read_parquet(path)) if path.exists() and sections else []
             held_out = {c["doc_id"] for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"}
             made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=held_out)
-            with store.writing(asset, key) as out:
+            with writing_segment(store, asset, key) as out:
                 write_typed(out / "examples.parquet", frame(made.examples, KNOWLEDGE_EXAMPLE_COLUMNS))
                 write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
                 write_json(out, "counts.json", dict(made.counts))

@@ -17,7 +17,8 @@ import pandas as pd
 from resources.knowledge.segments import CHUNK_INTS
 from resources.retrieval.index import PASSAGE_COLUMNS, KnowledgeIndexer
 from resources.records import frame
-from resources.segments import CHUNK_SEGMENTS, VECTOR_SEGMENTS, link_parts, segment_dir, segment_key, write_typed
+from resources.segments import (CHUNK_SEGMENTS, VECTOR_SEGMENTS, link_parts, segment_dir, segment_key, write_typed,
+                                writing_segment)
 
 CODE = "1"
 
@@ -28,8 +29,6 @@ class VectorBuild:
     made: int = 0  # segments embedded in this build
     reused: int = 0
     passages_embedded: int = 0
-
-
 def vector_segments(store, model: str, chunk_keys: list[str], indexer: KnowledgeIndexer) -> VectorBuild:
     """The vector segment of each chunk segment, embedding only the passages of segments the store does not hold."""
     asset = f"{model}/{VECTOR_SEGMENTS}"
@@ -43,7 +42,7 @@ def vector_segments(store, model: str, chunk_keys: list[str], indexer: Knowledge
         chunks = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
         passages = pd.read_parquet(chunks, columns=PASSAGE_COLUMNS) if chunks.exists() else frame([], PASSAGE_COLUMNS)
         vectors = indexer.embed(list(passages["text"])) if len(passages) else np.zeros((0, 0), dtype=np.float32)
-        with store.writing(asset, key) as out:
+        with writing_segment(store, asset, key) as out:
             write_typed(out / "passages.parquet", passages, CHUNK_INTS)
             np.save(out / "vectors.npy", vectors)
         build.made += 1
