@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from host import host  # noqa: E402
+from host import host, save  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 TIERS = {  # curve -> (default tier, added by --full)
@@ -514,9 +514,8 @@ def title(what: str) -> str:
 
 
 def write(name: str, result: dict) -> None:
-    result.update({"benchmark": f"scale_{name}", "host": host(), "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())})
-    (RESULTS / f"scale_{name}.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote benchmarks/results/scale_{name}.json")
+    result.update({"benchmark": f"scale_{name}", "host": host()})
+    print(f"wrote {save(f'scale_{name}', result, echo=False).relative_to(ROOT)}")
 
 
 def run_data(sizes: list[int], per_file: int) -> None:

@@ -21,7 +21,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from host import host  # noqa: E402
+from host import host, save  # noqa: E402
 from serving_throughput import concurrent, free_port, summary  # noqa: E402
 
 
@@ -52,9 +52,7 @@ def main() -> int:
     out["faster"] = faster
     out["bf16_vs_fp32_tokens_per_s"] = round(out["bfloat16"]["completion_tokens_per_s"] / out["float32"]["completion_tokens_per_s"], 2)
     out["choice_matches_measurement"] = out["chosen"] == faster
-    out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (ROOT / "benchmarks" / "results" / "serving_dtype.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    save("serving_dtype", out)
     return 0
 
 

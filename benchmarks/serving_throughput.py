@@ -27,6 +27,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from host import save  # noqa: E402 (benchmarks/host.py)
 
 N = int(os.environ.get("BENCH_REQUESTS", "16"))
 MAX_TOKENS = int(os.environ.get("BENCH_MAX_TOKENS", "64"))
@@ -187,9 +190,7 @@ def main() -> int:
     out["meets_target"] = {"speedup_lora": out["speedup_gateway_lora_vs_sequential_generate"] >= 6.0,
                            "speedup_merged": out["speedup_gateway_merged_vs_sequential_generate"] >= 6.0,
                            "best_speedup": best, "gateway_overhead": out["gateway_overhead_p50"] <= 0.10}
-    out["measured_at"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    (ROOT / "benchmarks" / "results" / "serving_throughput.json").write_text(json.dumps(out, indent=2) + "\n")
-    print(json.dumps(out, indent=2))
+    save("serving_throughput", out)
     return 0
 
 

@@ -49,6 +49,11 @@ def writing_segment(store, asset: str, key: str):
             path.chmod(0o400)
 
 
+def read_json(path: Path, default: Any = None) -> Any:
+    """A piece's JSON file, or `default` where the piece has none."""
+    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else default
+
+
 def segment_dir(store, asset: str, key: str) -> Path:
     """A piece's local folder (fetched from the remote store if only the remote has it)."""
     folder = store.partition_dir(asset, key)

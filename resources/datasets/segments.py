@@ -19,8 +19,8 @@ from resources.artifacts import config_of
 from resources.dedup import DedupRules
 from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
-from resources.segments import (CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts, segment_dir,
-                                segment_key, write_typed, writing_segment)
+from resources.segments import (CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts, read_json,
+                                segment_dir, segment_key, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"
@@ -60,7 +60,7 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
             build.made += 1
         else:
             build.reused += 1
-        part = Ledger.from_dict(_json(segment_dir(store, asset, key) / "ledger.json"))
+        part = Ledger.from_dict(read_json(segment_dir(store, asset, key) / "ledger.json"))
         build.ledger.records_in += part.records_in
         build.ledger.kept += part.kept
         dropped.update(part.dropped)
@@ -86,8 +86,3 @@ def link_instructions(store, model: str, keys: list[str], folder: Path, extra: p
 def _rows(path: Path) -> list[dict]:
     return rows(pd.read_parquet(path)) if path.exists() else []
 
-
-def _json(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8"))

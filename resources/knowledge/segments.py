@@ -16,8 +16,8 @@ import pandas as pd
 from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
 from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
-from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, link_parts, segment_dir, segment_key, write_typed,
-                                writing_segment)
+from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, link_parts, read_json, segment_dir, segment_key,
+                                write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"  # bump when the way a segment is cut changes
@@ -57,8 +57,8 @@ def chunk_segments(store, model: str, chains: list[str], chunker: Chunker, confi
     parts = []
     for key in build.keys:
         folder = segment_dir(store, asset, key)
-        build.flagged += _read_json(folder / "flagged.json")
-        parts.append(_read_json_dict(folder / "stats.json"))
+        build.flagged += read_json(folder / "flagged.json", [])
+        parts.append(read_json(folder / "stats.json", {}))
     build.stats = _summed(parts)
     return build
 
@@ -101,11 +101,6 @@ def link_chunks(store, model: str, keys: list[str], folder: Path) -> None:
                lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
 
 
-def _read_json(path: Path) -> list:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else []
-
 
 @dataclass
 class ExampleSegmentBuild:
@@ -147,7 +142,7 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
             build.made += 1
         else:
             build.reused += 1
-        counts.update(_read_json_dict(segment_dir(store, asset, key) / "counts.json"))
+        counts.update(read_json(segment_dir(store, asset, key) / "counts.json", {}))
     build.counts = dict(counts)
     return build
 
@@ -163,8 +158,3 @@ def link_examples(store, model: str, keys: list[str], folder: Path) -> None:
     link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
                lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
 
-
-def _read_json_dict(path: Path) -> dict:
-    import json
-
-    return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
