@@ -43,6 +43,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections import deque
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -59,6 +60,7 @@ TIERS = {  # curve -> (default tier, added by --full)
     "training": ([3_000, 10_000, 30_000, 100_000, 300_000], [1_000_000]),
     "incremental": ([10, 100, 1_000], [3_000]),
 }
+NEAR_COPY_WINDOW = 1_000  # near-copies are of one of the last this-many documents
 BATCH_DOCS = 25  # documents per batch in the incremental curve
 DOWNSTREAM_REBUILD_UP_TO = 100  # history sizes at which the chunks-and-index rebuild baseline runs (it embeds all)
 
@@ -77,12 +79,13 @@ def _words() -> tuple[list[str], list[float]]:
 
 def generate_documents(n: int, seed: int = 7):
     """`n` documents, the same for the same seed: English words in their frequencies, sentences of 8-24 words,
-    paragraphs of 3-6 sentences; length log-normal around 1.5 kB."""
+    paragraphs of 3-6 sentences; length log-normal around 1.5 kB; 3% near-copies of a recent document (the
+    generator's memory stays bounded, so it does not count in the data curve's peak)."""
     rng = random.Random(seed)
     words, weights = _words()
-    made: list[str] = []
+    made: deque[str] = deque(maxlen=NEAR_COPY_WINDOW)
     for i in range(n):
-        if made and rng.random() < 0.03:  # a near-copy of an earlier document
+        if made and rng.random() < 0.03:  # a near-copy of one of the last NEAR_COPY_WINDOW documents
             base = made[rng.randrange(len(made))]
             text = base.replace(".", ";", 1) + " Updated."
         else:
@@ -130,39 +133,60 @@ def _peak_mb() -> float:
 
 
 def data_point(n: int, per_file: int = 1_000) -> dict:
+    """The data stages as the assets run them, one inbox file (batch) at a time: ingest, clean and de-duplicate
+    within the batch (`cleaned_documents`), redact and sign (`redacted_documents`), then the model's corpus
+    de-duplicates the new batch against the persistent index of every earlier one and links the segments
+    (`corpus`). Nothing of an earlier batch is held in memory."""
     from resources.offline import apply_offline_defaults
 
     apply_offline_defaults()
+    from resources.curation.corpus import build_corpus, link_segments
     from resources.curation.curator import TextCurator
     from resources.ingestion.inbox import Inbox
+    from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, frame
     from resources.redaction.redactor import PiiRedactor
+    from resources.storage import ArtifactStore
 
+    columns = [*DOCUMENT_COLUMNS, "pii_found"]
     with tempfile.TemporaryDirectory() as tmp:
         inbox_dir = Path(tmp) / "inbox"
         text_bytes = write_inbox(inbox_dir, n, per_file)
         inbox = Inbox(path=str(inbox_dir), max_record_chars=50_000)
         curator, redactor = TextCurator(), PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"))
+        store = ArtifactStore(root=str(Path(tmp) / "artifacts"))
         redactor.engine()  # model loading is not part of the cost
-        seconds = {"ingest": 0.0, "curate": 0.0, "redact": 0.0}
-        kept_elsewhere: list[dict] = []
-        counts = {"records": 0, "kept": 0, "dropped": 0, "redacted": 0, "quarantined": 0}
+        seconds = {"ingest": 0.0, "curate": 0.0, "redact": 0.0, "corpus": 0.0}
+        counts = {"records": 0, "kept": 0, "dropped": 0, "redacted": 0, "quarantined": 0, "corpus_kept": 0}
+        order: list[tuple[str, str]] = []
+        current: list[dict] = []
         for entry in sorted(inbox.batches(now=time.time() + 3600), key=lambda e: e.key):
             start = time.perf_counter()
             read = inbox.read(entry.key)
             seconds["ingest"] += time.perf_counter() - start
             start = time.perf_counter()
-            curated = curator.curate(read.documents, kept_elsewhere)
+            curated = curator.curate(read.documents)
             seconds["curate"] += time.perf_counter() - start
-            kept_elsewhere += [{"doc_id": d["doc_id"], "dedup_key": d["dedup_key"], "minhash": d["minhash"]}
-                               for d in curated.kept]
             start = time.perf_counter()
             redacted = redactor.redact_documents(curated.kept)
+            signatures = curator.signatures([d["text"] for d in redacted.documents])
+            current = [{**{c: d.get(c) for c in columns}, "dedup_key": k, "minhash": m}
+                       for d, (k, m) in zip(redacted.documents, signatures)]
             seconds["redact"] += time.perf_counter() - start
+            start = time.perf_counter()
+            order.append((entry.key, "v1"))
+            build = build_corpus(curator, store, "bench", order, lambda _batch: (current, {"documents": len(current)}), columns)
+            with tempfile.TemporaryDirectory(dir=tmp) as out:
+                link_segments(store, "bench", build.chains, "kept.parquet", Path(out), frame([], columns))
+                link_segments(store, "bench", build.chains, "dropped.parquet", Path(out), frame([], DROPPED_COLUMNS))
+            seconds["corpus"] += time.perf_counter() - start
             counts["records"] += len(read.documents) + len(read.quarantine)
             counts["kept"] += len(curated.kept)
             counts["dropped"] += len(curated.dropped)
             counts["redacted"] += len(redacted.documents)
             counts["quarantined"] += len(read.quarantine) + len(redacted.quarantined)
+            del read, curated, redacted, signatures
+        counts["corpus_kept"] = build.ledger.kept
+        counts["dropped"] += sum(build.ledger.dropped.values())
     total = sum(seconds.values())
     return {"size": n, "seconds": round(total, 3), "stages_s": {k: round(v, 3) for k, v in seconds.items()},
             "docs_per_s": round(n / total, 2), "mb_per_s": round(text_bytes / 1e6 / total, 4),
@@ -520,7 +544,7 @@ def write(name: str, result: dict) -> None:
 
 def run_data(sizes: list[int], per_file: int) -> None:
     points = merged("data", measured(functools.partial(data_point, per_file=per_file), sizes))
-    stages = {s: [(p["size"], p["stages_s"][s]) for p in points] for s in ("ingest", "curate", "redact")}
+    stages = {s: [(p["size"], p["stages_s"][s]) for p in points] for s in ("ingest", "curate", "redact", "corpus")}
     result = {"curve": "data stages", "records_per_file": per_file, "points": points, "growth": growth(points),
               "growth_by_stage": {s: exponent([{"size": x, "seconds": y} for x, y in xy]) for s, xy in stages.items()}}
     result["plot"] = plot("data", title("Data stages"),
