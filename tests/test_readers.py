@@ -374,3 +374,52 @@ def test_a_large_jsonl_file_is_split_into_partitions_that_together_read_as_the_f
     for bad in ("../export.jsonl--part-0000", ".hidden.jsonl--part-0000"):
         with pytest.raises((ValueError, FileNotFoundError)):
             split.read(bad)
+
+
+@pytest.mark.parametrize("fmt", ["csv", "parquet"])
+def test_a_large_csv_or_parquet_file_is_split_into_partitions_that_together_read_as_the_file(tmp_path, fmt):
+    import pandas as pd
+
+    from resources.ingestion.inbox import Inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    rows = [{"id": f"T-{i}", "title": f"Ticket {i}", "text": f"Ticket {i}: the export of workspace {i} failed twice."}
+            for i in range(2_300)]
+    path = inbox / f"export.{fmt}"
+    if fmt == "csv":
+        lines = ["id,title,text"] + [f'{r["id"]},{r["title"]},"{r["text"]}"' for r in rows]
+        lines[1_201] = "T-1200,only two fields"  # one bad row: quarantined in its part, the rest kept
+        lines[40] = 'T-39,Ticket 39,"a quoted field\nthat spans two lines"'  # one record, two lines
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        pd.DataFrame(rows).to_parquet(path, row_group_size=300)  # row groups that straddle the parts
+    whole = Inbox(path=str(inbox), settle_seconds=0)
+    split = whole.model_copy(update={"records_per_partition": 1_000})
+    keys = [b.key for b in split.batches()]
+    assert keys == [f"export.{fmt}--part-0000", f"export.{fmt}--part-0001", f"export.{fmt}--part-0002"]
+
+    full = whole.read(f"export.{fmt}")
+    parts = [split.read(k) for k in keys]
+    assert [p.files[0]["records_in"] for p in parts] == [1_000, 1_000, 300]
+    assert sum(p.files[0]["records_in"] for p in parts) == full.files[0]["records_in"] == 2_300
+    assert [d["doc_id"] for p in parts for d in p.documents] == [d["doc_id"] for d in full.documents]
+    assert [d["text"] for p in parts for d in p.documents] == [d["text"] for d in full.documents]
+    assert [q["line"] for p in parts for q in p.quarantine] == [q["line"] for q in full.quarantine]
+    if fmt == "csv":
+        assert [len(p.quarantine) for p in parts] == [0, 1, 0] and parts[1].quarantine[0]["reason"] == "csv_bad_row"
+        assert "a quoted field\nthat spans two lines" in parts[0].documents[39]["text"]
+    assert {d["batch"] for d in parts[2].documents} == {f"export.{fmt}--part-0002"}
+    assert len({split.content_hash(k) for k in keys}) == 3
+
+
+def test_a_file_that_is_refused_whole_is_not_split(tmp_path):
+    from resources.ingestion.inbox import Inbox
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "headless.csv").write_text("a,a\n" + "1,2\n" * 50)  # a header that names a column twice
+    (inbox / "notes.json").write_text(json.dumps([{"text": f"note {i}"} for i in range(50)]))  # JSON is not split
+    split = Inbox(path=str(inbox), settle_seconds=0, records_per_partition=10)
+    assert [b.key for b in split.batches()] == ["headless.csv", "notes.json"]
+    assert split.read("headless.csv").quarantine[0]["reason"] == "malformed_csv"

@@ -18,33 +18,24 @@ from typing import Literal
 
 from pydantic import Field
 
-from resources.ingestion.readers import (UNICODE_BOMS, BatchReadResult, ReaderLimits, batch_files, entry_problem,
-                                        entry_stat, read_batch)
+from resources.ingestion.readers import (SPLIT_FORMATS, UNICODE_BOMS, BatchReadResult, ReaderLimits, batch_files,
+                                        count_records, entry_problem, entry_stat, read_batch)
 from resources.preflight import CheckedResource, problem
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
-PART = re.compile(r"^(?P<file>.+\.jsonl)--part-(?P<index>\d{4,})$")  # one part of a JSONL file split into partitions
-_RECORDS: dict[tuple[str, int, int], int] = {}  # (path, size, mtime_ns) -> records (non-blank lines), per process
+PART = re.compile(r"^(?P<file>.+\.(?i:jsonl|csv|parquet))--part-(?P<index>\d{4,})$")  # one part of a split file
+_RECORDS: dict[tuple, int] = {}  # (path, size, mtime_ns, limits) -> records (readers.count_records), per process
 _HASHES: dict[tuple[str, int, int], str] = {}  # (path, size, mtime_ns) -> sha256 of the file
 
 
-def _cached(cache: dict, path: Path, compute):
+def _cached(cache: dict, path: Path, compute, *also):
     stat = path.stat()
-    key = (str(path), stat.st_size, stat.st_mtime_ns)
+    key = (str(path), stat.st_size, stat.st_mtime_ns, *also)
     if key not in cache:
         if len(cache) > 1024:
             cache.clear()
         cache[key] = compute(path)
     return cache[key]
-
-
-def _count_records(path: Path) -> int:
-    """Non-blank lines of a JSONL file, as the reader counts records: one pass, a line at a time."""
-    count = 0
-    with path.open("rb") as handle:
-        for line in handle:
-            count += bool(line.strip())
-    return count
 
 
 def _file_sha(path: Path) -> str:
@@ -84,8 +75,10 @@ class Inbox(CheckedResource):
         default=50_000, description="Records longer than this are quarantined (reason oversized_record)."
     )
     records_per_partition: int | None = Field(
-        default=None, description="Split a top-level JSONL file with more records than this into partitions of this "
-        "many records (`<file>--part-0000`, `--part-0001`, ...), each ingested, cleaned and redacted as its own batch "
+        default=None, description="Split a top-level JSONL, CSV or Parquet file with more records than this into "
+        "partitions of this many records (`<file>--part-0000`, `--part-0001`, ...), each ingested, cleaned and "
+        "redacted as its own batch (a part reads only its records: JSONL lines and CSV rows outside it are not "
+        "parsed into records, Parquet row groups outside it are not decoded) "
         "— so one huge export runs in parallel across workers (with Kubernetes, a pod per partition). Unset: one "
         "partition per file. Changing it registers new partitions.")
     max_parquet_rows: int = Field(
@@ -123,13 +116,15 @@ class Inbox(CheckedResource):
 
     def parts(self, path: Path) -> int:
         """How many partitions a top-level file is split into (1: not split)."""
-        if not self.records_per_partition or self.batch_by != "entry" or path.suffix.lower() != ".jsonl" \
-                or entry_problem(path, self.root()) is not None:
+        if not self.records_per_partition or self.batch_by != "entry" \
+                or path.suffix.lower().lstrip(".") not in SPLIT_FORMATS or entry_problem(path, self.root()) is not None:
             return 1
         with path.open("rb") as handle:
             if handle.read(4).startswith(UNICODE_BOMS):  # UTF-16/32: read whole
                 return 1
-        return max(1, math.ceil(_cached(_RECORDS, path, _count_records) / self.records_per_partition))
+        limits = self.limits()
+        records = _cached(_RECORDS, path, lambda p: count_records(p, limits), limits)
+        return max(1, math.ceil(records / self.records_per_partition))
 
     def _batch_path(self, key: str) -> Path:
         root = self.root()

@@ -100,8 +100,8 @@ def entry_stat(path: Path) -> tuple[int, int]:
 
 def read_batch(batch: str, batch_path: Path, inbox_root: Path, limits: ReaderLimits,
                select: tuple[int, int] | None = None) -> BatchReadResult:
-    """Every record of the batch's files; `select` = (start, stop): only those records of a single JSONL file
-    (one part of a file split into partitions, `Inbox.records_per_partition`)."""
+    """Every record of the batch's files; `select` = (start, stop): only those records of a single JSONL, CSV or
+    Parquet file (one part of a file split into partitions, `Inbox.records_per_partition`)."""
     result = BatchReadResult()
     for path in batch_files(batch_path):
         rel = path.relative_to(inbox_root).as_posix()
@@ -182,7 +182,9 @@ def _read_file(batch: str, path: Path, rel: str, limits: ReaderLimits, out: Batc
         if fmt == "jsonl":
             units = jsonl_records(_utf8_lines(handle, encoding), rel, select)
         elif fmt == "parquet":
-            units = _parquet_units(data, rel, limits)
+            units = _parquet_units(data, rel, limits, select)
+        elif fmt == "csv" and select is not None:
+            units = _selected(_csv_units(data, rel), select)
         else:
             units = _UNITS[fmt](data, rel)
         while True:
@@ -405,11 +407,13 @@ def _csv_problem(err: csv.Error) -> str:
     return f"malformed CSV ({message})"
 
 
-def _parquet_units(data: bytes, rel: str, limits: ReaderLimits | None = None) -> Iterator[tuple[int, Any]]:
+def _parquet_units(data: bytes, rel: str, limits: ReaderLimits | None = None,
+                   select: tuple[int, int] | None = None) -> Iterator[tuple[int, Any]]:
     """The rows of a Parquet file, one row group (and at most 1,024 rows) at a time, after its metadata's row
     count and uncompressed size are checked against the limits: a small compressed file that would expand past
     them is refused unread. A row group that cannot be read is one RecordError naming its rows; the others are
-    read."""
+    read. `select` = (start, stop): only those rows (counted from 0); row groups outside the range are not
+    decoded."""
     limits = limits or ReaderLimits()
     try:
         parquet = pq.ParquetFile(io.BytesIO(data))
@@ -425,15 +429,25 @@ def _parquet_units(data: bytes, rel: str, limits: ReaderLimits | None = None) ->
     if expanded > limits.max_parquet_bytes:
         raise RecordError("parquet_too_large", f"{rel}: {expanded} bytes uncompressed exceeds max_parquet_bytes="
                           f"{limits.max_parquet_bytes} (from the file's metadata; not loaded)")
+    start, stop = select if select is not None else (0, meta.num_rows)
     first = 1
     for index, group in enumerate(groups):
         end, number = first + group.num_rows - 1, first - 1
+        if end <= start or first > stop:  # rows first..end (1-based) are records first-1..end-1
+            first = end + 1
+            continue
         try:
             for batch in parquet.iter_batches(batch_size=1024, row_groups=[index], columns=columns,
                                               use_pandas_metadata=False):
+                if number + batch.num_rows <= start:
+                    number += batch.num_rows
+                    continue
                 for row in batch.to_pylist():
                     number += 1
-                    yield number, row
+                    if start < number <= stop:
+                        yield number, row
+                if number >= stop:
+                    break
         except Exception as err:  # noqa: BLE001 - a corrupt row group costs only the rows it holds
             where = f"{rel}:{number + 1}: row group {index} (rows {first}-{end})"
             if number >= first:
@@ -441,6 +455,44 @@ def _parquet_units(data: bytes, rel: str, limits: ReaderLimits | None = None) ->
             yield number + 1, RecordError("malformed_parquet", f"{where} is unreadable, quarantined as one record: "
                                           f"{type(err).__name__}: {str(err)[:200]}")
         first = end + 1
+
+
+def _selected(units: Iterator[tuple[int, Any]], select: tuple[int, int]) -> Iterator[tuple[int, Any]]:
+    """The units (records, and rows that are one RecordError each) numbered `select[0]` to `select[1] - 1` from 0,
+    in the order the reader gives them; the reader stops once past the range."""
+    for record, unit in enumerate(units):
+        if record >= select[1]:
+            return
+        if record >= select[0]:
+            yield unit
+
+
+SPLIT_FORMATS = ("jsonl", "csv", "parquet")  # files Inbox.records_per_partition can split into partitions
+
+
+def count_records(path: Path, limits: ReaderLimits) -> int:
+    """The records the reader will see in a JSONL, CSV or Parquet file, counted as `select` counts them: non-blank
+    JSONL lines (a line at a time), CSV rows as the csv module reads them (good or bad), Parquet rows from the
+    metadata (nothing decoded). 0 when the file will be refused whole (too large, unreadable header or metadata):
+    such a file is never split."""
+    fmt = path.suffix.lower().lstrip(".")
+    if fmt == "jsonl":
+        with path.open("rb") as handle:
+            return sum(bool(line.strip()) for line in handle)
+    if path.stat().st_size > limits.max_file_bytes:
+        return 0
+    if fmt == "parquet":
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception:  # noqa: BLE001 - refused when read, with its reason
+            return 0
+        return rows if rows <= limits.max_parquet_rows else 0
+    if fmt == "csv":
+        try:
+            return sum(1 for _ in _csv_units(path.read_bytes(), path.name))
+        except RecordError:
+            return 0
+    raise ValueError(f"{path.name}: .{fmt} files are not split into partitions (only {', '.join(SPLIT_FORMATS)})")
 
 
 def _document_units(fmt: str):
