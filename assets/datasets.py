@@ -31,7 +31,7 @@ from resources.datasets.builder import (
     with_messages,
 )
 from resources.datasets.card import build_card, card_markdown
-from resources.datasets.segments import instruction_segments, link_instructions
+from resources.datasets.segments import instruction_segments, link_instruction_hf, link_instructions
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
@@ -118,7 +118,7 @@ def build(spec: ModelSpec) -> list:
             "teacher": MetadataValue.json(teacher_usage if teacher_usage is not None else {"used": False}),
         })
 
-    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="4",
+    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="5",
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
                 "human_feedback": AssetIn(key=key(spec, "human_feedback")),
                 "knowledge_examples": AssetIn(key=key(spec, "knowledge_examples"))},
@@ -150,7 +150,7 @@ def build(spec: ModelSpec) -> list:
             ledger.dropped.update(feedback.ledger.dropped)
             extra = frame(feedback.examples, EXAMPLE_COLUMNS)
             version = version_of([segment_key(segments.keys), fingerprint(extra, ["id", "prompt", "answer", "split"])],
-                                 inputs, config_of(policy), code="4")
+                                 inputs, config_of(policy), code="5")
         else:
             section_docs = rows(knowledge_examples.read_table("examples.parquet"))
             build = build_examples(rows(corpus.read_table()) + section_docs + feedback_docs, policy.split_rules(),
@@ -160,30 +160,33 @@ def build(spec: ModelSpec) -> list:
             version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="3")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
-            if segmented:
+            if segmented:  # each segment's tables and HF shards linked; the feedback examples the last part
                 link_instructions(store, spec.name, segments.keys, out, extra, frame(feedback.dropped, DROPPED_COLUMNS))
-                table = pd.read_parquet(out / "examples.parquet")
+                extra_counts = link_instruction_hf(store, spec.name, segments.keys, out, extra)
+                sizes = dict(segments.splits + Counter(extra_counts["splits"]))
+                mix = dict(segments.origins + Counter(extra_counts["origins"]))
             else:
                 write_table(out, "examples.parquet", table)
                 write_table(out, "dropped.parquet", frame(build.dropped, DROPPED_COLUMNS))
+                sizes = save_splits(table, ["train", "validation"], out / "hf", {"source_doc_id": "string",
+                                                                                  "batch": "string", "origin": "string"})
+                mix = table["origin"].value_counts().to_dict() if len(table) else {}
             write_json(out, "ledger.json", ledger.to_dict())
             write_json(out, "manifest.json", {"batches": included, "corpus": corpus.key, "golden": golden_dataset.key,
                                               "feedback_examples": len(feedback_docs), "policy": policy.model_dump(),
                                               "knowledge_examples": pq_rows(knowledge_examples.file("examples.parquet")),
                                               "corpus_documents": int(corpus.read_json("ledger.json")["kept"]),
                                               "segments": segments.keys if segmented else None})
-            sizes = save_splits(table, ["train", "validation"], out / "hf", {"source_doc_id": "string", "batch": "string",
-                                                                              "origin": "string"})
         return emit(artifact, {
             **ledger_metadata(ledger),
             "segments_made": MetadataValue.int(segments.made if segmented else 0),
             "segments_reused": MetadataValue.int(segments.reused if segmented else 0),
-            "train_examples": MetadataValue.int(sizes["train"]),
-            "validation_examples": MetadataValue.int(sizes["validation"]),
+            "train_examples": MetadataValue.int(sizes.get("train", 0)),
+            "validation_examples": MetadataValue.int(sizes.get("validation", 0)),
             "batches": MetadataValue.int(len(included)),
             "batch_names": MetadataValue.json(included),
             "feedback_examples": MetadataValue.int(len(feedback_docs)),
-            "mix": MetadataValue.json(table["origin"].value_counts().to_dict() if len(table) else {}),
+            "mix": MetadataValue.json({str(k): int(v) for k, v in sorted(mix.items())}),
             "text_strategy": MetadataValue.text(policy.text_strategy),
         })
 

@@ -318,7 +318,9 @@ def incremental_point(history: int) -> dict:
     from resources.knowledge.chunking import ChunkRules, Chunker
     from resources.knowledge.examples import build_knowledge_examples
     from resources.knowledge.policy import KnowledgePolicy
-    from resources.datasets.segments import instruction_segments, link_instructions
+    from resources.datasets.builder import EXAMPLE_COLUMNS
+    from resources.datasets.export import save_splits
+    from resources.datasets.segments import HF_EXTRA, instruction_segments, link_instruction_hf, link_instructions
     from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
     from resources.models.base_model import BaseModelSource
     from resources.retrieval.index import KnowledgeIndexer, load_vectors
@@ -406,6 +408,7 @@ def incremental_point(history: int) -> dict:
             link_examples(store, "bench", sections.keys, Path(out))
         with tempfile.TemporaryDirectory(dir=tmp) as out:
             link_instructions(store, "bench", instructions.keys, Path(out))
+            link_instruction_hf(store, "bench", instructions.keys, Path(out))  # the HF export training loads
         assemble = time.perf_counter() - start  # every segment linked, the vectors stacked once: what grows with history
         downstream = own_downstream + assemble
         # the baseline for the datasets: rebuilt whole with the default policies (headings from each section; the
@@ -422,6 +425,8 @@ def incremental_point(history: int) -> dict:
         start = time.perf_counter()
         examples = build_examples(corpus_rows + whole_sections.examples, split, dataset.text_strategy, dataset.title_template,
                                   golden_prompts=golden_prompts)
+        with tempfile.TemporaryDirectory(dir=tmp) as out:  # and its HF export written whole, as the asset did
+            save_splits(frame(examples.examples, EXAMPLE_COLUMNS), ["train", "validation"], Path(out) / "hf", HF_EXTRA)
         instruction_s = time.perf_counter() - start
         start = time.perf_counter()
         batches = [(p.stem, pd.read_parquet(p).to_dict("records")) for p in sorted(stored.glob("*.parquet"))]

@@ -1,6 +1,7 @@
 """Datasets: hashed splits, the plain-text strategy, golden files and the contamination guard."""
 
 import json
+from collections import Counter
 
 import pytest
 
@@ -147,5 +148,46 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
     assert made.ledger.to_dict() == whole.ledger.to_dict() and made.ledger.dropped["golden_contamination"] == 1
     assert made.ledger.dropped["held_out_for_golden"] > 0
 
+    # the HF export (what training loads): each segment's Arrow files linked, then reviewers' examples, equal to
+    # saving the linked table at once
+    from datasets import load_from_disk
+
+    from resources.datasets.export import save_splits
+    from resources.datasets.segments import HF_EXTRA, link_instruction_hf
+
+    feedback = table.iloc[:3].assign(id=["fb-1", "fb-2", "fb-3"], origin="feedback", split=["train", "train", "validation"])
+    extra = link_instruction_hf(store, "m", made.keys, out / "i", feedback)
+    save_splits(pd.concat([table, feedback], ignore_index=True), ["train", "validation"], out / "whole-hf", HF_EXTRA)
+    linked, saved = load_from_disk(str(out / "i" / "hf")), load_from_disk(str(out / "whole-hf"))
+    for name in ("train", "validation"):
+        assert linked[name].to_list() == saved[name].to_list() and len(linked[name]) > 0
+    assert len(list((out / "i" / "hf" / "train").glob("*.arrow"))) == 4  # three segments and the feedback
+    assert dict(made.splits + Counter(extra["splits"])) == {n: len(saved[n]) for n in ("train", "validation")}
+    assert dict(made.origins) == table["origin"].value_counts().to_dict() and extra["origins"] == {"feedback": 3}
+    (out / "no-feedback").mkdir()
+    link_instruction_hf(store, "m", made.keys, out / "no-feedback")
+    assert load_from_disk(str(out / "no-feedback" / "hf"))["train"].to_list() == load_from_disk(str(out / "whole-hf"))["train"].to_list()[:-2]
+
     *_, again = build(["b0", "b1", "b2"], golden + ["What is new in this release?"])
     assert (again.made, again.reused) == (3, 0)  # the guard changed: every segment is made again
+
+
+def test_an_empty_split_of_the_hf_export_loads_as_zero_rows(tmp_path):
+    """datasets writes no Arrow file for an empty split and then cannot load it: the export writes an empty one."""
+    from datasets import load_from_disk
+
+    from resources.datasets.builder import EXAMPLE_COLUMNS
+    from resources.datasets.export import link_splits, save_splits
+    from resources.datasets.segments import HF_EXTRA
+    from resources.records import frame
+
+    row = {c: "x" for c in EXAMPLE_COLUMNS} | {"id": "e1", "split": "train",
+                                              "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}]}
+    sizes = save_splits(frame([row], EXAMPLE_COLUMNS), ["train", "validation"], tmp_path / "one", HF_EXTRA)
+    save_splits(frame([], EXAMPLE_COLUMNS), ["train", "validation"], tmp_path / "none", HF_EXTRA)
+    assert sizes == {"train": 1, "validation": 0}
+    loaded = load_from_disk(str(tmp_path / "one"))
+    assert len(loaded["validation"]) == 0 and loaded["validation"].features == loaded["train"].features
+    link_splits([tmp_path / "none", tmp_path / "one", tmp_path / "none"], ["train", "validation"], tmp_path / "all", "f" * 16)
+    linked = load_from_disk(str(tmp_path / "all"))
+    assert linked["train"]["id"] == ["e1"] and len(linked["validation"]) == 0

@@ -9,6 +9,7 @@ segment's key. A changed golden set or policy makes every segment again.
 
 from __future__ import annotations
 
+import shutil
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,13 +19,16 @@ import pandas as pd
 from resources.artifacts import config_of
 from resources.dedup import DedupRules
 from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
+from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
 from resources.segments import (CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts, read_json,
                                 segment_dir, segment_key, write_typed, writing_segment)
 from resources.storage import write_json
 
-CODE = "1"
+CODE = "2"
 CHATS = frozenset({"messages"})
+SPLITS = ["train", "validation"]
+HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
 
 
 @dataclass
@@ -33,6 +37,8 @@ class InstructionBuild:
     made: int = 0
     reused: int = 0
     ledger: Ledger = field(default_factory=lambda: Ledger(stage="instruction_dataset"))  # summed over the segments
+    splits: Counter = field(default_factory=Counter)  # examples per split, summed over the segments
+    origins: Counter = field(default_factory=Counter)  # examples per origin (corpus, sections, ...), summed
 
 
 def instruction_segments(store, model: str, chains: list[str], example_keys: list[str], policy, golden_prompts: list[str],
@@ -53,13 +59,19 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
             documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", examples) / "examples.parquet")
             made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
                                   golden_prompts=golden_prompts, dedup_rules=dedup_rules)
+            table = frame(made.examples, EXAMPLE_COLUMNS)
             with writing_segment(store, asset, key) as out:
-                write_typed(out / "examples.parquet", frame(made.examples, EXAMPLE_COLUMNS), chats=CHATS)
+                write_typed(out / "examples.parquet", table, chats=CHATS)
                 write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
                 write_json(out, "ledger.json", made.ledger.to_dict())
+                save_splits(table, SPLITS, out / "hf", HF_EXTRA)  # this segment's share of the HF export
+                write_json(out, "counts.json", _counts(table))
             build.made += 1
         else:
             build.reused += 1
+        counts = read_json(segment_dir(store, asset, key) / "counts.json", {})
+        build.splits.update(counts.get("splits", {}))
+        build.origins.update(counts.get("origins", {}))
         part = Ledger.from_dict(read_json(segment_dir(store, asset, key) / "ledger.json"))
         build.ledger.records_in += part.records_in
         build.ledger.kept += part.kept
@@ -81,6 +93,28 @@ def link_instructions(store, model: str, keys: list[str], folder: Path, extra: p
         write_typed(folder / "examples.parquet" / "part-zz-extra.parquet", extra[EXAMPLE_COLUMNS], chats=CHATS)
     if extra_dropped is not None and len(extra_dropped):
         write_typed(folder / "dropped.parquet" / "part-zz-extra.parquet", extra_dropped[DROPPED_COLUMNS])
+
+
+def link_instruction_hf(store, model: str, keys: list[str], folder: Path, extra: pd.DataFrame | None = None) -> dict:
+    """`folder/hf`: the HF `DatasetDict` (train, validation) of the segments' examples, then `extra`'s, in the order
+    of `examples.parquet` — each segment's Arrow files linked, not the whole dataset written again. Returns the
+    examples per split and per origin of `extra` (the segments' are in `instruction_segments`' build)."""
+    asset = f"{model}/{INSTRUCTION_SEGMENTS}"
+    parts = [segment_dir(store, asset, key) / "hf" for key in keys]
+    staged = folder / ".hf-extra"
+    if extra is not None and len(extra) or not parts:
+        save_splits(extra if extra is not None else frame([], EXAMPLE_COLUMNS), SPLITS, staged, HF_EXTRA)
+        parts.append(staged)
+    try:
+        link_splits(parts, SPLITS, folder / "hf", segment_key(keys, None if extra is None else list(extra["id"])))
+    finally:
+        shutil.rmtree(staged, ignore_errors=True)
+    return _counts(extra if extra is not None else frame([], EXAMPLE_COLUMNS))
+
+
+def _counts(table: pd.DataFrame) -> dict:
+    return {"splits": {s: int((table["split"] == s).sum()) for s in SPLITS},
+            "origins": {str(k): int(v) for k, v in table["origin"].value_counts().items()} if len(table) else {}}
 
 
 def _rows(path: Path) -> list[dict]:
