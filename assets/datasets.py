@@ -30,8 +30,9 @@ from resources.datasets.builder import (
     read_golden_file,
     with_messages,
 )
-from resources.datasets.card import build_card, card_markdown
-from resources.datasets.segments import instruction_segments, link_instruction_hf, link_instructions
+from resources.datasets.card import CARD_COLUMNS, build_card, card_markdown, token_lengths
+from resources.datasets.segments import (EXTRA_PART, instruction_segments, link_instruction_hf, link_instructions,
+                                        segment_lengths)
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
@@ -190,16 +191,30 @@ def build(spec: ModelSpec) -> list:
             "text_strategy": MetadataValue.text(policy.text_strategy),
         })
 
-    @asset(key=key(spec, "dataset_card"), kinds={"markdown"}, code_version="2",
+    @asset(key=key(spec, "dataset_card"), kinds={"markdown"}, code_version="3",
            ins={"instruction_dataset": AssetIn(key=key(spec, "instruction_dataset"))},
            automation_condition=FOLLOW_UPSTREAM, **stage)
     def dataset_card(context: AssetExecutionContext, model_source: BaseModelSource, store: ArtifactStore,
                      instruction_dataset: Artifact) -> Output[Artifact]:
         """A datasheet for the training data: volume and tokens per split, lengths, source mix, drop and
         duplicate ratios, redaction counts and diversity, with a warning when training data is thin. It
-        describes exactly the golden set and corpus versions the dataset was built from."""
+        describes exactly the golden set and corpus versions the dataset was built from. Token lengths are
+        counted once per instruction segment (reviewers' examples each time); diversity is read from up to
+        DIVERSITY_SAMPLE train examples."""
         manifest = instruction_dataset.read_json("manifest.json")
-        examples = instruction_dataset.read_table("examples.parquet")
+        tokenizer = model_source.for_model(spec.base_model, spec.base_model_revision).tokenizer()
+        lengths, counted = None, None
+        if manifest.get("segments") is not None:  # token lengths counted once per segment; the text is not read whole
+            counted = segment_lengths(store, spec.name, manifest["segments"], tokenizer)
+            lengths = counted.lengths
+            examples = instruction_dataset.read_table("examples.parquet", columns=CARD_COLUMNS)
+            extra = instruction_dataset.file("examples.parquet") / EXTRA_PART  # reviewers' examples, the last part
+            if extra.exists():
+                added = pd.read_parquet(extra, columns=["split", "messages"])
+                for split in lengths:
+                    lengths[split] = lengths[split] + token_lengths(added[added["split"] == split], tokenizer)
+        else:
+            examples = instruction_dataset.read_table("examples.parquet")
         golden = store.read_table(f"{spec.name}/golden_dataset", manifest["golden"], "examples.parquet")
         batches = store.read_json(f"{spec.name}/corpus", manifest["corpus"], "batches.json")["batches"]
         corpus_ledger = store.read_json(f"{spec.name}/corpus", manifest["corpus"], "ledger.json")
@@ -212,9 +227,8 @@ def build(spec: ModelSpec) -> list:
             redactions.update(batches[batch]["audit"]["entities"])
         curation.update(corpus_ledger["dropped"])
         dataset_drops = instruction_dataset.read_json("ledger.json")["dropped"]
-        tokenizer = model_source.for_model(spec.base_model, spec.base_model_revision).tokenizer()
         card = build_card(examples, golden, tokenizer, dict(curation), raw_records, dict(redactions), dataset_drops,
-                          spec.dataset.min_train_examples)
+                          spec.dataset.min_train_examples, lengths)
         card["instruction_dataset_version"] = instruction_dataset.version
         card["model"] = spec.name
         markdown = card_markdown(card)
@@ -230,6 +244,8 @@ def build(spec: ModelSpec) -> list:
             "train_tokens": MetadataValue.int(splits.get("train", {}).get("tokens", 0)),
             "drop_ratio": MetadataValue.float(card["curation"]["drop_ratio"]),
             "duplicate_ratio": MetadataValue.float(card["curation"]["duplicate_ratio"]),
+            "segments_tokenized": MetadataValue.int(counted.made if counted else 0),
+            "segments_reused": MetadataValue.int(counted.reused if counted else 0),
         })
 
     @asset_check(asset=instruction_dataset, blocking=True,

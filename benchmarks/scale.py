@@ -319,8 +319,10 @@ def incremental_point(history: int) -> dict:
     from resources.knowledge.examples import build_knowledge_examples
     from resources.knowledge.policy import KnowledgePolicy
     from resources.datasets.builder import EXAMPLE_COLUMNS
+    from resources.datasets.card import CARD_COLUMNS, build_card
     from resources.datasets.export import save_splits
-    from resources.datasets.segments import HF_EXTRA, instruction_segments, link_instruction_hf, link_instructions
+    from resources.datasets.segments import (HF_EXTRA, instruction_segments, link_instruction_hf, link_instructions,
+                                             segment_lengths)
     from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
     from resources.models.base_model import BaseModelSource
     from resources.retrieval.index import KnowledgeIndexer, load_vectors
@@ -337,6 +339,7 @@ def incremental_point(history: int) -> dict:
     indexer.embed(["loaded before the clock starts"])
     dataset, knowledge = DatasetPolicy(), KnowledgePolicy()
     split = dataset.split_rules()
+    no_golden = pd.DataFrame({"messages": []})  # the card's golden split: not what grows here
     golden_prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()
                       if line.strip()]
 
@@ -370,7 +373,8 @@ def incremental_point(history: int) -> dict:
         seeded_chunks = chunk_segments(store, "bench", seeded.chains, chunker, chunk_config)
         vector_segments(store, "bench", seeded_chunks.keys, SeedIndexer())
         seeded_sections = example_segments(store, "bench", seeded_chunks.keys, knowledge, dataset.title_template, split)
-        instruction_segments(store, "bench", seeded.chains, seeded_sections.keys, dataset, golden_prompts)
+        seeded_instructions = instruction_segments(store, "bench", seeded.chains, seeded_sections.keys, dataset, golden_prompts)
+        segment_lengths(store, "bench", seeded_instructions.keys, tokenizer)
         seeding = time.perf_counter() - start
         inbox_dir = Path(tmp) / "inbox"
         inbox_dir.mkdir()
@@ -397,6 +401,7 @@ def incremental_point(history: int) -> dict:
         vectors = vector_segments(store, "bench", chunks.keys, indexer)
         sections = example_segments(store, "bench", chunks.keys, knowledge, dataset.title_template, split)
         instructions = instruction_segments(store, "bench", build.chains, sections.keys, dataset, golden_prompts)
+        segment_lengths(store, "bench", instructions.keys, tokenizer)  # the dataset card's token lengths
         own_downstream = time.perf_counter() - start  # the new segment cut, embedded, made into examples (stores listed)
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=tmp) as out:
@@ -409,6 +414,9 @@ def incremental_point(history: int) -> dict:
         with tempfile.TemporaryDirectory(dir=tmp) as out:
             link_instructions(store, "bench", instructions.keys, Path(out))
             link_instruction_hf(store, "bench", instructions.keys, Path(out))  # the HF export training loads
+            card_examples = pd.read_parquet(Path(out) / "examples.parquet", columns=CARD_COLUMNS)  # the dataset card
+            build_card(card_examples, no_golden, tokenizer, {}, 0, {}, {}, 1,
+                       segment_lengths(store, "bench", instructions.keys, tokenizer).lengths)
         assemble = time.perf_counter() - start  # every segment linked, the vectors stacked once: what grows with history
         downstream = own_downstream + assemble
         # the baseline for the datasets: rebuilt whole with the default policies (headings from each section; the
@@ -425,8 +433,10 @@ def incremental_point(history: int) -> dict:
         start = time.perf_counter()
         examples = build_examples(corpus_rows + whole_sections.examples, split, dataset.text_strategy, dataset.title_template,
                                   golden_prompts=golden_prompts)
+        whole_table = frame(examples.examples, EXAMPLE_COLUMNS)
         with tempfile.TemporaryDirectory(dir=tmp) as out:  # and its HF export written whole, as the asset did
-            save_splits(frame(examples.examples, EXAMPLE_COLUMNS), ["train", "validation"], Path(out) / "hf", HF_EXTRA)
+            save_splits(whole_table, ["train", "validation"], Path(out) / "hf", HF_EXTRA)
+        build_card(whole_table, no_golden, tokenizer, {}, 0, {}, {}, 1)  # and the card tokenizing every example
         instruction_s = time.perf_counter() - start
         start = time.perf_counter()
         batches = [(p.stem, pd.read_parquet(p).to_dict("records")) for p in sorted(stored.glob("*.parquet"))]

@@ -29,7 +29,8 @@ CORPUS_SEGMENTS = "corpus_segments"  # <model>/corpus_segments/<chain>: kept.par
 CHUNK_SEGMENTS = "chunk_segments"  # <model>/chunk_segments/<key>: chunks.parquet, dropped.parquet, flagged.json
 VECTOR_SEGMENTS = "passage_vectors"  # <model>/passage_vectors/<key>: passages.parquet, vectors.npy
 EXAMPLE_SEGMENTS = "knowledge_example_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, counts.json
-INSTRUCTION_SEGMENTS = "instruction_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, ledger.json
+INSTRUCTION_SEGMENTS = "instruction_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, ledger.json, hf/
+CARD_SEGMENTS = "card_segments"  # <model>/card_segments/<key>: lengths.json (token lengths per split; no text)
 
 
 def segment_key(*parts: Any) -> str:

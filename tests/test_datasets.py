@@ -168,6 +168,19 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
     link_instruction_hf(store, "m", made.keys, out / "no-feedback")
     assert load_from_disk(str(out / "no-feedback" / "hf"))["train"].to_list() == load_from_disk(str(out / "whole-hf"))["train"].to_list()[:-2]
 
+    # the dataset card's token lengths: counted once per segment, the card equal to one counted from the whole table
+    from resources.datasets.card import CARD_COLUMNS, build_card
+    from resources.datasets.segments import segment_lengths
+
+    counted = segment_lengths(store, "m", made.keys, smol_tokenizer)
+    assert (counted.made, counted.reused) == (3, 0)
+    assert (segment_lengths(store, "m", made.keys, smol_tokenizer).made, len(counted.lengths["train"])) == (0, made.splits["train"])
+    card = lambda examples, lengths=None: build_card(examples, table.iloc[:2], smol_tokenizer, {"exact_duplicate": 1}, 40,  # noqa: E731
+                                                     {}, {}, 10, lengths)
+    assert card(table[CARD_COLUMNS], counted.lengths) == card(table)
+    with pytest.raises(ValueError, match="token lengths were given for"):
+        card(table[CARD_COLUMNS], {"train": counted.lengths["train"][:-1], "validation": counted.lengths["validation"]})
+
     *_, again = build(["b0", "b1", "b2"], golden + ["What is new in this release?"])
     assert (again.made, again.reused) == (3, 0)  # the guard changed: every segment is made again
 
@@ -191,3 +204,15 @@ def test_an_empty_split_of_the_hf_export_loads_as_zero_rows(tmp_path):
     link_splits([tmp_path / "none", tmp_path / "one", tmp_path / "none"], ["train", "validation"], tmp_path / "all", "f" * 16)
     linked = load_from_disk(str(tmp_path / "all"))
     assert linked["train"]["id"] == ["e1"] and len(linked["validation"]) == 0
+
+
+def test_the_card_reads_diversity_from_a_bounded_sample_chosen_by_hash():
+    import pandas as pd
+
+    from resources.datasets.card import diversity_sample
+
+    train = pd.DataFrame({"id": [f"e{i}" for i in range(40)], "prompt": [f"question {i}" for i in range(40)]})
+    sample = diversity_sample(train, limit=10)
+    assert len(sample) == 10 and list(sample.index) == sorted(sample.index)  # in the dataset's order
+    assert diversity_sample(train.iloc[::-1], limit=10)["id"].tolist()[::-1] == sample["id"].tolist()  # order-independent
+    assert diversity_sample(train, limit=40) is train

@@ -41,6 +41,31 @@ def percentiles(values: list[int]) -> dict[str, int]:
     return {f"p{q}": int(np.percentile(arr, q)) for q in (5, 25, 50, 75, 95)} | {"max": int(arr.max())}
 
 
+CARD_COLUMNS = ["id", "split", "batch", "origin", "prompt", "answer"]  # what the card reads of every example
+DIVERSITY_SAMPLE = 5_000  # train examples (the lowest hashes of their ids) the diversity figures are read from
+
+
+def tokenizer_identity(tokenizer) -> str:
+    """A hash of the tokenizer's vocabulary, rules and chat template: token lengths are reused only for the same."""
+    from resources.records import sha256_hex
+
+    backend = getattr(tokenizer, "backend_tokenizer", None)
+    return sha256_hex((backend.to_str() if backend is not None else repr(tokenizer.get_vocab()))
+                      + "\0" + str(getattr(tokenizer, "chat_template", "") or ""))
+
+
+def diversity_sample(train: pd.DataFrame, limit: int = DIVERSITY_SAMPLE) -> pd.DataFrame:
+    """The train examples whose diversity the card reports: all of them up to `limit`, beyond it the `limit` with
+    the lowest hashes of their ids (the same examples on every run; reading every example's text on every batch
+    would grow with the dataset)."""
+    if len(train) <= limit:
+        return train
+    from resources.records import sha256_hex
+
+    order = sorted(range(len(train)), key=lambda i: sha256_hex(str(train["id"].iloc[i])))[:limit]
+    return train.iloc[sorted(order)]
+
+
 def build_card(
     examples: pd.DataFrame,
     golden: pd.DataFrame,
@@ -50,12 +75,19 @@ def build_card(
     redaction_counts: dict[str, int],
     dataset_drops: dict[str, int],
     min_train_examples: int,
+    lengths: dict[str, list[int]] | None = None,
 ) -> dict[str, Any]:
+    """`examples` needs id, split, batch, origin, prompt, answer and, for the splits `lengths` does not give (token
+    lengths per example of a split, made before), messages."""
     splits: dict[str, Any] = {}
     for name, part in [*examples.groupby("split"), ("golden", golden)]:
-        lengths = token_lengths(part, tokenizer)
-        splits[name] = {"examples": len(part), "tokens": int(sum(lengths)), "token_length": percentiles(lengths)}
+        known = (lengths or {}).get(name)
+        if known is not None and len(known) != len(part):
+            raise ValueError(f"token lengths were given for {len(known)} {name} examples, but the split has {len(part)}")
+        found = known if known is not None else token_lengths(part, tokenizer)
+        splits[name] = {"examples": len(part), "tokens": int(sum(found)), "token_length": percentiles(found)}
     train = examples[examples["split"] == "train"]
+    sample = diversity_sample(train)
     duplicates = sum(v for k, v in curation_drops.items() if k.endswith("duplicate"))
     return {
         "splits": splits,
@@ -71,7 +103,7 @@ def build_card(
         },
         "dataset_drops": dict(sorted(dataset_drops.items())),
         "redactions_by_entity": dict(sorted(redaction_counts.items())),
-        "diversity": diversity(list(train["prompt"]) + list(train["answer"])),
+        "diversity": diversity(list(sample["prompt"]) + list(sample["answer"])) | {"examples_read": len(sample)},
         "min_train_examples": min_train_examples,
         "train_below_minimum": len(train) < min_train_examples,
     }
@@ -95,6 +127,8 @@ def card_markdown(card: dict[str, Any]) -> str:
     lines += ["", "## Redaction", "", "| entity | replaced |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in card["redactions_by_entity"].items()]
     d = card["diversity"]
+    read = d.get("examples_read")
     lines += ["", "## Diversity (train)", "", f"vocabulary {d['vocabulary_size']}, type/token {d['type_token_ratio']}, "
-              f"distinct-2 {d['distinct_2']}", "", "Top terms: " + ", ".join(d["top_terms"])]
+              f"distinct-2 {d['distinct_2']}" + (f" (read from {read} train examples)" if read is not None else ""),
+              "", "Top terms: " + ", ".join(d["top_terms"])]
     return "\n".join(lines) + "\n"

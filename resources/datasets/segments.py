@@ -21,14 +21,15 @@ from resources.dedup import DedupRules
 from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
-from resources.segments import (CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts, read_json,
-                                segment_dir, segment_key, write_typed, writing_segment)
+from resources.segments import (CARD_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts,
+                                read_json, segment_dir, segment_key, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "2"
 CHATS = frozenset({"messages"})
 SPLITS = ["train", "validation"]
 HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
+EXTRA_PART = "part-zz-extra.parquet"  # the examples made outside the segments (reviewers'), after the segments' parts
 
 
 @dataclass
@@ -90,9 +91,9 @@ def link_instructions(store, model: str, keys: list[str], folder: Path, extra: p
     link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
                lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
     if extra is not None and len(extra):
-        write_typed(folder / "examples.parquet" / "part-zz-extra.parquet", extra[EXAMPLE_COLUMNS], chats=CHATS)
+        write_typed(folder / "examples.parquet" / EXTRA_PART, extra[EXAMPLE_COLUMNS], chats=CHATS)
     if extra_dropped is not None and len(extra_dropped):
-        write_typed(folder / "dropped.parquet" / "part-zz-extra.parquet", extra_dropped[DROPPED_COLUMNS])
+        write_typed(folder / "dropped.parquet" / EXTRA_PART, extra_dropped[DROPPED_COLUMNS])
 
 
 def link_instruction_hf(store, model: str, keys: list[str], folder: Path, extra: pd.DataFrame | None = None) -> dict:
@@ -110,6 +111,39 @@ def link_instruction_hf(store, model: str, keys: list[str], folder: Path, extra:
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return _counts(extra if extra is not None else frame([], EXAMPLE_COLUMNS))
+
+
+@dataclass
+class LengthBuild:
+    lengths: dict[str, list[int]]  # token lengths per split, the segments' in order
+    made: int = 0
+    reused: int = 0
+
+
+def segment_lengths(store, model: str, keys: list[str], tokenizer) -> LengthBuild:
+    """The dataset card's token lengths (chat template applied, as training sees them) of each instruction segment's
+    examples, per split: counted once per segment and tokenizer (`<model>/card_segments`, numbers only), so one
+    more batch tokenizes one more segment."""
+    from resources.datasets.card import token_lengths, tokenizer_identity
+
+    asset = f"{model}/{CARD_SEGMENTS}"
+    identity = tokenizer_identity(tokenizer)
+    held = set(store.partitions(asset))
+    build = LengthBuild({split: [] for split in SPLITS})
+    for ikey in keys:
+        key = segment_key(ikey, identity, CODE)
+        if key not in held:
+            table = pd.read_parquet(segment_dir(store, f"{model}/{INSTRUCTION_SEGMENTS}", ikey) / "examples.parquet",
+                                    columns=["split", "messages"])
+            with writing_segment(store, asset, key) as out:
+                write_json(out, "lengths.json", {split: token_lengths(table[table["split"] == split], tokenizer)
+                                                 for split in SPLITS})
+            build.made += 1
+        else:
+            build.reused += 1
+        for split, found in read_json(segment_dir(store, asset, key) / "lengths.json").items():
+            build.lengths[split] += found
+    return build
 
 
 def _counts(table: pd.DataFrame) -> dict:
