@@ -21,7 +21,7 @@ from resources.curation.corpus import build_corpus, link_segments
 from resources.curation.curator import CURATED_EXTRA_COLUMNS, TextCurator
 from resources.plots import counts
 from resources.quality import document_expectations
-from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, QUARANTINE_COLUMNS, Ledger, fingerprint, frame, rows
+from resources.records import DOCUMENT_COLUMNS, DROPPED_COLUMNS, QUARANTINE_COLUMNS, Ledger, fingerprint, frame, pq_rows, rows
 from resources.redaction.redactor import PiiRedactor
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
@@ -30,16 +30,6 @@ REDACTED_COLUMNS = [*DOCUMENT_COLUMNS, "pii_found"]
 
 # What a batch must have passed before the corpus takes it in (blocking checks of redacted_documents).
 REDACTED_BLOCKING_CHECKS = ["no_residual_pii", "redacted_documents_expectations", "redacted_documents_ledger"]
-
-
-def pq_rows(path) -> int:
-    """Rows of a stored table (a file, or a folder of parts), from the parquet footers (the table is not read)."""
-    from pathlib import Path
-
-    import pyarrow.parquet as pq
-
-    parts = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [path]
-    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)
 
 
 def _ledgers(upstream: Artifact, own: Ledger) -> dict:

@@ -16,7 +16,6 @@ from dagster import (
 )
 
 from assets.checks import ledger_result, suite_result
-from assets.curation import pq_rows
 from assets.metadata import asset_args, emit, key, ledger_metadata, log_quarantine, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.datasets.builder import (
@@ -39,9 +38,10 @@ from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, h
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
-from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, rows
+from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, pq_rows, rows
 from resources.redaction.redactor import PiiRedactor
-from resources.segments import segment_key
+from resources.dedup import DedupRules
+from resources.segments import part_verdicts, segment_key, table_parts
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -251,20 +251,31 @@ def build(spec: ModelSpec) -> list:
     @asset_check(asset=instruction_dataset, blocking=True,
                  description="No golden question appears, exactly or as a near-duplicate, in train or validation.")
     def golden_train_disjoint(instruction_dataset: Artifact) -> AssetCheckResult:
-        examples = instruction_dataset.read_table("examples.parquet")
+        """Each part of the examples table is checked once against these golden prompts (the verdict kept by the
+        part's sha256 and the prompts' hash): one more batch checks one more part."""
         golden_key = instruction_dataset.read_json("manifest.json")["golden"]
         golden = instruction_dataset.store.read_table(f"{spec.name}/golden_dataset", golden_key, "examples.parquet")
         guard = golden_guard(golden["prompt"])
-        hits = [e for e in examples["prompt"] if contamination(guard, e)]
+
+        def verify(group):
+            prompts = pd.read_parquet(group[0], columns=["prompt"])["prompt"]
+            return {"examples": len(prompts), "contaminated": sum(1 for e in prompts if contamination(guard, e))}
+
+        checked = part_verdicts(instruction_dataset.store, spec.name, "golden_train_disjoint",
+                                [(part,) for part in table_parts(instruction_dataset.file("examples.parquet"))],
+                                [sorted(golden["prompt"]), config_of(DedupRules()), "1"], verify)
+        hits = sum(v["contaminated"] for v in checked.verdicts)
         return AssetCheckResult(passed=not hits, metadata={
-            "golden_examples": MetadataValue.int(len(golden)), "examples_checked": MetadataValue.int(len(examples)),
-            "contaminated_examples": MetadataValue.int(len(hits))})
+            "golden_examples": MetadataValue.int(len(golden)),
+            "examples_checked": MetadataValue.int(sum(v["examples"] for v in checked.verdicts)),
+            "contaminated_examples": MetadataValue.int(hits),
+            "parts_checked_now": MetadataValue.int(checked.made), "parts_checked_before": MetadataValue.int(checked.reused)})
 
     @asset_check(asset=instruction_dataset, blocking=True,
                  description="Examples: unique ids, known splits, non-empty prompts and answers (great-expectations).")
     def instruction_dataset_expectations(instruction_dataset: Artifact) -> AssetCheckResult:
         return suite_result(instruction_dataset, "examples.parquet", "instruction_dataset_suite",
-                            example_expectations(("train", "validation")))
+                            example_expectations(("train", "validation")), columns=["id", "split", "prompt", "answer"])
 
     @asset_check(asset=instruction_dataset, blocking=True,
                  description="Records in = the corpus documents + examples from sections + feedback examples = kept + "

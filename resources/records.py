@@ -20,6 +20,7 @@ import hashlib
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
@@ -150,3 +151,11 @@ class Ledger:
         if self.quarantined:
             parts.append(f"{sum(self.quarantined.values())} quarantined")
         return ", ".join(parts)
+
+
+def pq_rows(path) -> int:
+    """Rows of a stored table (a file, or a folder of parts), from the parquet footers (the table is not read)."""
+    import pyarrow.parquet as pq
+
+    parts = sorted(Path(path).glob("*.parquet")) if Path(path).is_dir() else [path]
+    return sum(pq.ParquetFile(p).metadata.num_rows for p in parts)

@@ -18,6 +18,7 @@ import json
 import os
 import shutil
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +32,7 @@ VECTOR_SEGMENTS = "passage_vectors"  # <model>/passage_vectors/<key>: passages.p
 EXAMPLE_SEGMENTS = "knowledge_example_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, counts.json
 INSTRUCTION_SEGMENTS = "instruction_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, ledger.json, hf/
 CARD_SEGMENTS = "card_segments"  # <model>/card_segments/<key>: lengths.json (token lengths per split; no text)
+CHECK_VERDICTS = "check_verdicts"  # <model>/check_verdicts/<key>: verdict.json (counts and ids; no text)
 
 
 def segment_key(*parts: Any) -> str:
@@ -94,3 +96,50 @@ def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({
     chat = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     schema = pa.schema([pa.field(c, pa.int64() if c in ints else chat if c in chats else pa.string()) for c in df.columns])
     pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
+
+
+def file_sha256(path: Path) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class Verdicts:
+    verdicts: list[dict]  # per group of files, in order
+    made: int = 0  # groups verified now
+    reused: int = 0  # groups whose verdict was kept from before (the same bytes, the same context)
+
+
+def part_verdicts(store, model: str, check: str, groups: list[tuple[Path, ...]], context: Any,
+                  verify: Callable[[tuple[Path, ...]], dict]) -> Verdicts:
+    """An asset check over an artifact kept in parts, one group of part files at a time: `verify(group)` -> a
+    verdict (JSON, counts and ids only, never text) made once per content of the group's files (their sha256, read
+    every time: a part replaced on disk is verified again) and `context` (whatever else the verdict depends on:
+    the golden prompts, a bound, the check's version), kept in the store (`<model>/check_verdicts`). With 1,000
+    batches a check reads every part's bytes but verifies only the new one."""
+    asset = f"{model}/{CHECK_VERDICTS}"
+    held = set(store.partitions(asset))
+    out = Verdicts([])
+    for group in groups:
+        key = segment_key(check, [file_sha256(path) for path in group], context)
+        if key in held:
+            out.verdicts.append(read_json(segment_dir(store, asset, key) / "verdict.json"))
+            out.reused += 1
+            continue
+        verdict = verify(group)
+        with writing_segment(store, asset, key) as folder:
+            (folder / "verdict.json").write_text(json.dumps(verdict, sort_keys=True), encoding="utf-8")
+        held.add(key)
+        out.verdicts.append(verdict)
+        out.made += 1
+    return out
+
+
+def table_parts(path: Path) -> list[Path]:
+    """The part files of a stored table (a folder of parts), or the table's one file."""
+    return sorted(path.glob("*.parquet")) if path.is_dir() else [path]

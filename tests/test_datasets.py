@@ -216,3 +216,33 @@ def test_the_card_reads_diversity_from_a_bounded_sample_chosen_by_hash():
     assert len(sample) == 10 and list(sample.index) == sorted(sample.index)  # in the dataset's order
     assert diversity_sample(train.iloc[::-1], limit=10)["id"].tolist()[::-1] == sample["id"].tolist()  # order-independent
     assert diversity_sample(train, limit=40) is train
+
+
+def test_a_check_over_parts_verifies_each_content_once_and_a_replaced_part_again(tmp_path):
+    import pandas as pd
+
+    from resources.segments import part_verdicts, table_parts
+    from resources.storage import ArtifactStore
+
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    table = tmp_path / "examples.parquet"
+    table.mkdir()
+    for i in range(3):
+        pd.DataFrame({"prompt": [f"question {i}", "golden"] if i == 1 else [f"question {i}"]}).to_parquet(table / f"part-{i:06d}.parquet")
+    seen = []
+
+    def verify(group):
+        seen.append(group[0].name)
+        prompts = pd.read_parquet(group[0])["prompt"]
+        return {"examples": len(prompts), "hits": int((prompts == "golden").sum())}
+
+    check = lambda context="g1": part_verdicts(store, "m", "c", [(p,) for p in table_parts(table)], context, verify)  # noqa: E731
+    first = check()
+    assert (first.made, first.reused, [v["hits"] for v in first.verdicts]) == (3, 0, [0, 1, 0])
+    again = check()
+    assert (again.made, again.reused, again.verdicts) == (0, 3, first.verdicts) and len(seen) == 3
+    (table / "part-000002.parquet").unlink()  # a part replaced (never written through: parts are links)
+    pd.DataFrame({"prompt": ["golden"]}).to_parquet(table / "part-000002.parquet")
+    replaced = check()
+    assert (replaced.made, [v["hits"] for v in replaced.verdicts], seen[-1]) == (1, [0, 1, 1], "part-000002.parquet")
+    assert check("g2").made == 3  # another context (other golden prompts): verified again

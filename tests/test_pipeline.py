@@ -274,6 +274,16 @@ def test_passages_vectors_and_examples_are_built_one_corpus_segment_at_a_time(pi
     assert dataset.read_json("ledger.json")["kept"] == len(dataset.read_table("examples.parquet")) > 20
     policy = latest(pipeline, "policy", "instruction_dataset")
     assert len(policy.read_json("manifest.json")["segments"]) == len(latest(pipeline, "policy", "corpus").read_json("batches.json")["segments"])
+    # what training loads: the segments' HF shards linked, the same rows as the examples table; the card counts them
+    from datasets import load_from_disk
+
+    table, hf = dataset.read_table("examples.parquet"), load_from_disk(str(dataset.file("hf")))
+    for split in ("train", "validation"):
+        assert hf[split]["id"] == list(table[table["split"] == split]["id"])
+    assert len(list(dataset.file("hf").joinpath("train").glob("*.arrow"))) >= len(chains)
+    card = latest(pipeline, "support", "dataset_card").read_json("card.json")
+    assert card["splits"]["train"]["examples"] == len(hf["train"]) and card["splits"]["train"]["tokens"] > 0
+    assert card["diversity"]["examples_read"] == len(hf["train"])
 
 
 def test_a_new_batch_processes_only_that_batch_and_only_its_model(pipeline):
