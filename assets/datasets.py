@@ -15,7 +15,7 @@ from dagster import (
     asset_check,
 )
 
-from assets.checks import ledger_result, suite_result
+from assets.checks import ledger_result, parts_suite_result, suite_result
 from assets.metadata import asset_args, emit, key, ledger_metadata, log_quarantine, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.datasets.builder import (
@@ -274,8 +274,10 @@ def build(spec: ModelSpec) -> list:
     @asset_check(asset=instruction_dataset, blocking=True,
                  description="Examples: unique ids, known splits, non-empty prompts and answers (great-expectations).")
     def instruction_dataset_expectations(instruction_dataset: Artifact) -> AssetCheckResult:
-        return suite_result(instruction_dataset, "examples.parquet", "instruction_dataset_suite",
-                            example_expectations(("train", "validation")), columns=["id", "split", "prompt", "answer"])
+        return parts_suite_result(instruction_dataset, spec.name, "examples.parquet", "instruction_dataset_suite",
+                                  example_expectations(("train", "validation"), "rows"),
+                                  example_expectations(("train", "validation"), "table"),
+                                  ["id", "split", "prompt", "answer"], ["id"])
 
     @asset_check(asset=instruction_dataset, blocking=True,
                  description="Records in = the corpus documents + examples from sections + feedback examples = kept + "

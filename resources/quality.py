@@ -45,19 +45,26 @@ def document_expectations(min_chars: int = 1, max_chars: int = 50_000, kinds=("t
     ]
 
 
-def example_expectations(splits: tuple[str, ...]) -> list:
-    """The suite for instruction and golden example tables."""
+def example_expectations(splits: tuple[str, ...], scope: str = "all") -> list:
+    """The suite for instruction and golden example tables. `scope`: "rows", the expectations each row meets on its
+    own (they hold for a table when they hold for each of its parts); "table", those over the whole table (a row
+    count, unique ids); "all", both."""
     gx = _gx()
     E = gx.expectations
-    return [
-        E.ExpectTableRowCountToBeBetween(min_value=1),
+    table = [E.ExpectTableRowCountToBeBetween(min_value=1), E.ExpectColumnValuesToBeUnique(column="id")]
+    rows = [
         E.ExpectColumnValuesToNotBeNull(column="id"),
-        E.ExpectColumnValuesToBeUnique(column="id"),
         E.ExpectColumnValuesToBeInSet(column="split", value_set=list(splits)),
         E.ExpectColumnValuesToNotBeNull(column="prompt"),
         E.ExpectColumnValueLengthsToBeBetween(column="prompt", min_value=1),
         E.ExpectColumnValueLengthsToBeBetween(column="answer", min_value=1),
     ]
+    return {"all": table + rows, "rows": rows, "table": table}[scope]
+
+
+def expectations_config(expectations: list) -> list[dict]:
+    """What a suite's expectations are (type and arguments), e.g. to key a verdict kept for later."""
+    return [e.configuration.to_json_dict() for e in expectations]
 
 
 def validate(frame: pd.DataFrame, suite_name: str, expectations: list) -> SuiteOutcome:

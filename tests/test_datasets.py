@@ -246,3 +246,35 @@ def test_a_check_over_parts_verifies_each_content_once_and_a_replaced_part_again
     replaced = check()
     assert (replaced.made, [v["hits"] for v in replaced.verdicts], seen[-1]) == (1, [0, 1, 1], "part-000002.parquet")
     assert check("g2").made == 3  # another context (other golden prompts): verified again
+
+
+def test_the_dataset_suite_validates_each_part_once_and_ids_across_parts(tmp_path):
+    import pandas as pd
+    from dagster import AssetKey
+
+    from assets.checks import parts_suite_result
+    from resources.artifacts import Artifact
+    from resources.quality import example_expectations
+    from resources.storage import ArtifactStore
+
+    store = ArtifactStore(root=str(tmp_path / "artifacts"))
+    row = lambda i, **kw: {"id": f"e{i}", "split": "train", "prompt": f"q{i}", "answer": f"a{i}", **kw}  # noqa: E731
+
+    def check(parts, version):
+        artifact = Artifact.create(store, AssetKey(["m", "instruction_dataset"]), version)
+        with artifact.writing() as out:
+            (out / "examples.parquet").mkdir()
+            for n, rows in enumerate(parts):
+                pd.DataFrame(rows).to_parquet(out / "examples.parquet" / f"part-{n:06d}.parquet")
+        return parts_suite_result(artifact, "m", "examples.parquet", "suite", example_expectations(("train", "validation"), "rows"),
+                                  example_expectations(("train", "validation"), "table"), ["id", "split", "prompt", "answer"], ["id"])
+
+    good = [[row(0), row(1)], [row(2)]]
+    first = check(good, "v1")
+    assert first.passed and (first.metadata["parts_validated_now"].value, first.metadata["rows"].value) == (2, 3)
+    again = check(good + [[row(3)]], "v2")  # one more batch: one more part validated
+    assert again.passed and (again.metadata["parts_validated_now"].value, again.metadata["parts_validated_before"].value) == (1, 2)
+    empty_prompt = check(good + [[row(4, prompt="")]], "v3")
+    assert not empty_prompt.passed and "prompt" in empty_prompt.metadata["failures"].value
+    duplicate = check(good + [[row(1)]], "v4")  # each part valid on its own; the id is repeated across parts
+    assert not duplicate.passed and "unique" in duplicate.metadata["failures"].value
