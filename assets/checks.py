@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import pandas as pd
 from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from assets.metadata import bullets
 from resources.artifacts import Artifact
-from resources.quality import expectations_config, validate
-from resources.segments import part_verdicts, table_parts
+from resources.quality import validate, validate_parts
 from resources.records import Ledger, pq_rows
 
 
@@ -26,18 +24,9 @@ def suite_result(artifact: Artifact, table: str, suite: str, expectations: list,
 
 def parts_suite_result(artifact: Artifact, model: str, table: str, suite: str, row_expectations: list,
                        table_expectations: list, row_columns: list[str], table_columns: list[str]) -> AssetCheckResult:
-    """A great-expectations suite over a table kept in parts: the expectations each row meets on its own run once per
-    part (the verdict kept by the part's sha256, `resources.segments.part_verdicts`), those over the whole table
-    (row count, unique ids) on its `table_columns` only. One more batch validates one more part."""
-
-    def verify(group):
-        outcome = validate(pd.read_parquet(group[0], columns=row_columns), suite, row_expectations)
-        return {"success": outcome.success, "rows": outcome.rows, "failures": outcome.failures,
-                "evaluated": outcome.evaluated}
-
-    parts = part_verdicts(artifact.store, model, suite, [(p,) for p in table_parts(artifact.file(table))],
-                          [expectations_config(row_expectations), row_columns], verify)
-    whole = validate(artifact.read_table(table, columns=table_columns), suite, table_expectations)
+    """A great-expectations suite over a table kept in parts (`resources.quality.validate_parts`)."""
+    whole, parts = validate_parts(artifact.store, model, artifact.file(table), suite, row_expectations, table_expectations,
+                                  row_columns, table_columns)
     failures = whole.failures + [f"{f} (in one part)" for v in parts.verdicts for f in v["failures"]]
     return AssetCheckResult(
         passed=whole.success and all(v["success"] for v in parts.verdicts),

@@ -23,15 +23,13 @@ from resources.datasets.builder import (
     GOLDEN_COLUMNS,
     apply_corrections,
     build_examples,
-    contamination,
-    golden_guard,
     held_out_golden,
     read_golden_file,
     with_messages,
 )
 from resources.datasets.card import CARD_COLUMNS, build_card, card_markdown, token_lengths
-from resources.datasets.segments import (EXTRA_PART, instruction_segments, link_instruction_hf, link_instructions,
-                                        segment_lengths)
+from resources.datasets.segments import (EXTRA_PART, contamination_verdicts, instruction_segments, link_instruction_hf,
+                                        link_instructions, segment_lengths)
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
@@ -40,8 +38,7 @@ from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
 from resources.records import DROPPED_COLUMNS, Ledger, fingerprint, frame, pq_rows, rows
 from resources.redaction.redactor import PiiRedactor
-from resources.dedup import DedupRules
-from resources.segments import part_verdicts, segment_key, table_parts
+from resources.segments import segment_key
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -255,15 +252,8 @@ def build(spec: ModelSpec) -> list:
         part's sha256 and the prompts' hash): one more batch checks one more part."""
         golden_key = instruction_dataset.read_json("manifest.json")["golden"]
         golden = instruction_dataset.store.read_table(f"{spec.name}/golden_dataset", golden_key, "examples.parquet")
-        guard = golden_guard(golden["prompt"])
-
-        def verify(group):
-            prompts = pd.read_parquet(group[0], columns=["prompt"])["prompt"]
-            return {"examples": len(prompts), "contaminated": sum(1 for e in prompts if contamination(guard, e))}
-
-        checked = part_verdicts(instruction_dataset.store, spec.name, "golden_train_disjoint",
-                                [(part,) for part in table_parts(instruction_dataset.file("examples.parquet"))],
-                                [sorted(golden["prompt"]), config_of(DedupRules()), "1"], verify)
+        checked = contamination_verdicts(instruction_dataset.store, spec.name, instruction_dataset.file("examples.parquet"),
+                                         list(golden["prompt"]))
         hits = sum(v["contaminated"] for v in checked.verdicts)
         return AssetCheckResult(passed=not hits, metadata={
             "golden_examples": MetadataValue.int(len(golden)),

@@ -2,21 +2,19 @@
 
 from collections import Counter
 
-import pandas as pd
-
 from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, AutomationCondition, MetadataValue, Output, asset, asset_check
 
 from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import Chunker
-from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
+from resources.knowledge.segments import chunk_segments, chunk_trace_verdicts, example_segments, link_chunks, link_examples
 from resources.knowledge.examples import (DOCUMENT_LOCAL_STRATEGIES, JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
                                          build_knowledge_examples, qa_examples)
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
 from resources.retrieval.index import KnowledgeIndexer
-from resources.segments import part_verdicts, segment_key, table_parts
+from resources.segments import segment_key
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
 
@@ -74,29 +72,9 @@ def build(spec: ModelSpec) -> list:
     def chunks_trace_to_their_text(store: ArtifactStore, document_chunks: Artifact) -> AssetCheckResult:
         """Checked one corpus segment at a time (its passages against its documents), each verdict kept by the two
         parts' sha256: one more batch checks one more pair."""
-        chunk_file = document_chunks.file("chunks.parquet")
-        corpus_file = store.path(f"{spec.name}/corpus", document_chunks.read_json("manifest.json")["corpus"], "documents.parquet")
-        if chunk_file.is_dir() and corpus_file.is_dir():  # part i of both: corpus segment i and its passages
-            docs = {p.name: p for p in table_parts(corpus_file)}
-            groups = [(c, docs[c.name]) if c.name in docs else (c,) for c in table_parts(chunk_file)]
-            groups += [(d,) for name, d in docs.items() if not (chunk_file / name).exists()]  # documents with no passage
-        else:
-            groups = [(chunk_file, corpus_file)]
-
-        def verify(group):
-            chunk_part = next((p for p in group if chunk_file in (p, p.parent)), None)
-            doc_part = next((p for p in group if corpus_file in (p, p.parent)), None)
-            chunks = pd.read_parquet(chunk_part) if chunk_part else pd.DataFrame(columns=["chunk_id", "doc_id", "tokens"])
-            docs = pd.read_parquet(doc_part, columns=["doc_id", "text"]) if doc_part else pd.DataFrame(columns=["doc_id", "text"])
-            text_of = dict(zip(docs["doc_id"], docs["text"]))
-            problems = [f"{row['chunk_id']}: text differs from the document's span {row['start']}:{row['end']}"
-                        for row in rows(chunks) if text_of.get(row["doc_id"], "")[row["start"]:row["end"]] != row["text"]]
-            problems += [f"{doc_id}: no chunk" for doc_id in sorted(set(text_of) - set(chunks["doc_id"]))[:20]]
-            over = chunks[chunks["tokens"] > policy.chunk_tokens]
-            problems += [f"{c}: {t} tokens > chunk_tokens={policy.chunk_tokens}" for c, t in zip(over["chunk_id"], over["tokens"])]
-            return {"chunks": len(chunks), "problems": problems[:50]}
-
-        checked = part_verdicts(store, spec.name, "chunks_trace_to_their_text", groups, [policy.chunk_tokens, "1"], verify)
+        corpus_key = document_chunks.read_json("manifest.json")["corpus"]
+        checked = chunk_trace_verdicts(store, spec.name, document_chunks.file("chunks.parquet"),
+                                       store.path(f"{spec.name}/corpus", corpus_key, "documents.parquet"), policy.chunk_tokens)
         problems = [p for v in checked.verdicts for p in v["problems"]]
         return AssetCheckResult(passed=not problems, metadata={
             "chunks": MetadataValue.int(sum(v["chunks"] for v in checked.verdicts)),

@@ -168,6 +168,26 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
     link_instruction_hf(store, "m", made.keys, out / "no-feedback")
     assert load_from_disk(str(out / "no-feedback" / "hf"))["train"].to_list() == load_from_disk(str(out / "whole-hf"))["train"].to_list()[:-2]
 
+    # the checks over parts: passages against their documents, examples against the golden prompts, a part each
+    from resources.datasets.segments import contamination_verdicts
+    from resources.knowledge.segments import chunk_trace_verdicts
+
+    traced = chunk_trace_verdicts(store, "m", out / "chunks.parquet", out / "documents.parquet", 128)
+    assert [p for v in traced.verdicts for p in v["problems"]] == [] and traced.made == 3
+    assert sum(v["chunks"] for v in traced.verdicts) == len(whole_chunks)
+    clean = contamination_verdicts(store, "m", out / "i" / "examples.parquet", golden)
+    assert sum(v["contaminated"] for v in clean.verdicts) == 0 and sum(v["examples"] for v in clean.verdicts) == len(table)
+    for name, column, value in (("chunks.parquet", "text", "a span that is not the document's"),
+                                ("i/examples.parquet", "prompt", golden[0])):
+        part = sorted((out / name).glob("*.parquet"))[1]  # replaced, as a bug upstream would (never written through)
+        changed = pd.read_parquet(part).assign(**{column: lambda df: [value] + list(df[column])[1:]})
+        part.unlink()
+        changed.to_parquet(part)
+    traced = chunk_trace_verdicts(store, "m", out / "chunks.parquet", out / "documents.parquet", 128)
+    assert (traced.made, traced.reused) == (1, 2) and "text differs" in " ".join(p for v in traced.verdicts for p in v["problems"])
+    dirty = contamination_verdicts(store, "m", out / "i" / "examples.parquet", golden)
+    assert (dirty.made, sum(v["contaminated"] for v in dirty.verdicts)) == (1, 1)
+
     # the dataset card's token lengths: counted once per segment, the card equal to one counted from the whole table
     from resources.datasets.card import CARD_COLUMNS, build_card
     from resources.datasets.segments import segment_lengths

@@ -154,3 +154,21 @@ def _counts(table: pd.DataFrame) -> dict:
 def _rows(path: Path) -> list[dict]:
     return rows(pd.read_parquet(path)) if path.exists() else []
 
+
+
+def contamination_verdicts(store, model: str, examples: Path, golden_prompts: list[str],
+                           dedup_rules: DedupRules = DedupRules()):
+    """The contamination check (no golden question in train or validation, exactly or as a near-duplicate) over the
+    parts of an examples table (`examples`: a folder of parts or one file), each part checked once against these
+    golden prompts (`resources.segments.part_verdicts`). Verdicts: examples and contaminated counts per part."""
+    from resources.datasets.builder import contamination, golden_guard
+    from resources.segments import part_verdicts, table_parts
+
+    guard = golden_guard(golden_prompts, dedup_rules)
+
+    def verify(group):
+        prompts = pd.read_parquet(group[0], columns=["prompt"])["prompt"]
+        return {"examples": len(prompts), "contaminated": sum(1 for e in prompts if contamination(guard, e))}
+
+    return part_verdicts(store, model, "golden_train_disjoint", [(part,) for part in table_parts(examples)],
+                         [sorted(golden_prompts), config_of(dedup_rules), "1"], verify)

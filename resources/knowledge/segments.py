@@ -158,3 +158,33 @@ def link_examples(store, model: str, keys: list[str], folder: Path) -> None:
     link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
                lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
 
+
+
+def chunk_trace_verdicts(store, model: str, chunks: Path, documents: Path, chunk_tokens: int):
+    """The passages check (every chunk is exactly its document's text at its span and within the token bound; every
+    document gave a chunk) one corpus segment at a time: part i of the chunks table against part i of the corpus's
+    documents (both folders of parts; otherwise the two whole tables), each pair checked once per content
+    (`resources.segments.part_verdicts`). Verdicts: chunks and problems (ids and spans, no text) per pair."""
+    from resources.segments import part_verdicts, table_parts
+
+    if chunks.is_dir() and documents.is_dir():
+        docs = {p.name: p for p in table_parts(documents)}
+        groups = [(c, docs[c.name]) if c.name in docs else (c,) for c in table_parts(chunks)]
+        groups += [(d,) for name, d in docs.items() if not (chunks / name).exists()]  # documents with no passage
+    else:
+        groups = [(chunks, documents)]
+
+    def verify(group):
+        chunk_part = next((p for p in group if chunks in (p, p.parent)), None)
+        doc_part = next((p for p in group if documents in (p, p.parent)), None)
+        found = pd.read_parquet(chunk_part) if chunk_part else pd.DataFrame(columns=["chunk_id", "doc_id", "tokens"])
+        docs = pd.read_parquet(doc_part, columns=["doc_id", "text"]) if doc_part else pd.DataFrame(columns=["doc_id", "text"])
+        text_of = dict(zip(docs["doc_id"], docs["text"]))
+        problems = [f"{row['chunk_id']}: text differs from the document's span {row['start']}:{row['end']}"
+                    for row in rows(found) if text_of.get(row["doc_id"], "")[row["start"]:row["end"]] != row["text"]]
+        problems += [f"{doc_id}: no chunk" for doc_id in sorted(set(text_of) - set(found["doc_id"]))[:20]]
+        over = found[found["tokens"] > chunk_tokens]
+        problems += [f"{c}: {t} tokens > chunk_tokens={chunk_tokens}" for c, t in zip(over["chunk_id"], over["tokens"])]
+        return {"chunks": len(found), "problems": problems[:50]}
+
+    return part_verdicts(store, model, "chunks_trace_to_their_text", groups, [chunk_tokens, "1"], verify)
