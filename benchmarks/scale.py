@@ -321,8 +321,10 @@ def incremental_point(history: int) -> dict:
     from resources.datasets.builder import EXAMPLE_COLUMNS
     from resources.datasets.card import CARD_COLUMNS, build_card
     from resources.datasets.export import save_splits
-    from resources.datasets.segments import (HF_EXTRA, instruction_segments, link_instruction_hf, link_instructions,
-                                             segment_lengths)
+    from resources.datasets.segments import (HF_EXTRA, contamination_verdicts, instruction_segments, link_instruction_hf,
+                                             link_instructions, segment_lengths)
+    from resources.knowledge.segments import chunk_trace_verdicts
+    from resources.quality import example_expectations, validate_parts
     from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
     from resources.models.base_model import BaseModelSource
     from resources.retrieval.index import KnowledgeIndexer, load_vectors
@@ -342,6 +344,25 @@ def incremental_point(history: int) -> dict:
     no_golden = pd.DataFrame({"messages": []})  # the card's golden split: not what grows here
     golden_prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()
                       if line.strip()]
+
+    def run_checks(store, chains, chunk_keys, instruction_keys, segments_from=None) -> dict:
+        """The blocking checks of document_chunks and instruction_dataset over the linked tables, as the assets run
+        them: each part verified once (by content, verdicts in `store`), every part's bytes hashed; unique ids over
+        the id column. `segments_from`: where the segments are, when not in `store`."""
+        held = segments_from or store
+        with tempfile.TemporaryDirectory() as out:
+            out = Path(out)
+            link_segments(held, "bench", chains, "kept.parquet", out, frame([], columns), "documents.parquet")
+            link_chunks(held, "bench", chunk_keys, out)
+            (out / "i").mkdir()
+            link_instructions(held, "bench", instruction_keys, out / "i")
+            traced = chunk_trace_verdicts(store, "bench", out / "chunks.parquet", out / "documents.parquet", ChunkRules().max_tokens)
+            clean = contamination_verdicts(store, "bench", out / "i" / "examples.parquet", golden_prompts)
+            _, suite = validate_parts(store, "bench", out / "i" / "examples.parquet", "bench_suite",
+                                      example_expectations(("train", "validation"), "rows"),
+                                      example_expectations(("train", "validation"), "table"),
+                                      ["id", "split", "prompt", "answer"], ["id"])
+        return {"verified_now": traced.made + clean.made + suite.made, "reused": traced.reused + clean.reused + suite.reused}
 
     class SeedIndexer(KnowledgeIndexer):
         def embed(self, texts: list[str]):
@@ -375,6 +396,7 @@ def incremental_point(history: int) -> dict:
         seeded_sections = example_segments(store, "bench", seeded_chunks.keys, knowledge, dataset.title_template, split)
         seeded_instructions = instruction_segments(store, "bench", seeded.chains, seeded_sections.keys, dataset, golden_prompts)
         segment_lengths(store, "bench", seeded_instructions.keys, tokenizer)
+        run_checks(store, seeded.chains, seeded_chunks.keys, seeded_instructions.keys)  # their verdicts, as each batch left them
         seeding = time.perf_counter() - start
         inbox_dir = Path(tmp) / "inbox"
         inbox_dir.mkdir()
@@ -404,6 +426,9 @@ def incremental_point(history: int) -> dict:
         segment_lengths(store, "bench", instructions.keys, tokenizer)  # the dataset card's token lengths
         own_downstream = time.perf_counter() - start  # the new segment cut, embedded, made into examples (stores listed)
         start = time.perf_counter()
+        checks = run_checks(store, build.chains, chunks.keys, instructions.keys)  # the new parts verified, the rest hashed
+        checks_s = time.perf_counter() - start
+        start = time.perf_counter()
         with tempfile.TemporaryDirectory(dir=tmp) as out:
             link_chunks(store, "bench", chunks.keys, Path(out))
         with tempfile.TemporaryDirectory(dir=tmp) as out:
@@ -417,7 +442,7 @@ def incremental_point(history: int) -> dict:
             card_examples = pd.read_parquet(Path(out) / "examples.parquet", columns=CARD_COLUMNS)  # the dataset card
             build_card(card_examples, no_golden, tokenizer, {}, 0, {}, {}, 1,
                        segment_lengths(store, "bench", instructions.keys, tokenizer).lengths)
-        assemble = time.perf_counter() - start  # every segment linked, the vectors stacked once: what grows with history
+        assemble = time.perf_counter() - start + checks_s  # every segment linked, the vectors stacked once, the checks
         downstream = own_downstream + assemble
         # the baseline for the datasets: rebuilt whole with the default policies (headings from each section; the
         # instruction dataset from the corpus and those examples, split and guarded against the golden prompts)
@@ -438,6 +463,10 @@ def incremental_point(history: int) -> dict:
             save_splits(whole_table, ["train", "validation"], Path(out) / "hf", HF_EXTRA)
         build_card(whole_table, no_golden, tokenizer, {}, 0, {}, {}, 1)  # and the card tokenizing every example
         instruction_s = time.perf_counter() - start
+        start = time.perf_counter()  # and the checks verifying every part, as they did before (no verdict kept)
+        run_checks(ArtifactStore(root=str(Path(tmp) / "no-verdicts")), build.chains, chunks.keys, instructions.keys,
+                   segments_from=store)
+        checks_rebuild_s = time.perf_counter() - start
         start = time.perf_counter()
         batches = [(p.stem, pd.read_parquet(p).to_dict("records")) for p in sorted(stored.glob("*.parquet"))]
         result = curator.deduplicate(batches)
@@ -459,6 +488,7 @@ def incremental_point(history: int) -> dict:
             "downstream_incremental_s": round(downstream, 3), "downstream_new_segment_s": round(own_downstream, 3),
             "downstream_assemble_s": round(assemble, 3), "batch_with_knowledge_s": round(own + own_downstream, 3),
             "assemble_share_of_batch": round(assemble / (own + own_downstream), 3),
+            "checks_s": round(checks_s, 3), "checks_parts": checks,
             "downstream_segments": {"chunks_cut": chunks.made, "chunks_reused": chunks.reused,
                                     "vectors_embedded": vectors.made, "vectors_reused": vectors.reused,
                                     "passages_embedded": vectors.passages_embedded, "passages": passages,
@@ -466,8 +496,9 @@ def incremental_point(history: int) -> dict:
                                     "instructions_reused": instructions.reused},
             "datasets_rebuild": {"knowledge_examples_s": round(knowledge_s, 3), "instruction_dataset_s": round(instruction_s, 3),
                                  "examples": len(examples.examples), "section_examples": len(whole_sections.examples)},
-            "datasets_rebuild_s": round(knowledge_s + instruction_s, 3),
-            "datasets_rebuild_share_of_batch": round((knowledge_s + instruction_s) / (own + own_downstream), 3),
+            "checks_rebuild_s": round(checks_rebuild_s, 3),
+            "datasets_rebuild_s": round(knowledge_s + instruction_s + checks_rebuild_s, 3),
+            "datasets_rebuild_share_of_batch": round((knowledge_s + instruction_s + checks_rebuild_s) / (own + own_downstream), 3),
             "downstream_rebuild_s": None if downstream_rebuild is None else round(downstream_rebuild, 3),
             "downstream_rebuild_share_of_batch": None if downstream_rebuild is None else round(downstream_rebuild / own, 3)}
 
@@ -605,11 +636,13 @@ def run_incremental(sizes: list[int]) -> None:
               "target": "the new batch's cost flat; the corpus's cost for it <= 20% of the batch's own up to 1,000 batches",
               "incremental_within_20_percent": all(p["incremental_share_of_batch"] <= 0.2 for p in points),
               "rebuild_within_20_percent": all(p["rebuild_share_of_batch"] <= 0.2 for p in points),
-              "downstream": "document_chunks, knowledge_index, knowledge_examples and instruction_dataset for the new "
-                            "batch: its corpus segment cut, embedded and made into examples once, every segment linked, the "
-                            "index's vectors stacked once (its recall); the baselines cut and embed every passage again (run "
+              "downstream": "document_chunks, knowledge_index, knowledge_examples, instruction_dataset (with its HF export), "
+                            "dataset_card and the blocking checks of the chunks and the dataset for the new batch: its corpus "
+                            "segment cut, embedded, made into examples, tokenized for the card and checked once, every segment "
+                            "linked, the index's vectors stacked once (its recall), every part hashed by the checks; the "
+                            "baselines cut and embed every passage again (run "
                             f"up to {DOWNSTREAM_REBUILD_UP_TO} batches: beyond, it takes longer than the tier) and rebuild "
-                            "the examples and the instruction dataset whole",
+                            "the examples, the instruction dataset, its HF export and card whole and check every part",
               "downstream_incremental_exponent": exponent([{"size": p["size"], "seconds": p["downstream_incremental_s"]} for p in points]),
               "downstream_assemble_exponent": exponent([{"size": p["size"], "seconds": p["downstream_assemble_s"]} for p in points]),
               "downstream_history_cost_within_20_percent": all(p["assemble_share_of_batch"] <= 0.2 for p in points),
@@ -623,8 +656,8 @@ def run_incremental(sizes: list[int]) -> None:
         "corpus, incremental (s)": [(p["size"], p["corpus_incremental_s"]) for p in points],
         "corpus rebuilt from scratch, baseline (s)": [(p["size"], p["corpus_rebuild_s"]) for p in points],
         "chunks, index, examples: the new batch's segment (s)": [(p["size"], p["downstream_new_segment_s"]) for p in points],
-        "chunks, index, examples: linking every segment (s)": [(p["size"], p["downstream_assemble_s"]) for p in points],
-        "examples + instruction dataset rebuilt whole, baseline (s)": [(p["size"], p["datasets_rebuild_s"]) for p in points],
+        "chunks, index, examples, card, checks: what every segment costs (s)": [(p["size"], p["downstream_assemble_s"]) for p in points],
+        "examples, dataset, HF export, card, checks whole, baseline (s)": [(p["size"], p["datasets_rebuild_s"]) for p in points],
         "chunks + index rebuilt, baseline (s)": [(p["size"], p["downstream_rebuild_s"]) for p in points
                                                  if p["downstream_rebuild_s"] is not None],
     }, "seconds", "batches already processed")
