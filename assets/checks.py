@@ -6,7 +6,8 @@ from dagster import AssetCheckResult, AssetCheckSeverity, MetadataValue
 
 from assets.metadata import bullets
 from resources.artifacts import Artifact
-from resources.quality import validate, validate_parts
+from resources.datasets.segments import validate_parts
+from resources.quality import validate
 from resources.records import Ledger, pq_rows
 
 
@@ -24,7 +25,7 @@ def suite_result(artifact: Artifact, table: str, suite: str, expectations: list,
 
 def parts_suite_result(artifact: Artifact, model: str, table: str, suite: str, row_expectations: list,
                        table_expectations: list, row_columns: list[str], table_columns: list[str]) -> AssetCheckResult:
-    """A great-expectations suite over a table kept in parts (`resources.quality.validate_parts`)."""
+    """A great-expectations suite over a table kept in parts (`resources.datasets.segments.validate_parts`)."""
     whole, parts = validate_parts(artifact.store, model, artifact.file(table), suite, row_expectations, table_expectations,
                                   row_columns, table_columns)
     failures = whole.failures + [f"{f} (in one part)" for v in parts.verdicts for f in v["failures"]]

@@ -322,9 +322,9 @@ def incremental_point(history: int) -> dict:
     from resources.datasets.card import CARD_COLUMNS, build_card
     from resources.datasets.export import save_splits
     from resources.datasets.segments import (HF_EXTRA, contamination_verdicts, instruction_segments, link_instruction_hf,
-                                             link_instructions, segment_lengths)
+                                             link_instructions, segment_lengths, validate_parts)
     from resources.knowledge.segments import chunk_trace_verdicts
-    from resources.quality import example_expectations, validate_parts
+    from resources.quality import example_expectations
     from resources.knowledge.segments import chunk_segments, example_segments, link_chunks, link_examples
     from resources.models.base_model import BaseModelSource
     from resources.retrieval.index import KnowledgeIndexer, load_vectors

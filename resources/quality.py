@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -110,20 +109,3 @@ def _batch_definition():
     asset = context.data_sources.add_pandas("tuneforge").add_dataframe_asset("table")
     return asset.add_batch_definition_whole_dataframe("whole_table")
 
-
-def validate_parts(store, model: str, table: Path, suite_name: str, row_expectations: list, table_expectations: list,
-                   row_columns: list[str], table_columns: list[str]):
-    """A suite over a table kept in parts (`table`: a folder of parts or one file): the expectations each row meets
-    on its own run once per part (the verdict kept by the part's sha256, `resources.segments.part_verdicts`), those
-    over the whole table (row count, unique ids) on its `table_columns` only. One more batch validates one more
-    part. Returns (the whole-table outcome, the parts' verdicts)."""
-    from resources.segments import part_verdicts, table_parts
-
-    def verify(group):
-        outcome = validate(pd.read_parquet(group[0], columns=row_columns), suite_name, row_expectations)
-        return {"success": outcome.success, "rows": outcome.rows, "failures": outcome.failures, "evaluated": outcome.evaluated}
-
-    parts = part_verdicts(store, model, suite_name, [(p,) for p in table_parts(table)],
-                          [expectations_config(row_expectations), row_columns], verify)
-    whole = validate(pd.read_parquet(table, columns=table_columns), suite_name, table_expectations)
-    return whole, parts

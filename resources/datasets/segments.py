@@ -172,3 +172,22 @@ def contamination_verdicts(store, model: str, examples: Path, golden_prompts: li
 
     return part_verdicts(store, model, "golden_train_disjoint", [(part,) for part in table_parts(examples)],
                          [sorted(golden_prompts), config_of(dedup_rules), "1"], verify)
+
+
+def validate_parts(store, model: str, table: Path, suite_name: str, row_expectations: list, table_expectations: list,
+                   row_columns: list[str], table_columns: list[str]):
+    """A suite over a table kept in parts (`table`: a folder of parts or one file): the expectations each row meets
+    on its own run once per part (the verdict kept by the part's sha256, `resources.segments.part_verdicts`), those
+    over the whole table (row count, unique ids) on its `table_columns` only. One more batch validates one more
+    part. Returns (the whole-table outcome, the parts' verdicts)."""
+    from resources.quality import expectations_config, validate
+    from resources.segments import part_verdicts, table_parts
+
+    def verify(group):
+        outcome = validate(pd.read_parquet(group[0], columns=row_columns), suite_name, row_expectations)
+        return {"success": outcome.success, "rows": outcome.rows, "failures": outcome.failures, "evaluated": outcome.evaluated}
+
+    parts = part_verdicts(store, model, suite_name, [(p,) for p in table_parts(table)],
+                          [expectations_config(row_expectations), row_columns], verify)
+    whole = validate(pd.read_parquet(table, columns=table_columns), suite_name, table_expectations)
+    return whole, parts
