@@ -51,6 +51,12 @@ def sha256_hex(data: bytes | str) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, read in blocks (hashlib.file_digest)."""
+    with open(path, "rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
 def document_id(source_sha256: str, line: int) -> str:
     """Stable across re-ingestion of the same file content, wherever the file lies."""
     return sha256_hex(f"{source_sha256}:{line}")[:20]

@@ -24,7 +24,7 @@ from typing import Any, Callable
 
 import pandas as pd
 
-from resources.records import sha256_hex
+from resources.records import file_sha256, sha256_hex
 
 CORPUS_SEGMENTS = "corpus_segments"  # <model>/corpus_segments/<chain>: kept.parquet, dropped.parquet
 CHUNK_SEGMENTS = "chunk_segments"  # <model>/chunk_segments/<key>: chunks.parquet, dropped.parquet, flagged.json
@@ -63,6 +63,15 @@ def segment_dir(store, asset: str, key: str) -> Path:
     return folder if folder.exists() else store.local(asset, key)
 
 
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (a piece shared, not copied); a copy where no link can be made (another
+    file system, a store fetched from a remote)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
 def link_parts(store, asset: str, keys: list[str], name: str, target: Path,
                write_empty: Callable[[Path], None]) -> int:
     """`target`: a folder holding each piece's `name` file in order (hard links where the store is local, copies
@@ -74,11 +83,7 @@ def link_parts(store, asset: str, keys: list[str], name: str, target: Path,
         piece = segment_dir(store, asset, key) / name
         if not piece.exists():
             continue
-        part = target / f"part-{i:06d}{Path(name).suffix}"
-        try:
-            os.link(piece, part)
-        except OSError:
-            shutil.copyfile(piece, part)
+        link_or_copy(piece, target / f"part-{i:06d}{Path(name).suffix}")
         parts += 1
     if not parts:
         write_empty(target / f"part-empty{Path(name).suffix}")
@@ -96,16 +101,6 @@ def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({
     chat = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     schema = pa.schema([pa.field(c, pa.int64() if c in ints else chat if c in chats else pa.string()) for c in df.columns])
     pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
-
-
-def file_sha256(path: Path) -> str:
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pandas as pd
+
+from resources.segments import link_or_copy
 
 
 def features(extra: dict[str, str]):
@@ -79,10 +80,7 @@ def link_splits(parts: list[Path], splits: list[str], folder: Path, fingerprint:
             state = json.loads((part / split / "state.json").read_text(encoding="utf-8"))
             for data_file in state["_data_files"]:
                 name = f"data-{n:06d}-{len(files):06d}.arrow"
-                try:
-                    os.link(part / split / data_file["filename"], out / name)
-                except OSError:
-                    shutil.copyfile(part / split / data_file["filename"], out / name)
+                link_or_copy(part / split / data_file["filename"], out / name)
                 files.append({"filename": name})
         state = json.loads((parts[0] / split / "state.json").read_text(encoding="utf-8"))
         state.update(_data_files=files, _fingerprint=fingerprint[:16])

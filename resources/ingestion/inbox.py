@@ -21,6 +21,7 @@ from pydantic import Field
 from resources.ingestion.readers import (SPLIT_FORMATS, UNICODE_BOMS, BatchReadResult, ReaderLimits, batch_files,
                                         count_records, entry_problem, entry_stat, read_batch)
 from resources.preflight import CheckedResource, problem
+from resources.records import file_sha256
 
 IGNORED_SUFFIXES = (".tmp", ".part", ".partial", ".crdownload", "~")
 PART = re.compile(r"^(?P<file>.+\.(?i:jsonl|csv|parquet))--part-(?P<index>\d{4,})$")  # one part of a split file
@@ -36,11 +37,6 @@ def _cached(cache: dict, path: Path, compute, *also):
             cache.clear()
         cache[key] = compute(path)
     return cache[key]
-
-
-def _file_sha(path: Path) -> str:
-    with path.open("rb") as handle:
-        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 @dataclass(frozen=True)
@@ -173,7 +169,7 @@ class Inbox(CheckedResource):
         the file's hash, the part and the records per partition."""
         part = self.part_of(key)
         if part is not None:
-            sha = _cached(_HASHES, self._batch_path(key), _file_sha)
+            sha = _cached(_HASHES, self._batch_path(key), file_sha256)
             return hashlib.sha256(f"{part[0]}\0{sha}\0{part[1]}\0{self.records_per_partition}".encode()).hexdigest()
         digest = hashlib.sha256()
         root = self.root()
