@@ -44,6 +44,7 @@ import sys
 import tempfile
 import time
 from collections import deque
+from contextlib import contextmanager
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -309,6 +310,7 @@ def incremental_point(history: int) -> dict:
 
     import numpy as np
 
+    import resources.segments as segments
     from resources.artifacts import config_of
     from resources.curation.corpus import build_corpus, link_segments
     from resources.curation.curator import TextCurator
@@ -379,6 +381,19 @@ def incremental_point(history: int) -> dict:
         stored.mkdir()
         store = ArtifactStore(root=str(Path(tmp) / "artifacts"))
         tables: dict[str, list[dict]] = {}
+        merging = {"s": 0.0, "runs": 0}  # the runs of segments merged as the history grew (resources.segments.pieces)
+        plain_writing = segments.writing_segment
+
+        @contextmanager
+        def timed_writing(store, asset, key):
+            began = time.perf_counter()
+            with plain_writing(store, asset, key) as out:
+                yield out
+            if not asset.endswith(segments.CHECK_VERDICTS):
+                merging["s"] += time.perf_counter() - began
+                merging["runs"] += 1
+
+        segments.writing_segment = timed_writing  # only the runs are written through this module's name
         start = time.perf_counter()
         for b in range(history):
             part = docs[b * BATCH_DOCS : (b + 1) * BATCH_DOCS]
@@ -392,12 +407,21 @@ def incremental_point(history: int) -> dict:
         # passages and examples of the earlier batches made for real; their vectors written as stored segments
         # (random unit vectors: embedding 1,000 batches' passages would take the default tier's hour by itself)
         seeded_chunks = chunk_segments(store, "bench", seeded.chains, chunker, chunk_config)
-        vector_segments(store, "bench", seeded_chunks.keys, SeedIndexer())
+        seeded_vectors = vector_segments(store, "bench", seeded_chunks.keys, SeedIndexer())
         seeded_sections = example_segments(store, "bench", seeded_chunks.keys, knowledge, dataset.title_template, split)
         seeded_instructions = instruction_segments(store, "bench", seeded.chains, seeded_sections.keys, dataset, golden_prompts)
         segment_lengths(store, "bench", seeded_instructions.keys, tokenizer)
+        with tempfile.TemporaryDirectory(dir=tmp) as out:  # the runs of the corpus, vectors and HF export merged too
+            link_segments(store, "bench", seeded.chains, "kept.parquet", Path(out), frame([], columns))
+            link_segments(store, "bench", seeded.chains, "dropped.parquet", Path(out), frame([], DROPPED_COLUMNS))
+            write_index(store, "bench", seeded_vectors.keys, Path(out))
+            link_instruction_hf(store, "bench", seeded_instructions.keys, Path(out))
+        runs_made = dict(merging)
+        began = time.perf_counter()
         run_checks(store, seeded.chains, seeded_chunks.keys, seeded_instructions.keys)  # their verdicts, as each batch left them
+        seeded_checks = time.perf_counter() - began
         seeding = time.perf_counter() - start
+        merging.update(s=0.0, runs=0)
         inbox_dir = Path(tmp) / "inbox"
         inbox_dir.mkdir()
         new = docs[history * BATCH_DOCS :]
@@ -479,8 +503,21 @@ def incremental_point(history: int) -> dict:
             downstream_rebuild = time.perf_counter() - start
             assert len(whole) == passages, (len(whole), passages)  # the same passages either way
         assert instructions.ledger.kept == len(examples.examples)  # the same dataset either way
+    segments.writing_segment = plain_writing
     assert build.ledger.kept == len(result.kept), (build.ledger.kept, len(result.kept))  # the same corpus either way
-    return {"size": history, "batch_docs": BATCH_DOCS, "seconds": round(incremental, 3), "batch_own_s": round(own, 3),
+    # what merging runs costs, spread over the batches that made them: every run of the history was merged once
+    # while seeding (as the batch completing it would have); a row is verified again by the checks once per level
+    # of runs it is merged into, estimated from the seeded checks (which verified every row once)
+    levels = 1 + sum(1 for size in (segments.RUN_FANOUT ** k for k in range(1, 6)) if size <= history)
+    runs_per_batch = runs_made["s"] / max(history, 1)
+    run_checks_per_batch = seeded_checks * (levels - 1) / max(history, 1)
+    history_s = incremental + assemble + runs_per_batch + run_checks_per_batch
+    return {"history_s": round(history_s, 3), "history_share_of_batch": round(history_s / (own + own_downstream), 3),
+            "runs": {"merged_while_seeding": runs_made["runs"], "merge_s": round(runs_made["s"], 2),
+                     "merge_per_batch_s": round(runs_per_batch, 4), "levels": levels,
+                     "checks_per_batch_s_estimated": round(run_checks_per_batch, 4),
+                     "merged_by_the_new_batch": merging["runs"], "parts_linked": len(segments.runs(history + 1))},
+            "size": history, "batch_docs": BATCH_DOCS, "seconds": round(incremental, 3), "batch_own_s": round(own, 3),
             "corpus_incremental_s": round(incremental, 3), "incremental_share_of_batch": round(incremental / own, 3),
             "batches_applied": build.applied, "batches_resumed": build.resumed,
             "corpus_rebuild_s": round(rebuild, 3), "rebuild_share_of_batch": round(rebuild / own, 3),

@@ -8,8 +8,13 @@ the stage's artifact is the pieces linked in arrival order — with 10 or 1,000 
 examples follow too where they are made document by document (the `headings` strategy; the instruction dataset's
 examples of each corpus segment and its sections).
 
-A piece holds redacted documents' text: `resources.governance.forget` reaches and purges them like every
-other copy.
+The pieces of a long history are merged as it grows (`pieces`): every aligned run of 16 pieces into one, 16 of
+those into one, and so on, while a run's files stay under RUN_MAX_BYTES — so with 1,000 batches an artifact links
+about 25 parts, not 1,000, and the checks, the card and the HF export list as few. A run is keyed by the keys it
+merges, so it is made once, by the batch that completes it, and reused by every later version.
+
+A piece (a run's too) holds redacted documents' text: `resources.governance.forget` reaches and purges them like
+every other copy.
 """
 
 from __future__ import annotations
@@ -20,7 +25,7 @@ import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 import pandas as pd
 
@@ -72,15 +77,125 @@ def link_or_copy(source: Path, target: Path) -> None:
         shutil.copyfile(source, target)
 
 
+RUN_FANOUT = 16  # a run merges 16 pieces (or 16 runs of the level below), aligned on multiples of its size
+RUN_MAX_BYTES = 64 << 20  # a run whose pieces' files hold more stays as its pieces (a merge reads them into memory)
+RUN_CODE = "1"  # bump when the way a run is merged changes
+
+Merger = Callable[[list[Path], Path], None]  # (the file in each merged piece that has it, in order) -> the run's file
+
+
+def runs(n: int, fanout: int = RUN_FANOUT) -> list[tuple[int, int]]:
+    """[lo, hi) per part of `n` pieces in order: each the largest aligned block of fanout**k pieces that fits. The
+    blocks of a prefix do not change as pieces are added (1,000 pieces: 3 of 256, 14 of 16, 8 alone)."""
+    out, i = [], 0
+    while i < n:
+        size = 1
+        while i % (size * fanout) == 0 and i + size * fanout <= n:
+            size *= fanout
+        out.append((i, i + size))
+        i += size
+    return out
+
+
+def pieces(store, asset: str, keys: list[str], merge: Mapping[str, Merger]) -> list[tuple[int, Path]]:
+    """The folders to read for the pieces `keys` (in order), as (index of the first key, folder): each complete run
+    (`runs`) one merged folder — made here when the store does not hold it, from its sub-runs, with `merge`'s files
+    (every file a piece of `asset` holds, each merged by its function) — unless its files exceed RUN_MAX_BYTES, then
+    its sub-runs'. A run's key hashes the keys it merges and the file names, so callers merging other files never
+    share one."""
+    held = set(store.partitions(asset))
+    names = sorted(merge)
+
+    def folders(lo: int, hi: int) -> list[tuple[int, Path]]:
+        if hi - lo == 1:
+            return [(lo, segment_dir(store, asset, keys[lo]))]
+        key = segment_key("run", names, keys[lo:hi], RUN_CODE)
+        if key in held:
+            return [(lo, segment_dir(store, asset, key))]
+        step = (hi - lo) // RUN_FANOUT
+        parts = [part for start in range(lo, hi, step) for part in folders(start, start + step)]
+        if sum(_bytes(folder / name) for _, folder in parts for name in names) > RUN_MAX_BYTES:
+            return parts
+        with writing_segment(store, asset, key) as out:
+            for name in names:  # in name order: a merger may read a file merged before it
+                found = [folder / name for _, folder in parts if (folder / name).exists()]
+                if found:
+                    merge[name](found, out / name)
+        held.add(key)
+        return [(lo, segment_dir(store, asset, key))]
+
+    return [part for lo, hi in runs(len(keys)) for part in folders(lo, hi)]
+
+
+def _bytes(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
+    return path.stat().st_size if path.exists() else 0
+
+
+def merge_tables(sources: list[Path], target: Path) -> None:
+    """Parquet tables of one schema, one after another (one row group each, read one at a time)."""
+    import pyarrow.parquet as pq
+
+    schema = pq.read_schema(sources[0])
+    with pq.ParquetWriter(target, schema) as writer:
+        for source in sources:
+            writer.write_table(pq.read_table(source).cast(schema))
+
+
+def merge_arrays(sources: list[Path], target: Path) -> None:
+    """.npy matrices stacked by rows (an empty piece's (0, 0) skipped), written into a memory-mapped file."""
+    import numpy as np
+
+    arrays = [a for a in (np.load(s, mmap_mode="r") for s in sources) if a.size]
+    if not arrays:
+        np.save(target, np.zeros((0, 0), dtype=np.float32))
+        return
+    out = np.lib.format.open_memmap(target, mode="w+", dtype=arrays[0].dtype,
+                                    shape=(sum(len(a) for a in arrays), *arrays[0].shape[1:]))
+    row = 0
+    for a in arrays:
+        out[row : row + len(a)] = a
+        row += len(a)
+    out.flush()
+    del out
+
+
+def merge_json(sources: list[Path], target: Path) -> None:
+    """JSON summaries summed (`sum_json`)."""
+    merged = None
+    for source in sources:
+        value = json.loads(source.read_text(encoding="utf-8"))
+        merged = value if merged is None else sum_json(merged, value)
+    target.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
+
+
+def sum_json(a: Any, b: Any) -> Any:
+    """Two pieces' summaries as one: numbers added, lists joined, booleans both true, objects key by key (a key in
+    one only kept), anything else the same in both."""
+    if isinstance(a, bool) and isinstance(b, bool):
+        return a and b
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)):
+        return a + b
+    if isinstance(a, list) and isinstance(b, list):
+        return a + b
+    if isinstance(a, dict) and isinstance(b, dict):
+        return {k: sum_json(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in {**a, **b}}
+    if a != b:
+        raise ValueError(f"cannot merge {a!r} and {b!r}")
+    return a
+
+
 def link_parts(store, asset: str, keys: list[str], name: str, target: Path,
-               write_empty: Callable[[Path], None]) -> int:
-    """`target`: a folder holding each piece's `name` file in order (hard links where the store is local, copies
-    otherwise), read back as one table; `write_empty(path)` writes an empty part when no piece has the file.
-    Returns the number of parts linked."""
+               write_empty: Callable[[Path], None], merge: Mapping[str, Merger]) -> int:
+    """`target`: a folder holding the `name` file of each part (`pieces`: the pieces, long runs of them merged) in
+    order (hard links where the store is local, copies otherwise), read back as one table; `write_empty(path)`
+    writes an empty part when no piece has the file. `merge`: the asset's files and how a run merges each. Returns
+    the number of parts linked."""
     target.mkdir()
     parts = 0
-    for i, key in enumerate(keys):
-        piece = segment_dir(store, asset, key) / name
+    for i, folder in pieces(store, asset, keys, merge):
+        piece = folder / name
         if not piece.exists():
             continue
         link_or_copy(piece, target / f"part-{i:06d}{Path(name).suffix}")

@@ -95,7 +95,7 @@ def test_a_segments_files_are_read_only_so_no_version_writes_through_a_shared_li
 
     import pandas as pd
 
-    from resources.segments import link_parts, writing_segment
+    from resources.segments import link_parts, merge_tables, writing_segment
     from resources.storage import ArtifactStore
 
     store = ArtifactStore(root=str(tmp_path / "artifacts"))
@@ -103,8 +103,9 @@ def test_a_segments_files_are_read_only_so_no_version_writes_through_a_shared_li
         pd.DataFrame({"a": ["x"]}).to_parquet(out / "chunks.parquet")
     piece = store.partition_dir("m/chunk_segments", "k1") / "chunks.parquet"
     assert stat.S_IMODE(piece.stat().st_mode) == 0o400
-    link_parts(store, "m/chunk_segments", ["k1"], "chunks.parquet", tmp_path / "v1", lambda path: None)
-    link_parts(store, "m/chunk_segments", ["k1"], "chunks.parquet", tmp_path / "v2", lambda path: None)
+    merge = {"chunks.parquet": merge_tables}
+    link_parts(store, "m/chunk_segments", ["k1"], "chunks.parquet", tmp_path / "v1", lambda path: None, merge)
+    link_parts(store, "m/chunk_segments", ["k1"], "chunks.parquet", tmp_path / "v2", lambda path: None, merge)
     first = tmp_path / "v1" / "part-000000.parquet"
     assert first.stat().st_ino == piece.stat().st_ino == (tmp_path / "v2" / "part-000000.parquet").stat().st_ino
     assert not first.stat().st_mode & 0o222  # no one may write through the link (root aside)

@@ -22,9 +22,10 @@ from resources.artifacts import config_of
 from resources.atomic import target_lock
 from resources.dedup import chain_hashes
 from resources.records import DROPPED_COLUMNS, Ledger, frame
-from resources.segments import CORPUS_SEGMENTS, link_parts, write_typed, writing_segment
+from resources.segments import CORPUS_SEGMENTS, link_parts, merge_tables, write_typed, writing_segment
 
 SEGMENTS = CORPUS_SEGMENTS
+CORPUS_MERGE = {"kept.parquet": merge_tables, "dropped.parquet": merge_tables}  # a run of segments' files
 
 
 @dataclass
@@ -86,4 +87,4 @@ def link_segments(store, model: str, chains: list[str], name: str, folder: Path,
     store is local, copies otherwise), read back as one table; an empty table of `empty`'s columns when none has
     rows."""
     return link_parts(store, f"{model}/{SEGMENTS}", chains, name, folder / (as_name or name),
-                      lambda path: write_typed(path, empty))
+                      lambda path: write_typed(path, empty), CORPUS_MERGE)

@@ -22,7 +22,8 @@ from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
 from resources.segments import (CARD_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts,
-                                read_json, segment_dir, segment_key, write_typed, writing_segment)
+                                merge_json, merge_tables, pieces, read_json, segment_dir, segment_key, write_typed,
+                                writing_segment)
 from resources.storage import write_json
 
 CODE = "2"
@@ -30,6 +31,17 @@ CHATS = frozenset({"messages"})
 SPLITS = ["train", "validation"]
 HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
 EXTRA_PART = "part-zz-extra.parquet"  # the examples made outside the segments (reviewers'), after the segments' parts
+
+
+def merge_hf(sources: list[Path], target: Path) -> None:
+    """A run's HF export: its merged examples.parquet (merged first: files merge in name order) saved as splits,
+    what each segment's own export holds, in order."""
+    save_splits(pd.read_parquet(target.parent / "examples.parquet"), SPLITS, target, HF_EXTRA)
+
+
+INSTRUCTION_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "ledger.json": merge_json,
+                     "counts.json": merge_json, "hf": merge_hf}  # a run of instruction segments' files
+CARD_MERGE = {"lengths.json": merge_json}
 
 
 @dataclass
@@ -70,10 +82,11 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
             build.made += 1
         else:
             build.reused += 1
-        counts = read_json(segment_dir(store, asset, key) / "counts.json", {})
+    for _, folder in pieces(store, asset, build.keys, INSTRUCTION_MERGE):
+        counts = read_json(folder / "counts.json", {})
         build.splits.update(counts.get("splits", {}))
         build.origins.update(counts.get("origins", {}))
-        part = Ledger.from_dict(read_json(segment_dir(store, asset, key) / "ledger.json"))
+        part = Ledger.from_dict(read_json(folder / "ledger.json"))
         build.ledger.records_in += part.records_in
         build.ledger.kept += part.kept
         dropped.update(part.dropped)
@@ -87,9 +100,9 @@ def link_instructions(store, model: str, keys: list[str], folder: Path, extra: p
     (the examples made outside the segments: reviewers' corrections) as the last part."""
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
     link_parts(store, asset, keys, "examples.parquet", folder / "examples.parquet",
-               lambda path: write_typed(path, frame([], EXAMPLE_COLUMNS), chats=CHATS))
+               lambda path: write_typed(path, frame([], EXAMPLE_COLUMNS), chats=CHATS), INSTRUCTION_MERGE)
     link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
-               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
+               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)), INSTRUCTION_MERGE)
     if extra is not None and len(extra):
         write_typed(folder / "examples.parquet" / EXTRA_PART, extra[EXAMPLE_COLUMNS], chats=CHATS)
     if extra_dropped is not None and len(extra_dropped):
@@ -101,7 +114,7 @@ def link_instruction_hf(store, model: str, keys: list[str], folder: Path, extra:
     of `examples.parquet` — each segment's Arrow files linked, not the whole dataset written again. Returns the
     examples per split and per origin of `extra` (the segments' are in `instruction_segments`' build)."""
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
-    parts = [segment_dir(store, asset, key) / "hf" for key in keys]
+    parts = [folder / "hf" for _, folder in pieces(store, asset, keys, INSTRUCTION_MERGE)]
     staged = folder / ".hf-extra"
     if extra is not None and len(extra) or not parts:
         save_splits(extra if extra is not None else frame([], EXAMPLE_COLUMNS), SPLITS, staged, HF_EXTRA)
@@ -130,8 +143,8 @@ def segment_lengths(store, model: str, keys: list[str], tokenizer) -> LengthBuil
     identity = tokenizer_identity(tokenizer)
     held = set(store.partitions(asset))
     build = LengthBuild({split: [] for split in SPLITS})
-    for ikey in keys:
-        key = segment_key(ikey, identity, CODE)
+    card_keys = [segment_key(ikey, identity, CODE) for ikey in keys]
+    for ikey, key in zip(keys, card_keys):
         if key not in held:
             table = pd.read_parquet(segment_dir(store, f"{model}/{INSTRUCTION_SEGMENTS}", ikey) / "examples.parquet",
                                     columns=["split", "messages"])
@@ -141,7 +154,8 @@ def segment_lengths(store, model: str, keys: list[str], tokenizer) -> LengthBuil
             build.made += 1
         else:
             build.reused += 1
-        for split, found in read_json(segment_dir(store, asset, key) / "lengths.json").items():
+    for _, folder in pieces(store, asset, card_keys, CARD_MERGE):
+        for split, found in read_json(folder / "lengths.json").items():
             build.lengths[split] += found
     return build
 

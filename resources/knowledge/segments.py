@@ -16,12 +16,30 @@ import pandas as pd
 from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
 from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
-from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, link_parts, read_json, segment_dir, segment_key,
-                                write_typed, writing_segment)
+from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, link_parts, merge_json, merge_tables,
+                                pieces, read_json, segment_dir, segment_key, sum_json, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"  # bump when the way a segment is cut changes
 CHUNK_INTS = frozenset({"level", "start", "end", "tokens"})
+
+
+def merge_stats(sources: list[Path], target: Path) -> None:
+    """A run of chunk segments' stats.json: counts summed, the largest chunks-per-document kept."""
+    import json
+
+    merged = None
+    for source in sources:
+        value = json.loads(source.read_text(encoding="utf-8"))
+        top = max(value.get("chunks_per_document_max", 0), (merged or {}).get("chunks_per_document_max", 0))
+        merged = value if merged is None else sum_json(merged, value)
+        merged["chunks_per_document_max"] = top
+    target.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
+
+
+CHUNK_MERGE = {"chunks.parquet": merge_tables, "dropped.parquet": merge_tables, "flagged.json": merge_json,
+               "stats.json": merge_stats}  # a run of chunk segments' files
+EXAMPLE_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "counts.json": merge_json}
 
 
 @dataclass
@@ -55,8 +73,7 @@ def chunk_segments(store, model: str, chains: list[str], chunker: Chunker, confi
             write_json(out, "stats.json", _stats(frame(chunks, CHUNK_COLUMNS), len(empty)))
         build.made += 1
     parts = []
-    for key in build.keys:
-        folder = segment_dir(store, asset, key)
+    for _, folder in pieces(store, asset, build.keys, CHUNK_MERGE):
         build.flagged += read_json(folder / "flagged.json", [])
         parts.append(read_json(folder / "stats.json", {}))
     build.stats = _summed(parts)
@@ -96,9 +113,9 @@ def link_chunks(store, model: str, keys: list[str], folder: Path) -> None:
     """`folder/chunks.parquet` and `folder/dropped.parquet`: the segments' tables, linked in order."""
     asset = f"{model}/{CHUNK_SEGMENTS}"
     link_parts(store, asset, keys, "chunks.parquet", folder / "chunks.parquet",
-               lambda path: write_typed(path, frame([], CHUNK_COLUMNS), CHUNK_INTS))
+               lambda path: write_typed(path, frame([], CHUNK_COLUMNS), CHUNK_INTS), CHUNK_MERGE)
     link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
-               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
+               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)), CHUNK_MERGE)
 
 
 
@@ -120,7 +137,6 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
 
     from resources.artifacts import config_of
     from resources.knowledge.examples import DOCUMENT_LOCAL_STRATEGIES, KNOWLEDGE_EXAMPLE_COLUMNS, build_knowledge_examples
-    from resources.segments import EXAMPLE_SEGMENTS
 
     if sections and not set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
         raise ValueError(f"strategies {sorted(policy.strategies)} use the whole corpus: build them at once")
@@ -142,7 +158,8 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
             build.made += 1
         else:
             build.reused += 1
-        counts.update(read_json(segment_dir(store, asset, key) / "counts.json", {}))
+    for _, folder in pieces(store, asset, build.keys, EXAMPLE_MERGE):
+        counts.update(read_json(folder / "counts.json", {}))
     build.counts = dict(counts)
     return build
 
@@ -150,13 +167,12 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
 def link_examples(store, model: str, keys: list[str], folder: Path) -> None:
     """`folder/examples.parquet` and `folder/dropped.parquet`: the example segments' tables, linked in order."""
     from resources.knowledge.examples import KNOWLEDGE_EXAMPLE_COLUMNS
-    from resources.segments import EXAMPLE_SEGMENTS
 
     asset = f"{model}/{EXAMPLE_SEGMENTS}"
     link_parts(store, asset, keys, "examples.parquet", folder / "examples.parquet",
-               lambda path: write_typed(path, frame([], KNOWLEDGE_EXAMPLE_COLUMNS)))
+               lambda path: write_typed(path, frame([], KNOWLEDGE_EXAMPLE_COLUMNS)), EXAMPLE_MERGE)
     link_parts(store, asset, keys, "dropped.parquet", folder / "dropped.parquet",
-               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)))
+               lambda path: write_typed(path, frame([], DROPPED_COLUMNS)), EXAMPLE_MERGE)
 
 
 

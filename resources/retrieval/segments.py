@@ -17,10 +17,11 @@ import pandas as pd
 from resources.knowledge.segments import CHUNK_INTS
 from resources.retrieval.index import PASSAGE_COLUMNS, KnowledgeIndexer
 from resources.records import frame
-from resources.segments import (CHUNK_SEGMENTS, VECTOR_SEGMENTS, link_parts, segment_dir, segment_key, write_typed,
-                                writing_segment)
+from resources.segments import (CHUNK_SEGMENTS, VECTOR_SEGMENTS, link_parts, merge_arrays, merge_tables, segment_dir,
+                                segment_key, write_typed, writing_segment)
 
 CODE = "1"
+VECTOR_MERGE = {"passages.parquet": merge_tables, "vectors.npy": merge_arrays}  # a run of segments' files
 
 
 @dataclass
@@ -55,6 +56,6 @@ def write_index(store, model: str, keys: list[str], folder: Path) -> None:
     version of the index copies the vectors of another); `KnowledgeIndexer.load` stacks them."""
     asset = f"{model}/{VECTOR_SEGMENTS}"
     link_parts(store, asset, keys, "passages.parquet", folder / "passages.parquet",
-               lambda path: write_typed(path, frame([], PASSAGE_COLUMNS), CHUNK_INTS))
+               lambda path: write_typed(path, frame([], PASSAGE_COLUMNS), CHUNK_INTS), VECTOR_MERGE)
     link_parts(store, asset, keys, "vectors.npy", folder / "vectors",
-               lambda path: np.save(path, np.zeros((0, 0), dtype=np.float32)))
+               lambda path: np.save(path, np.zeros((0, 0), dtype=np.float32)), VECTOR_MERGE)

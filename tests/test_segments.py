@@ -1,0 +1,147 @@
+"""Runs of segments merged as history grows: fewer parts, the same tables, made once, reached by forget."""
+
+from resources.segments import RUN_FANOUT, runs
+
+
+def test_runs_cover_the_pieces_in_aligned_blocks_that_later_histories_keep():
+    assert runs(1000) == [(0, 256), (256, 512), (512, 768)] + [(768 + 16 * i, 784 + 16 * i) for i in range(14)] + \
+        [(i, i + 1) for i in range(992, 1000)]
+    assert runs(0) == [] and runs(15) == [(i, i + 1) for i in range(15)] and runs(16) == [(0, 16)]
+    for n in range(1, 700, 7):
+        blocks = runs(n)
+        assert [lo for lo, _ in blocks] == [0] + [hi for _, hi in blocks[:-1]] and blocks[-1][1] == n
+        assert all(lo % (hi - lo) == 0 and (hi - lo) in (1, RUN_FANOUT, RUN_FANOUT ** 2) for lo, hi in blocks)
+        for m in (n + 1, n + 17, n + 300):  # a later history merges further, never splits a block it has made
+            later = runs(m)
+            assert all(any(a <= lo and hi <= b for a, b in later) for lo, hi in blocks)
+
+
+def test_a_long_history_links_merged_runs_equal_to_its_segments_and_to_a_whole_build(tmp_path, smol_tokenizer, monkeypatch):
+    """34 batches: every stage's artifact links 4 parts (two runs of 16, two segments), reads the same rows, vectors,
+    HF export, card lengths and summaries as its 34 segments and as a whole build; one more batch reuses the runs;
+    a run too large stays as its segments; forget reaches the runs."""
+    import numpy as np
+    import pandas as pd
+    from datasets import load_from_disk
+
+    import resources.segments as segments
+    from helpers import package_readmes
+    from resources.curation.corpus import build_corpus, link_segments
+    from resources.curation.curator import TextCurator
+    from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
+    from resources.datasets.card import token_lengths
+    from resources.datasets.policy import DatasetPolicy
+    from resources.datasets.segments import (contamination_verdicts, instruction_segments, link_instruction_hf,
+                                             link_instructions, segment_lengths)
+    from resources.governance.forget import reach
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import chunk_segments, example_segments, link_chunks
+    from resources.records import frame, rows
+    from resources.retrieval.index import KnowledgeIndexer, load_vectors
+    from resources.retrieval.segments import vector_segments, write_index
+    from resources.storage import ArtifactStore
+
+    docs = package_readmes(70)
+    assert len(docs) == 70
+    names = [f"b{b:02d}" for b in range(35)]
+    batches = {name: [dict(d, batch=name) for d in docs[2 * b : 2 * b + 2]] for b, name in enumerate(names)}
+    batches["b20"].append(dict(batches["b03"][0], batch="b20", doc_id="copy"))  # dropped as a duplicate
+    curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    columns = list(docs[0]) + ["batch"]
+    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=256, overlap_tokens=16))
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
+    split = policy.split_rules()
+
+    def build(order, out):
+        corpus = build_corpus(curator, store, "m", [(b, "v1") for b in order], load, columns)
+        chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "256/16"})
+        vectors = vector_segments(store, "m", chunks.keys, indexer)
+        examples = example_segments(store, "m", chunks.keys, knowledge, policy.title_template, split)
+        made = instruction_segments(store, "m", corpus.chains, examples.keys, policy, [])
+        lengths = segment_lengths(store, "m", made.keys, smol_tokenizer)
+        out.mkdir()
+        link_segments(store, "m", corpus.chains, "kept.parquet", out, frame([], columns), "documents.parquet")
+        link_chunks(store, "m", chunks.keys, out)
+        write_index(store, "m", vectors.keys, out)
+        (out / "i").mkdir()
+        link_instructions(store, "m", made.keys, out / "i")
+        link_instruction_hf(store, "m", made.keys, out / "i")
+        return corpus, chunks, vectors, made, lengths
+
+    corpus, chunks, vectors, made, lengths = build(names[:34], tmp_path / "v34")
+    out = tmp_path / "v34"
+    for table in ("documents.parquet", "chunks.parquet", "passages.parquet", "i/examples.parquet"):
+        assert sorted(p.name for p in (out / table).glob("*.parquet")) == \
+            ["part-000000.parquet", "part-000016.parquet", "part-000032.parquet", "part-000033.parquet"], table
+    assert len(list((out / "vectors").glob("*.npy"))) == 4
+
+    # the same as the whole corpus built at once
+    whole_docs = [d for b in names[:34] for d in signed[b] if d["doc_id"] != "copy"]
+    assert list(pd.read_parquet(out / "documents.parquet")["doc_id"]) == [d["doc_id"] for d in whole_docs]
+    whole, _ = chunker.chunk_all(whole_docs)
+    linked = pd.read_parquet(out / "chunks.parquet")
+    assert list(linked["chunk_id"]) == [c["chunk_id"] for c in whole] and list(linked["text"]) == [c["text"] for c in whole]
+    assert list(pd.read_parquet(out / "passages.parquet")["chunk_id"]) == [c["chunk_id"] for c in whole]
+    assert np.allclose(load_vectors(out), indexer.embed([c["text"] for c in whole]), atol=1e-5)
+    assert chunks.stats["chunks"] == len(whole) and chunks.stats["tokens_max"] == int(linked["tokens"].max())
+    assert chunks.stats["chunks_per_document_max"] == int(linked.groupby("doc_id").size().max())
+    assert sorted(linked["tokens"])[(len(linked) - 1) // 2] == chunks.stats["tokens_p50"]
+    table = pd.read_parquet(out / "i" / "examples.parquet")
+    sections = rows(pd.read_parquet(out / "chunks.parquet"))
+    from resources.knowledge.examples import build_knowledge_examples
+
+    held = {c["doc_id"] for c in sections if split.split_of(c["doc_id"]) == "golden"}
+    whole_sections = build_knowledge_examples(sections, knowledge, policy.title_template, held_out_docs=held)
+    expected = build_examples(whole_docs + whole_sections.examples, split, policy.text_strategy, policy.title_template,
+                              golden_prompts=[])
+    key = lambda e: (e["id"], e["prompt"], e["answer"], e["split"])  # noqa: E731
+    assert sorted(key(e) for e in rows(table[EXAMPLE_COLUMNS])) == sorted(key(e) for e in expected.examples)
+    assert made.ledger.to_dict() == expected.ledger.to_dict() and len(table) > 100
+    assert dict(made.splits) == {s: int((table["split"] == s).sum()) for s in ("train", "validation")}
+    hf = load_from_disk(str(out / "i" / "hf"))
+    for name in ("train", "validation"):
+        assert list(hf[name]["id"]) == list(table.loc[table["split"] == name, "id"])
+        assert lengths.lengths[name] == token_lengths(table[table["split"] == name], smol_tokenizer)
+    # a check over the linked table verifies 4 parts, each once
+    verdicts = contamination_verdicts(store, "m", out / "i" / "examples.parquet", ["How do I reset my password?"])
+    assert (verdicts.made, sum(v["examples"] for v in verdicts.verdicts)) == (4, len(table))
+
+    # one more batch: its own segment of each stage made, the runs reused as they are (the same files)
+    run = next(p for p in (out / "chunks.parquet").glob("part-000016.parquet"))
+    _, chunks2, _, made2, _ = build(names, tmp_path / "v35")
+    assert (chunks2.made, made2.made) == (1, 1)
+    assert (tmp_path / "v35" / "chunks.parquet" / "part-000016.parquet").stat().st_ino == run.stat().st_ino
+    assert len(list((tmp_path / "v35" / "chunks.parquet").glob("*.parquet"))) == 5
+
+    # a run whose files exceed the bound stays as its segments: the same table from 34 parts
+    monkeypatch.setattr(segments, "RUN_MAX_BYTES", 0)
+    (tmp_path / "plain").mkdir()
+    link_chunks(store, "m", chunks.keys, tmp_path / "plain")
+    assert len(list((tmp_path / "plain" / "chunks.parquet").glob("*.parquet"))) == 4  # runs already made are reused
+    fresh = ArtifactStore(root=str(tmp_path / "fresh"))
+    for k in chunks.keys:  # the 34 segments alone, in a store holding no run
+        src = store.partition_dir("m/chunk_segments", k)
+        with fresh.writing("m/chunk_segments", k) as o:
+            for f in src.iterdir():
+                (o / f.name).write_bytes(f.read_bytes())
+    (tmp_path / "unmerged").mkdir()
+    link_chunks(fresh, "m", chunks.keys, tmp_path / "unmerged")
+    assert len(list((tmp_path / "unmerged" / "chunks.parquet").glob("*.parquet"))) == 34
+    assert pd.read_parquet(tmp_path / "unmerged" / "chunks.parquet").equals(linked)
+
+    # forget reaches a document's copies in the runs, not only in its own segment
+    gone = {next(d["doc_id"] for b in names[:16] for d in signed[b] if d["doc_id"] != "copy"
+                 and split.split_of(d["doc_id"]) != "golden")}  # in the first run, with an instruction example
+    found = reach(store, ["m"], gone)
+    own = set(corpus.chains) | set(chunks.keys) | set(vectors.keys) | set(made.keys)
+    for asset, table, column in (("m/corpus_segments", "kept.parquet", "doc_id"), ("m/chunk_segments", "chunks.parquet", "doc_id"),
+                                 ("m/passage_vectors", "passages.parquet", "doc_id"),
+                                 ("m/instruction_segments", "examples.parquet", "source_doc_id")):
+        run_keys = [k for k in found[asset] if k not in own]
+        assert len(run_keys) == 1 and len(found[asset]) == 2, asset  # the segment and the run of 16 holding it
+        held_rows = pd.read_parquet(store.partition_dir(asset, run_keys[0]) / table)
+        assert gone <= set(held_rows[column]) and len(held_rows) > 2, asset
