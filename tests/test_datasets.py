@@ -298,3 +298,24 @@ def test_the_dataset_suite_validates_each_part_once_and_ids_across_parts(tmp_pat
     assert not empty_prompt.passed and "prompt" in empty_prompt.metadata["failures"].value
     duplicate = check(good + [[row(1)]], "v4")  # each part valid on its own; the id is repeated across parts
     assert not duplicate.passed and "unique" in duplicate.metadata["failures"].value
+
+
+def test_the_cards_diversity_equals_counting_words_and_bigrams_plainly():
+    """The card's diversity (computed over factorized words) equals the plain count on real READMEs: vocabulary,
+    type/token ratio, distinct bigrams across the texts in order, the top content words with ties in order of first
+    appearance."""
+    import re
+    from collections import Counter
+
+    from helpers import package_readmes
+    from resources.datasets.card import STOPWORDS, diversity
+
+    texts = [d["text"] for d in package_readmes(40)] + ["Zeta alpha zeta ALPHA beta", "", "x"]
+    words = [w for t in texts for w in re.findall(r"[a-z][a-z'-]+", t.lower())]
+    content = Counter(w for w in words if w not in STOPWORDS and len(w) > 2)
+    assert diversity(texts) == {
+        "vocabulary_size": len(set(words)), "type_token_ratio": round(len(set(words)) / len(words), 4),
+        "distinct_2": round(len(set(zip(words, words[1:]))) / (len(words) - 1), 4),
+        "top_terms": [w for w, _ in content.most_common(15)]}
+    assert diversity(["alpha beta gamma beta alpha delta"])["top_terms"] == ["alpha", "beta", "gamma", "delta"]
+    assert diversity([])["vocabulary_size"] == 0 and diversity(["a"])["distinct_2"] == 0.0

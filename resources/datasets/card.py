@@ -23,14 +23,18 @@ def token_lengths(frame: pd.DataFrame, tokenizer) -> list[int]:
 
 
 def diversity(texts: list[str]) -> dict[str, Any]:
-    words = [w for t in texts for w in _WORD.findall(t.lower())]
-    bigrams = list(zip(words, words[1:]))
-    content = Counter(w for w in words if w not in STOPWORDS and len(w) > 2)
+    """Vocabulary, type/token ratio, distinct bigrams and the most frequent content words (ties: the first seen)."""
+    words = _WORD.findall("\n".join(texts).lower())  # one scan; a line break is no word character, so no word spans two texts
+    codes, vocabulary = pd.factorize(np.array(words, dtype=object))  # word -> its index in order of first appearance
+    pairs = codes[:-1].astype(np.int64) * max(1, len(vocabulary)) + codes[1:] if len(words) > 1 else np.zeros(0, np.int64)
+    counts = np.bincount(codes, minlength=len(vocabulary))
+    content = np.array([w not in STOPWORDS and len(w) > 2 for w in vocabulary], dtype=bool)
+    top = np.flatnonzero(content)[np.argsort(-counts[content], kind="stable")[:15]]
     return {
-        "vocabulary_size": len(set(words)),
-        "type_token_ratio": round(len(set(words)) / max(1, len(words)), 4),
-        "distinct_2": round(len(set(bigrams)) / max(1, len(bigrams)), 4),
-        "top_terms": [w for w, _ in content.most_common(15)],
+        "vocabulary_size": len(vocabulary),
+        "type_token_ratio": round(len(vocabulary) / max(1, len(words)), 4),
+        "distinct_2": round(len(pd.unique(pairs)) / max(1, len(words) - 1), 4),
+        "top_terms": [str(vocabulary[i]) for i in top],
     }
 
 
@@ -62,8 +66,8 @@ def diversity_sample(train: pd.DataFrame, limit: int = DIVERSITY_SAMPLE) -> pd.D
         return train
     from resources.records import sha256_hex
 
-    order = sorted(range(len(train)), key=lambda i: sha256_hex(str(train["id"].iloc[i])))[:limit]
-    return train.iloc[sorted(order)]
+    hashes = np.array([sha256_hex(str(i)) for i in train["id"]])
+    return train.iloc[np.sort(np.argsort(hashes, kind="stable")[:limit])]
 
 
 def build_card(

@@ -63,7 +63,8 @@ def load_vectors(folder: str | Path) -> np.ndarray:
     folder = Path(folder)
     if (folder / "vectors.npy").exists():
         return np.load(folder / "vectors.npy")
-    parts = [v for v in (np.load(p) for p in sorted((folder / "vectors").glob("*.npy"))) if v.size]
+    # each part mapped, not read: the stacked array is the one copy made
+    parts = [v for v in (np.load(p, mmap_mode="r") for p in sorted((folder / "vectors").glob("*.npy"))) if v.size]
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
