@@ -665,8 +665,16 @@ def run_training(sizes: list[int]) -> None:
 
 
 def run_incremental(sizes: list[int]) -> None:
-    points = measured(incremental_point, sizes)
+    write("incremental", incremental_result(measured(incremental_point, sizes)))
+
+
+def incremental_result(points: list[dict]) -> dict:
     result = {"curve": "incremental cost", "points": points,
+              "history": "what a batch pays because of the batches before it: the corpus through the index, every "
+                         "stage's linking (of runs of segments: resources.segments.pieces), the card, the checks over "
+                         "every part, and the runs' merges and their checks spread over the batches that made them",
+              "history_exponent": exponent([{"size": p["size"], "seconds": p["history_s"]} for p in points]),
+              "history_within_20_percent": all(p["history_share_of_batch"] <= 0.2 for p in points),
               "batch_own_s_exponent": exponent([{"size": p["size"], "seconds": p["batch_own_s"]} for p in points]),
               "corpus_incremental_exponent": exponent(points),
               "corpus_rebuild_exponent": exponent([{"size": p["size"], "seconds": p["corpus_rebuild_s"]} for p in points]),
@@ -697,8 +705,9 @@ def run_incremental(sizes: list[int]) -> None:
         "examples, dataset, HF export, card, checks whole, baseline (s)": [(p["size"], p["datasets_rebuild_s"]) for p in points],
         "chunks + index rebuilt, baseline (s)": [(p["size"], p["downstream_rebuild_s"]) for p in points
                                                  if p["downstream_rebuild_s"] is not None],
+        "what history adds, all told (s)": [(p["size"], p["history_s"]) for p in points],
     }, "seconds", "batches already processed")
-    write("incremental", result)
+    return result
 
 
 def main() -> int:
