@@ -20,8 +20,6 @@ every other copy.
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +28,7 @@ from typing import Any, Callable, Mapping
 import pandas as pd
 
 from resources.records import file_sha256, sha256_hex
+from resources.storage import link_or_copy, write_links
 
 CORPUS_SEGMENTS = "corpus_segments"  # <model>/corpus_segments/<chain>: kept.parquet, dropped.parquet
 CHUNK_SEGMENTS = "chunk_segments"  # <model>/chunk_segments/<key>: chunks.parquet, dropped.parquet, flagged.json
@@ -66,15 +65,6 @@ def segment_dir(store, asset: str, key: str) -> Path:
     """A piece's local folder (fetched from the remote store if only the remote has it)."""
     folder = store.partition_dir(asset, key)
     return folder if folder.exists() else store.local(asset, key)
-
-
-def link_or_copy(source: Path, target: Path) -> None:
-    """`target` as a hard link to `source` (a piece shared, not copied); a copy where no link can be made (another
-    file system, a store fetched from a remote)."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copyfile(source, target)
 
 
 RUN_FANOUT = 16  # a run merges 16 pieces (or 16 runs of the level below), aligned on multiples of its size
@@ -193,16 +183,17 @@ def link_parts(store, asset: str, keys: list[str], name: str, target: Path,
     writes an empty part when no piece has the file. `merge`: the asset's files and how a run merges each. Returns
     the number of parts linked."""
     target.mkdir()
-    parts = 0
+    links = {}
     for i, folder in pieces(store, asset, keys, merge):
         piece = folder / name
         if not piece.exists():
             continue
+        links[f"part-{i:06d}{Path(name).suffix}"] = (asset, folder.name, name)
         link_or_copy(piece, target / f"part-{i:06d}{Path(name).suffix}")
-        parts += 1
-    if not parts:
+    if not links:
         write_empty(target / f"part-empty{Path(name).suffix}")
-    return parts
+    write_links(target, links)  # a remote store keeps each part once, with its segment or run
+    return len(links)
 
 
 def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({"line", "pii_found"}),

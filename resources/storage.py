@@ -12,6 +12,8 @@ unredacted data.
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -25,6 +27,7 @@ from resources.preflight import check_fsspec_url
 
 
 COMMITTED = "_COMMITTED"  # written last on the remote: a folder without it is an interrupted upload
+LINKED = "_linked.json"  # in a folder of a version: {file: [asset, partition, path]}, files linked from another one
 
 
 class ArtifactNotFoundError(FileNotFoundError):
@@ -93,7 +96,8 @@ class ArtifactStore(ConfigurableResource):
                 fs.rm(marker)  # unseal first: from here until the new marker, readers ignore the folder
             if fs.exists(target):
                 fs.rm(target, recursive=True)
-            files = sorted(p for p in local.rglob("*") if p.is_file())
+            linked = _linked_files(local)  # stored once, in the partition they are linked from
+            files = sorted(p for p in local.rglob("*") if p.is_file() and p not in linked)
             fs.makedirs(target, exist_ok=True)  # a no-op on object stores; needed by file:// and mounts
             for path in files:
                 name = path.relative_to(local).as_posix()
@@ -122,7 +126,26 @@ class ArtifactStore(ConfigurableResource):
             for name in listed:
                 (tmp / name).parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(f"{source}/{name}", str(tmp / name))
+            self._relink(asset, partition, tmp)
         return True
+
+    def _relink(self, asset: str, partition: str, folder: Path) -> None:
+        """The files a fetched version links from other partitions (its `_linked.json` lists), linked again from
+        those partitions (fetched too where missing). A list is checked whole before anything is linked: every
+        name a file of its own folder, every source inside the store."""
+        for listing in sorted(folder.rglob(LINKED)):
+            links = json.loads(listing.read_text(encoding="utf-8"))
+            if not isinstance(links, dict) or not all(
+                    _inside(name) and "/" not in name and name != LINKED and isinstance(src, list) and len(src) == 3
+                    and all(_inside(x) for x in src) and "/" not in src[1] for name, src in links.items()):
+                raise UnsafeArtifactError(f"{asset}[{partition}]: {listing.relative_to(folder)} is not a list of files "
+                                          "linked from inside the store; nothing was fetched")
+            for name, (source_asset, source_partition, path) in links.items():
+                source = self.local(source_asset, source_partition) / path
+                if not source.is_file():
+                    raise ArtifactNotFoundError(f"{asset}[{partition}]: {name} is linked from {source_asset}"
+                                                f"[{source_partition}]/{path}, which the store does not hold")
+                link_or_copy(source, listing.parent / name)
 
     def publish(self, asset: str, partition: str) -> None:
         """Upload and seal a partition written outside `writing()` (by a trainer process, say)."""
@@ -214,6 +237,32 @@ class ArtifactStore(ConfigurableResource):
 
 
 # -- helpers used inside `writing()` blocks ----------------------------------------------------
+def link_or_copy(source: Path, target: Path) -> None:
+    """`target` as a hard link to `source` (a stored file shared, not copied); a copy where no link can be made
+    (another file system)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copyfile(source, target)
+
+
+def write_links(folder: Path, links: dict[str, tuple[str, str, str]]) -> None:
+    """Record that `folder`'s files (name -> (asset, partition, path in it)) are linked from other stored
+    partitions: a remote store uploads them once, with the partition they belong to, and a fetch links them
+    again from there. Readers of a table folder skip it (a name starting with '_')."""
+    if links:
+        (folder / LINKED).write_text(json.dumps({n: list(src) for n, src in links.items()}, sort_keys=True),
+                                     encoding="utf-8")
+
+
+def _linked_files(root: Path) -> set[Path]:
+    found: set[Path] = set()
+    for listing in root.rglob(LINKED):
+        with suppress(OSError, ValueError, AttributeError):
+            found |= {listing.parent / name for name in json.loads(listing.read_text(encoding="utf-8"))}
+    return found
+
+
 def write_table(folder: Path, name: str, frame: pd.DataFrame) -> Path:
     path = folder / name
     frame.to_parquet(path, index=False)

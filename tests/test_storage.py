@@ -452,3 +452,67 @@ def test_forget_reaches_a_golden_set_held_out_from_the_document_but_not_curated_
     assert reach(store, ["support"], {"doc-b"})["support/golden_dataset"] == ["g2"]  # by its doc_id
     purge(store, reach(store, ["support"], {"doc-a"}))
     assert store.partitions("support/golden_dataset") == ["g2", "g3"]
+
+
+# -- a version made of linked parts is stored once on the remote, with the segments it links ---------------------
+def test_a_version_of_linked_segment_parts_uploads_only_its_own_files_and_a_fresh_machine_reads_it_whole(tmp_path, remote):
+    """Corpus and instruction-dataset versions link their segments' (and runs') files: the remote holds each such
+    file once, under its segment, and a fresh machine fetching a version links them again from there — the same
+    table and the same HF dataset, 20 versions later as for the first."""
+    from datasets import load_from_disk
+
+    from resources.datasets.export import save_splits
+    from resources.datasets.segments import HF_EXTRA, link_instruction_hf, link_instructions
+    from resources.segments import INSTRUCTION_SEGMENTS, write_typed, writing_segment
+    from resources.datasets.builder import EXAMPLE_COLUMNS
+    from resources.records import DROPPED_COLUMNS, frame
+    from resources.storage import write_json
+
+    writer = remote.store(tmp_path / "a")
+    keys = []
+    for n in range(20):  # 20 instruction segments: one run of 16 merged, 4 alone
+        key = f"seg{n:02d}"
+        table = frame([{"id": f"e{n}-{i}", "messages": [{"role": "user", "content": f"q{n}{i}"},
+                                                        {"role": "assistant", "content": f"a{n}{i}"}],
+                        "prompt": f"q{n}{i}", "answer": f"a{n}{i}", "split": "train" if i else "validation",
+                        "source_doc_id": f"d{n}", "batch": f"b{n}", "origin": "corpus"} for i in range(3)], EXAMPLE_COLUMNS)
+        with writing_segment(writer, f"m/{INSTRUCTION_SEGMENTS}", key) as out:
+            write_typed(out / "examples.parquet", table, chats=frozenset({"messages"}))
+            write_typed(out / "dropped.parquet", frame([], DROPPED_COLUMNS))
+            write_json(out, "ledger.json", {"stage": "instruction_dataset", "records_in": 3, "kept": 3, "dropped": {},
+                                            "quarantined": {}, "balanced": True})
+            write_json(out, "counts.json", {"splits": {"train": 2, "validation": 1}, "origins": {"corpus": 3}})
+            save_splits(table, ["train", "validation"], out / "hf", HF_EXTRA)
+        keys.append(key)
+    with writer.writing("m/instruction_dataset", "v1") as out:
+        link_instructions(writer, "m", keys, out)
+        link_instruction_hf(writer, "m", keys, out)
+    remote.fs.invalidate_cache()
+    uploaded = [p[len(remote.base) + 1:] for p in remote.fs.find(f"{remote.base}/m/instruction_dataset/v1")]
+    assert not [p for p in uploaded if p.endswith((".parquet", ".arrow"))], uploaded  # each part stored once, elsewhere
+    assert any(p.endswith("examples.parquet/_linked.json") for p in uploaded)
+
+    reader = remote.store(tmp_path / "b")  # a fresh machine
+    fetched = reader.read_table("m/instruction_dataset", "v1", "examples.parquet")
+    assert list(fetched["id"]) == [f"e{n}-{i}" for n in range(20) for i in range(3)]
+    assert sorted(p.name for p in (reader.partition_dir("m/instruction_dataset", "v1") / "examples.parquet").glob("*.parquet")) == \
+        ["part-000000.parquet", "part-000016.parquet", "part-000017.parquet", "part-000018.parquet", "part-000019.parquet"]
+    hf = load_from_disk(str(reader.local("m/instruction_dataset", "v1") / "hf"))
+    assert list(hf["train"]["id"]) == [f"e{n}-{i}" for n in range(20) for i in (1, 2)]
+    assert list(hf["validation"]["id"]) == [f"e{n}-0" for n in range(20)]
+
+
+@pytest.mark.parametrize("entry", [{"part-000000.parquet": ["m/seg", "../x", "kept.parquet"]},
+                                   {"../part.parquet": ["m/seg", "k1", "kept.parquet"]},
+                                   {"part-000000.parquet": ["../../etc", "k1", "passwd"]},
+                                   {"part-000000.parquet": ["m/seg", "k1", "../../../secret"]}, ["not", "a", "map"]])
+def test_a_linked_file_list_that_escapes_the_store_is_refused_and_nothing_is_fetched(tmp_path, entry):
+    from resources.storage import LINKED, UnsafeArtifactError
+
+    remote = Remote(f"file://{tmp_path / 'bucket'}", {})
+    with remote.store(tmp_path / "a").writing("m/corpus", "v1") as out:
+        (out / "documents.parquet").mkdir()
+        (out / "documents.parquet" / LINKED).write_text(json.dumps(entry))
+    with pytest.raises(UnsafeArtifactError, match=r"m/corpus\[v1\]: documents.parquet/_linked.json"):
+        remote.store(tmp_path / "b").local("m/corpus", "v1")
+    assert not (tmp_path / "b" / "m" / "corpus" / "v1").exists()

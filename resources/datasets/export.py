@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from resources.segments import link_or_copy
+from resources.storage import link_or_copy, write_links
 
 
 def features(extra: dict[str, str]):
@@ -63,25 +63,31 @@ def _empty_shard(folder: Path, ds) -> None:
     (folder / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")
 
 
-def link_splits(parts: list[Path], splits: list[str], folder: Path, fingerprint: str) -> None:
+def link_splits(parts: list[Path], splits: list[str], folder: Path, fingerprint: str,
+                sources: list[tuple[str, str, str] | None] | None = None) -> None:
     """`folder`: one DatasetDict made of the DatasetDicts that `save_splits` wrote at `parts` (the same features),
     in order: their Arrow files linked (copied where a link cannot be made), each split's `state.json` listing them
     — the layout `save_to_disk` writes for a dataset of several files, so `load_from_disk` reads it as the
     concatenated rows (memory-mapped, nothing rewritten). Equal to saving the concatenated table at once (a test
-    holds it to that); `fingerprint` identifies the result."""
+    holds it to that); `fingerprint` identifies the result. `sources`: per part, the stored partition it is in
+    (asset, partition, the part's path there), so a remote store keeps its Arrow files once (`write_links`)."""
     if not parts:
         raise ValueError("no saved datasets to link")
     folder.mkdir()
     for split in splits:
         out = folder / split
         out.mkdir()
-        files = []
+        files, links = [], {}
         for n, part in enumerate(parts):
             state = json.loads((part / split / "state.json").read_text(encoding="utf-8"))
+            source = (sources or [None] * len(parts))[n]
             for data_file in state["_data_files"]:
                 name = f"data-{n:06d}-{len(files):06d}.arrow"
                 link_or_copy(part / split / data_file["filename"], out / name)
                 files.append({"filename": name})
+                if source is not None:
+                    links[name] = (source[0], source[1], f"{source[2]}/{split}/{data_file['filename']}")
+        write_links(out, links)
         state = json.loads((parts[0] / split / "state.json").read_text(encoding="utf-8"))
         state.update(_data_files=files, _fingerprint=fingerprint[:16])
         (out / "state.json").write_text(json.dumps(state, indent=2, sort_keys=True), encoding="utf-8")

@@ -114,13 +114,16 @@ def link_instruction_hf(store, model: str, keys: list[str], folder: Path, extra:
     of `examples.parquet` — each segment's Arrow files linked, not the whole dataset written again. Returns the
     examples per split and per origin of `extra` (the segments' are in `instruction_segments`' build)."""
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
-    parts = [folder / "hf" for _, folder in pieces(store, asset, keys, INSTRUCTION_MERGE)]
+    held = [piece for _, piece in pieces(store, asset, keys, INSTRUCTION_MERGE)]
+    parts = [piece / "hf" for piece in held]
+    sources = [(asset, piece.name, "hf") for piece in held]
     staged = folder / ".hf-extra"
     if extra is not None and len(extra) or not parts:
         save_splits(extra if extra is not None else frame([], EXAMPLE_COLUMNS), SPLITS, staged, HF_EXTRA)
         parts.append(staged)
+        sources.append(None)  # written here: stored with this version
     try:
-        link_splits(parts, SPLITS, folder / "hf", segment_key(keys, None if extra is None else list(extra["id"])))
+        link_splits(parts, SPLITS, folder / "hf", segment_key(keys, None if extra is None else list(extra["id"])), sources)
     finally:
         shutil.rmtree(staged, ignore_errors=True)
     return _counts(extra if extra is not None else frame([], EXAMPLE_COLUMNS))
