@@ -381,7 +381,7 @@ def incremental_point(history: int) -> dict:
         stored.mkdir()
         store = ArtifactStore(root=str(Path(tmp) / "artifacts"))
         tables: dict[str, list[dict]] = {}
-        merging = {"s": 0.0, "runs": 0}  # the runs of segments merged as the history grew (resources.segments.pieces)
+        merging = {"s": 0.0, "runs": 0, "by_asset": {}}  # the runs of segments merged as the history grew (pieces)
         plain_writing = segments.writing_segment
 
         @contextmanager
@@ -392,6 +392,7 @@ def incremental_point(history: int) -> dict:
             if not asset.endswith(segments.CHECK_VERDICTS):
                 merging["s"] += time.perf_counter() - began
                 merging["runs"] += 1
+                merging["by_asset"].setdefault(asset.rsplit("/", 1)[-1], []).append(time.perf_counter() - began)
 
         segments.writing_segment = timed_writing  # only the runs are written through this module's name
         start = time.perf_counter()
@@ -416,12 +417,12 @@ def incremental_point(history: int) -> dict:
             link_segments(store, "bench", seeded.chains, "dropped.parquet", Path(out), frame([], DROPPED_COLUMNS))
             write_index(store, "bench", seeded_vectors.keys, Path(out))
             link_instruction_hf(store, "bench", seeded_instructions.keys, Path(out))
-        runs_made = dict(merging)
+        runs_made = {**merging, "by_asset": dict(merging["by_asset"])}
         began = time.perf_counter()
         run_checks(store, seeded.chains, seeded_chunks.keys, seeded_instructions.keys)  # their verdicts, as each batch left them
         seeded_checks = time.perf_counter() - began
         seeding = time.perf_counter() - start
-        merging.update(s=0.0, runs=0)
+        merging.update(s=0.0, runs=0, by_asset={})
         inbox_dir = Path(tmp) / "inbox"
         inbox_dir.mkdir()
         new = docs[history * BATCH_DOCS :]
@@ -512,11 +513,19 @@ def incremental_point(history: int) -> dict:
     runs_per_batch = runs_made["s"] / max(history, 1)
     run_checks_per_batch = seeded_checks * (levels - 1) / max(history, 1)
     history_s = incremental + assemble + runs_per_batch + run_checks_per_batch
+    # the batch that completes the history's largest run pays for it at once: each asset's largest merge, and the
+    # checks verifying that run's rows again (estimated as that run's share of the seeded checks)
+    largest = max((hi - lo for lo, hi in segments.runs(history)), default=1)
+    largest_merges = sum(max(d) for d in runs_made["by_asset"].values()) if runs_made["by_asset"] else 0.0
+    largest_checks = seeded_checks * largest / max(history, 1) if largest > 1 else 0.0
     return {"history_s": round(history_s, 3), "history_share_of_batch": round(history_s / (own + own_downstream), 3),
             "runs": {"merged_while_seeding": runs_made["runs"], "merge_s": round(runs_made["s"], 2),
                      "merge_per_batch_s": round(runs_per_batch, 4), "levels": levels,
                      "checks_per_batch_s_estimated": round(run_checks_per_batch, 4),
-                     "merged_by_the_new_batch": merging["runs"], "parts_linked": len(segments.runs(history + 1))},
+                     "merged_by_the_new_batch": merging["runs"], "parts_linked": len(segments.runs(history + 1)),
+                     "largest_run": largest, "largest_merge_s_by_asset": {a: round(max(d), 3) for a, d in runs_made["by_asset"].items()},
+                     "batch_completing_the_largest_run_extra_s": round(largest_merges + largest_checks, 3),
+                     "of_which_checks_s_estimated": round(largest_checks, 3)},
             "size": history, "batch_docs": BATCH_DOCS, "seconds": round(incremental, 3), "batch_own_s": round(own, 3),
             "corpus_incremental_s": round(incremental, 3), "incremental_share_of_batch": round(incremental / own, 3),
             "batches_applied": build.applied, "batches_resumed": build.resumed,
@@ -706,6 +715,8 @@ def incremental_result(points: list[dict]) -> dict:
         "chunks + index rebuilt, baseline (s)": [(p["size"], p["downstream_rebuild_s"]) for p in points
                                                  if p["downstream_rebuild_s"] is not None],
         "what history adds, all told (s)": [(p["size"], p["history_s"]) for p in points],
+        "the batch completing the largest run: its extra (s)": [(p["size"], p["runs"].get("batch_completing_the_largest_run_extra_s", 0))
+                                                                for p in points],
     }, "seconds", "batches already processed")
     return result
 
