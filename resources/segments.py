@@ -151,18 +151,19 @@ def merge_arrays(sources: list[Path], target: Path) -> None:
     del out
 
 
-def merge_json(sources: list[Path], target: Path) -> None:
-    """JSON summaries summed (`sum_json`)."""
+def merge_json(sources: list[Path], target: Path, maxima: frozenset[str] = frozenset()) -> None:
+    """JSON summaries summed (`sum_json`); the numbers under a key in `maxima` (at any depth) are the largest, not
+    the sum (bind it with functools.partial for an asset's merger)."""
     merged = None
     for source in sources:
         value = json.loads(source.read_text(encoding="utf-8"))
-        merged = value if merged is None else sum_json(merged, value)
+        merged = value if merged is None else sum_json(merged, value, maxima)
     target.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
 
 
-def sum_json(a: Any, b: Any) -> Any:
-    """Two pieces' summaries as one: numbers added, lists joined, booleans both true, objects key by key (a key in
-    one only kept), anything else the same in both."""
+def sum_json(a: Any, b: Any, maxima: frozenset[str] = frozenset()) -> Any:
+    """Two pieces' summaries as one: numbers added (the largest kept under a key in `maxima`), lists joined,
+    booleans both true, objects key by key (a key in one only kept), anything else the same in both."""
     if isinstance(a, bool) and isinstance(b, bool):
         return a and b
     if isinstance(a, (int, float)) and isinstance(b, (int, float)):
@@ -170,7 +171,8 @@ def sum_json(a: Any, b: Any) -> Any:
     if isinstance(a, list) and isinstance(b, list):
         return a + b
     if isinstance(a, dict) and isinstance(b, dict):
-        return {k: sum_json(a[k], b[k]) if k in a and k in b else a.get(k, b.get(k)) for k in {**a, **b}}
+        return {k: (max(a[k], b[k]) if k in maxima else sum_json(a[k], b[k], maxima)) if k in a and k in b
+                else a.get(k, b.get(k)) for k in {**a, **b}}
     if a != b:
         raise ValueError(f"cannot merge {a!r} and {b!r}")
     return a

@@ -5,8 +5,8 @@ artifact store (`<model>/corpus_segments/<chain hash>`: its kept rows and its cr
 keyed by the hash of the chain of (batch, version) up to it. A new corpus resumes after the longest prefix of its
 batches that the index and the store already hold, applies the rest (reading only their tables), and is the
 segments in arrival order — linked, not copied, into the corpus's `documents.parquet` folder. With 10 or 1,000
-batches before it, one more batch de-duplicates only itself; linking every batch's part is what grows (0.03 s to
-0.19 s, `make bench-scale`'s incremental curve). A batch that
+batches before it, one more batch de-duplicates only itself; linking the parts (segments merged in runs,
+`resources.segments.pieces`) is what grows (0.04 s to 0.12 s, `make bench-scale`'s incremental curve). A batch that
 changes version (a forget, a re-run) or leaves the corpus rewinds the index to the batch before it.
 """
 

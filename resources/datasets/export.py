@@ -78,9 +78,8 @@ def link_splits(parts: list[Path], splits: list[str], folder: Path, fingerprint:
         out = folder / split
         out.mkdir()
         files, links = [], {}
-        for n, part in enumerate(parts):
+        for n, (part, source) in enumerate(zip(parts, sources or [None] * len(parts))):
             state = json.loads((part / split / "state.json").read_text(encoding="utf-8"))
-            source = (sources or [None] * len(parts))[n]
             for data_file in state["_data_files"]:
                 name = f"data-{n:06d}-{len(files):06d}.arrow"
                 link_or_copy(part / split / data_file["filename"], out / name)

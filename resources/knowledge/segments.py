@@ -8,6 +8,7 @@ across documents, so the passages are those of chunking the whole corpus at once
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -17,28 +18,16 @@ from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
 from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
 from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, link_parts, merge_json, merge_tables,
-                                pieces, read_json, segment_dir, segment_key, sum_json, write_typed, writing_segment)
+                                pieces, read_json, segment_dir, segment_key, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"  # bump when the way a segment is cut changes
 CHUNK_INTS = frozenset({"level", "start", "end", "tokens"})
 
 
-def merge_stats(sources: list[Path], target: Path) -> None:
-    """A run of chunk segments' stats.json: counts summed, the largest chunks-per-document kept."""
-    import json
-
-    merged = None
-    for source in sources:
-        value = json.loads(source.read_text(encoding="utf-8"))
-        top = max(value.get("chunks_per_document_max", 0), (merged or {}).get("chunks_per_document_max", 0))
-        merged = value if merged is None else sum_json(merged, value)
-        merged["chunks_per_document_max"] = top
-    target.write_text(json.dumps(merged, sort_keys=True), encoding="utf-8")
-
-
 CHUNK_MERGE = {"chunks.parquet": merge_tables, "dropped.parquet": merge_tables, "flagged.json": merge_json,
-               "stats.json": merge_stats}  # a run of chunk segments' files
+               # stats.json: counts summed, the largest chunks-per-document kept
+               "stats.json": partial(merge_json, maxima=frozenset({"chunks_per_document_max"}))}
 EXAMPLE_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "counts.json": merge_json}
 
 
