@@ -14,8 +14,10 @@ Results: benchmarks/results/incremental_ingestion.json
 
 from __future__ import annotations
 
+import atexit
 import csv
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -50,6 +52,7 @@ def main() -> int:
     from resources.spec import ModelSpec
 
     work = Path(tempfile.mkdtemp(prefix="tf-incremental-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and servers' state: gigabytes, removed at exit
     inbox = work / "inbox"
     inbox.mkdir()
     rows = records()

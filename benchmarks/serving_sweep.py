@@ -22,8 +22,10 @@ Results: benchmarks/results/serving_sweep.json (+ serving_sweep.png)
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -245,6 +247,7 @@ def main() -> int:
 
     base = BaseModelSource().resolve().path
     work = Path(tempfile.mkdtemp(prefix="tf-serving-sweep-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and servers' state: gigabytes, removed at exit
     questions = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()]
     adapters = make_adapters(base, max(ADAPTERS), work)
     index_dir = knowledge_index(base, work / "index")

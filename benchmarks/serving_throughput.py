@@ -16,8 +16,10 @@ Results: benchmarks/results/serving_throughput.json
 from __future__ import annotations
 
 import asyncio
+import atexit
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
@@ -121,6 +123,7 @@ def main() -> int:
     prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()][:N]
     base = BaseModelSource().resolve().path
     work = Path(tempfile.mkdtemp(prefix="tf-serving-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and servers' state: gigabytes, removed at exit
     adapter, version = adapter_for_bench(base, work)
     out: dict = {"benchmark": "serving_throughput", "requests": len(prompts), "max_tokens": MAX_TOKENS,
                  "adapter": version, "cpu_threads": os.cpu_count(), "vllm_dtype": VllmServer(dtype=DTYPE).resolved_dtype(), "baseline_dtype": "float32"}

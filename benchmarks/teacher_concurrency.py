@@ -13,8 +13,10 @@ Results: benchmarks/results/teacher_concurrency.json.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import socket
 import sys
 import tempfile
@@ -77,6 +79,7 @@ def main() -> int:
 
     chunks = passages(AutoTokenizer.from_pretrained(base.path))
     work = Path(tempfile.mkdtemp(prefix="tuneforge-teacher-bench-"))
+    atexit.register(shutil.rmtree, work, ignore_errors=True)  # models and servers' state: gigabytes, removed at exit
     vllm = VllmServer(port=free_port(), state_dir=str(work / "serving"), python=str(ROOT / ".venv-vllm" / "bin" / "python"),
                       dtype="float32")
     try:

@@ -27,6 +27,7 @@ import argparse
 import importlib.util
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -109,13 +110,26 @@ def train_step(method: str, base: str, data: str, work: Path, steps: int) -> dic
 
 
 def run(args) -> int:
+    """Run the checks in `--work` (kept) or in a temporary folder removed afterwards, passed or failed: the
+    full fine-tune's checkpoints alone take about 1 GB."""
+    import torch
+
+    if not torch.cuda.is_available() and not args.allow_cpu:
+        raise SystemExit("no CUDA device: make gpu-check is for a GPU machine (--allow-cpu runs it as a smoke test)")
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="tuneforge-gpu-check-"))
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        return checks(args, work)
+    finally:
+        if not args.work:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def checks(args, work: Path) -> int:
     import torch
 
     cuda = torch.cuda.is_available()
-    if not cuda and not args.allow_cpu:
-        raise SystemExit("no CUDA device: make gpu-check is for a GPU machine (--allow-cpu runs it as a smoke test)")
     steps: dict[str, dict] = {}
-    work = Path(tempfile.mkdtemp(prefix="tuneforge-gpu-check-"))
 
     def step(name: str, fn):
         if cuda:
@@ -200,6 +214,7 @@ def main() -> int:
     go.add_argument("--stand-in", action="store_true", help="train the stand-in model even where the embedded one is")
     go.add_argument("--allow-cpu", action="store_true", help="run without CUDA (a smoke test)")
     go.add_argument("--out", default=str(RESULT))
+    go.add_argument("--work", help="keep the models, adapters and checkpoints in this folder (default: a temporary one, removed)")
     args = parser.parse_args()
     if args.command == "tokenizer":
         save_tokenizer(args.folder)

@@ -341,12 +341,15 @@ def test_full_fine_tune_saves_a_complete_checkpoint(tmp_path, tiny_model, tiny_d
 def test_the_gpu_check_runs_every_step_and_records_it(tmp_path, smol_tokenizer):
     """`make gpu-check` is for a GPU machine (none here); with --allow-cpu the same script runs every step on the
     CPU, on the SmolLM2-shaped stand-in it uses where the GGUF cannot be carried: LoRA, full, merge, generation
-    pass and are timed, QLoRA is skipped (it needs CUDA), and the JSON says so."""
+    pass and are timed, QLoRA is skipped (it needs CUDA), and the JSON says so. Its working folder (about 1 GB of
+    models and checkpoints) is gone afterwards."""
     smol_tokenizer.save_pretrained(tmp_path / "tokenizer")
-    out = tmp_path / "gpu_check.json"
+    out, scratch = tmp_path / "gpu_check.json", tmp_path / "scratch"
+    scratch.mkdir()
     done = subprocess.run([sys.executable, str(ROOT / "scripts" / "gpu_check.py"), "run", "--allow-cpu", "--stand-in",
                            "--tokenizer", str(tmp_path / "tokenizer"), "--steps", "2", "--layers", "1", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600, env={**os.environ, "PYTHONPATH": str(ROOT)})
+                          capture_output=True, text=True, timeout=600,
+                          env={**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch)})
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     result = json.loads(out.read_text())
     steps = result["steps"]
@@ -354,3 +357,4 @@ def test_the_gpu_check_runs_every_step_and_records_it(tmp_path, smol_tokenizer):
     assert all(steps[s]["passed"] for s in ("lora", "full", "merge", "generate")), steps
     assert steps["qlora"]["passed"] is None and "CUDA" in steps["qlora"]["skipped"]
     assert steps["lora"]["steps"] == 2 and steps["lora"]["tokens_per_s"] > 0 and steps["generate"]["questions"] > 0
+    assert not any(scratch.iterdir()), list(scratch.iterdir())  # nothing left behind
