@@ -28,8 +28,8 @@ from resources.datasets.builder import (
     with_messages,
 )
 from resources.datasets.card import CARD_COLUMNS, build_card, card_markdown, token_lengths
-from resources.datasets.segments import (EXTRA_PART, contamination_verdicts, instruction_segments, link_instruction_hf,
-                                        link_instructions, segment_lengths)
+from resources.datasets.segments import (EXTRA_PART, contamination_verdicts, golden_segments, instruction_segments,
+                                        link_instruction_hf, link_instructions, segment_lengths)
 from resources.datasets.export import save_splits
 from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
@@ -60,14 +60,27 @@ def build(spec: ModelSpec) -> list:
         """The held-out evaluation set the business trusts: the model's curated golden files plus, if configured,
         a hashed hold-out of its corpus (its documents asked about by their headings or, with
         knowledge.golden_from 'teacher', by the teacher model), with reviewers' corrections applied, redacted under the same policy as
-        the training data."""
+        the training data. The hold-out by headings is made one corpus segment at a time (`golden_segments`): a new
+        batch's held-out documents are asked about and redacted once; the teacher's hold-out reads every passage."""
         ledger = Ledger(stage="golden_dataset")
-        examples, quarantine, teacher_usage = [], [], None
+        examples, quarantine, teacher_usage, held_out = [], [], None, None
         for path in spec.golden_files():
             found, bad = read_golden_file(path, path.name)
             examples += found
             quarantine += bad
-        if holdout:
+        model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)
+        chains = corpus.read_json("batches.json")["segments"] if holdout else None
+        chunk_manifest = document_chunks.read_json("manifest.json") if holdout and document_chunks.exists("manifest.json") else {}
+        teacher_written = spec.knowledge.golden_from == "teacher" and teacher.configured
+        if holdout and chains is not None and chunk_manifest.get("corpus_segments") == chains and not teacher_written:
+            # one corpus segment at a time: a new batch's held-out documents asked about and redacted once
+            held_out = golden_segments(store, spec.name, chains, chunk_manifest["segments"], spec.dataset, spec.knowledge,
+                                       model_redactor)
+            context.log.info(f"golden segments: {held_out.made} made, {held_out.reused} reused")
+            if spec.knowledge.golden_from == "teacher":
+                context.log.warning(f"knowledge.golden_from is 'teacher' but {NOT_CONFIGURED}: the held-out "
+                                    "documents are asked about by their headings")
+        elif holdout:
             examples += held_out_golden(rows(corpus.read_table()), spec.dataset.split_rules(), spec.dataset.text_strategy,
                                         spec.dataset.title_template)
             if spec.dataset.text_strategy == "sections":  # held-out documents are asked about, passage by passage
@@ -83,13 +96,19 @@ def build(spec: ModelSpec) -> list:
                                             "documents are asked about by their headings")
                     examples += held_out_sections(chunks, spec.dataset.split_rules(), spec.knowledge,
                                                   spec.dataset.title_template)
-        corrections = golden_corrections(rows(human_feedback.read_table("feedback.parquet")), {e["id"] for e in examples})
+        segmented = rows(held_out.examples) if held_out is not None else []  # redacted in their segments
+        corrections = golden_corrections(rows(human_feedback.read_table("feedback.parquet")),
+                                         {e["id"] for e in examples + segmented})
         reviewed = apply_corrections(examples, corrections)
         log_quarantine(context.log, quarantine, what="golden record")
         for row in quarantine:
             ledger.quarantined[row["reason"]] += 1
-        model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)
         redactions = model_redactor.redact_fields(examples, ("prompt", "answer"))
+        if held_out is not None:
+            corrected = [e for e in segmented if e["id"] in corrections]
+            reviewed += apply_corrections(corrected, corrections)
+            redactions += model_redactor.redact_fields(corrected, ("answer",)) + held_out.redactions
+            examples += segmented
         table = frame([with_messages(e) for e in examples], GOLDEN_COLUMNS)
         ledger.kept = len(table)
         ledger.records_in = ledger.kept + sum(ledger.quarantined.values())
@@ -114,6 +133,8 @@ def build(spec: ModelSpec) -> list:
             "redactions_by_entity": reason_table(redactions, header="entity"),
             "redaction_policy": MetadataValue.text(model_redactor.policy().ref),
             "teacher": MetadataValue.json(teacher_usage if teacher_usage is not None else {"used": False}),
+            "holdout_segments_made": MetadataValue.int(held_out.made if held_out is not None else 0),
+            "holdout_segments_reused": MetadataValue.int(held_out.reused if held_out is not None else 0),
         })
 
     @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="5",
@@ -126,7 +147,8 @@ def build(spec: ModelSpec) -> list:
         """Chat-format training and validation examples from the model's corpus, the sections of its documents
         (knowledge_examples) and reviewers' corrections, split by hashed document id, with anything that
         duplicates a golden question removed (the contamination guard). Incremental where knowledge_examples is
-        (one segment per corpus segment, made once for the same golden prompts and policy)."""
+        (one segment per corpus segment, made once for the same curated golden prompts and policy; the golden
+        hold-out makes again only the segments that may duplicate one of its questions)."""
         golden = golden_dataset.read_table("examples.parquet")
         feedback_docs = training_documents(rows(human_feedback.read_table("feedback.parquet")), set(golden["id"]))
         policy = spec.dataset
@@ -137,9 +159,11 @@ def build(spec: ModelSpec) -> list:
         manifest = knowledge_examples.read_json("manifest.json") if knowledge_examples.exists("manifest.json") else {}
         segmented = manifest.get("segments") is not None and manifest.get("corpus_segments") == batches["segments"]
         if segmented:  # made one corpus segment at a time: a new batch's documents and sections only
+            held_out = golden["origin"].astype(str).str.startswith("holdout")
             segments = instruction_segments(store, spec.name, batches["segments"], manifest["segments"], policy,
-                                            list(golden["prompt"]))
-            context.log.info(f"instruction segments: {segments.made} made, {segments.reused} reused")
+                                            list(golden.loc[~held_out, "prompt"]), list(golden.loc[held_out, "prompt"]))
+            context.log.info(f"instruction segments: {segments.made} made, {segments.reused} reused, "
+                             f"{segments.guarded} guarded against held-out golden questions")
             feedback = build_examples(feedback_docs, policy.split_rules(), policy.text_strategy, policy.title_template,
                                       golden_prompts=list(golden["prompt"]))
             ledger = segments.ledger
@@ -179,6 +203,7 @@ def build(spec: ModelSpec) -> list:
             **ledger_metadata(ledger),
             "segments_made": MetadataValue.int(segments.made if segmented else 0),
             "segments_reused": MetadataValue.int(segments.reused if segmented else 0),
+            "segments_guarded_against_holdout": MetadataValue.int(segments.guarded if segmented else 0),
             "train_examples": MetadataValue.int(sizes.get("train", 0)),
             "validation_examples": MetadataValue.int(sizes.get("validation", 0)),
             "batches": MetadataValue.int(len(included)),

@@ -12,9 +12,11 @@ import json
 import re
 from collections import Counter
 from dataclasses import dataclass
-from typing import Any
+from functools import lru_cache
+from typing import Any, Sequence
 
 import numpy as np
+import pandas as pd
 from datasketch import LeanMinHash, MinHash, MinHashLSH
 
 from resources.records import sha256_hex
@@ -82,6 +84,60 @@ class Deduplicator:
         if best:
             return "near_duplicate", f"estimated Jaccard {best[1]:.2f} with {best[0]}"
         return None
+
+
+# -- signatures compared band for band, without the texts ---------------------------------------------------------
+@lru_cache(maxsize=8)
+def lsh_bands(threshold: float, num_perm: int) -> tuple[int, int]:
+    """(bands, rows per band) of the LSH `Deduplicator` builds for these rules."""
+    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    return lsh.b, lsh.r
+
+
+def signature_table(texts: Sequence[str], rules: DedupRules = DedupRules()) -> tuple[pd.DataFrame, np.ndarray]:
+    """Per text, the int64 head of its exact-duplicate key and one int64 hash per LSH band of its MinHash (the
+    table `near_pairs` joins on), and the MinHash values themselves (n x num_perm uint64, to confirm a pair).
+    Stored once per text, they find what `Deduplicator.check` would call duplicates later without the texts."""
+    bands, width = lsh_bands(rules.threshold, rules.num_perm)
+    dedup = Deduplicator(rules)
+    values = np.empty((len(texts), rules.num_perm), dtype=np.uint64)
+    keys = np.empty(len(texts), dtype=np.uint64)
+    for i, text in enumerate(texts):
+        values[i] = dedup.signature(text).hashvalues
+        keys[i] = int(normalised_key(text)[:16], 16)
+    columns = {"key": keys.view(np.int64)}
+    for band in range(bands):
+        mixed = np.full(len(texts), 0xCBF29CE484222325, dtype=np.uint64)  # FNV-1a over the band's rows
+        for row in range(band * width, (band + 1) * width):
+            mixed = (mixed ^ values[:, row]) * np.uint64(0x100000001B3)
+        columns[f"band_{band}"] = mixed.view(np.int64)
+    return pd.DataFrame(columns), values
+
+
+def near_pairs(table: pd.DataFrame, values: np.ndarray, guard: pd.DataFrame, guard_values: np.ndarray,
+               threshold: float) -> list[tuple[int, int]]:
+    """(row of `table`, row of `guard`) for every pair `Deduplicator.check` calls duplicates: the same exact key,
+    or an equal LSH band (its candidates) and an estimated Jaccard similarity at or above `threshold` — joined
+    band by band, then confirmed on the MinHash values of the candidates only."""
+    columns = [c for c in guard.columns if c == "key" or c.startswith("band_")]
+    if not len(table) or not len(guard):
+        return []
+    found = []
+    for column in columns:
+        joined = pd.DataFrame({"v": table[column].to_numpy(), "a": np.arange(len(table))}).merge(
+            pd.DataFrame({"v": guard[column].to_numpy(), "b": np.arange(len(guard))}), on="v")
+        if len(joined):
+            found.append(joined[["a", "b"]].assign(exact=column == "key"))
+    if not found:
+        return []
+    pairs = pd.concat(found).groupby(["a", "b"], as_index=False)["exact"].max()
+    a, b, exact = pairs["a"].to_numpy(), pairs["b"].to_numpy(), pairs["exact"].to_numpy()
+    similar = np.zeros(len(pairs), dtype=bool)
+    for lo in range(0, len(pairs), 50_000):  # bounded memory: 50,000 pairs of MinHash values at a time
+        hi = lo + 50_000
+        similar[lo:hi] = (np.asarray(values[a[lo:hi]]) == guard_values[b[lo:hi]]).mean(axis=1) >= threshold
+    keep = exact | similar
+    return list(zip(a[keep].tolist(), b[keep].tolist()))
 
 
 # -- the persistent cross-batch index ------------------------------------------------------------------------------

@@ -35,8 +35,9 @@ CHUNK_SEGMENTS = "chunk_segments"  # <model>/chunk_segments/<key>: chunks.parque
 VECTOR_SEGMENTS = "passage_vectors"  # <model>/passage_vectors/<key>: passages.parquet, vectors.npy
 EXAMPLE_SEGMENTS = "knowledge_example_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, counts.json
 INSTRUCTION_SEGMENTS = "instruction_segments"  # <model>/.../<key>: examples.parquet, dropped.parquet, ledger.json, hf/
+GOLDEN_SEGMENTS = "golden_segments"  # <model>/golden_segments/<key>: examples.parquet (redacted), redactions.json
 CARD_SEGMENTS = "card_segments"  # <model>/card_segments/<key>: lengths.json (token lengths per split; no text)
-CHECK_VERDICTS = "check_verdicts"  # <model>/check_verdicts/<key>: verdict.json (counts and ids; no text)
+CHECK_VERDICTS = "check_verdicts"  # <model>/check_verdicts/<key>: verdict.json (counts and ids; no text), or hashes
 
 
 def segment_key(*parts: Any) -> str:
@@ -219,22 +220,24 @@ class Verdicts:
 
 
 def part_verdicts(store, model: str, check: str, groups: list[tuple[Path, ...]], context: Any,
-                  verify: Callable[[tuple[Path, ...]], dict]) -> Verdicts:
+                  verify: Callable[..., dict], hashed: bool = False) -> Verdicts:
     """An asset check over an artifact kept in parts, one group of part files at a time: `verify(group)` -> a
     verdict (JSON, counts and ids only, never text) made once per content of the group's files (their sha256, read
     every time: a part replaced on disk is verified again) and `context` (whatever else the verdict depends on:
     the golden prompts, a bound, the check's version), kept in the store (`<model>/check_verdicts`). With 1,000
-    batches a check reads every part's bytes but verifies only the new one."""
+    batches a check reads every part's bytes but verifies only the new one. `hashed`: `verify(group, hashes)`,
+    with the files' sha256 already read."""
     asset = f"{model}/{CHECK_VERDICTS}"
     held = set(store.partitions(asset))
     out = Verdicts([])
     for group in groups:
-        key = segment_key(check, [file_sha256(path) for path in group], context)
+        hashes = [file_sha256(path) for path in group]
+        key = segment_key(check, hashes, context)
         if key in held:
             out.verdicts.append(read_json(segment_dir(store, asset, key) / "verdict.json"))
             out.reused += 1
             continue
-        verdict = verify(group)
+        verdict = verify(group, hashes) if hashed else verify(group)
         with writing_segment(store, asset, key) as folder:
             (folder / "verdict.json").write_text(json.dumps(verdict, sort_keys=True), encoding="utf-8")
         held.add(key)

@@ -93,6 +93,9 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     made = examples[examples["origin"] == "knowledge:headings"]
     assert made["source_doc_id"].nunique() >= 0.7 * len(corpus)  # most documents' sections became examples
     assert entry["datasets"]["golden_examples"] > 0  # no golden file: a tenth of the corpus held out
+    [golden] = [pd.read_parquet(f) for f in (artifacts / "golden_dataset").glob("*/examples.parquet")]
+    assert golden["origin"].str.startswith("holdout").all() and len(list((artifacts / "golden_segments").iterdir())) == 1
+    assert not set(golden["prompt"]) & set(examples["prompt"])  # a held-out question never trains
     assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
     assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout
 

@@ -205,6 +205,163 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
     assert (again.made, again.reused) == (3, 0)  # the guard changed: every segment is made again
 
 
+def test_a_growing_golden_hold_out_makes_again_only_the_segments_that_may_duplicate_it(tmp_path, smol_tokenizer):
+    """Held-out golden questions are not in the segments' keys: a batch whose hold-out adds questions makes its own
+    segment, and again only the segments holding a prompt that shares a key or LSH band with a held-out question
+    (read from their signature tables), guarded against those. The linked examples equal a whole build guarded
+    against every golden question, exact and near duplicates dropped as contamination."""
+    import pandas as pd
+
+    from helpers import package_readmes
+    from resources.curation.corpus import build_corpus
+    from resources.curation.curator import TextCurator
+    from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
+    from resources.datasets.policy import DatasetPolicy
+    from resources.datasets.segments import instruction_segments, link_instructions
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import example_segments, chunk_segments
+    from resources.records import rows
+    from resources.segments import EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, segment_dir
+    from resources.storage import ArtifactStore
+
+    docs = package_readmes(30)
+    batches = {f"b{b}": [dict(d, batch=f"b{b}") for d in docs[b * 10 : (b + 1) * 10]] for b in range(3)}
+    curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    columns = list(docs[0]) + ["batch"]
+    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
+    curated = ["How do I reset my password?"]
+
+    def build(names, held_out):
+        corpus = build_corpus(curator, store, "m", [(b, "v1") for b in names], load, columns)
+        chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
+        examples = example_segments(store, "m", chunks.keys, knowledge, policy.title_template, policy.split_rules())
+        made = instruction_segments(store, "m", corpus.chains, examples.keys, policy, curated, held_out)
+        return corpus, examples, made
+
+    first = ["What does the zebra-keeping handbook say about feeding at night?"]
+    _, _, made = build(["b0", "b1"], first)
+    assert (made.made, made.guarded) == (2, 0)
+    prompts = [list(pd.read_parquet(segment_dir(store, f"m/{INSTRUCTION_SEGMENTS}", k) / "examples.parquet")["prompt"])
+               for k in made.keys]
+    exact = prompts[0][0].upper() + " !!"  # the same normalised text as a b0 prompt
+    words = prompts[1][-1].split()
+    near = " ".join(words[:-1] + [words[-1] + "s"]) if len(" ".join(words)) > 40 else prompts[1][-1] + " please"
+    held_out = first + [exact, near]
+    before = made.keys
+    corpus, examples, made = build(["b0", "b1", "b2"], held_out)
+    changed = [i for i, k in enumerate(made.keys[:2]) if k != before[i]]
+    assert changed == [0, 1] and made.reused == 2  # b0 and b1 made again, guarded; b2's own segment (maybe guarded)
+    assert made.made == 1 + made.guarded and made.guarded <= 3
+
+    out = tmp_path / "i"
+    out.mkdir()
+    link_instructions(store, "m", made.keys, out)
+    table = pd.read_parquet(out / "examples.parquet")
+    documents = [d for b in ("b0", "b1", "b2") for d in signed[b]]
+    sections = [e for k in examples.keys
+                for e in rows(pd.read_parquet(segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", k) / "examples.parquet"))]
+    whole = build_examples(documents + sections, policy.split_rules(), policy.text_strategy, policy.title_template,
+                           golden_prompts=curated + held_out)
+    key = lambda e: (e["id"], e["prompt"], e["answer"], e["split"])  # noqa: E731
+    assert sorted(key(e) for e in rows(table[EXAMPLE_COLUMNS])) == sorted(key(e) for e in whole.examples)
+    assert made.ledger.to_dict() == whole.ledger.to_dict() and made.ledger.dropped["golden_contamination"] >= 2
+    assert prompts[0][0] not in set(table["prompt"]) and prompts[1][-1] not in set(table["prompt"])
+
+    # a further held-out question that duplicates nothing: every segment reused, the guarded ones included
+    _, _, again = build(["b0", "b1", "b2"], held_out + ["What does the zebra-keeping handbook say about stripes?"])
+    assert (again.made, again.guarded, again.keys) == (0, made.guarded, made.keys)
+
+    # the blocking check: each part's signatures made once by the check, candidates confirmed, equal to checking
+    # every prompt; an unguarded table (b0's segment before the hold-out) is caught
+    from resources.datasets.builder import contamination, golden_guard
+    from resources.datasets.segments import contamination_verdicts
+
+    golden = curated + held_out
+    checked = contamination_verdicts(store, "m", out / "examples.parquet", golden)
+    assert sum(v["contaminated"] for v in checked.verdicts) == 0 and sum(v["examples"] for v in checked.verdicts) == len(table)
+    unguarded = segment_dir(store, f"m/{INSTRUCTION_SEGMENTS}", before[0]) / "examples.parquet"
+    guard = golden_guard(golden)
+    plain = sum(1 for prompt in pd.read_parquet(unguarded)["prompt"] if contamination(guard, prompt))
+    caught = contamination_verdicts(store, "m", unguarded, golden)
+    assert plain >= 1 and [v["contaminated"] for v in caught.verdicts] == [plain]
+    kept = len(store.partitions("m/check_verdicts"))
+    grown = contamination_verdicts(store, "m", unguarded, golden + ["What does the zebra-keeping handbook say about ears?"])
+    assert grown.made == 1 and [v["contaminated"] for v in grown.verdicts] == [plain]
+    assert len(store.partitions("m/check_verdicts")) == kept + 1  # a new verdict; the part's signatures reused
+
+
+def test_the_golden_hold_out_is_asked_and_redacted_once_per_segment_and_equals_a_whole_build(tmp_path, smol_tokenizer,
+                                                                                             redactor):
+    """The held-out questions of a new batch are made and redacted with the real Presidio redactor once, in their
+    corpus segment: the segments' examples and redaction counts equal asking about and redacting the whole corpus
+    at once (a held-out chat with an e-mail address included); forget reaches the segments."""
+    from collections import Counter
+
+    from helpers import package_readmes
+    from resources.curation.corpus import build_corpus
+    from resources.curation.curator import TextCurator
+    from resources.datasets.builder import held_out_golden
+    from resources.datasets.policy import DatasetPolicy
+    from resources.datasets.segments import golden_segments
+    from resources.governance.forget import reach
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.examples import held_out_sections
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import chunk_segments
+    from resources.storage import ArtifactStore
+
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.2), KnowledgePolicy()
+    rules = policy.split_rules()
+    faq_id = next(f"faq-{i}" for i in range(1000) if rules.split_of(f"faq-{i}") == "golden")
+    docs = package_readmes(24)
+    faq = {**docs[0], "doc_id": faq_id, "external_id": "F-9", "kind": "instruction", "title": None, "text": "Q\n\nA",
+           "messages": '[{"role": "user", "content": "Who handles refunds?"}, '
+                       '{"role": "assistant", "content": "Write to jane.doe@example.com, she answers within a day."}]'}
+    batches = {"b0": docs[:12] + [faq], "b1": docs[12:]}
+    batches = {b: [dict(d, batch=b) for d in ds] for b, ds in batches.items()}
+    curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    columns = list(faq) + ["batch"]
+    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
+
+    def build(names):
+        corpus = build_corpus(curator, store, "m", [(b, "v1") for b in names], load, columns)
+        chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
+        return chunks, golden_segments(store, "m", corpus.chains, chunks.keys, policy, knowledge, redactor)
+
+    _, first = build(["b0"])
+    chunks, held = build(["b0", "b1"])
+    assert (first.made, held.made, held.reused) == (1, 1, 1)
+
+    whole_chunks = [c for k in chunks.keys for c in chunk_rows(store, k)]
+    whole = list(held_out_golden([d for b in ("b0", "b1") for d in signed[b]], rules, policy.text_strategy, policy.title_template))
+    whole += held_out_sections(whole_chunks, rules, knowledge, policy.title_template)
+    found = redactor.redact_fields(whole, ("prompt", "answer"))
+    key = lambda e: (e["id"], e["prompt"], e["answer"], e["source_doc_id"], e["origin"], list(e["tags"]))  # noqa: E731
+    assert sorted(map(key, held.examples.to_dict("records"))) == sorted(map(key, whole))
+    assert held.redactions == Counter(found) and held.redactions["EMAIL_ADDRESS"] >= 1
+    assert len(held.examples) > 3 and "jane.doe@example.com" not in " ".join(held.examples["answer"])
+    assert "Who handles refunds?" in set(held.examples["prompt"])
+    assert held.examples["messages"].iloc[0][0]["role"] == "user"
+    assert "m/golden_segments" in reach(store, ["m"], {faq_id})
+
+
+def chunk_rows(store, key):
+    import pandas as pd
+
+    from resources.records import rows
+    from resources.segments import CHUNK_SEGMENTS, segment_dir
+
+    return rows(pd.read_parquet(segment_dir(store, f"m/{CHUNK_SEGMENTS}", key) / "chunks.parquet"))
+
+
 def test_an_empty_split_of_the_hf_export_loads_as_zero_rows(tmp_path):
     """datasets writes no Arrow file for an empty split and then cannot load it: the export writes an empty one."""
     from datasets import load_from_disk

@@ -146,10 +146,9 @@ def held_out_golden(documents: Iterable[dict[str, Any]], rules: SplitRules, stra
             continue
         messages, _ = document_to_messages(doc, strategy, title_template)
         if messages:
-            yield golden_example(
-                f"holdout-{doc['doc_id']}", first(messages, "user"), last(messages, "assistant"),
-                doc.get("external_id") or doc["doc_id"], [], "holdout",
-            )
+            yield {**golden_example(f"holdout-{doc['doc_id']}", first(messages, "user"), last(messages, "assistant"),
+                                    doc.get("external_id") or doc["doc_id"], [], "holdout"),
+                   "doc_id": doc["doc_id"]}  # what forget follows in the golden segments
 
 
 def golden_example(example_id, question, answer, source_doc_id, tags, origin, must_include=()) -> dict[str, Any]:

@@ -3,12 +3,14 @@ once.
 
 `build_examples` makes each document's example from that document alone (its split hashed from its id, its
 prompt checked against the golden prompts), so the examples of a corpus segment and of its sections
-(knowledge_examples' segment) depend only on them, the dataset policy and the golden prompts — all in the
-segment's key. A changed golden set or policy makes every segment again.
+(knowledge_examples' segment) depend only on them, the dataset policy and the curated golden prompts — all in
+the segment's key. A changed curated golden set or policy makes every segment again; the golden hold-out, which
+grows with every batch, makes again only the segments whose prompts may duplicate one of its questions.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -17,19 +19,21 @@ from pathlib import Path
 import pandas as pd
 
 from resources.artifacts import config_of
-from resources.dedup import DedupRules
-from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
+from resources.dedup import DedupRules, near_pairs, signature_table
+from resources.datasets.builder import EXAMPLE_COLUMNS, GOLDEN_COLUMNS, build_examples, held_out_golden, with_messages
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
-from resources.segments import (CARD_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, INSTRUCTION_SEGMENTS, link_parts,
-                                merge_json, merge_tables, pieces, read_json, segment_dir, segment_key, write_typed,
-                                writing_segment)
+from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS,
+                                INSTRUCTION_SEGMENTS, link_parts, merge_arrays, merge_json, merge_tables, pieces, read_json,
+                                segment_dir, segment_key, write_typed, writing_segment)
 from resources.storage import write_json
 
-CODE = "2"
+CODE = "3"
 CHATS = frozenset({"messages"})
 SPLITS = ["train", "validation"]
 HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
+GUARD = "guard.parquet"  # a segment's prompt signatures (`resources.dedup.signature_table`), with its key
+SIGNATURES = "signatures.npy"  # and their MinHash values, row for row
 EXTRA_PART = "part-zz-extra.parquet"  # the examples made outside the segments (reviewers'), after the segments' parts
 
 
@@ -42,6 +46,7 @@ def merge_hf(sources: list[Path], target: Path) -> None:
 INSTRUCTION_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "ledger.json": merge_json,
                      "counts.json": merge_json, "hf": merge_hf}  # a run of instruction segments' files
 CARD_MERGE = {"lengths.json": merge_json}
+GUARD_MERGE = {GUARD: merge_tables, SIGNATURES: merge_arrays}  # runs of signature tables: what the hold-out reads
 
 
 @dataclass
@@ -52,36 +57,56 @@ class InstructionBuild:
     ledger: Ledger = field(default_factory=lambda: Ledger(stage="instruction_dataset"))  # summed over the segments
     splits: Counter = field(default_factory=Counter)  # examples per split, summed over the segments
     origins: Counter = field(default_factory=Counter)  # examples per origin (corpus, sections, ...), summed
+    guarded: int = 0  # segments made again against held-out prompts they may duplicate
 
 
 def instruction_segments(store, model: str, chains: list[str], example_keys: list[str], policy, golden_prompts: list[str],
-                         dedup_rules: DedupRules = DedupRules()) -> InstructionBuild:
+                         held_out_prompts: list[str] = (), dedup_rules: DedupRules = DedupRules()) -> InstructionBuild:
     """Per corpus segment (`chains`) and its knowledge-example segment (`example_keys`, the same order): the
-    instruction examples of its documents and sections, made where the store does not hold them."""
+    instruction examples of its documents and sections, made where the store does not hold them.
+
+    `golden_prompts` (the curated golden set, which changes rarely) are in every segment's key. The golden
+    hold-out (`held_out_prompts`) grows with every batch, so it is not: each segment keeps a signature table of
+    its prompts (`signature_table`), and a segment whose table shares a key or LSH band with a held-out prompt is
+    made again with those prompts in its guard (and its key) — usually none, so a new batch makes one segment."""
     if len(chains) != len(example_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(example_keys)} example segments")
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
-    golden = sha256_hex("\n".join(sorted(golden_prompts)))
     config = config_of(policy, dedup_rules)
-    build = InstructionBuild([segment_key(chain, examples, golden, config, CODE) for chain, examples in zip(chains, example_keys)])
+    base = [segment_key(chain, examples, sha256_hex("\n".join(sorted(golden_prompts))), config, CODE)
+            for chain, examples in zip(chains, example_keys)]
     held = set(store.partitions(asset))
-    dropped: Counter = Counter()
-    for chain, examples, key in zip(chains, example_keys, build.keys):
-        if key not in held:
-            documents = _rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet")
-            documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", examples) / "examples.parquet")
-            made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
-                                  golden_prompts=golden_prompts, dedup_rules=dedup_rules)
-            table = frame(made.examples, EXAMPLE_COLUMNS)
-            with writing_segment(store, asset, key) as out:
-                write_typed(out / "examples.parquet", table, chats=CHATS)
-                write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
-                write_json(out, "ledger.json", made.ledger.to_dict())
-                save_splits(table, SPLITS, out / "hf", HF_EXTRA)  # this segment's share of the HF export
-                write_json(out, "counts.json", _counts(table))
-            build.made += 1
-        else:
+    build = InstructionBuild(list(base))
+
+    def ensure(i: int, key: str, guard: list[str]) -> None:
+        if key in held:
             build.reused += 1
+            return
+        documents = _rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chains[i]) / "kept.parquet")
+        documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", example_keys[i]) / "examples.parquet")
+        made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
+                              golden_prompts=guard, dedup_rules=dedup_rules)
+        table = frame(made.examples, EXAMPLE_COLUMNS)
+        with writing_segment(store, asset, key) as out:
+            write_typed(out / "examples.parquet", table, chats=CHATS)
+            write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
+            write_json(out, "ledger.json", made.ledger.to_dict())
+            save_splits(table, SPLITS, out / "hf", HF_EXTRA)  # this segment's share of the HF export
+            write_json(out, "counts.json", _counts(table))
+            write_signatures(out, list(table["prompt"]), dedup_rules, segment=key)
+        held.add(key)
+        build.made += 1
+
+    for i, key in enumerate(base):
+        ensure(i, key, list(golden_prompts))
+    if held_out_prompts:
+        near = held_out_near(store, asset, base, list(held_out_prompts), dedup_rules)
+        for i, key in enumerate(base):
+            if key in near:  # made again, guarded against the held-out prompts it may duplicate too
+                build.keys[i] = segment_key(key, near[key], CODE)
+                ensure(i, build.keys[i], list(golden_prompts) + near[key])
+        build.guarded = len(near)
+    dropped: Counter = Counter()
     for _, folder in pieces(store, asset, build.keys, INSTRUCTION_MERGE):
         counts = read_json(folder / "counts.json", {})
         build.splits.update(counts.get("splits", {}))
@@ -91,6 +116,92 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
         build.ledger.kept += part.kept
         dropped.update(part.dropped)
     build.ledger.dropped = dropped
+    return build
+
+
+def held_out_near(store, asset: str, keys: list[str], prompts: list[str], dedup_rules: DedupRules) -> dict[str, list[str]]:
+    """Segment key -> the held-out prompts (sorted) that one of its prompts duplicates (`near_pairs`: an exact key,
+    or an equal band and the similarity confirmed on the stored MinHash values), read from the segments' signature
+    tables in runs of 16 and 256, as their other files: no prompt of a segment is hashed again."""
+    guard, guard_values = signature_table(prompts, dedup_rules)
+    near: dict[str, set[str]] = {}
+    for _, folder in pieces(store, asset, keys, GUARD_MERGE):
+        table, values = read_signatures(folder)
+        segment = table["segment"].to_numpy()
+        for row, hit in near_pairs(table, values, guard, guard_values, dedup_rules.threshold):
+            near.setdefault(str(segment[row]), set()).add(prompts[hit])
+    return {key: sorted(found) for key, found in near.items()}
+
+
+def write_signatures(folder: Path, prompts: list[str], dedup_rules: DedupRules, **columns) -> None:
+    """`folder/guard.parquet` (`signature_table`'s keys and bands, with `columns`) and `folder/signatures.npy` (the
+    MinHash values, row for row)."""
+    import numpy as np
+
+    table, values = signature_table(prompts, dedup_rules)
+    write_typed(folder / GUARD, table.assign(**columns), ints=frozenset(table.columns))
+    np.save(folder / SIGNATURES, values)
+
+
+def read_signatures(folder: Path):
+    """(signature table, MinHash values memory-mapped) written by `write_signatures` (or merged in a run)."""
+    import numpy as np
+
+    table = pd.read_parquet(folder / GUARD)
+    values = np.load(folder / SIGNATURES, mmap_mode="r") if len(table) else np.empty((0, 0), dtype=np.uint64)
+    return table, values
+
+
+GOLDEN_MERGE = {"examples.parquet": merge_tables, "redactions.json": merge_json}
+
+
+@dataclass
+class GoldenBuild:
+    keys: list[str]  # per corpus segment, in order
+    examples: pd.DataFrame  # every segment's held-out examples, redacted, in order (GOLDEN_COLUMNS and doc_id)
+    redactions: Counter  # replacements per entity, summed over the segments
+    made: int = 0
+    reused: int = 0
+
+
+def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str], dataset, knowledge, redactor) -> GoldenBuild:
+    """The golden hold-out one corpus segment at a time: per corpus segment (`chains`) and its chunk segment
+    (`chunk_keys`, the same order), the questions about its documents hashed into the hold-out — chats as they are,
+    texts by their sections (text_strategy `sections`) or whole — redacted by `redactor` (the model's policy, whose
+    hash is in the key), made once, as the whole build makes them. A new batch asks about and redacts its own held-out documents only."""
+    from resources.knowledge.examples import held_out_sections
+
+    if len(chains) != len(chunk_keys):
+        raise ValueError(f"{len(chains)} corpus segments but {len(chunk_keys)} chunk segments")
+    asset, sections, rules = f"{model}/{GOLDEN_SEGMENTS}", dataset.text_strategy == "sections", dataset.split_rules()
+    config = [config_of(dataset, knowledge), redactor.policy().content_hash()]
+    build = GoldenBuild([segment_key(chain, chunks if sections else "", config, CODE) for chain, chunks in zip(chains, chunk_keys)],
+                        frame([], GOLDEN_COLUMNS + ["doc_id"]), Counter())
+    held = set(store.partitions(asset))
+    for chain, chunks, key in zip(chains, chunk_keys, build.keys):
+        if key in held:
+            build.reused += 1
+            continue
+        examples = list(held_out_golden(_rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet"),
+                                        rules, dataset.text_strategy, dataset.title_template))  # chats; or whole texts
+        if sections:  # and the held-out documents' sections
+            examples += held_out_sections(_rows(segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunks) / "chunks.parquet"),
+                                          rules, knowledge, dataset.title_template)
+        found = redactor.redact_fields(examples, ("prompt", "answer"))
+        with writing_segment(store, asset, key) as out:
+            write_typed(out / "examples.parquet", frame([with_messages(e) for e in examples], GOLDEN_COLUMNS + ["doc_id"])
+                        .assign(tags=lambda t: t["tags"].map(json.dumps), must_include=lambda t: t["must_include"].map(json.dumps)),
+                        chats=CHATS)
+            write_json(out, "redactions.json", dict(found))
+        build.made += 1
+    tables = []
+    for _, folder in pieces(store, asset, build.keys, GOLDEN_MERGE):
+        tables.append(pd.read_parquet(folder / "examples.parquet"))
+        build.redactions.update(read_json(folder / "redactions.json", {}))
+    if tables:
+        table = pd.concat(tables, ignore_index=True)
+        build.examples = table.assign(tags=table["tags"].map(json.loads), must_include=table["must_include"].map(json.loads),
+                                      messages=table["messages"].map(list))
     return build
 
 
@@ -177,18 +288,28 @@ def contamination_verdicts(store, model: str, examples: Path, golden_prompts: li
                            dedup_rules: DedupRules = DedupRules()):
     """The contamination check (no golden question in train or validation, exactly or as a near-duplicate) over the
     parts of an examples table (`examples`: a folder of parts or one file), each part checked once against these
-    golden prompts (`resources.segments.part_verdicts`). Verdicts: examples and contaminated counts per part."""
-    from resources.datasets.builder import contamination, golden_guard
-    from resources.segments import part_verdicts, table_parts
+    golden prompts (`resources.segments.part_verdicts`). Verdicts: examples and contaminated counts per part.
 
-    guard = golden_guard(golden_prompts, dedup_rules)
+    A golden hold-out grows with every batch, and every part is checked again against it; that costs one table
+    read per part, not one MinHash per prompt: the check keeps each part's signatures (made by the check itself
+    once per part content) and finds what `Deduplicator.check` would with `near_pairs`."""
+    from resources.segments import CHECK_VERDICTS, part_verdicts, table_parts
 
-    def verify(group):
-        prompts = pd.read_parquet(group[0], columns=["prompt"])["prompt"]
-        return {"examples": len(prompts), "contaminated": sum(1 for e in prompts if contamination(guard, e))}
+    golden, golden_values = signature_table(golden_prompts, dedup_rules)
+    asset = f"{model}/{CHECK_VERDICTS}"
+
+    def verify(group, hashes):
+        key = segment_key("prompt_signatures", hashes[0], config_of(dedup_rules), CODE)
+        folder = segment_dir(store, asset, key)
+        if not (folder / SIGNATURES).exists():
+            with writing_segment(store, asset, key) as out:
+                write_signatures(out, list(pd.read_parquet(group[0], columns=["prompt"])["prompt"]), dedup_rules)
+        table, values = read_signatures(folder)
+        rows_hit = {row for row, _ in near_pairs(table, values, golden, golden_values, dedup_rules.threshold)}
+        return {"examples": len(table), "contaminated": len(rows_hit)}
 
     return part_verdicts(store, model, "golden_train_disjoint", [(part,) for part in table_parts(examples)],
-                         [sorted(golden_prompts), config_of(dedup_rules), "1"], verify)
+                         [sorted(golden_prompts), config_of(dedup_rules), "2"], verify, hashed=True)
 
 
 def validate_parts(store, model: str, table: Path, suite_name: str, row_expectations: list, table_expectations: list,

@@ -24,12 +24,13 @@ DOCUMENT_TABLES = (  # (asset, table, column holding the document id)
     ("redacted_documents", "documents.parquet", "doc_id"), ("corpus", "documents.parquet", "doc_id"),
     ("corpus_segments", "kept.parquet", "doc_id"), ("chunk_segments", "chunks.parquet", "doc_id"),
     ("passage_vectors", "passages.parquet", "doc_id"), ("knowledge_example_segments", "examples.parquet", "source_doc_id"),
-    ("instruction_segments", "examples.parquet", "source_doc_id"),
+    ("instruction_segments", "examples.parquet", "source_doc_id"), ("golden_segments", "examples.parquet", "doc_id"),
     ("instruction_dataset", "examples.parquet", "source_doc_id"), ("document_chunks", "chunks.parquet", "doc_id"),
     ("knowledge_examples", "examples.parquet", "source_doc_id"), ("knowledge_index", "passages.parquet", "doc_id"),
 )
 PURGEABLE = ("raw_documents", "cleaned_documents", "redacted_documents", "corpus", "corpus_segments", "chunk_segments",
-             "passage_vectors", "knowledge_example_segments", "instruction_segments", "document_chunks", "knowledge_examples",
+             "passage_vectors", "knowledge_example_segments", "instruction_segments", "golden_segments", "document_chunks",
+             "knowledge_examples",
              "instruction_dataset", "knowledge_index", "golden_dataset", "lora_adapter", "merged_model")
 
 

@@ -208,7 +208,8 @@ def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: Kno
         messages = json.loads(example["messages"])
         yield {"id": f"holdout-{example['doc_id']}", "prompt": messages[0]["content"], "answer": messages[-1]["content"],
                "messages": messages, "split": "golden", "source_doc_id": example["external_id"] or example["source_doc_id"],
-               "tags": ["holdout", "section"], "origin": "holdout:headings", "must_include": []}
+               "tags": ["holdout", "section"], "origin": "holdout:headings", "must_include": [],
+               "doc_id": example["source_doc_id"]}  # what forget follows in the golden segments
 
 
 def held_out_qa(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, session) -> tuple[list, KnowledgeBuild]:
