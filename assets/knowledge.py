@@ -1,6 +1,7 @@
 """Knowledge: a model's documents as passages (chunks) and the training examples made from their sections."""
 
 from collections import Counter
+from functools import partial
 
 from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, AutomationCondition, MetadataValue, Output, asset, asset_check
 
@@ -8,12 +9,13 @@ from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import Chunker
 from resources.knowledge.segments import chunk_segments, chunk_trace_verdicts, example_segments, link_chunks, link_examples
-from resources.knowledge.examples import (DOCUMENT_LOCAL_STRATEGIES, JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
+from resources.knowledge.examples import (JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT, SEGMENTED_STRATEGIES,
                                          build_knowledge_examples, qa_examples)
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.records import DROPPED_COLUMNS, fingerprint, frame, rows
 from resources.retrieval.index import KnowledgeIndexer
+from resources.retrieval.segments import retrieve_upto, vector_keys
 from resources.segments import segment_key
 from resources.spec import ModelSpec
 from resources.storage import ArtifactStore, write_json, write_table
@@ -92,19 +94,23 @@ def build(spec: ModelSpec) -> list:
         prompt, among retrieved distractors, citing it or abstaining; `cloze`: a question for each value a sentence
         states, answered by the sentence in the grounded prompt). Every candidate is counted: generated,
         kept, dropped by reason. They join instruction_dataset, which splits them by their document and guards
-        them against the golden set like every other example. Incremental where every strategy is
-        document-local (the default, `headings`): one example segment per chunk segment."""
+        them against the golden set like every other example. Incremental for every strategy but `qa`: one example
+        segment per chunk segment, `raft` and `cloze` grounded among the passages of that segment and the ones
+        before it (the index as it stood when the segment joined it), `continued_pretraining`'s ratio per segment."""
         used = spec.dataset.text_strategy == "sections"
         split = spec.dataset.split_rules()
         manifest = document_chunks.read_json("manifest.json")
         config = config_of(policy, {"text_strategy": spec.dataset.text_strategy, "title_template": spec.dataset.title_template,
                                     "split": split})
-        if not used or set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
-            # made one chunk segment at a time: a new batch's sections only (none where sections are not used)
+        vectors = knowledge_index.read_json("index.json").get("segments")
+        if not used or (set(policy.strategies) <= SEGMENTED_STRATEGIES and vectors == vector_keys(manifest["segments"], indexer)):
+            # made one chunk segment at a time: a new batch's sections only (none where sections are not used), raft
+            # and cloze grounded among the passages of the segments up to theirs
             segments = example_segments(store, spec.name, manifest["segments"], policy, spec.dataset.title_template, split,
-                                        sections=used)
+                                        sections=used, retrieve_upto=partial(retrieve_upto, store, spec.name, indexer, vectors),
+                                        index_identity=indexer.identity())
             context.log.info(f"example segments: {segments.made} made, {segments.reused} reused")
-            counts, usage = segments.counts, None
+            counts, usage, made, reused = segments.counts, None, segments.made, segments.reused
             version = version_of(segment_key(segments.keys), {"document_chunks": document_chunks.version,
                                                               "knowledge_index": knowledge_index.version}, config, code="2")
             artifact = Artifact.create(store, context.asset_key, version)
@@ -122,7 +128,7 @@ def build(spec: ModelSpec) -> list:
             build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
                                              retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
                                              held_out_docs=held_out)
-            usage = None
+            usage, made, reused = None, 0, 0
             if used and "qa" in policy.strategies:
                 if teacher.configured:  # only redacted passages reach the teacher: document_chunks are cut from the corpus
                     session = teacher.session()
@@ -159,6 +165,8 @@ def build(spec: ModelSpec) -> list:
             "strategies": MetadataValue.json(list(policy.strategies) if used else []),
             "counts": MetadataValue.json(counts),
             "teacher": MetadataValue.json(usage if usage is not None else {"used": False}),
+            "segments_made": MetadataValue.int(made),
+            "segments_reused": MetadataValue.int(reused),
         })
 
     return [document_chunks, chunks_trace_to_their_text, knowledge_examples]

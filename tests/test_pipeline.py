@@ -353,3 +353,43 @@ def test_forget_removes_a_document_from_every_version_of_every_stage(pipeline):
     assert raw.read_json("ledger.json")["dropped"] == {"forgotten": 1} and raw.read_json("ledger.json")["balanced"]
     assert raw.read_json("forgotten.json") == [doc_id]
 
+
+
+def test_raft_examples_are_made_one_batch_at_a_time_through_the_graph(tmp_path):
+    """A model whose sections train by `headings` and `raft`: knowledge_examples is made one segment per batch
+    through Dagster, each raft question grounded among retrieved passages; a late batch makes its own segment only
+    and leaves every earlier one as it was."""
+    from orchestration import workflows
+
+    support = sample_model("support", tmp_path / "data", dataset={"validation_fraction": 0.1, "text_strategy": "sections",
+                                                                  "min_train_examples": 10},
+                           knowledge={"chunk_tokens": 128, "chunk_overlap_tokens": 16, "strategies": ["headings", "raft"],
+                                      "raft_distractors": 2})
+    project = project_for(tmp_path, [support])
+    instance = new_instance(project.dagster_home)
+    try:
+        workflows.ingest(project, instance, support, log=lambda _: None)
+        outcome = workflows.run_job(project, instance, support, "build_datasets")[0]
+        assert outcome.success, (outcome.failed_steps, outcome.failed_checks)
+        view = {"instance": instance, "store": project.definitions.resources["store"]}
+        first = latest(view, "support", "knowledge_examples")
+        counts = first.read_json("counts.json")
+        assert first.read_json("manifest.json")["segments"] and counts["raft_kept"] > 0 and counts["headings_kept"] > 0
+        (tmp_path / "data" / "support" / "inbox" / "late_article.jsonl").write_text(json.dumps({
+            "id": "KB-LATE", "title": "Pausing a subscription",
+            "text": "## Pausing\n\nWorkspace owners can pause billing for up to 3 months from Settings > Billing. "
+                    "Paused workspaces keep their data.\n\n## Resuming\n\nBilling resumes on the date you choose, or "
+                    "when an owner resumes it from Settings > Billing."}) + "\n")
+        assert workflows.ingest(project, instance, support, log=lambda _: None)
+        outcome = workflows.run_job(project, instance, support, "build_datasets")[0]
+        assert outcome.success, (outcome.failed_steps, outcome.failed_checks)
+        second = latest(view, "support", "knowledge_examples")
+        before, after = first.read_json("manifest.json")["segments"], second.read_json("manifest.json")["segments"]
+        assert after[: len(before)] == before and len(after) == len(before) + 1
+        from dagster import AssetKey
+
+        [record] = instance.fetch_materializations(AssetKey(["support", "knowledge_examples"]), limit=1).records
+        metadata = record.event_log_entry.asset_materialization.metadata
+        assert (metadata["segments_made"].value, metadata["segments_reused"].value) == (1, len(before))
+    finally:
+        instance.dispose()

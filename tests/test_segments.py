@@ -145,3 +145,73 @@ def test_a_long_history_links_merged_runs_equal_to_its_segments_and_to_a_whole_b
         assert len(run_keys) == 1 and len(found[asset]) == 2, asset  # the segment and the run of 16 holding it
         held_rows = pd.read_parquet(store.partition_dir(asset, run_keys[0]) / table)
         assert gone <= set(held_rows[column]) and len(held_rows) > 2, asset
+
+
+def test_grounded_strategies_are_made_per_segment_among_the_passages_up_to_it(tmp_path, smol_tokenizer):
+    """raft, cloze and continued pre-training one chunk segment at a time: each segment's examples are those of its
+    own passages, grounded among the passages of the segments up to and including it (an index embedded here,
+    apart from the store's); one more batch makes its own segment only and grounds its questions among every
+    earlier passage too; a policy with `qa` is refused (it asks a teacher about the whole corpus)."""
+    import json
+    from functools import partial
+
+    import pandas as pd
+    import pytest
+
+    from helpers import package_readmes
+    from resources.curation.corpus import build_corpus
+    from resources.curation.curator import TextCurator
+    from resources.datasets.policy import DatasetPolicy
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.examples import build_knowledge_examples
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import chunk_segments, example_segments
+    from resources.records import rows
+    from resources.retrieval.index import PASSAGE_COLUMNS, DenseIndex, KnowledgeIndexer, LoadedIndex
+    from resources.retrieval.segments import retrieve_upto, vector_segments
+    from resources.segments import CHUNK_SEGMENTS, EXAMPLE_SEGMENTS, segment_dir
+    from resources.storage import ArtifactStore
+
+    docs = package_readmes(18)
+    names = ["b0", "b1", "b2"]
+    batches = {name: [dict(d, batch=name) for d in docs[6 * b : 6 * b + 6]] for b, name in enumerate(names)}
+    curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
+    dataset = DatasetPolicy(golden_holdout_fraction=0.2)
+    split = dataset.split_rules()
+    policy = KnowledgePolicy(strategies=["headings", "raft", "cloze", "continued_pretraining"], raft_distractors=2)
+
+    def build(order):
+        corpus = build_corpus(curator, store, "m", [(b, "v1") for b in order], load, list(docs[0]) + ["batch"])
+        chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
+        vectors = vector_segments(store, "m", chunks.keys, indexer)
+        return chunks, example_segments(store, "m", chunks.keys, policy, dataset.title_template, split,
+                                        retrieve_upto=partial(retrieve_upto, store, "m", indexer, vectors.keys),
+                                        index_identity=indexer.identity())
+
+    _, first = build(names[:2])
+    chunks, made = build(names)
+    assert (made.made, made.reused, made.keys[:2]) == (1, 2, first.keys)
+    passages = [rows(pd.read_parquet(segment_dir(store, f"m/{CHUNK_SEGMENTS}", k) / "chunks.parquet")) for k in chunks.keys]
+    held = {c["doc_id"] for segment in passages for c in segment if split.split_of(c["doc_id"]) == "golden"}
+    own = lambda e: (e["doc_id"], e["messages"])  # noqa: E731
+    for i, key in enumerate(made.keys):
+        upto = [c for segment in passages[: i + 1] for c in segment]
+        index = LoadedIndex(indexer, DenseIndex([c["chunk_id"] for c in upto], indexer.embed([c["text"] for c in upto])),
+                            {c["chunk_id"]: {k: c.get(k) for k in PASSAGE_COLUMNS} for c in upto})
+        expected = build_knowledge_examples(passages[i], policy, dataset.title_template, retrieve=index.passages,
+                                            held_out_docs=held)
+        stored = rows(pd.read_parquet(segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", key) / "examples.parquet"))
+        assert sorted(map(own, stored)) == sorted(map(own, expected.examples)), i
+    kinds = {e["kind"] for e in stored}
+    assert {"knowledge:raft", "knowledge:continued_pretraining"} <= kinds, kinds
+    grounded = " ".join(json.loads(e["messages"])[0]["content"] for e in stored if e["kind"] in ("knowledge:raft", "knowledge:cloze"))
+    assert any(c["text"][:200] in grounded for segment in passages[:2] for c in segment)  # earlier batches' passages
+    assert made.counts["raft_kept"] > 0 and made.counts["continued_pretraining_kept"] > 0
+
+    with pytest.raises(ValueError, match="use the whole corpus"):
+        example_segments(store, "m", chunks.keys, policy.model_copy(update={"strategies": ["headings", "qa"]}),
+                         dataset.title_template, split)

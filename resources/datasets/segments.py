@@ -32,8 +32,9 @@ CODE = "3"
 CHATS = frozenset({"messages"})
 SPLITS = ["train", "validation"]
 HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
+SIGNATURE_SEGMENTS = "instruction_signatures"  # <model>/.../<key>: an instruction segment's prompts' signatures
 GUARD = "guard.parquet"  # a segment's prompt signatures (`resources.dedup.signature_table`), with its key
-SIGNATURES = "signatures.npy"  # and their MinHash values, row for row
+SIGNATURES = "signatures.npy"  # and their MinHash values, row for row (uint32; no text)
 EXTRA_PART = "part-zz-extra.parquet"  # the examples made outside the segments (reviewers'), after the segments' parts
 
 
@@ -66,9 +67,10 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
     instruction examples of its documents and sections, made where the store does not hold them.
 
     `golden_prompts` (the curated golden set, which changes rarely) are in every segment's key. The golden
-    hold-out (`held_out_prompts`) grows with every batch, so it is not: each segment keeps a signature table of
-    its prompts (`signature_table`), and a segment whose table shares a key or LSH band with a held-out prompt is
-    made again with those prompts in its guard (and its key) — usually none, so a new batch makes one segment."""
+    hold-out (`held_out_prompts`) grows with every batch, so it is not: each segment's prompts' MinHash
+    signatures are kept once (`held_out_near`), and a segment one of whose prompts duplicates a held-out question is
+    made again with those questions in its guard (and its key) — usually none, so a new batch makes one segment.
+    Without a hold-out no signature is made."""
     if len(chains) != len(example_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(example_keys)} example segments")
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
@@ -93,14 +95,13 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
             write_json(out, "ledger.json", made.ledger.to_dict())
             save_splits(table, SPLITS, out / "hf", HF_EXTRA)  # this segment's share of the HF export
             write_json(out, "counts.json", _counts(table))
-            write_signatures(out, list(table["prompt"]), dedup_rules, segment=key)
         held.add(key)
         build.made += 1
 
     for i, key in enumerate(base):
         ensure(i, key, list(golden_prompts))
     if held_out_prompts:
-        near = held_out_near(store, asset, base, list(held_out_prompts), dedup_rules)
+        near = held_out_near(store, model, base, list(held_out_prompts), dedup_rules)
         for i, key in enumerate(base):
             if key in near:  # made again, guarded against the held-out prompts it may duplicate too
                 build.keys[i] = segment_key(key, near[key], CODE)
@@ -119,13 +120,22 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
     return build
 
 
-def held_out_near(store, asset: str, keys: list[str], prompts: list[str], dedup_rules: DedupRules) -> dict[str, list[str]]:
+def held_out_near(store, model: str, keys: list[str], prompts: list[str], dedup_rules: DedupRules) -> dict[str, list[str]]:
     """Segment key -> the held-out prompts (sorted) that one of its prompts duplicates (`near_pairs`: an exact key,
-    or an equal band and the similarity confirmed on the stored MinHash values), read from the segments' signature
-    tables in runs of 16 and 256, as their other files: no prompt of a segment is hashed again."""
+    or an equal band and the similarity confirmed on the MinHash values), read from the segments' signature tables
+    (`<model>/instruction_signatures`, made once per segment the first time a hold-out needs them) in runs of 16 and
+    256: no prompt of a segment is hashed again."""
+    asset = f"{model}/{SIGNATURE_SEGMENTS}"
+    held = set(store.partitions(asset))
+    signed = [segment_key(key, config_of(dedup_rules), CODE) for key in keys]
+    for key, signature_key in zip(keys, signed):
+        if signature_key not in held:
+            examples = segment_dir(store, f"{model}/{INSTRUCTION_SEGMENTS}", key) / "examples.parquet"
+            with writing_segment(store, asset, signature_key) as out:
+                write_signatures(out, list(pd.read_parquet(examples, columns=["prompt"])["prompt"]), dedup_rules, segment=key)
     guard, guard_values = signature_table(prompts, dedup_rules)
     near: dict[str, set[str]] = {}
-    for _, folder in pieces(store, asset, keys, GUARD_MERGE):
+    for _, folder in pieces(store, asset, signed, GUARD_MERGE):
         table, values = read_signatures(folder)
         segment = table["segment"].to_numpy()
         for row, hit in near_pairs(table, values, guard, guard_values, dedup_rules.threshold):
@@ -140,7 +150,7 @@ def write_signatures(folder: Path, prompts: list[str], dedup_rules: DedupRules, 
 
     table, values = signature_table(prompts, dedup_rules)
     write_typed(folder / GUARD, table.assign(**columns), ints=frozenset(table.columns))
-    np.save(folder / SIGNATURES, values)
+    np.save(folder / SIGNATURES, values.astype(np.uint32))  # datasketch's hash values are 32-bit
 
 
 def read_signatures(folder: Path):

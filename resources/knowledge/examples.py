@@ -33,6 +33,22 @@ KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_i
 # strategies that make a document's examples from that document alone (no retrieval over the corpus, no share of
 # the corpus's examples): their examples can be made one corpus segment at a time
 DOCUMENT_LOCAL_STRATEGIES = frozenset({"headings"})
+# made one chunk segment at a time (`resources.knowledge.segments.example_segments`): the document-local ones, the
+# grounded ones (their distractors retrieved from the passages of that segment and the ones before it) and
+# continued pre-training (its ratio taken per segment); `qa` asks a teacher about the whole corpus at once
+SEGMENTED_STRATEGIES = DOCUMENT_LOCAL_STRATEGIES | {"raft", "cloze", "continued_pretraining"}
+GROUNDED_STRATEGIES = frozenset({"raft", "cloze"})
+
+
+class HeldOut:
+    """The documents hashed into the golden hold-out, as a set that answers `in` from the split rules: a segment
+    knows whether a passage retrieved from another segment is held out without the whole corpus."""
+
+    def __init__(self, split_rules):
+        self.split_rules = split_rules
+
+    def __contains__(self, doc_id: object) -> bool:
+        return self.split_rules.split_of(str(doc_id)) == "golden"
 
 
 @dataclass

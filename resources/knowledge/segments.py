@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import pandas as pd
 
@@ -117,29 +117,41 @@ class ExampleSegmentBuild:
 
 
 def example_segments(store, model: str, chunk_keys: list[str], policy, title_template: str, split_rules,
-                     sections: bool = True) -> ExampleSegmentBuild:
-    """knowledge_examples one chunk segment at a time, for policies whose strategies are all document-local
-    (`DOCUMENT_LOCAL_STRATEGIES`): the examples of the segments the store does not hold are made, the rest reused.
-    Equal to `build_knowledge_examples` over every passage at once (a test holds it to that). `sections=False` (the
-    dataset does not use sections: its text_strategy is not 'sections'): every segment holds no example."""
+                     sections: bool = True, retrieve_upto: Callable[[int], Any] | None = None,
+                     index_identity: Any = None) -> ExampleSegmentBuild:
+    """knowledge_examples one chunk segment at a time, for policies whose strategies are all in
+    `SEGMENTED_STRATEGIES` (all but `qa`): the examples of the segments the store does not hold are made, the rest
+    reused. Each segment's examples are `build_knowledge_examples` over its own passages (a test holds it to that):
+    the document-local `headings` equal building the whole corpus at once; `raft` and `cloze` take their
+    distractors from the passages of the segments up to and including their own (`retrieve_upto(i)`: a retrieve
+    function over them; the chunk key already hashes that history, `index_identity` the embedder), so a new batch's
+    examples are grounded among every earlier passage and no earlier example changes; `continued_pretraining`
+    takes its ratio per segment. `sections=False` (the dataset does not use sections: its text_strategy is not
+    'sections'): every segment holds no example."""
     from collections import Counter
 
     from resources.artifacts import config_of
-    from resources.knowledge.examples import DOCUMENT_LOCAL_STRATEGIES, KNOWLEDGE_EXAMPLE_COLUMNS, build_knowledge_examples
+    from resources.knowledge.examples import (GROUNDED_STRATEGIES, KNOWLEDGE_EXAMPLE_COLUMNS, SEGMENTED_STRATEGIES, HeldOut,
+                                              build_knowledge_examples)
 
-    if sections and not set(policy.strategies) <= DOCUMENT_LOCAL_STRATEGIES:
+    if sections and not set(policy.strategies) <= SEGMENTED_STRATEGIES:
         raise ValueError(f"strategies {sorted(policy.strategies)} use the whole corpus: build them at once")
+    grounded = sections and bool(GROUNDED_STRATEGIES & set(policy.strategies))
+    if grounded and retrieve_upto is None:
+        raise ValueError(f"strategies {sorted(GROUNDED_STRATEGIES & set(policy.strategies))} retrieve distractors: "
+                         "pass retrieve_upto")
     asset = f"{model}/{EXAMPLE_SEGMENTS}"
     config = config_of(policy, {"title_template": title_template, "split": split_rules, "sections": sections})
-    build = ExampleSegmentBuild([segment_key(key, config, CODE) for key in chunk_keys])
+    extra = [index_identity] if grounded else []
+    build = ExampleSegmentBuild([segment_key(key, config, *extra, CODE) for key in chunk_keys])
     held = set(store.partitions(asset))
     counts = Counter()
-    for chunk_key, key in zip(chunk_keys, build.keys):
+    for i, (chunk_key, key) in enumerate(zip(chunk_keys, build.keys)):
         if key not in held:
             path = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
             chunks = rows(pd.read_parquet(path)) if path.exists() and sections else []
-            held_out = {c["doc_id"] for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"}
-            made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=held_out)
+            made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=HeldOut(split_rules),
+                                            retrieve=retrieve_upto(i) if grounded and chunks else None)
             with writing_segment(store, asset, key) as out:
                 write_typed(out / "examples.parquet", frame(made.examples, KNOWLEDGE_EXAMPLE_COLUMNS))
                 write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))

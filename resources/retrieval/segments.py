@@ -33,8 +33,7 @@ class VectorBuild:
 def vector_segments(store, model: str, chunk_keys: list[str], indexer: KnowledgeIndexer) -> VectorBuild:
     """The vector segment of each chunk segment, embedding only the passages of segments the store does not hold."""
     asset = f"{model}/{VECTOR_SEGMENTS}"
-    identity = indexer.identity()
-    build = VectorBuild([segment_key(key, identity, CODE) for key in chunk_keys])
+    build = VectorBuild(vector_keys(chunk_keys, indexer))
     held = set(store.partitions(asset))
     for chunk_key, key in zip(chunk_keys, build.keys):
         if key in held:
@@ -51,6 +50,12 @@ def vector_segments(store, model: str, chunk_keys: list[str], indexer: Knowledge
     return build
 
 
+def vector_keys(chunk_keys: list[str], indexer: KnowledgeIndexer) -> list[str]:
+    """The vector segments' keys of these chunk segments, embedded by `indexer`."""
+    identity = indexer.identity()
+    return [segment_key(key, identity, CODE) for key in chunk_keys]
+
+
 def write_index(store, model: str, keys: list[str], folder: Path) -> None:
     """`folder/passages.parquet` and `folder/vectors/` (the segments' passages and vectors, linked in order: no
     version of the index copies the vectors of another); `KnowledgeIndexer.load` stacks them."""
@@ -59,3 +64,13 @@ def write_index(store, model: str, keys: list[str], folder: Path) -> None:
                lambda path: write_typed(path, frame([], PASSAGE_COLUMNS), CHUNK_INTS), VECTOR_MERGE)
     link_parts(store, asset, keys, "vectors.npy", folder / "vectors",
                lambda path: np.save(path, np.zeros((0, 0), dtype=np.float32)), VECTOR_MERGE)
+
+
+def retrieve_upto(store, model: str, indexer: KnowledgeIndexer, keys: list[str], i: int):
+    """A retrieve function, (questions, k) -> the k nearest passages of each, over the vector segments `keys[:i + 1]`:
+    the knowledge index as it stood when segment `i` joined it (its runs linked, its vectors stacked once)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tuneforge-index-") as folder:
+        write_index(store, model, keys[: i + 1], Path(folder))
+        return indexer.load(folder).passages
