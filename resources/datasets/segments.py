@@ -178,7 +178,8 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
     """The golden hold-out one corpus segment at a time: per corpus segment (`chains`) and its chunk segment
     (`chunk_keys`, the same order), the questions about its documents hashed into the hold-out — chats as they are,
     texts by their sections (text_strategy `sections`) or whole — redacted by `redactor` (the model's policy, whose
-    hash is in the key), made once, as the whole build makes them. A new batch asks about and redacts its own held-out documents only."""
+    hash is in the key), made once, as the whole build makes them. A new batch asks about and redacts its own
+    held-out documents only."""
     from resources.knowledge.examples import held_out_sections
 
     if len(chains) != len(chunk_keys):
