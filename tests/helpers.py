@@ -112,3 +112,11 @@ def package_readmes(n: int) -> list[dict]:
         if len(docs) == n:
             break
     return docs
+
+
+def signed_batches(curator, batches: dict[str, list[dict]]):
+    """Each batch's documents with their de-duplication key and MinHash (as cleaning stores them), and the loader
+    `build_corpus` reads a batch through: (signed batches, load)."""
+    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
+              for b, ds in batches.items()}
+    return signed, lambda batch: (signed[batch], {"documents": len(signed[batch])})

@@ -82,7 +82,7 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
     from the whole corpus at once (set and ledger); a changed golden set makes every instruction segment again."""
     import pandas as pd
 
-    from helpers import package_readmes
+    from helpers import package_readmes, signed_batches
     from resources.curation.corpus import build_corpus, link_segments
     from resources.curation.curator import TextCurator
     from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
@@ -103,10 +103,8 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
                        '{"role": "assistant", "content": "Open Settings, then Security."}]'}
     batches["b2"].append(faq)
     curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
-    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
-              for b, ds in batches.items()}
+    _, load = signed_batches(curator, batches)
     columns = list(faq)
-    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
     policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
     golden = ["How do I reset my password?"]  # the FAQ duplicates it: dropped as contamination
@@ -212,7 +210,7 @@ def test_a_growing_golden_hold_out_makes_again_only_the_segments_that_may_duplic
     against every golden question, exact and near duplicates dropped as contamination."""
     import pandas as pd
 
-    from helpers import package_readmes
+    from helpers import package_readmes, signed_batches
     from resources.curation.corpus import build_corpus
     from resources.curation.curator import TextCurator
     from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
@@ -228,10 +226,8 @@ def test_a_growing_golden_hold_out_makes_again_only_the_segments_that_may_duplic
     docs = package_readmes(30)
     batches = {f"b{b}": [dict(d, batch=f"b{b}") for d in docs[b * 10 : (b + 1) * 10]] for b in range(3)}
     curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
-    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
-              for b, ds in batches.items()}
+    signed, load = signed_batches(curator, batches)
     columns = list(docs[0]) + ["batch"]
-    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
     policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
     curated = ["How do I reset my password?"]
@@ -302,7 +298,7 @@ def test_the_golden_hold_out_is_asked_and_redacted_once_per_segment_and_equals_a
     at once (a held-out chat with an e-mail address included); forget reaches the segments."""
     from collections import Counter
 
-    from helpers import package_readmes
+    from helpers import package_readmes, signed_batches
     from resources.curation.corpus import build_corpus
     from resources.curation.curator import TextCurator
     from resources.datasets.builder import held_out_golden
@@ -325,10 +321,8 @@ def test_the_golden_hold_out_is_asked_and_redacted_once_per_segment_and_equals_a
     batches = {"b0": docs[:12] + [faq], "b1": docs[12:]}
     batches = {b: [dict(d, batch=b) for d in ds] for b, ds in batches.items()}
     curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
-    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
-              for b, ds in batches.items()}
+    signed, load = signed_batches(curator, batches)
     columns = list(faq) + ["batch"]
-    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
 
     def build(names):

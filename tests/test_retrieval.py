@@ -1,6 +1,6 @@
 """Retrieval with the real embedded MiniLM model: nearest documents and recall@k."""
 
-from helpers import package_readmes
+from helpers import package_readmes, signed_batches
 from resources.retrieval.index import KnowledgeIndexer, recall_at_k
 
 
@@ -45,10 +45,8 @@ def test_chunks_and_vectors_are_made_once_per_corpus_segment_and_equal_a_whole_b
     batches = {f"batch-{b}": [dict(d, batch=f"batch-{b}") for d in docs[b * 6 : (b + 1) * 6]] for b in range(4)}
     batches["batch-3"].append(dict(batches["batch-0"][0], batch="batch-3", doc_id="copy"))  # dropped as a duplicate
     curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
-    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
-              for b, ds in batches.items()}
+    signed, load = signed_batches(curator, batches)
     columns = [c for c in docs[0]] + ["batch"]
-    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=96, overlap_tokens=16))
     config = {"rules": "96/16"}
 

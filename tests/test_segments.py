@@ -25,7 +25,7 @@ def test_a_long_history_links_merged_runs_equal_to_its_segments_and_to_a_whole_b
     from datasets import load_from_disk
 
     import resources.segments as segments
-    from helpers import package_readmes
+    from helpers import package_readmes, signed_batches
     from resources.curation.corpus import build_corpus, link_segments
     from resources.curation.curator import TextCurator
     from resources.datasets.builder import EXAMPLE_COLUMNS, build_examples
@@ -48,10 +48,8 @@ def test_a_long_history_links_merged_runs_equal_to_its_segments_and_to_a_whole_b
     batches = {name: [dict(d, batch=name) for d in docs[2 * b : 2 * b + 2]] for b, name in enumerate(names)}
     batches["b20"].append(dict(batches["b03"][0], batch="b20", doc_id="copy"))  # dropped as a duplicate
     curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
-    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
-              for b, ds in batches.items()}
+    signed, load = signed_batches(curator, batches)
     columns = list(docs[0]) + ["batch"]
-    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=256, overlap_tokens=16))
     policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
     split = policy.split_rules()
@@ -158,7 +156,7 @@ def test_grounded_strategies_are_made_per_segment_among_the_passages_up_to_it(tm
     import pandas as pd
     import pytest
 
-    from helpers import package_readmes
+    from helpers import package_readmes, signed_batches
     from resources.curation.corpus import build_corpus
     from resources.curation.curator import TextCurator
     from resources.datasets.policy import DatasetPolicy
@@ -176,9 +174,7 @@ def test_grounded_strategies_are_made_per_segment_among_the_passages_up_to_it(tm
     names = ["b0", "b1", "b2"]
     batches = {name: [dict(d, batch=name) for d in docs[6 * b : 6 * b + 6]] for b, name in enumerate(names)}
     curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
-    signed = {b: [{**d, "dedup_key": k, "minhash": m} for d, (k, m) in zip(ds, curator.signatures([d["text"] for d in ds]))]
-              for b, ds in batches.items()}
-    load = lambda batch: (signed[batch], {"documents": len(signed[batch])})  # noqa: E731
+    _, load = signed_batches(curator, batches)
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
     dataset = DatasetPolicy(golden_holdout_fraction=0.2)
     split = dataset.split_rules()
