@@ -9,7 +9,7 @@ from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import Chunker
 from resources.knowledge.segments import chunk_segments, chunk_trace_verdicts, example_segments, link_chunks, link_examples
-from resources.knowledge.examples import (JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT, SEGMENTED_STRATEGIES,
+from resources.knowledge.examples import (JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
                                          build_knowledge_examples, qa_examples)
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
@@ -94,23 +94,33 @@ def build(spec: ModelSpec) -> list:
         prompt, among retrieved distractors, citing it or abstaining; `cloze`: a question for each value a sentence
         states, answered by the sentence in the grounded prompt). Every candidate is counted: generated,
         kept, dropped by reason. They join instruction_dataset, which splits them by their document and guards
-        them against the golden set like every other example. Incremental for every strategy but `qa`: one example
-        segment per chunk segment, `raft` and `cloze` grounded among the passages of that segment and the ones
-        before it (the index as it stood when the segment joined it), `continued_pretraining`'s ratio per segment."""
+        them against the golden set like every other example. Incremental: one example segment per chunk segment,
+        `raft` and `cloze` grounded among the passages of that segment and the ones before it (the index as it stood
+        when the segment joined it), `continued_pretraining`'s ratio per segment, `qa` asking the teacher about the
+        segment's passages and dropping questions that duplicate one an earlier segment kept; a segment the teacher
+        left unfinished (a cap, a timeout) is made again by the next run (`segments_partial`)."""
         used = spec.dataset.text_strategy == "sections"
         split = spec.dataset.split_rules()
         manifest = document_chunks.read_json("manifest.json")
         config = config_of(policy, {"text_strategy": spec.dataset.text_strategy, "title_template": spec.dataset.title_template,
                                     "split": split})
         vectors = knowledge_index.read_json("index.json").get("segments")
-        if not used or (set(policy.strategies) <= SEGMENTED_STRATEGIES and vectors == vector_keys(manifest["segments"], indexer)):
+        if not used or vectors == vector_keys(manifest["segments"], indexer):
             # made one chunk segment at a time: a new batch's sections only (none where sections are not used), raft
-            # and cloze grounded among the passages of the segments up to theirs
+            # and cloze grounded among the passages of the segments up to theirs, qa asking the teacher about them
+            session = teacher.session() if used and "qa" in policy.strategies and teacher.configured else None
+            if used and "qa" in policy.strategies and session is None:
+                context.log.warning(f"the qa strategy is configured but {NOT_CONFIGURED}: only the offline strategies ran")
             segments = example_segments(store, spec.name, manifest["segments"], policy, spec.dataset.title_template, split,
                                         sections=used, retrieve_upto=partial(retrieve_upto, store, spec.name, indexer, vectors),
-                                        index_identity=indexer.identity())
+                                        index_identity=indexer.identity(), session=session,
+                                        teacher_identity=teacher.identity() if session else None)
             context.log.info(f"example segments: {segments.made} made, {segments.reused} reused")
-            counts, usage, made, reused = segments.counts, None, segments.made, segments.reused
+            usage = session.usage.to_dict() if session else None
+            if usage and usage["stopped"]:
+                context.log.warning(f"qa generation stopped early: {usage['stopped']}; the examples made so far are kept and "
+                                    f"the {segments.partial} segments left unfinished are made again by the next run")
+            counts, made, reused, unfinished = segments.counts, segments.made, segments.reused, segments.partial
             version = version_of(segment_key(segments.keys), {"document_chunks": document_chunks.version,
                                                               "knowledge_index": knowledge_index.version}, config, code="2")
             artifact = Artifact.create(store, context.asset_key, version)
@@ -128,7 +138,7 @@ def build(spec: ModelSpec) -> list:
             build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
                                              retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
                                              held_out_docs=held_out)
-            usage, made, reused = None, 0, 0
+            usage, made, reused, unfinished = None, 0, 0, 0
             if used and "qa" in policy.strategies:
                 if teacher.configured:  # only redacted passages reach the teacher: document_chunks are cut from the corpus
                     session = teacher.session()
@@ -167,6 +177,7 @@ def build(spec: ModelSpec) -> list:
             "teacher": MetadataValue.json(usage if usage is not None else {"used": False}),
             "segments_made": MetadataValue.int(made),
             "segments_reused": MetadataValue.int(reused),
+            "segments_partial": MetadataValue.int(unfinished),
         })
 
     return [document_chunks, chunks_trace_to_their_text, knowledge_examples]

@@ -212,6 +212,33 @@ def write_typed(path: Path, df: pd.DataFrame, ints: frozenset[str] = frozenset({
     pq.write_table(pa.Table.from_pandas(df, schema=schema, preserve_index=False), path)
 
 
+# -- signatures of a piece's texts, kept so later pieces are compared with them without the texts -----------------
+GUARD = "guard.parquet"  # a piece's texts' signatures (`resources.dedup.signature_table`), with their columns
+SIGNATURES = "signatures.npy"  # and their MinHash values, row for row (uint32; no text)
+GUARD_MERGE = {GUARD: merge_tables, SIGNATURES: merge_arrays}  # runs of signature tables
+
+
+def write_signatures(folder: Path, texts: list[str], dedup_rules, prefix: str = "", **columns) -> None:
+    """`folder/<prefix>guard.parquet` (`signature_table`'s keys and bands, with `columns`) and
+    `folder/<prefix>signatures.npy` (the MinHash values, row for row)."""
+    import numpy as np
+
+    from resources.dedup import signature_table
+
+    table, values = signature_table(texts, dedup_rules)
+    write_typed(folder / f"{prefix}{GUARD}", table.assign(**columns), ints=frozenset(table.columns))
+    np.save(folder / f"{prefix}{SIGNATURES}", values.astype(np.uint32))  # datasketch's hash values are 32-bit
+
+
+def read_signatures(folder: Path, prefix: str = ""):
+    """(signature table, MinHash values memory-mapped) written by `write_signatures` (or merged in a run)."""
+    import numpy as np
+
+    table = pd.read_parquet(folder / f"{prefix}{GUARD}")
+    values = np.load(folder / f"{prefix}{SIGNATURES}", mmap_mode="r") if len(table) else np.empty((0, 0), dtype=np.uint64)
+    return table, values
+
+
 @dataclass
 class Verdicts:
     verdicts: list[dict]  # per group of files, in order

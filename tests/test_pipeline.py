@@ -355,17 +355,25 @@ def test_forget_removes_a_document_from_every_version_of_every_stage(pipeline):
 
 
 
-def test_raft_examples_are_made_one_batch_at_a_time_through_the_graph(tmp_path):
-    """A model whose sections train by `headings` and `raft`: knowledge_examples is made one segment per batch
-    through Dagster, each raft question grounded among retrieved passages; a late batch makes its own segment only
-    and leaves every earlier one as it was."""
+def test_raft_and_qa_examples_are_made_one_batch_at_a_time_through_the_graph(tmp_path):
+    """A model whose sections train by `headings`, `raft` and `qa` (the scripted teacher on 127.0.0.1 stands in for
+    a large teacher LLM): knowledge_examples is made one segment per batch through Dagster, each raft question
+    grounded among retrieved passages; a late batch makes its own segment only, asks the teacher about its own
+    passages only, and leaves every earlier segment as it was."""
     from orchestration import workflows
+    from resources.knowledge.teacher import TeacherModel
+    from servers.openai_server import serve
+    from servers.scripted_teacher import build_teacher
 
     support = sample_model("support", tmp_path / "data", dataset={"validation_fraction": 0.1, "text_strategy": "sections",
                                                                   "min_train_examples": 10},
-                           knowledge={"chunk_tokens": 128, "chunk_overlap_tokens": 16, "strategies": ["headings", "raft"],
+                           knowledge={"chunk_tokens": 128, "chunk_overlap_tokens": 16, "strategies": ["headings", "raft", "qa"],
                                       "raft_distractors": 2})
-    project = project_for(tmp_path, [support])
+    teacher = build_teacher()
+    server = serve(teacher)
+    url = server.__enter__()
+    project = project_for(tmp_path, [support], teacher=TeacherModel(base_url=url, model="teacher",
+                                                                     cache_dir=str(tmp_path / "teacher_cache")))
     instance = new_instance(project.dagster_home)
     try:
         workflows.ingest(project, instance, support, log=lambda _: None)
@@ -375,6 +383,8 @@ def test_raft_examples_are_made_one_batch_at_a_time_through_the_graph(tmp_path):
         first = latest(view, "support", "knowledge_examples")
         counts = first.read_json("counts.json")
         assert first.read_json("manifest.json")["segments"] and counts["raft_kept"] > 0 and counts["headings_kept"] > 0
+        assert counts["qa_kept"] > 0 and counts["qa_dropped_unsupported"] > 0  # the judge drops the scripted wrong pair
+        asked, judged = teacher.state.calls["qa"], teacher.state.calls["judge"]
         (tmp_path / "data" / "support" / "inbox" / "late_article.jsonl").write_text(json.dumps({
             "id": "KB-LATE", "title": "Pausing a subscription",
             "text": "## Pausing\n\nWorkspace owners can pause billing for up to 3 months from Settings > Billing. "
@@ -391,5 +401,10 @@ def test_raft_examples_are_made_one_batch_at_a_time_through_the_graph(tmp_path):
         [record] = instance.fetch_materializations(AssetKey(["support", "knowledge_examples"]), limit=1).records
         metadata = record.event_log_entry.asset_materialization.metadata
         assert (metadata["segments_made"].value, metadata["segments_reused"].value) == (1, len(before))
+        usage = metadata["teacher"].value
+        assert usage["calls"] == teacher.state.calls["qa"] - asked + teacher.state.calls["judge"] - judged
+        assert usage["cached"] == 0 and 0 < teacher.state.calls["qa"] - asked <= 4  # the late article's passages only
+        assert second.read_json("counts.json")["qa_kept"] > counts["qa_kept"]
     finally:
         instance.dispose()
+        server.__exit__(None, None, None)

@@ -207,7 +207,91 @@ def test_grounded_strategies_are_made_per_segment_among_the_passages_up_to_it(tm
     grounded = " ".join(json.loads(e["messages"])[0]["content"] for e in stored if e["kind"] in ("knowledge:raft", "knowledge:cloze"))
     assert any(c["text"][:200] in grounded for segment in passages[:2] for c in segment)  # earlier batches' passages
     assert made.counts["raft_kept"] > 0 and made.counts["continued_pretraining_kept"] > 0
+    with pytest.raises(ValueError, match="retrieve distractors"):
+        example_segments(store, "m", chunks.keys, policy, dataset.title_template, split)
 
-    with pytest.raises(ValueError, match="use the whole corpus"):
-        example_segments(store, "m", chunks.keys, policy.model_copy(update={"strategies": ["headings", "qa"]}),
-                         dataset.title_template, split)
+
+def test_qa_is_asked_per_segment_deduplicated_against_earlier_segments_and_an_unfinished_one_is_made_again(tmp_path, smol_tokenizer):
+    """The qa strategy one chunk segment at a time, against the scripted teacher on 127.0.0.1 (a large teacher LLM
+    cannot run here), over package READMEs and two planted passages in different batches whose questions are the
+    same: the segments' examples equal asking about the whole corpus in order (the later batch's duplicate question
+    dropped as one kept before); one more batch asks about its own passages only; a batch the teacher's cap cut
+    short is stored apart and made again, whole, by the next run."""
+    import json
+
+    import pandas as pd
+
+    from helpers import package_readmes, signed_batches
+    from resources.curation.corpus import build_corpus
+    from resources.curation.curator import TextCurator
+    from resources.datasets.policy import DatasetPolicy
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.examples import HeldOut, build_knowledge_examples, qa_examples
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import chunk_segments, example_segments
+    from resources.knowledge.teacher import TeacherModel
+    from resources.records import rows
+    from resources.segments import CHUNK_SEGMENTS, EXAMPLE_SEGMENTS, segment_dir
+    from resources.storage import ArtifactStore
+    from servers.openai_server import serve
+    from servers.scripted_teacher import build_teacher
+
+    docs = package_readmes(8)
+    planted = lambda i, text: {**docs[0], "doc_id": f"planted{i}", "source_path": f"planted{i}.md", "title": f"Planted {i}",  # noqa: E731
+                                 "source_sha256": f"{i}" * 64, "text": text}
+    batches = {"b0": docs[:3] + [planted(0, "# Backups\n\nBackups run every night and are kept for 30 days.\n")],
+               "b1": docs[3:5] + [planted(1, "# Retention\n\nBackups run every night, the policy says, at two.\n")],
+               "b2": docs[5:7], "b3": docs[7:8]}
+    curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
+    _, load = signed_batches(curator, {b: [dict(d, batch=b) for d in ds] for b, ds in batches.items()})
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
+    dataset = DatasetPolicy(golden_holdout_fraction=0.2)
+    split = dataset.split_rules()
+    policy = KnowledgePolicy(strategies=["headings", "qa"])
+    own = lambda e: (e["doc_id"], e["messages"])  # noqa: E731
+
+    with serve(build_teacher()) as url:
+        def build(order, **caps):
+            corpus = build_corpus(curator, store, "m", [(b, "v1") for b in order], load, list(docs[0]) + ["batch"])
+            chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
+            teacher = TeacherModel(base_url=url, model="teacher", cache_dir=str(tmp_path / "cache"), **caps)
+            session = teacher.session()
+            made = example_segments(store, "m", chunks.keys, policy, dataset.title_template, split, session=session,
+                                    teacher_identity=teacher.identity())
+            return chunks, made, session
+
+        def whole(chunks):
+            """Asking about the whole corpus at once, in order (the teacher's replies from the cache)."""
+            passages = [c for k in chunks.keys for c in rows(pd.read_parquet(
+                segment_dir(store, f"m/{CHUNK_SEGMENTS}", k) / "chunks.parquet"))]
+            out = build_knowledge_examples(passages, policy, dataset.title_template, held_out_docs=HeldOut(split))
+            qa_examples(passages, policy, TeacherModel(base_url=url, model="teacher", cache_dir=str(tmp_path / "cache"))
+                        .session(), HeldOut(split), out=out)
+            return out
+
+        def linked(made):
+            return [e for k in made.keys for e in rows(pd.read_parquet(
+                segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", k) / "examples.parquet"))]
+
+        _, first, _ = build(["b0", "b1"])
+        chunks, made, session = build(["b0", "b1", "b2"])
+        assert (made.made, made.reused, made.partial, made.keys[:2]) == (1, 2, 0, first.keys)
+        expected = whole(chunks)
+        assert sorted(map(own, linked(made))) == sorted(map(own, expected.examples))
+        assert made.counts["qa_kept"] == expected.counts["qa_kept"] > 5
+        asked = [c for c in rows(pd.read_parquet(segment_dir(store, f"m/{CHUNK_SEGMENTS}", chunks.keys[2]) / "chunks.parquet"))
+                 if c["kind"] == "text" and split.split_of(c["doc_id"]) != "golden"]
+        assert session.usage.cached + session.usage.calls == len(asked) + made.counts["qa_generated"] - \
+            first.counts["qa_generated"]  # its passages and their pairs only
+        questions = [json.loads(e["messages"])[0]["content"] for e in linked(made) if e["kind"] == "knowledge:qa"]
+        assert questions.count("What is stated about Backups run every night?") == 1  # b1's duplicate dropped
+        dropped = rows(pd.read_parquet(segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", made.keys[1]) / "dropped.parquet"))
+        assert any("duplicates a question kept before" in d["detail"] for d in dropped if d["reason"] == "duplicate_question")
+
+        chunks, cut, session = build(["b0", "b1", "b2", "b3"], max_calls_per_run=2)  # a new batch, the cap too low
+        assert "max_calls_per_run" in session.usage.stopped and (cut.made, cut.reused, cut.partial) == (1, 3, 1)
+        assert cut.keys[:3] == made.keys and cut.counts["qa_dropped_budget_exhausted"] > 0
+        _, again, session = build(["b0", "b1", "b2", "b3"])
+        assert (again.made, again.reused, again.partial) == (1, 3, 0) and again.keys[3] != cut.keys[3]
+        assert sorted(map(own, linked(again))) == sorted(map(own, whole(chunks).examples))
+        assert "qa_dropped_budget_exhausted" not in again.counts

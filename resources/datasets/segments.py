@@ -24,8 +24,9 @@ from resources.datasets.builder import EXAMPLE_COLUMNS, GOLDEN_COLUMNS, build_ex
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
 from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS,
-                                INSTRUCTION_SEGMENTS, link_parts, merge_arrays, merge_json, merge_tables, pieces, read_json,
-                                segment_dir, segment_key, write_typed, writing_segment)
+                                GUARD_MERGE, INSTRUCTION_SEGMENTS, SIGNATURES, link_parts, merge_json, merge_tables, pieces, read_json,
+                                read_signatures, segment_dir, segment_key, write_signatures, write_typed,
+                                writing_segment)
 from resources.storage import write_json
 
 CODE = "3"
@@ -33,8 +34,6 @@ CHATS = frozenset({"messages"})
 SPLITS = ["train", "validation"]
 HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
 SIGNATURE_SEGMENTS = "instruction_signatures"  # <model>/.../<key>: an instruction segment's prompts' signatures
-GUARD = "guard.parquet"  # a segment's prompt signatures (`resources.dedup.signature_table`), with its key
-SIGNATURES = "signatures.npy"  # and their MinHash values, row for row (uint32; no text)
 EXTRA_PART = "part-zz-extra.parquet"  # the examples made outside the segments (reviewers'), after the segments' parts
 
 
@@ -47,7 +46,6 @@ def merge_hf(sources: list[Path], target: Path) -> None:
 INSTRUCTION_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "ledger.json": merge_json,
                      "counts.json": merge_json, "hf": merge_hf}  # a run of instruction segments' files
 CARD_MERGE = {"lengths.json": merge_json}
-GUARD_MERGE = {GUARD: merge_tables, SIGNATURES: merge_arrays}  # runs of signature tables: what the hold-out reads
 
 
 @dataclass
@@ -141,25 +139,6 @@ def held_out_near(store, model: str, keys: list[str], prompts: list[str], dedup_
         for row, hit in near_pairs(table, values, guard, guard_values, dedup_rules.threshold):
             near.setdefault(str(segment[row]), set()).add(prompts[hit])
     return {key: sorted(found) for key, found in near.items()}
-
-
-def write_signatures(folder: Path, prompts: list[str], dedup_rules: DedupRules, **columns) -> None:
-    """`folder/guard.parquet` (`signature_table`'s keys and bands, with `columns`) and `folder/signatures.npy` (the
-    MinHash values, row for row)."""
-    import numpy as np
-
-    table, values = signature_table(prompts, dedup_rules)
-    write_typed(folder / GUARD, table.assign(**columns), ints=frozenset(table.columns))
-    np.save(folder / SIGNATURES, values.astype(np.uint32))  # datasketch's hash values are 32-bit
-
-
-def read_signatures(folder: Path):
-    """(signature table, MinHash values memory-mapped) written by `write_signatures` (or merged in a run)."""
-    import numpy as np
-
-    table = pd.read_parquet(folder / GUARD)
-    values = np.load(folder / SIGNATURES, mmap_mode="r") if len(table) else np.empty((0, 0), dtype=np.uint64)
-    return table, values
 
 
 GOLDEN_MERGE = {"examples.parquet": merge_tables, "redactions.json": merge_json}

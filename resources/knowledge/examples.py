@@ -34,9 +34,9 @@ KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_i
 # the corpus's examples): their examples can be made one corpus segment at a time
 DOCUMENT_LOCAL_STRATEGIES = frozenset({"headings"})
 # made one chunk segment at a time (`resources.knowledge.segments.example_segments`): the document-local ones, the
-# grounded ones (their distractors retrieved from the passages of that segment and the ones before it) and
-# continued pre-training (its ratio taken per segment); `qa` asks a teacher about the whole corpus at once
-SEGMENTED_STRATEGIES = DOCUMENT_LOCAL_STRATEGIES | {"raft", "cloze", "continued_pretraining"}
+# grounded ones (their distractors retrieved from the passages of that segment and the ones before it), continued
+# pre-training (its ratio taken per segment) and qa (its questions de-duplicated against earlier segments' kept ones)
+SEGMENTED_STRATEGIES = DOCUMENT_LOCAL_STRATEGIES | {"raft", "cloze", "continued_pretraining", "qa"}
 GROUNDED_STRATEGIES = frozenset({"raft", "cloze"})
 
 
@@ -56,6 +56,8 @@ class KnowledgeBuild:
     examples: list[dict[str, Any]] = field(default_factory=list)  # document-shaped: build_examples' input
     dropped: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)  # per strategy: generated, kept
+    questions: list[str] = field(default_factory=list)  # qa: the kept questions' de-duplication keys, in order
+    unfinished: int = 0  # qa: passages or pairs left without a reply for a reason a later run may not have
 
     def drop(self, chunk_id: str, strategy: str, reason: str, detail: str) -> None:
         self.dropped.append({"doc_id": chunk_id, "reason": reason, "detail": f"{strategy}: {detail}"})
@@ -298,9 +300,17 @@ def parse_verdict(text: str) -> dict[str, bool] | None:
     return {"supported": payload["supported"], "standalone": payload["standalone"]}
 
 
+TRANSIENT = re.compile(r"\A(budget_exhausted|timeout|connection|http_(429|5\d\d))\Z")  # a later run may get a reply
+
+
 def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, session, held_out_docs: set[str] = frozenset(),
-                out: KnowledgeBuild | None = None) -> KnowledgeBuild:
-    """The `qa` strategy over every passage of a plain-text document (held-out documents' passages are not sent)."""
+                out: KnowledgeBuild | None = None, earlier=None) -> KnowledgeBuild:
+    """The `qa` strategy over every passage of a plain-text document (held-out documents' passages are not sent).
+    `earlier`: (signature table, MinHash values) of the questions kept before these passages (`resources.dedup.
+    signature_table` of their keys): a question that duplicates one of them is dropped, as if they were asked here
+    first. `out.unfinished` counts the replies missing for a reason a later run may not have (a cap, a timeout)."""
+    from resources.dedup import near_pairs, signature_table
+
     out = out or KnowledgeBuild()
     passages = [c for c in chunks if c.get("kind") == "text" and c["doc_id"] not in held_out_docs]
     asks = [[{"role": "user", "content": QA_PROMPT.format(title=c["title"], section=c["section"] or c["title"],
@@ -309,6 +319,7 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
     for chunk, reply in zip(passages, session.ask_many(asks, [(c["doc_id"],) for c in passages])):
         if reply.text is None:
             out.drop(chunk["chunk_id"], "qa", reply.error or "no_reply", f"the teacher gave no answer ({reply.error})")
+            out.unfinished += bool(TRANSIENT.match(reply.error or ""))
             continue
         pairs, problem = parse_pairs(reply.text)
         if problem:
@@ -321,15 +332,14 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
                                      for c, q, a in candidates], [(c["doc_id"],) for c, _, _ in candidates])
     else:
         verdicts = [None] * len(candidates)
-    # near-duplicate questions among the pairs (MinHash over character shingles, as the corpus is de-duplicated):
-    # "How long is the trial?" and "How long does the trial last?" teach one thing twice
-    dedup = Deduplicator(DedupRules(threshold=policy.qa_near_duplicate_threshold))
+    judged_ok = []
     for (chunk, question, answer), verdict in zip(candidates, verdicts):
         if policy.qa_judge:
             judged = parse_verdict(verdict.text) if verdict is not None and verdict.text else None
             if judged is None:
                 out.drop(chunk["chunk_id"], "qa", "judge_failed",
                          f"no verdict on {question!r} ({verdict.error if verdict is not None and verdict.error else 'malformed'})")
+                out.unfinished += bool(verdict is not None and TRANSIENT.match(verdict.error or ""))
                 continue
             if not judged["supported"]:
                 out.drop(chunk["chunk_id"], "qa", "unsupported", f"the answer to {question!r} is not in the passage")
@@ -337,8 +347,21 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
             if not judged["standalone"]:
                 out.drop(chunk["chunk_id"], "qa", "not_standalone", f"{question!r} needs the passage to be understood")
                 continue
-        key = re.sub(r"\W+", " ", question.casefold()).strip()
-        signature = dedup.signature(key)
+        judged_ok.append((chunk, question, answer, re.sub(r"\W+", " ", question.casefold()).strip()))
+    # near-duplicate questions among the pairs (MinHash over character shingles, as the corpus is de-duplicated):
+    # "How long is the trial?" and "How long does the trial last?" teach one thing twice — first against the
+    # questions kept before (one table join), then one by one against the ones kept here
+    rules = DedupRules(threshold=policy.qa_near_duplicate_threshold)
+    table, values = signature_table([k for *_, k in judged_ok], rules)
+    before = {}
+    if earlier is not None and len(judged_ok):
+        before = dict(near_pairs(table, values, earlier[0], earlier[1], rules.threshold))
+    dedup = Deduplicator(rules)
+    for i, (chunk, question, answer, key) in enumerate(judged_ok):
+        if i in before:
+            out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r}: duplicates a question kept before")
+            continue
+        signature = dedup.stored(values[i])
         duplicate = dedup.check(normalised_key(key), signature)
         if duplicate:
             out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r}: {duplicate[1]}")
@@ -347,5 +370,6 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
         example = _example(chunk, "qa", [{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
         example["doc_id"] = sha256_hex(f"qa:{chunk['chunk_id']}:{key}")[:20]
         out.examples.append(example)
+        out.questions.append(key)
         out.counts["qa_kept"] += 1
     return out

@@ -17,18 +17,21 @@ import pandas as pd
 from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
 from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
-from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, link_parts, merge_json, merge_tables,
-                                pieces, read_json, segment_dir, segment_key, write_typed, writing_segment)
+from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GUARD, SIGNATURES, link_parts, merge_arrays,
+                                merge_json, merge_tables, pieces, read_json, read_signatures, segment_dir, segment_key,
+                                write_signatures, write_typed, writing_segment)
 from resources.storage import write_json
 
-CODE = "1"  # bump when the way a segment is cut changes
+CODE = "1"  # bump when the way a segment is cut or made changes
 CHUNK_INTS = frozenset({"level", "start", "end", "tokens"})
 
 
 CHUNK_MERGE = {"chunks.parquet": merge_tables, "dropped.parquet": merge_tables, "flagged.json": merge_json,
                # stats.json: counts summed, the largest chunks-per-document kept
                "stats.json": partial(merge_json, maxima=frozenset({"chunks_per_document_max"}))}
-EXAMPLE_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "counts.json": merge_json}
+QA_PREFIX = "qa_"  # an example segment's kept qa questions' signatures: qa_guard.parquet, qa_signatures.npy
+EXAMPLE_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "counts.json": merge_json,
+                 f"{QA_PREFIX}{GUARD}": merge_tables, f"{QA_PREFIX}{SIGNATURES}": merge_arrays}
 
 
 @dataclass
@@ -114,55 +117,88 @@ class ExampleSegmentBuild:
     made: int = 0
     reused: int = 0
     counts: dict[str, int] = field(default_factory=dict)  # summed over the segments
+    partial: int = 0  # segments made with teacher replies missing (a cap, a timeout): stored apart, made again next run
 
 
 def example_segments(store, model: str, chunk_keys: list[str], policy, title_template: str, split_rules,
                      sections: bool = True, retrieve_upto: Callable[[int], Any] | None = None,
-                     index_identity: Any = None) -> ExampleSegmentBuild:
-    """knowledge_examples one chunk segment at a time, for policies whose strategies are all in
-    `SEGMENTED_STRATEGIES` (all but `qa`): the examples of the segments the store does not hold are made, the rest
-    reused. Each segment's examples are `build_knowledge_examples` over its own passages (a test holds it to that):
-    the document-local `headings` equal building the whole corpus at once; `raft` and `cloze` take their
+                     index_identity: Any = None, session=None, teacher_identity: Any = None) -> ExampleSegmentBuild:
+    """knowledge_examples one chunk segment at a time: the examples of the segments the store does not hold are
+    made, the rest reused. Each segment's examples are `build_knowledge_examples` over its own passages (a test holds
+    it to that): the document-local `headings` equal building the whole corpus at once; `raft` and `cloze` take their
     distractors from the passages of the segments up to and including their own (`retrieve_upto(i)`: a retrieve
     function over them; the chunk key already hashes that history, `index_identity` the embedder), so a new batch's
     examples are grounded among every earlier passage and no earlier example changes; `continued_pretraining`
-    takes its ratio per segment. `sections=False` (the dataset does not use sections: its text_strategy is not
-    'sections'): every segment holds no example."""
+    takes its ratio per segment. `qa` (with a teacher `session`; `teacher_identity` in the key) asks the teacher
+    about the segment's passages only; its questions are de-duplicated against the questions every earlier segment
+    kept (their signatures stored with each segment, compared by table joins), so the examples are those of asking
+    about the whole corpus in order (replies are cached: a segment made again pays nothing twice). A segment the
+    teacher left unfinished (a cap reached, a timeout) is stored under a key of its own, never the one a complete
+    segment would take, so the next run makes it (and those after it) again. Without a session `qa` makes nothing,
+    as the whole build. `sections=False` (the dataset does not use sections: its text_strategy is not 'sections'):
+    every segment holds no example."""
     from collections import Counter
 
     from resources.artifacts import config_of
-    from resources.knowledge.examples import (GROUNDED_STRATEGIES, KNOWLEDGE_EXAMPLE_COLUMNS, SEGMENTED_STRATEGIES, HeldOut,
-                                              build_knowledge_examples)
+    from resources.dedup import DedupRules
+    from resources.knowledge.examples import (GROUNDED_STRATEGIES, JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
+                                              SEGMENTED_STRATEGIES, HeldOut, build_knowledge_examples, qa_examples)
 
     if sections and not set(policy.strategies) <= SEGMENTED_STRATEGIES:
-        raise ValueError(f"strategies {sorted(policy.strategies)} use the whole corpus: build them at once")
+        raise ValueError(f"strategies {sorted(set(policy.strategies) - SEGMENTED_STRATEGIES)} are not made per segment")
     grounded = sections and bool(GROUNDED_STRATEGIES & set(policy.strategies))
     if grounded and retrieve_upto is None:
         raise ValueError(f"strategies {sorted(GROUNDED_STRATEGIES & set(policy.strategies))} retrieve distractors: "
                          "pass retrieve_upto")
+    qa = sections and "qa" in policy.strategies and session is not None
     asset = f"{model}/{EXAMPLE_SEGMENTS}"
     config = config_of(policy, {"title_template": title_template, "split": split_rules, "sections": sections})
     extra = [index_identity] if grounded else []
+    extra += [{"teacher": teacher_identity, "prompts": [QA_PROMPT, JUDGE_PROMPT]}] if qa else []
     build = ExampleSegmentBuild([segment_key(key, config, *extra, CODE) for key in chunk_keys])
     held = set(store.partitions(asset))
     counts = Counter()
+    earlier: list | None = None  # the qa questions kept by the segments before the one being made: [(table, values)]
+    rules = DedupRules(threshold=policy.qa_near_duplicate_threshold)
     for i, (chunk_key, key) in enumerate(zip(chunk_keys, build.keys)):
-        if key not in held:
+        if key in held and not build.partial:
+            build.reused += 1
+        else:
+            if qa and earlier is None:  # the first segment made: the questions of every one before it, in runs
+                earlier = [read_signatures(folder, QA_PREFIX) for _, folder in pieces(store, asset, build.keys[:i], EXAMPLE_MERGE)]
             path = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
             chunks = rows(pd.read_parquet(path)) if path.exists() and sections else []
             made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=HeldOut(split_rules),
                                             retrieve=retrieve_upto(i) if grounded and chunks else None)
-            with writing_segment(store, asset, key) as out:
-                write_typed(out / "examples.parquet", frame(made.examples, KNOWLEDGE_EXAMPLE_COLUMNS))
-                write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
-                write_json(out, "counts.json", dict(made.counts))
+            if qa and chunks:
+                qa_examples(chunks, policy, session, HeldOut(split_rules), out=made, earlier=_stacked(earlier))
+            if made.unfinished or build.partial:  # never under the key a complete segment takes
+                build.partial += 1
+                key = build.keys[i] = segment_key(key, "partial", [e["doc_id"] for e in made.examples], made.counts)
+            if key not in held:
+                with writing_segment(store, asset, key) as out:
+                    write_typed(out / "examples.parquet", frame(made.examples, KNOWLEDGE_EXAMPLE_COLUMNS))
+                    write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
+                    write_json(out, "counts.json", dict(made.counts))
+                    if qa:
+                        write_signatures(out, made.questions, rules, QA_PREFIX)
             build.made += 1
-        else:
-            build.reused += 1
+        if qa and earlier is not None:
+            earlier.append(read_signatures(segment_dir(store, asset, build.keys[i]), QA_PREFIX))
     for _, folder in pieces(store, asset, build.keys, EXAMPLE_MERGE):
         counts.update(read_json(folder / "counts.json", {}))
     build.counts = dict(counts)
     return build
+
+
+def _stacked(parts):
+    """The signature tables and values of `parts` as one (table, values) pair (the empty ones left out)."""
+    import numpy as np
+
+    parts = [(t, v) for t, v in parts or [] if len(t)]
+    if not parts:
+        return None
+    return pd.concat([t for t, _ in parts], ignore_index=True), np.concatenate([np.asarray(v) for _, v in parts])
 
 
 def link_examples(store, model: str, keys: list[str], folder: Path) -> None:
