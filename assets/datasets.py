@@ -60,8 +60,8 @@ def build(spec: ModelSpec) -> list:
         """The held-out evaluation set the business trusts: the model's curated golden files plus, if configured,
         a hashed hold-out of its corpus (its documents asked about by their headings or, with
         knowledge.golden_from 'teacher', by the teacher model), with reviewers' corrections applied, redacted under the same policy as
-        the training data. The hold-out by headings is made one corpus segment at a time (`golden_segments`): a new
-        batch's held-out documents are asked about and redacted once; the teacher's hold-out reads every passage."""
+        the training data. The hold-out is made one corpus segment at a time (`golden_segments`): a new batch's
+        held-out documents are asked about (by their headings, or by the teacher) and redacted once."""
         ledger = Ledger(stage="golden_dataset")
         examples, quarantine, teacher_usage, held_out = [], [], None, None
         for path in spec.golden_files():
@@ -72,12 +72,20 @@ def build(spec: ModelSpec) -> list:
         chains = corpus.read_json("batches.json")["segments"] if holdout else None
         chunk_manifest = document_chunks.read_json("manifest.json") if holdout and document_chunks.exists("manifest.json") else {}
         teacher_written = spec.knowledge.golden_from == "teacher" and teacher.configured
-        if holdout and chains is not None and chunk_manifest.get("corpus_segments") == chains and not teacher_written:
+        if holdout and chains is not None and chunk_manifest.get("corpus_segments") == chains:
             # one corpus segment at a time: a new batch's held-out documents asked about and redacted once
+            session = teacher.session() if teacher_written and spec.dataset.text_strategy == "sections" else None
             held_out = golden_segments(store, spec.name, chains, chunk_manifest["segments"], spec.dataset, spec.knowledge,
-                                       model_redactor)
+                                       model_redactor, session=session,
+                                       teacher_identity=teacher.identity() if session else None)
             context.log.info(f"golden segments: {held_out.made} made, {held_out.reused} reused")
-            if spec.knowledge.golden_from == "teacher":
+            if session is not None:
+                teacher_usage = {**session.usage.to_dict(), "counts": dict(held_out.counts),
+                                 "segments_unfinished": held_out.partial}
+                if teacher_usage["stopped"]:
+                    context.log.warning(f"the teacher stopped early: {teacher_usage['stopped']}; the {held_out.partial} "
+                                        "held-out segments left unfinished are made again by the next run")
+            if spec.knowledge.golden_from == "teacher" and not teacher.configured:
                 context.log.warning(f"knowledge.golden_from is 'teacher' but {NOT_CONFIGURED}: the held-out "
                                     "documents are asked about by their headings")
         elif holdout:

@@ -239,6 +239,24 @@ def read_signatures(folder: Path, prefix: str = ""):
     return table, values
 
 
+def stacked_signatures(parts):
+    """Signature tables and values (`read_signatures`' pairs) as one (table, values) pair, the empty ones left out;
+    None when every one is empty."""
+    import numpy as np
+
+    parts = [(t, v) for t, v in parts or [] if len(t)]
+    if not parts:
+        return None
+    return pd.concat([t for t, _ in parts], ignore_index=True), np.concatenate([np.asarray(v) for _, v in parts])
+
+
+def unfinished_key(key: str, *content: Any) -> str:
+    """Where a piece made with parts missing for a reason a later run may not have (a teacher's cap, a timeout) is
+    kept: never `key`, which a complete piece takes, so the next run makes it again; `content` (what it holds) keeps
+    two unfinished versions apart."""
+    return segment_key(key, "unfinished", *content)
+
+
 @dataclass
 class Verdicts:
     verdicts: list[dict]  # per group of files, in order

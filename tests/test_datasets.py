@@ -347,6 +347,82 @@ def test_the_golden_hold_out_is_asked_and_redacted_once_per_segment_and_equals_a
     assert "m/golden_segments" in reach(store, ["m"], {faq_id})
 
 
+def test_the_teachers_golden_hold_out_is_written_once_per_segment_and_equals_a_whole_build(tmp_path, smol_tokenizer,
+                                                                                            redactor):
+    """knowledge.golden_from 'teacher' one corpus segment at a time, against the scripted teacher on 127.0.0.1 (a large
+    teacher LLM cannot run here): the segments' golden rows equal asking about the whole corpus's held-out passages
+    in order and redacting them (a question repeated in a later batch dropped as one kept before, an e-mail address
+    in a teacher's answer redacted); one more batch asks about its own held-out passages only; a segment the cap
+    cut short is stored apart and made again by the next run."""
+    from collections import Counter
+
+    from helpers import package_readmes, signed_batches
+    from resources.curation.corpus import build_corpus
+    from resources.curation.curator import TextCurator
+    from resources.datasets.policy import DatasetPolicy
+    from resources.datasets.segments import golden_segments
+    from resources.knowledge.chunking import ChunkRules, Chunker
+    from resources.knowledge.examples import held_out_qa
+    from resources.knowledge.policy import KnowledgePolicy
+    from resources.knowledge.segments import chunk_segments
+    from resources.knowledge.teacher import TeacherModel
+    from resources.storage import ArtifactStore
+    from servers.openai_server import serve
+    from servers.scripted_teacher import build_teacher
+
+    policy = DatasetPolicy(validation_fraction=0.1, golden_holdout_fraction=0.3, text_strategy="sections")
+    knowledge = KnowledgePolicy(golden_from="teacher")
+    rules = policy.split_rules()
+    held_ids = [f"held-{i}" for i in range(1000) if rules.split_of(f"held-{i}") == "golden"][:3]
+    docs = package_readmes(9)
+    planted = lambda doc_id, text: {**docs[0], "doc_id": doc_id, "source_path": f"{doc_id}.md", "title": doc_id,  # noqa: E731
+                                    "source_sha256": doc_id.ljust(64, "0"), "text": text}
+    batches = {"b0": docs[:4] + [planted(held_ids[0], "# Refunds\n\nRefunds are approved by jane.doe@example.com within a day.\n")],
+               "b1": docs[4:7] + [planted(held_ids[1], "# Again\n\nRefunds are approved by the finance team, always.\n")],
+               "b2": docs[7:9]}
+    batches = {b: [dict(d, batch=b) for d in ds] for b, ds in batches.items()}
+    curator, store = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts"))
+    _, load = signed_batches(curator, batches)
+    chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
+    key = lambda e: (e["id"], e["prompt"], e["answer"], e["source_doc_id"], e["origin"])  # noqa: E731
+
+    with serve(build_teacher()) as url:
+        teacher = lambda **caps: TeacherModel(base_url=url, model="teacher", cache_dir=str(tmp_path / "cache"), **caps)  # noqa: E731
+
+        def build(names, **caps):
+            corpus = build_corpus(curator, store, "m", [(b, "v1") for b in names], load, list(docs[0]) + ["batch"])
+            chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
+            session = teacher(**caps).session()
+            return chunks, golden_segments(store, "m", corpus.chains, chunks.keys, policy, knowledge, redactor,
+                                           session=session, teacher_identity=teacher().identity()), session
+
+        def whole(chunks):
+            written, made = held_out_qa([c for k in chunks.keys for c in chunk_rows(store, k)], rules, knowledge,
+                                        teacher().session())
+            return written, made, Counter(redactor.redact_fields(written, ("prompt", "answer")))
+
+        _, first, _ = build(["b0", "b1"])
+        chunks, held, session = build(["b0", "b1", "b2"])
+        assert (held.made, held.reused, held.partial) == (1, 2, 0) and session.usage.cached == 0
+        written, made, found = whole(chunks)
+        assert sorted(map(key, held.examples.to_dict("records"))) == sorted(map(key, written))
+        assert held.counts == made.counts and held.redactions == found and held.redactions["EMAIL_ADDRESS"] >= 1
+        prompts = list(held.examples["prompt"])
+        assert prompts.count("What is stated about Refunds are approved by?") == 1 and all(o == "holdout:qa" for o in held.examples["origin"])
+        assert "jane.doe@example.com" not in " ".join(held.examples["answer"]) and held.counts["qa_dropped_duplicate_question"] >= 1
+
+        chunks, cut, session = build(["b0", "b1", "b2"], max_calls_per_run=1)
+        assert (cut.made, cut.reused, cut.partial) == (0, 3, 0)  # nothing to ask: every segment held
+        batches["b3"] = [dict(d, batch="b3") for d in package_readmes(11)[9:11] + [planted(held_ids[2], "# Late\n\nLate invoices are charged a fee of 2%.\n")]]
+        _, load = signed_batches(curator, batches)
+        chunks, cut, session = build(["b0", "b1", "b2", "b3"], max_calls_per_run=1)
+        assert (cut.made, cut.partial) == (1, 1) and cut.keys[:3] == held.keys and "max_calls_per_run" in session.usage.stopped
+        chunks, again, _ = build(["b0", "b1", "b2", "b3"])
+        assert (again.made, again.partial) == (1, 0) and again.keys[3] != cut.keys[3]
+        written, _, _ = whole(chunks)
+        assert sorted(map(key, again.examples.to_dict("records"))) == sorted(map(key, written))
+
+
 def chunk_rows(store, key):
     import pandas as pd
 

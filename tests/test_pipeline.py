@@ -366,9 +366,9 @@ def test_raft_and_qa_examples_are_made_one_batch_at_a_time_through_the_graph(tmp
     from servers.scripted_teacher import build_teacher
 
     support = sample_model("support", tmp_path / "data", dataset={"validation_fraction": 0.1, "text_strategy": "sections",
-                                                                  "min_train_examples": 10},
+                                                                  "min_train_examples": 10, "golden_holdout_fraction": 0.2},
                            knowledge={"chunk_tokens": 128, "chunk_overlap_tokens": 16, "strategies": ["headings", "raft", "qa"],
-                                      "raft_distractors": 2})
+                                      "raft_distractors": 2, "golden_from": "teacher"})
     teacher = build_teacher()
     server = serve(teacher)
     url = server.__enter__()
@@ -405,6 +405,10 @@ def test_raft_and_qa_examples_are_made_one_batch_at_a_time_through_the_graph(tmp
         assert usage["calls"] == teacher.state.calls["qa"] - asked + teacher.state.calls["judge"] - judged
         assert usage["cached"] == 0 and 0 < teacher.state.calls["qa"] - asked <= 4  # the late article's passages only
         assert second.read_json("counts.json")["qa_kept"] > counts["qa_kept"]
+        [record] = instance.fetch_materializations(AssetKey(["support", "golden_dataset"]), limit=1).records
+        golden = record.event_log_entry.asset_materialization.metadata  # the teacher's hold-out, one segment per batch
+        assert golden["holdout_segments_made"].value == 1 and golden["holdout_segments_reused"].value == len(before)
+        assert golden["by_origin"].value.get("holdout:qa", 0) > 0 and golden["teacher"].value["segments_unfinished"] == 0
     finally:
         instance.dispose()
         server.__exit__(None, None, None)

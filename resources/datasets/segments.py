@@ -24,9 +24,9 @@ from resources.datasets.builder import EXAMPLE_COLUMNS, GOLDEN_COLUMNS, build_ex
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
 from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS,
-                                GUARD_MERGE, INSTRUCTION_SEGMENTS, SIGNATURES, link_parts, merge_json, merge_tables, pieces, read_json,
-                                read_signatures, segment_dir, segment_key, write_signatures, write_typed,
-                                writing_segment)
+                                GUARD, GUARD_MERGE, INSTRUCTION_SEGMENTS, SIGNATURES, link_parts, merge_json, merge_tables, pieces, read_json,
+                                merge_arrays, read_signatures, segment_dir, segment_key, stacked_signatures, unfinished_key,
+                                write_signatures, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "3"
@@ -141,7 +141,9 @@ def held_out_near(store, model: str, keys: list[str], prompts: list[str], dedup_
     return {key: sorted(found) for key, found in near.items()}
 
 
-GOLDEN_MERGE = {"examples.parquet": merge_tables, "redactions.json": merge_json}
+QA_PREFIX = "qa_"  # a golden segment's teacher-written questions' signatures: qa_guard.parquet, qa_signatures.npy
+GOLDEN_MERGE = {"examples.parquet": merge_tables, "redactions.json": merge_json, "counts.json": merge_json,
+                f"{QA_PREFIX}{GUARD}": merge_tables, f"{QA_PREFIX}{SIGNATURES}": merge_arrays}
 
 
 @dataclass
@@ -151,43 +153,70 @@ class GoldenBuild:
     redactions: Counter  # replacements per entity, summed over the segments
     made: int = 0
     reused: int = 0
+    counts: Counter = field(default_factory=Counter)  # the teacher's yield (qa_generated, qa_kept, ...), summed
+    partial: int = 0  # segments the teacher left unfinished (a cap, a timeout): stored apart, made again next run
 
 
-def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str], dataset, knowledge, redactor) -> GoldenBuild:
+def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str], dataset, knowledge, redactor,
+                    session=None, teacher_identity=None) -> GoldenBuild:
     """The golden hold-out one corpus segment at a time: per corpus segment (`chains`) and its chunk segment
     (`chunk_keys`, the same order), the questions about its documents hashed into the hold-out — chats as they are,
     texts by their sections (text_strategy `sections`) or whole — redacted by `redactor` (the model's policy, whose
     hash is in the key), made once, as the whole build makes them. A new batch asks about and redacts its own
-    held-out documents only."""
-    from resources.knowledge.examples import held_out_sections
+    held-out documents only. With a teacher `session` and `knowledge.golden_from` 'teacher' (`teacher_identity` in
+    the key), the teacher writes the sections' questions (`held_out_qa`), de-duplicated against the questions
+    every earlier segment kept (their signatures stored with each segment); a segment it left unfinished is stored
+    apart (`unfinished_key`) and made again by the next run, with every segment after it."""
+    from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
 
     if len(chains) != len(chunk_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(chunk_keys)} chunk segments")
     asset, sections, rules = f"{model}/{GOLDEN_SEGMENTS}", dataset.text_strategy == "sections", dataset.split_rules()
+    taught = sections and knowledge.golden_from == "teacher" and session is not None
     config = [config_of(dataset, knowledge), redactor.policy().content_hash()]
+    config += [{"teacher": teacher_identity, "prompts": [QA_PROMPT, JUDGE_PROMPT]}] if taught else []
     build = GoldenBuild([segment_key(chain, chunks if sections else "", config, CODE) for chain, chunks in zip(chains, chunk_keys)],
                         frame([], GOLDEN_COLUMNS + ["doc_id"]), Counter())
     held = set(store.partitions(asset))
-    for chain, chunks, key in zip(chains, chunk_keys, build.keys):
-        if key in held:
+    earlier: list | None = None  # the teacher's questions kept by the segments before the one being made
+    dedup_rules = DedupRules(threshold=knowledge.qa_near_duplicate_threshold)
+    for i, (chain, chunks) in enumerate(zip(chains, chunk_keys)):
+        key = build.keys[i]
+        if key in held and not build.partial:
             build.reused += 1
-            continue
-        examples = list(held_out_golden(_rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet"),
-                                        rules, dataset.text_strategy, dataset.title_template))  # chats; or whole texts
-        if sections:  # and the held-out documents' sections
-            examples += held_out_sections(_rows(segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunks) / "chunks.parquet"),
-                                          rules, knowledge, dataset.title_template)
-        found = redactor.redact_fields(examples, ("prompt", "answer"))
-        with writing_segment(store, asset, key) as out:
-            write_typed(out / "examples.parquet", frame([with_messages(e) for e in examples], GOLDEN_COLUMNS + ["doc_id"])
-                        .assign(tags=lambda t: t["tags"].map(json.dumps), must_include=lambda t: t["must_include"].map(json.dumps)),
-                        chats=CHATS)
-            write_json(out, "redactions.json", dict(found))
-        build.made += 1
+        else:
+            if taught and earlier is None:  # the first segment made: the questions of every one before it, in runs
+                earlier = [read_signatures(folder, QA_PREFIX) for _, folder in pieces(store, asset, build.keys[:i], GOLDEN_MERGE)]
+            examples = list(held_out_golden(_rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet"),
+                                            rules, dataset.text_strategy, dataset.title_template))  # chats; or whole texts
+            passages = _rows(segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunks) / "chunks.parquet") if sections else []
+            taught_build = None
+            if taught:  # the held-out documents' sections, asked about by the teacher
+                written, taught_build = held_out_qa(passages, rules, knowledge, session, earlier=stacked_signatures(earlier))
+                examples += written
+            elif sections:  # or by their headings
+                examples += held_out_sections(passages, rules, knowledge, dataset.title_template)
+            if taught_build is not None and (taught_build.unfinished or build.partial):
+                build.partial += 1
+                key = build.keys[i] = unfinished_key(key, [e["id"] for e in examples], taught_build.counts)
+            found = redactor.redact_fields(examples, ("prompt", "answer"))
+            if key not in held:
+                with writing_segment(store, asset, key) as out:
+                    write_typed(out / "examples.parquet", frame([with_messages(e) for e in examples], GOLDEN_COLUMNS + ["doc_id"])
+                                .assign(tags=lambda t: t["tags"].map(json.dumps),
+                                        must_include=lambda t: t["must_include"].map(json.dumps)), chats=CHATS)
+                    write_json(out, "redactions.json", dict(found))
+                    if taught_build is not None:
+                        write_json(out, "counts.json", dict(taught_build.counts))
+                        write_signatures(out, taught_build.questions, dedup_rules, QA_PREFIX)
+            build.made += 1
+        if taught and earlier is not None:
+            earlier.append(read_signatures(segment_dir(store, asset, build.keys[i]), QA_PREFIX))
     tables = []
     for _, folder in pieces(store, asset, build.keys, GOLDEN_MERGE):
         tables.append(pd.read_parquet(folder / "examples.parquet"))
         build.redactions.update(read_json(folder / "redactions.json", {}))
+        build.counts.update(read_json(folder / "counts.json", {}))
     if tables:
         table = pd.concat(tables, ignore_index=True)
         build.examples = table.assign(tags=table["tags"].map(json.loads), must_include=table["must_include"].map(json.loads),

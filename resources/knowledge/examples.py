@@ -230,19 +230,22 @@ def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: Kno
                "doc_id": example["source_doc_id"]}  # what forget follows in the golden segments
 
 
-def held_out_qa(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, session) -> tuple[list, KnowledgeBuild]:
+def held_out_qa(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, session,
+                earlier=None) -> tuple[list, KnowledgeBuild]:
     """Golden examples written by the teacher from the passages of documents hashed into the golden hold-out: the
-    `qa` strategy's pairs, through the same judge and near-duplicate filter, each citing the document it came
-    from (those documents never train). Returns (golden rows, the build with every candidate counted)."""
+    `qa` strategy's pairs, through the same judge and near-duplicate filter (`earlier`: the signatures of questions
+    kept before, as `qa_examples`), each citing the document it came from (those documents never train). Returns
+    (golden rows, the build with every candidate counted)."""
     held = [c for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"]
-    build = qa_examples(held, policy, session)
+    build = qa_examples(held, policy, session, earlier=earlier)
     golden = []
     for example in build.examples:
         messages = json.loads(example["messages"])
         golden.append({"id": f"holdout-qa-{example['doc_id']}", "prompt": messages[0]["content"],
                        "answer": messages[-1]["content"], "messages": messages, "split": "golden",
                        "source_doc_id": example["external_id"] or example["source_doc_id"],
-                       "tags": ["holdout", "teacher"], "origin": "holdout:qa", "must_include": []})
+                       "tags": ["holdout", "teacher"], "origin": "holdout:qa", "must_include": [],
+                       "doc_id": example["source_doc_id"]})  # what forget follows in the golden segments
     return golden, build
 
 

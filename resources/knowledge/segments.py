@@ -19,7 +19,7 @@ from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
 from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GUARD, SIGNATURES, link_parts, merge_arrays,
                                 merge_json, merge_tables, pieces, read_json, read_signatures, segment_dir, segment_key,
-                                write_signatures, write_typed, writing_segment)
+                                stacked_signatures, unfinished_key, write_signatures, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"  # bump when the way a segment is cut or made changes
@@ -171,10 +171,10 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
             made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=HeldOut(split_rules),
                                             retrieve=retrieve_upto(i) if grounded and chunks else None)
             if qa and chunks:
-                qa_examples(chunks, policy, session, HeldOut(split_rules), out=made, earlier=_stacked(earlier))
+                qa_examples(chunks, policy, session, HeldOut(split_rules), out=made, earlier=stacked_signatures(earlier))
             if made.unfinished or build.partial:  # never under the key a complete segment takes
                 build.partial += 1
-                key = build.keys[i] = segment_key(key, "partial", [e["doc_id"] for e in made.examples], made.counts)
+                key = build.keys[i] = unfinished_key(key, [e["doc_id"] for e in made.examples], made.counts)
             if key not in held:
                 with writing_segment(store, asset, key) as out:
                     write_typed(out / "examples.parquet", frame(made.examples, KNOWLEDGE_EXAMPLE_COLUMNS))
@@ -189,16 +189,6 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
         counts.update(read_json(folder / "counts.json", {}))
     build.counts = dict(counts)
     return build
-
-
-def _stacked(parts):
-    """The signature tables and values of `parts` as one (table, values) pair (the empty ones left out)."""
-    import numpy as np
-
-    parts = [(t, v) for t, v in parts or [] if len(t)]
-    if not parts:
-        return None
-    return pd.concat([t for t, _ in parts], ignore_index=True), np.concatenate([np.asarray(v) for _, v in parts])
 
 
 def link_examples(store, model: str, keys: list[str], folder: Path) -> None:
