@@ -95,6 +95,7 @@ bench: install serving-env
 	$(PY) benchmarks/serving_throughput.py
 	$(PY) benchmarks/incremental_ingestion.py
 	$(PY) benchmarks/holdout_incremental.py
+	$(PY) benchmarks/qa_incremental.py
 	$(PY) benchmarks/knowledge_throughput.py
 	$(PY) benchmarks/injection_detection.py
 	$(PY) benchmarks/gateway_mixed_load.py

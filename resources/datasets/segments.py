@@ -72,9 +72,8 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
     if len(chains) != len(example_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(example_keys)} example segments")
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
-    config = config_of(policy, dedup_rules)
-    base = [segment_key(chain, examples, sha256_hex("\n".join(sorted(golden_prompts))), config, CODE)
-            for chain, examples in zip(chains, example_keys)]
+    config, golden = config_of(policy, dedup_rules), sha256_hex("\n".join(sorted(golden_prompts)))
+    base = [segment_key(chain, examples, golden, config, CODE) for chain, examples in zip(chains, example_keys)]
     held = set(store.partitions(asset))
     build = InstructionBuild(list(base))
 

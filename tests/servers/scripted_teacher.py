@@ -20,7 +20,8 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 
-def build_teacher() -> FastAPI:
+def build_teacher(latency_s: float = 0.05) -> FastAPI:
+    """`latency_s`: each answer's delay (a little, so concurrent calls overlap)."""
     app = FastAPI()
     app.state.calls = Counter()
     app.state.in_flight = 0
@@ -46,7 +47,7 @@ def build_teacher() -> FastAPI:
         app.state.in_flight += counted
         app.state.max_in_flight = max(app.state.max_in_flight, app.state.in_flight)
         try:
-            await asyncio.sleep(0.05)  # a little latency, so concurrent calls overlap
+            await asyncio.sleep(latency_s)
             if prompt.startswith("You write training data"):
                 passage = passage_of(prompt)
                 app.state.calls["qa"] += 1
