@@ -92,6 +92,24 @@ def test_residual_scan_finds_nothing_after_redaction(redactor):
     assert not redactor.residual_findings([result.text])
 
 
+def test_a_later_pass_never_reads_a_placeholder_as_pii(redactor):
+    """The NER model reads the `PHONE_NUMBER` of "call me back at <PHONE_NUMBER>" as a person: a re-scan (and the
+    residual check) must not write "<<PERSON>>" over a redacted value, nor count a person that is not there. A name
+    beside a placeholder is still found; a finding across one keeps its part outside it."""
+    from presidio_analyzer import RecognizerResult
+
+    text = "Hello! This is Maria Lopez; you can call me back at +1 415 555 0100. Can I use Quillstack in Germany?"
+    [result] = redactor.engine().redact([text])
+    assert result.text == "Hello! This is <PERSON>; you can call me back at <PHONE_NUMBER>. Can I use Quillstack in Germany?"
+    assert result.counts == Counter({"PERSON": 1, "PHONE_NUMBER": 1}) and not redactor.residual_findings([result.text])
+    engine = redactor.engine()
+    redacted = "Call <PHONE_NUMBER> or Hans-H. <PERSON>, or <EMAIL_ADDRESS_1a2b3c4d>."
+    found = [RecognizerResult("PERSON", 6, 18, 0.85), RecognizerResult("PERSON", 23, 39, 0.85),
+             RecognizerResult("PERSON", 45, 69, 0.85), RecognizerResult("PERSON", 0, 4, 0.85)]
+    assert [(r.start, r.end, redacted[r.start:r.end]) for r in engine._outside_placeholders(redacted, found)] == [
+        (23, 30, "Hans-H."), (0, 4, "Call")]
+
+
 def test_residual_scan_judges_the_pieces_that_were_redacted(redactor):
     """The second scan reads each message (and the title) as the redaction did: joined into one text, a question's
     end and an answer's first word ("...keep them?\n\nBackups are taken...") read as a name the redaction never
@@ -185,16 +203,16 @@ def test_names_in_capitals_are_people_and_acronyms_are_not(redactor):
 
 
 def test_a_document_still_flagged_after_the_last_pass_is_quarantined_not_kept(tmp_path):
-    """A policy rule that matches its own placeholder (`<TICKET>`) never reaches a fixpoint: that document is
-    quarantined with reason `residual_pii` (entity counts only, no text), its batch-mates are kept, and the ledger
-    balances."""
+    """A policy rule that matches its own mask (`********`) never reaches a fixpoint: that document is quarantined
+    with reason `residual_pii` (entity counts only, no text), its batch-mates are kept, and the ledger balances."""
     import yaml
 
     from resources.redaction.redactor import PiiRedactor
 
     policy = yaml.safe_load((ROOT / "policies" / "redaction.yaml").read_text())
     policy["entities"].append("TICKET")
-    policy["custom_patterns"].append({"entity": "TICKET", "regex": r"<TICKET>|\bTCK-\d{4}\b", "score": 0.9})
+    policy["operators"]["TICKET"] = "mask"
+    policy["custom_patterns"].append({"entity": "TICKET", "regex": r"\*{8,}|\bTCK-\d{4}\b", "score": 0.9})
     path = tmp_path / "policy.yaml"
     path.write_text(yaml.safe_dump(policy))
     docs = [{"doc_id": f"d{i}", "batch": "b1", "source_path": "tickets.jsonl", "source_sha256": "f" * 64, "line": i,

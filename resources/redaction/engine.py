@@ -279,6 +279,8 @@ class RedactionEngine:
         self._key = (pseudonym_key or "").encode()
         self._not_names = {w.lower() for term in policy.allow_list for w in re.findall(r"\w+", term)}
         self._acronyms = set(policy.acronym_list())
+        # what the operators write (`<PERSON>`, `<PERSON_1a2b3c4d>`, `<PERSON:...>`): a later pass reads it as text
+        self._placeholder = re.compile(r"<(?:%s)(?:_[0-9a-f]{8}|:[0-9a-f]{64})?>" % "|".join(map(re.escape, policy.entities)))
         self.analyzer = build_analyzer(policy, spacy_model, exclude)
         self.batch_analyzer = BatchAnalyzerEngine(self.analyzer)
         self.anonymizer = AnonymizerEngine()
@@ -335,7 +337,34 @@ class RedactionEngine:
         by_text = {t: [r for r in map(lambda r: _without_leading_words(t, r), found) if self._keep(t, r)]
                    for t, found in zip(unique, results)}
         self._names_in_capitals(by_text)
-        return [by_text[t] for t in unique]
+        return [self._outside_placeholders(t, by_text[t]) for t in unique]
+
+    def _outside_placeholders(self, text: str, findings: list) -> list:
+        """The findings without the placeholders an earlier pass wrote: the NER model reads the `PHONE_NUMBER` of
+        "call me back at <PHONE_NUMBER>" as a person, and replacing it would write "<<PERSON>>" over what was
+        redacted (and count a person that is not there). A finding across a placeholder keeps its parts outside it
+        that hold a letter or digit ("Hans-H. <PERSON>": "Hans-H.")."""
+        marks = [(m.start(), m.end()) for m in self._placeholder.finditer(text)] if "<" in text else []
+        if not marks:
+            return findings
+        from presidio_analyzer import RecognizerResult
+
+        kept = []
+        for r in findings:
+            inside = [(a, b) for a, b in marks if a < r.end and r.start < b]
+            if not inside:
+                kept.append(r)
+                continue
+            edges = [r.start] + [x for a, b in inside for x in (a, b)] + [r.end]
+            for lo, hi in zip(edges[::2], edges[1::2]):
+                piece = text[max(lo, r.start) : min(hi, r.end)]
+                left = len(piece) - len(piece.lstrip(" \t\n,;:()[]\"'"))
+                piece = piece.strip(" \t\n,;:()[]\"'")
+                if any(ch.isalnum() for ch in piece):
+                    start = max(lo, r.start) + left
+                    kept.append(RecognizerResult(r.entity_type, start, start + len(piece), r.score,
+                                                 r.analysis_explanation, r.recognition_metadata))
+        return kept
 
     def _names_in_capitals(self, by_text: dict[str, list]) -> None:
         """spaCy's small model does not see "ROMOLO BALLA" or "FROM: JUAN DU" as names: a text with a run of two or
