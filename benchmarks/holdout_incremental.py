@@ -20,7 +20,6 @@ benchmarks/results/holdout_incremental.json, with the host's CPU flags.
 from __future__ import annotations
 
 import json
-import random
 import sys
 import tempfile
 import time
@@ -30,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from host import host, save  # noqa: E402
+from history import generated_batches, run_histories  # noqa: E402
 
 HISTORIES = (10, 100, 300)
 BATCH_DOCS = 25
@@ -54,7 +53,6 @@ def point(history: int) -> dict:
     from resources.redaction.redactor import PiiRedactor
     from resources.segments import CHUNK_SEGMENTS, segment_dir
     from resources.storage import ArtifactStore
-    from scale import _words, generate_documents
 
     curator, chunker = TextCurator(), Chunker(BaseModelSource().tokenizer().backend_tokenizer, ChunkRules())
     redactor = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"))
@@ -64,18 +62,7 @@ def point(history: int) -> dict:
     curated = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()
                if line.strip()]
     columns = [*DOCUMENT_COLUMNS, "pii_found"]
-    docs = list(generate_documents((history + 1) * BATCH_DOCS, seed=11))
-    words, _ = _words()
-    rng = random.Random(11)
-    for doc in docs:  # distinct titles (the generator's "Page i" makes every question a near-duplicate of the others)
-        doc["title"] = " ".join(rng.choice(words) for _ in range(3)).title()
-    tables = {}
-    for b in range(history + 1):
-        part = docs[b * BATCH_DOCS : (b + 1) * BATCH_DOCS]
-        tables[f"batch-{b:05d}"] = [{"doc_id": d["id"], "text": d["text"], "title": d["title"], "batch": f"batch-{b:05d}",
-                                     "kind": "text", "pii_found": 0, "dedup_key": k, "minhash": m}
-                                    for d, (k, m) in zip(part, curator.signatures([d["text"] for d in part]))]
-    load = lambda batch: (tables[batch], {"documents": len(tables[batch])})  # noqa: E731
+    tables, load = generated_batches(curator, history + 1, BATCH_DOCS, seed=11)
     names = list(tables)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -136,19 +123,8 @@ def point(history: int) -> dict:
 
 
 def main() -> int:
-    import argparse
-
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--histories", type=int, nargs="+", default=list(HISTORIES))
-    parser.add_argument("--out", default="holdout_incremental", help="result name under benchmarks/results/")
-    args = parser.parse_args()
-    points = []
-    for history in args.histories:
-        points.append(point(history))
-        print(points[-1], flush=True)
-    save(args.out, {"benchmark": "holdout_incremental", "batch_documents": BATCH_DOCS,
-                                 "golden_holdout_fraction": 0.1, "host": host(), "points": points})
-    return 0
+    return run_histories(__doc__.splitlines()[0], "holdout_incremental", HISTORIES, point, batch_documents=BATCH_DOCS,
+                         golden_holdout_fraction=0.1)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,6 @@ benchmarks/results/qa_incremental.json, with the host's CPU flags.
 
 from __future__ import annotations
 
-import random
 import sys
 import tempfile
 import time
@@ -28,7 +27,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "tests"))  # the scripted teacher
 
-from host import host, save  # noqa: E402
+from history import generated_batches, run_histories  # noqa: E402
 
 HISTORIES = (10, 100, 300)
 BATCH_DOCS = 25
@@ -49,25 +48,12 @@ def point(history: int, url: str) -> dict:
     from resources.records import DOCUMENT_COLUMNS, rows
     from resources.segments import CHUNK_SEGMENTS, EXAMPLE_SEGMENTS, segment_dir
     from resources.storage import ArtifactStore
-    from scale import _words, generate_documents
 
     curator, chunker = TextCurator(), Chunker(BaseModelSource().tokenizer().backend_tokenizer, ChunkRules())
     policy, knowledge = DatasetPolicy(), KnowledgePolicy(strategies=["qa"])
     split = policy.split_rules()
     columns = [*DOCUMENT_COLUMNS, "pii_found"]
-    docs = list(generate_documents((history + 1) * BATCH_DOCS, seed=13))
-    words, _ = _words()
-    rng = random.Random(13)
-    for doc in docs:  # distinct titles and openings: the scripted teacher's question names a passage's first words
-        doc["title"] = " ".join(rng.choice(words) for _ in range(3)).title()
-        doc["text"] = f"{doc['title']} {rng.choice(words)} {rng.choice(words)}. " + doc["text"]
-    tables = {}
-    for b in range(history + 1):
-        part = docs[b * BATCH_DOCS : (b + 1) * BATCH_DOCS]
-        tables[f"batch-{b:05d}"] = [{"doc_id": d["id"], "text": d["text"], "title": d["title"], "batch": f"batch-{b:05d}",
-                                     "kind": "text", "pii_found": 0, "dedup_key": k, "minhash": m}
-                                    for d, (k, m) in zip(part, curator.signatures([d["text"] for d in part]))]
-    load = lambda batch: (tables[batch], {"documents": len(tables[batch])})  # noqa: E731
+    tables, load = generated_batches(curator, history + 1, BATCH_DOCS, seed=13, openings=True)
     names = list(tables)
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -115,23 +101,12 @@ def point(history: int, url: str) -> dict:
 
 
 def main() -> int:
-    import argparse
-
     from servers.openai_server import serve
     from servers.scripted_teacher import build_teacher
 
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--histories", type=int, nargs="+", default=list(HISTORIES))
-    parser.add_argument("--out", default="qa_incremental", help="result name under benchmarks/results/")
-    args = parser.parse_args()
-    points = []
     with serve(build_teacher(latency_s=0.0)) as url:
-        for history in args.histories:
-            points.append(point(history, url))
-            print(points[-1], flush=True)
-    save(args.out, {"benchmark": "qa_incremental", "batch_documents": BATCH_DOCS, "teacher": "scripted, 127.0.0.1",
-                    "host": host(), "points": points})
-    return 0
+        return run_histories(__doc__.splitlines()[0], "qa_incremental", HISTORIES, lambda h: point(h, url),
+                             batch_documents=BATCH_DOCS, teacher="scripted, 127.0.0.1")
 
 
 if __name__ == "__main__":
