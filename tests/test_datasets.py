@@ -406,7 +406,8 @@ def test_the_teachers_golden_hold_out_is_written_once_per_segment_and_equals_a_w
         assert (held.made, held.reused, held.partial) == (1, 2, 0) and session.usage.cached == 0
         written, made, found = whole(chunks)
         assert sorted(map(key, held.examples.to_dict("records"))) == sorted(map(key, written))
-        assert held.counts == made.counts and held.redactions == found and held.redactions["EMAIL_ADDRESS"] >= 1
+        assert (held.counts["qa_generated"], held.counts["qa_kept"]) == (made.counts["qa_generated"], made.counts["qa_kept"])
+        assert held.redactions == found and held.redactions["EMAIL_ADDRESS"] >= 1
         prompts = list(held.examples["prompt"])
         assert prompts.count("What is stated about Refunds are approved by?") == 1 and all(o == "holdout:qa" for o in held.examples["origin"])
         assert "jane.doe@example.com" not in " ".join(held.examples["answer"]) and held.counts["qa_dropped_duplicate_question"] >= 1

@@ -250,7 +250,8 @@ def test_qa_is_asked_per_segment_deduplicated_against_earlier_segments_and_an_un
     policy = KnowledgePolicy(strategies=["headings", "qa"])
     own = lambda e: (e["doc_id"], e["messages"])  # noqa: E731
 
-    with serve(build_teacher()) as url:
+    app = build_teacher()
+    with serve(app) as url:
         def build(order, **caps):
             corpus = build_corpus(curator, store, "m", [(b, "v1") for b in order], load, list(docs[0]) + ["batch"])
             chunks = chunk_segments(store, "m", corpus.chains, chunker, {"rules": "128/16"})
@@ -274,6 +275,8 @@ def test_qa_is_asked_per_segment_deduplicated_against_earlier_segments_and_an_un
                 segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", k) / "examples.parquet"))]
 
         _, first, _ = build(["b0", "b1"])
+        judged = [p for p in app.state.prompts if "Question: What is stated about Backups run every night" in p]
+        assert len(judged) == 1  # b0's question judged; b1's, a repeat of it, dropped before the judge is asked
         chunks, made, session = build(["b0", "b1", "b2"])
         assert (made.made, made.reused, made.partial, made.keys[:2]) == (1, 2, 0, first.keys)
         expected = whole(chunks)
@@ -281,12 +284,13 @@ def test_qa_is_asked_per_segment_deduplicated_against_earlier_segments_and_an_un
         assert made.counts["qa_kept"] == expected.counts["qa_kept"] > 5
         asked = [c for c in rows(pd.read_parquet(segment_dir(store, f"m/{CHUNK_SEGMENTS}", chunks.keys[2]) / "chunks.parquet"))
                  if c["kind"] == "text" and split.split_of(c["doc_id"]) != "golden"]
+        dropped = [rows(pd.read_parquet(segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", k) / "dropped.parquet")) for k in made.keys]
+        repeated = [[d for d in part if "duplicates a question kept before" in d["detail"]] for part in dropped]
         assert session.usage.cached + session.usage.calls == len(asked) + made.counts["qa_generated"] - \
-            first.counts["qa_generated"]  # its passages and their pairs only
+            first.counts["qa_generated"] - len(repeated[2])  # its passages, their pairs judged but for repeated ones
         questions = [json.loads(e["messages"])[0]["content"] for e in linked(made) if e["kind"] == "knowledge:qa"]
         assert questions.count("What is stated about Backups run every night?") == 1  # b1's duplicate dropped
-        dropped = rows(pd.read_parquet(segment_dir(store, f"m/{EXAMPLE_SEGMENTS}", made.keys[1]) / "dropped.parquet"))
-        assert any("duplicates a question kept before" in d["detail"] for d in dropped if d["reason"] == "duplicate_question")
+        assert any("Backups run every night" in d["detail"] and d["reason"] == "duplicate_question" for d in repeated[1])
 
         chunks, cut, session = build(["b0", "b1", "b2", "b3"], max_calls_per_run=2)  # a new batch, the cap too low
         assert "max_calls_per_run" in session.usage.stopped and (cut.made, cut.reused, cut.partial) == (1, 3, 1)

@@ -311,7 +311,7 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
     """The `qa` strategy over every passage of a plain-text document (held-out documents' passages are not sent).
     `earlier`: (signature table, MinHash values) of the questions kept before these passages (`resources.dedup.
     signature_table` of their keys): a question that duplicates one of them is dropped, as if they were asked here
-    first. `out.unfinished` counts the replies missing for a reason a later run may not have (a cap, a timeout)."""
+    first — before the judge is asked about it (the same examples; the call saved, the drop counted as a duplicate). `out.unfinished` counts the replies missing for a reason a later run may not have (a cap, a timeout)."""
     from resources.dedup import near_pairs, signature_table
 
     out = out or KnowledgeBuild()
@@ -330,13 +330,27 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
             continue
         out.counts["qa_generated"] += len(pairs)
         candidates += [(chunk, q, a) for q, a in pairs]
-    if policy.qa_judge and candidates:
-        verdicts = session.ask_many([[{"role": "user", "content": JUDGE_PROMPT.format(text=_body(c), question=q, answer=a)}]
-                                     for c, q, a in candidates], [(c["doc_id"],) for c, _, _ in candidates])
+    # near-duplicate questions (MinHash over character shingles, as the corpus is de-duplicated): "How long is the
+    # trial?" and "How long does the trial last?" teach one thing twice. A question that repeats one kept before
+    # these passages (`earlier`, one table join) is dropped before the judge is asked about it: it would be dropped
+    # whatever the verdict, and the call is saved; the others are judged, then compared one by one with the ones kept here
+    rules = DedupRules(threshold=policy.qa_near_duplicate_threshold)
+    keys = [re.sub(r"\W+", " ", question.casefold()).strip() for _, question, _ in candidates]
+    table, values = signature_table(keys, rules)
+    before = dict(near_pairs(table, values, earlier[0], earlier[1], rules.threshold)) if earlier is not None else {}
+    for i, (chunk, question, _) in enumerate(candidates):
+        if i in before:
+            out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r}: duplicates a question kept before")
+    asked = [i for i in range(len(candidates)) if i not in before]
+    if policy.qa_judge and asked:
+        verdicts = dict(zip(asked, session.ask_many(
+            [[{"role": "user", "content": JUDGE_PROMPT.format(text=_body(c), question=q, answer=a)}]
+             for c, q, a in (candidates[i] for i in asked)], [(candidates[i][0]["doc_id"],) for i in asked])))
     else:
-        verdicts = [None] * len(candidates)
-    judged_ok = []
-    for (chunk, question, answer), verdict in zip(candidates, verdicts):
+        verdicts = {}
+    dedup = Deduplicator(rules)
+    for i in asked:
+        (chunk, question, answer), key, verdict = candidates[i], keys[i], verdicts.get(i)
         if policy.qa_judge:
             judged = parse_verdict(verdict.text) if verdict is not None and verdict.text else None
             if judged is None:
@@ -350,20 +364,6 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
             if not judged["standalone"]:
                 out.drop(chunk["chunk_id"], "qa", "not_standalone", f"{question!r} needs the passage to be understood")
                 continue
-        judged_ok.append((chunk, question, answer, re.sub(r"\W+", " ", question.casefold()).strip()))
-    # near-duplicate questions among the pairs (MinHash over character shingles, as the corpus is de-duplicated):
-    # "How long is the trial?" and "How long does the trial last?" teach one thing twice — first against the
-    # questions kept before (one table join), then one by one against the ones kept here
-    rules = DedupRules(threshold=policy.qa_near_duplicate_threshold)
-    table, values = signature_table([k for *_, k in judged_ok], rules)
-    before = {}
-    if earlier is not None and len(judged_ok):
-        before = dict(near_pairs(table, values, earlier[0], earlier[1], rules.threshold))
-    dedup = Deduplicator(rules)
-    for i, (chunk, question, answer, key) in enumerate(judged_ok):
-        if i in before:
-            out.drop(chunk["chunk_id"], "qa", "duplicate_question", f"{question!r}: duplicates a question kept before")
-            continue
         signature = dedup.stored(values[i])
         duplicate = dedup.check(normalised_key(key), signature)
         if duplicate:
