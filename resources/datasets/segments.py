@@ -23,10 +23,10 @@ from resources.dedup import DedupRules, near_pairs, signature_table
 from resources.datasets.builder import EXAMPLE_COLUMNS, GOLDEN_COLUMNS, build_examples, held_out_golden, with_messages
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
-from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS,
-                                GUARD, GUARD_MERGE, INSTRUCTION_SEGMENTS, SIGNATURES, link_parts, merge_json, merge_tables, pieces, read_json,
-                                merge_arrays, read_signatures, segment_dir, segment_key, stacked_signatures, unfinished_key,
-                                write_signatures, write_typed, writing_segment)
+from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS, GUARD,
+                                GUARD_MERGE, INSTRUCTION_SEGMENTS, SIGNATURES, link_parts, merge_arrays, merge_json, merge_tables,
+                                pieces, read_json, read_signatures, segment_dir, segment_key, stacked_signatures,
+                                unfinished_key, write_signatures, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "3"

@@ -311,7 +311,9 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
     """The `qa` strategy over every passage of a plain-text document (held-out documents' passages are not sent).
     `earlier`: (signature table, MinHash values) of the questions kept before these passages (`resources.dedup.
     signature_table` of their keys): a question that duplicates one of them is dropped, as if they were asked here
-    first — before the judge is asked about it (the same examples; the call saved, the drop counted as a duplicate). `out.unfinished` counts the replies missing for a reason a later run may not have (a cap, a timeout)."""
+    first — before the judge is asked about it (the same examples; the call saved, the drop counted as a
+    duplicate). `out.unfinished` counts the replies missing for a reason a later run may not have (a cap, a
+    timeout)."""
     from resources.dedup import near_pairs, signature_table
 
     out = out or KnowledgeBuild()
