@@ -221,13 +221,18 @@ GUARD_MERGE = {GUARD: merge_tables, SIGNATURES: merge_arrays}  # runs of signatu
 def write_signatures(folder: Path, texts: list[str], dedup_rules, prefix: str = "", **columns) -> None:
     """`folder/<prefix>guard.parquet` (`signature_table`'s keys and bands, with `columns`) and
     `folder/<prefix>signatures.npy` (the MinHash values, row for row)."""
-    import numpy as np
-
     from resources.dedup import signature_table
 
     table, values = signature_table(texts, dedup_rules)
+    save_signatures(folder, table, values, prefix, **columns)
+
+
+def save_signatures(folder: Path, table: pd.DataFrame, values, prefix: str = "", **columns) -> None:
+    """A signature table and its MinHash values made already, as `write_signatures` writes them (with `columns`)."""
+    import numpy as np
+
     write_typed(folder / f"{prefix}{GUARD}", table.assign(**columns), ints=frozenset(table.columns))
-    np.save(folder / f"{prefix}{SIGNATURES}", values.astype(np.uint32))  # datasketch's hash values are 32-bit
+    np.save(folder / f"{prefix}{SIGNATURES}", np.asarray(values).astype(np.uint32))  # datasketch's values are 32-bit
 
 
 def read_signatures(folder: Path, prefix: str = ""):
@@ -248,6 +253,31 @@ def stacked_signatures(parts):
     if not parts:
         return None
     return pd.concat([t for t, _ in parts], ignore_index=True), np.concatenate([np.asarray(v) for _, v in parts])
+
+
+QA_PREFIX = "qa_"  # a piece's teacher-written questions' signatures: qa_guard.parquet, qa_signatures.npy
+QA_MERGE = {f"{QA_PREFIX}{GUARD}": merge_tables, f"{QA_PREFIX}{SIGNATURES}": merge_arrays}
+
+
+class KeptSignatures:
+    """The signatures the pieces of `asset` kept under `prefix` (the teacher's questions), up to the piece being
+    made: read in runs (`pieces`, with the asset's `merge`) when the first piece is made, then one piece at a time
+    as the loop passes it. Nothing is read while every piece is reused."""
+
+    def __init__(self, store, asset: str, merge: Mapping[str, Merger], prefix: str = QA_PREFIX):
+        self.store, self.asset, self.merge, self.prefix = store, asset, merge, prefix
+        self.parts: list | None = None
+
+    def before(self, keys: list[str], i: int):
+        """(table, values) of every question the pieces `keys[:i]` kept, or None when they kept none."""
+        if self.parts is None:
+            self.parts = [read_signatures(folder, self.prefix) for _, folder in pieces(self.store, self.asset, keys[:i], self.merge)]
+        return stacked_signatures(self.parts)
+
+    def passed(self, key: str, made=None) -> None:
+        """The piece `key` is behind the loop now: its signatures (`made`, or read from the store) join the rest."""
+        if self.parts is not None:
+            self.parts.append(made if made is not None else read_signatures(segment_dir(self.store, self.asset, key), self.prefix))
 
 
 def unfinished_key(key: str, *content: Any) -> str:

@@ -23,10 +23,10 @@ from resources.dedup import DedupRules, near_pairs, signature_table
 from resources.datasets.builder import EXAMPLE_COLUMNS, GOLDEN_COLUMNS, build_examples, held_out_golden, with_messages
 from resources.datasets.export import link_splits, save_splits
 from resources.records import DROPPED_COLUMNS, Ledger, frame, rows, sha256_hex
-from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS, GUARD,
-                                GUARD_MERGE, INSTRUCTION_SEGMENTS, SIGNATURES, link_parts, merge_arrays, merge_json, merge_tables,
-                                pieces, read_json, read_signatures, segment_dir, segment_key, stacked_signatures,
-                                unfinished_key, write_signatures, write_typed, writing_segment)
+from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GOLDEN_SEGMENTS,
+                                GUARD_MERGE, INSTRUCTION_SEGMENTS, QA_MERGE, QA_PREFIX, SIGNATURES, KeptSignatures, link_parts,
+                                merge_json, merge_tables, pieces, read_json, read_signatures, save_signatures, segment_dir,
+                                segment_key, unfinished_key, write_signatures, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "3"
@@ -140,9 +140,8 @@ def held_out_near(store, model: str, keys: list[str], prompts: list[str], dedup_
     return {key: sorted(found) for key, found in near.items()}
 
 
-QA_PREFIX = "qa_"  # a golden segment's teacher-written questions' signatures: qa_guard.parquet, qa_signatures.npy
 GOLDEN_MERGE = {"examples.parquet": merge_tables, "redactions.json": merge_json, "counts.json": merge_json,
-                f"{QA_PREFIX}{GUARD}": merge_tables, f"{QA_PREFIX}{SIGNATURES}": merge_arrays}
+                **QA_MERGE}  # and, written by the teacher, its questions' signatures
 
 
 @dataclass
@@ -177,21 +176,18 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
     build = GoldenBuild([segment_key(chain, chunks if sections else "", config, CODE) for chain, chunks in zip(chains, chunk_keys)],
                         frame([], GOLDEN_COLUMNS + ["doc_id"]), Counter())
     held = set(store.partitions(asset))
-    earlier: list | None = None  # the teacher's questions kept by the segments before the one being made
-    dedup_rules = DedupRules(threshold=knowledge.qa_near_duplicate_threshold)
+    earlier = KeptSignatures(store, asset, GOLDEN_MERGE)  # the teacher's questions the segments before kept
     for i, (chain, chunks) in enumerate(zip(chains, chunk_keys)):
-        key = build.keys[i]
+        key, signed = build.keys[i], None
         if key in held and not build.partial:
             build.reused += 1
         else:
-            if taught and earlier is None:  # the first segment made: the questions of every one before it, in runs
-                earlier = [read_signatures(folder, QA_PREFIX) for _, folder in pieces(store, asset, build.keys[:i], GOLDEN_MERGE)]
             examples = list(held_out_golden(_rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet"),
                                             rules, dataset.text_strategy, dataset.title_template))  # chats; or whole texts
             passages = _rows(segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunks) / "chunks.parquet") if sections else []
             taught_build = None
             if taught:  # the held-out documents' sections, asked about by the teacher
-                written, taught_build = held_out_qa(passages, rules, knowledge, session, earlier=stacked_signatures(earlier))
+                written, taught_build = held_out_qa(passages, rules, knowledge, session, earlier=earlier.before(build.keys, i))
                 examples += written
             elif sections:  # or by their headings
                 examples += held_out_sections(passages, rules, knowledge, dataset.title_template)
@@ -207,10 +203,11 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
                     write_json(out, "redactions.json", dict(found))
                     if taught_build is not None:
                         write_json(out, "counts.json", dict(taught_build.counts))
-                        write_signatures(out, taught_build.questions, dedup_rules, QA_PREFIX)
+                        save_signatures(out, *taught_build.signatures, QA_PREFIX)
+                        signed = taught_build.signatures
             build.made += 1
-        if taught and earlier is not None:
-            earlier.append(read_signatures(segment_dir(store, asset, build.keys[i]), QA_PREFIX))
+        if taught:
+            earlier.passed(build.keys[i], signed)
     tables = []
     for _, folder in pieces(store, asset, build.keys, GOLDEN_MERGE):
         tables.append(pd.read_parquet(folder / "examples.parquet"))

@@ -56,7 +56,7 @@ class KnowledgeBuild:
     examples: list[dict[str, Any]] = field(default_factory=list)  # document-shaped: build_examples' input
     dropped: list[dict[str, Any]] = field(default_factory=list)
     counts: Counter = field(default_factory=Counter)  # per strategy: generated, kept
-    questions: list[str] = field(default_factory=list)  # qa: the kept questions' de-duplication keys, in order
+    signatures: Any = None  # qa: (signature table, MinHash values) of the kept questions' keys, in order
     unfinished: int = 0  # qa: passages or pairs left without a reply for a reason a later run may not have
 
     def drop(self, chunk_id: str, strategy: str, reason: str, detail: str) -> None:
@@ -350,7 +350,7 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
              for c, q, a in (candidates[i] for i in asked)], [(candidates[i][0]["doc_id"],) for i in asked])))
     else:
         verdicts = {}
-    dedup = Deduplicator(rules)
+    dedup, kept = Deduplicator(rules), []
     for i in asked:
         (chunk, question, answer), key, verdict = candidates[i], keys[i], verdicts.get(i)
         if policy.qa_judge:
@@ -375,6 +375,7 @@ def qa_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, sessi
         example = _example(chunk, "qa", [{"role": "user", "content": question}, {"role": "assistant", "content": answer}])
         example["doc_id"] = sha256_hex(f"qa:{chunk['chunk_id']}:{key}")[:20]
         out.examples.append(example)
-        out.questions.append(key)
+        kept.append(i)
         out.counts["qa_kept"] += 1
+    out.signatures = (table.iloc[kept].reset_index(drop=True), values[kept])  # what the next batch is compared with
     return out

@@ -17,9 +17,9 @@ import pandas as pd
 from resources.knowledge.chunking import CHUNK_COLUMNS, Chunker
 from resources.records import DROPPED_COLUMNS, frame, rows
 from resources.safety.injection import injection_findings
-from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, GUARD, SIGNATURES, link_parts, merge_arrays,
-                                merge_json, merge_tables, pieces, read_json, read_signatures, segment_dir, segment_key,
-                                stacked_signatures, unfinished_key, write_signatures, write_typed, writing_segment)
+from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENTS, QA_MERGE, QA_PREFIX, KeptSignatures,
+                                link_parts, merge_json, merge_tables, pieces, read_json, save_signatures, segment_dir,
+                                segment_key, unfinished_key, write_typed, writing_segment)
 from resources.storage import write_json
 
 CODE = "1"  # bump when the way a segment is cut or made changes
@@ -29,9 +29,8 @@ CHUNK_INTS = frozenset({"level", "start", "end", "tokens"})
 CHUNK_MERGE = {"chunks.parquet": merge_tables, "dropped.parquet": merge_tables, "flagged.json": merge_json,
                # stats.json: counts summed, the largest chunks-per-document kept
                "stats.json": partial(merge_json, maxima=frozenset({"chunks_per_document_max"}))}
-QA_PREFIX = "qa_"  # an example segment's kept qa questions' signatures: qa_guard.parquet, qa_signatures.npy
 EXAMPLE_MERGE = {"examples.parquet": merge_tables, "dropped.parquet": merge_tables, "counts.json": merge_json,
-                 f"{QA_PREFIX}{GUARD}": merge_tables, f"{QA_PREFIX}{SIGNATURES}": merge_arrays}
+                 **QA_MERGE}  # and, with qa, its kept questions' signatures
 
 
 @dataclass
@@ -140,7 +139,7 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
     from collections import Counter
 
     from resources.artifacts import config_of
-    from resources.dedup import DedupRules
+    from resources.dedup import DedupRules, signature_table
     from resources.knowledge.examples import (GROUNDED_STRATEGIES, JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
                                               SEGMENTED_STRATEGIES, HeldOut, build_knowledge_examples, qa_examples)
 
@@ -158,20 +157,18 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
     build = ExampleSegmentBuild([segment_key(key, config, *extra, CODE) for key in chunk_keys])
     held = set(store.partitions(asset))
     counts = Counter()
-    earlier: list | None = None  # the qa questions kept by the segments before the one being made: [(table, values)]
-    rules = DedupRules(threshold=policy.qa_near_duplicate_threshold)
+    earlier = KeptSignatures(store, asset, EXAMPLE_MERGE)  # the qa questions the segments before kept
     for i, (chunk_key, key) in enumerate(zip(chunk_keys, build.keys)):
+        signed = None  # the kept qa questions' signatures of a segment made here
         if key in held and not build.partial:
             build.reused += 1
         else:
-            if qa and earlier is None:  # the first segment made: the questions of every one before it, in runs
-                earlier = [read_signatures(folder, QA_PREFIX) for _, folder in pieces(store, asset, build.keys[:i], EXAMPLE_MERGE)]
             path = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
             chunks = rows(pd.read_parquet(path)) if path.exists() and sections else []
             made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=HeldOut(split_rules),
                                             retrieve=retrieve_upto(i) if grounded and chunks else None)
             if qa and chunks:
-                qa_examples(chunks, policy, session, HeldOut(split_rules), out=made, earlier=stacked_signatures(earlier))
+                qa_examples(chunks, policy, session, HeldOut(split_rules), out=made, earlier=earlier.before(build.keys, i))
             if made.unfinished or build.partial:  # never under the key a complete segment takes
                 build.partial += 1
                 key = build.keys[i] = unfinished_key(key, [e["doc_id"] for e in made.examples], made.counts)
@@ -181,10 +178,11 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
                     write_typed(out / "dropped.parquet", frame(made.dropped, DROPPED_COLUMNS))
                     write_json(out, "counts.json", dict(made.counts))
                     if qa:
-                        write_signatures(out, made.questions, rules, QA_PREFIX)
+                        signed = made.signatures or signature_table([], DedupRules())
+                        save_signatures(out, *signed, QA_PREFIX)
             build.made += 1
-        if qa and earlier is not None:
-            earlier.append(read_signatures(segment_dir(store, asset, build.keys[i]), QA_PREFIX))
+        if qa:
+            earlier.passed(build.keys[i], signed)
     for _, folder in pieces(store, asset, build.keys, EXAMPLE_MERGE):
         counts.update(read_json(folder / "counts.json", {}))
     build.counts = dict(counts)
