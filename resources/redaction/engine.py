@@ -221,6 +221,50 @@ def _without_leading_words(text: str, finding):
                             finding.recognition_metadata)
 
 
+# Words that mark a person next to a name the name lists lack: a title, a greeting or sign-off, a role, a
+# preposition that introduces someone ("approved by", "ask", "from") before it; a reporting or modal verb or a
+# possessive after it ("Zbroja wrote", "Qian's laptop").
+_PERSON_CUE_BEFORE = re.compile(
+    r"(?i)\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dear|hi|hello|hey|thanks|thank you|regards|cheers|cc|ask|asked|"
+    r"contact|call|called|email|e-mail|mail|ping|tell|told|sincerely|best|from|by|with|to|and|for|owner|author|"
+    r"reviewer|agent|assignee|manager|customer|colleague|name is|signed)[\s,.:]*$")
+_PERSON_CUE_AFTER = re.compile(
+    r"^(?:['’]s\b|\s+(?:said|says|wrote|writes|asked|asks|called|calls|told|replied|replies|mentioned|reported|"
+    r"approved|confirmed|thinks|thought|agreed|will|would|can|could|is|was|has|had)\b)")
+_NAME_WORD = re.compile(r"[^\W\d_]+(?:[-'’][^\W\d_]+)*")  # "Nest-asyncio" and "O'Brien" are one word
+
+
+def _capitalised_word_mid_sentence_before(text: str, start: int) -> bool:
+    """Whether a capitalised word that does not open a sentence stands right before `start`: the NER model often
+    leaves out a given name the lists lack ("call Per <Carlsen>", "account holder Gang <Qian>")."""
+    before = text[max(0, start - 60) : start]
+    m = re.search(r"(\S+)[ \t]+$", before)
+    if not m or not m.group(1)[0].isupper() or not m.group(1).strip("'’-").isalpha():
+        return False
+    ahead = before[: m.start()].rstrip(" \t")
+    return bool(ahead) and ahead[-1] not in ".!?:;\n\"“(*#>|-"
+
+
+def _unknown_name_without_context(text: str, start: int, end: int) -> bool:
+    """Whether an NER person finding text[start:end] has nothing that makes it a person: no word (nor hyphenated
+    part) is a given name or a common surname of the name lists, no person cue stands beside it, and it is one
+    word ("Cycler", "Nest-asyncio") or only words English uses often ("Upgrade Detect-secrets"). The small model
+    tags most capitalised words it does not know as people ("The Pycparser integration needs ..."); names the
+    lists lack and English rarely uses, two or more of them ("Teber Sezgin"), remain persons."""
+    from resources.redaction.recognizers import _zipf
+
+    words = _NAME_WORD.findall(text[start:end])
+    if not words:
+        return False
+    parts = [p for w in words for p in re.split(r"[-'’]", w) if p]
+    if any(fold(p) in first_names() or fold(p) in common_surnames() for p in parts):
+        return False
+    if _PERSON_CUE_BEFORE.search(text[max(0, start - 30) : start]) or _PERSON_CUE_AFTER.match(text[end : end + 20]) \
+            or _capitalised_word_mid_sentence_before(text, start):
+        return False
+    return len(words) == 1 or all(_zipf(w.lower()) >= COMMON_WORD_ZIPF for w in words)
+
+
 CAPS_RUN = re.compile(r"\b[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+)+\b")
 
 
@@ -401,7 +445,9 @@ class RedactionEngine:
         is not made of the policy's acronyms (spaCy's small model tags "API" or "SSO" as PERSON; "JOHN SMITH" in capitals
         is still a name), has no digits (it tags "AES-256" too), has letters (it tags the
         ❌ and ✅ of a feature table as people, and each replacement exposes the next), nor does it
-        contain an allow-listed word ("Quillstack Support" is a team, not a person). An IPv4 address is not a piece
+        contain an allow-listed word ("Quillstack Support" is a team, not a person); with the policy's
+        `unknown_single_names: need_context`, an NER finding with no known name and no person cue beside it is
+        not a person either (`_unknown_name_without_context`). An IPv4 address is not a piece
         of a longer run of dotted numbers ("1.1.1.1.1.1", "2.3.4.5.6" in a version list): Presidio's pattern has no
         boundary there."""
         if finding.score < self.policy.threshold_for(finding.entity_type):
@@ -420,6 +466,10 @@ class RedactionEngine:
             if len(words) == 1 and _in_a_list_of_names(text, finding.start, finding.end) \
                     and fold(words[0]) not in first_names():
                 return False  # "PostgreSQL, Redis and Kafka": one word in a list of products, not a given name
+            if self.policy.unknown_single_names == "need_context" \
+                    and (finding.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer" \
+                    and _unknown_name_without_context(text, finding.start, finding.end):
+                return False  # "The Cycler integration needs ...": the policy asks for a name or a person cue
         return True
 
     def redact(self, texts: Sequence[str], passes: int = 3) -> list[Redaction]:

@@ -63,6 +63,15 @@ class RedactionPolicy(BaseModel):
         "shipped list (resources/redaction/acronyms.txt).",
     )
 
+    unknown_single_names: Literal["need_context", "redact"] = Field(
+        default="need_context",
+        description="A person the NER model finds that is one word (\"Cycler\", \"Nest-asyncio\") or only words common in "
+        "English (\"Upgrade Detect-secrets\"), none of them a given name or a common surname of the name lists: "
+        "`need_context` redacts it only beside a word that marks a person (\"Dear\", \"Mr\", \"thanks\", \"by\", "
+        "\"... wrote\", \"'s\"), so product and package names stay; `redact` redacts every such finding (more "
+        "names the lists lack are caught, many more product names are lost).",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> "RedactionPolicy":
         unknown = sorted(set(self.operators) - set(self.entities))
