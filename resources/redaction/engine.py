@@ -226,7 +226,7 @@ def _without_leading_words(text: str, finding):
 # possessive after it ("Zbroja wrote", "Qian's laptop").
 _PERSON_CUE_BEFORE = re.compile(
     r"(?i)\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dear|hi|hello|hey|thanks|thank you|regards|cheers|cc|ask|asked|"
-    r"contact|call|called|email|e-mail|mail|ping|tell|told|sincerely|best|from|by|with|to|and|for|owner|author|"
+    r"contact|call|called|email|e-mail|mail|ping|tell|told|sincerely|best|from|by|with|to|for|owner|author|"
     r"reviewer|agent|assignee|manager|customer|colleague|name is|signed)[\s,.:]*$")
 _PERSON_CUE_AFTER = re.compile(
     r"^(?:['’]s\b|\s+(?:said|says|wrote|writes|asked|asks|called|calls|told|replied|replies|mentioned|reported|"
@@ -256,7 +256,8 @@ def _unknown_name_without_context(text: str, start: int, end: int) -> bool:
     words = _NAME_WORD.findall(text[start:end])
     if not words:
         return False
-    parts = [p for w in words for p in re.split(r"[-'’]", w) if p]
+    # a name's parts are capitalised ("Christa-Maria", "O'Brien"); "dev" of "Dpkg-dev" or "Libsm-dev" is not a given name
+    parts = [p for w in words for p in re.split(r"[-'’]", w) if p[:1].isupper()]
     if any(fold(p) in first_names() or fold(p) in common_surnames() for p in parts):
         return False
     if _PERSON_CUE_BEFORE.search(text[max(0, start - 30) : start]) or _PERSON_CUE_AFTER.match(text[end : end + 20]) \
