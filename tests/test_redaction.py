@@ -112,7 +112,7 @@ def test_a_later_pass_never_reads_a_placeholder_as_pii(redactor):
 
 def test_residual_scan_judges_the_pieces_that_were_redacted(tmp_path):
     """The second scan reads each message (and the title) as the redaction did: joined into one text, a question's
-    end and an answer's first word ("...keep them?\n\nBackups are taken...") read as a name the redaction never
+    end and an answer's first word ("...keep it?\n\nBackups are taken...") read as a name the redaction never
     saw (under a policy that redacts every unknown name the NER model finds). PII really left in a message is still
     found, and attributed to its document."""
     import json as _json
@@ -129,7 +129,7 @@ def test_residual_scan_judges_the_pieces_that_were_redacted(tmp_path):
         return {"doc_id": doc_id, "title": None, "text": join_segments([question, answer]),
                 "messages": _json.dumps([{"role": "user", "content": question}, {"role": "assistant", "content": answer}])}
 
-    clean = qa("d1", "How often do we take backups, and for how long do we keep them?",
+    clean = qa("d1", "Do we back up Postgres, and for how long do we keep it?",
                "Backups are taken every 6 hours and kept for 35 days.")
     leaky = qa("d2", "Who owns the security policy?", f"Write to {PLANTED['EMAIL_ADDRESS']}.")
     assert sum(redactor.residual_findings([clean["text"]]).values()) >= 1  # the joined text misleads the scan
@@ -429,3 +429,39 @@ def test_spacy_layers_multiply_through_numpy_blas_and_find_the_same_entities():
     found = ents(ours)
     assert found == ents(shipped)
     assert sum(map(len, found)) > 10
+
+
+def test_the_ner_model_reads_only_the_sentences_that_may_hold_a_name():
+    """Sentences whose only capitalised word is a common word opening them are not given to the NER model; a
+    name anywhere, also one opening its sentence ("Will", "Zbroja"), keeps its sentence, and consecutive sentences
+    that may hold a name are read as one run (the model sees a name's context on both sides)."""
+    from resources.redaction.engine import may_hold_a_name, name_runs
+
+    for sentence in ("The export failed again after the update.", "Please restart the API gateway.",
+                     "- restart it, then I check the logs", "Open the settings page"):
+        assert not may_hold_a_name(sentence, frozenset({"API"})), sentence
+    for sentence in ("Zbroja fixed it.", "Will called back.", "Ask Maria about it.", "Then O'Brien left.",
+                     "The ticket went to KENJI TANAKA.", "The API went down", "Ngozi Okafor"):
+        assert may_hold_a_name(sentence), sentence
+    text = "The export failed. Please retry.\nZbroja fixed it. Ask Maria then.\nThe end is near! Bye"
+    assert [text[a:b] for a, b in name_runs(text)] == ["Zbroja fixed it. Ask Maria then."]
+    assert name_runs("") == [] and name_runs("the logs rotate daily") == []
+
+
+def test_reading_only_those_sentences_finds_what_reading_everything_finds(redactor, monkeypatch):
+    """The same redaction, on the sample corpus and both labelled sets, as when the NER model reads every text
+    whole: the sentences left out hold nothing the policy keeps as a person."""
+    import resources.redaction.engine as engine_module
+    from resources.ingestion.inbox import Inbox
+    from resources.records import segments
+    from resources.redaction.labelled import load_labelled
+
+    texts = [row["text"] for name in ("pii_heldout.jsonl", "pii_names.jsonl")
+             for row in load_labelled(ROOT / "tests" / "data" / name)]
+    inbox = Inbox(path=str(ROOT / "data" / "sample" / "support" / "inbox"), max_record_chars=10_000)
+    texts += [t for entry in inbox.batches(now=10**10) for doc in inbox.read(entry.key).documents for t in segments(doc)]
+    engine = redactor.engine()
+    gated = [r.text for r in engine.redact(texts)]
+    monkeypatch.setattr(engine_module, "name_runs", lambda text, acronyms=frozenset(): [(0, len(text))])
+    assert [r.text for r in engine.redact(texts)] == gated
+    assert sum("<PERSON>" in t for t in gated) > 100

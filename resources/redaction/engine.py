@@ -92,6 +92,8 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
     )
     from resources.redaction.secrets import SecretsRecognizer
 
+    acronyms = frozenset(policy.acronym_list())
+
     class LocalSpacyNlpEngine(SpacyNlpEngine):
         def load(self) -> None:
             self.nlp = {policy.language: load_spacy_model(spacy_model, exclude)}
@@ -115,10 +117,48 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
             if "lemmatizer" not in exclude or as_tuples:
                 yield from super().process_batch(texts, language, batch_size, n_process, as_tuples)
                 return
-            # The text rides along with its Doc: Doc.text would rebuild it token by token.
-            for doc, text in self.nlp[language].pipe(((str(t), str(t)) for t in texts), as_tuples=True,
-                                                     batch_size=batch_size, n_process=n_process):
-                yield text, self._artifacts(doc, text, language)
+            nlp = self.nlp[language]
+            if n_process != 1 or nlp.pipe_names != ["ner"]:
+                # The text rides along with its Doc: Doc.text would rebuild it token by token.
+                for doc, text in nlp.pipe(((str(t), str(t)) for t in texts), as_tuples=True,
+                                          batch_size=batch_size, n_process=n_process):
+                    yield text, self._artifacts(doc, text, language)
+                return
+            yield from self._read_runs_that_may_name(nlp, iter(texts), language, max(1, batch_size))
+
+        def _read_runs_that_may_name(self, nlp, texts, language, batch_size):
+            """Every text is tokenised whole (the context words of Presidio's recognizers need all tokens), but the
+            NER model reads only the runs of sentences that may hold a name (`name_runs`): about two fifths of
+            support tickets and package READMEs are sentences whose only capitalised word is a common word opening
+            them, where the model's only use is to cost time. Each run is a copy of the Doc's tokens, so the
+            entities found map back token for token."""
+            from itertools import islice
+
+            from spacy.tokens import Span
+
+            ner = nlp.get_pipe("ner")
+            while chunk := [str(t) for t in islice(texts, batch_size)]:
+                docs = [nlp.make_doc(text) for text in chunk]
+                parts, places = [], []  # what the NER reads; (doc index, first token) of each
+                for i, (doc, text) in enumerate(zip(docs, chunk)):
+                    for start, end in name_runs(text, acronyms):
+                        if start == 0 and end == len(text):
+                            parts.append(doc)
+                            places.append((i, None))
+                            continue
+                        span = doc.char_span(start, end, alignment_mode="expand")
+                        if span is not None and len(span):
+                            parts.append(span.as_doc())
+                            places.append((i, span.start))
+                found: dict[int, list] = {}
+                for (i, offset), part in zip(places, ner.pipe(parts, batch_size=batch_size)):
+                    if offset is not None:
+                        found.setdefault(i, []).extend(Span(docs[i], offset + e.start, offset + e.end, label=e.label)
+                                                       for e in part.ents)
+                for i, ents in found.items():
+                    docs[i].ents = ents
+                for doc, text in zip(docs, chunk):
+                    yield text, self._artifacts(doc, text, language)
 
         def _doc_to_nlp_artifact(self, doc, language):
             if "lemmatizer" not in exclude:
@@ -264,6 +304,49 @@ def _unknown_name_without_context(text: str, start: int, end: int) -> bool:
             or _capitalised_word_mid_sentence_before(text, start):
         return False
     return len(words) == 1 or all(_zipf(w.lower()) >= COMMON_WORD_ZIPF for w in words)
+
+
+_SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+|\n+")
+_WORD = re.compile(r"[^\W\d_][\w'’-]*")
+
+
+def may_hold_a_name(sentence: str, acronyms: frozenset[str] = frozenset()) -> bool:
+    """Whether a sentence (or line) has a word the NER model could take for a person: a word with a capital letter
+    other than "I", an acronym of the policy's list, or the sentence's first word when that is Title-case, a word
+    English uses often (Zipf >= COMMON_WORD_ZIPF) and neither a given name nor a common surname of the name lists
+    ("The", "Please", "Restart"; not "Will", "Rose", "Zbroja"). A person the model finds in a sentence without
+    one would be lower-case words, which the model does not tag as people, or that common opening word, which
+    `_unknown_name_without_context` would not keep as a name."""
+    from resources.redaction.recognizers import _zipf
+
+    for n, m in enumerate(_WORD.finditer(sentence)):
+        word = m.group()
+        if word == word.lower() or word == "I" or (word.isupper() and word in acronyms):
+            continue
+        if n == 0 and word[1:] == word[1:].lower() and _zipf(word.lower()) >= COMMON_WORD_ZIPF \
+                and fold(word) not in first_names() and fold(word) not in common_surnames():
+            continue
+        return True
+    return False
+
+
+def name_runs(text: str, acronyms: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+    """The character ranges of `text` the NER model reads: each run of consecutive sentences (cut after . ! ? and
+    at line breaks) of which every one `may_hold_a_name`, so a name keeps the context on either side."""
+    runs: list[list[int]] = []
+    start, last = 0, False
+    for m in [*_SENTENCE_END.finditer(text), None]:
+        end = m.start() if m else len(text)
+        if end > start and may_hold_a_name(text[start:end], acronyms):
+            if last:
+                runs[-1][1] = end
+            else:
+                runs.append([start, end])
+            last = True
+        elif end > start:
+            last = False
+        start = m.end() if m else end
+    return [(a, b) for a, b in runs]
 
 
 CAPS_RUN = re.compile(r"\b[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+)+\b")
