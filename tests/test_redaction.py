@@ -441,7 +441,8 @@ def test_the_ner_model_reads_only_the_sentences_that_may_hold_a_name():
                      "- restart it, then I check the logs", "Open the settings page"):
         assert not may_hold_a_name(sentence, frozenset({"API"})), sentence
     for sentence in ("Zbroja fixed it.", "Will called back.", "Ask Maria about it.", "Then O'Brien left.",
-                     "The ticket went to KENJI TANAKA.", "The API went down", "Ngozi Okafor"):
+                     "The ticket went to KENJI TANAKA.", "The API went down", "Ngozi Okafor",
+                     "the ticket went to राहुल शर्मा today", "the reply came from 王伟"):
         assert may_hold_a_name(sentence), sentence
     text = "The export failed. Please retry.\nZbroja fixed it. Ask Maria then.\nThe end is near! Bye"
     assert [text[a:b] for a, b in name_runs(text)] == ["Zbroja fixed it. Ask Maria then."]

@@ -118,7 +118,7 @@ def build_analyzer(policy: RedactionPolicy, spacy_model: str = DEFAULT_SPACY_MOD
                 yield from super().process_batch(texts, language, batch_size, n_process, as_tuples)
                 return
             nlp = self.nlp[language]
-            if n_process != 1 or nlp.pipe_names != ["ner"]:
+            if n_process != 1 or nlp.pipe_names != ["ner"] or language != "en":  # the gate knows English only
                 # The text rides along with its Doc: Doc.text would rebuild it token by token.
                 for doc, text in nlp.pipe(((str(t), str(t)) for t in texts), as_tuples=True,
                                           batch_size=batch_size, n_process=n_process):
@@ -314,11 +314,13 @@ def may_hold_a_name(sentence: str, acronyms: frozenset[str] = frozenset()) -> bo
     """Whether a sentence (or line) has a word the NER model could take for a person: a word with a capital letter
     other than "I", an acronym of the policy's list, or the sentence's first word when that is Title-case, a word
     English uses often (Zipf >= COMMON_WORD_ZIPF) and neither a given name nor a common surname of the name lists
-    ("The", "Please", "Restart"; not "Will", "Rose", "Zbroja"). A person the model finds in a sentence without
-    one would be lower-case words, which the model does not tag as people, or that common opening word, which
-    `_unknown_name_without_context` would not keep as a name."""
+    ("The", "Please", "Open"; not "Will", "Rose", "Zbroja"), or a letter of a script without letter case. A person
+    the model finds in a sentence without one would be lower-case words, which the model does not tag as people,
+    or that common opening word, which `_unknown_name_without_context` would not keep as a name."""
     from resources.redaction.recognizers import _zipf
 
+    if not sentence.isascii() and any(ch.isalpha() and ch.lower() == ch.upper() for ch in sentence):
+        return True  # a script without letter case (Devanagari, Han, Arabic, ...): no capital marks a name there
     for n, m in enumerate(_WORD.finditer(sentence)):
         word = m.group()
         if word == word.lower() or word == "I" or (word.isupper() and word in acronyms):
