@@ -56,7 +56,7 @@ def guards():
 
 def write_keys(path, **limits) -> dict[str, str]:
     ring = KeyRing()
-    models = ["support", "support-text", "leaky", "frozen", "silent", "dropping", "killed", "erring"]
+    models = ["support", "support-text", "leaky", "frozen", "silent", "dropping", "killed", "erring", "flaky", "down"]
     keys = {name: ring.add(name, models, max_request_bytes=8_000, max_tokens=256, max_messages=8, **kw)
             for name, kw in limits.items()}
     ring.save(path)
@@ -309,6 +309,93 @@ def test_a_dropped_connection_or_an_error_event_mid_stream_ends_the_stream_with_
     assert_failed_stream(faults, "erring", events)
     [row] = rows_of(faults, "erring")
     assert "secret-adapters" in row["error"]  # what the server said is logged for the owner, never echoed
+
+
+# -- a connection dropped before the answer ----------------------------------------------------------------------
+class DroppingFirstServer:
+    """A raw HTTP/1.1 server on 127.0.0.1 that reads each request whole and then, on every connection of which
+    `drop(n)` is true (n counts connections from 0), closes it without a byte of answer, as a server does that
+    closes a kept-alive connection just as the client reuses it; the others get one answer and `Connection: close`."""
+
+    def __init__(self, drop):
+        import socket
+        import threading
+
+        self.drop, self.connections = drop, 0
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            n, self.connections = self.connections, self.connections + 1
+            with conn:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    data += conn.recv(65536) or b"\r\n\r\n"
+                head, _, body = data.partition(b"\r\n\r\n")
+                length = int(next((line.split(b":")[1] for line in head.split(b"\r\n")
+                                   if line.lower().startswith(b"content-length:")), b"0"))
+                while len(body) < length:
+                    body += conn.recv(65536)
+                if self.drop(n):
+                    continue
+                stream = json.loads(body).get("stream")
+                reply = {"role": "assistant", "content": "Exports arrive within fifteen minutes."}
+                if stream:
+                    payload = (f"data: {json.dumps({'choices': [{'index': 0, 'delta': reply, 'finish_reason': None}]})}\n\n"
+                               f"data: {json.dumps({'choices': [{'index': 0, 'delta': {}, 'finish_reason': 'stop'}]})}\n\n"
+                               "data: [DONE]\n\n").encode()
+                    kind = b"text/event-stream"
+                else:
+                    payload = json.dumps({"id": "chatcmpl-x", "object": "chat.completion", "created": int(time.time()),
+                                          "model": "support-v1", "choices": [{"index": 0, "message": reply,
+                                                                              "finish_reason": "stop"}],
+                                          "usage": {"prompt_tokens": 5, "completion_tokens": 6, "total_tokens": 11}}).encode()
+                    kind = b"application/json"
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: " + kind + b"\r\nContent-Length: "
+                             + str(len(payload)).encode() + b"\r\nConnection: close\r\n\r\n" + payload)
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_a_connection_dropped_before_the_answer_is_sent_once_more_and_a_server_that_is_down_gets_503(tmp_path, guards):
+    """The model server closing the connection before any answer (a kept-alive connection closed as the gateway
+    reused it: one 503 among 2,662 requests of the load test on a slow host) costs the client nothing: the request
+    goes once more on a new connection. A server that drops every connection still gets 503, after two tries."""
+    keys = write_keys(tmp_path / "keys.yaml", faults={"requests_per_minute": 100_000, "max_concurrent": 8})
+    flaky, down = DroppingFirstServer(lambda n: n % 2 == 0), DroppingFirstServer(lambda n: True)
+    write_routes(tmp_path / "routes.json", {
+        "flaky": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{flaky.port}"},
+        "down": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{down.port}"}})
+    settings = GatewaySettings(upstream_url=f"http://127.0.0.1:{down.port}", routes_file=str(tmp_path / "routes.json"),
+                               keys_file=str(tmp_path / "keys.yaml"), database_url=f"sqlite:///{tmp_path / 'requests.db'}",
+                               upstream_timeout_s=DEADLINE_S)
+    app = create_app(settings, guards=guards)
+    headers = {"Authorization": f"Bearer {keys['faults']}"}
+    try:
+        with serve(app, suffix="") as url:
+            answer = httpx.post(f"{url}/v1/chat/completions", json=body_for("flaky"), headers=headers, timeout=30)
+            assert answer.status_code == 200, answer.text
+            assert answer.json()["choices"][0]["message"]["content"] == "Exports arrive within fifteen minutes."
+            streamed = httpx.post(f"{url}/v1/chat/completions", json=body_for("flaky", stream=True), headers=headers,
+                                  timeout=30)
+            assert streamed.status_code == 200 and sse(streamed.text)[-1] == "[DONE]"
+            assert released(sse(streamed.text)) == "Exports arrive within fifteen minutes."
+            assert flaky.connections == 4  # each request: one dropped connection, one answered
+            refused = httpx.post(f"{url}/v1/chat/completions", json=body_for("down"), headers=headers, timeout=30)
+            assert refused.status_code == 503 and refused.json()["error"]["type"] == "upstream_unavailable"
+            assert down.connections == 2
+            statuses = [row["status"] for row in sorted(app.state.log.rows(), key=lambda r: r["created_at"])]
+            assert statuses == [200, 200, 503]
+    finally:
+        flaky.close()
+        down.close()
 
 
 # -- the request log's retention ------------------------------------------------------------------------------

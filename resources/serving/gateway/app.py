@@ -181,9 +181,22 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
     built: dict[tuple, Guards] = {}
     indexes: dict[str, Any] = {}
     upstream_key = secrets.get("upstream_api_key")
+    # The model server (uvicorn, as vLLM's) closes a connection idle for 5 s; a request sent on it at that moment
+    # fails before any answer ("Server disconnected without sending a response"). Idle connections are let go
+    # sooner than that, and a request whose connection dropped so is sent once more (`send_upstream`).
     upstream = httpx.AsyncClient(base_url=settings.upstream_url, timeout=settings.upstream_timeout_s,
-                                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64),
+                                 limits=httpx.Limits(max_connections=256, max_keepalive_connections=64,
+                                                     keepalive_expiry=2.0),
                                  headers={"Authorization": f"Bearer {upstream_key}"} if upstream_key else {})
+
+    async def send_upstream(request: httpx.Request, stream: bool = False) -> httpx.Response:
+        """`request` sent to the model server, once more on a new connection when the first one dropped before
+        the answer was read (a kept-alive connection closed as it was reused, or a server restarting): within
+        the caller's deadline; a server that is down still fails the second time, and the caller answers 503."""
+        try:
+            return await upstream.send(request, stream=stream)
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            return await upstream.send(request, stream=stream)
 
     detector: list = []  # built once, on first use: its reference corpus is embedded then
     detector_lock, indexes_lock = threading.Lock(), threading.Lock()
@@ -375,7 +388,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
 
         upstream_started = time.perf_counter()
         try:
-            response = await asyncio.wait_for(upstream.post(path, json=body), settings.upstream_timeout_s)
+            response = await asyncio.wait_for(send_upstream(upstream.build_request("POST", path, json=body)),
+                                              settings.upstream_timeout_s)
         except TimeoutError:
             return await fail(504, f"the model server did not answer within {settings.upstream_timeout_s:g} s", "upstream_timeout")
         except httpx.HTTPError as err:
@@ -415,7 +429,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         deadline = time.monotonic() + settings.upstream_timeout_s
         request = upstream.build_request("POST", path, json=body)
         try:
-            response = await asyncio.wait_for(upstream.send(request, stream=True), settings.upstream_timeout_s)
+            response = await asyncio.wait_for(send_upstream(request, stream=True), settings.upstream_timeout_s)
         except TimeoutError:
             message = f"the model server did not answer within {settings.upstream_timeout_s:g} s"
             row.update(status=504, error=f"upstream_timeout: {message}")
