@@ -207,27 +207,29 @@ def main() -> int:
     base_s, ours_s, two_s = (statistics.median(t) for t in (base_all, ours_all, two_all))
     base_rate, ours_rate = len(documents) / base_s, len(documents) / ours_s
     analyzer, anonymizer = engines
-    base_secrets = secrets_recall(lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
-                                                 for t in texts])
-    ours_secrets = secrets_recall(lambda texts: [r.text for r in redactor.engine().redact(texts)])
+
+    def plain_loop(texts: list[str]) -> list[str]:
+        return [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text for t in texts]
+
+    def ours_redact(texts: list[str]) -> list[str]:
+        return [r.text for r in redactor.engine().redact(texts)]
+
+    base_secrets = secrets_recall(plain_loop)
+    ours_secrets = secrets_recall(ours_redact)
     heldout = load_labelled(HELDOUT_SET)
-    base_heldout = labelled_recall(heldout, lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
-                                                           for t in texts])
-    ours_heldout = labelled_recall(heldout, lambda texts: [r.text for r in redactor.engine().redact(texts)])
+    base_heldout = labelled_recall(heldout, plain_loop)
+    ours_heldout = labelled_recall(heldout, ours_redact)
     names = load_labelled(NAMES_SET)
-    base_names = labelled_recall(names, lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
-                                                       for t in texts])
-    ours_names = labelled_recall(names, lambda texts: [r.text for r in redactor.engine().redact(texts)])
+    base_names = labelled_recall(names, plain_loop)
+    ours_names = labelled_recall(names, ours_redact)
     for scores in (base_heldout, ours_heldout, base_names, ours_names):
         scores.pop("missed")
     products = product_sentences()
-    base_products = over_redaction(lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
-                                                  for t in texts], products)
-    ours_products = over_redaction(lambda texts: [r.text for r in redactor.engine().redact(texts)], products)
+    base_products = over_redaction(plain_loop, products)
+    ours_products = over_redaction(ours_redact, products)
     system = system_package_sentences()
-    base_system = over_redaction(lambda texts: [anonymizer.anonymize(text=t, analyzer_results=analyzer.analyze(text=t, language="en")).text
-                                                for t in texts], system)
-    ours_system = over_redaction(lambda texts: [r.text for r in redactor.engine().redact(texts)], system)
+    base_system = over_redaction(plain_loop, system)
+    ours_system = over_redaction(ours_redact, system)
     result = {
         "benchmark": "redaction_throughput",
         "documents": len(documents),

@@ -312,7 +312,7 @@ def test_a_dropped_connection_or_an_error_event_mid_stream_ends_the_stream_with_
 
 
 # -- a connection dropped before the answer ----------------------------------------------------------------------
-class DroppingFirstServer:
+class DroppingServer:
     """A raw HTTP/1.1 server on 127.0.0.1 that reads each request whole and then, on every connection of which
     `drop(n)` is true (n counts connections from 0), closes it without a byte of answer, as a server does that
     closes a kept-alive connection just as the client reuses it; the others get one answer and `Connection: close`."""
@@ -369,7 +369,7 @@ def test_a_connection_dropped_before_the_answer_is_sent_once_more_and_a_server_t
     reused it: one 503 among 2,662 requests of the load test on a slow host) costs the client nothing: the request
     goes once more on a new connection. A server that drops every connection still gets 503, after two tries."""
     keys = write_keys(tmp_path / "keys.yaml", faults={"requests_per_minute": 100_000, "max_concurrent": 8})
-    flaky, down = DroppingFirstServer(lambda n: n % 2 == 0), DroppingFirstServer(lambda n: True)
+    flaky, down = DroppingServer(lambda n: n % 2 == 0), DroppingServer(lambda n: True)
     write_routes(tmp_path / "routes.json", {
         "flaky": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{flaky.port}"},
         "down": {"upstream": "support-v1", "adapter_version": "v1", "url": f"http://127.0.0.1:{down.port}"}})
