@@ -9,6 +9,7 @@ from dagster import (
     AssetExecutionContext,
     AssetIn,
     AutomationCondition,
+    Failure,
     MetadataValue,
     Output,
     asset,
@@ -22,6 +23,7 @@ from resources.datasets.builder import (
     EXAMPLE_COLUMNS,
     GOLDEN_COLUMNS,
     apply_corrections,
+    eval_split_of,
     build_examples,
     held_out_golden,
     read_golden_file,
@@ -31,6 +33,7 @@ from resources.datasets.card import CARD_COLUMNS, build_card, card_markdown, tok
 from resources.datasets.segments import (EXTRA_PART, contamination_verdicts, golden_segments, instruction_segments,
                                         link_instruction_hf, link_instructions, segment_lengths)
 from resources.datasets.export import save_splits
+from resources.contamination import probes_of
 from resources.evaluation.feedback import golden_corrections, training_documents
 from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
@@ -51,7 +54,7 @@ def build(spec: ModelSpec) -> list:
     stage = asset_args(spec, "datasets")
     holdout = spec.dataset.golden_holdout_fraction > 0
 
-    @asset(key=key(spec, "golden_dataset"), kinds={"huggingface", "parquet"}, code_version="3",
+    @asset(key=key(spec, "golden_dataset"), kinds={"huggingface", "parquet"}, code_version="4",
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "human_feedback": AssetIn(key=key(spec, "human_feedback")),
                 "document_chunks": AssetIn(key=key(spec, "document_chunks"))},
            automation_condition=FOLLOW_UPSTREAM, **stage)
@@ -65,7 +68,11 @@ def build(spec: ModelSpec) -> list:
         ledger = Ledger(stage="golden_dataset")
         examples, quarantine, teacher_usage, held_out = [], [], None, None
         for path in spec.golden_files():
-            found, bad = read_golden_file(path, path.name)
+            found, bad = read_golden_file(path, path.name, require_facts=spec.dataset.golden_requires_facts)
+            if not found and not bad:
+                raise Failure(f"golden file {path} holds no golden records: add questions with their reference answers "
+                              "and must_include facts (see `tuneforge init`'s template), or remove it from the model's "
+                              "golden list", allow_retries=False)
             examples += found
             quarantine += bad
         model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)
@@ -118,6 +125,11 @@ def build(spec: ModelSpec) -> list:
             redactions += model_redactor.redact_fields(corrected, ("answer",)) + held_out.redactions
             examples += segmented
         table = frame([with_messages(e) for e in examples], GOLDEN_COLUMNS)
+        table["eval_split"] = [eval_split_of(e, spec.dataset.golden_dev_fraction) for e in rows(table)]
+        if not len(table):
+            raise Failure(f"model {spec.name!r} has no golden questions: every record of its golden files was "
+                          f"quarantined ({dict(ledger.quarantined)}; the reasons, with file and line, are in the log) and "
+                          "no document is hashed into the hold-out (dataset.golden_holdout_fraction)", allow_retries=False)
         ledger.kept = len(table)
         ledger.records_in = ledger.kept + sum(ledger.quarantined.values())
         inputs = {"human_feedback": human_feedback.version,
@@ -125,19 +137,23 @@ def build(spec: ModelSpec) -> list:
         teacher_config = [teacher.identity(), QA_PROMPT, JUDGE_PROMPT] if teacher_usage is not None else None
         version = version_of(fingerprint(table, ["id", "prompt", "answer", "source_doc_id"]), inputs,
                              [model_redactor.policy().content_hash(), *config_of(spec.dataset, spec.knowledge),
-                              teacher_config], code="3")
+                              teacher_config], code="4")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             write_table(out, "examples.parquet", table)
             write_table(out, "quarantine.parquet", pd.DataFrame(quarantine, columns=["source_path", "line", "reason", "detail"]))
             write_json(out, "ledger.json", ledger.to_dict())
             save_splits(table, ["golden"], out / "hf", {"prompt": "string", "answer": "string", "source_doc_id": "string",
-                                                         "tags": "list", "origin": "string", "must_include": "list"})
+                                                         "tags": "list", "origin": "string", "must_include": "list",
+                                                         "must_not_include": "list", "eval_split": "string"})
         return emit(artifact, {
             **ledger_metadata(ledger),
             "examples": MetadataValue.int(len(table)),
             "reviewer_corrections": MetadataValue.int(reviewed),
             "by_origin": MetadataValue.json(table["origin"].value_counts().to_dict()),
+            "by_eval_split": MetadataValue.json(table["eval_split"].value_counts().to_dict()),
+            "unanswerable": MetadataValue.int(int(table["tags"].map(lambda t: "unanswerable" in list(t)).sum())),
+            "with_facts": MetadataValue.int(int(table["must_include"].map(lambda f: len(list(f)) > 0).sum())),
             "redactions_by_entity": reason_table(redactions, header="entity"),
             "redaction_policy": MetadataValue.text(model_redactor.policy().ref),
             "teacher": MetadataValue.json(teacher_usage if teacher_usage is not None else {"used": False}),
@@ -145,7 +161,7 @@ def build(spec: ModelSpec) -> list:
             "holdout_segments_reused": MetadataValue.int(held_out.reused if held_out is not None else 0),
         })
 
-    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="5",
+    @asset(key=key(spec, "instruction_dataset"), kinds={"huggingface", "parquet"}, code_version="6",
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "golden_dataset": AssetIn(key=key(spec, "golden_dataset")),
                 "human_feedback": AssetIn(key=key(spec, "human_feedback")),
                 "knowledge_examples": AssetIn(key=key(spec, "knowledge_examples"))},
@@ -160,6 +176,10 @@ def build(spec: ModelSpec) -> list:
         golden = golden_dataset.read_table("examples.parquet")
         feedback_docs = training_documents(rows(human_feedback.read_table("feedback.parquet")), set(golden["id"]))
         policy = spec.dataset
+        # the contamination guard: golden prompts, the sentences of golden answers, the documents golden questions name
+        held_out = golden["origin"].astype(str).str.startswith("holdout")
+        curated_probes, held_out_probes = probes_of(rows(golden[~held_out])), probes_of(rows(golden[held_out]))
+        sources = sorted({str(s) for s in golden.loc[~held_out, "source_doc_id"].dropna()}) if policy.hold_out_golden_sources else []
         batches = corpus.read_json("batches.json")
         included = [b for b in batches["batches"] if b not in batches["excluded"]]
         inputs = {"corpus": corpus.version, "golden_dataset": golden_dataset.version, "human_feedback": human_feedback.version,
@@ -167,27 +187,30 @@ def build(spec: ModelSpec) -> list:
         manifest = knowledge_examples.read_json("manifest.json") if knowledge_examples.exists("manifest.json") else {}
         segmented = manifest.get("segments") is not None and manifest.get("corpus_segments") == batches["segments"]
         if segmented:  # made one corpus segment at a time: a new batch's documents and sections only
-            held_out = golden["origin"].astype(str).str.startswith("holdout")
             segments = instruction_segments(store, spec.name, batches["segments"], manifest["segments"], policy,
-                                            list(golden.loc[~held_out, "prompt"]), list(golden.loc[held_out, "prompt"]))
+                                            list(golden.loc[~held_out, "prompt"]), list(golden.loc[held_out, "prompt"]),
+                                            golden_probes=curated_probes, golden_sources=sources,
+                                            held_out_probes=held_out_probes)
             context.log.info(f"instruction segments: {segments.made} made, {segments.reused} reused, "
                              f"{segments.guarded} guarded against held-out golden questions")
             feedback = build_examples(feedback_docs, policy.split_rules(), policy.text_strategy, policy.title_template,
-                                      golden_prompts=list(golden["prompt"]))
+                                      golden_prompts=list(golden["prompt"]), golden_probes=curated_probes + held_out_probes,
+                                      golden_sources=sources)
             ledger = segments.ledger
             ledger.records_in += feedback.ledger.records_in
             ledger.kept += feedback.ledger.kept
             ledger.dropped.update(feedback.ledger.dropped)
             extra = frame(feedback.examples, EXAMPLE_COLUMNS)
             version = version_of([segment_key(segments.keys), fingerprint(extra, ["id", "prompt", "answer", "split"])],
-                                 inputs, config_of(policy), code="5")
+                                 inputs, config_of(policy), code="6")
         else:
             section_docs = rows(knowledge_examples.read_table("examples.parquet"))
             build = build_examples(rows(corpus.read_table()) + section_docs + feedback_docs, policy.split_rules(),
-                                   policy.text_strategy, policy.title_template, golden_prompts=list(golden["prompt"]))
+                                   policy.text_strategy, policy.title_template, golden_prompts=list(golden["prompt"]),
+                                   golden_probes=curated_probes + held_out_probes, golden_sources=sources)
             ledger = build.ledger
             table = frame(build.examples, EXAMPLE_COLUMNS)
-            version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="3")
+            version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="6")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             if segmented:  # each segment's tables and HF shards linked; the feedback examples the last part

@@ -55,6 +55,34 @@ class ServingOptions(BaseModel):
         "grounded prompt of every chat request (a request opts out with \"tuneforge\": {\"grounding\": false}), and "
         "the evaluation scores and the promotion gate judge the model so.")
     retrieval_passages: int = Field(default=3, description="Passages retrieved per request (and per golden question), 1-20.")
+    min_retrieval_score: float | Literal["auto"] | None = Field(
+        default="auto", description="A grounded request whose best passage scores below this (cosine similarity) is "
+        "answered with the abstention sentence (knowledge.abstention) without generating. 'auto': calibrated by "
+        "eval_report on the golden set's dev split (the highest threshold that declines at most max_false_abstention "
+        "of its answerable questions), recorded in the promotion decision and deployed with the adapter; null: never.")
+    max_false_abstention: float = Field(
+        default=0.05, description="min_retrieval_score 'auto': the share of the dev split's answerable questions the "
+        "threshold may decline.")
+    grounding: Literal["abstain", "quote", "flag", "off"] = Field(
+        default="abstain", description="The grounding check on every grounded answer: each number, date, quantity and "
+        "name it states must stand in a passage it cites ([n]) or the question. An answer that fails gets: 'abstain' "
+        "(the abstention sentence), 'quote' (the passages' sentence closest to the question, cited), 'flag' (served "
+        "as is, the failure in the response's tuneforge.grounding), 'off' (no check). The evaluation's served rows "
+        "apply it too.")
+
+    @field_validator("max_false_abstention")
+    @classmethod
+    def _false_abstention(cls, value: float) -> float:
+        if not 0 <= value < 1:
+            raise ValueError("serving.max_false_abstention must lie within [0, 1)")
+        return value
+
+    @field_validator("min_retrieval_score")
+    @classmethod
+    def _threshold(cls, value):
+        if isinstance(value, float) and not -1 <= value <= 1:
+            raise ValueError("serving.min_retrieval_score is a cosine similarity: within [-1, 1], 'auto' or null")
+        return value
 
     @field_validator("retrieval_passages")
     @classmethod

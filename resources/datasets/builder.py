@@ -18,7 +18,9 @@ from resources.records import Ledger, sha256_hex
 TextStrategy = Literal["sections", "title_to_instruction", "exclude"]
 
 EXAMPLE_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "external_id", "batch", "origin"]
-GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "tags", "origin", "must_include"]
+GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id", "tags", "origin", "must_include",
+                  "must_not_include", "eval_split"]
+EVAL_SPLITS = ("dev", "test")
 
 
 @dataclass(frozen=True)
@@ -82,10 +84,18 @@ def build_examples(
     title_template: str,
     golden_prompts: Iterable[str] = (),
     dedup_rules: DedupRules = DedupRules(),
+    golden_probes: Iterable = (),
+    golden_sources: Iterable[str] = (),
 ) -> ExampleBuild:
-    """Training/validation examples; documents hashed into the golden hold-out are left out, and so
-    is any example whose prompt matches a golden prompt (exactly or near) — the contamination guard."""
+    """Training/validation examples; documents hashed into the golden hold-out are left out, and so is every
+    document a golden question names as its source (`golden_sources`: the golden set holds out whole documents) —
+    and the contamination guard drops any example whose prompt matches a golden prompt (exactly or near) or whose
+    answer holds a golden answer's sentence (`golden_probes`, `resources.contamination`)."""
+    from resources.contamination import ProbeIndex
+
     guard = golden_guard(golden_prompts, dedup_rules)
+    answers = ProbeIndex(list(golden_probes))
+    sources = {str(s) for s in golden_sources if s}
     out = ExampleBuild()
 
     def drop(doc_id: str, reason: str, detail: str) -> None:
@@ -104,10 +114,20 @@ def build_examples(
         if split == "golden":
             drop(doc["doc_id"], "held_out_for_golden", "hashed into the golden hold-out")
             continue
+        source = golden_source(doc, sources)
+        if source:
+            drop(doc["doc_id"], "golden_source_document", f"{source} is the source document of a golden question: held out whole")
+            continue
         prompt = first(messages, "user")
         hit = contamination(guard, prompt)
         if hit:
             drop(doc["doc_id"], "golden_contamination", hit)
+            continue
+        overlap = next((o for m in messages if m["role"] == "assistant" for o in answers.overlaps(m["content"])), None)
+        if overlap:
+            probe = answers.probes[overlap[0]]
+            drop(doc["doc_id"], "golden_answer_overlap", f"its answer holds {overlap[1]:.0%} of golden {probe.golden_id}'s "
+                 f"sentence {probe.text[:80]!r}")
             continue
         out.examples.append(
             {
@@ -124,6 +144,17 @@ def build_examples(
         )
     out.ledger.kept = len(out.examples)
     return out
+
+
+def golden_source(doc: dict[str, Any], sources: set[str]) -> str | None:
+    """The golden source id that names this document (its external id, its file's path or name), or None."""
+    if not sources:
+        return None
+    path = str(doc.get("source_path") or "")
+    for name in (doc.get("external_id"), path, path.rsplit("/", 1)[-1] if path else None):
+        if name and str(name) in sources:
+            return str(name)
+    return None
 
 
 def golden_guard(prompts: Iterable[str], rules: DedupRules = DedupRules()) -> Deduplicator:
@@ -151,9 +182,12 @@ def held_out_golden(documents: Iterable[dict[str, Any]], rules: SplitRules, stra
                    "doc_id": doc["doc_id"]}  # what forget follows in the golden segments
 
 
-def golden_example(example_id, question, answer, source_doc_id, tags, origin, must_include=()) -> dict[str, Any]:
+def golden_example(example_id, question, answer, source_doc_id, tags, origin, must_include=(), must_not_include=(),
+                   eval_split=None) -> dict[str, Any]:
     return {
         "must_include": [str(f) for f in must_include or []],
+        "must_not_include": [str(f) for f in must_not_include or []],
+        "eval_split": eval_split,
         "id": example_id,
         "prompt": question,
         "answer": answer,
@@ -182,9 +216,20 @@ def with_messages(example: dict[str, Any]) -> dict[str, Any]:
     return example
 
 
-def read_golden_file(path: Path, display: str) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """Curated golden records `{id, question, reference_answer, source_doc_id?, tags?, must_include?}` and the
-    quarantine rows for lines that are not. Lines starting with `#` are comments (the template's example)."""
+def eval_split_of(example: dict[str, Any], dev_fraction: float) -> str:
+    """dev | test for a golden example: its own `eval_split` when given, else by a hash of its source document (its
+    id when it names none), so the questions about one document land in the same split."""
+    if example.get("eval_split") in EVAL_SPLITS:
+        return example["eval_split"]
+    anchor = example.get("source_doc_id") or example["id"]
+    return "dev" if int(sha256_hex(f"eval-split:{anchor}")[:8], 16) / 0x1_0000_0000 < dev_fraction else "test"
+
+
+def read_golden_file(path: Path, display: str, require_facts: bool = False) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Curated golden records `{id, question, reference_answer, source_doc_id?, tags?, must_include?,
+    must_not_include?, split?}` and the quarantine rows for lines that are not. Lines starting with `#` are comments
+    (the template's example). With `require_facts`, an answerable record (not tagged `unanswerable`) without
+    must_include facts is quarantined: nothing could say whether an answer to it is right."""
     examples, quarantine = [], []
     lines = path.read_bytes().split(b"\n")
     data = b"\n".join(b"" if line.lstrip().startswith(b"#") else line for line in lines)
@@ -201,11 +246,28 @@ def read_golden_file(path: Path, display: str) -> tuple[list[dict[str, Any]], li
             if not isinstance(facts, list) or not all(isinstance(f, str) and f.strip() for f in facts):
                 raise RecordError("invalid_must_include", f"{display}:{line}: must_include must be a list of non-empty "
                                   "strings (the facts a right answer states)")
+            stale = payload.get("must_not_include", [])
+            if not isinstance(stale, list) or not all(isinstance(f, str) and f.strip() for f in stale):
+                raise RecordError("invalid_must_not_include", f"{display}:{line}: must_not_include must be a list of "
+                                  "non-empty strings (values a right answer must not state, e.g. a changed document's old ones)")
+            tags = payload.get("tags") or []
+            if not isinstance(tags, list):
+                raise RecordError("unrecognised_schema", f"{display}:{line}: tags must be a list")
+            if "unanswerable" in tags and facts:
+                raise RecordError("invalid_must_include", f"{display}:{line}: a question tagged unanswerable lists "
+                                  "must_include facts: a right answer to it declines, it states no facts")
+            if require_facts and "unanswerable" not in tags and not facts:
+                raise RecordError("no_facts", f"{display}:{line}: question {payload['id']!r} lists no must_include facts "
+                                  "(the values or names a right answer states); add them, or tag it unanswerable")
+            split = payload.get("split")
+            if split is not None and split not in EVAL_SPLITS:
+                raise RecordError("unrecognised_schema", f"{display}:{line}: split must be 'dev' or 'test', not {split!r}")
         except RecordError as err:
             quarantine.append({"source_path": display, "line": line, "reason": err.reason, "detail": err.detail})
             continue
         examples.append(
             golden_example(str(payload["id"]), payload["question"], payload["reference_answer"],
-                           payload.get("source_doc_id"), payload.get("tags"), "curated", payload.get("must_include"))
+                           payload.get("source_doc_id"), payload.get("tags"), "curated", payload.get("must_include"),
+                           payload.get("must_not_include"), payload.get("split"))
         )
     return examples, quarantine

@@ -30,6 +30,19 @@ class DatasetPolicy(BaseModel):
         description="User turn for title_to_instruction, and for a section without a heading of its own; must "
         "contain {title}.",
     )
+    hold_out_golden_sources: bool = Field(
+        default=True, description="A document a curated golden question names as its source_doc_id (a record id or a "
+        "file's path or name) never trains: the golden set holds out whole documents. They stay in the knowledge index, "
+        "so the served model can answer from them.")
+    golden_dev_fraction: float = Field(
+        default=0.25, description="Share of the golden questions (hashed by source document, so one document's questions "
+        "stay together) in the dev split, which only calibrates settings such as the retrieval threshold; the rest is "
+        "the sealed test split the evaluation reports and the gate decides on. A golden record's own `split` field "
+        "(dev or test) overrides the hash.")
+    golden_requires_facts: bool = Field(
+        default=True, description="Every answerable question of a curated golden file must list must_include facts (what "
+        "a right answer states); a record without them is quarantined with its file and line. Tag a question the "
+        "documents cannot answer `unanswerable`.")
     min_train_examples: int = Field(
         default=200, description="The dataset card warns (asset check) below this many training examples."
     )
@@ -40,6 +53,8 @@ class DatasetPolicy(BaseModel):
             raise ValueError("DatasetPolicy: fractions must lie within [0, 1)")
         if self.validation_fraction + self.golden_holdout_fraction >= 1:
             raise ValueError("DatasetPolicy: validation_fraction + golden_holdout_fraction must leave room for train")
+        if not 0 <= self.golden_dev_fraction < 1:
+            raise ValueError("DatasetPolicy.golden_dev_fraction must lie within [0, 1)")
         if "{title}" not in self.title_template:
             raise ValueError("DatasetPolicy.title_template must contain {title}")
         return self

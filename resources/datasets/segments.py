@@ -29,7 +29,7 @@ from resources.segments import (CARD_SEGMENTS, CHUNK_SEGMENTS, CORPUS_SEGMENTS, 
                                 segment_key, unfinished_key, write_signatures, write_typed, writing_segment)
 from resources.storage import write_json
 
-CODE = "3"
+CODE = "4"
 CHATS = frozenset({"messages"})
 SPLITS = ["train", "validation"]
 HF_EXTRA = {"source_doc_id": "string", "batch": "string", "origin": "string"}  # the HF export's columns beyond id, messages
@@ -60,7 +60,9 @@ class InstructionBuild:
 
 
 def instruction_segments(store, model: str, chains: list[str], example_keys: list[str], policy, golden_prompts: list[str],
-                         held_out_prompts: list[str] = (), dedup_rules: DedupRules = DedupRules()) -> InstructionBuild:
+                         held_out_prompts: list[str] = (), dedup_rules: DedupRules = DedupRules(),
+                         golden_probes: list = (), golden_sources: list[str] = (),
+                         held_out_probes: list = ()) -> InstructionBuild:
     """Per corpus segment (`chains`) and its knowledge-example segment (`example_keys`, the same order): the
     instruction examples of its documents and sections, made where the store does not hold them.
 
@@ -68,23 +70,31 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
     hold-out (`held_out_prompts`) grows with every batch, so it is not: each segment's prompts' MinHash
     signatures are kept once (`held_out_near`), and a segment one of whose prompts duplicates a held-out question is
     made again with those questions in its guard (and its key) — usually none, so a new batch makes one segment.
-    Without a hold-out no signature is made."""
+    Without a hold-out no signature is made.
+
+    The answer guard works alike: the curated golden set's sentences (`golden_probes`, `resources.contamination`) and
+    the documents it names as sources (`golden_sources`, held out whole) are in every segment's key; the hold-out's
+    sentences (`held_out_probes`) are compared with each segment's answers, and only a segment that holds one is made
+    again with it in its guard."""
     if len(chains) != len(example_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(example_keys)} example segments")
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
-    config, golden = config_of(policy, dedup_rules), sha256_hex("\n".join(sorted(golden_prompts)))
+    config = config_of(policy, dedup_rules)
+    golden = sha256_hex("\n".join(sorted(golden_prompts)) + "\0" + "\n".join(sorted(p.text for p in golden_probes))
+                        + "\0" + "\n".join(sorted(map(str, golden_sources))))
     base = [segment_key(chain, examples, golden, config, CODE) for chain, examples in zip(chains, example_keys)]
     held = set(store.partitions(asset))
     build = InstructionBuild(list(base))
 
-    def ensure(i: int, key: str, guard: list[str]) -> None:
+    def ensure(i: int, key: str, guard: list[str], probes: list) -> None:
         if key in held:
             build.reused += 1
             return
         documents = _rows(segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chains[i]) / "kept.parquet")
         documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", example_keys[i]) / "examples.parquet")
         made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
-                              golden_prompts=guard, dedup_rules=dedup_rules)
+                              golden_prompts=guard, dedup_rules=dedup_rules, golden_probes=probes,
+                              golden_sources=golden_sources)
         table = frame(made.examples, EXAMPLE_COLUMNS)
         with writing_segment(store, asset, key) as out:
             write_typed(out / "examples.parquet", table, chats=CHATS)
@@ -96,14 +106,15 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
         build.made += 1
 
     for i, key in enumerate(base):
-        ensure(i, key, list(golden_prompts))
-    if held_out_prompts:
-        near = held_out_near(store, model, base, list(held_out_prompts), dedup_rules)
-        for i, key in enumerate(base):
-            if key in near:  # made again, guarded against the held-out prompts it may duplicate too
-                build.keys[i] = segment_key(key, near[key], CODE)
-                ensure(i, build.keys[i], list(golden_prompts) + near[key])
-        build.guarded = len(near)
+        ensure(i, key, list(golden_prompts), list(golden_probes))
+    near = held_out_near(store, model, base, list(held_out_prompts), dedup_rules) if held_out_prompts else {}
+    overlapping = held_out_overlaps(store, model, base, list(held_out_probes)) if held_out_probes else {}
+    for i, key in enumerate(base):
+        if key in near or key in overlapping:  # made again, guarded against the held-out questions it may repeat too
+            prompts, probes = near.get(key, []), overlapping.get(key, [])
+            build.keys[i] = segment_key(key, prompts, [p.text for p in probes], CODE)
+            ensure(i, build.keys[i], list(golden_prompts) + prompts, list(golden_probes) + probes)
+    build.guarded = len(set(near) | set(overlapping))
     dropped: Counter = Counter()
     for _, folder in pieces(store, asset, build.keys, INSTRUCTION_MERGE):
         counts = read_json(folder / "counts.json", {})
@@ -138,6 +149,23 @@ def held_out_near(store, model: str, keys: list[str], prompts: list[str], dedup_
         for row, hit in near_pairs(table, values, guard, guard_values, dedup_rules.threshold):
             near.setdefault(str(segment[row]), set()).add(prompts[hit])
     return {key: sorted(found) for key, found in near.items()}
+
+
+def held_out_overlaps(store, model: str, keys: list[str], probes: list) -> dict[str, list]:
+    """Segment key -> the held-out golden sentences (`resources.contamination.Probe`) that one of its answers holds:
+    each segment's examples read once per run and compared with the probes' n-grams."""
+    from resources.contamination import ProbeIndex
+
+    index = ProbeIndex(list(probes))
+    found: dict[str, list] = {}
+    for key in keys:
+        table = pd.read_parquet(segment_dir(store, f"{model}/{INSTRUCTION_SEGMENTS}", key) / "examples.parquet",
+                                columns=["messages"])
+        hits = {i for messages in table["messages"] for m in messages if m["role"] == "assistant"
+                for i, _ in index.overlaps(m["content"])}
+        if hits:
+            found[key] = sorted((index.probes[i] for i in hits), key=lambda p: (p.golden_id, p.text))
+    return found
 
 
 GOLDEN_MERGE = {"examples.parquet": merge_tables, "redactions.json": merge_json, "counts.json": merge_json,
@@ -199,7 +227,8 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
                 with writing_segment(store, asset, key) as out:
                     write_typed(out / "examples.parquet", frame([with_messages(e) for e in examples], GOLDEN_COLUMNS + ["doc_id"])
                                 .assign(tags=lambda t: t["tags"].map(json.dumps),
-                                        must_include=lambda t: t["must_include"].map(json.dumps)), chats=CHATS)
+                                        must_include=lambda t: t["must_include"].map(json.dumps),
+                                        must_not_include=lambda t: t["must_not_include"].map(_json_list)), chats=CHATS)
                     write_json(out, "redactions.json", dict(found))
                     if taught_build is not None:
                         write_json(out, "counts.json", dict(taught_build.counts))
@@ -216,6 +245,7 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
     if tables:
         table = pd.concat(tables, ignore_index=True)
         build.examples = table.assign(tags=table["tags"].map(json.loads), must_include=table["must_include"].map(json.loads),
+                                      must_not_include=table["must_not_include"].map(json.loads),
                                       messages=table["messages"].map(list))
     return build
 
@@ -292,6 +322,10 @@ def segment_lengths(store, model: str, keys: list[str], tokenizer) -> LengthBuil
 def _counts(table: pd.DataFrame) -> dict:
     return {"splits": {s: int((table["split"] == s).sum()) for s in SPLITS},
             "origins": {str(k): int(v) for k, v in table["origin"].value_counts().items()} if len(table) else {}}
+
+
+def _json_list(value) -> str:
+    return json.dumps(list(value) if isinstance(value, (list, tuple)) else [])
 
 
 def _rows(path: Path) -> list[dict]:

@@ -15,15 +15,16 @@ from resources.evaluation.endpoints import ChatEndpoint, answer_with_endpoint
 from resources.evaluation.generation import Generation, generate, load_for_generation
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.evaluation.metrics import score_answers
-from resources.knowledge.prompt import grounded_messages
+from resources.evaluation.statistics import RETRIEVAL
+from resources.knowledge.grounding import check_answer, confident
+from resources.knowledge.prompt import ABSTAIN, grounded_messages
 from resources.safety.probes import SafetyProbes, bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 from resources.safety.canaries import canary_prompts, exposure, load_canaries
 from resources.safety.guards import outputs_with_personal_data
 from resources.threads import torch_threads
 
-METRICS = ("exact_match", "token_f1", "rouge_l", "semantic_similarity", "context_support", "fact_recall",
-           "citation_support", "abstention")
-RETRIEVAL = "+retrieval"  # the suffix of a row answered as served: the question in the grounded prompt
+METRICS = ("fact_recall", "fact_correct", "abstention_recall", "false_abstention", "hallucination", "citation_precision",
+           "stale_fact", "rouge_l", "token_f1", "exact_match", "semantic_similarity", "context_support", "verbosity")
 
 
 def _strings(value) -> list[str]:
@@ -31,40 +32,35 @@ def _strings(value) -> list[str]:
     return [str(v) for v in value] if hasattr(value, "__iter__") and not isinstance(value, str) else []
 
 
-def baseline_of(role: str) -> str:
-    """The row a role is compared with: the base model answering the same way (bare, or with retrieval)."""
-    return "base" + RETRIEVAL if role.endswith(RETRIEVAL) else "base"
+@dataclass(frozen=True)
+class ServedAs:
+    """What the gateway does around a grounded answer, which the evaluation's `+retrieval` rows do too: answer with
+    the abstention sentence, without generating, when the best passage scores below `min_retrieval_score`; then the
+    grounding check with its action (`resources.knowledge.grounding`)."""
+
+    grounding: str = "abstain"
+    abstention: str = ABSTAIN
+    min_retrieval_score: float | None = None
 
 
-def paired_intervals(table: pd.DataFrame, metrics: tuple[str, ...] = METRICS, resamples: int = 2000,
-                     level: float = 0.95, seed: int = 0) -> dict[str, dict[str, list[float]]]:
-    """role -> metric -> [low, high]: the paired-bootstrap interval of the mean per-question difference between the
-    role and its baseline (`baseline_of`), over the golden questions both were scored on."""
-    import numpy as np
+def calibrate_threshold(answerable: list[float], unanswerable: list[float], max_false_abstention: float) -> dict:
+    """The retrieval threshold from the dev split's best-passage scores: the highest score under which at most
+    `max_false_abstention` of the answerable questions fall (so at most that share is declined for retrieval
+    alone), and what it does on the dev split. None when the dev split lacks either kind of question."""
+    import math
 
-    out: dict[str, dict[str, list[float]]] = {}
-    for role in table["model"].unique():
-        base = baseline_of(role)
-        if role == base or base not in set(table["model"]):
-            continue
-        mine, theirs = (table[table["model"] == r].set_index("id") for r in (role, base))
-        for metric in metrics:
-            if metric not in table:
-                continue
-            pair = pd.concat([mine[metric], theirs[metric]], axis=1, keys=["a", "b"]).dropna()
-            if len(pair) < 2:
-                continue
-            diff = (pair["a"] - pair["b"]).to_numpy(dtype=float)
-            rng = np.random.default_rng(seed)
-            means = diff[rng.integers(0, len(diff), (resamples, len(diff)))].mean(axis=1)
-            low, high = np.quantile(means, [(1 - level) / 2, 1 - (1 - level) / 2])
-            out.setdefault(role, {})[metric] = [round(float(low), 4), round(float(high), 4)]
-    return out
-
-
-def served_role(role: str, scores: dict) -> str:
-    """The row that stands for `role` as it is served: `<role>+retrieval` where it was evaluated so."""
-    return role + RETRIEVAL if role + RETRIEVAL in scores else role
+    if not answerable or not unanswerable:
+        return {"threshold": None, "reason": f"the dev split has {len(answerable)} answerable and {len(unanswerable)} "
+                "unanswerable questions: both are needed to calibrate", "dev_answerable": len(answerable),
+                "dev_unanswerable": len(unanswerable)}
+    ordered = sorted(answerable)
+    allowed = math.floor(max_false_abstention * len(ordered))  # answerable questions that may fall below it
+    threshold = ordered[allowed] if allowed < len(ordered) else ordered[-1]
+    threshold = round(float(threshold) - 1e-4, 4)  # the allowed-th answerable question itself stays above
+    return {"threshold": threshold, "dev_answerable": len(answerable), "dev_unanswerable": len(unanswerable),
+            "dev_false_abstention": round(sum(s < threshold for s in answerable) / len(answerable), 4),
+            "dev_abstention_recall": round(sum(s < threshold for s in unanswerable) / len(unanswerable), 4),
+            "max_false_abstention": max_false_abstention}
 
 
 @dataclass(frozen=True)
@@ -100,6 +96,10 @@ class Evaluator(ConfigurableResource):
     grounding_passages: int = Field(
         default=3, description="Passages retrieved from knowledge_index per golden question, for the grounding scores."
     )
+    answer_dev: bool = Field(
+        default=False, description="Also answer the golden set's dev split (reported apart, as `dev_scores`; never "
+        "what the gate decides on). Off: the dev split only calibrates the retrieval threshold, which needs no "
+        "answers. Benchmarks turn it on to choose settings on the dev split and report the sealed test split.")
     compare_with: list[ChatEndpoint] = Field(
         default_factory=list,
         description="OpenAI-compatible endpoints (e.g. the hosted API being replaced) scored as extra comparison rows.",
@@ -118,46 +118,80 @@ class Evaluator(ConfigurableResource):
 
     def compare(self, contenders: list[Contender], golden: pd.DataFrame, contexts: list[list[str]],
                 judge: JudgeModel | None = None, log: Callable[[str], None] = print,
-                retrieved: list[list[dict]] | None = None) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
+                retrieved: list[list[dict]] | None = None,
+                served: ServedAs = ServedAs()) -> tuple[pd.DataFrame, dict[str, dict[str, float]]]:
         """Every contender answers the golden questions; per-example rows and per-model averages.
         `contexts[i]` are the retrieved passages for question i ([] when it has no known source). With `retrieved`
         (the passages the gateway would retrieve for each question), every local contender answers a second time
-        as served — the question in the grounded prompt — as the row `<role>+retrieval`."""
+        as served — the row `<role>+retrieval`: a question whose best passage scores below the threshold is
+        declined without generating, the others are asked in the grounded prompt, and every answer passes the
+        grounding check (`served`) — what a client of the gateway would receive."""
         prompts, references = list(golden["prompt"]), list(golden["answer"])
         facts = [_strings(f) for f in golden["must_include"]] if "must_include" in golden else None
+        stale = [_strings(f) for f in golden["must_not_include"]] if "must_not_include" in golden else None
         unanswerable = [("unanswerable" in _strings(t)) for t in golden["tags"]] if "tags" in golden else None
         rows: list[dict] = []
         aggregates: dict[str, dict[str, float]] = {}
         runs = []
         for contender in contenders:
-            runs.append((contender.role, contender, prompts, contexts))
+            runs.append((contender.role, contender, prompts, contexts, None))
             if retrieved is not None and contender.with_retrieval:
                 grounded = [grounded_messages([{"role": "user", "content": q}], ps) for q, ps in zip(prompts, retrieved)]
-                runs.append((contender.role + RETRIEVAL, contender, grounded, [[p["text"] for p in ps] for ps in retrieved]))
-        for role, contender, inputs, contexts in runs:
-            answers = self.answer_as(contender, inputs)
-            texts = [a.text for a in answers]
+                runs.append((contender.role + RETRIEVAL, contender, grounded, [[p["text"] for p in ps] for ps in retrieved],
+                             retrieved))
+        for role, contender, inputs, contexts, passages in runs:
+            if passages is None:
+                answers, checked = self.answer_as(contender, inputs), None
+                texts = [a.text for a in answers]
+            else:
+                answers, checked = self._served(contender, inputs, prompts, passages, served)
+                texts = [c.text for c in checked]
             scores = score_answers(prompts, references, texts, contexts, facts, unanswerable,
-                                   grounded=role.endswith(RETRIEVAL))
+                                   grounded=passages is not None, abstention=served.abstention, stale=stale)
             judged = judge.score(prompts, references, texts, contexts) if judge and judge.configured else [{}] * len(texts)
-            mine = [
-                {"model": role, "id": example_id, "prompt": prompt, "reference": reference, "answer": a.text,
-                 "stopped": a.stopped, "new_tokens": a.new_tokens, "retrieved": list(context), **score, **judgement}
-                for example_id, prompt, reference, a, context, score, judgement
-                in zip(golden["id"], prompts, references, answers, contexts, scores, judged)
-            ]
+            mine = []
+            for i, (example_id, prompt, reference, a, context, score, judgement) in enumerate(
+                    zip(golden["id"], prompts, references, answers, contexts, scores, judged)):
+                row = {"model": role, "id": example_id, "prompt": prompt, "reference": reference, "answer": texts[i],
+                       "stopped": a.stopped, "new_tokens": a.new_tokens, "retrieved": list(context), **score, **judgement}
+                if checked is not None:
+                    c = checked[i]
+                    row.update(raw_answer=a.text, grounding=c.verdict, cited=list(c.cited), unsupported=list(c.unsupported))
+                mine.append(row)
             rows += mine
             frame = pd.DataFrame(mine)
             means = {m: float(frame[m].mean()) for m in (*METRICS, *JUDGE_METRICS) if m in frame and frame[m].notna().any()}
             aggregates[role] = {k: v for k, v in means.items() if not math.isnan(v)} | {
                 "runaway_rate": float(1 - frame["stopped"].mean())}
+            if checked is not None:
+                aggregates[role]["grounding_failures"] = float((frame["grounding"] == "unsupported").mean())
             log(f"{role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[role].items()))
         return pd.DataFrame(rows), aggregates
 
+    def _served(self, contender: Contender, inputs: list, questions: list[str], passages: list[list[dict]],
+                served: ServedAs):
+        """The answers as the gateway serves them: declined without generating below the retrieval threshold, then
+        the grounding check. Returns (the model's answers, the checked answers)."""
+        from resources.knowledge.grounding import Checked
+
+        ask = [i for i, ps in enumerate(passages) if confident(ps, served.min_retrieval_score)]
+        generated = dict(zip(ask, self.answer_as(contender, [inputs[i] for i in ask]) if ask else []))
+        answers, checked = [], []
+        for i, question in enumerate(questions):
+            if i not in generated:
+                answers.append(Generation(served.abstention, 0, True))
+                checked.append(Checked(served.abstention, "low_retrieval"))
+                continue
+            answers.append(generated[i])
+            checked.append(check_answer(generated[i].text, passages[i], question, served.grounding, served.abstention))
+        return answers, checked
+
     def safety_suite(self, candidate: Contender, golden_answers: list[str], golden_stopped: list[bool], redactor,
-                     probes: SafetyProbes) -> dict:
+                     probes: SafetyProbes, golden_contexts: list[str] | None = None) -> dict:
         """Canary extraction, red-team and bias probes on the candidate (one batched generation pass, by the same
-        engine that answered the golden set), plus PII, toxicity and runaway rates of its golden answers."""
+        engine that answered the golden set), plus PII, toxicity and runaway rates of its golden answers (PII as the
+        gateway judges it: a value that stands in the answer's passages or question, `golden_contexts`, is not a
+        leak)."""
         canaries = load_canaries(probes.canaries) if probes.canaries else []
         red_team = load_red_team(probes.red_team) if probes.red_team else []
         pairs = bias_pairs()
@@ -176,7 +210,7 @@ class Evaluator(ConfigurableResource):
         bias: dict[str, list[float]] = {}
         for attribute, _, _ in pairs:
             bias.setdefault(attribute, []).append(pair_similarity(next(answers), next(answers)))
-        outputs_with_pii, pii = outputs_with_personal_data(redactor.engine(), golden_answers)  # as the gateway judges
+        outputs_with_pii, pii = outputs_with_personal_data(redactor.engine(), golden_answers, golden_contexts)  # as the gateway
         return {
             "pii_leaks": outputs_with_pii,
             "pii_by_entity": dict(pii),

@@ -111,36 +111,37 @@ def make_metrics(threshold: float = 0.5) -> list:
     return [ExactMatch(threshold), TokenF1(threshold), RougeL(threshold), ContextSupport(threshold)]
 
 
-ABSTENTION = re.compile(r"(passages|documents|context|sources?) (do|does) not (answer|say|mention|cover)|"
-                        r"\b(i do not|i don't) know\b|\bno information (about|on)\b|\bnot (able|possible) to answer\b|"
-                        r"\bcannot (find|answer)\b|\bnot (mentioned|covered|stated) in\b", re.IGNORECASE)
 CITATION = re.compile(r"\[(\d{1,2})\]")
 
 
-def fact_recall(answer: str, facts: list[str], reference: str) -> float:
-    """Share of the golden example's `must_include` facts (a price, a duration, a name) found in the answer, after
-    deepeval's normalisation; an answer longer than three times its reference scores 0 (copying a whole passage
-    is not an answer)."""
-    from deepeval.scorer.scorer import normalize_text
+def fact_recall(answer: str, facts: list[str], question: str = "", reference: str = "") -> float:
+    """Share of the golden example's `must_include` facts that the answer states, read unit-aware
+    (`resources.knowledge.claims.states`: "14 days" states `14-day`, "8 boards" does not state `$8`, a bare number
+    counts only with its noun). How long the answer is does not change it: that is `verbosity`."""
+    from resources.knowledge.claims import states
 
-    if len(answer) > 3 * max(len(reference), 1):
-        return 0.0
-    said = f" {normalize_text(CITATION.sub(' ', answer))} "  # a citation marker "[1]" states no fact "1"
-    return sum(f" {normalize_text(fact)} " in said for fact in facts) / len(facts)
+    return sum(states(f, answer, question, reference) for f in facts) / len(facts)
 
 
-def citation_support(answer: str, passages: list[str], facts: list[str]) -> float:
-    """1 when the answer cites a passage `[n]` of its grounded prompt that holds every must_include fact."""
-    from deepeval.scorer.scorer import normalize_text
+def citation_precision(answer: str, passages: list[str], facts: list[str], question: str = "",
+                       reference: str = "") -> float | None:
+    """For an answer that cites passages `[n]` and states some of the facts: 1 when every fact it states is held by
+    a passage it cites, else 0. None when it cites nothing or states none of the facts (nothing to judge)."""
+    from resources.knowledge.claims import states
 
     cited = [int(n) for n in CITATION.findall(answer) if 1 <= int(n) <= len(passages)]
-    holds = lambda text: all(f" {normalize_text(f)} " in f" {normalize_text(text)} " for f in facts)  # noqa: E731
-    return float(any(holds(passages[n - 1]) for n in cited))
+    stated = [f for f in facts if states(f, answer, question, reference)]
+    if not cited or not stated:
+        return None
+    held = "\n".join(passages[n - 1] for n in dict.fromkeys(cited))
+    return float(all(states(f, held, question, reference) for f in stated))
 
 
-def abstained(answer: str) -> float:
-    """1 when the answer says it cannot answer (for golden questions the documents do not answer)."""
-    return float(bool(ABSTENTION.search(answer)))
+def abstained(answer: str, abstention: str = "") -> float:
+    """1 when the answer declines to answer (the model's abstention sentence, or words to that effect)."""
+    from resources.knowledge.grounding import is_abstention
+
+    return float(is_abstention(answer, abstention))
 
 
 def semantic_similarity(expected: list[str], actual: list[str]) -> list[float]:
@@ -157,11 +158,16 @@ def semantic_similarity(expected: list[str], actual: list[str]) -> list[float]:
 
 def score_answers(questions: list[str], expected: list[str], actual: list[str],
                   contexts: list[list[str]] | None = None, facts: list[list[str]] | None = None,
-                  unanswerable: list[bool] | None = None, grounded: bool = False) -> list[dict[str, float]]:
-    """Every metric on every (question, reference, answer) triple; `context_support` only where retrieved
-    passages are given (questions answerable from the knowledge base); `fact_recall` where the example lists
-    must_include facts, `citation_support` for those when the answer was grounded (the passages were in its
-    prompt), `abstention` on questions the documents do not answer."""
+                  unanswerable: list[bool] | None = None, grounded: bool = False, abstention: str = "",
+                  stale: list[list[str]] | None = None) -> list[dict[str, float]]:
+    """Every metric on every (question, reference, answer) triple.
+
+    Always: exact match, token F1, ROUGE-L, semantic similarity, `abstained`; `context_support` where passages are
+    given. On an answerable question: `false_abstention` (it declined), `verbosity` (answer length / reference
+    length); with `must_include` facts also `fact_recall`, `fact_correct` (every fact stated: the paired test's
+    outcome), `hallucination` (a confident answer stating none of them) and, for a grounded answer,
+    `citation_precision`. On an unanswerable question: `abstention_recall` (it declined) and `hallucination` (it
+    did not). With `stale` facts (a changed document's old values): `stale_fact` (the answer states one)."""
     _, _, LLMTestCase = _deepeval()
     rows = []
     similarity = semantic_similarity(expected, actual)
@@ -170,12 +176,29 @@ def score_answers(questions: list[str], expected: list[str], actual: list[str],
         case = LLMTestCase(input=q, actual_output=a, expected_output=e, retrieval_context=context or None)
         row = {m.name: m.measure(case) for m in make_metrics() if m.name != "context_support" or context}
         row["semantic_similarity"] = similarity[i]
+        declined = abstained(a, abstention)
+        row["abstained"] = declined
+        if unanswerable and unanswerable[i]:
+            row["abstention_recall"] = declined
+            row["hallucination"] = 1.0 - declined
+            rows.append(row)
+            continue
+        row["false_abstention"] = declined
+        row["verbosity"] = round(len(a) / max(len(e), 1), 4)
         wanted = list(facts[i]) if facts and facts[i] is not None else []
         if wanted:
-            row["fact_recall"] = fact_recall(a, wanted, e)
+            recall = fact_recall(a, wanted, q, e)
+            row["fact_recall"] = recall
+            row["fact_correct"] = float(recall == 1.0)
+            row["hallucination"] = float(not declined and recall == 0.0)
             if grounded:
-                row["citation_support"] = citation_support(a, context, wanted)
-        if unanswerable and unanswerable[i]:
-            row["abstention"] = abstained(a)
+                precision = citation_precision(a, context, wanted, q, e)
+                if precision is not None:
+                    row["citation_precision"] = precision
+        old = list(stale[i]) if stale and stale[i] is not None else []
+        if old:
+            from resources.knowledge.claims import states
+
+            row["stale_fact"] = float(any(states(f, a, q) for f in old))
         rows.append(row)
     return rows

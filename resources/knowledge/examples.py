@@ -23,13 +23,13 @@ from typing import Any, Callable, Iterable
 
 from resources.dedup import DedupRules, Deduplicator, normalised_key
 from resources.knowledge.policy import KnowledgePolicy
-from resources.knowledge.prompt import ABSTAIN, cited, grounded_messages, passage_heading
+from resources.knowledge.prompt import cited, grounded_messages, passage_heading
 from resources.records import sha256_hex
 
 Retrieve = Callable[[list[str], int], list[list[dict[str, Any]]]]  # questions, k -> passages per question
 
-KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_id", "kind", "title", "batch", "chunk_id",
-                             "messages"]
+KNOWLEDGE_EXAMPLE_COLUMNS = ["doc_id", "source_doc_id", "split_key", "external_id", "source_path", "kind", "title", "batch",
+                             "chunk_id", "messages"]
 # strategies that make a document's examples from that document alone (no retrieval over the corpus, no share of
 # the corpus's examples): their examples can be made one corpus segment at a time
 DOCUMENT_LOCAL_STRATEGIES = frozenset({"headings"})
@@ -87,6 +87,7 @@ def _example(chunk: dict[str, Any], strategy: str, messages: list[dict[str, str]
         "source_doc_id": chunk["doc_id"],  # what forget and lineage follow
         "split_key": chunk["doc_id"],  # the example takes its document's split: a held-out document never trains
         "external_id": chunk.get("external_id"),
+        "source_path": chunk.get("source_path"),  # a golden question may name the file as its source
         "kind": f"knowledge:{strategy}",
         "title": chunk["title"],
         "batch": chunk.get("batch"),
@@ -124,7 +125,8 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
                                                               {"role": "assistant", "content": body}]))
             out.counts["headings_kept"] += 1
     if "raft" in policy.strategies and heads:
-        _grounded(out, "raft", [(chunk, question, body) for chunk, question, body in heads], policy, retrieve, held_out_docs)
+        _grounded(out, "raft", [(chunk, question, lead(body)) for chunk, question, body in heads], policy, retrieve,
+                  held_out_docs)
     if "cloze" in policy.strategies:
         _grounded(out, "cloze", _cloze_items(chunks, policy, held_out_docs), policy, retrieve, held_out_docs)
     if "continued_pretraining" in policy.strategies:
@@ -151,9 +153,10 @@ def _continued_pretraining(out: KnowledgeBuild, chunks: list[dict[str, Any]], po
         out.counts["continued_pretraining_dropped_over_ratio"] += len(passages) - wanted
 
 
-def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs):
-    """(passage, question, sentence) for the values stated in the passages of plain-text documents; a sentence in
-    two overlapping passages is asked once, from the first."""
+def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out_docs, with_value: bool = False):
+    """(passage, question, sentence) for the values stated in the passages of plain-text documents — with
+    `with_value`, (passage, question, sentence, value) — a sentence in two overlapping passages is asked once, from
+    the first."""
     from resources.knowledge.cloze import cloze_questions
 
     passages = sorted((c for c in chunks if c.get("kind") == "text" and c["doc_id"] not in held_out_docs),
@@ -164,8 +167,27 @@ def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out
         for cloze in found:
             if (chunk["doc_id"], cloze.question) not in seen:
                 seen.add((chunk["doc_id"], cloze.question))
-                items.append((chunk, cloze.question, cloze.answer))
+                items.append((chunk, cloze.question, cloze.answer, cloze.value) if with_value
+                             else (chunk, cloze.question, cloze.answer))
     return items
+
+
+LEAD_CHARS = 240  # a raft answer: the section's opening sentences up to about this many characters
+
+
+def lead(body: str) -> str:
+    """What a raft example answers with: the section's first sentence, and the second while the answer is still
+    short — a cited summary in the documents' words, not the whole passage copied (which taught models to run
+    on to the token limit)."""
+    from resources.knowledge.claims import sentences
+
+    parts = sentences(body)
+    if not parts:
+        return body.strip()
+    answer = parts[0]
+    if len(answer) < LEAD_CHARS // 3 and len(parts) > 1 and len(answer) + len(parts[1]) < LEAD_CHARS:
+        answer = f"{answer} {parts[1]}"
+    return answer if len(answer) <= 2 * LEAD_CHARS else answer[:2 * LEAD_CHARS].rsplit(" ", 1)[0] + " …"
 
 
 def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy, retrieve: Retrieve | None,
@@ -185,6 +207,7 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
     # abstentions per question (at most one), so that f of all examples hold their passage
     abstain_share = 1.0 if f == 0 else min(1.0, policy.grounded_variants * (1 - f) / f)
     found = retrieve([q for _, q, _ in items], 4 * (k + 1) + 16)  # one long document may fill the nearest ones
+    accepted = []
     for (chunk, question, answer), passages in zip(items, found):
         out.counts[f"{strategy}_generated"] += 1
         # distractors: the passages nearest the question that do not hold its answer — another section of the
@@ -207,7 +230,9 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
             context.insert(position, chunk)
             made.append(("with_oracle", context, cited(answer, position + 1), f"{strategy}:{tag}"))
         if _bucket(f"raft-oracle:{key}") < abstain_share:
-            made.append(("abstain", others[:k + 1], ABSTAIN, f"{strategy}:abstain:{key}"))
+            made.append(("abstain", others[:k + 1], policy.abstention, f"{strategy}:abstain:{key}"))
+        if f > 0:
+            accepted.append((chunk, question, answer, others, key))
         for kind, context, reply, identity in made:
             messages = grounded_messages([{"role": "user", "content": question}], context)
             example = _example(chunk, strategy, messages + [{"role": "assistant", "content": reply}])
@@ -215,18 +240,65 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
             out.examples.append(example)
             out.counts[f"{strategy}_{kind}"] += 1
         out.counts[f"{strategy}_kept"] += 1
+    _two_passages(out, strategy, accepted, policy)
+
+
+def _two_passages(out: KnowledgeBuild, strategy: str, accepted: list, policy: KnowledgePolicy) -> None:
+    """Questions that need two passages: a share (`multi_passage_fraction`) of the questions, each asked together with
+    the next question (in hash order) about another passage, both passages among the distractors, the answer
+    stating both and citing each."""
+    wanted = round(len(accepted) * policy.multi_passage_fraction)
+    ordered = sorted(accepted, key=lambda a: _bucket(f"multi:{a[4]}"))
+    for (chunk, question, answer, others, key), (chunk2, question2, answer2, _, key2) in zip(ordered, ordered[1:]):
+        if out.counts[f"{strategy}_two_passages"] >= wanted:
+            break
+        if chunk2["chunk_id"] == chunk["chunk_id"] or answer2.strip() in chunk["text"]:
+            continue
+        context = [p for p in others if p.get("chunk_id") != chunk2["chunk_id"] and answer2.strip() not in p["text"]]
+        context = context[:max(0, policy.raft_distractors - 1)]
+        first = int(_bucket(f"multi-position:{key}") * (len(context) + 1))
+        context.insert(first, chunk)
+        second = int(_bucket(f"multi-position:{key2}") * (len(context) + 1))
+        context.insert(second, chunk2)
+        n1, n2 = context.index(chunk) + 1, context.index(chunk2) + 1
+        ask = f"{question.rstrip()} Also, {question2[0].lower()}{question2[1:]}"
+        reply = f"{cited(answer, n1)} {cited(answer2, n2)}"
+        example = _example(chunk, strategy, grounded_messages([{"role": "user", "content": ask}], context)
+                           + [{"role": "assistant", "content": reply}])
+        example["doc_id"] = sha256_hex(f"{strategy}:two:{key}:{key2}")[:20]
+        out.examples.append(example)
+        out.counts[f"{strategy}_two_passages"] += 1
 
 
 def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, title_template: str):
-    """Golden examples from the sections of documents hashed into the golden hold-out (the headings questions;
-    their documents' sections never train: instruction_dataset gives each example its document's split)."""
+    """Golden examples from the documents hashed into the golden hold-out (their sections never train:
+    instruction_dataset gives each example its document's split). With `golden_from: cloze` (the default): a question
+    for each value their sentences state, the value as the fact a right answer must include (unit-aware), the
+    sentence as the reference — a document stating no value is asked about by its headings, without facts; with
+    `golden_from: headings`: the headings questions."""
     held = [c for c in chunks if split_rules.split_of(c["doc_id"]) == "golden"]
-    build = build_knowledge_examples(held, policy.model_copy(update={"strategies": ["headings"]}), title_template)
+    asked: set[str] = set()
+    if policy.golden_from == "cloze":
+        stated: set[tuple] = set()
+        for chunk, question, answer, value in _cloze_items(held, policy, frozenset(), with_value=True):
+            asked.add(chunk["doc_id"])
+            if (chunk["doc_id"], answer, value) in stated:  # one question per value (not its clause's echo too)
+                continue
+            stated.add((chunk["doc_id"], answer, value))
+            messages = [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]
+            identity = sha256_hex(f"golden-cloze:{chunk['chunk_id']}:{question}")[:20]
+            yield {"id": f"holdout-{identity}", "prompt": question, "answer": answer, "messages": messages,
+                   "split": "golden", "source_doc_id": chunk.get("external_id") or chunk["doc_id"],
+                   "tags": ["holdout", "cloze"], "origin": "holdout:cloze", "must_include": [value],
+                   "must_not_include": [], "eval_split": None, "doc_id": chunk["doc_id"]}
+    rest = [c for c in held if c["doc_id"] not in asked]
+    build = build_knowledge_examples(rest, policy.model_copy(update={"strategies": ["headings"]}), title_template)
     for example in build.examples:
         messages = json.loads(example["messages"])
         yield {"id": f"holdout-{example['doc_id']}", "prompt": messages[0]["content"], "answer": messages[-1]["content"],
                "messages": messages, "split": "golden", "source_doc_id": example["external_id"] or example["source_doc_id"],
                "tags": ["holdout", "section"], "origin": "holdout:headings", "must_include": [],
+               "must_not_include": [], "eval_split": None,
                "doc_id": example["source_doc_id"]}  # what forget follows in the golden segments
 
 
@@ -245,6 +317,7 @@ def held_out_qa(chunks: Iterable[dict[str, Any]], split_rules, policy: Knowledge
                        "answer": messages[-1]["content"], "messages": messages, "split": "golden",
                        "source_doc_id": example["external_id"] or example["source_doc_id"],
                        "tags": ["holdout", "teacher"], "origin": "holdout:qa", "must_include": [],
+                       "must_not_include": [], "eval_split": None,
                        "doc_id": example["source_doc_id"]})  # what forget follows in the golden segments
     return golden, build
 

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from resources.knowledge.chunking import ChunkRules
+from resources.knowledge.prompt import ABSTAIN
 from resources.redaction.engine import DEFAULT_SPACY_MODEL
 
 Strategy = Literal["headings", "raft", "cloze", "continued_pretraining", "qa"]
@@ -21,7 +22,7 @@ class KnowledgePolicy(BaseModel):
     chunk_tokens: int = Field(default=256, description="Most tokens (base model's tokenizer) in one chunk.")
     chunk_overlap_tokens: int = Field(default=32, description="Tokens shared by consecutive chunks of one section.")
     strategies: list[Strategy] = Field(
-        default_factory=lambda: ["headings"],
+        default_factory=lambda: ["cloze", "raft"],
         description="Views made from the sections of plain-text documents (dataset.text_strategy 'sections'): "
         "'headings' (a question from the title and heading, answered by the section's first chunk) and 'raft' "
         "(the same question in the grounded prompt the gateway builds: the section's chunk among retrieved "
@@ -40,9 +41,11 @@ class KnowledgePolicy(BaseModel):
     cloze_per_chunk: int = Field(default=4, description="Most cloze questions made from one passage.")
     cloze_spacy_model: str = Field(default=DEFAULT_SPACY_MODEL, description="The spaCy pipeline (an installed package "
                                    "or a folder) whose sentences and value entities the cloze strategy reads.")
-    golden_from: Literal["headings", "teacher"] = Field(
-        default="headings", description="How the golden questions of documents hashed into the hold-out "
-        "(dataset.golden_holdout_fraction) are made: 'headings' (a question per section, answered by its text) or "
+    golden_from: Literal["cloze", "headings", "teacher"] = Field(
+        default="cloze", description="How the golden questions of documents hashed into the hold-out "
+        "(dataset.golden_holdout_fraction) are made: 'cloze' (a question per value a sentence states, the value the "
+        "fact a right answer must include; a document without values asked by its headings), 'headings' (a question "
+        "per section, answered by its text, no facts) or "
         "'teacher' (the qa strategy's pairs and judge over their passages; falls back to headings, with a warning, "
         "when no teacher is configured).")
     qa_pairs_per_chunk: int = Field(default=3, description="Question/answer pairs the teacher writes per passage.")
@@ -58,6 +61,13 @@ class KnowledgePolicy(BaseModel):
         "before the first heading, or the title's own section, is asked with dataset.title_template.")
     min_answer_chars: int = Field(default=40, description="A section whose text is shorter gives no example.")
     raft_distractors: int = Field(default=2, description="Retrieved passages of other documents beside the oracle.")
+    abstention: str = Field(
+        default=ABSTAIN, description="What the model says when the passages do not answer: the target of the raft and "
+        "cloze abstention examples, what the gateway answers below the retrieval threshold or when the grounding check "
+        "abstains, and what the evaluation counts as declining.")
+    multi_passage_fraction: float = Field(
+        default=0.15, description="Share of the raft and cloze questions also asked together with another question "
+        "about another passage, both passages in the prompt: the answer states both and cites each.")
     raft_oracle_fraction: float = Field(default=0.8, description="Share of raft and cloze examples whose passages hold "
                                         "the answer; every question is seen with its passage, and some also without it "
                                         "(among as many passages of other documents), answered by an abstention.")
@@ -77,6 +87,10 @@ class KnowledgePolicy(BaseModel):
             raise ValueError("KnowledgePolicy.cloze_per_chunk must lie within [1, 20]")
         if not 1 <= self.qa_pairs_per_chunk <= 20:
             raise ValueError("KnowledgePolicy.qa_pairs_per_chunk must lie within [1, 20]")
+        if not 0 <= self.multi_passage_fraction <= 1:
+            raise ValueError("KnowledgePolicy.multi_passage_fraction must lie within [0, 1]")
+        if not self.abstention.strip():
+            raise ValueError("KnowledgePolicy.abstention must not be empty")
         if "{heading}" not in self.question_template:
             raise ValueError("KnowledgePolicy.question_template must contain {heading}")
         return self

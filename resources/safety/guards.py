@@ -15,17 +15,36 @@ from resources.safety.canaries import canary_leaked
 from resources.safety.injection import INJECTION_PATTERNS, injection_findings  # noqa: F401 (re-exported)
 from resources.safety.probes import toxic_terms
 
-def personal_data_in_outputs(engine, texts: list[str]) -> list[tuple[str, Counter]]:
+def personal_data_in_outputs(engine, texts: list[str], contexts: list[str] | None = None) -> list[tuple[str, Counter]]:
     """The one judgement of personal data in what a model said, for the served endpoint (`Guards.check_output`,
     which withholds a response with any) and the safety report (`pii_leaks`, which the promotion gate caps) alike:
     each text redacted by the redaction engine (the data stages' policy, every pass), with the entity counts of
-    what was replaced. A text is a leak exactly when its count is non-zero, in both places."""
-    return [(r.text, Counter(r.counts)) for r in engine.redact(texts)]
+    what was replaced. A text is a leak exactly when its count is non-zero, in both places.
+
+    `contexts[i]`: what the model was given for text i — the (redacted) passages retrieved for it and the client's
+    question. A value that stands there too is not a leak: the answer repeats what its passages or the client
+    said (a support address, a date the NER reads as a name), and only what the model added is judged."""
+    redacted = engine.redact(texts)
+    if not contexts:
+        return [(r.text, Counter(r.counts)) for r in redacted]
+    out = []
+    for text, result, context in zip(texts, redacted, contexts):
+        if not result.counts or not context:
+            out.append((result.text, Counter(result.counts)))
+            continue
+        seen = _squash(context)
+        kept = [f for f in engine.analyze([text])[0] if _squash(text[f.start:f.end]) not in seen]
+        out.append((result.text if kept else text, Counter(f.entity_type for f in kept)))
+    return out
 
 
-def outputs_with_personal_data(engine, texts: list[str]) -> tuple[int, Counter]:
+def _squash(text: str) -> str:
+    return " ".join(text.casefold().split())
+
+
+def outputs_with_personal_data(engine, texts: list[str], contexts: list[str] | None = None) -> tuple[int, Counter]:
     """How many of `texts` leak personal data (by `personal_data_in_outputs`), and the entity counts over all."""
-    judged = personal_data_in_outputs(engine, texts)
+    judged = personal_data_in_outputs(engine, texts, contexts)
     return sum(bool(counts) for _, counts in judged), sum((counts for _, counts in judged), Counter())
 
 
@@ -71,9 +90,10 @@ class Guards:
     def longest_canary(self) -> int:
         return max((len(c) for c in self.canaries), default=0)
 
-    def check_output(self, text: str, full: bool = True, prompt: str = "") -> Verdict:
+    def check_output(self, text: str, full: bool = True, prompt: str = "", context: str = "") -> Verdict:
         """Canaries (in any disguise, and across the end of `prompt`: a key the client started and the model
-        completes), toxicity and — with `full` — personal data (Presidio)."""
+        completes), toxicity and — with `full` — personal data (Presidio) that does not stand in `context` (the
+        passages the answer was given and the question: see `personal_data_in_outputs`)."""
         leaked = [c for c in self.canaries if canary_leaked(c, text, prefix=prompt)]
         if leaked:
             return Verdict(False, text, {"canary": len(leaked)}, "canary secret in the response")
@@ -81,7 +101,7 @@ class Guards:
         if toxic:
             return Verdict(False, text, {"toxicity": len(toxic)}, "toxic language in the response")
         if full:
-            [(redacted, counts)] = personal_data_in_outputs(self.engine, [text])
+            [(redacted, counts)] = personal_data_in_outputs(self.engine, [text], [context] if context else None)
             if counts:
                 return Verdict(False, redacted, dict(counts), "personal data in the response")
         return Verdict(True, text)

@@ -1,0 +1,139 @@
+"""The grounding check: is every number, date, quantity and name of an answer in a passage the answer cites?
+
+The gateway runs it on every grounded answer before the output guard, and the evaluation runs the same function
+on the answers of its "as served" rows, so the table scores what a client receives. An answer cites passages
+inline as `[n]` (n counts the passages of its grounded prompt, `resources.knowledge.prompt`); the claims of the
+answer (`resources.knowledge.claims`: quantities with units, counts, ranges, times, dates, identifiers, and
+capitalised names that do not open a sentence) must each be stated by a cited passage — or by the question,
+which the client wrote. An answer that cites nothing is checked against every passage of its prompt. A
+redaction placeholder (`<EMAIL_ADDRESS>`) copied from a passage is never content: it fails the check.
+
+What an answer that fails gets is the model's `grounding` action: `abstain` (the model's abstention sentence),
+`quote` (the sentence of the passages that shares most words with the question, cited), `flag` (served as it
+is, the failure reported in the response) or `off` (no check). Before any of it, a request whose best passage
+scores below the model's retrieval threshold is answered with the abstention sentence without generating:
+`confident`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from resources.knowledge.claims import normal_words, names, placeholders, read, sentences, supported
+from resources.knowledge.prompt import passage_heading, passage_text
+
+GroundingAction = Literal["abstain", "quote", "flag", "off"]
+CITATION = re.compile(r"\[(\d{1,2})\]")
+ABSTENTION_WORDS = re.compile(
+    r"(passages|documents|context|sources?|information)\s+(i have\s+)?(do|does|did)\s+not\s+(answer|say|mention|cover|"
+    r"contain|state|include)|\b(i do not|i don't) know\b|\bno information (about|on)\b|\bnot (able|possible) to "
+    r"answer\b|\bcannot (find|answer)\b|\bnot (mentioned|covered|stated) in\b", re.IGNORECASE)
+
+
+@dataclass
+class Checked:
+    """What the grounding check made of one answer."""
+
+    text: str  # what is served
+    verdict: str  # grounded | unsupported | abstained | low_retrieval | no_passages | unchecked
+    action: str | None = None  # what was done to an unsupported answer: abstain | quote | flag
+    cited: list[int] = field(default_factory=list)  # passage numbers (1-based) the served text cites
+    unsupported: list[str] = field(default_factory=list)  # the claims no cited passage holds, as written
+    invalid_citations: int = 0  # [n] markers naming no passage of the prompt (removed from the text)
+    spans: dict[int, str] = field(default_factory=dict)  # passage number -> the sentence that supports the answer
+
+    def citations(self, passages: list[dict[str, Any]], describe) -> list[dict[str, Any]]:
+        """The passages the served text cites, in citation order, each as `describe(passage)` with its number and
+        supporting sentence: what `tuneforge.citations` lists."""
+        return [{"n": n, **describe(passages[n - 1]), "span": self.spans.get(n)} for n in self.cited]
+
+
+def is_abstention(answer: str, abstention: str) -> bool:
+    """Does the answer decline (the model's abstention sentence, or words to that effect)?"""
+    said, sentence = normal_words(answer), normal_words(abstention)
+    return bool(said) and (bool(sentence) and sentence in said or bool(ABSTENTION_WORDS.search(answer)))
+
+
+def confident(passages: list[dict[str, Any]], threshold: float | None) -> bool:
+    """Retrieval is confident enough to answer: no threshold, or the best passage's score reaches it."""
+    if threshold is None:
+        return True
+    return bool(passages) and max(float(p.get("score") or 0.0) for p in passages) >= threshold
+
+
+def _evidence(passage: dict[str, Any]) -> str:
+    return f"{passage_heading(passage)}\n{passage_text(passage)}"
+
+
+def _claims(answer: str) -> list[tuple[str, Any]]:
+    """(as written, claim or name) for everything the answer states that a passage must hold."""
+    found: list[tuple[str, Any]] = [(c.surface, c) for c in read(answer)]
+    found += [(n, None) for n in names(answer)]
+    return found
+
+
+def _holds(claim, surface: str, evidence: str) -> bool:
+    if claim is not None:
+        return supported(claim, evidence)
+    return f" {normal_words(surface)} " in f" {normal_words(evidence)} "
+
+
+def _best_sentence(passage_texts: list[str], answer_or_question: str) -> tuple[int, str] | None:
+    """(passage index, sentence) sharing the most content words with `answer_or_question`."""
+    wanted = set(normal_words(answer_or_question).split())
+    best, score = None, 0
+    for i, text in enumerate(passage_texts):
+        for sentence in sentences(text):
+            overlap = len(wanted & set(normal_words(sentence).split()))
+            if overlap > score:
+                best, score = (i, sentence), overlap
+    return best
+
+
+def check_answer(answer: str, passages: list[dict[str, Any]], question: str, action: GroundingAction,
+                 abstention: str) -> Checked:
+    """The grounding check on one answer to `question` given `passages` (its grounded prompt's, in order)."""
+    if action == "off":
+        return Checked(answer, "unchecked", cited=_cited(answer, len(passages)))
+    if is_abstention(answer, abstention):
+        return Checked(answer, "abstained")
+    if not passages:
+        return Checked(answer, "no_passages")
+    markers = [int(n) for n in CITATION.findall(answer)]
+    invalid = sum(not 1 <= n <= len(passages) for n in markers)
+    text = answer
+    if invalid:  # a marker naming no passage is dropped, with the space before it
+        text = re.sub(r"\s*\[(\d{1,2})\]", lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", answer).strip()
+    cited = _cited(text, len(passages))
+    sources = [passages[n - 1] for n in cited] if cited else passages
+    evidence = "\n".join([question] + [_evidence(p) for p in sources])
+    missing = [surface for surface, claim in _claims(text) if not _holds(claim, surface, evidence)]
+    missing += placeholders(text)
+    spans = _spans(text, passages, cited)
+    if not missing:
+        return Checked(text, "grounded", cited=cited, invalid_citations=invalid, spans=spans)
+    if action == "flag":
+        return Checked(text, "unsupported", "flag", cited, missing, invalid, spans)
+    if action == "quote":
+        best = _best_sentence([passage_text(p) for p in passages], question)
+        if best is not None and not placeholders(best[1]):
+            n = best[0] + 1
+            return Checked(f"{best[1].rstrip()} [{n}]", "unsupported", "quote", [n], missing, invalid, {n: best[1]})
+    return Checked(abstention, "unsupported", "abstain", [], missing, invalid)
+
+
+def _cited(text: str, count: int) -> list[int]:
+    return list(dict.fromkeys(int(n) for n in CITATION.findall(text) if 1 <= int(n) <= count))
+
+
+def _spans(answer: str, passages: list[dict[str, Any]], cited: list[int]) -> dict[int, str]:
+    """Per cited passage, its sentence that shares most words with the answer (what supports it)."""
+    spans = {}
+    plain = CITATION.sub(" ", answer)
+    for n in cited:
+        best = _best_sentence([passage_text(passages[n - 1])], plain)
+        if best is not None:
+            spans[n] = best[1]
+    return spans
