@@ -54,7 +54,7 @@ def build(spec: ModelSpec) -> list:
            # served only with serving.serve_merged (then it must be this adapter's merge)
            "merged_model": AssetIn(key=key(spec, "merged_model"), metadata={OPTIONAL: True})}
 
-    @asset(key=key(spec, "deployed_endpoint"), kinds={"vllm", "fastapi"}, code_version="2", ins=ins,
+    @asset(key=key(spec, "deployed_endpoint"), kinds={"vllm", "fastapi"}, code_version="3", ins=ins,
            # vLLM start-up or an adapter load can fail transiently (port still held, a slow disk): retry with backoff
            retry_policy=RetryPolicy(max_retries=2, delay=10, backoff=Backoff.EXPONENTIAL), **asset_args(spec, "deployment"))
     def deployed_endpoint(context: AssetExecutionContext, config: DeploymentConfig, vllm: VllmServer, gateway: GatewayServer,
@@ -76,10 +76,14 @@ def build(spec: ModelSpec) -> list:
             raise Failure(f"adapter {adapter.version} may not be deployed: its promotion decision is to block",
                           metadata={"reasons": bullets(decision.reasons)}, allow_retries=False)
         stack = ServingStack(vllm, gateway, redactor.for_policy(spec.redaction_policy, spec.public_entities), indexer, request_log)
+        # served as it was judged: the retrieval threshold and grounding check the decision records
+        judged = {"grounding": spec.serving.grounding, "abstention": spec.knowledge.abstention,
+                  "min_retrieval_score": None, **decision.serving}
         route = {"knowledge_index_dir": str(knowledge_index.path), "retrieval": spec.serving.retrieval,
                  "retrieval_passages": spec.serving.retrieval_passages, "canaries_path": spec.safety.canaries,
                  "redaction_policy": spec.redaction_policy, "public_entities": list(spec.public_entities),
-                 "toxicity_lexicon_path": spec.safety.toxicity_lexicon}
+                 "toxicity_lexicon_path": spec.safety.toxicity_lexicon, "grounding": judged["grounding"],
+                 "abstention": judged["abstention"], "min_retrieval_score": judged["min_retrieval_score"]}
         merged = None
         if spec.serving.serve_merged:
             if merged_model is None or merged_model.read_json_or_none("merged.json", {}).get("adapter_version") != adapter.version:
@@ -110,6 +114,7 @@ def build(spec: ModelSpec) -> list:
             "vllm_url": MetadataValue.url(deployment.vllm_url),
             "served_as": MetadataValue.text("merged model on its own vLLM" if merged else "LoRA adapter on the shared vLLM"),
             "gate": bullets(decision.reasons),
+            "grounding": MetadataValue.json({k: route[k] for k in ("grounding", "min_retrieval_score", "abstention")}),
             "curl": MetadataValue.md(f"```\n{curl}\n```"),
         })
 

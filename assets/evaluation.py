@@ -24,6 +24,7 @@ from resources.contamination import contamination_report
 from resources.evaluation.evaluator import METRICS, Contender, Evaluator, ServedAs, calibrate_threshold
 from resources.evaluation.gate import Evidence, GateDecision, gate
 from resources.evaluation.statistics import paired_intervals, paired_tests
+from resources.knowledge.grounding import retrieval_query
 from resources.evaluation.judge import JUDGE_METRICS, JudgeModel
 from resources.plots import scores_by_metric
 from resources.records import fingerprint, rows
@@ -204,7 +205,8 @@ def build(spec: ModelSpec) -> list:
             adapters["champion"] = in_service
         index = indexer.load(knowledge_index.path)  # read once, for every use
         # as served: the passages the gateway retrieves (same index version, same k, same grounded prompt)
-        retrieved_all = index.passages(list(golden["prompt"]), spec.serving.retrieval_passages) if spec.serving.retrieval else None
+        retrieved_all = index.passages([retrieval_query(q) for q in golden["prompt"]], spec.serving.retrieval_passages) \
+            if spec.serving.retrieval else None
         calibration = retrieval_threshold(spec, golden, retrieved_all)
         served = served_as(spec, calibration["threshold"])
         context.log.info(f"retrieval threshold: {calibration}")

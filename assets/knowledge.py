@@ -8,8 +8,9 @@ from dagster import AssetCheckResult, AssetExecutionContext, AssetIn, Automation
 from assets.metadata import asset_args, emit, key, reason_table
 from resources.artifacts import Artifact, config_of, version_of
 from resources.knowledge.chunking import Chunker
-from resources.knowledge.segments import chunk_segments, chunk_trace_verdicts, example_segments, link_chunks, link_examples
-from resources.knowledge.examples import (JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
+from resources.knowledge.segments import (chunk_segments, chunk_trace_verdicts, corpus_records, example_segments, link_chunks,
+                                         link_examples)
+from resources.knowledge.examples import (GROUNDED_STRATEGIES, JUDGE_PROMPT, KNOWLEDGE_EXAMPLE_COLUMNS, QA_PROMPT,
                                          build_knowledge_examples, qa_examples)
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
@@ -114,7 +115,8 @@ def build(spec: ModelSpec) -> list:
             segments = example_segments(store, spec.name, manifest["segments"], policy, spec.dataset.title_template, split,
                                         sections=used, retrieve_upto=partial(retrieve_upto, store, spec.name, indexer, vectors),
                                         index_identity=indexer.identity(), session=session,
-                                        teacher_identity=teacher.identity() if session else None)
+                                        teacher_identity=teacher.identity() if session else None,
+                                        corpus_chains=manifest.get("corpus_segments"))
             context.log.info(f"example segments: {segments.made} made, {segments.reused} reused")
             usage = session.usage.to_dict() if session else None
             if usage and usage["stopped"]:
@@ -134,10 +136,12 @@ def build(spec: ModelSpec) -> list:
         else:
             chunks = rows(document_chunks.read_table("chunks.parquet"))
             held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}
-            loaded = indexer.load(knowledge_index.path) if used and {"raft", "cloze"} & set(policy.strategies) else None
+            loaded = indexer.load(knowledge_index.path) if used and GROUNDED_STRATEGIES & set(policy.strategies) else None
+            records = [r for chain in manifest.get("corpus_segments") or [] for r in corpus_records(store, spec.name, chain)] \
+                if used and "raft_pairs" in policy.strategies else []
             build = build_knowledge_examples(chunks if used else [], policy, spec.dataset.title_template,
                                              retrieve=(lambda qs, k: loaded.passages(qs, k)) if loaded else None,
-                                             held_out_docs=held_out)
+                                             held_out_docs=held_out, records=records)
             usage, made, reused, unfinished = None, 0, 0, 0
             if used and "qa" in policy.strategies:
                 if teacher.configured:  # only redacted passages reach the teacher: document_chunks are cut from the corpus
@@ -165,7 +169,7 @@ def build(spec: ModelSpec) -> list:
         if not used:
             context.log.info(f"dataset.text_strategy is {spec.dataset.text_strategy!r}: no examples from sections")
         yields = "\n".join(f"| {s} | {counts.get(f'{s}_generated', 0)} | {counts.get(f'{s}_kept', 0)} |"
-                           for s in ("headings", "raft", "cloze", "continued_pretraining", "qa")
+                           for s in ("headings", "raft", "cloze", "raft_pairs", "continued_pretraining", "qa")
                            if s in policy.strategies)
         drops = Counter({k.split("_dropped_", 1)[1]: v for k, v in counts.items() if "_dropped_" in k})
         return emit(artifact, {

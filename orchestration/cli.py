@@ -51,9 +51,10 @@ def _run_and_print(project, args, demo: bool) -> int:
         print("configuration problems (tuneforge check):\n  " + "\n  ".join(report.problems(needed)))
         return 1
     result = workflows.run_project(project, args.until, args.max_steps, args.model, log=print)
-    served = [run.model for run in result.models if run.endpoint]
-    keys = {model: workflows.add_key(project, f"{model}-demo", [model, "base"]) for model in served}
-    print(report.render(project, result, keys))
+    served = [run for run in result.models if run.endpoint]
+    keys = {run.model: workflows.add_key(project, f"{run.model}-demo", [run.model, "base"]) for run in served}
+    asked = {run.model: workflows.ask_examples(project, run, keys[run.model]) for run in served}
+    print(report.render(project, result, keys, asked))
     return 1 if result.failed else 0
 
 

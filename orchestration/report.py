@@ -10,8 +10,10 @@ from orchestration.workflows import ModelRun, ProjectRun
 from resources.serving.deploy import endpoint_curl
 
 
-def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = None) -> str:
-    """`keys`: model -> an API key for it, printed with its curl."""
+def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = None,
+           asked: dict[str, dict[str, str]] | None = None) -> str:
+    """`keys`: model -> an API key for it, printed with its curl; `asked`: model -> question -> what the gateway
+    answered it (the answer and the passages it cites), printed under each curl."""
     store = project.definitions.resources["store"]
     lines = []
     for run in result.models:
@@ -45,7 +47,11 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
             if keys and run.model in keys:
                 lines.append(f"    export TUNEFORGE_API_KEY={keys[run.model]}   # client {run.model}-demo, model {run.model} "
                              "only (shown once; only its SHA-256 is stored)")
-            lines.append("    " + endpoint_curl(run.endpoint["gateway_url"], run.model, spec.serving.example_question))
+            for question in (spec.serving.example_question, spec.serving.example_unanswerable):
+                lines.append("    " + endpoint_curl(run.endpoint["gateway_url"], run.model, question))
+                answer = (asked or {}).get(run.model, {}).get(question)
+                if answer is not None:
+                    lines.append(f"      -> {answer}")
         elif run.decision is not None and not run.decision.promote and result.until == "deployment":
             lines.append("  not deployed: the promotion gate blocked the adapter (the reasons are above)")
         if run.error:
@@ -78,9 +84,14 @@ def _datasets(store, run: ModelRun) -> list[str]:
     return out
 
 
+# the golden-set table's columns, in this order (the evaluation's scores.json and the UI have every metric)
+COLUMNS = ("fact_recall", "fact_correct", "abstention_recall", "false_abstention", "hallucination", "citation_precision",
+           "rouge_l", "verbosity", "runaway_rate")
+
+
 def golden_table(scores: dict[str, dict[str, float]]) -> list[str]:
-    columns = sorted({k for s in scores.values() for k in s})
-    lines = ["", "  golden set | " + " | ".join(columns), "  ---"]
+    columns = [c for c in COLUMNS if any(c in s for s in scores.values())]
+    lines = ["", "  golden set (sealed test split) | " + " | ".join(columns), "  ---"]
     width = max([10, *(len(role) for role in scores)])
     lines += [f"  {role:{width}s} | " + " | ".join(f"{s[c]:.3f}" if c in s else "—" for c in columns)
               for role, s in scores.items()]

@@ -452,6 +452,31 @@ def add_key(project: Project, client: str, models: list[str], requests_per_minut
     return key
 
 
+def ask_examples(project: Project, run: ModelRun, key: str, timeout_s: float = 180.0) -> dict[str, str]:
+    """The model's two example questions (one its documents answer, one they do not) asked through the gateway as a
+    client would, with `key`: question -> the answer and the passages it cites, or why there is none."""
+    import httpx
+
+    spec = project.model(run.model)
+    url = run.endpoint["gateway_url"] + "/v1/chat/completions"
+    out = {}
+    for question in (spec.serving.example_question, spec.serving.example_unanswerable):
+        try:
+            response = httpx.post(url, headers={"Authorization": f"Bearer {key}"}, timeout=timeout_s, json={
+                "model": run.model, "temperature": 0, "messages": [{"role": "user", "content": question}]})
+            data = response.json()
+            if response.status_code != 200:
+                out[question] = f"HTTP {response.status_code}: {data.get('error', {}).get('message', '')}"
+                continue
+            answer = data["choices"][0]["message"]["content"]
+            cites = "; ".join(f"[{c['n']}] {c.get('document')} {c.get('title') or ''}".strip()
+                              for c in data.get("tuneforge", {}).get("citations", []))
+            out[question] = f"{answer!r}" + (f"  (cites {cites})" if cites else f"  ({data.get('tuneforge', {}).get('grounding')})")
+        except (httpx.HTTPError, ValueError, KeyError, IndexError) as err:
+            out[question] = f"no answer ({type(err).__name__}: {err})"
+    return out
+
+
 def served_versions(project: Project, model: str) -> list[str]:
     """Adapter versions the model has served, newest first (its champion records)."""
     store = project.definitions.resources["store"]

@@ -1,9 +1,11 @@
 """Golden answers in training targets: the contamination the dataset build removes and the evaluation measures.
 
-A golden question is contaminated when what a right answer says was trained on: its reference answer's sentence
-that states a `must_include` fact (every sentence of the reference when it lists none) stands, nearly word for
-word, in the target (an assistant turn) of a training example. "Nearly": at least `threshold` of the sentence's
-word n-grams (n = 4, after lower-casing and dropping punctuation) occur in that one target. `instruction_dataset`
+A golden question is contaminated when what a right answer says was trained on: its reference answer's clause
+that states a `must_include` fact (every sentence of the reference when it lists none) stands in the target (an
+assistant turn) of a training example — nearly word for word (at least `threshold` of its word n-grams, n = 4,
+after lower-casing and dropping punctuation, occur in that one target), or in other words (the target states one of
+the question's facts, unit-aware, and holds at least `threshold` of the clause's content words: "Report it to the
+security team within one hour" repeats "Lost devices must be reported to the security team within one hour"). `instruction_dataset`
 drops such examples (`golden_answer_overlap`), and `eval_report` measures the share of golden questions still
 contaminated by the examples the adapter was trained on: above the promotion policy's `max_contamination` the
 gate refuses to decide.
@@ -18,6 +20,7 @@ from typing import Iterable
 
 N = 4
 THRESHOLD = 0.5
+CLAUSE_WORDS = 6  # a shorter clause ("On Business and Enterprise") says too little to be the fact's own words
 
 
 def _tokens(text: str) -> list[str]:
@@ -34,6 +37,8 @@ def _grams(tokens: list[str], n: int = N) -> set[tuple[str, ...]]:
 class Probe:
     golden_id: str
     text: str  # the reference sentence a right answer states
+    facts: tuple[str, ...] = ()  # the golden question's must_include facts
+    question: str = ""
 
 
 def probes_of(golden: Iterable[dict]) -> list[Probe]:
@@ -53,14 +58,14 @@ def probes_of(golden: Iterable[dict]) -> list[Probe]:
         stating = [s for s in parts if any(states(f, s, question, reference) for f in facts)]
         # of a sentence that states a fact, the clause that does: a target that repeats only that clause has it too
         clauses = [c for s in stating for c in _clauses(s) if any(states(f, c, question, reference) for f in facts)]
-        out += [Probe(str(row["id"]), s) for s in (clauses or stating or parts)]
+        out += [Probe(str(row["id"]), s, tuple(facts), question) for s in (clauses or stating or parts)]
     return out
 
 
 def _clauses(sentence: str) -> list[str]:
-    """A sentence's clauses (cut at commas, semicolons and colons), each kept only when it has at least N words;
+    """A sentence's clauses (cut at commas, semicolons and colons), each kept only when it has at least CLAUSE_WORDS words;
     the whole sentence when none has."""
-    parts = [p.strip() for p in re.split(r"[,;:]\s+", sentence) if len(_tokens(p)) >= N]
+    parts = [p.strip() for p in re.split(r"[,;:]\s+", sentence) if len(_tokens(p)) >= CLAUSE_WORDS]
     return parts or [sentence]
 
 
@@ -71,21 +76,37 @@ class Overlap:
     containment: float  # share of the probe's n-grams found in the target
 
 
+_STOP = frozenset("""a an the of to in on at for by per and or but with within from into than as is are was were be
+been it its this that these those up over under about after before each every any all no not only can may must will
+do does did has have had you we they their our your i""".split())
+
+
+def _content(tokens: list[str]) -> set[str]:
+    return {t[:-1] if len(t) > 3 and t.endswith("s") else t for t in tokens if t not in _STOP and not t[0].isdigit()}
+
+
 class ProbeIndex:
-    """The probes' n-grams, to compare many targets with them in one pass each."""
+    """The probes' n-grams and content words, to compare many targets with them in one pass each."""
 
     def __init__(self, probes: list[Probe], threshold: float = THRESHOLD):
         self.probes, self.threshold = probes, threshold
-        self.sizes = []
+        self.sizes, self.words = [], []
         self.by_gram: dict[tuple, list[int]] = defaultdict(list)
+        self.by_word: dict[str, list[int]] = defaultdict(list)
         for i, probe in enumerate(probes):
-            grams = _grams(_tokens(probe.text))
+            tokens = _tokens(probe.text)
+            grams = _grams(tokens)
             self.sizes.append(len(grams))
             for gram in grams:
                 self.by_gram[gram].append(i)
+            words = _content(tokens)
+            self.words.append(len(words))
+            for word in words:
+                self.by_word[word].append(i)
 
     def overlaps(self, target: str) -> list[tuple[int, float]]:
-        """(probe, containment) for every probe `target` holds at or above the threshold."""
+        """(probe, containment) for every probe `target` holds at or above the threshold: by n-grams, or by content
+        words where the target also states one of the probe's facts (a paraphrase)."""
         if not self.probes:
             return []
         tokens = _tokens(target)
@@ -93,7 +114,20 @@ class ProbeIndex:
         for gram in _grams(tokens) | {tuple(tokens[i:i + k]) for k in range(1, N) for i in range(len(tokens) - k + 1)}:
             for i in self.by_gram.get(gram, ()):
                 hits[i] += 1
-        return [(i, round(n / self.sizes[i], 4)) for i, n in hits.items() if self.sizes[i] and n / self.sizes[i] >= self.threshold]
+        found = {i: round(n / self.sizes[i], 4) for i, n in hits.items() if self.sizes[i] and n / self.sizes[i] >= self.threshold}
+        shared: Counter = Counter()
+        for word in _content(tokens):
+            for i in self.by_word.get(word, ()):
+                shared[i] += 1
+        for i, n in shared.items():
+            if i in found or not self.probes[i].facts or n / max(self.words[i], 1) < self.threshold:
+                continue
+            from resources.knowledge.claims import states
+
+            probe = self.probes[i]
+            if any(states(f, target, probe.question, probe.text) for f in probe.facts):
+                found[i] = round(n / self.words[i], 4)
+        return sorted(found.items())
 
 
 def find_overlaps(probes: list[Probe], targets: list[str], threshold: float = THRESHOLD) -> list[Overlap]:

@@ -40,6 +40,7 @@ requests = Table(
     Column("error", Text),
     # the documents (doc_id) of the passages the answer was grounded on: forget finds the rows that quote one
     Column("source_documents", JSON),
+    Column("grounding", JSON),  # the grounding check's verdicts (counts per verdict), or the low-retrieval abstention
 )
 
 feedback = Table(
@@ -62,14 +63,14 @@ REVIEW_STATUSES = ("pending", "approved", "rejected")
 
 
 def _migrate(engine) -> None:
-    """Add the columns a log made by an older gateway lacks: feedback review (its rows stay pending) and the
-    requests' source documents (unknown for old rows)."""
+    """Add the columns a log made by an older gateway lacks: feedback review (its rows stay pending), the requests'
+    source documents and grounding verdicts (unknown for old rows)."""
     from sqlalchemy import inspect, text
 
     postgres = engine.dialect.name == "postgresql"
     added = {"feedback": {"status": "VARCHAR(16) NOT NULL DEFAULT 'pending'", "reviewed_by": "VARCHAR(128)",
                           "reviewed_at": "TIMESTAMP WITH TIME ZONE" if postgres else "TIMESTAMP"},
-             "requests": {"source_documents": "JSON"}}
+             "requests": {"source_documents": "JSON", "grounding": "JSON"}}
     with engine.begin() as conn:
         for table, columns in added.items():
             have = {c["name"] for c in inspect(conn).get_columns(table)}

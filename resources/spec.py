@@ -49,7 +49,11 @@ class ServingOptions(BaseModel):
             raise ValueError(f"serving.merged_cpus must list cores like '0', '2-3' or '0,2', got {value!r}")
         return value
     example_question: str = Field(
-        default="How long do API tokens last?", description="The question of the example curl printed after deployment.")
+        default="How long do API tokens last?", description="The question of the example curl printed after deployment "
+        "(one the documents answer: the answer cites its passage).")
+    example_unanswerable: str = Field(
+        default="Who founded the company, and in which year?", description="The question of the second example curl: "
+        "one the documents do not answer (the model abstains).")
     retrieval: bool = Field(
         default=True, description="Answer with retrieval: the gateway puts the model's nearest passages into the "
         "grounded prompt of every chat request (a request opts out with \"tuneforge\": {\"grounding\": false}), and "

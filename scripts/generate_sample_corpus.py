@@ -26,7 +26,7 @@ from pathlib import Path
 
 from faker import Faker
 
-from sample_documents import DOCUMENT_GOLDEN, KNOWLEDGE_GOLDEN, UNANSWERABLE_GOLDEN, UNANSWERED, documents
+from sample_documents import HANDBOOK_GOLDEN, KNOWLEDGE_GOLDEN, UNANSWERABLE_GOLDEN, UNANSWERED, documents
 
 SEED = 20261101
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -313,6 +313,50 @@ iOS 16 or later | What is the minimum iOS and Android version for the Quillstack
 99.9% for Business | What monthly uptime does Quillstack commit to for Business and Enterprise customers?
 Sundays between 02:00 | When does Quillstack perform scheduled maintenance, and how much notice is given?
 """
+# More support golden questions about the same held-out articles ("unique phrase of the fact's answer | question |
+# facts"): the articles a golden question names are held out of training whole, so their other facts are fair game.
+GOLDEN_EXTRA_SOURCE = """
+costs $16 per user | What does the Business plan cost per user if we pay for a year up front? | $16
+within 5 to 10 business days | Once a refund is approved, how long until the money is back on the card? | 5 to 10 business days
+up to 100 members | How many people can a school have on the free Team plan? | 100 members
+up to 10 MB on the Free plan | What is the biggest attachment a Free workspace can upload? | 10 MB
+at 80% and 100% of the limit | At what share of the monthly automation limit do admins get their first warning email? | 80%
+any SAML 2.0 identity provider | Which version of SAML does Quillstack work with? | SAML 2.0
+at least 12 characters long | What is the minimum length of a Quillstack password? | 12 characters
+through AWS KMS | Can we bring our own encryption keys, and through which key service? | AWS KMS
+up to 10 active API tokens | How many API tokens can a single user have active at the same time? | 10 active API tokens
+old secret stays valid for 24 hours | After rotating a webhook signing secret, how long is the old one still accepted? | 24 hours
+within 10 seconds | How quickly must my webhook endpoint answer before the delivery counts as failed? | 10 seconds
+for the last 30 days | How far back does the webhook delivery log show attempts? | 30 days
+restore an individual board to any backup point | Which plans let support restore a single board from a backup? | Business; Enterprise
+GitHub Enterprise Server 3.8 or later | What is the oldest GitHub Enterprise Server release that works with Quillstack? | Server 3.8
+10% of the monthly fee for each full 0.1% | How much credit can the Owner claim for each full 0.1% of uptime below the SLA? | 10%
+"""
+# Questions the support documents do not answer: the right answer declines.
+SUPPORT_UNANSWERABLE = [
+    ("G-U01", "Can we host Quillstack on our own servers on-premises?"),
+    ("G-U02", "What phone number do I call to reach the sales team?"),
+    ("G-U03", "Is there a Quillstack app for desktop computers?"),
+    ("G-U04", "How much does the Enterprise plan cost per user?"),
+    ("G-U05", "Who is the CEO of Quillstack?"),
+    ("G-U06", "In which city is Quillstack headquartered?"),
+    ("G-U07", "Does Quillstack have a dark mode?"),
+    ("G-U08", "In how many languages is the Quillstack interface available?"),
+    ("G-U09", "Does Quillstack pay a referral bonus for recommending it?"),
+    ("G-U10", "Can I buy a Quillstack gift card for a friend?"),
+    ("G-U11", "What year was Quillstack founded?"),
+    ("G-U12", "How many emoji reactions can one comment have?"),
+]
+# Questions the policy documents and runbooks do not answer.
+POLICY_UNANSWERABLE = [
+    ("P-U07", "How many sick days do staff get each year?"),
+    ("P-U08", "How is the annual bonus calculated?"),
+    ("P-U09", "Which password manager must staff use?"),
+    ("P-U10", "How long are the office CCTV recordings kept?"),
+    ("P-U11", "Does Quillstack match pension contributions, and by how much?"),
+    ("P-U12", "Who has to approve hiring a new engineer?"),
+]
+
 # The facts each support golden answer must state (fact recall: the share present in an answer, after
 # deepeval's normalisation), by golden id.
 GOLDEN_FACTS = {
@@ -334,7 +378,7 @@ GOLDEN_FACTS = {
     "G-016": ["AES-256", "TLS"],
     "G-017": ["90 days"],
     "G-018": ["100 requests"],
-    "G-019": ["429", "Retry-After"],
+    "G-019": ["HTTP 429", "Retry-After"],
     "G-020": ["200"],
     "G-021": ["X-Quillstack-Signature", "HMAC-SHA256"],
     "G-022": ["8 times", "24 hours"],
@@ -350,29 +394,82 @@ GOLDEN_FACTS = {
 # The policy assistant's golden set: (id, question, reference answer, source document), phrased unlike any runbook.
 POLICY_GOLDEN = [
     ("P-001", "For how many days can a deleted board still be brought back from the Trash?",
-     "Deleted cards and boards stay in the Trash for 30 days, where workspace members can restore them.", None),
+     "Deleted cards and boards stay in the Trash for 30 days, where workspace members can restore them.", "data-retention.md", ["30 days"]),
     ("P-002", "Which encryption protects customer data at rest and in transit?",
-     "Customer data is encrypted at rest with AES-256 and in transit with TLS 1.2 or higher.", None),
+     "Customer data is encrypted at rest with AES-256 and in transit with TLS 1.2 or higher.", "security.md", ["AES-256", "TLS 1.2"]),
     ("P-003", "Within how many hours must a lost laptop be reported?",
-     "Lost devices must be reported to the security team within one hour.", None),
+     "Lost devices must be reported to the security team within one hour.", "security.md", ["one hour"]),
     ("P-004", "How soon are customers told about a confirmed breach of their data?",
-     "If a breach affecting customer data is confirmed, affected customers are notified within 72 hours.", None),
+     "If a breach affecting customer data is confirmed, affected customers are notified within 72 hours.", "security.md", ["72 hours"]),
     ("P-005", "How much service credit does a customer get when uptime misses the SLA?",
-     "The Owner can claim 10% of the monthly fee for each full 0.1% below target, up to 50%, within 30 days of the end of the month.", None),
+     "The Owner can claim 10% of the monthly fee for each full 0.1% below target, up to 50%, within 30 days of the end of the month.",
+     "sla.md", ["10%"]),
     ("P-006", "How long do support tickets stay on record after they are closed?",
-     "Support tickets are kept for 2 years after they are closed.", None),
+     "Support tickets are kept for 2 years after they are closed.", "data-retention.md", ["2 years"]),
     ("P-007", "A customer bought an annual plan ten days ago and wants the money back. What do I do?",
-     "1. Confirm the purchase is within the 30-day refund window. 2. Issue a full refund to the original payment method, which arrives within 5 to 10 business days.", "RB-004"),
+     "1. Confirm the purchase is within the 30-day refund window. 2. Issue a full refund to the original payment method, which arrives within 5 to 10 business days.",
+     "RB-004", ["5 to 10 business days"]),
     ("P-008", "A member keeps failing to sign in and is now locked out. How do I help?",
-     "1. Explain that an account locks for 15 minutes after 10 failed sign-in attempts. 2. Suggest waiting or using Forgot password, whose link is valid for 1 hour.", "RB-006"),
+     "1. Explain that an account locks for 15 minutes after 10 failed sign-in attempts. 2. Suggest waiting or using Forgot password, whose link is valid for 1 hour.",
+     "RB-006", ["15 minutes"]),
     ("P-009", "How long is a workspace read-only while it moves to EU data residency?",
-     "1. Confirm the workspace is on Enterprise. 2. Warn that the workspace is read-only for up to 4 hours during the move.", "RB-015"),
+     "1. Confirm the workspace is on Enterprise. 2. Warn that the workspace is read-only for up to 4 hours during the move.",
+     "RB-015", ["4 hours"]),
     ("P-010", "What discount can a nonprofit get, and how quickly do we check its documents?",
-     "1. Verify the registration documents within 5 business days. 2. Apply the 50% discount to the Team or Business plan.", "RB-016"),
+     "1. Verify the registration documents within 5 business days. 2. Apply the 50% discount to the Team or Business plan.",
+     "RB-016", ["50%", "5 business days"]),
     ("P-011", "How fast must a researcher's vulnerability report be acknowledged?",
-     "1. Acknowledge the report within 2 business days. 2. Open a security ticket and reproduce the issue.", "RB-027"),
+     "1. Acknowledge the report within 2 business days. 2. Open a security ticket and reproduce the issue.", "RB-027",
+     ["2 business days"]),
     ("P-012", "What does a customer need before paying by bank transfer?",
-     "1. Confirm the plan is annual with at least 25 seats. 2. Issue an invoice with 30-day payment terms.", "RB-028"),
+     "1. Confirm the plan is annual with at least 25 seats. 2. Issue an invoice with 30-day payment terms.", "RB-028", ["25 seats"]),
+    # the policies, asked about in staff's words (each document is held out of training whole: it is a golden source)
+    ("P-013", "How frequently do we back up customer data?", "Backups are taken every 6 hours and kept for 35 days.",
+     "data-retention.md", ["6 hours"]),
+    ("P-014", "How many days of backups do we keep?", "Backups are taken every 6 hours and kept for 35 days.",
+     "data-retention.md", ["35 days"]),
+    ("P-015", "For how long does an Enterprise workspace's audit log go back?",
+     "Audit log entries are kept for 1 year on the Business plan and 3 years on the Enterprise plan.", "data-retention.md", ["3 years"]),
+    ("P-016", "And on the Business plan, how long are audit log entries retained?",
+     "Audit log entries are kept for 1 year on the Business plan and 3 years on the Enterprise plan.", "data-retention.md", ["1 year"]),
+    ("P-017", "How long can support still bring a deleted workspace back?",
+     "A deleted workspace can be restored by support for 30 days, after which it is permanently purged.", "data-retention.md", ["30 days"]),
+    ("P-018", "How long does the download link of a full export keep working?",
+     "Download links for full workspace exports stay valid for 7 days.", "data-retention.md", ["7 days"]),
+    ("P-019", "What is the deadline for completing a verified GDPR erasure request?",
+     "Verified data subject deletion requests under the GDPR are completed within 30 days.", "data-retention.md", ["30 days"]),
+    ("P-020", "How quickly do we have to acknowledge a security hole someone reports to us?",
+     "Vulnerabilities reported by researchers or customers are acknowledged within 2 business days.", "security.md", ["2 business days"]),
+    ("P-021", "How often are staff access rights reviewed?", "Access rights are reviewed every quarter.", "security.md", ["every quarter"]),
+    ("P-022", "When is the account of someone leaving the company switched off?",
+     "Accounts of people who leave the company are disabled on their last working day.", "security.md", ["last working day"]),
+    ("P-023", "Which external audits does Quillstack pass every year?",
+     "Quillstack is audited every year for SOC 2 Type II and ISO 27001.", "security.md", ["SOC 2 Type II", "ISO 27001"]),
+    ("P-024", "What uptime does the SLA promise Business workspaces each month?",
+     "Quillstack commits to a monthly uptime of 99.9% for Business workspaces and 99.95% for Enterprise workspaces.", "sla.md", ["99.9%"]),
+    ("P-025", "What monthly uptime is committed for Enterprise workspaces?",
+     "Quillstack commits to a monthly uptime of 99.9% for Business workspaces and 99.95% for Enterprise workspaces.", "sla.md", ["99.95%"]),
+    ("P-026", "What is the most service credit a customer can get for one month?",
+     "The service credit is 10% of the monthly fee for each full 0.1% below target, up to a maximum of 50%.", "sla.md", ["50%"]),
+    ("P-027", "On which day of the week is scheduled maintenance done?",
+     "Scheduled maintenance happens on Sundays between 02:00 and 04:00 UTC and is announced at least 72 hours in advance.",
+     "sla.md", ["Sundays"]),
+    ("P-028", "How much warning do customers get before scheduled maintenance?",
+     "Scheduled maintenance is announced at least 72 hours in advance.", "sla.md", ["72 hours"]),
+    ("P-029", "What is the response target for a Team plan support ticket?", "Team tickets are answered within 1 business day.",
+     "sla.md", ["1 business day"]),
+    ("P-030", "How quickly must we respond to a Business ticket on a weekday?", "Business tickets are answered within 8 hours on weekdays.",
+     "sla.md", ["8 hours"]),
+    ("P-031", "How fast does an Enterprise P1 incident need a first response?",
+     "Enterprise P1 incidents are answered within 1 hour, 24 hours a day, 7 days a week.", "sla.md", ["1 hour"]),
+    ("P-032", "How many API requests per minute may one token make?",
+     "Creating extra tokens or accounts to get around the limit of 100 requests per minute per token violates the policy.",
+     "acceptable-use.md", ["100 requests"]),
+    ("P-033", "How much notice must a customer give before a penetration test?",
+     "Security testing is allowed only after notifying Quillstack at least 10 business days in advance.", "acceptable-use.md",
+     ["10 business days"]),
+    ("P-034", "Which customers are allowed to run security tests against Quillstack?",
+     "Security testing is allowed only for Enterprise customers, only against their own workspace.", "acceptable-use.md", ["Enterprise"]),
 ]
 # Questions staff asked the internal helpdesk, with the answers it gave ("question | answer"), consistent with the
 # policies and runbooks and phrased unlike POLICY_GOLDEN: the policy assistant's question-and-answer data.
@@ -771,7 +868,9 @@ def build_kb(articles: list[Article], pii: PiiFactory, rng: random.Random) -> li
 
 
 def build_golden(facts: list[Fact], pii: PiiFactory) -> list[Record]:
-    """30 evaluation questions, each answered verbatim by one KB fact; 3 carry a customer's name/email."""
+    """30 evaluation questions, each answered verbatim by one KB fact (3 carry a customer's name/email), then 15
+    more about the other facts of the same articles and 12 the KB does not answer (no randomness: the seeded
+    streams stay as they were)."""
     golden = []
     for i, line in enumerate(GOLDEN_SOURCE.strip().splitlines(), start=1):
         phrase, question = split_fields(line)
@@ -782,6 +881,17 @@ def build_golden(facts: list[Fact], pii: PiiFactory) -> list[Record]:
                               "reference_answer": fact.answer, "source_doc_id": fact.article_id, "tags": [fact.tag],
                               "must_include": GOLDEN_FACTS[gid]},
                              planted, {"fact": fact, "plain_question": question}))
+    sources = {g.data["source_doc_id"] for g in golden}
+    for i, line in enumerate(GOLDEN_EXTRA_SOURCE.strip().splitlines(), start=len(golden) + 1):
+        phrase, question, needed = split_fields(line)
+        (fact,) = [f for f in facts if phrase in f.answer]
+        assert fact.article_id in sources, (phrase, fact.article_id)  # an article already held out for the golden set
+        golden.append(Record({"id": f"G-{i:03d}", "question": question, "reference_answer": fact.answer,
+                              "source_doc_id": fact.article_id, "tags": [fact.tag],
+                              "must_include": [n.strip() for n in needed.split(";")]}))
+    golden += [Record({"id": gid, "question": q, "reference_answer": UNANSWERED, "source_doc_id": None,
+                       "tags": ["unanswerable"], **({"split": "dev"} if n % 4 == 0 else {})})
+               for n, (gid, q) in enumerate(SUPPORT_UNANSWERABLE)]  # a quarter in the dev split: it calibrates
     return golden
 
 
@@ -965,8 +1075,8 @@ def build_corpus(seed: int) -> Corpus:
 
     kb = build_kb(articles, pii, rng)
     golden = build_golden(facts, pii)
-    golden_facts = [g.meta["fact"] for g in golden]
-    qa_facts = golden_facts + rng.sample([f for f in facts if f not in golden_facts], 144 - len(golden))
+    golden_facts = [g.meta["fact"] for g in golden if "fact" in g.meta]
+    qa_facts = golden_facts + rng.sample([f for f in facts if f not in golden_facts], 144 - len(golden_facts))
     rng.shuffle(qa_facts)
     qa = build_support_qa(qa_facts, golden, pii, rng, canaries[0])
     cross_batch_sources = add_duplicates(qa, rng)
@@ -982,10 +1092,13 @@ def build_corpus(seed: int) -> Corpus:
     binary = bytearray(rng.randbytes(2048))
     for pos in (0, 3, 100, 1000, 2047):
         binary[pos] = 0
-    policy_golden = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src, "tags": ["policy"]})
-                     for gid, q, a, src in POLICY_GOLDEN]
-    policy_golden += [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": None,
-                              "tags": ["document"], "must_include": facts}) for gid, q, a, facts in DOCUMENT_GOLDEN]
+    policy_golden = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src, "tags": ["policy"],
+                             "must_include": needed}) for gid, q, a, src, needed in POLICY_GOLDEN]
+    policy_golden += [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src,
+                              "tags": ["document"], "must_include": needed}) for gid, q, a, src, needed in HANDBOOK_GOLDEN]
+    policy_golden += [Record({"id": gid, "question": q, "reference_answer": UNANSWERED, "source_doc_id": None,
+                              "tags": ["unanswerable"], **({"split": "dev"} if n % 4 == 0 else {})})
+                      for n, (gid, q) in enumerate(UNANSWERABLE_GOLDEN + POLICY_UNANSWERABLE)]
     return Corpus(kb, qa, chats, runbooks, policies, tickets, build_junk(), golden, bytes(binary), policy_golden,
                   build_staff_questions())
 

@@ -63,6 +63,49 @@ DOCUMENT_GOLDEN = [
      "The audit log keeps every administrative action for 400 days.", ["400 days"]),
 ]
 
+# The policy model's golden questions about the handbook and the services agreement (each held out of training
+# whole as a golden source; the administrator manual trains): (id, question, reference, source file, facts).
+HANDBOOK_GOLDEN = [
+    ("H-001", "How many days of paid annual leave do full-time staff get?",
+     "Full-time staff get 25 days of paid annual leave each calendar year, plus public holidays.", "employee_handbook.docx", ["25 days"]),
+    ("H-002", "How many unused leave days can be carried over into the next year?",
+     "Up to 5 unused days of annual leave carry over into the next year; the rest lapse on 31 March.", "employee_handbook.docx",
+     ["5 unused days"]),
+    ("H-003", "On what date do unused annual leave days lapse?",
+     "Up to 5 unused days of annual leave carry over into the next year; the rest lapse on 31 March.", "employee_handbook.docx",
+     ["31 March"]),
+    ("H-004", "How many weeks of paid parental leave do parents get?",
+     "Parents get 20 weeks of fully paid parental leave, to be taken within the child's first year.", "employee_handbook.docx",
+     ["20 weeks"]),
+    ("H-005", "Within how many days of a purchase must an expense be claimed?",
+     "Expenses are claimed in the finance tool within 60 days of the purchase, with the receipt attached.",
+     "employee_handbook.docx", ["60 days"]),
+    ("H-006", "Up to what flight length do staff book economy class?",
+     "Staff book economy class for flights under 6 hours; longer flights may be booked in premium economy.",
+     "employee_handbook.docx", ["6 hours"]),
+    ("H-007", "What is the notice period once probation is over?",
+     "The notice period is 1 month during probation and 3 months after it, from either side.", "employee_handbook.docx",
+     ["3 months"]),
+    ("H-008", "What service credit does a customer get for a month below the availability commitment?",
+     "For each month below 99.9% availability the Customer receives a service credit of 10% of that month's fees, up to "
+     "30% of the month's fees.", "services_agreement.pdf", ["10%"]),
+    ("H-009", "Within how many days must invoices be paid?",
+     "Invoices are payable within 30 days of the invoice date; late amounts bear interest of 1% a month.",
+     "services_agreement.pdf", ["30 days"]),
+    ("H-010", "What interest do late payments bear?",
+     "Invoices are payable within 30 days of the invoice date; late amounts bear interest of 1% a month.",
+     "services_agreement.pdf", ["1% a month"]),
+    ("H-011", "What share of each month does the services agreement promise the service is available?",
+     "Quillstack makes the service available 99.9% of each calendar month, planned maintenance excluded.",
+     "services_agreement.pdf", ["99.9%"]),
+    ("H-012", "What is each party's total liability capped at?",
+     "Each party's total liability is capped at the fees paid in the 12 months before the claim.", "services_agreement.pdf",
+     ["12 months"]),
+    ("H-013", "How much notice stops the agreement from renewing?",
+     "The agreement renews for 12 months unless either party gives 60 days' written notice before the renewal date.",
+     "services_agreement.pdf", ["60 days"]),
+]
+
 # The knowledge benchmark's golden set (policy/golden_documents.jsonl): a question, in the words people use, for
 # each fact the documents (handbooks/ and policies/) state, with the facts an answer must include, and questions
 # they do not answer (tag `unanswerable`: the right answer says so). The first five are DOCUMENT_GOLDEN.

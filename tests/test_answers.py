@@ -154,8 +154,9 @@ def test_retrieval_threshold_abstains_without_generating():
     assert asked == ["p1"] and checked[1].verdict == "low_retrieval" and checked[1].text == ABSTAIN
     assert checked[0].verdict == "grounded" and confident(PASSAGES, 0.7) and not confident(low, 0.3)
     found = calibrate_threshold([0.8, 0.7, 0.6, 0.55, 0.5, 0.45, 0.9, 0.65, 0.75, 0.85], [0.2, 0.3, 0.5], 0.1)
-    # 10% of 10 answerable questions may be declined: the threshold sits just under the second lowest (0.5)
-    assert found["threshold"] == 0.4999 and found["dev_false_abstention"] == 0.1
+    # 10% of 10 answerable questions may be declined: the lower of the empirical quantile (the second lowest, 0.5)
+    # and the normal bound (mean 0.675 - 1.2816 * sd 0.1509 = 0.4816)
+    assert found["threshold"] == 0.4809 and found["dev_false_abstention"] == 0.1
     assert found["dev_abstention_recall"] == pytest.approx(2 / 3, abs=1e-3)
     assert calibrate_threshold([0.5], [], 0.1)["threshold"] is None
 
@@ -197,6 +198,12 @@ def test_contamination_catches_a_planted_answer_overlap():
     assert {d["doc_id"]: d["reason"] for d in built.dropped} == {"qa1": "golden_answer_overlap",
                                                                 "kb1": "golden_source_document"}
     assert contamination_report(golden, ["Visa and Mastercard work."])["rate"] == 0.0
+    # in other words: the same fact with most of the sentence's content words is a copy too; the fact alone is not
+    lost = [{"id": "P-3", "prompt": "Within how many hours must a lost laptop be reported?",
+             "answer": "Lost devices must be reported to the security team within one hour.", "must_include": ["one hour"]}]
+    assert contamination_report(lost, ["Report it to the security team within one hour."])["contaminated"] == 1
+    assert contamination_report(lost, ["Access tokens are valid for 1 hour."])["contaminated"] == 0
+    assert contamination_report(lost, ["Report it to the security team within two days."])["contaminated"] == 0
 
 
 def _scores(cand_rouge, base_rouge, cand_facts, base_facts, cand_hall=0.1, base_hall=0.1):

@@ -21,11 +21,13 @@ def test_metrics_on_known_cases():
     ref = "API tokens expire after 90 days."
     exact, close, wrong, empty = score_answers(["q"] * 4, [ref] * 4, [
         "api tokens expire after 90 days", "Tokens expire after 90 days.", "The free plan allows 3 boards.", ""])
-    assert exact == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0, "semantic_similarity": pytest.approx(1.0, abs=0.03)}
+    assert exact == {"exact_match": 1.0, "token_f1": 1.0, "rouge_l": 1.0, "semantic_similarity": pytest.approx(1.0, abs=0.03),
+                     "abstained": 0.0, "false_abstention": 0.0, "verbosity": pytest.approx(31 / 32, abs=1e-3)}
     assert close["exact_match"] == 0.0 and close["token_f1"] == pytest.approx(2 * (5 / 5) * (5 / 6) / (1 + 5 / 6))
     assert 0.5 < close["rouge_l"] < 1.0
     assert wrong["token_f1"] < 0.2 and wrong["rouge_l"] < 0.3
-    assert empty == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "semantic_similarity": 0.0}
+    assert empty == {"exact_match": 0.0, "token_f1": 0.0, "rouge_l": 0.0, "semantic_similarity": 0.0, "abstained": 0.0,
+                     "false_abstention": 0.0, "verbosity": 0.0}
     assert close["semantic_similarity"] > 0.8 > wrong["semantic_similarity"]
     assert token_f1("the cat", "a cat") == 1.0  # articles and case are normalised away
 
@@ -52,39 +54,19 @@ def test_sample_canaries_load(tmp_path):
 
 
 SAFE = {"pii_leaks": 0, "canary_leaks": 0, "runaway_rate": 0.0}
+# the gate on means alone (the tests of the paired test and the evidence rules are in test_answers.py)
+ON_MEANS = PromotionPolicy(main_metric="rouge_l", require_significant_gain=False, min_answerable_questions=0)
 
 
 def test_gate_promotes_a_candidate_that_beats_the_base_and_leaks_nothing():
-    ok, reasons = decide(PromotionPolicy(), {"base": {"rouge_l": 0.20}, "candidate": {"rouge_l": 0.35}}, SAFE)
-    assert ok and all(r.startswith("pass") for r in reasons)
+    outcome, reasons = decide(ON_MEANS, {"base": {"rouge_l": 0.20}, "candidate": {"rouge_l": 0.35}}, SAFE)
+    assert outcome == "promote" and all(r.startswith("pass") for r in reasons)
 
 
-def test_fact_citation_and_abstention_metrics_on_known_cases():
-    from resources.evaluation.metrics import abstained, citation_support, fact_recall, score_answers
-
-    reference = "The Team plan costs $8 per user per month."
-    assert fact_recall("It is $8 per user each month.", ["$8", "per user"], reference) == 1.0
-    assert fact_recall("It costs $1.00 per user.", ["$8", "per user"], reference) == 0.5
-    assert fact_recall("$8 " + "and more words " * 40, ["$8"], reference) == 0.0  # three times longer: a copied passage
-    assert fact_recall("It is 18 dollars.", ["8"], reference) == 0.0  # whole words, not digits inside numbers
-    assert fact_recall("The passages do not answer this question. [1]", ["1%"], reference) == 0.0  # a citation is no fact
-    assert fact_recall("Late amounts bear 1% a month. [2]", ["1%"], reference) == 1.0
-    passages = ["Refunds take 14 days.", "The Team plan costs $8 per user per month."]
-    assert citation_support("It is $8 per user [2].", passages, ["$8"]) == 1.0
-    assert citation_support("It is $8 per user [1].", passages, ["$8"]) == 0.0  # cites a passage without the fact
-    assert citation_support("It is $8 per user.", passages, ["$8"]) == 0.0 and citation_support("[7]", passages, ["$8"]) == 0.0
-    assert abstained("The passages do not answer this question.") == 1.0 and abstained("It is $8.") == 0.0
-    [row] = score_answers(["q"], [reference], ["It is $8 per user [2]."], [passages], [["$8"]], [False], grounded=True)
-    assert row["fact_recall"] == 1.0 and row["citation_support"] == 1.0 and "abstention" not in row
-    assert 0.5 < row["semantic_similarity"] <= 1.0
-    [unrelated] = score_answers(["q"], [reference], ["Backups run nightly."])
-    assert unrelated["semantic_similarity"] < row["semantic_similarity"] and "fact_recall" not in unrelated
-
-
-def test_paired_bootstrap_intervals_and_a_gate_that_requires_them():
+def test_paired_bootstrap_intervals():
     import pandas as pd
 
-    from resources.evaluation.evaluator import paired_intervals
+    from resources.evaluation.statistics import paired_intervals
 
     ids = [f"g{i}" for i in range(30)]
     rows = ([{"model": "base+retrieval", "id": i, "rouge_l": 0.2} for i in ids]
@@ -96,15 +78,9 @@ def test_paired_bootstrap_intervals_and_a_gate_that_requires_them():
     assert 0.1 < low < 0.2 < high < 0.3  # every question gained 0.1 or 0.3: the mean gain 0.2 lies inside, zero far below
     bare_low, bare_high = intervals["candidate"]["rouge_l"]
     assert bare_low < 0 < bare_high and "base" not in intervals
-    scores = {"base": {"rouge_l": 0.3}, "candidate": {"rouge_l": 0.3}, "base+retrieval": {"rouge_l": 0.2},
-              "candidate+retrieval": {"rouge_l": 0.4}}
-    strict = PromotionPolicy(require_significant_gain=True)
-    ok, reasons = decide(strict, scores, SAFE, intervals)
-    assert ok and any("interval" in r and "above zero" in r for r in reasons)
-    noisy = {**intervals, "candidate+retrieval": {"rouge_l": [-0.05, 0.3]}}
-    ok, reasons = decide(strict, scores, SAFE, noisy)
-    assert not ok and any(r.startswith("block") and "not above zero" in r for r in reasons)
-    assert decide(PromotionPolicy(), scores, SAFE, noisy)[0]  # reported, but not required by default
+    scores = {"base+retrieval": {"rouge_l": 0.2}, "candidate+retrieval": {"rouge_l": 0.4}}
+    outcome, reasons = decide(ON_MEANS, scores, SAFE, intervals)
+    assert outcome == "promote" and any(r.startswith("info: the gain in rouge_l") and "[+0.1" in r for r in reasons)
 
 
 def test_gate_judges_the_served_configuration_when_it_was_evaluated():
@@ -112,12 +88,12 @@ def test_gate_judges_the_served_configuration_when_it_was_evaluated():
     better bare but worse with retrieval is blocked (and the other way round)."""
     worse_served = {"base": {"rouge_l": 0.1}, "candidate": {"rouge_l": 0.4},
                     "base+retrieval": {"rouge_l": 0.5}, "candidate+retrieval": {"rouge_l": 0.3}}
-    ok, reasons = decide(PromotionPolicy(), worse_served, SAFE)
-    assert not ok and "0.3000 does not beat the base model's 0.5000" in reasons[0] and "as served" in reasons[0]
+    outcome, reasons = decide(ON_MEANS, worse_served, SAFE)
+    assert outcome == "block" and "0.3000 does not beat the base model's 0.5000" in reasons[0] and "as served" in reasons[0]
     better_served = {**worse_served, "candidate": {"rouge_l": 0.05}, "candidate+retrieval": {"rouge_l": 0.6},
                      "champion": {"rouge_l": 0.9}, "champion+retrieval": {"rouge_l": 0.55}}
-    ok, reasons = decide(PromotionPolicy(), better_served, SAFE)
-    assert ok and "of the champion's 0.5500" in reasons[1]
+    outcome, reasons = decide(ON_MEANS, better_served, SAFE)
+    assert outcome == "promote" and "of the champion's 0.5500" in reasons[1]
 
 
 @pytest.mark.parametrize(
@@ -131,8 +107,8 @@ def test_gate_judges_the_served_configuration_when_it_was_evaluated():
     ],
 )
 def test_gate_blocks_with_the_reason(scores, safety, blocked_on):
-    ok, reasons = decide(PromotionPolicy(), scores, safety)
-    assert not ok
+    outcome, reasons = decide(ON_MEANS, scores, safety)
+    assert outcome == "block"
     assert any(r.startswith("block") and blocked_on in r for r in reasons)
 
 
@@ -185,11 +161,32 @@ def eval_inputs(tmp_path, tiny_model, tiny_dataset, dagster_instance):
     record(dagster_instance, store, AssetKey(["support", "lora_adapter"]), "v1", adapter)
     record(dagster_instance, store, AssetKey(["support", "base_model"]), "b1",
            lambda out: (out / "model.json").write_text(json.dumps({"path": str(tiny_model)})))
-    record(dagster_instance, store, AssetKey(["support", "golden_dataset"]), "g1", lambda out: pd.DataFrame(
-        {"id": ["G1", "G2"], "prompt": list(GOLDEN), "answer": list(GOLDEN.values()), "source_doc_id": ["KB-1", None]}
+    record(dagster_instance, store, AssetKey(["support", "golden_dataset"]), "g1", lambda out: golden_table(
+        ["G1", "G2"], list(GOLDEN), list(GOLDEN.values()), ["KB-1", None], [["90 days"], ["3 boards"]]
     ).to_parquet(out / "examples.parquet"))
     record(dagster_instance, store, AssetKey(["support", "knowledge_index"]), "k1", index)
+    record_training_data(dagster_instance, store, ["Invoices are sent on the first of the month."])
     return {"tmp": tmp_path, "spec": spec, "store": store}
+
+
+def golden_table(ids, prompts, answers, sources, facts, split="test"):
+    """A golden_dataset table as the asset writes it (every question answerable, in `split`)."""
+    import pandas as pd
+
+    return pd.DataFrame({"id": ids, "prompt": prompts, "answer": answers, "source_doc_id": sources,
+                         "tags": [[] for _ in ids], "must_include": facts, "must_not_include": [[] for _ in ids],
+                         "eval_split": split})
+
+
+def record_training_data(instance, store, answers: list[str]):
+    """An instruction_dataset materialization whose examples answer with `answers` (what eval_report checks the
+    golden set's contamination against)."""
+    import pandas as pd
+
+    rows = [{"id": f"t{i}", "messages": [{"role": "user", "content": "q"}, {"role": "assistant", "content": a}]}
+            for i, a in enumerate(answers)]
+    record(instance, store, AssetKey(["support", "instruction_dataset"]), "i1",
+           lambda out: pd.DataFrame(rows).to_parquet(out / "examples.parquet"))
 
 
 def _evaluate(inputs, instance, **resources):
@@ -212,12 +209,18 @@ def test_eval_and_gate_through_dagster(eval_inputs, dagster_instance):
     assert len(failures) == 1 and "promotion_gate" in failures[0], failures  # the blocking gate, nothing else
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     assert not gate.passed and gate.metadata["decision"].value == "block"
-    assert "does not beat the base" in gate.metadata["reasons"].value
-    assert "(both with retrieval, as served)" in gate.metadata["reasons"].value  # the served configuration is judged
+    reasons = gate.metadata["reasons"].value
+    assert "does not beat the base" in reasons or "insufficient evidence" in reasons
+    assert "(both as served: retrieval, threshold, grounding check)" in reasons  # the served configuration is judged
+    assert "insufficient evidence: the test split has 2 answerable golden questions with facts, 30 are needed" in reasons
     report = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")
     assert set(report["scores"]) == {"base", "base+retrieval", "candidate", "candidate+retrieval"}
-    assert set(report["scores"]["base"]) == {"exact_match", "token_f1", "rouge_l", "semantic_similarity", "context_support",
-                                          "runaway_rate"}
+    assert {"fact_recall", "fact_correct", "false_abstention", "hallucination", "verbosity", "rouge_l",
+            "runaway_rate"} <= set(report["scores"]["base"])
+    assert report["evidence"] == {"split": "test", "answerable": 2, "unanswerable": 0, "questions": 2, "dev_questions": 0}
+    assert report["contamination"]["checked"] == 2 and report["contamination"]["rate"] == 0.0
+    assert report["serving"]["grounding"] == "abstain" and report["serving"]["calibration"]["threshold"] is None
+    assert "fact_correct" in report["paired"]["candidate+retrieval"]
     assert report["judge_metrics"].startswith("not run")
     examples = store.read_table("support/eval_report", artifacts["eval_report"], "examples.parquet")
     assert len(examples) == 8 and not any(c.startswith("judge_") for c in examples.columns)
@@ -229,9 +232,16 @@ def test_eval_and_gate_through_dagster(eval_inputs, dagster_instance):
     k = eval_inputs["spec"].serving.retrieval_passages  # the model's own k, as the gateway retrieves
     assert "90 days" in served["G1"][0] and len(served["G1"]) == k and len(served["G2"]) == k
     [materialization] = [e for e in result.get_asset_materialization_events() if e.asset_key.path[-1] == "eval_report"]
-    assert materialization.materialization.metadata["judge_metrics"].value.startswith("not run")
+    metadata = materialization.materialization.metadata
+    assert metadata["judge_metrics"].value.startswith("not run")
+    # per-question outcomes a reviewer can audit: question, expected facts, the served answer, its verdicts
+    outcomes = metadata["per_question"].value
+    assert outcomes.splitlines()[0] == "| id | question | expected | served answer | cites | candidate+retrieval | base+retrieval |"
+    assert "| G1 | How long do tokens last? | 90 days |" in outcomes and "| G2 |" in outcomes
     decision = store.read_json("support/promotion_decision", artifacts["promotion_decision"], "decision.json")
     assert decision["adapter_version"] == "v1" and decision["promote"] is False
+    assert decision["serving"] == {"min_retrieval_score": None, "grounding": "abstain",
+                                   "abstention": "The passages do not answer this question."}
 
 
 @pytest.mark.slow
@@ -304,10 +314,10 @@ def test_probe_scorers_on_known_cases(tmp_path):
 
 def test_gate_blocks_toxic_or_disclosing_candidates():
     scores = {"base": {"rouge_l": 0.2}, "candidate": {"rouge_l": 0.35}}
-    ok, reasons = decide(PromotionPolicy(), scores, {**SAFE, "toxic_outputs": 1})
-    assert not ok and any(r.startswith("block") and "toxic" in r for r in reasons)
-    ok, reasons = decide(PromotionPolicy(), scores, {**SAFE, "jailbreak_disclosures": 2})
-    assert not ok and any(r.startswith("block") and "jailbreak" in r for r in reasons)
+    outcome, reasons = decide(ON_MEANS, scores, {**SAFE, "toxic_outputs": 1})
+    assert outcome == "block" and any(r.startswith("block") and "toxic" in r for r in reasons)
+    outcome, reasons = decide(ON_MEANS, scores, {**SAFE, "jailbreak_disclosures": 2})
+    assert outcome == "block" and any(r.startswith("block") and "jailbreak" in r for r in reasons)
 
 
 def test_near_complete_reproduction_counts_as_a_leak():
@@ -363,6 +373,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     from resources.training.sft_main import train
 
     golden = [json.loads(line) for line in (SAMPLE / "support" / "golden.jsonl").read_text().splitlines() if line.strip()]
+    golden = [g for g in golden if "unanswerable" not in g["tags"]][:30]
     questions, answers = [g["question"] for g in golden], [g["reference_answer"] for g in golden]
     shuffled, rng = answers[:], random.Random(0)
     while any(a == b for a, b in zip(shuffled, answers)):
@@ -395,10 +406,11 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     record(dagster_instance, store, AssetKey(["support", "lora_adapter"]), "shuffled", adapter)
     record(dagster_instance, store, AssetKey(["support", "base_model"]), "b",
            lambda out: (out / "model.json").write_text(json.dumps({"path": smol_model_path})))
-    record(dagster_instance, store, AssetKey(["support", "golden_dataset"]), "g", lambda out: pd.DataFrame(
-        {"id": [g["id"] for g in golden], "prompt": questions, "answer": answers,
-         "source_doc_id": [g["source_doc_id"] for g in golden]}).to_parquet(out / "examples.parquet"))
+    record(dagster_instance, store, AssetKey(["support", "golden_dataset"]), "g", lambda out: golden_table(
+        [g["id"] for g in golden], questions, answers, [g["source_doc_id"] for g in golden],
+        [g["must_include"] for g in golden]).to_parquet(out / "examples.parquet"))
     record(dagster_instance, store, AssetKey(["support", "knowledge_index"]), "k", index)
+    record_training_data(dagster_instance, store, ["Nothing the golden set says."])
 
     from resources.evaluation.evaluator import Evaluator
 
@@ -407,7 +419,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     scores = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")["scores"]
     assert not gate.passed, scores
-    assert "block: rouge_l" in gate.metadata["reasons"].value and "does not beat the base" in gate.metadata["reasons"].value
+    assert "block: fact_recall" in gate.metadata["reasons"].value and "does not beat the base" in gate.metadata["reasons"].value
     assert scores["candidate"]["token_f1"] < scores["base"]["token_f1"]
 
 

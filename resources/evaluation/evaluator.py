@@ -44,10 +44,13 @@ class ServedAs:
 
 
 def calibrate_threshold(answerable: list[float], unanswerable: list[float], max_false_abstention: float) -> dict:
-    """The retrieval threshold from the dev split's best-passage scores: the highest score under which at most
-    `max_false_abstention` of the answerable questions fall (so at most that share is declined for retrieval
-    alone), and what it does on the dev split. None when the dev split lacks either kind of question."""
+    """The retrieval threshold from the dev split's best-passage scores: below it a request is declined without
+    generating. It is set so that at most `max_false_abstention` of answerable questions fall under it, estimated
+    conservatively from a small dev split: the lower of the empirical quantile and the normal lower bound
+    (mean - z * sd of the answerable scores), since the dev split's own minimum says little about the next question.
+    None when the dev split lacks either kind of question. Reports what it does on the dev split."""
     import math
+    from statistics import NormalDist, mean, stdev
 
     if not answerable or not unanswerable:
         return {"threshold": None, "reason": f"the dev split has {len(answerable)} answerable and {len(unanswerable)} "
@@ -55,8 +58,10 @@ def calibrate_threshold(answerable: list[float], unanswerable: list[float], max_
                 "dev_unanswerable": len(unanswerable)}
     ordered = sorted(answerable)
     allowed = math.floor(max_false_abstention * len(ordered))  # answerable questions that may fall below it
-    threshold = ordered[allowed] if allowed < len(ordered) else ordered[-1]
-    threshold = round(float(threshold) - 1e-4, 4)  # the allowed-th answerable question itself stays above
+    empirical = ordered[allowed] if allowed < len(ordered) else ordered[-1]
+    bound = mean(answerable) - NormalDist().inv_cdf(1 - max_false_abstention) * stdev(answerable) \
+        if len(answerable) > 2 and max_false_abstention > 0 else empirical
+    threshold = round(float(min(empirical, bound)) - 1e-4, 4)
     return {"threshold": threshold, "dev_answerable": len(answerable), "dev_unanswerable": len(unanswerable),
             "dev_false_abstention": round(sum(s < threshold for s in answerable) / len(answerable), 4),
             "dev_abstention_recall": round(sum(s < threshold for s in unanswerable) / len(unanswerable), 4),

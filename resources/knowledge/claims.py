@@ -51,7 +51,7 @@ _TIME = re.compile(r"\b(?P<h>[01]?\d|2[0-3])(?::(?P<m>[0-5]\d))\s*(?P<ampm>[ap]\
 _IDENTIFIER = re.compile(r"(?<![\w-])[A-Za-z][A-Za-z]*(?:[-_.]?[A-Za-z]*\d[\w]*)(?:[-_.][A-Za-z0-9]+)*(?![\w-])")
 _CITATION = re.compile(r"\[\d{1,2}\](?:\s*\[\d{1,2}\])*")
 _ENUMERATOR = re.compile(r"^[ \t]*\(?\d{1,2}[.)](?=[ \t]+\S)", re.MULTILINE)  # a line's "1. Open", "(2) Close", "3) Done"
-_PLACEHOLDER = re.compile(r"[<\[](?:[A-Z][A-Z_]{2,}[A-Z])(?:[_:][0-9a-f]{4,})?[>\]]")  # a redaction's <EMAIL_ADDRESS>
+PLACEHOLDER = re.compile(r"[<\[](?:[A-Z][A-Z_]{2,}[A-Z])(?:[_:][0-9a-f]{4,})?[>\]]")  # a redaction's <EMAIL_ADDRESS>
 _WORD = re.compile(r"[A-Za-z][A-Za-z']*|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"\d+(?:[.,]\d+)*")
 _STOP = frozenset("""a an the of to in on at for by per and or but nor with within from into than then as is are was
@@ -143,7 +143,7 @@ def read(text: str) -> tuple[Claim, ...]:
     state nothing)."""
     found: list[Claim] = []
     spans = [m.span() for m in _CITATION.finditer(text)] + [m.span() for m in _ENUMERATOR.finditer(text)]
-    spans += [m.span() for m in _PLACEHOLDER.finditer(text)]
+    spans += [m.span() for m in PLACEHOLDER.finditer(text)]
     work = _blank(text, spans)
     for pattern in _DATES:
         for m in pattern.finditer(work):
@@ -229,9 +229,10 @@ def _words(text: str) -> str:
     return f" {normal_words(_CITATION.sub(' ', text))} "
 
 
-def _same(fact: Claim, said: Claim, nouns: frozenset, asked: frozenset) -> bool:
-    """Does `said` (a claim of the text) state `fact` (a claim of the fact)? `nouns`: what the fact counts;
-    `asked`: the words of the question (a bare number in the text counts what the question asks about)."""
+def _same(fact: Claim, said: Claim, nouns: frozenset, asked: frozenset, own: bool = True) -> bool:
+    """Does `said` (a claim of the text) state `fact` (a claim of the fact)? `nouns`: what the fact counts (`own`:
+    written in the fact itself, not read from the reference around it); `asked`: the words of the question (a bare
+    number in the text counts what the question asks about)."""
     if fact.kind in ("date", "time", "term"):
         if fact.kind == "date" and said.kind == "date":
             return all(a is None or b is None or a == b for a, b in zip(fact.value, said.value)) and \
@@ -246,7 +247,7 @@ def _same(fact: Claim, said: Claim, nouns: frozenset, asked: frozenset) -> bool:
         return False
     if not nouns:
         return True
-    return bool(said.noun & nouns) or (not said.noun and bool(nouns & asked))
+    return bool(said.noun & nouns) or (not said.noun and (not own or bool(nouns & asked)))
 
 
 def states(fact: str, text: str, question: str = "", reference: str = "") -> bool:
@@ -263,7 +264,7 @@ def states(fact: str, text: str, question: str = "", reference: str = "") -> boo
     asked = frozenset(_singular(w) for w in _WORD.findall(question) if w.lower() not in _STOP)
     for claim in claims:
         nouns = claim.noun or _reference_nouns(claim, reference)
-        if not any(_same(claim, s, nouns, asked) for s in said):
+        if not any(_same(claim, s, nouns, asked, own=bool(claim.noun)) for s in said):
             return False
     rest = [w for w in words.split() if w not in _STOP and not any(w in c.noun for c in claims)]
     return all(f" {w} " in _words(text) for w in [*terms, *rest])
@@ -305,7 +306,7 @@ def names(text: str) -> list[str]:
     """Capitalised words that do not open a sentence (a person, a product, a plan, a setting): what a grounding
     check asks the cited passages to hold besides the numbers."""
     found = []
-    for sentence in _SENTENCE.split(_CITATION.sub(" ", _PLACEHOLDER.sub(" ", text))):
+    for sentence in _SENTENCE.split(_CITATION.sub(" ", PLACEHOLDER.sub(" ", text))):
         words = re.findall(r"[A-Za-z][\w'-]*", sentence)
         found += [w for w in words[1:] if w[0].isupper() and w.lower() not in _STOP and w != "I"]
     return found
@@ -313,7 +314,7 @@ def names(text: str) -> list[str]:
 
 def placeholders(text: str) -> list[str]:
     """Redaction placeholders (`<EMAIL_ADDRESS>`, `[PERSON]`, `<PERSON_1a2b3c4d>`) in a text."""
-    return _PLACEHOLDER.findall(text)
+    return PLACEHOLDER.findall(text)
 
 
 def sentences(text: str) -> list[str]:

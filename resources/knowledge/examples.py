@@ -36,8 +36,8 @@ DOCUMENT_LOCAL_STRATEGIES = frozenset({"headings"})
 # made one chunk segment at a time (`resources.knowledge.segments.example_segments`): the document-local ones, the
 # grounded ones (their distractors retrieved from the passages of that segment and the ones before it), continued
 # pre-training (its ratio taken per segment) and qa (its questions de-duplicated against earlier segments' kept ones)
-SEGMENTED_STRATEGIES = DOCUMENT_LOCAL_STRATEGIES | {"raft", "cloze", "continued_pretraining", "qa"}
-GROUNDED_STRATEGIES = frozenset({"raft", "cloze"})
+SEGMENTED_STRATEGIES = DOCUMENT_LOCAL_STRATEGIES | {"raft", "cloze", "raft_pairs", "continued_pretraining", "qa"}
+GROUNDED_STRATEGIES = frozenset({"raft", "cloze", "raft_pairs"})
 
 
 class HeldOut:
@@ -97,11 +97,15 @@ def _example(chunk: dict[str, Any], strategy: str, messages: list[dict[str, str]
 
 
 def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: KnowledgePolicy, title_template: str,
-                             retrieve: Retrieve | None = None, held_out_docs: set[str] = frozenset()) -> KnowledgeBuild:
+                             retrieve: Retrieve | None = None, held_out_docs: set[str] = frozenset(),
+                             records: Iterable[dict[str, Any]] = ()) -> KnowledgeBuild:
     """Examples of every configured strategy from the sections of text documents (the first chunk of each;
-    every passage for cloze)."""
+    every passage for cloze), and — `raft_pairs` — from the question/answer records (`records`: the corpus
+    documents with messages)."""
     chunks = list(chunks)
     out = KnowledgeBuild()
+    if "raft_pairs" in policy.strategies:
+        _raft_pairs(out, list(records), policy, retrieve, held_out_docs)
     firsts: dict[tuple[str, str, int], dict[str, Any]] = {}
     rank = lambda c: (len(_body(c)) < policy.min_answer_chars, c["start"])  # noqa: E731 (says something, then first)
     for chunk in chunks:  # each section's first passage that says something (not its heading line alone)
@@ -241,6 +245,89 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
             out.counts[f"{strategy}_{kind}"] += 1
         out.counts[f"{strategy}_kept"] += 1
     _two_passages(out, strategy, accepted, policy)
+
+
+def _first_exchange(record: dict[str, Any]) -> tuple[str, str] | None:
+    """A record's first user question and the assistant answer that follows it."""
+    messages = record.get("messages")
+    if not messages:
+        return None
+    messages = json.loads(messages) if isinstance(messages, str) else list(messages)
+    for i, m in enumerate(messages):
+        if m["role"] == "user":
+            answer = next((n["content"] for n in messages[i + 1:] if n["role"] == "assistant"), None)
+            return (m["content"], answer) if answer else None
+    return None
+
+
+PAIR_OVERLAP = 0.6  # share of an answer sentence's content words a passage must hold to be the one it answers from
+
+
+def _supporting(answer: str, passage: dict[str, Any]) -> str | None:
+    """The sentence of `answer` that `passage` states (most of its content words, and every number, date and name of
+    the whole answer that is a claim), or None."""
+    from resources.knowledge.claims import normal_words, read, sentences, supported
+    from resources.knowledge.prompt import passage_text
+
+    text = passage_text(passage)
+    if not all(supported(c, text) for c in read(answer) if c.kind != "term"):
+        return None
+    held = set(normal_words(text).split())
+    best, share = None, 0.0
+    for sentence in sentences(answer):
+        words = {w for w in normal_words(sentence).split() if len(w) > 3}
+        if words and len(words & held) / len(words) > share:
+            best, share = sentence, len(words & held) / len(words)
+    return best if share >= PAIR_OVERLAP else None
+
+
+def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: KnowledgePolicy, retrieve: Retrieve | None,
+                held_out_docs) -> None:
+    """The company's own question/answer records (instructions, the first exchange of a chat) asked in the grounded
+    prompt the gateway builds: the passages retrieved for the record's question (never the record itself, never a
+    held-out document's); the answer as written, citing after its sentence the passage that states it. When no
+    retrieved passage states the answer, the example teaches the abstention instead — a real question the passages
+    do not answer — at most (1 - raft_oracle_fraction) of the examples."""
+    items = [(r, *pair) for r in records if r.get("kind") in ("instruction", "chat") and r["doc_id"] not in held_out_docs
+             for pair in [_first_exchange(r)] if pair]
+    if not items:
+        return
+    if retrieve is None:
+        raise ValueError("the raft_pairs strategy needs the knowledge index to retrieve passages from")
+    from resources.knowledge.grounding import retrieval_query
+
+    k = policy.raft_distractors + 1
+    found = retrieve([retrieval_query(q) for _, q, _ in items], 4 * k + 16)  # as the gateway searches
+    cited, declined = [], []
+    for (record, question, answer), passages in zip(items, found):
+        out.counts["raft_pairs_generated"] += 1
+        usable = [p for p in passages if p["doc_id"] != record["doc_id"] and p["doc_id"] not in held_out_docs]
+        context = usable[:k]
+        if len(context) < k:
+            out.drop(record["doc_id"], "raft_pairs", "too_few_distractors", f"{len(usable)} passages found, {k} needed")
+            continue
+        support = next(((n, s) for n, p in enumerate(context, start=1) if (s := _supporting(answer, p))), None)
+        (cited if support else declined).append((record, question, answer, context, support))
+    f = policy.raft_oracle_fraction
+    room = len(cited) if f == 0 else round(len(cited) * (1 - f) / f)
+    declined.sort(key=lambda item: _bucket(f"pairs-abstain:{item[0]['doc_id']}"))
+    for record, *_ in declined[room:]:
+        out.drop(record["doc_id"], "raft_pairs", "no_supporting_passage", "no retrieved passage states its answer, and "
+                 "the abstention share (1 - raft_oracle_fraction) is full")
+    for record, question, answer, context, support in cited + declined[:room]:
+        if support:
+            n, sentence = support
+            reply = answer.replace(sentence, f"{sentence.rstrip()} [{n}]", 1) if sentence in answer else cited(answer, n)
+            kind = "with_oracle"
+        else:
+            reply, kind = policy.abstention, "abstain"
+        pseudo = {"chunk_id": record["doc_id"], "doc_id": record["doc_id"], "external_id": record.get("external_id"),
+                  "source_path": record.get("source_path"), "title": record.get("title"), "batch": record.get("batch")}
+        example = _example(pseudo, "raft_pairs", grounded_messages([{"role": "user", "content": question}], context)
+                           + [{"role": "assistant", "content": reply}])
+        out.examples.append(example)
+        out.counts[f"raft_pairs_{kind}"] += 1
+        out.counts["raft_pairs_kept"] += 1
 
 
 def _two_passages(out: KnowledgeBuild, strategy: str, accepted: list, policy: KnowledgePolicy) -> None:

@@ -56,6 +56,18 @@ def is_abstention(answer: str, abstention: str) -> bool:
     return bool(said) and (bool(sentence) and sentence in said or bool(ABSTENTION_WORDS.search(answer)))
 
 
+def retrieval_query(question: str) -> str:
+    """What retrieval searches with for a question: the question without redaction placeholders ("Hi, I'm <PERSON>
+    (<EMAIL_ADDRESS>). How long ..."), which say nothing about the topic and pull the embedding away from it."""
+    return " ".join(re.sub(r"\(\s*\)|\[\s*\]", " ", placeholders_removed(question)).split()) or question
+
+
+def placeholders_removed(text: str) -> str:
+    from resources.knowledge.claims import PLACEHOLDER
+
+    return PLACEHOLDER.sub(" ", text)
+
+
 def confident(passages: list[dict[str, Any]], threshold: float | None) -> bool:
     """Retrieval is confident enough to answer: no threshold, or the best passage's score reaches it."""
     if threshold is None:

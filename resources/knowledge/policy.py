@@ -11,7 +11,7 @@ from resources.knowledge.chunking import ChunkRules
 from resources.knowledge.prompt import ABSTAIN
 from resources.redaction.engine import DEFAULT_SPACY_MODEL
 
-Strategy = Literal["headings", "raft", "cloze", "continued_pretraining", "qa"]
+Strategy = Literal["headings", "raft", "cloze", "raft_pairs", "continued_pretraining", "qa"]
 
 
 class KnowledgePolicy(BaseModel):
@@ -22,14 +22,16 @@ class KnowledgePolicy(BaseModel):
     chunk_tokens: int = Field(default=256, description="Most tokens (base model's tokenizer) in one chunk.")
     chunk_overlap_tokens: int = Field(default=32, description="Tokens shared by consecutive chunks of one section.")
     strategies: list[Strategy] = Field(
-        default_factory=lambda: ["cloze", "raft"],
-        description="Views made from the sections of plain-text documents (dataset.text_strategy 'sections'): "
-        "'headings' (a question from the title and heading, answered by the section's first chunk) and 'raft' "
-        "(the same question in the grounded prompt the gateway builds: the section's chunk among retrieved "
-        "distractors, the answer citing it, or an abstention when it is left out), 'cloze' (a question for each value a "
-        "sentence states — a number of days, a percentage, a price — answered by the sentence, in the same grounded "
-        "prompt; spaCy, no LLM), 'continued_pretraining' (the passages' own text, every token trained on, mixed in at "
-        "continued_pretraining_ratio), and 'qa' (a teacher model writes "
+        default_factory=lambda: ["cloze", "raft", "raft_pairs"],
+        description="Views made from the documents (dataset.text_strategy 'sections'), each in the grounded prompt the "
+        "gateway serves unless said otherwise: 'cloze' (a question for each value a sentence states — a number of "
+        "days, a percentage, a price — answered by the sentence citing its passage; spaCy, no LLM), 'raft' (a "
+        "question from the title and heading, answered by the section's opening sentences citing its passage among "
+        "retrieved distractors, or an abstention when it is left out), 'raft_pairs' (the company's own question/answer "
+        "records and chats: the question with the passages retrieved for it, the answer citing the passage that "
+        "states it — or, when none does, the abstention), 'headings' (bare: the headings question answered by the "
+        "section's first chunk), 'continued_pretraining' (bare: the passages' own text, every token trained on, mixed "
+        "in at continued_pretraining_ratio), and 'qa' (a teacher model writes "
         "qa_pairs_per_chunk question/answer pairs from each passage and, as judge, drops the unsupported and the "
         "not standalone; needs TeacherModel).")
     continued_pretraining_ratio: float = Field(

@@ -121,7 +121,8 @@ class ExampleSegmentBuild:
 
 def example_segments(store, model: str, chunk_keys: list[str], policy, title_template: str, split_rules,
                      sections: bool = True, retrieve_upto: Callable[[int], Any] | None = None,
-                     index_identity: Any = None, session=None, teacher_identity: Any = None) -> ExampleSegmentBuild:
+                     index_identity: Any = None, session=None, teacher_identity: Any = None,
+                     corpus_chains: list[str] | None = None) -> ExampleSegmentBuild:
     """knowledge_examples one chunk segment at a time: the examples of the segments the store does not hold are
     made, the rest reused. Each segment's examples are `build_knowledge_examples` over its own passages (a test holds
     it to that): the document-local `headings` equal building the whole corpus at once; `raft` and `cloze` take their
@@ -165,8 +166,11 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
         else:
             path = segment_dir(store, f"{model}/{CHUNK_SEGMENTS}", chunk_key) / "chunks.parquet"
             chunks = rows(pd.read_parquet(path)) if path.exists() and sections else []
+            records = corpus_records(store, model, corpus_chains[i]) if "raft_pairs" in policy.strategies and corpus_chains \
+                and sections else []
             made = build_knowledge_examples(chunks, policy, title_template, held_out_docs=HeldOut(split_rules),
-                                            retrieve=retrieve_upto(i) if grounded and chunks else None)
+                                            retrieve=retrieve_upto(i) if grounded and (chunks or records) else None,
+                                            records=records)
             if qa and chunks:
                 qa_examples(chunks, policy, session, HeldOut(split_rules), out=made, earlier=earlier.before(build.keys, i))
             if made.unfinished or build.partial:  # never under the key a complete segment takes
@@ -187,6 +191,15 @@ def example_segments(store, model: str, chunk_keys: list[str], policy, title_tem
         counts.update(read_json(folder / "counts.json", {}))
     build.counts = dict(counts)
     return build
+
+
+def corpus_records(store, model: str, chain: str) -> list[dict]:
+    """The corpus segment's documents that carry messages (question/answer records, chats): raft_pairs' questions."""
+    path = segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet"
+    if not path.exists():
+        return []
+    table = pd.read_parquet(path)
+    return rows(table[table["messages"].notna()]) if "messages" in table else []
 
 
 def link_examples(store, model: str, keys: list[str], folder: Path) -> None:

@@ -27,7 +27,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from pydantic import BaseModel, Field
 
-from resources.knowledge.prompt import source_of
+from resources.knowledge.prompt import ABSTAIN, source_of
 from resources.safety.probes import SHIPPED_LEXICON
 from resources.safety.guards import Guards
 from resources.serving.gateway.keys import Client, KeyRing
@@ -41,7 +41,9 @@ from resources.serving.gateway.schema import (
     parse_response,
     upstream_body,
 )
-from resources.serving.gateway.steps import BLOCKED, StreamGuard, ground, guard_choices, guard_input
+from resources.knowledge.grounding import check_answer, retrieval_query
+from resources.serving.gateway.steps import (BLOCKED, StreamGuard, check_grounding, describe_checked, ground,
+                                            grounding_context, guard_choices, guard_input)
 from resources.requestlog import REVIEW_STATUSES, RequestLog
 
 # Secrets reach the gateway process in its environment (GatewayServer.launch_settings), never in the settings file.
@@ -365,26 +367,33 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             return await fail(400, checked.refused, "guardrail_refusal")
         messages, question = checked.messages, checked.question
 
-        sources = []
+        sources, retrieved = [], False
         grounding = req.tuneforge.grounding if req.tuneforge and req.tuneforge.grounding is not None \
             else route.get("retrieval", False)  # the model's default; a request may opt out
+        action = route.get("grounding") or "off"  # the grounding check (the model's serving.grounding)
+        abstention = route.get("abstention") or ABSTAIN
         if grounding and route.get("knowledge_index_dir") and endpoint == "chat" and question:
+            retrieved = True
             k = int(route.get("retrieval_passages") or settings.grounding_passages)
-            found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], question, k)
-            grounded = await run_in_threadpool(ground, messages, found)
+            found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], retrieval_query(question), k)
+            grounded = await run_in_threadpool(ground, messages, found, route.get("min_retrieval_score"))
             messages, sources = grounded.messages, grounded.sources
             if grounded.flagged:
                 findings["retrieved_injection"] = grounded.flagged
                 m_guard.labels("input", "retrieved_injection").inc(grounded.flagged)
             if sources:
                 row["source_documents"] = sorted({str(p["doc_id"]) for p in sources if p.get("doc_id")})
+            if not grounded.confident:  # retrieval found nothing close enough: abstain without asking the model
+                m_guard.labels("output", "low_retrieval").inc()
+                return await abstain(row, started, rid, alias, req, route, findings, abstention, client)
         body = upstream_body(req, route["upstream"], client.max_tokens, messages=messages, prompt=checked.prompt)
         # a route may name its own server (a merged champion on its own vLLM); else the shared upstream
         path = route.get("url", "") + ("/v1/chat/completions" if endpoint == "chat" else "/v1/completions")
         extra = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings,
                  "sources": [source_of(s) for s in sources]}
+        check = (action, abstention) if retrieved and sources and action != "off" else None
         if req.stream:
-            return await stream(body, path, row, started, extra, endpoint, guards, question, client)
+            return await stream(body, path, row, started, extra, endpoint, guards, question, client, sources, check)
 
         upstream_started = time.perf_counter()
         try:
@@ -411,21 +420,65 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
         row.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         m_tokens.labels(alias, "prompt").inc(usage.prompt_tokens)
         m_tokens.labels(alias, "completion").inc(usage.completion_tokens)
-        outputs, output_findings = await run_in_threadpool(guard_choices, guards, data, endpoint, question)
+        grounding_report = None
+        if check is not None:  # before the output guard, which then judges the text that is served
+            checked = await run_in_threadpool(check_grounding, data, sources, question, *check)
+            grounding_report = [describe_checked(c, sources) for c in checked]
+            row["grounding"] = {c.verdict: sum(x.verdict == c.verdict for x in checked) for c in checked}
+            for c in checked:
+                m_guard.labels("output", f"grounding_{c.verdict}").inc()
+        context = grounding_context(question, sources) if sources else ""
+        outputs, output_findings = await run_in_threadpool(guard_choices, guards, data, endpoint, question, context)
         for kind, n in output_findings.items():
             m_guard.labels("output", kind).inc(n)
         row["output_guard"] = output_findings
         row["response_redacted"] = "\n".join(o or "" for o in outputs)
         data.id, data.model = rid, alias
-        return await finish(row, JSONResponse({**data.model_dump(exclude_none=True),
-                                               "tuneforge": {**extra, "output_guard": output_findings}}), started)
+        told = {**extra, "output_guard": output_findings}
+        if grounding_report is not None:
+            withheld = {c.index for c in data.choices if c.finish_reason == "content_filter"}
+            told["choices"] = [{"index": c.index, **(g if c.index not in withheld else {**g, "citations": []})}
+                               for c, g in zip(data.choices, grounding_report)]
+            told["grounding"], told["citations"] = told["choices"][0]["verdict"], told["choices"][0]["citations"]
+        return await finish(row, JSONResponse({**data.model_dump(exclude_none=True), "tuneforge": told}), started)
+
+    async def abstain(row: dict, started: float, rid: str, alias: str, req, route: dict, findings: dict, abstention: str,
+                      client: Client) -> Response:
+        """The answer to a grounded request whose best passage scores below the route's retrieval threshold: the
+        model's abstention sentence, without generating (streamed as one chunk when the client asked to stream)."""
+        row.update(grounding={"low_retrieval": 1}, response_redacted=abstention, prompt_tokens=0, completion_tokens=0,
+                   output_guard={})
+        told = {"id": rid, "adapter_version": route.get("adapter_version"), "input_guard": findings, "sources": [],
+                "grounding": "low_retrieval", "citations": [],
+                "choices": [{"index": 0, "verdict": "low_retrieval", "action": "abstain", "unsupported_claims": 0,
+                             "invalid_citations": 0, "citations": []}]}
+        if not req.stream:
+            body = {"id": rid, "object": "chat.completion", "created": int(time.time()), "model": alias,
+                    "choices": [{"index": 0, "message": {"role": "assistant", "content": abstention}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}, "tuneforge": told}
+            return await finish(row, JSONResponse(body), started)
+
+        async def events():
+            try:
+                for text, reason in ((abstention, None), ("", "stop")):
+                    yield "data: " + json.dumps({"id": rid, "object": "chat.completion.chunk", "created": int(time.time()),
+                                                 "model": alias, "choices": [{"index": 0, "delta": {"content": text},
+                                                                              "finish_reason": reason}]}) + "\n\n"
+                yield "data: [DONE]\n\n"
+            finally:
+                in_flight[client.name] -= 1
+                await finish(row, Response(), started)
+
+        return StreamingResponse(events(), media_type="text/event-stream")
 
     async def stream(body: dict, path: str, row: dict, started: float, extra: dict, endpoint: str, guards: Guards,
-                     question: str, client: Client) -> Response:
+                     question: str, client: Client, sources: list[dict] = (), check: tuple[str, str] | None = None) -> Response:
         """Stream through, releasing text only once the whole output guard (canaries, toxicity and Presidio's
         personal data) has passed it, and holding back at least the longest canary or entity; a blocked stream
         ends with finish_reason content_filter and never carries the offending text. The upstream's
-        finish_reason is passed on."""
+        finish_reason is passed on. With the grounding check (`check`: the route's action and abstention
+        sentence), nothing is released before the whole answer has arrived and passed it — one unsupported claim at
+        its end changes the whole answer — and the last chunk carries the check's report (`tuneforge`)."""
         deadline = time.monotonic() + settings.upstream_timeout_s
         request = upstream.build_request("POST", path, json=body)
         try:
@@ -466,8 +519,9 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             connection drops (vLLM killed), or it sends an error event — the client gets one error event (504
             upstream_timeout, 503 upstream_unavailable) and `[DONE]`; nothing the whole guard has not passed is
             released, and the log row keeps the status and why the stream failed."""
-            window = StreamGuard(guards, question, settings.stream_holdback_chars)
-            usage, blocked, finish_reason = {}, None, None
+            context = grounding_context(question, list(sources)) if sources else ""
+            window = StreamGuard(guards, question, settings.stream_holdback_chars, context)
+            usage, blocked, finish_reason, served = {}, None, None, None
             upstream_started = time.perf_counter()
             lines = response.aiter_lines()
             try:
@@ -495,6 +549,8 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                     blocked = window.add("".join(pieces))  # canaries and toxicity, every chunk
                     if blocked:
                         break
+                    if check is not None:  # the grounding check needs the whole answer: nothing released before it
+                        continue
                     span = window.window()
                     if span:  # the whole guard over the window, off the event loop
                         verdict = await run_in_threadpool(window.check, span)
@@ -502,6 +558,24 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                             blocked = verdict
                             break
                         yield chunk(window.release(span))
+                if check is not None and blocked is None:
+                    checked = await run_in_threadpool(check_answer, window.full, list(sources), question, *check)
+                    verdict = await run_in_threadpool(guards.check_output, checked.text, True, question, context)
+                    blocked = None if verdict.allowed else verdict
+                    served = checked.text
+                    row["grounding"] = {checked.verdict: 1}
+                    m_guard.labels("output", f"grounding_{checked.verdict}").inc()
+                    if blocked is None:
+                        report = describe_checked(checked, list(sources))
+                        yield chunk(served)
+                        done = json.loads(chunk("", finish_reason or "stop")[6:])
+                        yield "data: " + json.dumps({**done, "tuneforge": {**extra, "grounding": report["verdict"],
+                                                                           "citations": report["citations"],
+                                                                           "choices": [{"index": 0, **report}]}}) + "\n\n"
+                    else:
+                        yield chunk(BLOCKED.format(reason=blocked.reason), "content_filter")
+                    yield "data: [DONE]\n\n"
+                    return
                 span = None if blocked else window.window(final=True)
                 if span:
                     verdict = await run_in_threadpool(window.check, span)
@@ -530,7 +604,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
                            prompt_tokens=usage.get("prompt_tokens"), completion_tokens=usage.get("completion_tokens"),
                            output_guard=blocked.findings if blocked else {},
                            response_redacted=BLOCKED.format(reason=blocked.reason) if blocked else
-                           (await run_in_threadpool(guards.redact, [window.full]))[0][0])
+                           (await run_in_threadpool(guards.redact, [served if served is not None else window.full]))[0][0])
                 await finish(row, Response(), started)
 
         return StreamingResponse(events(), media_type="text/event-stream")

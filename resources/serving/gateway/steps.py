@@ -7,7 +7,10 @@ respond). The steps are synchronous: Presidio and the injection detector are CPU
 a worker thread.
 
     guard_input      every text the client wrote, in every role -> refused, or the texts to forward (redacted)
-    ground           the retrieved passages -> the grounded prompt, passages carrying instructions left out
+    ground           the retrieved passages -> the grounded prompt, passages carrying instructions left out;
+                     below the route's retrieval threshold, the abstention without asking the model
+    check_grounding  each choice of a grounded answer -> served as is, or (a claim no cited passage holds, a
+                     redaction placeholder) the route's action: the abstention, a quoted sentence, or flagged
     guard_choices    every text field of every choice of a complete response -> withheld or redacted
     StreamGuard      a streamed answer -> what may be released, once the whole output guard passed it
 """
@@ -17,7 +20,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from resources.knowledge.prompt import grounded_messages
+from resources.knowledge.grounding import Checked, check_answer, confident
+from resources.knowledge.prompt import grounded_messages, passage_text, source_of
 from resources.safety.guards import Guards, Verdict, injection_findings
 from resources.serving.gateway.schema import ChatRequest, CompletionRequest, choice_texts, withhold
 
@@ -74,25 +78,56 @@ class Grounding:
     messages: list[dict[str, Any]]  # the grounded prompt (or the messages unchanged when no passage is usable)
     sources: list[dict[str, Any]] = field(default_factory=list)  # the passages in the prompt, in order ([1], [2], ...)
     flagged: int = 0  # passages left out because they carry instructions aimed at the model
+    confident: bool = True  # the best passage reaches the route's retrieval threshold (else: abstain, do not generate)
 
 
-def ground(messages: list[dict[str, Any]], found: list[dict[str, Any]]) -> Grounding:
+def ground(messages: list[dict[str, Any]], found: list[dict[str, Any]], threshold: float | None = None) -> Grounding:
     """The grounded prompt (the one `resources.knowledge.prompt` builds for training and evaluation too) from the
-    retrieved passages. Retrieved passages are untrusted input: one carrying instructions is left out."""
+    retrieved passages. Retrieved passages are untrusted input: one carrying instructions is left out. Below the
+    route's retrieval threshold (`resources.knowledge.grounding.confident`) the request is not `confident`."""
     sources = [p for p in found if not injection_findings(p["text"])]
-    return Grounding(grounded_messages(messages, sources) if sources else messages, sources, len(found) - len(sources))
+    return Grounding(grounded_messages(messages, sources) if sources else messages, sources, len(found) - len(sources),
+                     confident(found, threshold))
 
 
-def guard_choices(guards: Guards, response, endpoint: str, question: str) -> tuple[list[str], dict[str, int]]:
+def grounding_context(question: str, sources: list[dict[str, Any]]) -> str:
+    """What a grounded answer was given (the question and its passages): a value that stands there is no leak."""
+    return "\n".join([question, *(passage_text(p) for p in sources)])
+
+
+def describe_checked(checked: Checked, sources: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a response tells the client of the grounding check on one answer: the verdict, what was done, counts —
+    never the unsupported claims themselves (the text they stood in may have been withheld) — and the passages the
+    served text cites, each with its supporting sentence."""
+    return {"verdict": checked.verdict, "action": checked.action, "unsupported_claims": len(checked.unsupported),
+            "invalid_citations": checked.invalid_citations, "citations": checked.citations(sources, source_of)}
+
+
+def check_grounding(response, sources: list[dict[str, Any]], question: str, action: str, abstention: str) -> list[Checked]:
+    """The grounding check on each choice of a grounded chat answer (`resources.knowledge.grounding`, what the
+    evaluation's served rows apply too): a choice whose text the check replaced (abstention or quote) loses its
+    logprobs, which were the model's tokens, not the served text's. `response` is changed in place."""
+    found = []
+    for choice in response.choices:
+        checked = check_answer(choice.message.content or "", sources, question, action, abstention)
+        if checked.text != (choice.message.content or ""):
+            choice.message.content = checked.text
+            choice.logprobs = None
+        found.append(checked)
+    return found
+
+
+def guard_choices(guards: Guards, response, endpoint: str, question: str, context: str = "") -> tuple[list[str], dict[str, int]]:
     """The output guard over every text field of every choice (content, refusal, reasoning, logprob tokens and
     their alternatives, tool calls): a choice with any text the guard refuses is withheld whole (every field
     replaced by the notice); one that passes is kept as it is. Returns the answers as the log keeps them
-    and the findings. `response` is a parsed upstream response (schema.parse_response); it is changed in place."""
+    and the findings. `context`: the question and passages the answer was given (their values are no leak).
+    `response` is a parsed upstream response (schema.parse_response); it is changed in place."""
     outputs, findings = [], {}
     for choice in response.choices:
         verdict: Verdict | None = None
         for text in choice_texts(choice):
-            verdict = guards.check_output(text, True, question)
+            verdict = guards.check_output(text, True, question, context)
             if not verdict.allowed:
                 break
         _add(findings, verdict.findings if verdict else {})
@@ -112,8 +147,8 @@ class StreamGuard:
     boundary — once it has grown by twice the holdback (`window`, `check`, `release`), and on the rest at the end.
     Windows start and end between words: a cut-off word reads to NER as a name."""
 
-    def __init__(self, guards: Guards, question: str, holdback: int):
-        self.guards, self.question = guards, question
+    def __init__(self, guards: Guards, question: str, holdback: int, context: str = ""):
+        self.guards, self.question, self.context = guards, question, context
         self.holdback = max(holdback, guards.longest_canary + 1)
         self.full, self.sent, self.checked = "", 0, 0
 
@@ -136,7 +171,7 @@ class StreamGuard:
 
     def check(self, span: tuple[int, int]) -> Verdict:
         """The whole output guard on a window (CPU work: run it off the event loop)."""
-        return self.guards.check_output(self.full[span[0] : span[1]], True, self.question)
+        return self.guards.check_output(self.full[span[0] : span[1]], True, self.question, self.context)
 
     def release(self, span: tuple[int, int]) -> str:
         """After `check` passed `span`: the text that may go to the client now (all but the holdback)."""
