@@ -177,6 +177,10 @@ def build(spec: ModelSpec) -> list:
                              log=context.log.info)
         batches = {s["batch"]: {k: s[k] for k in ("artifact", "data_version", "documents", "ledgers", "audit")}
                    for s in build.summaries}
+        # documents a later batch brought a new version of (same record id, or the same file): still in the table,
+        # no longer current — retrieval, training and the golden set read only the current version
+        superseded = {s["doc_id"]: {"by": s["by"], "batch": summary["batch"], "identity": s["identity"]}
+                      for summary in build.summaries for s in summary.get("superseded", [])}
         ledger = build.ledger
         for batch in excluded:
             artifact = artifacts[batch]
@@ -194,12 +198,13 @@ def build(spec: ModelSpec) -> list:
             link_segments(store, spec.name, build.chains, "dropped.parquet", out, frame([], DROPPED_COLUMNS))
             write_json(out, "ledger.json", ledger.to_dict())
             write_json(out, "batches.json", {"batches": batches, "excluded": excluded,
-                                             "segments": build.chains})
+                                             "segments": build.chains, "superseded": superseded})
         return emit(artifact, {
             **ledger_metadata(ledger),
             "batches": MetadataValue.int(len(batches) - len(excluded)),
             "batch_names": MetadataValue.json([b for b in batches if b not in excluded]),
             "excluded_batches": MetadataValue.json(excluded),
+            "superseded_documents": MetadataValue.int(len(superseded)),
             "batches_resumed": MetadataValue.int(build.resumed),
             "batches_applied": MetadataValue.int(build.applied),
         })

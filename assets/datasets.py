@@ -182,6 +182,7 @@ def build(spec: ModelSpec) -> list:
         sources = sorted({str(s) for s in golden.loc[~held_out, "source_doc_id"].dropna()}) if policy.hold_out_golden_sources else []
         batches = corpus.read_json("batches.json")
         included = [b for b in batches["batches"] if b not in batches["excluded"]]
+        superseded = set(batches.get("superseded") or {})  # earlier versions of documents: no example
         inputs = {"corpus": corpus.version, "golden_dataset": golden_dataset.version, "human_feedback": human_feedback.version,
                   "knowledge_examples": knowledge_examples.version}
         manifest = knowledge_examples.read_json("manifest.json") if knowledge_examples.exists("manifest.json") else {}
@@ -190,7 +191,7 @@ def build(spec: ModelSpec) -> list:
             segments = instruction_segments(store, spec.name, batches["segments"], manifest["segments"], policy,
                                             list(golden.loc[~held_out, "prompt"]), list(golden.loc[held_out, "prompt"]),
                                             golden_probes=curated_probes, golden_sources=sources,
-                                            held_out_probes=held_out_probes)
+                                            held_out_probes=held_out_probes, superseded=superseded)
             context.log.info(f"instruction segments: {segments.made} made, {segments.reused} reused, "
                              f"{segments.guarded} guarded against held-out golden questions")
             feedback = build_examples(feedback_docs, policy.split_rules(), policy.text_strategy, policy.title_template,
@@ -207,7 +208,8 @@ def build(spec: ModelSpec) -> list:
             section_docs = rows(knowledge_examples.read_table("examples.parquet"))
             build = build_examples(rows(corpus.read_table()) + section_docs + feedback_docs, policy.split_rules(),
                                    policy.text_strategy, policy.title_template, golden_prompts=list(golden["prompt"]),
-                                   golden_probes=curated_probes + held_out_probes, golden_sources=sources)
+                                   golden_probes=curated_probes + held_out_probes, golden_sources=sources,
+                                   superseded=superseded)
             ledger = build.ledger
             table = frame(build.examples, EXAMPLE_COLUMNS)
             version = version_of(fingerprint(table, ["id", "prompt", "answer", "split"]), inputs, config_of(policy), code="6")

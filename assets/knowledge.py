@@ -38,11 +38,12 @@ def build(spec: ModelSpec) -> list:
         tokenizer = model_source.for_model(spec.base_model, spec.base_model_revision).tokenizer()
         chunker = Chunker(tokenizer.backend_tokenizer, policy.chunk_rules())
         config = config_of(policy.chunk_rules(), {"tokenizer": [spec.base_model, spec.base_model_revision]})
-        chains = corpus.read_json("batches.json")["segments"]
+        batches = corpus.read_json("batches.json")
+        chains, superseded = batches["segments"], sorted(batches.get("superseded") or {})
         build = chunk_segments(store, spec.name, chains, chunker, config)
         context.log.info(f"chunk segments: {build.made} cut, {build.reused} reused")
         # the version hashes what made the passages (each segment's key hashes its corpus segment and the rules)
-        version = version_of(segment_key(build.keys), {"corpus": corpus.version}, config, code="2")
+        version = version_of([segment_key(build.keys), superseded], {"corpus": corpus.version}, config, code="3")
         # a passage that carries instructions aimed at the model: flagged here, left out of grounded prompts by the gateway
         instructed = build.flagged
         for row in instructed[:50]:
@@ -52,7 +53,8 @@ def build(spec: ModelSpec) -> list:
         with artifact.writing() as out:
             link_chunks(store, spec.name, build.keys, out)
             write_json(out, "manifest.json", {"corpus": corpus.key, "corpus_version": corpus.version,
-                                              "segments": build.keys, "corpus_segments": chains})
+                                              "segments": build.keys, "corpus_segments": chains,
+                                              "superseded": superseded})  # earlier versions: out of retrieval
             write_json(out, "flagged.json", instructed)
         stats = build.stats  # summed from the segments' own: no table is read again
         documents = int(corpus.read_json("ledger.json")["kept"])

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import re
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Sequence
 
@@ -72,12 +72,15 @@ class Deduplicator:
         """Register a document kept earlier, from its stored key and MinHash values."""
         self.add(doc_id, key, self.stored(hashvalues))
 
-    def check(self, key: str, signature: LeanMinHash) -> tuple[str, str] | None:
-        """(reason, detail) if the text duplicates a kept document, else None."""
+    def check(self, key: str, signature: LeanMinHash, ignore: frozenset[str] = frozenset()) -> tuple[str, str] | None:
+        """(reason, detail) if the text duplicates a kept document, else None. `ignore`: documents this one is not
+        compared with (near-duplicates only: an earlier version of the same document it supersedes)."""
         if key in self.exact:
             return "exact_duplicate", f"same normalised text as {self.exact[key]}"
         best = None
         for candidate in self.lsh.query(signature):
+            if candidate in ignore:
+                continue
             similarity = signature.jaccard(self.signatures[candidate])
             if similarity >= self.rules.threshold and (best is None or similarity > best[1]):
                 best = (candidate, similarity)
@@ -140,8 +143,42 @@ def near_pairs(table: pd.DataFrame, values: np.ndarray, guard: pd.DataFrame, gua
     return list(zip(a[keep].tolist(), b[keep].tolist()))
 
 
+def identity_of(doc: dict[str, Any]) -> str | None:
+    """What makes two documents of different batches versions of one document: a record's id (`external_id`), or
+    a whole file's path inside its batch (`policies/sla.md` in batch `policies` and `sla.md` as a batch of its own
+    are both `sla.md`). None for a record without an id: nothing says which earlier record it would replace."""
+    if doc.get("external_id"):
+        return f"id:{doc['external_id']}"
+    if doc.get("source_format") in FILE_DOCUMENTS and doc.get("source_path"):
+        path, batch = str(doc["source_path"]), str(doc.get("batch") or "")
+        return "file:" + (path[len(batch) + 1:] if batch and path.startswith(batch + "/") else path)
+    return None
+
+
+FILE_DOCUMENTS = frozenset({"md", "markdown", "rst", "txt", "html", "htm", "pdf", "docx"})  # one document per file
+
+
+class Versions:
+    """The current version of each document identity: a later batch's document with the identity of one kept
+    before supersedes it (it is kept even where its text is a near-duplicate of the old one: a number changed)."""
+
+    def __init__(self):
+        self.current: dict[str, tuple[str, str]] = {}  # identity -> (doc_id, batch) of its latest kept version
+
+    def earlier(self, doc: dict[str, Any], batch: str) -> str | None:
+        """The doc_id this document supersedes: the kept version of its identity from an earlier batch."""
+        identity = identity_of(doc)
+        found = self.current.get(identity) if identity else None
+        return found[0] if found and found[1] != batch else None
+
+    def keep(self, doc: dict[str, Any], batch: str) -> None:
+        identity = identity_of(doc)
+        if identity:
+            self.current[identity] = (doc["doc_id"], batch)
+
+
 # -- the persistent cross-batch index ------------------------------------------------------------------------------
-INDEX_FORMAT = "1"  # bump when what an applied batch stores changes: every chain (and so every corpus) changes
+INDEX_FORMAT = "2"  # bump when what an applied batch stores changes: every chain (and so every corpus) changes
 
 
 def chain_hashes(config: Any, batches: list[tuple[str, str]]) -> list[str]:
@@ -191,6 +228,10 @@ class DedupIndex:
         self.sig_t = Table("dedup_signature", meta, Column("ns", String(200), primary_key=True),
                            Column("seq", Integer, primary_key=True), Column("doc_id", String(200), primary_key=True),
                            Column("hashvalues", LargeBinary))
+        # each kept document's identity (`identity_of`), to find the earlier version a later batch's one supersedes
+        self.identity_t = Table("dedup_identity", meta, Column("ns", String(200), primary_key=True),
+                                Column("identity", String(600), primary_key=True), Column("seq", Integer, primary_key=True),
+                                Column("doc_id", String(200)))
         meta.create_all(self.engine)
         lsh = MinHashLSH(threshold=rules.threshold, num_perm=rules.num_perm)
         self.bands, self.rows_per_band = lsh.b, lsh.r
@@ -212,14 +253,14 @@ class DedupIndex:
         from sqlalchemy import delete
 
         with self.engine.begin() as conn:
-            for t in (self.applied_t, self.exact_t, self.band_t, self.sig_t):
+            for t in (self.applied_t, self.exact_t, self.band_t, self.sig_t, self.identity_t):
                 conn.execute(delete(t).where(t.c.ns == self.namespace, t.c.seq >= keep))
 
     def apply(self, seq: int, batch: str, version: str, chain: str, documents: list[dict[str, Any]],
               info: dict[str, Any] | None = None) -> CheckedBatch:
         """Check the batch's documents (each with `doc_id`, `dedup_key`, `minhash`) in order against everything
         kept before them, add the kept ones, and record the batch at `seq` (its summary: records in, kept,
-        dropped by reason, and `info`); one transaction."""
+        dropped by reason, the earlier versions its documents supersede, and `info`); one transaction."""
         from sqlalchemy import insert, select
 
         outcome = CheckedBatch([], [], Counter())
@@ -232,6 +273,10 @@ class DedupIndex:
                 if found is not None:
                     outcome.drop(doc, "exact_duplicate", f"same normalised text as {found.doc_id}")
                     continue
+                identity = identity_of(doc)
+                earlier = conn.execute(select(self.identity_t.c.doc_id).where(
+                    self.identity_t.c.ns == ns, self.identity_t.c.identity == identity, self.identity_t.c.seq < seq)
+                    .order_by(self.identity_t.c.seq.desc())).first() if identity else None
                 buckets = self._buckets(hashvalues)
                 shared = conn.execute(select(self.band_t.c.seq, self.band_t.c.doc_id).distinct().where(
                     self.band_t.c.ns == ns, self.band_t.c.bucket.in_(buckets))).all()  # the primary key's index
@@ -239,6 +284,8 @@ class DedupIndex:
                     self.sig_t.c.ns == ns, self.sig_t.c.seq == c.seq, self.sig_t.c.doc_id == c.doc_id)).one() for c in shared]
                 best = None
                 for c in sorted(candidates, key=lambda c: (c.seq, c.doc_id)):
+                    if earlier is not None and c.doc_id == earlier.doc_id:
+                        continue  # a new version of that document, not a copy of it
                     similarity = float(np.count_nonzero(np.frombuffer(c.hashvalues, dtype="<u8") == hashvalues)) / len(hashvalues)
                     if similarity >= self.rules.threshold and (best is None or similarity > best[1]):
                         best = (c.doc_id, similarity)
@@ -251,9 +298,14 @@ class DedupIndex:
                     {"ns": ns, "seq": seq, "doc_id": doc["doc_id"], "hashvalues": hashvalues.astype("<u8").tobytes()}])
                 conn.execute(insert(self.band_t).prefix_with("OR IGNORE", dialect="sqlite"),
                              [{"ns": ns, "bucket": b, "seq": seq, "doc_id": doc["doc_id"]} for b in buckets])
+                if identity:
+                    conn.execute(insert(self.identity_t).prefix_with("OR REPLACE", dialect="sqlite"),
+                                 [{"ns": ns, "identity": identity, "seq": seq, "doc_id": doc["doc_id"]}])
+                if earlier is not None:
+                    outcome.superseded.append({"doc_id": earlier.doc_id, "by": doc["doc_id"], "identity": identity})
                 outcome.kept.append(doc)
             summary = json.dumps({"records_in": len(documents), "kept": len(outcome.kept), "dropped": dict(outcome.reasons),
-                                  **(info or {})}, sort_keys=True, default=str)
+                                  "superseded": outcome.superseded, **(info or {})}, sort_keys=True, default=str)
             outcome.summary = json.loads(summary)  # as `applied` will return it
             conn.execute(insert(self.applied_t), [{"ns": ns, "seq": seq, "batch": batch, "version": version, "chain": chain,
                                                    "summary": summary}])
@@ -269,6 +321,7 @@ class CheckedBatch:
     dropped: list[dict[str, Any]]  # {doc_id, reason, detail}
     reasons: Counter
     summary: dict[str, Any] = None  # type: ignore[assignment]
+    superseded: list[dict[str, Any]] = field(default_factory=list)  # {doc_id (the earlier version), by, identity}
 
     def drop(self, doc: dict[str, Any], reason: str, detail: str) -> None:
         self.dropped.append({"doc_id": doc["doc_id"], "reason": reason, "detail": detail})

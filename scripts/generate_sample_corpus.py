@@ -362,7 +362,7 @@ POLICY_UNANSWERABLE = [
 GOLDEN_FACTS = {
     "G-001": ["3 boards"],
     "G-002": ["$8"],
-    "G-003": ["14-day"],
+    "G-003": ["30-day"],
     "G-004": ["3 times", "10 days"],
     "G-005": ["30 days"],
     "G-006": ["50%"],
@@ -515,6 +515,10 @@ Until when can an annual plan be refunded in full? | Annual plans are refundable
 How long does a refund take to reach the customer? | Refunds arrive on the original payment method within 5 to 10 business days.
 What discount do registered nonprofits get? | Verified nonprofits get 50% off the Team or Business plan.
 """
+# Changed facts: a later batch (`updates_2026_12`) brings new versions of documents. The golden answer is the new
+# value; the old one (what the first version said, and a model may have memorised) must not be stated.
+STALE = {"G-003": ["14-day"], "H-004": ["20 weeks"]}
+TRIAL_UPDATE = ("14-day trial", "30-day trial")  # KB-0002 and the support Q&A row that repeats it
 GOLDEN_CONTAMINATED = ("G-008", "G-024")  # also planted (nearly) verbatim as support_qa.csv prompts
 GOLDEN_WITH_PII = ("G-003", "G-015", "G-026")
 
@@ -881,6 +885,11 @@ def build_golden(facts: list[Fact], pii: PiiFactory) -> list[Record]:
                               "reference_answer": fact.answer, "source_doc_id": fact.article_id, "tags": [fact.tag],
                               "must_include": GOLDEN_FACTS[gid]},
                              planted, {"fact": fact, "plain_question": question}))
+    for g in golden:  # the changed fact: the golden answer states the new value, not the old one
+        if g.data["id"] in STALE:
+            g.data["reference_answer"] = g.data["reference_answer"].replace(*TRIAL_UPDATE)
+            g.data["tags"] = [*g.data["tags"], "changed"]
+            g.data["must_not_include"] = STALE[g.data["id"]]
     sources = {g.data["source_doc_id"] for g in golden}
     for i, line in enumerate(GOLDEN_EXTRA_SOURCE.strip().splitlines(), start=len(golden) + 1):
         phrase, question, needed = split_fields(line)
@@ -1095,7 +1104,9 @@ def build_corpus(seed: int) -> Corpus:
     policy_golden = [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src, "tags": ["policy"],
                              "must_include": needed}) for gid, q, a, src, needed in POLICY_GOLDEN]
     policy_golden += [Record({"id": gid, "question": q, "reference_answer": a, "source_doc_id": src,
-                              "tags": ["document"], "must_include": needed}) for gid, q, a, src, needed in HANDBOOK_GOLDEN]
+                              "tags": ["document"] + (["changed"] if gid in STALE else []), "must_include": needed,
+                              **({"must_not_include": STALE[gid]} if gid in STALE else {})})
+                      for gid, q, a, src, needed in HANDBOOK_GOLDEN]
     policy_golden += [Record({"id": gid, "question": q, "reference_answer": UNANSWERED, "source_doc_id": None,
                               "tags": ["unanswerable"], **({"split": "dev"} if n % 4 == 0 else {})})
                       for n, (gid, q) in enumerate(UNANSWERABLE_GOLDEN + POLICY_UNANSWERABLE)]
@@ -1144,11 +1155,20 @@ def write_inboxes(corpus: Corpus, out: Path) -> None:
     writer.writerows(r.data for r in corpus.staff)
     (policy / "staff_questions.csv").write_text(buf.getvalue(), encoding="utf-8")
     write_jsonl(inbox / "ticket_export_2026_11.jsonl", corpus.tickets)
+    write_jsonl(inbox / "updates_2026_12.jsonl", updates(corpus))
     write_jsonl(inbox / "junk.jsonl", corpus.junk)
     (inbox / "attachment.bin").write_bytes(corpus.binary)
     for rel, data in documents().items():  # documents with no question/answer shape (DOCX, PDF, a long manual)
         (policy / rel).parent.mkdir(parents=True, exist_ok=True)
         (policy / rel).write_bytes(data)
+
+
+def updates(corpus: Corpus) -> list[Record]:
+    """The later batch of changed records: the trial article and the Q&A row that states its length, now 30 days
+    (the same ids: new versions that supersede the first)."""
+    old, new = TRIAL_UPDATE
+    changed = [r for r in corpus.kb if old in r.data["text"]] + [r for r in corpus.qa if old in r.data.get("completion", "")]
+    return [Record({k: v.replace(old, new) if isinstance(v, str) else v for k, v in r.data.items()}) for r in changed]
 
 
 def canary_rows(corpus: Corpus) -> list[dict]:
@@ -1189,13 +1209,20 @@ def write_readme(out: Path, corpus: Corpus, planted: dict, manifest_size: int) -
               ("support/inbox/chat_transcripts.jsonl", len(corpus.chats), "chat transcripts `{id, messages}`"),
               ("support/inbox/ticket_export_2026_11.jsonl", len(corpus.tickets), "later ticket batch; lines, bad and blank included"),
               ("support/inbox/junk.jsonl", len(corpus.junk), "`{id, text}` records for the quality filter"),
+              ("support/inbox/updates_2026_12.jsonl", len(updates(corpus)), "a later batch: new versions of KB-0002 and the "
+               "Q&A row repeating it (the trial is now 30 days, not 14): they supersede the first versions"),
               ("support/inbox/attachment.bin", 1, "2 KB of random bytes with NULs: must be quarantined"),
-              ("support/golden.jsonl", len(corpus.golden), "the support assistant's evaluation set `{id, question, reference_answer, source_doc_id, tags}`"),
+              ("support/golden.jsonl", len(corpus.golden), "the support assistant's evaluation set `{id, question, reference_answer, "
+               "source_doc_id, tags, must_include, must_not_include?, split?}`: questions about 28 KB articles (held out of "
+               "training whole), and questions the KB does not answer (tag `unanswerable`)"),
               ("support/feedback/reviews_2026_11.csv", 6, "reviewer labels on support answers (written by hand, not generated)"),
               ("policy/inbox/runbooks.json", len(corpus.runbooks), "JSON array of runbooks `{id, instruction, input, output}`"),
               ("policy/inbox/policies/", len(corpus.policies), "folder batch of markdown policies"),
               ("policy/inbox/staff_questions.csv", len(corpus.staff), "the internal helpdesk's Q&A about the policies, header `id,prompt,completion`"),
-              ("policy/golden.jsonl", len(corpus.policy_golden), "the policy assistant's evaluation set"),
+              ("policy/inbox/updates_2026_12/", 1, "a later batch: the employee handbook's revision (parental leave 26 "
+               "weeks, not 20), which supersedes the first"),
+              ("policy/golden.jsonl", len(corpus.policy_golden), "the policy assistant's evaluation set: the policies, the handbook, "
+               "the services agreement and six runbooks (each held out of training whole), and unanswerable questions"),
               ("policy/golden_documents.jsonl", len(documents_golden()), "every fact of `handbooks/` and `policies/` "
                "asked in people's words, with `must_include`, and questions they do not answer (tag `unanswerable`): "
                "the knowledge benchmark's golden set"),

@@ -75,8 +75,8 @@ HANDBOOK_GOLDEN = [
      "Up to 5 unused days of annual leave carry over into the next year; the rest lapse on 31 March.", "employee_handbook.docx",
      ["31 March"]),
     ("H-004", "How many weeks of paid parental leave do parents get?",
-     "Parents get 20 weeks of fully paid parental leave, to be taken within the child's first year.", "employee_handbook.docx",
-     ["20 weeks"]),
+     "Parents get 26 weeks of fully paid parental leave, to be taken within the child's first year.", "employee_handbook.docx",
+     ["26 weeks"]),
     ("H-005", "Within how many days of a purchase must an expense be claimed?",
      "Expenses are claimed in the finance tool within 60 days of the purchase, with the receipt attached.",
      "employee_handbook.docx", ["60 days"]),
@@ -185,13 +185,18 @@ def _stable_zip(data: bytes) -> bytes:
     return out.getvalue()
 
 
-def handbook_docx() -> bytes:
+# The handbook's December 2026 revision: parental leave goes from 20 to 26 weeks (a changed fact; the revised file
+# arrives in a later batch and supersedes the first).
+HANDBOOK_REVISED = [(h, t.replace("20 weeks", "26 weeks")) for h, t in HANDBOOK]
+
+
+def handbook_docx(sections: list[tuple[str, str]] = HANDBOOK) -> bytes:
     from docx import Document
 
     document = Document()
     document.core_properties.created = document.core_properties.modified = FIXED.replace(tzinfo=None)
     document.add_heading("Quillstack employee handbook", level=0)
-    for n, (heading, text) in enumerate(HANDBOOK):
+    for n, (heading, text) in enumerate(sections):
         document.add_heading(heading, level=2 if heading in ("Carry-over", "Parental leave", "Travel") else 1)
         document.add_paragraph(text)
         if n == 4:
@@ -243,4 +248,6 @@ def admin_manual() -> str:
 def documents() -> dict[str, bytes]:
     """Relative path under the policy inbox -> bytes."""
     return {"handbooks/employee_handbook.docx": handbook_docx(), "handbooks/services_agreement.pdf": agreement_pdf(),
-            "handbooks/admin_manual.md": admin_manual().encode("utf-8")}
+            "handbooks/admin_manual.md": admin_manual().encode("utf-8"),
+            # a later batch: the handbook's revision, which supersedes the first (same file name in its batch)
+            "updates_2026_12/employee_handbook.docx": handbook_docx(HANDBOOK_REVISED)}

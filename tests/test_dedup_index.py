@@ -151,3 +151,59 @@ def test_the_corpus_build_resumes_reads_only_new_batches_and_links_one_part_per_
     assert (third.resumed, third.applied) == (2, 4) and read == [b for b, _ in batches[2:]]
     changed = batches[:2] + [(batches[2][0], tables[batches[2][0]])] + batches[3:]
     assert third.ledger.kept == len(curator.deduplicate(changed).kept)
+
+
+def test_a_later_version_of_a_document_supersedes_the_earlier_one(tmp_path):
+    """Freshness: a later batch's record with the same id (or the same file) is a new version, kept even though its
+    text nearly repeats the old one (a number changed), and the old one is recorded as superseded — by the
+    persistent index and the reference de-duplication alike; an unchanged copy is still an exact duplicate, and
+    a near-copy under another id still a near-duplicate."""
+    from resources.curation.curator import TextCurator
+    from resources.dedup import DedupIndex, identity_of
+
+    old = "New workspaces get a 14-day trial of the Business plan, and no credit card is required to start it today."
+    new = old.replace("14-day", "30-day")
+    curator = TextCurator()
+
+    def batch(name, docs):
+        signed = curator.signatures([t for _, _, t in docs])
+        return (name, [{"doc_id": d, "external_id": e, "text": t, "dedup_key": k, "minhash": m, "batch": name}
+                       for (d, e, t), (k, m) in zip(docs, signed)])
+
+    batches = [batch("kb", [("a1", "KB-2", old)]),
+               batch("updates", [("a2", "KB-2", new), ("a3", "KB-2", old), ("b1", "KB-9", new.replace("today", "now"))])]
+    reference = curator.deduplicate(batches)
+    assert [d["doc_id"] for d in reference.kept] == ["a1", "a2"]
+    assert reference.superseded == [{"doc_id": "a1", "by": "a2", "identity": "id:KB-2"}]
+    assert {d["doc_id"]: d["reason"] for d in reference.dropped} == {"a3": "exact_duplicate", "b1": "near_duplicate"}
+    index = DedupIndex(f"sqlite:///{tmp_path / 'dedup.db'}", curator.dedup_rules(), "support")
+    outcomes = sync(index, batches)
+    assert [d["doc_id"] for o in outcomes for d in o.kept] == ["a1", "a2"]
+    assert outcomes[1].summary["superseded"] == [{"doc_id": "a1", "by": "a2", "identity": "id:KB-2"}]
+    assert identity_of({"source_format": "docx", "source_path": "handbooks/handbook.docx", "batch": "handbooks"}) == \
+        identity_of({"source_format": "docx", "source_path": "updates/handbook.docx", "batch": "updates"}) == "file:handbook.docx"
+    assert identity_of({"source_format": "jsonl", "source_path": "tickets.jsonl", "batch": "tickets.jsonl"}) is None
+
+
+def test_superseded_passages_are_never_retrieved_and_give_no_training_example(tmp_path):
+    import numpy as np
+    import pandas as pd
+
+    from resources.datasets.builder import SplitRules, build_examples
+    from resources.retrieval.index import SUPERSEDED, KnowledgeIndexer
+
+    texts = {"old": "New workspaces get a 14-day trial of the Business plan.",
+             "new": "New workspaces get a 30-day trial of the Business plan.",
+             "other": "Invoices are emailed to the billing contact."}
+    passages = pd.DataFrame([{"chunk_id": c, "doc_id": c, "external_id": "KB-2" if c != "other" else "KB-5", "title": "Trial",
+                              "section": "", "start": 0, "end": len(t), "text": t, "source_path": "kb.jsonl",
+                              "source_sha256": "0" * 64} for c, t in texts.items()])
+    np.save(tmp_path / "vectors.npy", KnowledgeIndexer().embed(list(texts.values())))
+    passages.to_parquet(tmp_path / "passages.parquet")
+    (tmp_path / SUPERSEDED).write_text('["old"]')
+    found = KnowledgeIndexer().load(tmp_path).passages(["How long is the free trial?"], 3)[0]
+    assert [p["chunk_id"] for p in found] == ["new", "other"]
+    docs = [{"doc_id": d, "batch": "b", "kind": "text", "title": "Trial", "text": t} for d, t in texts.items()]
+    built = build_examples(docs, SplitRules(0.0), "title_to_instruction", "{title}?", superseded={"old"})
+    assert sorted(e["id"] for e in built.examples) == ["new", "other"]
+    assert [(d["doc_id"], d["reason"]) for d in built.dropped] == [("old", "superseded")]

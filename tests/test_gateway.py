@@ -476,3 +476,67 @@ def test_stream_guard_releases_nothing_the_whole_guard_has_not_passed(guards):
     span = clean.window(final=True)
     assert span is None or clean.check(span).allowed
     assert out + clean.rest() == text + " "
+
+
+def test_grounded_answers_are_checked_cited_and_abstain_below_the_retrieval_threshold(tmp_path, guards):
+    """The answer path of a deployed model: a request whose best passage scores below the route's threshold is
+    declined without asking the model; an answer whose number no cited passage holds is replaced by the abstention;
+    a grounded one is served with `tuneforge.citations` (only the passages it cites, with the supporting sentence);
+    an address that stands in the passages is not withheld as personal data; streams carry the same checks."""
+    abstain = "The passages do not answer this question."
+    book = {"What does the Team plan cost per user?": "The Team plan costs $8 per user per month [1].",
+            "How much is the Team plan for one user?": "It costs $12 per user per month [1].",
+            "Where do I send invoice questions?": "Write to billing@quillstack.com about invoices [2]."}
+    upstream_app = build_app(answer_book=book)
+    keys = KeyRing()
+    alice = keys.add("alice", ["support"], requests_per_minute=100_000)
+    keys.save(tmp_path / "keys.yaml")
+    index = write_index(tmp_path / "index", {
+        "c-team": ("Pricing", "Pricing > Team plan", "The Team plan costs $8 per user per month, billed annually."),
+        "c-billing": ("Billing", "Billing > Invoices", "Questions about invoices go to billing@quillstack.com.")})
+    with serve(upstream_app) as upstream_url:
+        (tmp_path / "routes.json").write_text(json.dumps({"models": {"support": {
+            "upstream": "answer-book", "adapter_version": "v1", "knowledge_index_dir": index, "retrieval": True,
+            "retrieval_passages": 2, "grounding": "abstain", "abstention": abstain, "min_retrieval_score": 0.25}}}))
+        settings = GatewaySettings(upstream_url=upstream_url.removesuffix("/v1"), routes_file=str(tmp_path / "routes.json"),
+                                   keys_file=str(tmp_path / "keys.yaml"), database_url=f"sqlite:///{tmp_path / 'requests.db'}")
+        gateway_app = create_app(settings, guards=guards)
+        with serve(gateway_app, suffix="") as url:
+            ask = lambda q, **extra: httpx.post(f"{url}/v1/chat/completions", timeout=60,  # noqa: E731
+                                                headers={"Authorization": f"Bearer {alice}"},
+                                                json={"model": "support", "messages": [{"role": "user", "content": q}], **extra})
+            right = ask("What does the Team plan cost per user?").json()
+            assert right["choices"][0]["message"]["content"] == "The Team plan costs $8 per user per month [1]."
+            assert right["tuneforge"]["grounding"] == "grounded"
+            [citation] = right["tuneforge"]["citations"]
+            assert citation["n"] == 1 and citation["id"] == "c-team"
+            assert citation["span"] == "The Team plan costs $8 per user per month, billed annually."
+            assert len(right["tuneforge"]["sources"]) == 2  # what was retrieved; citations: what the answer used
+
+            wrong = ask("How much is the Team plan for one user?").json()
+            assert wrong["choices"][0]["message"]["content"] == abstain
+            assert wrong["tuneforge"]["grounding"] == "unsupported" and wrong["tuneforge"]["citations"] == []
+            assert wrong["tuneforge"]["choices"][0]["unsupported_claims"] == 1
+            assert "$12" not in json.dumps(wrong)  # what was withheld is not echoed in the report either
+
+            mail = ask("Where do I send invoice questions?").json()
+            assert mail["choices"][0]["message"]["content"] == "Write to billing@quillstack.com about invoices [2]."
+            assert mail["choices"][0]["finish_reason"] == "stop" and mail["tuneforge"]["output_guard"] == {}
+
+            asked = upstream_app.state.requests["answer-book"]
+            off_topic = ask("Which football club won the cup in 1998?").json()
+            assert off_topic["choices"][0]["message"]["content"] == abstain
+            assert off_topic["tuneforge"]["grounding"] == "low_retrieval"
+            assert upstream_app.state.requests["answer-book"] == asked  # the model was not asked
+
+            with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60, headers={"Authorization": f"Bearer {alice}"},
+                              json={"model": "support", "stream": True, "messages": [
+                                  {"role": "user", "content": "How much is the Team plan for one user?"}]}) as streamed:
+                events = [json.loads(line[6:]) for line in streamed.iter_lines()
+                          if line.startswith("data: ") and line != "data: [DONE]"]
+            text = "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])
+            assert text == abstain and "$12" not in json.dumps(events)
+            assert events[-1]["tuneforge"]["grounding"] == "unsupported"
+            logged = gateway_app.state.log.get(off_topic["id"])
+            assert logged["grounding"] == {"low_retrieval": 1} and logged["status"] == 200
+            assert gateway_app.state.log.get(wrong["id"])["grounding"] == {"unsupported": 1}

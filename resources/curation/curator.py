@@ -20,6 +20,7 @@ class CurationResult:
     kept: list[dict[str, Any]] = field(default_factory=list)
     dropped: list[dict[str, Any]] = field(default_factory=list)
     ledger: Ledger = field(default_factory=lambda: Ledger(stage="cleaned_documents"))
+    superseded: list[dict[str, Any]] = field(default_factory=list)  # {doc_id (an earlier version), by, identity}
 
 
 class TextCurator(ConfigurableResource):
@@ -105,20 +106,28 @@ class TextCurator(ConfigurableResource):
 
     def deduplicate(self, batches: Iterable[tuple[str, list[dict[str, Any]]]]) -> CurationResult:
         """Across batches, in the order given: a document whose text (exactly, or as a near-duplicate) was kept
-        in an earlier batch is dropped naming the kept one. Each document carries `dedup_key` and `minhash`
-        (from `signatures`); the result depends only on the batches and their order."""
+        in an earlier batch is dropped naming the kept one — unless it is a new version of it (the same record id,
+        or the same file in a later batch: `resources.dedup.identity_of`), which is kept and supersedes the earlier
+        one. Each document carries `dedup_key` and `minhash` (from `signatures`); the result depends only on the
+        batches and their order."""
+        from resources.dedup import Versions, identity_of
+
         result = CurationResult(ledger=Ledger(stage="corpus"))
-        dedup = Deduplicator(self.dedup_rules())
-        for _, documents in batches:
+        dedup, versions = Deduplicator(self.dedup_rules()), Versions()
+        for batch, documents in batches:
             result.ledger.records_in += len(documents)
             for doc in documents:
                 signature = dedup.stored(doc["minhash"])
-                duplicate = dedup.check(doc["dedup_key"], signature)
+                earlier = versions.earlier(doc, batch)
+                duplicate = dedup.check(doc["dedup_key"], signature, frozenset({earlier}) if earlier else frozenset())
                 if duplicate:
                     result.dropped.append({"doc_id": doc["doc_id"], "reason": duplicate[0], "detail": duplicate[1]})
                     result.ledger.dropped[duplicate[0]] += 1
                     continue
                 dedup.add(doc["doc_id"], doc["dedup_key"], signature)
+                versions.keep(doc, batch)
+                if earlier:
+                    result.superseded.append({"doc_id": earlier, "by": doc["doc_id"], "identity": identity_of(doc)})
                 result.kept.append(doc)
         result.ledger.kept = len(result.kept)
         return result

@@ -86,6 +86,7 @@ def build_examples(
     dedup_rules: DedupRules = DedupRules(),
     golden_probes: Iterable = (),
     golden_sources: Iterable[str] = (),
+    superseded: Iterable[str] = (),
 ) -> ExampleBuild:
     """Training/validation examples; documents hashed into the golden hold-out are left out, and so is every
     document a golden question names as its source (`golden_sources`: the golden set holds out whole documents) —
@@ -96,6 +97,7 @@ def build_examples(
     guard = golden_guard(golden_prompts, dedup_rules)
     answers = ProbeIndex(list(golden_probes))
     sources = {str(s) for s in golden_sources if s}
+    stale = set(superseded)
     out = ExampleBuild()
 
     def drop(doc_id: str, reason: str, detail: str) -> None:
@@ -109,6 +111,9 @@ def build_examples(
             detail = ("its sections are examples of knowledge_examples" if reason == "used_as_sections"
                       else f"text document not used by strategy {strategy!r}")
             drop(doc["doc_id"], reason, detail)
+            continue
+        if stale and (doc["doc_id"] in stale or doc.get("source_doc_id") in stale):
+            drop(doc["doc_id"], "superseded", "a later batch brought a new version of its document")
             continue
         split = rules.split_of(doc.get("split_key") or doc["doc_id"])
         if split == "golden":

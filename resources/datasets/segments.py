@@ -62,7 +62,7 @@ class InstructionBuild:
 def instruction_segments(store, model: str, chains: list[str], example_keys: list[str], policy, golden_prompts: list[str],
                          held_out_prompts: list[str] = (), dedup_rules: DedupRules = DedupRules(),
                          golden_probes: list = (), golden_sources: list[str] = (),
-                         held_out_probes: list = ()) -> InstructionBuild:
+                         held_out_probes: list = (), superseded: set[str] = frozenset()) -> InstructionBuild:
     """Per corpus segment (`chains`) and its knowledge-example segment (`example_keys`, the same order): the
     instruction examples of its documents and sections, made where the store does not hold them.
 
@@ -75,7 +75,8 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
     The answer guard works alike: the curated golden set's sentences (`golden_probes`, `resources.contamination`) and
     the documents it names as sources (`golden_sources`, held out whole) are in every segment's key; the hold-out's
     sentences (`held_out_probes`) are compared with each segment's answers, and only a segment that holds one is made
-    again with it in its guard."""
+    again with it in its guard. So is a segment holding a document a later batch superseded: made again without it
+    (the superseded doc_ids it holds in its key)."""
     if len(chains) != len(example_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(example_keys)} example segments")
     asset = f"{model}/{INSTRUCTION_SEGMENTS}"
@@ -83,6 +84,8 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
     golden = sha256_hex("\n".join(sorted(golden_prompts)) + "\0" + "\n".join(sorted(p.text for p in golden_probes))
                         + "\0" + "\n".join(sorted(map(str, golden_sources))))
     base = [segment_key(chain, examples, golden, config, CODE) for chain, examples in zip(chains, example_keys)]
+    stale = _stale_by_segment(store, model, chains, set(superseded)) if superseded else [[] for _ in chains]
+    base = [segment_key(key, found, CODE) if found else key for key, found in zip(base, stale)]
     held = set(store.partitions(asset))
     build = InstructionBuild(list(base))
 
@@ -94,7 +97,7 @@ def instruction_segments(store, model: str, chains: list[str], example_keys: lis
         documents += _rows(segment_dir(store, f"{model}/{EXAMPLE_SEGMENTS}", example_keys[i]) / "examples.parquet")
         made = build_examples(documents, policy.split_rules(), policy.text_strategy, policy.title_template,
                               golden_prompts=guard, dedup_rules=dedup_rules, golden_probes=probes,
-                              golden_sources=golden_sources)
+                              golden_sources=golden_sources, superseded=stale[i])
         table = frame(made.examples, EXAMPLE_COLUMNS)
         with writing_segment(store, asset, key) as out:
             write_typed(out / "examples.parquet", table, chats=CHATS)
@@ -149,6 +152,16 @@ def held_out_near(store, model: str, keys: list[str], prompts: list[str], dedup_
         for row, hit in near_pairs(table, values, guard, guard_values, dedup_rules.threshold):
             near.setdefault(str(segment[row]), set()).add(prompts[hit])
     return {key: sorted(found) for key, found in near.items()}
+
+
+def _stale_by_segment(store, model: str, chains: list[str], superseded: set[str]) -> list[list[str]]:
+    """Per corpus segment, the superseded doc_ids it holds (sorted): its document ids read once per run."""
+    out = []
+    for chain in chains:
+        path = segment_dir(store, f"{model}/{CORPUS_SEGMENTS}", chain) / "kept.parquet"
+        held = set(pd.read_parquet(path, columns=["doc_id"])["doc_id"]) if path.exists() else set()
+        out.append(sorted(held & superseded))
+    return out
 
 
 def held_out_overlaps(store, model: str, keys: list[str], probes: list) -> dict[str, list]:

@@ -68,13 +68,30 @@ def load_vectors(folder: str | Path) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
+SUPERSEDED = "superseded.json"  # a built index's doc_ids whose passages are never retrieved (a newer version exists)
+
+
+def excluded(passages, doc_ids) -> np.ndarray | None:
+    """A mask of the passages (rows of a passages table) of the documents `doc_ids`, or None when there are none."""
+    if not len(doc_ids):
+        return None
+    mask = np.asarray(passages["doc_id"].isin(set(doc_ids)), dtype=bool)
+    return mask if mask.any() else None
+
+
 @dataclass
 class DenseIndex:
     ids: list[str]
     vectors: np.ndarray  # (n, dim), L2-normalised
+    hidden: np.ndarray | None = None  # passages never returned (an earlier version of a document)
 
     def search(self, queries: np.ndarray, k: int) -> list[list[tuple[str, float]]]:
         scores = queries @ self.vectors.T
+        if self.hidden is not None:
+            scores[:, self.hidden] = -np.inf
+            k = min(k, int((~self.hidden).sum()))
+            if k == 0:
+                return [[] for _ in range(len(queries))]
         k = min(k, scores.shape[1])
         if k < scores.shape[1]:  # the k best first (linear), then only those sorted
             part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
@@ -119,10 +136,13 @@ class KnowledgeIndexer(ConfigurableResource):
         """A built `knowledge_index` folder, read once, queried with this embedder."""
         import pandas as pd
 
+        import json
+
         folder = Path(index_dir)
         passages = pd.read_parquet(folder / "passages.parquet")
         passages = passages.astype(object).where(passages.notna(), None)
-        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), load_vectors(folder)),
+        superseded = json.loads((folder / SUPERSEDED).read_text()) if (folder / SUPERSEDED).exists() else []
+        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), load_vectors(folder), excluded(passages, superseded)),
                            {row["chunk_id"]: row for row in passages.to_dict("records")})
 
     def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:
