@@ -16,6 +16,16 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = ROOT / "data" / "sample"
 
 
+def _headings():
+    from resources.knowledge.policy import KnowledgePolicy
+
+    return KnowledgePolicy(strategies=["headings"])
+
+
+# the document-local strategy alone (no retrieval): what tests of the segment mechanics make examples with
+HEADINGS = _headings()
+
+
 def sample_model(name: str, tmp: Path, copy_data: bool = True, **updates):
     """The repository's `models/<name>` with its inbox (and feedback folder) redirected to copies under `tmp`."""
     from resources.spec import ModelSpec

@@ -7,6 +7,7 @@ import pytest
 
 from resources.datasets.builder import SplitRules, build_examples, read_golden_file
 from resources.datasets.policy import DatasetPolicy
+from helpers import HEADINGS
 
 
 def chat(doc_id, prompt, answer, kind="instruction"):
@@ -106,7 +107,7 @@ def test_examples_and_the_instruction_dataset_are_made_once_per_segment_and_equa
     _, load = signed_batches(curator, batches)
     columns = list(faq)
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
-    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), HEADINGS
     golden = ["How do I reset my password?"]  # the FAQ duplicates it: dropped as contamination
 
     def build(names, golden_prompts):
@@ -229,7 +230,7 @@ def test_a_growing_golden_hold_out_makes_again_only_the_segments_that_may_duplic
     signed, load = signed_batches(curator, batches)
     columns = list(docs[0]) + ["batch"]
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))
-    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), HEADINGS
     curated = ["How do I reset my password?"]
 
     def build(names, held_out):
@@ -311,7 +312,7 @@ def test_the_golden_hold_out_is_asked_and_redacted_once_per_segment_and_equals_a
     from resources.knowledge.segments import chunk_segments
     from resources.storage import ArtifactStore
 
-    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.2), KnowledgePolicy()
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.2), HEADINGS
     rules = policy.split_rules()
     faq_id = next(f"faq-{i}" for i in range(1000) if rules.split_of(f"faq-{i}") == "golden")
     docs = package_readmes(24)

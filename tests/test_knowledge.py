@@ -13,6 +13,7 @@ from resources.knowledge.examples import build_knowledge_examples
 from resources.knowledge.parsing import ParseError, outline, parse_document
 from resources.knowledge.policy import KnowledgePolicy
 from resources.knowledge.prompt import ABSTAIN, INSTRUCTION
+from helpers import HEADINGS
 
 
 # -- parsing ------------------------------------------------------------------------------------------------
@@ -248,7 +249,7 @@ def test_headings_ask_about_each_section_and_answer_with_its_text(chunker):
     chunks = section_chunks(chunker, [("Pricing", "# Pricing\n\nPlans are billed monthly in advance of use.\n\n"
                                        "## Team plan\n\nThe Team plan costs $8 per user per month, billed yearly.\n\n"
                                        "## Tiny\n\nShort.\n")])
-    build = build_knowledge_examples(chunks, KnowledgePolicy(), "What does our documentation say about {title}?")
+    build = build_knowledge_examples(chunks, HEADINGS, "What does our documentation say about {title}?")
     qa = [(m[0]["content"], m[1]["content"]) for m in (json.loads(e["messages"]) for e in build.examples)]
     assert qa == [("What does our documentation say about Pricing?", "Plans are billed monthly in advance of use."),
                   ("What does Pricing say about Team plan?", "The Team plan costs $8 per user per month, billed yearly.")]
@@ -264,9 +265,33 @@ def test_a_section_whose_first_passage_is_its_heading_alone_is_answered_by_the_n
     chunks = [{**base, "chunk_id": "c1", "start": 0, "end": 10, "text": "# filelock"},
               {**base, "chunk_id": "c2", "start": 11, "end": 90, "text": "A platform-independent file lock for Python, "
                "used to coordinate processes that share a file."}]
-    build = build_knowledge_examples(chunks, KnowledgePolicy(), "What is {title}?")
+    build = build_knowledge_examples(chunks, HEADINGS, "What is {title}?")
     assert [json.loads(e["messages"])[1]["content"] for e in build.examples] == [chunks[1]["text"]]
     assert build.examples[0]["chunk_id"] == "c2" and not build.dropped
+
+
+def test_questions_that_need_two_passages_cite_each(chunker):
+    """multi_passage_fraction: a share of the questions asked together with another about another passage; the
+    answer states both, each cited with the number of the passage that holds it."""
+    import re
+
+    docs = [(f"Doc {i}", f"# Doc {i}\n\n## Topic {i}\n\nDocument {i} says the answer is number {i} in every case.\n")
+            for i in range(30)]
+    chunks = section_chunks(chunker, docs)
+
+    def retrieve(questions, k):
+        return [[{**p, "score": 0.5} for p in chunks][:k] for _ in questions]
+
+    policy = KnowledgePolicy(strategies=["raft"], raft_distractors=2, multi_passage_fraction=0.2)
+    build = build_knowledge_examples(chunks, policy, "About {title}?", retrieve=retrieve)
+    two = [json.loads(e["messages"]) for e in build.examples if " Also, " in json.loads(e["messages"])[1]["content"]]
+    assert build.counts["raft_two_passages"] == len(two) == 6
+    for system, question, answer in ((m[0]["content"], m[1]["content"], m[2]["content"]) for m in two):
+        cited = [int(n) for n in re.findall(r"\[(\d)\]", answer)]
+        assert len(cited) == 2 and cited[0] != cited[1] and len(system.split("\n\n[")) - 1 == 3
+        blocks = system.split("\n\n[")[1:]
+        for n, sentence in zip(cited, re.split(r" \[\d\] ?", answer)):
+            assert sentence.strip() and sentence.strip() in blocks[n - 1]
 
 
 def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
@@ -278,7 +303,7 @@ def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
     def retrieve(questions, k):  # a stand-in for the index: nearest = every other passage, in order
         return [[{**p, "score": 0.5} for p in pool][:k] for _ in questions]
 
-    policy = KnowledgePolicy(strategies=["raft"], raft_distractors=2, raft_oracle_fraction=0.7)
+    policy = KnowledgePolicy(strategies=["raft"], raft_distractors=2, raft_oracle_fraction=0.7, multi_passage_fraction=0.0)
     build = build_knowledge_examples(chunks, policy, "About {title}?", retrieve=retrieve, held_out_docs={"doc1"})
     assert build.examples and build.counts["raft_with_oracle"] and build.counts["raft_abstain"]
     # every question is seen with its passage; about 30% of the examples are abstentions, as many passages each
@@ -418,7 +443,7 @@ def test_real_package_readmes_give_chunks_and_examples(chunker):
         chunks = chunker.chunk({"doc_id": dist.metadata["Name"], "title": doc.title, "kind": "text", "text": doc.text})
         assert chunks, dist.metadata["Name"]
         assert all(doc.text[c["start"]:c["end"]] == c["text"] and c["tokens"] <= 64 for c in chunks)
-        build = build_knowledge_examples(chunks, KnowledgePolicy(), "What is {title}?")
+        build = build_knowledge_examples(chunks, HEADINGS, "What is {title}?")
         examples += bool(build.examples)
         seen += 1
     assert seen >= 20 and examples >= 0.9 * seen, (seen, examples)
@@ -553,3 +578,42 @@ def test_the_teachers_cached_replies_name_their_documents_so_forget_finds_them(t
     assert found and len(found) < len(list(cache.glob("*/*.json")))  # its question call and its judge calls only
     assert all(oct(p.stat().st_mode & 0o777) == "0o600" for p in found)
     assert cached_replies_of(cache, {"some-other-doc"}) == []
+
+
+def test_raft_pairs_ask_the_companys_own_questions_in_the_served_prompt(chunker):
+    """raft_pairs: a Q/A record's question with the passages retrieved for it (never the record itself); the answer
+    as written, its sentence cited with the passage that states it; a question no retrieved passage answers
+    teaches the abstention, within the abstention share."""
+    docs = [("Tokens", "# Tokens\n\nAPI tokens expire after 90 days. Owners get an email 7 days before.\n"),
+            ("Invites", "# Invites\n\nInvitations expire after 7 days and can be sent again.\n"),
+            ("Exports", "# Exports\n\nA full export arrives as a ZIP file within 15 minutes.\n")]
+    chunks = section_chunks(chunker, docs)
+    pair = lambda i, q, a: {"doc_id": f"qa{i}", "external_id": f"QA-{i}", "kind": "instruction", "batch": "b",  # noqa: E731
+                            "messages": json.dumps([{"role": "user", "content": q}, {"role": "assistant", "content": a}])}
+    records = [pair(1, "How long do tokens last?", "Thanks for asking! API tokens expire after 90 days. Anything else?"),
+               pair(2, "When does an invite lapse?", "Invitations expire after 7 days."),
+               pair(3, "Can I pay with PayPal?", "PayPal is accepted on annual plans."),
+               pair(4, "Is there a Linux app?", "There is a Linux app in beta."),
+               {"doc_id": "kb", "kind": "text", "text": "no messages"}]
+    asked = []
+
+    def retrieve(questions, k):  # the record itself is retrieved first: it must never be its own passage
+        asked.extend(questions)
+        own = [{"chunk_id": r["doc_id"], "doc_id": r["doc_id"], "title": "", "section": "", "text": "the record"}
+               for r in records[:4]]
+        return [[{**own[i], "score": 0.9}] + [{**c, "score": 0.5} for c in chunks] for i in range(len(questions))]
+
+    policy = KnowledgePolicy(strategies=["raft_pairs"], raft_distractors=2, raft_oracle_fraction=0.75)
+    build = build_knowledge_examples([], policy, "{title}", retrieve=retrieve, records=records)
+    assert asked == ["How long do tokens last?", "When does an invite lapse?", "Can I pay with PayPal?", "Is there a Linux app?"]
+    by_question = {json.loads(e["messages"])[1]["content"]: json.loads(e["messages"]) for e in build.examples}
+    tokens = by_question["How long do tokens last?"]
+    assert tokens[2]["content"] == "Thanks for asking! API tokens expire after 90 days. [1] Anything else?"
+    assert "[1] Tokens\nAPI tokens expire after 90 days" in tokens[0]["content"] and "the record" not in tokens[0]["content"]
+    assert by_question["When does an invite lapse?"][2]["content"] == "Invitations expire after 7 days. [2]"
+    # two questions no passage answers; the share (1 - 0.75) / 0.75 of the two cited ones is room for one abstention
+    assert build.counts["raft_pairs_with_oracle"] == 2 and build.counts["raft_pairs_abstain"] == 1
+    assert build.counts["raft_pairs_dropped_no_supporting_passage"] == 1
+    abstained = [m for q, m in by_question.items() if q in ("Can I pay with PayPal?", "Is there a Linux app?")]
+    assert len(abstained) == 1 and abstained[0][2]["content"] == ABSTAIN
+    assert {e["source_doc_id"] for e in build.examples} <= {"qa1", "qa2", "qa3", "qa4"}

@@ -1,6 +1,7 @@
 """Runs of segments merged as history grows: fewer parts, the same tables, made once, reached by forget."""
 
 from resources.segments import RUN_FANOUT, runs
+from helpers import HEADINGS
 
 
 def test_runs_cover_the_pieces_in_aligned_blocks_that_later_histories_keep():
@@ -51,7 +52,7 @@ def test_a_long_history_links_merged_runs_equal_to_its_segments_and_to_a_whole_b
     signed, load = signed_batches(curator, batches)
     columns = list(docs[0]) + ["batch"]
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=256, overlap_tokens=16))
-    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), KnowledgePolicy()
+    policy, knowledge = DatasetPolicy(validation_fraction=0.2, golden_holdout_fraction=0.1), HEADINGS
     split = policy.split_rules()
 
     def build(order, out):

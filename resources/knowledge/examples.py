@@ -263,9 +263,9 @@ def _first_exchange(record: dict[str, Any]) -> tuple[str, str] | None:
 PAIR_OVERLAP = 0.6  # share of an answer sentence's content words a passage must hold to be the one it answers from
 
 
-def _supporting(answer: str, passage: dict[str, Any]) -> str | None:
-    """The sentence of `answer` that `passage` states (most of its content words, and every number, date and name of
-    the whole answer that is a claim), or None."""
+def _supporting(answer: str, passage: dict[str, Any]) -> tuple[float, str] | None:
+    """(share, sentence): the sentence of `answer` that `passage` states (the share of its content words the passage
+    holds, at least PAIR_OVERLAP; and every number, date and quantity of the whole answer), or None."""
     from resources.knowledge.claims import normal_words, read, sentences, supported
     from resources.knowledge.prompt import passage_text
 
@@ -278,7 +278,7 @@ def _supporting(answer: str, passage: dict[str, Any]) -> str | None:
         words = {w for w in normal_words(sentence).split() if len(w) > 3}
         if words and len(words & held) / len(words) > share:
             best, share = sentence, len(words & held) / len(words)
-    return best if share >= PAIR_OVERLAP else None
+    return (share, best) if share >= PAIR_OVERLAP else None
 
 
 def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: KnowledgePolicy, retrieve: Retrieve | None,
@@ -306,7 +306,9 @@ def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: Know
         if len(context) < k:
             out.drop(record["doc_id"], "raft_pairs", "too_few_distractors", f"{len(usable)} passages found, {k} needed")
             continue
-        support = next(((n, s) for n, p in enumerate(context, start=1) if (s := _supporting(answer, p))), None)
+        found = [(s, n) for n, p in enumerate(context, start=1) if (s := _supporting(answer, p))]
+        best = max(found, key=lambda f: (f[0][0], -f[1])) if found else None  # the passage that says most of it
+        support = (best[1], best[0][1]) if best else None
         (cited if support else declined).append((record, question, answer, context, support))
     f = policy.raft_oracle_fraction
     room = len(cited) if f == 0 else round(len(cited) * (1 - f) / f)
