@@ -35,7 +35,7 @@ from resources.datasets.segments import (EXTRA_PART, contamination_verdicts, gol
 from resources.datasets.export import save_splits
 from resources.contamination import probes_of
 from resources.evaluation.feedback import golden_corrections, training_documents
-from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
+from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections, unindexed_questions
 from resources.knowledge.teacher import NOT_CONFIGURED, TeacherModel
 from resources.models.base_model import BaseModelSource
 from resources.quality import example_expectations
@@ -52,7 +52,7 @@ FOLLOW_UPSTREAM = AutomationCondition.eager()
 
 def build(spec: ModelSpec) -> list:
     stage = asset_args(spec, "datasets")
-    holdout = spec.dataset.golden_holdout_fraction > 0
+    holdout = spec.dataset.golden_holdout_fraction > 0 or spec.dataset.unanswerable_holdout_fraction > 0
 
     @asset(key=key(spec, "golden_dataset"), kinds={"huggingface", "parquet"}, code_version="4",
            ins={"corpus": AssetIn(key=key(spec, "corpus")), "human_feedback": AssetIn(key=key(spec, "human_feedback")),
@@ -111,6 +111,7 @@ def build(spec: ModelSpec) -> list:
                                             "documents are asked about by their headings")
                     examples += held_out_sections(chunks, spec.dataset.split_rules(), spec.knowledge,
                                                   spec.dataset.title_template)
+                examples += unindexed_questions(chunks, spec.dataset.split_rules(), spec.knowledge)
         segmented = rows(held_out.examples) if held_out is not None else []  # redacted in their segments
         corrections = golden_corrections(rows(human_feedback.read_table("feedback.parquet")),
                                          {e["id"] for e in examples + segmented})

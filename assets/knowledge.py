@@ -137,7 +137,7 @@ def build(spec: ModelSpec) -> list:
             examples = sum(n for name, n in counts.items() if name.endswith("_kept"))
         else:
             chunks = rows(document_chunks.read_table("chunks.parquet"))
-            held_out = {c["doc_id"] for c in chunks if split.split_of(c["doc_id"]) == "golden"}
+            held_out = {c["doc_id"] for c in chunks if split.held_out(c["doc_id"])}
             loaded = indexer.load(knowledge_index.path) if used and GROUNDED_STRATEGIES & set(policy.strategies) else None
             records = [r for chain in manifest.get("corpus_segments") or [] for r in corpus_records(store, spec.name, chain)] \
                 if used and "raft_pairs" in policy.strategies else []

@@ -5,7 +5,7 @@ from dagster import AssetExecutionContext, AssetIn, AutomationCondition, Metadat
 
 from assets.metadata import asset_args, emit, key
 from resources.artifacts import Artifact, version_of
-from resources.retrieval.index import SUPERSEDED, DenseIndex, KnowledgeIndexer, excluded, load_vectors, recall_at_k
+from resources.retrieval.index import HIDDEN, DenseIndex, KnowledgeIndexer, excluded, load_vectors, recall_at_k
 from resources.retrieval.segments import vector_segments, write_index
 from resources.segments import segment_key
 from resources.spec import ModelSpec
@@ -25,21 +25,25 @@ def build(spec: ModelSpec) -> list:
         offline), with retrieval quality measured as recall@k of each golden question's known source document
         (a hit: a passage of that document among the first k). Incremental: one vector segment per chunk segment,
         so only a new batch's passages are embedded (`segments_embedded` / `segments_reused`). The passages of a
-        document a later batch brought a new version of (`superseded`) stay in the vectors but are never retrieved."""
+        document a later batch brought a new version of (`superseded`), and of the documents hashed out of the index
+        (dataset.unanswerable_holdout_fraction: the golden set's unanswerable questions), stay in the vectors but are
+        never retrieved."""
         manifest = document_chunks.read_json("manifest.json")
         build = vector_segments(store, spec.name, manifest["segments"], indexer)
         superseded = sorted(manifest.get("superseded") or [])  # earlier versions of documents a later batch replaced
         context.log.info(f"vector segments: {build.made} embedded ({build.passages_embedded} passages), {build.reused} reused")
         version = version_of([segment_key(build.keys), superseded], {"document_chunks": document_chunks.version,
                                                                       "golden_dataset": golden_dataset.version},
-                             indexer.identity(), code="5")
+                             [indexer.identity(), spec.dataset.split_rules()], code="5")
         artifact = Artifact.create(store, context.asset_key, version)
         with artifact.writing() as out:
             write_index(store, spec.name, build.keys, out)
-            write_json(out, SUPERSEDED, superseded)
             vectors = load_vectors(out)
             passages = pd.read_parquet(out / "passages.parquet", columns=["chunk_id", "doc_id", "external_id"])
-            index = DenseIndex(list(passages["chunk_id"]), vectors, excluded(passages, superseded))
+            split = spec.dataset.split_rules()
+            unindexed = sorted({d for d in passages["doc_id"] if split.split_of(str(d)) == "unindexed"})
+            write_json(out, HIDDEN, {"superseded": superseded, "unindexed": unindexed})
+            index = DenseIndex(list(passages["chunk_id"]), vectors, excluded(passages, superseded + unindexed))
             golden = golden_dataset.read_table("examples.parquet")
             known = golden[golden["source_doc_id"].notna()]
             hits = index.search(indexer.embed(list(known["prompt"])), max(KS)) if len(known) and len(passages) else []
@@ -54,6 +58,7 @@ def build(spec: ModelSpec) -> list:
         return emit(artifact, {
             "passages": MetadataValue.int(len(passages)),
             "superseded_documents": MetadataValue.int(len(superseded)),
+            "unindexed_documents": MetadataValue.int(len(unindexed)),
             "documents": MetadataValue.int(int(passages["doc_id"].nunique())),
             "dimensions": MetadataValue.int(int(vectors.shape[1]) if vectors.size else 0),
             "segments_embedded": MetadataValue.int(build.made),

@@ -352,7 +352,8 @@ def model_name_for(folder: Path) -> str:
 
 def folder_project(inbox: Path, workdir: Path, golden: list[Path], name: str | None = None) -> Project:
     """A one-model project in `workdir` over a user's folder: the whole folder is one batch; without golden files a
-    tenth of the corpus is hashed out as the golden set."""
+    tenth of the corpus is hashed out as the golden set (questions about the values its documents state), and a
+    twentieth out of training and the index (questions the served model must decline)."""
     inbox = inbox.resolve()
     if not inbox.is_dir():
         raise ProjectError(f"--inbox {inbox}: no such folder")
@@ -360,7 +361,7 @@ def folder_project(inbox: Path, workdir: Path, golden: list[Path], name: str | N
     attributes: dict[str, Any] = {"name": name, "description": f"tuned on {inbox}", "inbox": str(inbox), "batch_by": "folder",
                                   "golden": [str(g.resolve()) for g in golden]}
     if not golden:
-        attributes["dataset"] = {"golden_holdout_fraction": 0.1, "min_train_examples": 50}
+        attributes["dataset"] = {"golden_holdout_fraction": 0.1, "unanswerable_holdout_fraction": 0.05, "min_train_examples": 50}
     _write_model_yaml(workdir, name, attributes, f"# A model over {inbox}, written by `tuneforge run --inbox`.")
     policies = workdir / "policies"
     if not (policies / "redaction.yaml").exists():

@@ -277,3 +277,30 @@ def test_bad_golden_records_name_file_and_line(tmp_path):
     assert reasons == {(2, "no_facts"), (3, "unrecognised_schema"), (5, "invalid_must_include")}
     assert all(q["detail"].startswith(f"golden.jsonl:{q['line']}:") for q in quarantine)
     assert "question 'B' lists no must_include facts" in next(q["detail"] for q in quarantine if q["line"] == 2)
+
+
+def test_documents_kept_out_of_the_index_become_unanswerable_questions():
+    """dataset.unanswerable_holdout_fraction: a document hashed out of training and the index gives golden questions
+    whose right answer declines; it never trains and is never a distractor."""
+    from resources.datasets.builder import SplitRules, build_examples
+    from resources.knowledge.examples import HeldOut, unindexed_questions
+    from resources.knowledge.policy import KnowledgePolicy
+
+    rules = SplitRules(validation_fraction=0.0, golden_holdout_fraction=0.2, unindexed_fraction=0.3)
+    splits = {d: rules.split_of(d) for d in (f"doc{i}" for i in range(200))}
+    share = sum(s == "unindexed" for s in splits.values()) / len(splits)
+    assert 0.2 < share < 0.4 and sum(s == "golden" for s in splits.values()) / len(splits) < 0.3
+    unindexed = next(d for d, s in splits.items() if s == "unindexed")
+    indexed = next(d for d, s in splits.items() if s == "train")
+    chunks = [{"chunk_id": f"{d}-c", "doc_id": d, "kind": "text", "title": "Limits", "section": "Limits", "level": 1,
+               "start": 0, "external_id": None,
+               "text": "Each workspace can hold up to 40 boards. Exports take about 15 minutes to arrive."} for d in (unindexed, indexed)]
+    policy = KnowledgePolicy()
+    asked = list(unindexed_questions(chunks, rules, policy))
+    assert len(asked) == 2 and {q["doc_id"] for q in asked} == {unindexed}
+    assert all(q["answer"] == policy.abstention and "unanswerable" in q["tags"] and not q["must_include"] for q in asked)
+    assert unindexed in HeldOut(rules) and indexed not in HeldOut(rules)
+    built = build_examples([{"doc_id": d, "batch": "b", "kind": "text", "title": "Limits", "text": "x y z"}
+                            for d in (unindexed, indexed)], rules, "title_to_instruction", "{title}?")
+    assert [e["id"] for e in built.examples] == [indexed]
+    assert built.dropped[0]["reason"] == "held_out_unindexed"

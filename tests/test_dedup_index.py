@@ -190,7 +190,7 @@ def test_superseded_passages_are_never_retrieved_and_give_no_training_example(tm
     import pandas as pd
 
     from resources.datasets.builder import SplitRules, build_examples
-    from resources.retrieval.index import SUPERSEDED, KnowledgeIndexer
+    from resources.retrieval.index import HIDDEN, KnowledgeIndexer
 
     texts = {"old": "New workspaces get a 14-day trial of the Business plan.",
              "new": "New workspaces get a 30-day trial of the Business plan.",
@@ -200,7 +200,7 @@ def test_superseded_passages_are_never_retrieved_and_give_no_training_example(tm
                               "source_sha256": "0" * 64} for c, t in texts.items()])
     np.save(tmp_path / "vectors.npy", KnowledgeIndexer().embed(list(texts.values())))
     passages.to_parquet(tmp_path / "passages.parquet")
-    (tmp_path / SUPERSEDED).write_text('["old"]')
+    (tmp_path / HIDDEN).write_text('{"superseded": ["old"], "unindexed": []}')
     found = KnowledgeIndexer().load(tmp_path).passages(["How long is the free trial?"], 3)[0]
     assert [p["chunk_id"] for p in found] == ["new", "other"]
     docs = [{"doc_id": d, "batch": "b", "kind": "text", "title": "Trial", "text": t} for d, t in texts.items()]

@@ -23,19 +23,31 @@ GOLDEN_COLUMNS = ["id", "prompt", "answer", "messages", "split", "source_doc_id"
 EVAL_SPLITS = ("dev", "test")
 
 
+HELD_OUT = frozenset({"golden", "unindexed"})  # splits that never train (nor give a distractor)
+
+
 @dataclass(frozen=True)
 class SplitRules:
     validation_fraction: float = 0.1
     golden_holdout_fraction: float = 0.0
+    unindexed_fraction: float = 0.0
 
     def split_of(self, example_id: str) -> str:
-        """golden | validation | train, from the example id alone (deterministic, stable)."""
+        """golden | unindexed | validation | train, from the example id alone (deterministic, stable). `unindexed`:
+        a document kept out of training and out of the knowledge index, whose questions the golden set asks as
+        unanswerable."""
         bucket = int(sha256_hex(f"split:{example_id}")[:8], 16) / 0x1_0000_0000
         if bucket < self.golden_holdout_fraction:
             return "golden"
-        if bucket < self.golden_holdout_fraction + self.validation_fraction:
+        if bucket < self.golden_holdout_fraction + self.unindexed_fraction:
+            return "unindexed"
+        if bucket < self.golden_holdout_fraction + self.unindexed_fraction + self.validation_fraction:
             return "validation"
         return "train"
+
+    def held_out(self, doc_id: str) -> bool:
+        """Never trained on, never a distractor: in the golden hold-out or kept out of the index."""
+        return self.split_of(doc_id) in HELD_OUT
 
 
 @dataclass
@@ -118,6 +130,10 @@ def build_examples(
         split = rules.split_of(doc.get("split_key") or doc["doc_id"])
         if split == "golden":
             drop(doc["doc_id"], "held_out_for_golden", "hashed into the golden hold-out")
+            continue
+        if split == "unindexed":
+            drop(doc["doc_id"], "held_out_unindexed", "hashed out of training and the knowledge index: the golden set "
+                 "asks about it as unanswerable")
             continue
         source = golden_source(doc, sources)
         if source:

@@ -18,6 +18,10 @@ class DatasetPolicy(BaseModel):
         description="Share of corpus examples hashed out of training into the golden set (besides the curated "
         "golden files). 0 keeps the golden set to the curated files.",
     )
+    unanswerable_holdout_fraction: float = Field(
+        default=0.0, description="Share of documents hashed out of training and out of the knowledge index; the golden "
+        "set asks about their values (cloze questions) as unanswerable: the served model, which cannot see them, must "
+        "decline. Unanswerable questions a golden file does not have to write by hand.")
     text_strategy: TextStrategy = Field(
         default="sections",
         description="What plain-text documents become: 'sections' (each section an example of the knowledge "
@@ -51,8 +55,11 @@ class DatasetPolicy(BaseModel):
     def _validate(self) -> "DatasetPolicy":
         if not 0 <= self.validation_fraction < 1 or not 0 <= self.golden_holdout_fraction < 1:
             raise ValueError("DatasetPolicy: fractions must lie within [0, 1)")
-        if self.validation_fraction + self.golden_holdout_fraction >= 1:
-            raise ValueError("DatasetPolicy: validation_fraction + golden_holdout_fraction must leave room for train")
+        if not 0 <= self.unanswerable_holdout_fraction < 1:
+            raise ValueError("DatasetPolicy: unanswerable_holdout_fraction must lie within [0, 1)")
+        if self.validation_fraction + self.golden_holdout_fraction + self.unanswerable_holdout_fraction >= 1:
+            raise ValueError("DatasetPolicy: validation_fraction + golden_holdout_fraction + unanswerable_holdout_fraction "
+                             "must leave room for train")
         if not 0 <= self.golden_dev_fraction < 1:
             raise ValueError("DatasetPolicy.golden_dev_fraction must lie within [0, 1)")
         if "{title}" not in self.title_template:
@@ -60,4 +67,4 @@ class DatasetPolicy(BaseModel):
         return self
 
     def split_rules(self) -> SplitRules:
-        return SplitRules(self.validation_fraction, self.golden_holdout_fraction)
+        return SplitRules(self.validation_fraction, self.golden_holdout_fraction, self.unanswerable_holdout_fraction)

@@ -206,7 +206,7 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
     the key), the teacher writes the sections' questions (`held_out_qa`), de-duplicated against the questions
     every earlier segment kept (their signatures stored with each segment); a segment it left unfinished is stored
     apart (`unfinished_key`) and made again by the next run, with every segment after it."""
-    from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections
+    from resources.knowledge.examples import JUDGE_PROMPT, QA_PROMPT, held_out_qa, held_out_sections, unindexed_questions
 
     if len(chains) != len(chunk_keys):
         raise ValueError(f"{len(chains)} corpus segments but {len(chunk_keys)} chunk segments")
@@ -230,8 +230,9 @@ def golden_segments(store, model: str, chains: list[str], chunk_keys: list[str],
             if taught:  # the held-out documents' sections, asked about by the teacher
                 written, taught_build = held_out_qa(passages, rules, knowledge, session, earlier=earlier.before(build.keys, i))
                 examples += written
-            elif sections:  # or by their headings
+            elif sections:  # or by their values and headings
                 examples += held_out_sections(passages, rules, knowledge, dataset.title_template)
+            examples += unindexed_questions(passages, rules, knowledge)  # documents kept out of the index
             if taught_build is not None and (taught_build.unfinished or build.partial):
                 build.partial += 1
                 key = build.keys[i] = unfinished_key(key, [e["id"] for e in examples], taught_build.counts)

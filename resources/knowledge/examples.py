@@ -41,14 +41,14 @@ GROUNDED_STRATEGIES = frozenset({"raft", "cloze", "raft_pairs"})
 
 
 class HeldOut:
-    """The documents hashed into the golden hold-out, as a set that answers `in` from the split rules: a segment
-    knows whether a passage retrieved from another segment is held out without the whole corpus."""
+    """The documents hashed into the golden hold-out or out of the index, as a set that answers `in` from the split
+    rules: a segment knows whether a passage retrieved from another segment is held out without the whole corpus."""
 
     def __init__(self, split_rules):
         self.split_rules = split_rules
 
     def __contains__(self, doc_id: object) -> bool:
-        return self.split_rules.split_of(str(doc_id)) == "golden"
+        return self.split_rules.held_out(str(doc_id))
 
 
 @dataclass
@@ -389,6 +389,27 @@ def held_out_sections(chunks: Iterable[dict[str, Any]], split_rules, policy: Kno
                "tags": ["holdout", "section"], "origin": "holdout:headings", "must_include": [],
                "must_not_include": [], "eval_split": None,
                "doc_id": example["source_doc_id"]}  # what forget follows in the golden segments
+
+
+UNINDEXED_QUESTIONS = 2  # unanswerable questions asked about each document kept out of the index
+
+
+def unindexed_questions(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy):
+    """Unanswerable golden questions: up to UNINDEXED_QUESTIONS cloze questions about each document hashed out of
+    training and out of the knowledge index (dataset.unanswerable_holdout_fraction). The served model cannot see
+    those documents, so a right answer declines (`knowledge.abstention`); one that states a value invents it."""
+    kept = [c for c in chunks if split_rules.split_of(c["doc_id"]) == "unindexed"]
+    per_document: Counter = Counter()
+    for chunk, question, _, _ in _cloze_items(kept, policy, frozenset(), with_value=True):
+        if per_document[chunk["doc_id"]] >= UNINDEXED_QUESTIONS:
+            continue
+        per_document[chunk["doc_id"]] += 1
+        identity = sha256_hex(f"golden-unindexed:{chunk['chunk_id']}:{question}")[:20]
+        yield {"id": f"unindexed-{identity}", "prompt": question, "answer": policy.abstention,
+               "messages": [{"role": "user", "content": question}, {"role": "assistant", "content": policy.abstention}],
+               "split": "golden", "source_doc_id": chunk.get("external_id") or chunk["doc_id"],
+               "tags": ["holdout", "unanswerable", "unindexed"], "origin": "holdout:unindexed", "must_include": [],
+               "must_not_include": [], "eval_split": None, "doc_id": chunk["doc_id"]}
 
 
 def held_out_qa(chunks: Iterable[dict[str, Any]], split_rules, policy: KnowledgePolicy, session,

@@ -68,7 +68,8 @@ def load_vectors(folder: str | Path) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros((0, 0), dtype=np.float32)
 
 
-SUPERSEDED = "superseded.json"  # a built index's doc_ids whose passages are never retrieved (a newer version exists)
+HIDDEN = "hidden.json"  # a built index's documents whose passages are never retrieved, by why: {reason: [doc_id, ...]}
+# superseded: a later batch brought a newer version; unindexed: kept out of the index (the golden set asks about it)
 
 
 def excluded(passages, doc_ids) -> np.ndarray | None:
@@ -141,8 +142,9 @@ class KnowledgeIndexer(ConfigurableResource):
         folder = Path(index_dir)
         passages = pd.read_parquet(folder / "passages.parquet")
         passages = passages.astype(object).where(passages.notna(), None)
-        superseded = json.loads((folder / SUPERSEDED).read_text()) if (folder / SUPERSEDED).exists() else []
-        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), load_vectors(folder), excluded(passages, superseded)),
+        hidden = json.loads((folder / HIDDEN).read_text()) if (folder / HIDDEN).exists() else {}
+        doc_ids = [d for found in hidden.values() for d in found]
+        return LoadedIndex(self, DenseIndex(list(passages["chunk_id"]), load_vectors(folder), excluded(passages, doc_ids)),
                            {row["chunk_id"]: row for row in passages.to_dict("records")})
 
     def passages(self, index_dir: str | Path, questions: list[str], k: int) -> list[list[dict]]:
