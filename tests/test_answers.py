@@ -110,7 +110,8 @@ def test_grounding_check_refuses_a_number_no_cited_passage_holds_and_keeps_one_t
     wrong = check_answer("API tokens expire after 30 days [1].", PASSAGES, "How long do tokens last?", "abstain", ABSTAIN)
     assert wrong.verdict == "unsupported" and wrong.text == ABSTAIN and wrong.unsupported == ["30 days"]
     miscited = check_answer("Tokens expire after 90 days [2].", PASSAGES, "How long do tokens last?", "abstain", ABSTAIN)
-    assert miscited.verdict == "unsupported"  # the number stands in passage 1, not the one it cites
+    # the number stands in passage 1, not the one it cites: served with the citation corrected
+    assert miscited.verdict == "recited" and miscited.text == "Tokens expire after 90 days. [1]" and miscited.cited == [1]
     quoted = check_answer("API tokens expire after 30 days [1].", PASSAGES, "How long do API tokens last?", "quote", ABSTAIN)
     assert quoted.text == "API tokens expire after 90 days. [1]" and quoted.action == "quote" and quoted.cited == [1]
     flagged = check_answer("API tokens expire after 30 days [1].", PASSAGES, "How long?", "flag", ABSTAIN)

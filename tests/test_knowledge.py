@@ -608,7 +608,7 @@ def test_raft_pairs_ask_the_companys_own_questions_in_the_served_prompt(chunker)
     assert asked == ["How long do tokens last?", "When does an invite lapse?", "Can I pay with PayPal?", "Is there a Linux app?"]
     by_question = {json.loads(e["messages"])[1]["content"]: json.loads(e["messages"]) for e in build.examples}
     tokens = by_question["How long do tokens last?"]
-    assert tokens[2]["content"] == "Thanks for asking! API tokens expire after 90 days. [1] Anything else?"
+    assert tokens[2]["content"] == "API tokens expire after 90 days. [1]"  # the sentence it states, not the greeting
     assert "[1] Tokens\nAPI tokens expire after 90 days" in tokens[0]["content"] and "the record" not in tokens[0]["content"]
     assert by_question["When does an invite lapse?"][2]["content"] == "Invitations expire after 7 days. [2]"
     # two questions no passage answers; the share (1 - 0.75) / 0.75 of the two cited ones is room for one abstention

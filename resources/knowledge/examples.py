@@ -285,9 +285,10 @@ def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: Know
                 held_out_docs) -> None:
     """The company's own question/answer records (instructions, the first exchange of a chat) asked in the grounded
     prompt the gateway builds: the passages retrieved for the record's question (never the record itself, never a
-    held-out document's); the answer as written, citing after its sentence the passage that states it. When no
-    retrieved passage states the answer, the example teaches the abstention instead — a real question the passages
-    do not answer — at most (1 - raft_oracle_fraction) of the examples."""
+    held-out document's); the answer's sentence that a retrieved passage states, citing it (the record's greetings
+    and sign-offs left out: they taught models to open with one and cite nothing). When no retrieved passage states
+    the answer, the example teaches the abstention instead — a real question the passages do not answer — at most
+    (1 - raft_oracle_fraction) of the examples."""
     items = [(r, *pair) for r in records if r.get("kind") in ("instruction", "chat") and r["doc_id"] not in held_out_docs
              for pair in [_first_exchange(r)] if pair]
     if not items:
@@ -298,7 +299,7 @@ def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: Know
 
     k = policy.raft_distractors + 1
     found = retrieve([retrieval_query(q) for _, q, _ in items], 4 * k + 16)  # as the gateway searches
-    cited, declined = [], []
+    answered, declined = [], []
     for (record, question, answer), passages in zip(items, found):
         out.counts["raft_pairs_generated"] += 1
         usable = [p for p in passages if p["doc_id"] != record["doc_id"] and p["doc_id"] not in held_out_docs]
@@ -309,18 +310,17 @@ def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: Know
         found = [(s, n) for n, p in enumerate(context, start=1) if (s := _supporting(answer, p))]
         best = max(found, key=lambda f: (f[0][0], -f[1])) if found else None  # the passage that says most of it
         support = (best[1], best[0][1]) if best else None
-        (cited if support else declined).append((record, question, answer, context, support))
+        (answered if support else declined).append((record, question, answer, context, support))
     f = policy.raft_oracle_fraction
-    room = len(cited) if f == 0 else round(len(cited) * (1 - f) / f)
+    room = len(answered) if f == 0 else round(len(answered) * (1 - f) / f)
     declined.sort(key=lambda item: _bucket(f"pairs-abstain:{item[0]['doc_id']}"))
     for record, *_ in declined[room:]:
         out.drop(record["doc_id"], "raft_pairs", "no_supporting_passage", "no retrieved passage states its answer, and "
                  "the abstention share (1 - raft_oracle_fraction) is full")
-    for record, question, answer, context, support in cited + declined[:room]:
-        if support:
+    for record, question, answer, context, support in answered + declined[:room]:
+        if support:  # the sentence the passage states, cited: greetings and sign-offs are not what was asked
             n, sentence = support
-            reply = answer.replace(sentence, f"{sentence.rstrip()} [{n}]", 1) if sentence in answer else cited(answer, n)
-            kind = "with_oracle"
+            reply, kind = cited(sentence, n), "with_oracle"
         else:
             reply, kind = policy.abstention, "abstain"
         pseudo = {"chunk_id": record["doc_id"], "doc_id": record["doc_id"], "external_id": record.get("external_id"),

@@ -27,7 +27,7 @@ from resources.knowledge.prompt import passage_heading, passage_text
 GroundingAction = Literal["abstain", "quote", "flag", "off"]
 CITATION = re.compile(r"\[(\d{1,2})\]")
 ABSTENTION_WORDS = re.compile(
-    r"(passages|documents|context|sources?|information)\s+(i have\s+)?(do|does|did)\s+not\s+(answer|say|mention|cover|"
+    r"(passages?|documents?|context|sources?|information)\s+(i have\s+)?(do|does|did)\s+not\s+(answer|say|mention|cover|"
     r"contain|state|include)|\b(i do not|i don't) know\b|\bno information (about|on)\b|\bnot (able|possible) to "
     r"answer\b|\bcannot (find|answer)\b|\bnot (mentioned|covered|stated) in\b", re.IGNORECASE)
 
@@ -37,7 +37,7 @@ class Checked:
     """What the grounding check made of one answer."""
 
     text: str  # what is served
-    verdict: str  # grounded | unsupported | abstained | low_retrieval | no_passages | unchecked
+    verdict: str  # grounded | recited (its citations corrected) | unsupported | abstained | low_retrieval | no_passages | unchecked
     action: str | None = None  # what was done to an unsupported answer: abstain | quote | flag
     cited: list[int] = field(default_factory=list)  # passage numbers (1-based) the served text cites
     unsupported: list[str] = field(default_factory=list)  # the claims no cited passage holds, as written
@@ -115,17 +115,22 @@ def check_answer(answer: str, passages: list[dict[str, Any]], question: str, act
         return Checked(answer, "no_passages")
     markers = [int(n) for n in CITATION.findall(answer)]
     invalid = sum(not 1 <= n <= len(passages) for n in markers)
-    text = answer
+    text = re.sub(r"(\[\d{1,2}\])(?:\s*\1)+", r"\1", answer)  # "[1] [1] [1]": one citation
     if invalid:  # a marker naming no passage is dropped, with the space before it
-        text = re.sub(r"\s*\[(\d{1,2})\]", lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", answer).strip()
+        text = re.sub(r"\s*\[(\d{1,2})\]", lambda m: m.group(0) if 1 <= int(m.group(1)) <= len(passages) else "", text).strip()
     cited = _cited(text, len(passages))
     sources = [passages[n - 1] for n in cited] if cited else passages
     evidence = "\n".join([question] + [_evidence(p) for p in sources])
-    missing = [surface for surface, claim in _claims(text) if not _holds(claim, surface, evidence)]
+    claims = _claims(text)
+    missing = [surface for surface, claim in claims if not _holds(claim, surface, evidence)]
     missing += placeholders(text)
     spans = _spans(text, passages, cited)
     if not missing:
         return Checked(text, "grounded", cited=cited, invalid_citations=invalid, spans=spans)
+    recited = _recite(text, claims, passages, question) if cited and not placeholders(text) else None
+    if recited is not None:  # every claim stands in the prompt's passages, only not in the one it cites: cite those
+        numbers = _cited(recited, len(passages))
+        return Checked(recited, "recited", cited=numbers, invalid_citations=invalid, spans=_spans(recited, passages, numbers))
     if action == "flag":
         return Checked(text, "unsupported", "flag", cited, missing, invalid, spans)
     if action == "quote":
@@ -134,6 +139,24 @@ def check_answer(answer: str, passages: list[dict[str, Any]], question: str, act
             n = best[0] + 1
             return Checked(f"{best[1].rstrip()} [{n}]", "unsupported", "quote", [n], missing, invalid, {n: best[1]})
     return Checked(abstention, "unsupported", "abstain", [], missing, invalid)
+
+
+def _recite(text: str, claims, passages: list[dict[str, Any]], question: str) -> str | None:
+    """The answer with its citations replaced by the passages that hold its claims (fewest first, in prompt order),
+    when every claim stands in some passage of the prompt; else None."""
+    holders = []
+    for surface, claim in claims:
+        found = [n for n, p in enumerate(passages, start=1) if _holds(claim, surface, f"{question}\n{_evidence(p)}")]
+        if not found:
+            return None
+        holders.append(found)
+    chosen: list[int] = []
+    for found in sorted(holders, key=len):  # a passage already chosen covers a claim it holds
+        if not set(found) & set(chosen):
+            chosen.append(found[0])
+    plain = CITATION.sub("", text).rstrip()
+    plain = re.sub(r"\s+([.,;:!?])", r"\1", plain)
+    return plain + " " + " ".join(f"[{n}]" for n in sorted(chosen)) if chosen else plain
 
 
 def _cited(text: str, count: int) -> list[int]:
