@@ -99,6 +99,7 @@ bench: install serving-env
 	$(PY) benchmarks/knowledge_throughput.py
 	$(PY) benchmarks/injection_detection.py
 	$(PY) benchmarks/gateway_mixed_load.py
+	$(PY) benchmarks/grounded_answer_overhead.py
 	$(PY) benchmarks/teacher_concurrency.py
 	$(PY) benchmarks/knowledge_targets.py
 	$(PY) benchmarks/knowledge_real_corpus.py

@@ -70,9 +70,12 @@ def build(spec: ModelSpec) -> list:
         for path in spec.golden_files():
             found, bad = read_golden_file(path, path.name, require_facts=spec.dataset.golden_requires_facts)
             if not found and not bad:
-                raise Failure(f"golden file {path} holds no golden records: add questions with their reference answers "
-                              "and must_include facts (see `tuneforge init`'s template), or remove it from the model's "
-                              "golden list", allow_retries=False)
+                message = (f"golden file {path} holds no golden records: add questions with their reference answers "
+                           "and must_include facts (see `tuneforge init`'s template), or remove it from the model's "
+                           "golden list")
+                if not holdout:
+                    raise Failure(message, allow_retries=False)
+                context.log.warning(message + "; the golden set is the hold-out's questions alone")
             examples += found
             quarantine += bad
         model_redactor = redactor.for_policy(spec.redaction_policy, spec.public_entities)

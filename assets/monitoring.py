@@ -39,13 +39,16 @@ def build(spec: ModelSpec) -> list:
            **stage)
     def serving_traffic(context: AssetExecutionContext, request_log: RequestLogSource, store: ArtifactStore) -> Output[Artifact]:
         """One day of the gateway's request log for this model: volume, errors, latency percentiles, tokens, guard
-        triggers and feedback, overall and per adapter version; the day's (redacted) prompts for the drift report."""
+        triggers, the grounding check's verdicts (answers grounded, recited, replaced as unsupported, declined for a
+        low retrieval score) and feedback, overall and per adapter version; the day's (redacted) prompts for the
+        drift report."""
         reqs, fb = request_log.day(dt.date.fromisoformat(context.partition_key), spec.name)
         summary = summarise(reqs, fb)
         version = version_of([fingerprint(reqs, ["id", "status", "prompt_redacted"]), fingerprint(fb, ["response_id", "rating"])])
         artifact = Artifact.create(store, context.asset_key, version, context.partition_key)
         with artifact.writing() as out:
-            write_table(out, "requests.parquet", reqs.astype({"input_guard": "string", "output_guard": "string"}))
+            write_table(out, "requests.parquet", reqs.astype({"input_guard": "string", "output_guard": "string",
+                                                              "grounding": "string"}))
             write_table(out, "feedback.parquet", fb)
             write_json(out, "summary.json", summary)
         overall = summary["overall"]
@@ -60,6 +63,7 @@ def build(spec: ModelSpec) -> list:
             "completion_tokens": MetadataValue.int(overall["completion_tokens"]),
             "feedback_up": MetadataValue.int(overall["feedback_up"]), "feedback_down": MetadataValue.int(overall["feedback_down"]),
             "guard_triggers": MetadataValue.json(overall["guard_triggers"]), "per_adapter": MetadataValue.md(table),
+            "grounding": MetadataValue.json(overall["grounding"]),
         })
 
     @asset(key=key(spec, "drift_report"), partitions_def=serving_days, kinds={"scipy"}, code_version="2",

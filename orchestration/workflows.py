@@ -382,11 +382,15 @@ def _write_model_yaml(root: Path, name: str, attributes: dict, header: str) -> P
 
 
 GOLDEN_TEMPLATE = """\
-# Golden questions for {name}: one JSON object per line, with "id", "question", "reference_answer" and, optionally,
-# "source_doc_id" (the id of the record that answers it) and "tags". Lines starting with # are comments.
-# The evaluation asks each question and scores the answer against the reference; the promotion gate decides on it.
-# Replace this example with questions your model must answer right:
-# {{"id": "G-001", "question": "How long do API tokens last?", "reference_answer": "API tokens expire after 90 days.", "tags": ["security"]}}
+# Golden questions for {name}: one JSON object per line, with "id", "question", "reference_answer" and "must_include"
+# (the facts a right answer states: a value with its unit, a name), and optionally "source_doc_id" (the record id or
+# file name that answers it: that document is held out of training and stays in the knowledge index), "tags"
+# (tag questions the documents do not answer "unanswerable"), "must_not_include" (an old value a changed document no
+# longer states) and "split" ("dev": calibrates settings; "test", the default by hash: what the gate decides on).
+# Lines starting with # are comments. The promotion gate needs 30 answerable test questions to decide.
+# Replace these examples with questions your model must answer right:
+# {{"id": "G-001", "question": "How long do API tokens last?", "reference_answer": "API tokens expire after 90 days.", "must_include": ["90 days"], "source_doc_id": "security.md"}}
+# {{"id": "G-002", "question": "Who founded the company?", "reference_answer": "The documents do not answer this question.", "tags": ["unanswerable"]}}
 """
 
 

@@ -260,7 +260,7 @@ def endpoint_feedback(url: str, model: str | None = None) -> list[dict[str, Any]
 
 
 TRAFFIC_COLUMNS = ["id", "created_at", "client", "model", "adapter_version", "status", "latency_ms", "upstream_ms",
-                   "prompt_tokens", "completion_tokens", "input_guard", "output_guard", "prompt_redacted"]
+                   "prompt_tokens", "completion_tokens", "input_guard", "output_guard", "grounding", "prompt_redacted"]
 FEEDBACK_COLUMNS = ["response_id", "rating", "corrected_answer"]
 
 

@@ -62,10 +62,11 @@ def test_every_batch_ran_and_every_blocking_check_passed(pipeline):
 def test_each_model_has_its_own_partitions_artifacts_and_sensors(pipeline):
     instance, store = pipeline["instance"], pipeline["store"]
     assert sorted(instance.get_dynamic_partitions("policy_batches")) == ["handbooks", "policies", "runbooks.json",
-                                                                         "staff_questions.csv"]
+                                                                         "staff_questions.csv", "updates_2026_12"]
     assert "support_qa.csv" in instance.get_dynamic_partitions("support_batches")
-    assert store.partitions("policy/raw_documents") and all(k.split("@")[0] in {"handbooks", "policies", "runbooks.json", "staff_questions.csv"}
-                                                           for k in store.partitions("policy/raw_documents"))
+    assert store.partitions("policy/raw_documents") and all(
+        k.split("@")[0] in {"handbooks", "policies", "runbooks.json", "staff_questions.csv", "updates_2026_12"}
+        for k in store.partitions("policy/raw_documents"))
     support_docs = set(latest(pipeline, "support", "corpus").read_table()["doc_id"])
     policy_docs = set(latest(pipeline, "policy", "corpus").read_table()["doc_id"])
     assert support_docs and policy_docs and not support_docs & policy_docs
@@ -195,6 +196,8 @@ def test_knowledge_index_finds_golden_sources(pipeline):
     index = latest(pipeline, "support", "knowledge_index")
     info = index.read_json("index.json")
     assert info["documents"] == latest(pipeline, "support", "corpus").read_json("ledger.json")["kept"] and info["dim"] == 384
+    hidden = json.loads((index.path / "hidden.json").read_text())
+    assert len(hidden["superseded"]) == 2 and hidden["unindexed"] == []  # KB-0002 and QA-0135: a later version each
     assert info["golden_questions_with_source"] >= 25
     assert info["recall"]["recall@5"] >= 0.6 and info["recall"]["recall@1"] <= info["recall"]["recall@5"]
 
@@ -203,7 +206,7 @@ def test_dataset_card_describes_the_data(pipeline):
     card_artifact = latest(pipeline, "support", "dataset_card")
     card = card_artifact.read_json("card.json")
     assert card["splits"]["train"]["examples"] > 100 and card["splits"]["train"]["tokens"] > 5000
-    assert card["splits"]["golden"]["examples"] == 30
+    assert card["splits"]["golden"]["examples"] == 57  # data/sample/support/golden.jsonl: 45 answerable, 12 not
     assert set(card["redactions_by_entity"]) >= {"PERSON", "EMAIL_ADDRESS", "API_KEY", "CREDIT_CARD"}
     assert 0 < card["curation"]["duplicate_ratio"] < card["curation"]["drop_ratio"] < 1
     assert (card_artifact.path / "card.md").read_text().startswith("# Dataset card")

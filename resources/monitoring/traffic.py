@@ -1,4 +1,5 @@
-"""Serving traffic of one day, summarised: volume, errors, latency, tokens, guard triggers, feedback."""
+"""Serving traffic of one day, summarised: volume, errors, latency, tokens, guard triggers, the grounding check's
+verdicts, feedback."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ def summarise(reqs: pd.DataFrame, fb: pd.DataFrame) -> dict:
         ok = frame[frame["status"] == 200]
         latency = ok["latency_ms"].dropna().to_numpy()
         guards: dict[str, int] = {}
+        grounding: dict[str, int] = {}  # the answer path's verdicts: grounded, recited, unsupported, low_retrieval, ...
+        for found in frame["grounding"].dropna() if "grounding" in frame else []:
+            for verdict, n in (found or {}).items():
+                grounding[verdict] = grounding.get(verdict, 0) + int(n)
         for column in ("input_guard", "output_guard"):
             for found in frame[column].dropna():
                 for kind, n in (found or {}).items():
@@ -22,7 +27,7 @@ def summarise(reqs: pd.DataFrame, fb: pd.DataFrame) -> dict:
             "latency_p50_ms": float(np.percentile(latency, 50)) if len(latency) else None,
             "latency_p95_ms": float(np.percentile(latency, 95)) if len(latency) else None,
             "prompt_tokens": int(ok["prompt_tokens"].fillna(0).sum()), "completion_tokens": int(ok["completion_tokens"].fillna(0).sum()),
-            "guard_triggers": guards,
+            "guard_triggers": guards, "grounding": grounding,
             "feedback_up": int((votes["rating"] == "up").sum()), "feedback_down": int((votes["rating"] == "down").sum()),
             "corrections": int(votes["corrected_answer"].notna().sum()),
         }
