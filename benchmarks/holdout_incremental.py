@@ -57,7 +57,7 @@ def point(history: int) -> dict:
     curator, chunker = TextCurator(), Chunker(BaseModelSource().tokenizer().backend_tokenizer, ChunkRules())
     redactor = PiiRedactor(policy_path=str(ROOT / "policies" / "redaction.yaml"))
     redactor.engine()
-    policy, knowledge = DatasetPolicy(golden_holdout_fraction=0.1), KnowledgePolicy()
+    policy, knowledge = DatasetPolicy(golden_holdout_fraction=0.1), KnowledgePolicy(strategies=["headings"], golden_from="headings")
     split = policy.split_rules()
     curated = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()
                if line.strip()]

@@ -341,7 +341,7 @@ def incremental_point(history: int) -> dict:
     chunk_config = config_of(ChunkRules())
     indexer = KnowledgeIndexer()
     indexer.embed(["loaded before the clock starts"])
-    dataset, knowledge = DatasetPolicy(), KnowledgePolicy()
+    dataset, knowledge = DatasetPolicy(), KnowledgePolicy(strategies=["headings"], golden_from="headings")
     split = dataset.split_rules()
     no_golden = pd.DataFrame({"messages": []})  # the card's golden split: not what grows here
     golden_prompts = [json.loads(line)["question"] for line in (ROOT / "data" / "sample" / "support" / "golden.jsonl").read_text().splitlines()

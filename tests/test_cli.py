@@ -90,11 +90,13 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     assert set(corpus["doc_id"]) == set(chunks["doc_id"])  # every document gave passages
     assert chunks["tokens"].max() <= 256 and (chunks["section"] != "").mean() > 0.8
     [examples] = [pd.read_parquet(f) for f in (artifacts / "instruction_dataset").glob("*/examples.parquet")]
-    made = examples[examples["origin"] == "knowledge:headings"]
+    made = examples[examples["origin"].str.startswith("knowledge:")]  # cloze and raft, in the served prompt
     assert made["source_doc_id"].nunique() >= 0.7 * len(corpus)  # most documents' sections became examples
+    assert made["messages"].map(lambda m: m[0]["role"] == "system" and "[1]" in m[0]["content"]).all()
     assert entry["datasets"]["golden_examples"] > 0  # no golden file: a tenth of the corpus held out
     [golden] = [pd.read_parquet(f) for f in (artifacts / "golden_dataset").glob("*/examples.parquet")]
     assert golden["origin"].str.startswith("holdout").all() and len(list((artifacts / "golden_segments").iterdir())) == 1
+    assert golden["must_include"].map(len).gt(0).sum() >= 10  # facts: the values the held-out documents state
     assert not set(golden["prompt"]) & set(examples["prompt"])  # a held-out question never trains
     assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
     assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout
