@@ -65,7 +65,7 @@ class ServingOptions(BaseModel):
         "eval_report on the golden set's dev split (the highest threshold that declines at most max_false_abstention "
         "of its answerable questions), recorded in the promotion decision and deployed with the adapter; null: never.")
     max_false_abstention: float = Field(
-        default=0.05, description="min_retrieval_score 'auto': the share of the dev split's answerable questions the "
+        default=0.02, description="min_retrieval_score 'auto': the share of the dev split's answerable questions the "
         "threshold may decline.")
     grounding: Literal["abstain", "quote", "flag", "off"] = Field(
         default="abstain", description="The grounding check on every grounded answer: each number, date, quantity and "

@@ -502,7 +502,7 @@ def test_grounded_answers_are_checked_cited_and_abstain_below_the_retrieval_thre
                                    keys_file=str(tmp_path / "keys.yaml"), database_url=f"sqlite:///{tmp_path / 'requests.db'}")
         gateway_app = create_app(settings, guards=guards)
         with serve(gateway_app, suffix="") as url:
-            ask = lambda q, **extra: httpx.post(f"{url}/v1/chat/completions", timeout=60,  # noqa: E731
+            ask = lambda q, **extra: httpx.post(f"{url}/v1/chat/completions", timeout=300,  # noqa: E731
                                                 headers={"Authorization": f"Bearer {alice}"},
                                                 json={"model": "support", "messages": [{"role": "user", "content": q}], **extra})
             right = ask("What does the Team plan cost per user?").json()
@@ -529,7 +529,7 @@ def test_grounded_answers_are_checked_cited_and_abstain_below_the_retrieval_thre
             assert off_topic["tuneforge"]["grounding"] == "low_retrieval"
             assert upstream_app.state.requests["answer-book"] == asked  # the model was not asked
 
-            with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=60, headers={"Authorization": f"Bearer {alice}"},
+            with httpx.stream("POST", f"{url}/v1/chat/completions", timeout=300, headers={"Authorization": f"Bearer {alice}"},
                               json={"model": "support", "stream": True, "messages": [
                                   {"role": "user", "content": "How much is the Team plan for one user?"}]}) as streamed:
                 events = [json.loads(line[6:]) for line in streamed.iter_lines()

@@ -326,7 +326,7 @@ def test_raft_puts_the_section_among_distractors_cites_it_or_abstains(chunker):
     for example in build.examples:
         messages = json.loads(example["messages"])
         system, question, answer = messages[0]["content"], messages[1]["content"], messages[2]["content"]
-        assert system.startswith(INSTRUCTION) and messages[1]["role"] == "user"
+        assert system.startswith(INSTRUCTION.format(abstention=ABSTAIN)) and messages[1]["role"] == "user"
         own = next(c for c in chunks if c["chunk_id"] == example["chunk_id"])
         blocks = system.split("\n\n[")[1:]
         assert len(blocks) == 3

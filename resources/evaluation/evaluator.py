@@ -141,7 +141,8 @@ class Evaluator(ConfigurableResource):
         for contender in contenders:
             runs.append((contender.role, contender, prompts, contexts, None))
             if retrieved is not None and contender.with_retrieval:
-                grounded = [grounded_messages([{"role": "user", "content": q}], ps) for q, ps in zip(prompts, retrieved)]
+                grounded = [grounded_messages([{"role": "user", "content": q}], ps, served.abstention)
+                            for q, ps in zip(prompts, retrieved)]
                 runs.append((contender.role + RETRIEVAL, contender, grounded, [[p["text"] for p in ps] for ps in retrieved],
                              retrieved))
         for role, contender, inputs, contexts, passages in runs:

@@ -238,7 +238,7 @@ def _grounded(out: KnowledgeBuild, strategy: str, items, policy: KnowledgePolicy
         if f > 0:
             accepted.append((chunk, question, answer, others, key))
         for kind, context, reply, identity in made:
-            messages = grounded_messages([{"role": "user", "content": question}], context)
+            messages = grounded_messages([{"role": "user", "content": question}], context, policy.abstention)
             example = _example(chunk, strategy, messages + [{"role": "assistant", "content": reply}])
             example["doc_id"] = sha256_hex(identity)[:20]
             out.examples.append(example)
@@ -325,7 +325,8 @@ def _raft_pairs(out: KnowledgeBuild, records: list[dict[str, Any]], policy: Know
             reply, kind = policy.abstention, "abstain"
         pseudo = {"chunk_id": record["doc_id"], "doc_id": record["doc_id"], "external_id": record.get("external_id"),
                   "source_path": record.get("source_path"), "title": record.get("title"), "batch": record.get("batch")}
-        example = _example(pseudo, "raft_pairs", grounded_messages([{"role": "user", "content": question}], context)
+        example = _example(pseudo, "raft_pairs", grounded_messages([{"role": "user", "content": question}], context,
+                                                                   policy.abstention)
                            + [{"role": "assistant", "content": reply}])
         out.examples.append(example)
         out.counts[f"raft_pairs_{kind}"] += 1
@@ -352,7 +353,7 @@ def _two_passages(out: KnowledgeBuild, strategy: str, accepted: list, policy: Kn
         n1, n2 = context.index(chunk) + 1, context.index(chunk2) + 1
         ask = f"{question.rstrip()} Also, {question2[0].lower()}{question2[1:]}"
         reply = f"{cited(answer, n1)} {cited(answer2, n2)}"
-        example = _example(chunk, strategy, grounded_messages([{"role": "user", "content": ask}], context)
+        example = _example(chunk, strategy, grounded_messages([{"role": "user", "content": ask}], context, policy.abstention)
                            + [{"role": "assistant", "content": reply}])
         example["doc_id"] = sha256_hex(f"{strategy}:two:{key}:{key2}")[:20]
         out.examples.append(example)

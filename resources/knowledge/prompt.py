@@ -10,9 +10,11 @@ from __future__ import annotations
 import re
 from typing import Any
 
-INSTRUCTION = ("Answer using only the passages below. Cite the passage you used as [n]. If the passages do not "
-               "answer the question, say so.")
 ABSTAIN = "The passages do not answer this question."
+# the model's abstention sentence (knowledge.abstention) is named in the instruction: the sentence it is trained to
+# say, the gateway says for it, and the evaluation counts
+INSTRUCTION = ("Answer using only the numbered passages below, and give the number of the passage you used in "
+               "brackets after your answer. If the passages do not answer the question, reply: {abstention}")
 
 
 def passage_heading(passage: dict[str, Any]) -> str:
@@ -32,15 +34,17 @@ def passage_text(passage: dict[str, Any]) -> str:
     return _LEADING_HEADINGS.sub("", text).strip() or text
 
 
-def system_prompt(passages: list[dict[str, Any]]) -> str:
+def system_prompt(passages: list[dict[str, Any]], abstention: str = ABSTAIN) -> str:
     blocks = [f"[{n}] {passage_heading(p)}\n{passage_text(p)}" for n, p in enumerate(passages, start=1)]
-    return INSTRUCTION + "\n\n" + "\n\n".join(blocks)
+    return INSTRUCTION.format(abstention=abstention) + "\n\n" + "\n\n".join(blocks)
 
 
-def grounded_messages(messages: list[dict[str, Any]], passages: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The conversation with the passages in a system message before it (after any system message of its own)."""
+def grounded_messages(messages: list[dict[str, Any]], passages: list[dict[str, Any]],
+                      abstention: str = ABSTAIN) -> list[dict[str, Any]]:
+    """The conversation with the passages in a system message before it (after any system message of its own);
+    `abstention`: the model's sentence for passages that do not answer (knowledge.abstention)."""
     lead = [m for m in messages[:1] if m.get("role") == "system"]
-    return lead + [{"role": "system", "content": system_prompt(passages)}] + messages[len(lead):]
+    return lead + [{"role": "system", "content": system_prompt(passages, abstention)}] + messages[len(lead):]
 
 
 def cited(answer: str, n: int) -> str:

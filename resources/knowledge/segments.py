@@ -22,7 +22,7 @@ from resources.segments import (CHUNK_SEGMENTS, CORPUS_SEGMENTS, EXAMPLE_SEGMENT
                                 segment_key, unfinished_key, write_typed, writing_segment)
 from resources.storage import write_json
 
-CODE = "2"  # bump when the way a segment is cut or made changes
+CODE = "3"  # bump when the way a segment is cut or made changes
 CHUNK_INTS = frozenset({"level", "start", "end", "tokens"})
 
 

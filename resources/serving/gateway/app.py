@@ -376,7 +376,7 @@ def create_app(settings: GatewaySettings, guards: Guards | None = None, secrets:
             retrieved = True
             k = int(route.get("retrieval_passages") or settings.grounding_passages)
             found = await run_in_threadpool(retrieve, route["knowledge_index_dir"], retrieval_query(question), k)
-            grounded = await run_in_threadpool(ground, messages, found, route.get("min_retrieval_score"))
+            grounded = await run_in_threadpool(ground, messages, found, route.get("min_retrieval_score"), abstention)
             messages, sources = grounded.messages, grounded.sources
             if grounded.flagged:
                 findings["retrieved_injection"] = grounded.flagged

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from resources.knowledge.grounding import Checked, check_answer, confident
-from resources.knowledge.prompt import grounded_messages, passage_text, source_of
+from resources.knowledge.prompt import ABSTAIN, grounded_messages, passage_text, source_of
 from resources.safety.guards import Guards, Verdict, injection_findings
 from resources.serving.gateway.schema import ChatRequest, CompletionRequest, choice_texts, withhold
 
@@ -81,12 +81,13 @@ class Grounding:
     confident: bool = True  # the best passage reaches the route's retrieval threshold (else: abstain, do not generate)
 
 
-def ground(messages: list[dict[str, Any]], found: list[dict[str, Any]], threshold: float | None = None) -> Grounding:
+def ground(messages: list[dict[str, Any]], found: list[dict[str, Any]], threshold: float | None = None,
+           abstention: str = ABSTAIN) -> Grounding:
     """The grounded prompt (the one `resources.knowledge.prompt` builds for training and evaluation too) from the
     retrieved passages. Retrieved passages are untrusted input: one carrying instructions is left out. Below the
     route's retrieval threshold (`resources.knowledge.grounding.confident`) the request is not `confident`."""
     sources = [p for p in found if not injection_findings(p["text"])]
-    return Grounding(grounded_messages(messages, sources) if sources else messages, sources, len(found) - len(sources),
+    return Grounding(grounded_messages(messages, sources, abstention) if sources else messages, sources, len(found) - len(sources),
                      confident(found, threshold))
 
 
