@@ -85,7 +85,7 @@ def attributes(inbox: Path, golden: Path, seed: int) -> dict:
             "training": {"method": "lora", "lora_r": 16, "lora_alpha": 32, "max_steps": 40, "learning_rate": 1e-3,
                          "seed": seed},
             "dataset": {"validation_fraction": 0.05, "min_train_examples": 50},
-            "knowledge": {"chunk_tokens": 128, "chunk_overlap_tokens": 16},
+            "knowledge": {"chunk_tokens": 64, "chunk_overlap_tokens": 8},  # as the sample models (chosen on their dev split)
             "serving": {"retrieval_passages": 3}}
 
 

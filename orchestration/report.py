@@ -86,7 +86,7 @@ def _datasets(store, run: ModelRun) -> list[str]:
 
 # the golden-set table's columns, in this order (the evaluation's scores.json and the UI have every metric)
 COLUMNS = ("fact_recall", "fact_correct", "abstention_recall", "false_abstention", "hallucination", "citation_precision",
-           "rouge_l", "verbosity", "runaway_rate")
+           "stale_fact", "rouge_l", "verbosity", "runaway_rate")
 
 
 def golden_table(scores: dict[str, dict[str, float]]) -> list[str]:

@@ -198,6 +198,14 @@ def test_knowledge_index_finds_golden_sources(pipeline):
     assert info["documents"] == latest(pipeline, "support", "corpus").read_json("ledger.json")["kept"] and info["dim"] == 384
     hidden = json.loads((index.path / "hidden.json").read_text())
     assert len(hidden["superseded"]) == 2 and hidden["unindexed"] == []  # KB-0002 and QA-0135: a later version each
+    # freshness: the trial went from 14 to 30 days in a later batch; retrieval serves only the new version
+    from resources.retrieval.index import KnowledgeIndexer
+
+    found = KnowledgeIndexer().load(index.path).passages(["How long is the free trial of the Business plan?"], 10)[0]
+    texts = " ".join(p["text"] for p in found)
+    assert "30-day trial" in texts and "14-day trial" not in texts
+    examples = latest(pipeline, "support", "instruction_dataset").read_table("examples.parquet")
+    assert not examples["answer"].str.contains("14-day trial").any()  # no example of the superseded versions
     assert info["golden_questions_with_source"] >= 25
     assert info["recall"]["recall@5"] >= 0.6 and info["recall"]["recall@1"] <= info["recall"]["recall@5"]
 
