@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from helpers import ROOT
+from resources.knowledge.claims import states
 
 TUNEFORGE = [sys.executable, "-m", "orchestration.cli"]
 
@@ -96,7 +97,13 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     assert entry["datasets"]["golden_examples"] > 0  # no golden file: a tenth of the corpus held out
     [golden] = [pd.read_parquet(f) for f in (artifacts / "golden_dataset").glob("*/examples.parquet")]
     assert golden["origin"].str.startswith("holdout").all() and len(list((artifacts / "golden_segments").iterdir())) == 1
-    assert golden["must_include"].map(len).gt(0).sum() >= 10  # facts: the values the held-out documents state
+    # facts: a cloze question for each value a held-out document states, that value as the fact; a held-out document
+    # stating no value is asked about by its headings, without facts (this folder's hash may hold out only such ones)
+    cloze, headings = (golden[golden["origin"] == o] for o in ("holdout:cloze", "holdout:headings"))
+    assert len(cloze) + len(headings) + (golden["origin"] == "holdout:unindexed").sum() == len(golden)
+    assert all(len(f) == 1 and states(f[0], a) for f, a in zip(cloze["must_include"], cloze["answer"]))
+    assert headings["must_include"].map(len).eq(0).all()
+    assert not set(cloze["source_doc_id"]) & set(headings["source_doc_id"])
     assert not set(golden["prompt"]) & set(examples["prompt"])  # a held-out question never trains
     assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
     assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout

@@ -37,7 +37,7 @@ def test_both_sample_models_load_from_yaml_each_under_its_name():
     support = project.model("support")
     declared = yaml.safe_load((ROOT / "models" / "support" / "defs.yaml").read_text())["attributes"]
     assert support.inbox == str(ROOT / "data" / "inbox" / "support")
-    assert support.training.num_train_epochs == declared["training"]["num_train_epochs"]
+    assert support.training.max_steps == declared["training"]["max_steps"]
     assert project.model("policy").golden == [str(ROOT / "data" / "sample" / "policy" / "golden.jsonl")]
     graph = defs.resolve_asset_graph()
     assert graph.get(project_key("support", "lora_adapter")).group_name == "support"
@@ -151,7 +151,7 @@ LAYERS = [
     {"redaction", "safety"},
     {"knowledge"},
     {"ingestion"},
-    {"curation"},
+    {"curation", "contamination"},
     {"datasets"},
     {"retrieval"},
     {"models"},

@@ -196,6 +196,10 @@ def test_the_evaluation_answers_through_the_models_own_vllm_as_served(serving, e
                  ("g2", "How many boards does the Free plan allow?", "3 boards per workspace.", "kb-boards")]
     record(serving["instance"], serving["store"], AssetKey(["support", "golden_dataset"]), "g", lambda out: pd.DataFrame(
         [{"id": i, "prompt": q, "answer": a, "source_doc_id": d} for i, q, a, d in questions]).to_parquet(out / "examples.parquet"))
+    trained = [{"id": "t1", "messages": [{"role": "user", "content": "Which plans exist?"},
+                                         {"role": "assistant", "content": "Free, Team and Enterprise."}]}]
+    record(serving["instance"], serving["store"], AssetKey(["support", "instruction_dataset"]), "i",  # contamination
+           lambda out: pd.DataFrame(trained).to_parquet(out / "examples.parquet"))
     project = serving["project"]
     if engine != "auto":
         project = project_for(project.workdir, project.models, evaluator=Evaluator(max_new_tokens=12, engine=engine),
@@ -338,7 +342,9 @@ def test_a_new_file_retrains_and_the_run_deploys_what_it_trained_while_another_r
     spec = sample_model("support", tmp_path / "data", copy_data=False, golden=[str(golden)],
                         # 2 training steps cannot be expected to beat the base model: this test is about the loop,
                         # so the policy keeps only the safety limits (the gate's own tests cover blocking)
-                        promotion={"min_gain_over_base": -1.0, "max_runaway_rate": 1.0},
+                        promotion={"min_gain_over_base": -1.0, "max_runaway_rate": 1.0, "require_significant_gain": False,
+                                   "decide_on_insufficient_evidence": True, "max_hallucination_increase": 1.0,
+                                   "max_contamination": 1.0},
                         training={"max_steps": 2, "eval_steps": 1, "max_length": 256}, safety={"red_team": None,
                                                                                            "canaries": str(SAMPLE / "canaries.json")})
     dropped = tmp_path / "data" / "support" / "inbox" / "support_qa.csv"
