@@ -197,8 +197,10 @@ def build(spec: ModelSpec) -> list:
         and the golden set's contamination by the training targets the adapter was fitted to."""
         base_path = base_model.read_json("model.json")["path"]
         golden = golden_dataset.read_table("examples.parquet")
-        if "eval_split" not in golden:
-            golden["eval_split"] = "test"
+        # a golden set materialized before these columns existed: no tags, no facts, every question sealed
+        for column, default in (("eval_split", "test"), ("tags", ()), ("must_include", ()), ("must_not_include", ())):
+            if column not in golden:
+                golden[column] = [default] * len(golden)
         adapters: dict[str, Artifact | None] = {"base": None, "candidate": lora_adapter}
         in_service = adapter_of(spec, champion)
         if in_service is not None and in_service.version != lora_adapter.version:
