@@ -66,7 +66,67 @@ def run_seed(root: Path, work: Path, model: str, seed_sample: Path | None = None
             "serving": scores["serving"], "decision": run.decision.verdict if run.decision else None,
             "decision_reasons": run.decision.reasons if run.decision else [], "knowledge_examples": examples,
             "training": {k: adapter.get(k) for k in ("steps", "tokens_per_s", "base_eval_loss", "final_eval_loss")},
-            "lost": lost_and_won(table)}
+            "lost": lost_and_won(table),
+            "retrieval": retrieval_comparison(project, model, made) if f"{model}/knowledge_index" in made else None}
+
+
+RETRIEVAL_K = (1, 3, 5)
+
+
+def retrieval_comparison(project, model: str, made: dict[str, str]) -> dict:
+    """Does hybrid retrieval find the right document more often? Per golden split, the share of answerable questions
+    naming a source document whose document is among the first k passages: the index's dense retrieval (what
+    tuneforge serves: all-MiniLM-L6-v2 cosine), BM25 alone (bm25s, English stop words) and both fused by reciprocal
+    rank (k=60, the usual constant), over the same passages (superseded and kept-out documents hidden from all)."""
+    import bm25s
+    import numpy as np
+
+    from resources.knowledge.grounding import retrieval_query
+
+    store = project.definitions.resources["store"]
+    indexer = project.definitions.resources["indexer"]
+    folder = store.local(f"{model}/knowledge_index", made[f"{model}/knowledge_index"])
+    index = indexer.load(folder)
+    golden = store.read_table(f"{model}/golden_dataset", made[f"{model}/golden_dataset"], "examples.parquet")
+    ids = index.index.ids
+    rows = [index.passages_by_id[i] for i in ids]
+    visible = np.ones(len(ids), dtype=bool) if index.index.hidden is None else ~index.index.hidden
+    names = [{str(n) for n in (r.get("external_id"), r.get("doc_id"), r.get("source_path"),
+                               str(r.get("source_path") or "").rsplit("/", 1)[-1]) if n} for r in rows]
+    retriever = bm25s.BM25()
+    retriever.index(bm25s.tokenize([r["text"] for r in rows], stopwords="en", show_progress=False), show_progress=False)
+    depth = 50
+
+    def ranked(question: str) -> dict[str, list[int]]:
+        query = retrieval_query(question)
+        dense = index.index.search(indexer.embed([query]), depth)[0]
+        position = {chunk: j for j, chunk in enumerate(ids)}
+        dense_order = [position[c] for c, _ in dense]
+        words = [w for w in bm25s.tokenize(query, stopwords="en", return_ids=False, show_progress=False)[0]
+                 if w in retriever.vocab_dict]
+        scores = retriever.get_scores(words) if words else np.zeros(len(ids))
+        scores = np.where(visible, np.asarray(scores, dtype=float), -np.inf)
+        sparse_order = [int(j) for j in np.argsort(-scores)[:depth] if np.isfinite(scores[j])]
+        fused: dict[int, float] = {}
+        for order in (dense_order, sparse_order):
+            for rank, j in enumerate(order):
+                fused[j] = fused.get(j, 0.0) + 1.0 / (60 + rank + 1)
+        return {"dense": dense_order, "bm25": sparse_order, "hybrid": sorted(fused, key=lambda j: -fused[j])}
+
+    out: dict[str, Any] = {"k": list(RETRIEVAL_K)}
+    split = golden["eval_split"] if "eval_split" in golden else None
+    for part in ("dev", "test"):
+        mask = (split == part) if split is not None else golden.index >= 0
+        asked = golden[mask & golden["source_doc_id"].notna() &
+                       ~golden["tags"].map(lambda t: "unanswerable" in list(t))]
+        hits = {m: {k: 0 for k in RETRIEVAL_K} for m in ("dense", "bm25", "hybrid")}
+        for question, source in zip(asked["prompt"], asked["source_doc_id"]):
+            for method, order in ranked(question).items():
+                for k in RETRIEVAL_K:
+                    hits[method][k] += any(str(source) in names[j] for j in order[:k])
+        out[part] = {"questions": len(asked), **{m: {f"recall@{k}": round(h[k] / max(len(asked), 1), 3)
+                                                      for k in RETRIEVAL_K} for m, h in hits.items()}}
+    return out
 
 
 def lost_and_won(table) -> dict:
