@@ -1,7 +1,8 @@
 """The answer targets on a real corpus no one on the project wrote: the READMEs of installed Python packages, with
 hand-written questions (`benchmarks/data/real_corpus/`).
 
-The first 60 package READMEs (Markdown and reStructuredText, 1,000-12,000 characters) are written to an inbox,
+The 60 package READMEs named in `documents.json` (Markdown and reStructuredText, 1,000-12,000 characters) are
+written to an inbox,
 except the eight kept out of the index (their questions are unanswerable for the served system). One model is
 run over them through tuneforge's own graph (`workflows.run_project`, what `tuneforge run` calls) to
 `eval_report`, once per training seed, with the model's defaults for documents (grounded cloze, raft and
@@ -43,24 +44,31 @@ from served_answers import clean, dump, run_seed, summarise, table_lines, write_
 DATA = ROOT / "benchmarks" / "data" / "real_corpus"
 
 
-def write_readmes(folder: Path, count: int, max_chars: int, skip: set[str] = frozenset()) -> list[str]:
-    """The first `count` package READMEs (by name) of 1-`max_chars` characters, as .md / .rst files (those named in
-    `skip` are counted but not written)."""
+def write_readmes(folder: Path, names: list[str], max_chars: int, skip: set[str] = frozenset()) -> list[str]:
+    """The READMEs of the installed packages `names` (the corpus the golden questions were written on:
+    `documents.json`), as .md / .rst files (those in `skip` are counted but not written). Which packages are
+    installed differs between environments, so the corpus is named, never "the first N"; a named package that is
+    missing or whose README no longer qualifies stops the benchmark, naming it."""
     folder.mkdir(parents=True, exist_ok=True)
-    names = []
-    for dist in sorted(metadata.distributions(), key=lambda d: (d.metadata["Name"] or "").lower()):
+    wanted, found = set(names), []
+    for dist in metadata.distributions():
+        name = (dist.metadata["Name"] or "").lower()
+        if name not in wanted or name in found:
+            continue
         meta = email.message_from_string(dist.read_text("METADATA") or "")
         body, kind = meta.get_payload() or "", (meta.get("Description-Content-Type") or "").lower()
         fmt = "md" if "markdown" in kind else "rst" if "rst" in kind else None
-        name = (dist.metadata["Name"] or "").lower()
-        if fmt is None or not 1000 <= len(body) <= max_chars or name in names:
+        if fmt is None or not 1000 <= len(body) <= max_chars:
             continue
         if name not in skip:
             (folder / f"{name}.{fmt}").write_text(body, encoding="utf-8")
-        names.append(name)
-        if len(names) == count:
-            break
-    return names
+        found.append(name)
+    missing = sorted(wanted - set(found))
+    if missing:
+        raise SystemExit(f"knowledge_real_corpus: the packages {missing} (benchmarks/data/real_corpus/documents.json) "
+                         "are not installed here, or their README is not Markdown/reStructuredText of 1,000-"
+                         f"{max_chars} characters: the golden questions were written on them")
+    return sorted(found)
 
 
 def golden_for(inbox: Path, target: Path) -> dict:
@@ -101,7 +109,7 @@ def main() -> None:
     for seed in seeds:
         work = workdir / f"seed-{seed}"
         inbox = work / "inbox"
-        names = write_readmes(inbox / "readmes", len(documents["all"]), 12_000, set(documents["kept_out_of_index"]))
+        names = write_readmes(inbox / "readmes", documents["all"], 12_000, set(documents["kept_out_of_index"]))
         if names != documents["all"]:
             raise SystemExit("the installed packages' READMEs are not the ones the golden set was written against "
                              f"(benchmarks/data/real_corpus/documents.json): {sorted(set(names) ^ set(documents['all']))}")
