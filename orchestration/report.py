@@ -32,9 +32,8 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
         if run.training is not None and f"{run.model}/lora_adapter" in run.training.artifacts:
             stats = store.read_json(f"{run.model}/lora_adapter", run.training.artifacts[f"{run.model}/lora_adapter"],
                                     "tuneforge_manifest.json")["stats"]
-            lines.append(f"  lora_adapter: validation loss {stats['base_eval_loss']:.4f} (base model) -> "
-                         f"{stats['final_eval_loss']:.4f} (adapter); {stats['steps']} steps, {stats['tokens_per_s']} tokens/s, "
-                         f"packing efficiency {stats['packing_efficiency']:.1%}")
+            lines.append(f"  lora_adapter: {_losses(stats, spec)}; {stats.get('steps')} steps, {stats.get('tokens_per_s')} "
+                         f"tokens/s, packing efficiency {_share(stats.get('packing_efficiency'))}")
         if run.scores:
             lines += golden_table(run.scores)
         if run.decision is not None:
@@ -106,3 +105,17 @@ def problems(report: dict[str, list[str]]) -> list[str]:
     failed = sum(1 for found in report.values() if found)
     lines.append(f"{len(report) - failed} ok, {failed} with problems")
     return lines
+
+
+def _share(value) -> str:
+    return "n/a" if value is None else f"{value:.1%}"
+
+
+def _losses(stats: dict, spec) -> str:
+    """The validation losses, or why there are none (a small corpus can leave the validation split empty)."""
+    base, final = stats.get("base_eval_loss"), stats.get("final_eval_loss")
+    if base is None or final is None:
+        return (f"validation loss not measured: {stats.get('eval_examples', 0)} validation examples (the dataset's "
+                f"validation split, dataset.validation_fraction {spec.dataset.validation_fraction} of the documents, "
+                "is empty for a corpus this small)")
+    return f"validation loss {base:.4f} (base model) -> {final:.4f} (adapter)"

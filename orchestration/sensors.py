@@ -94,7 +94,8 @@ def retraining_sensor_for(spec: ModelSpec, job, gates: dict[AssetKey, list[str]]
     adapter_key = AssetKey([spec.name, "lora_adapter"])
     drift_key = AssetKey([spec.name, "drift_report"])
 
-    @sensor(name=f"{spec.name}_retraining_sensor", job=job, minimum_interval_seconds=60, default_status=DefaultSensorStatus.RUNNING,
+    @sensor(name=f"{spec.name}_retraining_sensor", job=job, minimum_interval_seconds=60,
+            default_status=DefaultSensorStatus.RUNNING if spec.automatic_retraining else DefaultSensorStatus.STOPPED,
             description=f"{spec.name}: retrains on a dataset version no adapter was trained on, once its blocking checks "
             "(and those of the golden set and corpus it was built from) passed; or when the drift report recommends it. "
             "Run keys make each trigger fire once; the run is pinned to the dataset version that triggered it.")

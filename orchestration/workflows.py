@@ -359,7 +359,7 @@ def folder_project(inbox: Path, workdir: Path, golden: list[Path], name: str | N
         raise ProjectError(f"--inbox {inbox}: no such folder")
     name = name or model_name_for(inbox)
     attributes: dict[str, Any] = {"name": name, "description": f"tuned on {inbox}", "inbox": str(inbox), "batch_by": "folder",
-                                  "golden": [str(g.resolve()) for g in golden]}
+                                  "golden": [str(g.resolve()) for g in golden], "automatic_retraining": False}
     if not golden:
         attributes["dataset"] = {"golden_holdout_fraction": 0.1, "unanswerable_holdout_fraction": 0.05, "min_train_examples": 50}
     _write_model_yaml(workdir, name, attributes, f"# A model over {inbox}, written by `tuneforge run --inbox`.")
@@ -414,7 +414,7 @@ def init_project(root: Path, name: str | None = None) -> Scaffold:
                       "inbox": "inbox", "golden": ["golden.jsonl"],
                       "training": {"method": "lora", "lora_r": 16, "num_train_epochs": 2},
                       "dataset": {"golden_holdout_fraction": 0.1, "min_train_examples": 50},
-                      "promotion": {"main_metric": "rouge_l"}}
+                      "automatic_retraining": False}
         written.append(str(_write_model_yaml(root, name, attributes, f"# The model {name!r}. Each field is documented in "
                                              "tuneforge's README (Models in YAML). Paths are relative to this project.")))
     extras = {

@@ -128,6 +128,11 @@ class ModelSpec(BaseModel):
     promotion: PromotionPolicy = Field(default_factory=PromotionPolicy, description="What a candidate must show to be deployed.")
     monitoring: MonitoringPolicy = Field(default_factory=MonitoringPolicy, description="Drift and feedback thresholds.")
     serving: ServingOptions = Field(default_factory=ServingOptions, description="How the model is served.")
+    automatic_retraining: bool = Field(
+        default=True, description="Whether the model's retraining sensor (a new dataset version or a drift "
+        "recommendation -> train, evaluate, gate and deploy) runs as soon as `dagster dev` or the daemon starts; false: "
+        "it starts stopped until turned on in the UI (Automation), so opening the UI never starts a training run. "
+        "`tuneforge init` and `tuneforge run --inbox` write false.")
     safety: SafetyProbes = Field(default_factory=SafetyProbes, description="Canaries, red-team set and lexicon.")
 
     @field_validator("name")

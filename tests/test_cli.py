@@ -59,6 +59,11 @@ def test_init_scaffolds_a_project_that_loads(tmp_path):
     project = load_project(root)
     [spec] = project.models
     assert spec.name == "acme_docs" and spec.inbox == str(root / "inbox") and spec.golden == [str(root / "golden.jsonl")]
+    # opening the UI on a new project starts no training run: its retraining sensor waits to be turned on
+    from dagster import DefaultSensorStatus
+
+    sensors = {s.name: s.default_status for s in project.definitions.sensors}
+    assert sensors["acme_docs_retraining_sensor"] == DefaultSensorStatus.STOPPED and not spec.automatic_retraining
     examples, quarantine = read_golden_file(root / "golden.jsonl", "golden.jsonl")  # the template: comments only
     assert examples == [] and quarantine == []
     assert "# {\"id\": \"G-001\"" in (root / "golden.jsonl").read_text()
@@ -78,6 +83,8 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     summary = json.loads((work / "summary.json").read_text())
     [(model, entry)] = summary["models"].items()
     assert model == "package_docs" and summary["until"] == "data" and not summary["failed"]
+    written = (work / "models" / model / "defs.yaml").read_text()  # `dagster dev` on this workdir trains nothing by itself
+    assert "automatic_retraining: false" in written
     [(batch, info)] = entry["batches"].items()  # the whole folder is one batch
     assert batch == "package-docs" and info["success"]
     raw = info["ledgers"]["raw_documents"]
@@ -177,3 +184,26 @@ def test_keys_with_privileged_parameters_and_a_token_cap(tmp_path):
     assert client.allowed_parameters == ("n", "logprobs") and client.max_tokens == 256 and key not in open(keys_file).read()
     wrong = tuneforge("keys", "x", "--models", "helpdesk", "--allow", "tools", "--project", str(project_dir))
     assert wrong.returncode == 2 and "not a privileged parameter" in wrong.stdout + wrong.stderr
+
+
+def test_the_report_says_why_a_small_corpus_has_no_validation_loss(tmp_path):
+    """Ten documents at validation_fraction 0.1 can leave the validation split empty: the adapter then has no
+    validation loss, and the printed report says so instead of failing at its very end."""
+    from orchestration.project import load_project
+    from orchestration.report import render
+    from orchestration.workflows import ModelRun, ProjectRun, RunOutcome
+
+    tuneforge("init", str(tmp_path / "small"))
+    project = load_project(tmp_path / "small", tmp_path / "work")
+    [spec] = project.models
+    store = project.definitions.resources["store"]
+    with store.writing(f"{spec.name}/lora_adapter", "v1") as out:
+        (out / "tuneforge_manifest.json").write_text(json.dumps({"stats": {
+            "base_eval_loss": None, "final_eval_loss": None, "eval_examples": 0, "steps": 12, "tokens_per_s": 300.0,
+            "packing_efficiency": 0.97}}))
+    training = RunOutcome("train_adapter", "r1", True, artifacts={f"{spec.name}/lora_adapter": "v1"})
+    text = render(project, ProjectRun(str(project.root), str(project.workdir), "training",
+                                      [ModelRun(spec.name, training=training)]))
+    assert ("lora_adapter: validation loss not measured: 0 validation examples (the dataset's validation split, "
+            f"dataset.validation_fraction {spec.dataset.validation_fraction} of the documents, is empty for a corpus "
+            "this small); 12 steps, 300.0 tokens/s, packing efficiency 97.0%") in text

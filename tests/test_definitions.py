@@ -38,6 +38,9 @@ def test_both_sample_models_load_from_yaml_each_under_its_name():
     declared = yaml.safe_load((ROOT / "models" / "support" / "defs.yaml").read_text())["attributes"]
     assert support.inbox == str(ROOT / "data" / "inbox" / "support")
     assert support.training.max_steps == declared["training"]["max_steps"]
+    from dagster import DefaultSensorStatus  # the sample models retrain on new data by themselves
+
+    assert all(s.default_status == DefaultSensorStatus.RUNNING for s in defs.sensors if s.name.endswith("_retraining_sensor"))
     assert project.model("policy").golden == [str(ROOT / "data" / "sample" / "policy" / "golden.jsonl")]
     graph = defs.resolve_asset_graph()
     assert graph.get(project_key("support", "lora_adapter")).group_name == "support"
@@ -82,6 +85,12 @@ def test_a_yaml_error_names_the_file_the_model_and_the_field(tmp_path):
     write_model(tmp_path, "bad", "type: orchestration.model.TuneforgeModel\nattributes:\n  name: bad\n  inbox: in\n"
                 "  trainig: {}\n")
     with pytest.raises(ProjectError, match=r"model 'bad', field trainig: Extra inputs are not permitted"):
+        load_project(tmp_path)
+
+    write_model(tmp_path, "bad", "type: orchestration.model.TuneforgeModel\nattributes:\n  name: bad\n  inbox: in\n"
+                "  training:\n    lora_r: 8\n    learning_rat: 0.001\n")  # a misspelt key inside a block, too
+    with pytest.raises(ProjectError, match=r"defs.yaml:5: model 'bad', field training.learning_rat: Extra inputs are not "
+                                           r"permitted"):
         load_project(tmp_path)
 
     write_model(tmp_path, "bad", "type: orchestration.model.TuneforgeModel\nattributes:\n  name: Bad-Name\n  inbox: in\n")

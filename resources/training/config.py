@@ -7,7 +7,7 @@ import json
 from typing import Literal
 
 from dagster import Config
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from resources.host import cpu_has_native_bf16  # noqa: F401 (read here as a module global: tests replace it)
 
@@ -16,6 +16,8 @@ ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "d
 
 class FineTuneConfig(Config):
     """How `lora_adapter` is trained (the Dagster launchpad shows and edits these fields)."""
+
+    model_config = ConfigDict(extra="forbid")  # a misspelt key in a model's `training:` block is an error, not ignored
 
     method: Literal["lora", "qlora", "full"] = Field(
         default="lora",

@@ -91,6 +91,7 @@ def train(spec: dict, log) -> dict:
     stats.update(
         base_eval_loss=state.get("base_eval_loss"),
         final_eval_loss=final_eval,
+        eval_examples=len(eval_ds),
         resumed_from=checkpoint.name if checkpoint else None,
         world_size=trainer.accelerator.num_processes,  # the processes that trained together, as accelerate set them up
         precision=precision,
