@@ -20,6 +20,7 @@ import types
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import yaml
 from dagster import Definitions
 
 from orchestration.model import TuneforgeModel, model_definitions
@@ -98,8 +99,23 @@ def _load_components(root: Path) -> tuple[list[ModelSpec], list[Definitions]]:
         components = tree.get_all_components(TuneforgeModel)
         definitions = tree.build_defs()
     except ComponentTreeException as err:
-        raise ProjectError(_yaml_message(err, folder)) from None
+        raise ProjectError(_syntax_message(err) or _yaml_message(err, folder)) from None
+    except yaml.YAMLError as err:
+        raise ProjectError(_syntax_message(err) or f"{folder}: {err}") from None
     return [c.spec(root) for c in components], [definitions]
+
+
+def _syntax_message(err: BaseException) -> str | None:
+    """A YAML syntax error (anywhere in the cause chain) as one line: file:line:column, what the parser expected."""
+    cause: BaseException | None = err
+    while cause is not None and not isinstance(cause, yaml.MarkedYAMLError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return None
+    mark = cause.problem_mark or cause.context_mark
+    where = f"{mark.name}:{mark.line + 1}:{mark.column + 1}" if mark is not None else "?"
+    what = "; ".join(p for p in (cause.problem, cause.context) if p)
+    return f"{where}: invalid YAML: {what}"
 
 
 def _yaml_message(err: Exception, folder: Path) -> str:

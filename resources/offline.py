@@ -7,6 +7,7 @@ Nothing here runs at import time.
 
 from __future__ import annotations
 
+import logging
 import os
 
 OPT_OUTS = {
@@ -23,7 +24,15 @@ OPT_OUTS = {
 }
 
 
+# Loggers that report, as a warning, a download tuneforge never wants: bitsandbytes' CPU backend (on CPUs with
+# AVX512-BF16) tries to fetch a 4-bit kernel from the Hugging Face hub through the `kernels` package and warns when it
+# cannot; its own kernel is used instead, which is what an offline machine must do.
+QUIET_LOGGERS = ("bitsandbytes.backends.cpu.ops",)
+
+
 def apply_offline_defaults() -> None:
-    """Set telemetry opt-outs for this process unless the user chose otherwise."""
+    """Set telemetry opt-outs for this process unless the user chose otherwise; quiet the hub-download warnings."""
     for key, value in OPT_OUTS.items():
         os.environ.setdefault(key, value)
+    for name in QUIET_LOGGERS:
+        logging.getLogger(name).setLevel(logging.ERROR)

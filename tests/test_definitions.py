@@ -93,6 +93,13 @@ def test_a_yaml_error_names_the_file_the_model_and_the_field(tmp_path):
                                            r"permitted"):
         load_project(tmp_path)
 
+    write_model(tmp_path, "bad", "type: orchestration.model.TuneforgeModel\nattributes:\n  name: bad\n  inbox: [in\n"
+                "  training:\n    lora_r: 8\n")  # a YAML syntax error: one line, file:line:column
+    with pytest.raises(ProjectError) as err:
+        load_project(tmp_path)
+    assert str(err.value) == (f"{tmp_path / 'models' / 'bad' / 'defs.yaml'}:5:11: invalid YAML: expected ',' or ']', "
+                              "but got ':'; while parsing a flow sequence")
+
     write_model(tmp_path, "bad", "type: orchestration.model.TuneforgeModel\nattributes:\n  name: Bad-Name\n  inbox: in\n")
     with pytest.raises(ProjectError, match=r"field name: model name 'Bad-Name' must be lower case"):
         load_project(tmp_path)

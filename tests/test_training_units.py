@@ -420,3 +420,16 @@ def test_serving_and_training_pick_bfloat16_from_the_same_host_flags(monkeypatch
         assert server.command("/models/base", "base")[server.command("/models/base", "base").index("--dtype") + 1] == expected
         assert FineTuneConfig().resolved_precision(cuda=False) == {"float32": "fp32", "bfloat16": "bf16"}[expected]
     assert VllmServer(dtype="float32", port=9).resolved_dtype() == "float32"  # an explicit dtype is kept
+
+
+def test_the_trainer_process_says_nothing_about_a_kernel_download_it_must_not_make():
+    """bitsandbytes' CPU backend (on CPUs with AVX512-BF16) tries to fetch a kernel from the hub and warns, at import,
+    when it cannot; the trainer process and the CLI quiet that warning (its own kernel serves, offline)."""
+    import subprocess
+    import sys
+
+    code = ("from resources.offline import apply_offline_defaults\napply_offline_defaults()\n"
+            "import peft, bitsandbytes.backends.cpu.ops\nprint('imported')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and "imported" in done.stdout, done.stderr[-2000:]
+    assert "kernels-community" not in done.stderr

@@ -32,6 +32,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--spec", required=True)
     spec = json.loads(Path(parser.parse_args(argv).spec).read_text())
 
+    from resources.offline import apply_offline_defaults
+
+    apply_offline_defaults()
     rank = int(os.environ.get("RANK", "0"))
     with ExitStack() as stack:
         pipes = _open_pipes(stack) if rank == 0 else None
