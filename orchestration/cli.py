@@ -77,9 +77,9 @@ def check_command(args: argparse.Namespace) -> int:
 
     if args.module:
         defs = importlib.import_module(args.module).defs  # a field with a bad literal value fails right here
-        found = workflows.check_definitions(defs() if callable(defs) else defs)
+        found = workflows.check_definitions(defs() if callable(defs) else defs, require_data=True)
     else:
-        found = workflows.check(_project(args))
+        found = workflows.check(_project(args), require_data=True)
     print("\n".join(report.problems(found)))
     return 1 if any(found.values()) else 0
 

@@ -584,22 +584,22 @@ def lineage(project: Project, model: str, adapter_version: str | None = None) ->
         instance.dispose()
 
 
-def check(project: Project) -> dict[str, list[str]]:
+def check(project: Project, require_data: bool = False) -> dict[str, list[str]]:
     """Every shared resource initialised as a run would (EnvVars resolved) and every model's files and base model:
-    problems by resource key and model."""
-    return check_definitions(project.definitions)
+    problems by resource key and model (`require_data`: an empty inbox is one)."""
+    return check_definitions(project.definitions, require_data)
 
 
-def check_definitions(definitions) -> dict[str, list[str]]:
+def check_definitions(definitions, require_data: bool = False) -> dict[str, list[str]]:
     from resources.preflight import check_resources
 
     report = check_resources(definitions.resources)
     source = definitions.resources.get("model_source")
     for spec in specs_of(definitions):
-        found = spec.problems()
+        found = spec.problems(require_data)
         if source is not None:
             found += [line.replace("BaseModelSource.model", f"models.{spec.name}.base_model")
-                      for line in source.for_model(spec.base_model, spec.base_model_revision).problems()]
+                      for line in source.for_model(spec.base_model, spec.base_model_revision).problems(require_data)]
         report[f"models.{spec.name}"] = found
     return report
 

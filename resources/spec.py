@@ -162,12 +162,16 @@ class ModelSpec(BaseModel):
                 "toxicity_lexicon": absolute(self.safety.toxicity_lexicon)}),
         })
 
-    def problems(self) -> list[str]:
-        """What cannot work here and now (files that must exist), each naming the model and field."""
+    def problems(self, require_data: bool = False) -> list[str]:
+        """What cannot work here and now (files that must exist), each naming the model and field; with
+        `require_data` (`tuneforge check`), an inbox with nothing in it too."""
         owner = f"models.{self.name}"
         found = []
         if not Path(self.inbox).is_dir():
             found.append(problem(owner, "inbox", self.inbox, "no such folder"))
+        elif require_data and not any(not p.name.startswith(".") for p in Path(self.inbox).iterdir()):
+            found.append(problem(owner, "inbox", self.inbox, "empty: nothing to ingest (drop files, or folders of "
+                                 "files, into it; each is one batch)"))
         found += [problem(owner, "golden", path, "no such file") for path in self.golden if not Path(path).is_file()]
         if not self.golden and self.dataset.golden_holdout_fraction == 0:
             found.append(problem(owner, "golden", [], "no golden file and dataset.golden_holdout_fraction is 0: the "

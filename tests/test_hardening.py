@@ -206,6 +206,35 @@ defs = build_definitions({str(tmp_path)!r},
     assert "5 with problems" in out
 
 
+def test_tuneforge_check_names_an_empty_inbox_and_a_hub_model_a_run_would_download(tmp_path, monkeypatch, capsys):
+    """With the hub on, a base model that is only a hub id and not in the local cache would be downloaded when the run
+    starts (or fail there, 30 s in, where the hub is unreachable): `tuneforge check` says so, asking the cache only;
+    and an inbox with nothing in it is named too. A run's own pre-flight lets both pass (data may already be ingested;
+    a machine with the hub may download)."""
+    from orchestration import workflows
+    from orchestration.cli import main
+    from orchestration.project import load_project
+
+    (tmp_path / "inbox").mkdir()
+    (tmp_path / "inbox" / ".DS_Store").write_text("")  # hidden files are not documents
+    (tmp_path / "golden.jsonl").write_text("")
+    (tmp_path / "policies").mkdir()
+    shutil.copy(ROOT / "policies" / "redaction.yaml", tmp_path / "policies")
+    (tmp_path / "models" / "m").mkdir(parents=True)
+    (tmp_path / "models" / "m" / "defs.yaml").write_text(
+        "type: orchestration.model.TuneforgeModel\nattributes:\n  name: m\n  inbox: inbox\n  golden: [golden.jsonl]\n"
+        "  base_model: no-such-org/uncached-model\n")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache
+    assert main(["check", "--project", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert (f"models.m.inbox = '{tmp_path / 'inbox'}': empty: nothing to ingest (drop files, or folders of files, "
+            "into it; each is one batch)") in out
+    assert ("models.m.base_model = 'no-such-org/uncached-model': base model 'no-such-org/uncached-model' is not a local "
+            "folder and not in the Hugging Face cache: a run would download it from the hub first") in out
+    assert workflows.check(load_project(tmp_path))["models.m"] == []
+
+
 STAGES = ("raw_documents", "cleaned_documents", "redacted_documents")
 WORKER = ROOT / "tests" / "workers" / "ingest_one_batch.py"
 

@@ -123,9 +123,10 @@ class BaseModelSource(CheckedResource):
         "for every model and project on the machine (the embedded model is converted once)."
     )
 
-    def problems(self) -> list[str]:
+    def problems(self, require_cached: bool = False) -> list[str]:
         """Resolvable without converting or downloading anything: the embedded GGUF (or its converted copy),
-        a local model folder, or a hub id in the local cache when the hub is off."""
+        a local model folder, or a hub id in the local cache when the hub is off (`require_cached`: when it is on
+        too — `tuneforge check` says a run would download it)."""
         apply_offline_defaults()
         try:
             if self.model == EMBEDDED_MODEL:
@@ -137,6 +138,8 @@ class BaseModelSource(CheckedResource):
                     return [problem(self, "model", self.model, reason)]
             elif hub_offline():
                 _local_or_hub(self.model, self.revision)
+            elif require_cached:
+                _in_hub_cache(self.model, self.revision)
         except ModelUnavailableError as err:
             return [problem(self, "model", self.model, str(err))]
         return []
@@ -212,6 +215,22 @@ def _looks_like_path(model: str) -> bool:
 
 def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
+
+
+def _in_hub_cache(model: str, revision: str | None) -> None:
+    """A hub id with the hub on: is it already in the local cache? Asked of the cache only (no network), so a check
+    says before a run starts that the run would download it (or fail where the hub is unreachable)."""
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(model, revision=revision, local_files_only=True,
+                          allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"])
+    except LocalEntryNotFoundError:
+        raise ModelUnavailableError(
+            f"base model {model!r} is not a local folder and not in the Hugging Face cache: a run would download it "
+            f"from the hub first (and fail where the hub cannot be reached). Download it now (`huggingface-cli download "
+            f"{model}`) or point base_model at a local folder") from None
 
 
 def _local_or_hub(model: str, revision: str | None) -> str:
