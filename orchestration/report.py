@@ -59,8 +59,8 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
         lines.append("Each key reaches its own model only: the other model answers it with 404.")
     if any(run.endpoint for run in result.models):
         lines.append("vLLM and the gateway keep running: stop them with `tuneforge serve stop`.")
-    lines += ["", f"summary: {result.summary_path}", "Open the Dagster UI with `make dev` (or `dagster dev -w workspace.yaml`) "
-              "to browse assets, checks, plots and lineage."]
+    lines += ["", f"summary: {result.summary_path}", f"Open the Dagster UI with {ui_command(project)} to browse assets, "
+              "checks, plots and lineage."]
     return "\n".join(lines)
 
 
@@ -119,3 +119,12 @@ def _losses(stats: dict, spec) -> str:
                 f"validation split, dataset.validation_fraction {spec.dataset.validation_fraction} of the documents, "
                 "is empty for a corpus this small)")
     return f"validation loss {base:.4f} (base model) -> {final:.4f} (adapter)"
+
+
+def ui_command(project: Project) -> str:
+    """The exact command that opens this project's own instance in the Dagster UI."""
+    from orchestration.workflows import REPO
+
+    if project.root == REPO.resolve() and project.workdir == project.root:
+        return "`make dev`"
+    return f"`DAGSTER_HOME={project.dagster_home} dagster dev -w {project.root / 'workspace.yaml'}`"

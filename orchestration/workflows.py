@@ -363,11 +363,19 @@ def folder_project(inbox: Path, workdir: Path, golden: list[Path], name: str | N
     if not golden:
         attributes["dataset"] = {"golden_holdout_fraction": 0.1, "unanswerable_holdout_fraction": 0.05, "min_train_examples": 50}
     _write_model_yaml(workdir, name, attributes, f"# A model over {inbox}, written by `tuneforge run --inbox`.")
+    if not (workdir / "workspace.yaml").exists():  # `dagster dev -w <workdir>/workspace.yaml` opens this very project
+        (workdir / "workspace.yaml").write_text(workspace_yaml(workdir.resolve(), name))
     policies = workdir / "policies"
     if not (policies / "redaction.yaml").exists():
         policies.mkdir(parents=True, exist_ok=True)
         shutil.copy(REPO / "policies" / "redaction.yaml", policies / "redaction.yaml")
     return load_project(workdir)
+
+
+def workspace_yaml(root: Path, name: str) -> str:
+    """The workspace.yaml that opens the project at `root` in `dagster dev` (its state in `root`)."""
+    return (f"load_from:\n  - python_module:\n      module_name: orchestration.definitions\n"
+            f"      working_directory: {root}\n      location_name: {name}\n")
 
 
 def _write_model_yaml(root: Path, name: str, attributes: dict, header: str) -> Path:
@@ -419,8 +427,7 @@ def init_project(root: Path, name: str | None = None) -> Scaffold:
                                              "tuneforge's README (Models in YAML). Paths are relative to this project.")))
     extras = {
         root / "golden.jsonl": GOLDEN_TEMPLATE.format(name=name),
-        root / "workspace.yaml": f"load_from:\n  - python_module:\n      module_name: orchestration.definitions\n"
-                                 f"      working_directory: {root}\n      location_name: {name}\n",
+        root / "workspace.yaml": workspace_yaml(root, name),
         root / ".gitignore": ".tuneforge/\n.dagster/\n",
     }
     for path, text in extras.items():

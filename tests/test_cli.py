@@ -114,6 +114,9 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     assert not set(golden["prompt"]) & set(examples["prompt"])  # a held-out question never trains
     assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
     assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout
+    # the exact command that opens this workdir's own instance in the UI (not the clone's `make dev`)
+    assert f"`DAGSTER_HOME={work.resolve() / '.dagster'} dagster dev -w {work.resolve() / 'workspace.yaml'}`" in out.stdout
+    assert f"working_directory: {work.resolve()}" in (work / "workspace.yaml").read_text()
 
 
 @pytest.mark.slow
