@@ -16,7 +16,7 @@ from resources.offline import apply_offline_defaults
 def _project(args: argparse.Namespace):
     from orchestration.project import load_project
 
-    return load_project(args.project, getattr(args, "workdir", None))
+    return load_project(args.project or ".", getattr(args, "workdir", None))
 
 
 def demo_command(args: argparse.Namespace) -> int:
@@ -33,10 +33,10 @@ def run_command(args: argparse.Namespace) -> int:
     from orchestration.project import load_project
 
     if args.inbox:
-        workdir = Path(args.workdir or "tuneforge-work")
+        workdir = Path(args.workdir or args.project or "tuneforge-work")  # --project names where the new project goes
         project = workflows.folder_project(Path(args.inbox), workdir, [Path(g) for g in args.golden or []], args.name)
     else:
-        project = load_project(args.project, args.workdir)
+        project = load_project(args.project or ".", args.workdir)
     return _run_and_print(project, args, demo=False)
 
 
@@ -222,7 +222,8 @@ def parser() -> argparse.ArgumentParser:
     def command(name: str, func, help: str, project: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         if project:
-            p.add_argument("--project", default=".", help="project folder (holds models/<name>/defs.yaml); default: here")
+            p.add_argument("--project", default=None, help="project folder (holds models/<name>/defs.yaml); default: here "
+                           "(with --inbox: the folder the new project is written to; default ./tuneforge-work)")
             p.add_argument("--workdir", default=None, help="where state lives (.tuneforge/, .dagster/); default: the project")
         p.set_defaults(func=func)
         return p

@@ -125,7 +125,7 @@ def test_a_failing_stage_makes_run_exit_non_zero_and_names_the_step(tmp_path):
     docs.mkdir()
     (docs / "scan.pdf").write_bytes(b"%PDF-1.4\x00\x00 binary")  # nothing readable: every record quarantined
     work = tmp_path / "work"
-    out = tuneforge("run", "--inbox", str(docs), "--workdir", str(work), "--until", "data")
+    out = tuneforge("run", "--inbox", str(docs), "--project", str(work), "--until", "data")  # --project: where it goes
     assert out.returncode == 1, out.stdout[-2000:]
     summary = json.loads((work / "summary.json").read_text())
     entry = summary["models"]["unreadable"]
