@@ -231,7 +231,8 @@ def parser() -> argparse.ArgumentParser:
     def stages(p: argparse.ArgumentParser) -> None:
         p.add_argument("--until", choices=["data", "training", "evaluation", "deployment"], default="deployment",
                        help="the last stage to run (default: deployment)")
-        p.add_argument("--max-steps", type=int, default=-1, help="cap fine-tuning steps (default: the model's training block)")
+        p.add_argument("--max-steps", type=int, default=-1, help="at most N fine-tuning steps (a shorter trial run; a training block planning fewer is unchanged; "
+                       "default: the model's training block)")
         p.add_argument("--model", action="append", help="only this model (repeatable; default: every model)")
         p.add_argument("--skip-serving", action="store_true", help="stop after the evaluation (same as --until evaluation)")
 

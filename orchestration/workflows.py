@@ -163,7 +163,7 @@ def run_job(project: Project, instance: DagsterInstance, spec: ModelSpec, job: s
 
 
 def train(project: Project, instance: DagsterInstance, spec: ModelSpec, max_steps: int = -1) -> RunOutcome:
-    config = {f"{spec.name}__lora_adapter": {"config": {"max_steps": max_steps}}} if max_steps > 0 else None
+    config = {f"{spec.name}__lora_adapter": {"config": {"step_cap": max_steps}}} if max_steps > 0 else None  # a cap
     return run_job(project, instance, spec, "train_adapter", config, loud=True)[0]
 
 

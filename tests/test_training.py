@@ -358,3 +358,20 @@ def test_the_gpu_check_runs_every_step_and_records_it(tmp_path, smol_tokenizer):
     assert steps["qlora"]["passed"] is None and "CUDA" in steps["qlora"]["skipped"]
     assert steps["lora"]["steps"] == 2 and steps["lora"]["tokens_per_s"] > 0 and steps["generate"]["questions"] > 0
     assert not any(scratch.iterdir()), list(scratch.iterdir())  # nothing left behind
+
+
+def test_a_step_cap_shortens_an_epoch_plan_and_leaves_a_shorter_one(tmp_path, tiny_model, tiny_dataset):
+    """`tuneforge run --max-steps N` is a cap: a block planning 5 epochs trains N steps; a block planning fewer steps
+    than N is left as it is."""
+    tuner = FineTuner()
+    capped = spec_for(tmp_path / "a", tiny_model, tiny_dataset, max_steps=-1, num_train_epochs=5, step_cap=2,
+                      precision="fp32")
+    process = run_trainer(tuner, capped, tmp_path / "a" / "work")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert "step cap: 2 of the " in output and manifest_of(Path(capped["output_dir"]))["stats"]["steps"] == 2
+    within = spec_for(tmp_path / "b", tiny_model, tiny_dataset, max_steps=2, step_cap=50, precision="fp32")
+    process = run_trainer(tuner, within, tmp_path / "b" / "work")
+    output, _ = process.communicate(timeout=900)
+    assert process.returncode == 0, output[-3000:]
+    assert "step cap" not in output and manifest_of(Path(within["output_dir"]))["stats"]["steps"] == 2

@@ -49,6 +49,9 @@ class FineTuneConfig(Config):
     weight_decay: float = Field(default=0.0, description="AdamW weight decay.")
     num_train_epochs: float = Field(default=2.0, description="Epochs over the training split (ignored if max_steps > 0).")
     max_steps: int = Field(default=-1, description="Stop after this many optimizer steps; -1 trains num_train_epochs.")
+    step_cap: int = Field(
+        default=-1, description="At most this many optimizer steps, whatever num_train_epochs or max_steps plan (a "
+        "shorter trial run: `tuneforge run --max-steps`); a plan already within it is unchanged; -1: no cap.")
     per_device_batch_size: int = Field(
         default=2,
         description="Sequences (packed blocks when packing) per device per micro-batch. With packing the blocks of a "

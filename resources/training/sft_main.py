@@ -72,6 +72,10 @@ def train(spec: dict, log) -> dict:
         f"fused LoRA layers: {fused}" + (f", 4-bit base layers: {four_bit}" if config.method == "qlora" else ""))
     train_ds, eval_ds = _datasets(spec["dataset_path"], config)
     trainer = _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir, cuda, log, precision)
+    planned = _planned_steps(trainer, config)
+    if 0 < config.step_cap < planned:
+        trainer.args.max_steps = config.step_cap  # read when training starts: schedule and stop follow the cap
+        log(f"step cap: {config.step_cap} of the {planned} steps the training block plans")
 
     state_file = work_dir / "tuneforge_state.json"
     state = json.loads(state_file.read_text()) if state_file.exists() else {}
@@ -255,6 +259,16 @@ def _datasets(path: str, config):
     return out
 
 
+def _planned_steps(trainer, config) -> int:
+    """The optimizer steps the training block plans: max_steps, else the epochs over the (packed) training batches."""
+    import math
+
+    if config.max_steps > 0:
+        return config.max_steps
+    per_epoch = max(1, math.ceil(len(trainer.get_train_dataloader()) / config.gradient_accumulation_steps))
+    return math.ceil(per_epoch * config.num_train_epochs)
+
+
 def _trainer(config, model, tokenizer, train_ds, eval_ds, work_dir: Path, cuda: bool, log, precision: str):
     from transformers import EarlyStoppingCallback
     from trl import SFTTrainer
@@ -290,7 +304,7 @@ def _throughput(trainer, history, wall: float, config, start_epoch: float = 0) -
         "train_tokens_per_epoch": real,
         "packing_efficiency": round(real / capacity, 4) if capacity else None,
         "tokens_per_s": round(tokens_seen / wall, 1) if wall > 0 else None,
-        "early_stopped": bool(config.max_steps < 0 and epochs_done + 1e-6 < config.num_train_epochs),
+        "early_stopped": bool(trainer.args.max_steps <= 0 and epochs_done + 1e-6 < config.num_train_epochs),
     }
 
 
