@@ -105,3 +105,19 @@ def test_batches_are_deduplicated_against_each_other_in_the_order_they_arrived()
     assert [d["doc_id"] for d in backward.dropped] == ["a0"]
     assert forward.ledger.balanced() and forward.ledger.records_in == 4
     assert curator.deduplicate([("first", first), ("second", second)]).kept == forward.kept  # the same again
+
+
+def test_a_long_document_is_kept_whole_for_the_chunker_not_dropped_for_its_length():
+    """A 194 kB manual (over 26,000 words) is a document like any other: kept by default, to be cut into passages;
+    an explicit `max_words` still drops what is longer, naming the count."""
+    subjects = ["The export", "Each webhook", "A workspace", "The audit log", "Every invoice", "The API token"]
+    verbs = ["finishes within", "is retried after", "is kept for", "is checked every", "expires after", "is sent within"]
+    lines = [f"{subjects[i % 6]} of section {i} {verbs[(i // 6) % 6]} {i % 97 + 2} minutes when the owner asks for it."
+             for i in range(1800)]
+    text = "\n".join(lines)
+    assert len(text.split()) > 26_000
+    kept = TextCurator().curate([doc("manual", text=text)])
+    assert [d["doc_id"] for d in kept.kept] == ["manual"] and kept.dropped == []
+    capped = TextCurator(max_words=20_000).curate([doc("manual", text=text)])
+    [dropped] = capped.dropped
+    assert dropped["reason"] == "too_long" and "words > max_words=20000" in dropped["detail"]

@@ -28,7 +28,7 @@ _PROSE_PUNCT = set(".,;:!?'\"()[]-–—/%&’‘“”…<>_=+")
 @dataclass(frozen=True)
 class QualityRules:
     min_words: int = 3
-    max_words: int = 20_000
+    max_words: int | None = None  # no upper bound: long documents are split into passages, not dropped
     min_mean_word_length: float = 2.5
     max_mean_word_length: float = 12.0
     max_symbol_ratio: float = 0.2
@@ -60,7 +60,7 @@ def quality_issue(text: str, rules: QualityRules) -> tuple[str, str] | None:
     words = _WORD.findall(text)
     if len(words) < rules.min_words:
         return "too_short", f"{len(words)} words < min_words={rules.min_words}"
-    if len(words) > rules.max_words:
+    if rules.max_words is not None and len(words) > rules.max_words:
         return "too_long", f"{len(words)} words > max_words={rules.max_words}"
 
     visible = [ch for ch in text if not ch.isspace()]

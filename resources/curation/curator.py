@@ -27,7 +27,9 @@ class TextCurator(ConfigurableResource):
     """Normalisation, Gopher/C4-style quality filters, language filter and MinHash de-duplication."""
 
     min_words: int = Field(default=3, description="Documents with fewer words are dropped (too_short).")
-    max_words: int = Field(default=20_000, description="Documents with more words are dropped (too_long).")
+    max_words: int | None = Field(
+        default=None, description="Documents with more words are dropped (too_long). None (the default): no upper "
+        "bound — a long document is cut into passages like any other, never dropped for its length.")
     min_mean_word_length: float = Field(default=2.5, description="Lower bound on mean word length (Gopher: 3).")
     max_mean_word_length: float = Field(default=12.0, description="Upper bound on mean word length (Gopher: 10).")
     max_symbol_ratio: float = Field(
@@ -57,7 +59,7 @@ class TextCurator(ConfigurableResource):
 
     @model_validator(mode="after")
     def _validate(self) -> "TextCurator":
-        if self.min_words < 1 or self.max_words <= self.min_words:
+        if self.min_words < 1 or (self.max_words is not None and self.max_words <= self.min_words):
             raise ValueError(f"TextCurator: need 1 <= min_words < max_words, got {self.min_words}, {self.max_words}")
         if not 0 < self.min_mean_word_length < self.max_mean_word_length:
             raise ValueError("TextCurator: need 0 < min_mean_word_length < max_mean_word_length")
