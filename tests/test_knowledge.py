@@ -45,6 +45,19 @@ def test_plain_text_numbered_headings_and_a_file_name_title_when_there_is_none()
     assert flat.title == "meeting notes" and flat.headings == 0
 
 
+def test_legacy_encodings_are_decoded_and_bytes_that_are_no_text_refused():
+    """A Windows-1252 / Latin-1 text file (£ and é), a cp1250 Polish one and a UTF-16 export read as the text they
+    hold; bytes that no encoding reads are refused, naming the file and the first byte that is not UTF-8."""
+    western = "Refunds\n=======\n\nA refund costs a fee of £5 and takes 14 days; the café voucher is not refunded.\n"
+    for encoding in ("latin-1", "cp1252", "utf-16"):
+        doc = parse_document(western.encode(encoding), "txt", "policies/refunds.txt")
+        assert "a fee of £5" in doc.text and "the café voucher" in doc.text and doc.title == "Refunds", encoding
+    polish = "Zażółć gęślą jaźń: termin wypowiedzenia umowy wynosi trzy miesiące.\n"
+    assert "Zażółć gęślą jaźń" in parse_document(polish.encode("cp1250"), "md", "umowa.md").text
+    with pytest.raises(ParseError, match=r"bin.txt: invalid UTF-8 at byte 128, and no other text encoding reads it"):
+        parse_document(bytes(range(256)) * 4, "txt", "bin.txt")
+
+
 def test_html_headings_and_body_text_without_scripts():
     html = ("<html><head><title>Pricing page</title><style>p{color:red}</style></head><body><nav>Home</nav>"
             "<h1>Pricing</h1><p>The <b>Team</b> plan costs $8 per user.</p><script>alert(1)</script>"

@@ -108,10 +108,28 @@ def _file_title(rel: str) -> str:
 
 
 def _decode(data: bytes, rel: str) -> str:
+    """UTF-8 (with or without a BOM), else the legacy encoding charset-normalizer finds (a Latin-1 or Windows-1252
+    text file, a UTF-16 export); bytes that no encoding reads as text are refused, naming the first bad byte."""
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        raise ParseError("invalid_utf8", f"{rel}: invalid UTF-8 at byte {err.start}") from None
+        from charset_normalizer import from_bytes
+
+        results = from_bytes(data)
+        best = results.best()
+        if best is None or best.encoding in ("utf_8", "utf-8"):
+            raise ParseError("invalid_utf8", f"{rel}: invalid UTF-8 at byte {err.start}, and no other text encoding "
+                             "reads it") from None
+        # a few accented letters fit several single-byte code pages equally well (£ is Ł in cp1250): among the
+        # equally plausible, Windows-1252 (what the web reads a Latin-1 label as) is the one Western text was written in
+        western = next((m for m in results if m.chaos <= best.chaos and WESTERN & set(m.could_be_from_charset)), None)
+        if western is not None:
+            return data.decode("cp1252" if "cp1252" in western.could_be_from_charset else western.encoding,
+                               errors="replace").removeprefix("\ufeff")
+        return str(best).removeprefix("\ufeff")
+
+
+WESTERN = {"cp1252", "latin_1", "iso8859_15"}
 
 
 def _tidy(text: str) -> str:
