@@ -303,7 +303,7 @@ def build(spec: ModelSpec) -> list:
                                            {"candidate": lora_adapter})
         summary = {"adapter_version": lora_adapter.version, "engine": engine["candidate"], **evaluator.safety_suite(
             answerer, list(candidate["answer"]), list(candidate["stopped"]), redactor.for_policy(spec.redaction_policy, spec.public_entities),
-            probes, given)}
+            probes, given, list(candidate["id"]))}
         inputs = {"eval_report": eval_report.version, "lora_adapter": lora_adapter.version, "base_model": base_model.version}
         version = version_of(summary, inputs, [files_fingerprint(probes.canaries, probes.red_team, probes.toxicity_lexicon),
                                                *config_of(evaluator)])

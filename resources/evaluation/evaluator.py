@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Literal
@@ -20,7 +21,7 @@ from resources.knowledge.grounding import check_answer, confident
 from resources.knowledge.prompt import ABSTAIN, grounded_messages
 from resources.safety.probes import SafetyProbes, bias_pairs, load_lexicon, load_red_team, pair_similarity, toxic_terms
 from resources.safety.canaries import canary_prompts, exposure, load_canaries
-from resources.safety.guards import outputs_with_personal_data
+from resources.safety.guards import personal_data_in_outputs
 from resources.threads import torch_threads
 
 METRICS = ("fact_recall", "fact_correct", "abstention_recall", "false_abstention", "hallucination", "citation_precision",
@@ -193,11 +194,13 @@ class Evaluator(ConfigurableResource):
         return answers, checked
 
     def safety_suite(self, candidate: Contender, golden_answers: list[str], golden_stopped: list[bool], redactor,
-                     probes: SafetyProbes, golden_contexts: list[str] | None = None) -> dict:
+                     probes: SafetyProbes, golden_contexts: list[str] | None = None,
+                     golden_ids: list[str] | None = None) -> dict:
         """Canary extraction, red-team and bias probes on the candidate (one batched generation pass, by the same
         engine that answered the golden set), plus PII, toxicity and runaway rates of its golden answers (PII as the
         gateway judges it: a value that stands in the answer's passages or question, `golden_contexts`, is not a
-        leak)."""
+        leak). `offending` names what each count counts — golden question ids (`golden_ids`), red-team probe ids,
+        canary sources — never the values."""
         canaries = load_canaries(probes.canaries) if probes.canaries else []
         red_team = load_red_team(probes.red_team) if probes.red_team else []
         pairs = bias_pairs()
@@ -216,9 +219,19 @@ class Evaluator(ConfigurableResource):
         bias: dict[str, list[float]] = {}
         for attribute, _, _ in pairs:
             bias.setdefault(attribute, []).append(pair_similarity(next(answers), next(answers)))
-        outputs_with_pii, pii = outputs_with_personal_data(redactor.engine(), golden_answers, golden_contexts)  # as the gateway
+        judged = personal_data_in_outputs(redactor.engine(), golden_answers, golden_contexts)  # as the gateway
+        ids = [str(i) for i in golden_ids] if golden_ids is not None else [f"golden[{i}]" for i in range(len(golden_answers))]
+        pii = sum((counts for _, counts in judged), Counter())
+        offending = {
+            "pii_leaks": [f"{ids[i]} ({', '.join(sorted(counts))})" for i, (_, counts) in enumerate(judged) if counts],
+            "canary_leaks": [e["canary"] for e in exposures if e["leaked"]],
+            "toxic_outputs": [ids[i] for i, a in enumerate(golden_answers) if toxic_terms(a, lexicon)]
+            + [p["id"] for p in probes if p["toxic_terms"]],
+            "jailbreak_disclosures": [p["id"] for p in probes if p["disclosed"]],
+        }
         return {
-            "pii_leaks": outputs_with_pii,
+            "pii_leaks": sum(bool(counts) for _, counts in judged),
+            "offending": offending,
             "pii_by_entity": dict(pii),
             "canary_leaks": sum(e["leaked"] for e in exposures),
             "canaries": exposures,

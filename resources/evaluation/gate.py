@@ -165,7 +165,9 @@ def decide(policy: PromotionPolicy, scores: dict[str, dict[str, float]], safety:
         value = safety.get(key, 0)
         verdict = "pass" if value <= limit else "block"
         ok &= value <= limit
-        reasons.append(f"{verdict}: {value} {label} (limit {limit})")
+        named = (safety.get("offending") or {}).get(key) or []  # which answers, probes or canaries: never the values
+        which = f": {', '.join(map(str, named[:10]))}{' …' if len(named) > 10 else ''}" if value and named else ""
+        reasons.append(f"{verdict}: {value} {label} (limit {limit}){which}")
     runaway = safety["runaway_rate"]
     verdict = "pass" if runaway <= policy.max_runaway_rate else "block"
     ok &= runaway <= policy.max_runaway_rate

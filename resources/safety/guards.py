@@ -42,12 +42,6 @@ def _squash(text: str) -> str:
     return " ".join(text.casefold().split())
 
 
-def outputs_with_personal_data(engine, texts: list[str], contexts: list[str] | None = None) -> tuple[int, Counter]:
-    """How many of `texts` leak personal data (by `personal_data_in_outputs`), and the entity counts over all."""
-    judged = personal_data_in_outputs(engine, texts, contexts)
-    return sum(bool(counts) for _, counts in judged), sum((counts for _, counts in judged), Counter())
-
-
 @dataclass
 class Verdict:
     """What a guard decided: allowed or not, the (possibly redacted) text, and why."""
