@@ -45,6 +45,7 @@ from servers.openai_server import Served, build_app, free_port  # noqa: E402
 from test_gateway_attacks import CANARY  # noqa: E402
 from test_gateway_faults import ATTACKS, MALFORMED, MIX, UNAUTHENTICATED, VALID, run_clients, write_keys, write_routes  # noqa: E402
 
+from benchmarks.gateway_process import start_gateway_process  # noqa: E402
 from benchmarks.redaction_throughput import cpu_flags  # noqa: E402
 from resources.serving.gateway.app import GatewaySettings  # noqa: E402
 
@@ -83,21 +84,7 @@ def start_gateway(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen, str]
                                keys_file=str(tmp / "keys.yaml"), database_url=f"sqlite:///{tmp / 'requests.db'}",
                                redaction_policy=str(ROOT / "policies" / "redaction.yaml"),
                                canaries_path=str(tmp / "canaries.json"), upstream_timeout_s=60)
-    (tmp / "gateway.json").write_text(settings.model_dump_json())
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "resources.serving.gateway.app", "--settings", str(tmp / "gateway.json"),
-                                "--port", str(port)], cwd=ROOT, stdout=open(tmp / "gateway.log", "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            raise SystemExit(f"the gateway did not start; see {tmp / 'gateway.log'}")
-        time.sleep(0.2)
+    return start_gateway_process(tmp, settings, free_port())
 
 
 def main() -> int:

@@ -35,6 +35,7 @@ from resources.offline import apply_offline_defaults  # noqa: E402
 apply_offline_defaults()
 
 import httpx  # noqa: E402
+from gateway_process import start_gateway_process  # noqa: E402
 from host import host, save  # noqa: E402
 from servers.openai_server import Served, build_app, free_port  # noqa: E402
 
@@ -71,21 +72,7 @@ def start_gateway(tmp: Path, upstream_port: int) -> tuple[subprocess.Popen, str]
     settings = GatewaySettings(upstream_url=f"http://127.0.0.1:{upstream_port}", routes_file=str(tmp / "routes.json"),
                                keys_file=str(tmp / "keys.yaml"), database_url=f"sqlite:///{tmp / 'requests.db'}",
                                redaction_policy=str(ROOT / "policies" / "redaction.yaml"), upstream_timeout_s=60)
-    (tmp / "gateway.json").write_text(settings.model_dump_json())
-    port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "resources.serving.gateway.app", "--settings", str(tmp / "gateway.json"),
-                                "--port", str(port)], cwd=ROOT, stdout=open(tmp / "gateway.log", "wb"), stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/healthz", timeout=2).status_code == 200:
-                return process, url
-        except httpx.HTTPError:
-            pass
-        if process.poll() is not None or time.time() > deadline:
-            raise SystemExit(f"the gateway did not start; see {tmp / 'gateway.log'}")
-        time.sleep(0.2)
+    return start_gateway_process(tmp, settings, free_port())
 
 
 def latency_phase() -> dict:
