@@ -45,6 +45,22 @@ def test_plain_text_numbered_headings_and_a_file_name_title_when_there_is_none()
     assert flat.title == "meeting notes" and flat.headings == 0
 
 
+def test_front_matter_gives_the_title_and_no_passage_and_anchor_marks_leave_headings():
+    """A Markdown page with YAML front matter (Jekyll, Hugo, MkDocs) is titled by its `title:`, the keys are no
+    text of it (left in, `title: …` over `---` read as a heading); Sphinx's ¶ anchor marks leave headings."""
+    md = ("---\ntitle: Webhooks guide\nlayout: docs\nsidebar_position: 3\n---\n\nWebhooks send events to your "
+          "endpoint.\n\n## Retries ¶\n\nFailed deliveries are retried 5 times.\n")
+    doc = parse_document(md.encode(), "md", "docs/webhooks.md")
+    assert doc.title == "Webhooks guide" and "layout" not in doc.text and "sidebar_position" not in doc.text
+    assert headings(doc.text) == [("Webhooks guide",), ("Webhooks guide", "Retries")]
+    same = parse_document(b"---\ntitle: Guide\n---\n# Guide\n\nText.\n", "md", "guide.md")
+    assert same.text.count("# Guide") == 1  # the page's own heading is not repeated
+    page = ("<html><head><title>Retries - Acme 1.0 documentation</title></head><body><h1>Retries<a class='headerlink' "
+            "href='#retries'>¶</a></h1><p>Five times.</p><h2>Backoff¶</h2><p>Doubles.</p></body></html>")
+    doc = parse_document(page.encode(), "html", "retries.html")
+    assert doc.title == "Retries" and headings(doc.text) == [("Retries",), ("Retries", "Backoff")] and "¶" not in doc.text
+
+
 def test_legacy_encodings_are_decoded_and_bytes_that_are_no_text_refused():
     """A Windows-1252 / Latin-1 text file (£ and é), a cp1250 Polish one and a UTF-16 export read as the text they
     hold; bytes that no encoding reads are refused, naming the file and the first byte that is not UTF-8."""

@@ -134,13 +134,40 @@ WESTERN = {"cp1252", "latin_1", "iso8859_15"}
 
 def _tidy(text: str) -> str:
     text = text.replace("\r\n", "\n").replace("\r", "\n")
+    text = re.sub(r"^(#{1,6} .*?)[ \t]*[¶§]+[ \t]*$", r"\1", text, flags=re.MULTILINE)  # Sphinx/anchor marks
     text = re.sub(r"[ \t]+\n", "\n", text)
     return re.sub(r"\n{3,}", "\n\n", text).strip() + "\n"
 
 
+_FRONT_MATTER = re.compile(r"\A---[ \t]*\n(.*?\n)(?:---|\.\.\.)[ \t]*(?:\n|\Z)", re.DOTALL)
+
+
+def _front_matter(text: str) -> tuple[str | None, str]:
+    """(its `title:`, the text after it) for a Markdown file that opens with a YAML front-matter block (Jekyll, Hugo,
+    MkDocs, Docusaurus); (None, text) otherwise. The block is metadata, not content: left in, `title: X` over the
+    closing `---` reads as a heading and the keys as a passage."""
+    import yaml
+
+    found = _FRONT_MATTER.match(text)
+    if not found:
+        return None, text
+    try:
+        meta = yaml.safe_load(found.group(1))
+    except yaml.YAMLError:
+        return None, text
+    if not isinstance(meta, dict):
+        return None, text
+    title = meta.get("title")
+    return (str(title).strip() or None) if isinstance(title, (str, int, float)) else None, text[found.end():]
+
+
 def _markdown(text: str) -> str:
-    """Markdown stays as it is, with Setext headings (a line underlined by === or ---) rewritten as ATX."""
-    lines = text.replace("\r\n", "\n").split("\n")
+    """Markdown stays as it is, with Setext headings (a line underlined by === or ---) rewritten as ATX; a YAML
+    front-matter block is taken off, its `title:` heading the text unless the text opens with that heading."""
+    title, text = _front_matter(text.replace("\r\n", "\n"))
+    if title and not re.match(rf"\s*#\s+{re.escape(title)}\s*(\n|$)", text):
+        text = f"# {title}\n\n{text}"
+    lines = text.split("\n")
     tokens = _block_parser().parse("\n".join(lines))
     for i, token in enumerate(tokens):
         if token.type == "heading_open" and token.markup in ("=", "-") and token.map:
