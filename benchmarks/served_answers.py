@@ -96,12 +96,10 @@ def retrieval_comparison(project, model: str, made: dict[str, str]) -> dict:
     retriever = bm25s.BM25()
     retriever.index(bm25s.tokenize([r["text"] for r in rows], stopwords="en", show_progress=False), show_progress=False)
     depth = 50
+    position = {chunk: j for j, chunk in enumerate(ids)}
 
-    def ranked(question: str) -> dict[str, list[int]]:
-        query = retrieval_query(question)
-        dense = index.index.search(indexer.embed([query]), depth)[0]
-        position = {chunk: j for j, chunk in enumerate(ids)}
-        dense_order = [position[c] for c, _ in dense]
+    def ranked(query: str, vector) -> dict[str, list[int]]:
+        dense_order = [position[c] for c, _ in index.index.search(vector[None, :], depth)[0]]
         words = [w for w in bm25s.tokenize(query, stopwords="en", return_ids=False, show_progress=False)[0]
                  if w in retriever.vocab_dict]
         scores = retriever.get_scores(words) if words else np.zeros(len(ids))
@@ -120,8 +118,10 @@ def retrieval_comparison(project, model: str, made: dict[str, str]) -> dict:
         asked = golden[mask & golden["source_doc_id"].notna() &
                        ~golden["tags"].map(lambda t: "unanswerable" in list(t))]
         hits = {m: {k: 0 for k in RETRIEVAL_K} for m in ("dense", "bm25", "hybrid")}
-        for question, source in zip(asked["prompt"], asked["source_doc_id"]):
-            for method, order in ranked(question).items():
+        queries = [retrieval_query(q) for q in asked["prompt"]]
+        vectors = indexer.embed(queries) if queries else []  # one batch per split
+        for query, vector, source in zip(queries, vectors, asked["source_doc_id"]):
+            for method, order in ranked(query, vector).items():
                 for k in RETRIEVAL_K:
                     hits[method][k] += any(str(source) in names[j] for j in order[:k])
         out[part] = {"questions": len(asked), **{m: {f"recall@{k}": round(h[k] / max(len(asked), 1), 3)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from orchestration.project import Project
-from orchestration.workflows import ModelRun, ProjectRun
+from orchestration.workflows import REPO, ModelRun, ProjectRun
 from resources.serving.deploy import endpoint_curl
 
 
@@ -123,8 +123,6 @@ def _losses(stats: dict, spec) -> str:
 
 def ui_command(project: Project) -> str:
     """The exact command that opens this project's own instance in the Dagster UI."""
-    from orchestration.workflows import REPO
-
     if project.root == REPO.resolve() and project.workdir == project.root:
         return "`make dev`"
     return f"`DAGSTER_HOME={project.dagster_home} dagster dev -w {project.root / 'workspace.yaml'}`"

@@ -217,6 +217,9 @@ def hub_offline() -> bool:
     return os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes")
 
 
+HUB_FILES = ["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"]  # what a base model needs
+
+
 def _in_hub_cache(model: str, revision: str | None) -> None:
     """A hub id with the hub on: is it already in the local cache? Asked of the cache only (no network), so a check
     says before a run starts that the run would download it (or fail where the hub is unreachable)."""
@@ -225,7 +228,7 @@ def _in_hub_cache(model: str, revision: str | None) -> None:
 
     try:
         snapshot_download(model, revision=revision, local_files_only=True,
-                          allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"])
+                          allow_patterns=HUB_FILES)
     except LocalEntryNotFoundError:
         raise ModelUnavailableError(
             f"base model {model!r} is not a local folder and not in the Hugging Face cache: a run would download it "
@@ -244,7 +247,7 @@ def _local_or_hub(model: str, revision: str | None) -> str:
     offline = hub_offline()
     try:
         return snapshot_download(model, revision=revision, local_files_only=offline,
-                                 allow_patterns=["*.json", "*.safetensors", "tokenizer*", "*.model", "*.txt", "*.jinja"])
+                                 allow_patterns=HUB_FILES)
     except LocalEntryNotFoundError:
         raise ModelUnavailableError(
             f"base model {model!r} is not a local folder and not in the Hugging Face cache, and the hub is off "
