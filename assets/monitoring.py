@@ -39,7 +39,7 @@ def build(spec: ModelSpec) -> list:
            **stage)
     def serving_traffic(context: AssetExecutionContext, request_log: RequestLogSource, store: ArtifactStore) -> Output[Artifact]:
         """One day of the gateway's request log for this model: volume, errors, latency percentiles, tokens, guard
-        triggers, the grounding check's verdicts (answers grounded, recited, replaced as unsupported, declined for a
+        triggers, the grounding check's verdicts (answers grounded, recited, replaced as unsupported or off topic, declined for a
         low retrieval score) and feedback, overall and per adapter version; the day's (redacted) prompts for the
         drift report."""
         reqs, fb = request_log.day(dt.date.fromisoformat(context.partition_key), spec.name)

@@ -123,6 +123,29 @@ def test_grounding_check_refuses_a_number_no_cited_passage_holds_and_keeps_one_t
     assert asked.verdict == "grounded"  # a number the client wrote is not the model's claim
 
 
+def test_a_true_sentence_of_the_wrong_passage_is_off_topic():
+    passages = [{"chunk_id": "c1", "doc_id": "d1", "title": "Rate limits", "section": "",
+                 "text": "Hi, what is the request limit per minute on the API? The API allows 100 requests per minute per "
+                         "token. Each user can have up to 10 active API tokens at a time.", "score": 0.7}]
+    question = "What is the request limit per minute for a token on the API?"
+    # every claim stands in the passage, but the sentence it repeats is about something else
+    copied = check_answer("Each user can have up to 10 active API tokens at a time. [1]", passages, question, "abstain", ABSTAIN)
+    assert copied.verdict == "off_topic" and copied.text == ABSTAIN and copied.action == "abstain"
+    quoted = check_answer("Each user can have up to 10 active API tokens at a time. [1]", passages, question, "quote", ABSTAIN)
+    # the quote is the closest sentence that answers: never the question a ticket quotes
+    assert quoted.verdict == "off_topic" and quoted.text == "The API allows 100 requests per minute per token. [1]"
+    flagged = check_answer("Each user can have up to 10 active API tokens at a time. [1]", passages, question, "flag", ABSTAIN)
+    assert flagged.verdict == "off_topic" and flagged.text.startswith("Each user") and flagged.action == "flag"
+    right = check_answer("The API allows 100 requests per minute per token. [1]", passages, question, "abstain", ABSTAIN)
+    assert right.verdict == "grounded"
+    # an answer in its own words that echoes the question is on topic, whatever sentence it came from
+    echoed = check_answer("The request limit per minute is 100 per token on the API. [1]", passages, question, "abstain", ABSTAIN)
+    assert echoed.verdict == "grounded"
+    # a passage that only quotes the question does not make the answer off topic
+    asked = [{**passages[0], "text": "What is the request limit per minute for a token on the API? It is 100 requests."}]
+    assert check_answer("It is 100 requests. [1]", asked, question, "abstain", ABSTAIN).verdict == "grounded"
+
+
 def test_citations_map_to_passages_and_invalid_markers_are_dropped():
     from resources.knowledge.prompt import source_of
 

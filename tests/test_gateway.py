@@ -480,13 +480,14 @@ def test_stream_guard_releases_nothing_the_whole_guard_has_not_passed(guards):
 
 def test_grounded_answers_are_checked_cited_and_abstain_below_the_retrieval_threshold(tmp_path, guards):
     """The answer path of a deployed model: a request whose best passage scores below the route's threshold is
-    declined without asking the model; an answer whose number no cited passage holds is replaced by the abstention;
-    a grounded one is served with `tuneforge.citations` (only the passages it cites, with the supporting sentence);
+    declined without asking the model; an answer whose number no cited passage holds, or that answers another
+    question than the one asked, is replaced by the abstention; a grounded one is served with `tuneforge.citations` (only the passages it cites, with the supporting sentence);
     an address that stands in the passages is not withheld as personal data; streams carry the same checks."""
     abstain = "The passages do not answer this question."
     book = {"What does the Team plan cost per user?": "The Team plan costs $8 per user per month [1].",
             "How much is the Team plan for one user?": "It costs $12 per user per month [1].",
-            "Where do I send invoice questions?": "Write to billing@quillstack.com about invoices [2]."}
+            "Where do I send invoice questions?": "Write to billing@quillstack.com about invoices [2].",
+            "Who answers questions about invoices?": "The Team plan costs $8 per user per month [1]."}
     upstream_app = build_app(answer_book=book)
     keys = KeyRing()
     alice = keys.add("alice", ["support"], requests_per_minute=100_000)
@@ -522,6 +523,11 @@ def test_grounded_answers_are_checked_cited_and_abstain_below_the_retrieval_thre
             mail = ask("Where do I send invoice questions?").json()
             assert mail["choices"][0]["message"]["content"] == "Write to billing@quillstack.com about invoices [2]."
             assert mail["choices"][0]["finish_reason"] == "stop" and mail["tuneforge"]["output_guard"] == {}
+
+            # true, and held by the passage it cites, but it answers another question than the one asked
+            elsewhere = ask("Who answers questions about invoices?").json()
+            assert elsewhere["choices"][0]["message"]["content"] == abstain
+            assert elsewhere["tuneforge"]["grounding"] == "off_topic" and elsewhere["tuneforge"]["citations"] == []
 
             asked = upstream_app.state.requests["answer-book"]
             off_topic = ask("Which football club won the cup in 1998?").json()

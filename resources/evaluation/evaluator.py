@@ -171,7 +171,7 @@ class Evaluator(ConfigurableResource):
             aggregates[role] = {k: v for k, v in means.items() if not math.isnan(v)} | {
                 "runaway_rate": float(1 - frame["stopped"].mean())}
             if checked is not None:
-                aggregates[role]["grounding_failures"] = float((frame["grounding"] == "unsupported").mean())
+                aggregates[role]["grounding_failures"] = float(frame["grounding"].isin(["unsupported", "off_topic"]).mean())
             log(f"{role}: " + ", ".join(f"{k}={v:.4f}" for k, v in aggregates[role].items()))
         return pd.DataFrame(rows), aggregates
 

@@ -58,6 +58,7 @@ _STOP = frozenset("""a an the of to in on at for by per and or but nor with with
 were be been being it its this that these those up over under about around after before each every any all no not
 only just more less most least at least some other another your our their his her my you we they i he she which who
 whom what when where why how s""".split())
+STOP_WORDS = _STOP  # the words that say nothing of what a text is about
 _NUMBER_WORD = re.compile(r"\b(one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|twenty|thirty|forty|"
                           r"fifty|sixty|hundred|thousand)\b", re.IGNORECASE)
 _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[]?[A-Z0-9])|\n+")

@@ -8,6 +8,13 @@ capitalised names that do not open a sentence) must each be stated by a cited pa
 which the client wrote. An answer that cites nothing is checked against every passage of its prompt. A
 redaction placeholder (`<EMAIL_ADDRESS>`) copied from a passage is never content: it fails the check.
 
+An answer whose every claim stands in a passage can still answer another question: a small model copies a true
+sentence of the wrong passage ("Each user can have up to 10 active API tokens" to "What is the request limit per
+minute?"). Such an answer is `off_topic` when neither it nor the passage sentence it repeats shares as many of the
+question's words as the passages' sentence closest to the question does (a question quoted in a passage, as
+support tickets do, is no such sentence), less `RELEVANCE_MARGIN` (1, chosen on the sample golden sets' dev
+splits). It gets the same action as an unsupported one.
+
 What an answer that fails gets is the model's `grounding` action: `abstain` (the model's abstention sentence),
 `quote` (the sentence of the passages that shares most words with the question, cited), `flag` (served as it
 is, the failure reported in the response) or `off` (no check). Before any of it, a request whose best passage
@@ -26,6 +33,8 @@ from resources.knowledge.prompt import passage_heading, passage_text
 
 GroundingAction = Literal["abstain", "quote", "flag", "off"]
 CITATION = re.compile(r"\[(\d{1,2})\]")
+RELEVANCE_MARGIN = 1
+_ASKING = frozenset("do doe does did can could much many long often".split())  # how a question asks, not what about
 ABSTENTION_WORDS = re.compile(
     r"(passages?|documents?|context|sources?|information)\s+(i have\s+)?(do|does|did)\s+not\s+(answer|say|mention|cover|"
     r"contain|state|include)|\b(i do not|i don't) know\b|\bno information (about|on)\b|\bnot (able|possible) to "
@@ -37,7 +46,7 @@ class Checked:
     """What the grounding check made of one answer."""
 
     text: str  # what is served
-    verdict: str  # grounded | recited (its citations corrected) | unsupported | abstained | low_retrieval | no_passages | unchecked
+    verdict: str  # grounded | recited (its citations corrected) | unsupported | off_topic | abstained | low_retrieval | no_passages | unchecked
     action: str | None = None  # what was done to an unsupported answer: abstain | quote | flag
     cited: list[int] = field(default_factory=list)  # passage numbers (1-based) the served text cites
     unsupported: list[str] = field(default_factory=list)  # the claims no cited passage holds, as written
@@ -92,12 +101,47 @@ def _holds(claim, surface: str, evidence: str) -> bool:
     return f" {normal_words(surface)} " in f" {normal_words(evidence)} "
 
 
+def _asks(sentence: str) -> bool:
+    return sentence.rstrip().endswith("?")
+
+
+def _topic(text: str) -> set[str]:
+    """The words of `text` that say what it is about: no stop words, numbers, citations or placeholders."""
+    from resources.knowledge.claims import PLACEHOLDER, STOP_WORDS
+
+    plain = PLACEHOLDER.sub(" ", CITATION.sub(" ", text))
+    return {w for w in normal_words(plain).split() if w not in STOP_WORDS and w not in _ASKING and not w[0].isdigit()}
+
+
+def off_topic(answer: str, passages: list[dict[str, Any]], question: str, margin: int = RELEVANCE_MARGIN) -> bool:
+    """Does the answer address another sentence of the passages than the one the question asks about? (The
+    question's words shared by the answer, or by the passage sentence the answer repeats, fall more than `margin`
+    short of those shared by the passages' sentence closest to the question.)"""
+    wanted = _topic(question)
+    if not wanted or not passages:
+        return False
+    said = _topic(answer)
+    best = repeated = 0
+    closest = -1
+    for sentence in (s for p in passages for s in sentences(passage_text(p))):
+        words = _topic(sentence)
+        if not _asks(sentence):  # a question quoted in a passage (a ticket) answers nothing
+            best = max(best, len(wanted & words))
+        shared = len(said & words)
+        if shared > closest:  # the sentence the answer repeats: most words in common with it
+            closest, repeated = shared, len(wanted & words)
+    return max(len(wanted & said), repeated) + margin < best
+
+
 def _best_sentence(passage_texts: list[str], answer_or_question: str) -> tuple[int, str] | None:
-    """(passage index, sentence) sharing the most content words with `answer_or_question`."""
+    """(passage index, sentence) sharing the most content words with `answer_or_question`; a question quoted in a
+    passage (a ticket's) neither answers nor supports anything."""
     wanted = set(normal_words(answer_or_question).split())
     best, score = None, 0
     for i, text in enumerate(passage_texts):
         for sentence in sentences(text):
+            if _asks(sentence):
+                continue
             overlap = len(wanted & set(normal_words(sentence).split()))
             if overlap > score:
                 best, score = (i, sentence), overlap
@@ -125,20 +169,27 @@ def check_answer(answer: str, passages: list[dict[str, Any]], question: str, act
     missing = [surface for surface, claim in claims if not _holds(claim, surface, evidence)]
     missing += placeholders(text)
     spans = _spans(text, passages, cited)
+    verdict = "unsupported"
     if not missing:
-        return Checked(text, "grounded", cited=cited, invalid_citations=invalid, spans=spans)
-    recited = _recite(text, claims, passages, question) if cited and not placeholders(text) else None
-    if recited is not None:  # every claim stands in the prompt's passages, only not in the one it cites: cite those
-        numbers = _cited(recited, len(passages))
-        return Checked(recited, "recited", cited=numbers, invalid_citations=invalid, spans=_spans(recited, passages, numbers))
+        if not off_topic(text, passages, question):
+            return Checked(text, "grounded", cited=cited, invalid_citations=invalid, spans=spans)
+        verdict = "off_topic"
+    else:
+        recited = _recite(text, claims, passages, question) if cited and not placeholders(text) else None
+        if recited is not None:  # every claim stands in the prompt's passages, only not in the one it cites: cite those
+            numbers = _cited(recited, len(passages))
+            if not off_topic(recited, passages, question):
+                return Checked(recited, "recited", cited=numbers, invalid_citations=invalid,
+                               spans=_spans(recited, passages, numbers))
+            text, cited, spans, missing, verdict = recited, numbers, _spans(recited, passages, numbers), [], "off_topic"
     if action == "flag":
-        return Checked(text, "unsupported", "flag", cited, missing, invalid, spans)
+        return Checked(text, verdict, "flag", cited, missing, invalid, spans)
     if action == "quote":
         best = _best_sentence([passage_text(p) for p in passages], question)
         if best is not None and not placeholders(best[1]):
             n = best[0] + 1
-            return Checked(f"{best[1].rstrip()} [{n}]", "unsupported", "quote", [n], missing, invalid, {n: best[1]})
-    return Checked(abstention, "unsupported", "abstain", [], missing, invalid)
+            return Checked(f"{best[1].rstrip()} [{n}]", verdict, "quote", [n], missing, invalid, {n: best[1]})
+    return Checked(abstention, verdict, "abstain", [], missing, invalid)
 
 
 def _recite(text: str, claims, passages: list[dict[str, Any]], question: str) -> str | None:
