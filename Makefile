@@ -90,6 +90,7 @@ bench-serving: install serving-env
 
 bench: install serving-env
 	$(PY) benchmarks/redaction_throughput.py
+	$(PY) benchmarks/redaction_technical.py
 	$(PY) benchmarks/training_throughput.py
 	$(PY) benchmarks/generation_throughput.py
 	$(PY) benchmarks/serving_throughput.py

@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from assets.checks import ledger_result, suite_result
-from assets.metadata import asset_args, emit, key, ledger_metadata, picture, reason_table
+from assets.metadata import asset_args, emit, key, ledger_metadata, picture, reason_table, redactions_by_file
 from assets.partitions import batch_partitions
 from resources.artifacts import Artifact, Batches, check_status, check_statuses, config_of, materialization_record, version_of
 from resources.curation.corpus import build_corpus, link_segments
@@ -77,7 +77,8 @@ def build(spec: ModelSpec) -> list:
         signatures = curator.signatures(documents["text"])
         signed = documents.assign(dedup_key=[k for k, _ in signatures], minhash=[m for _, m in signatures])
         audit = {"policy": policy.ref, "entities": dict(sorted(result.audit.items())),
-                 "documents_with_pii": int((documents["pii_found"] > 0).sum())}
+                 "documents_with_pii": int((documents["pii_found"] > 0).sum()),
+                 "by_file": {f: dict(sorted(c.items())) for f, c in sorted(result.by_file.items())}}
         version = version_of(fingerprint(documents, ["doc_id", "text", "messages", "title"]),
                              {"cleaned_documents": cleaned_documents.version}, [policy.content_hash(), *config_of(model_redactor)], code="2")
         artifact = Artifact.create(store, context.asset_key, version, context.partition_key)
@@ -95,6 +96,7 @@ def build(spec: ModelSpec) -> list:
             "redactions_chart": chart,
             "redactions_total": MetadataValue.int(sum(result.audit.values())),
             "documents_with_pii": MetadataValue.int(audit["documents_with_pii"]),
+            "redactions_by_file": redactions_by_file(result.by_file),
         })
 
     @asset_check(asset=cleaned_documents, partitions_def=partitions, blocking=True,

@@ -47,6 +47,17 @@ def reason_table(counts: Counter | dict[str, int], header: str = "reason") -> Me
     return MetadataValue.md(f"| {header} | records |\n|---|---|\n{rows}")
 
 
+def redactions_by_file(by_file: dict[str, Counter], top: int = 25) -> MetadataValue:
+    """The files with the most replacements, each with its counts per entity type (never the values): a file of
+    technical text with dozens of `PERSON` replacements is where false positives stand out (`audit.json` has every
+    file)."""
+    ranked = sorted(by_file.items(), key=lambda kv: (-sum(kv[1].values()), kv[0]))
+    rows = "\n".join(f"| {name} | {sum(c.values())} | {', '.join(f'{e} {n}' for e, n in sorted(c.items()))} |"
+                     for name, c in ranked[:top]) or "| (none) | 0 | |"
+    more = f"\n\n{len(ranked) - top} more files in audit.json" if len(ranked) > top else ""
+    return MetadataValue.md(f"| file | replaced | by entity |\n|---|---|---|\n{rows}{more}")
+
+
 def picture(png: bytes, alt: str, folder: Path | None = None, name: str | None = None) -> MetadataValue:
     """A PNG shown inline in the UI, also written beside the artifact as `name`."""
     if folder is not None and name:

@@ -227,6 +227,16 @@ def test_redaction_counts_are_a_picture_in_the_ui_and_beside_the_artifact(pipeli
     assert (redacted.path / "redactions.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     event = pipeline["instance"].get_latest_materialization_event(AssetKey(["support", "redacted_documents"]))
     assert event.asset_materialization.metadata["redactions_chart"].value.startswith("![redactions by entity](data:image/png;base64,")
+    # per file: where false positives would stand out (counts per entity type, never the values)
+    from dagster import AssetRecordsFilter
+
+    [record] = pipeline["instance"].fetch_materializations(AssetRecordsFilter(
+        asset_key=AssetKey(["support", "redacted_documents"]), asset_partitions=["support_qa.csv"]), limit=1).records
+    by_file = redacted.read_json("audit.json")["by_file"]
+    table = record.event_log_entry.asset_materialization.metadata["redactions_by_file"].value
+    assert by_file and all(sum(c.values()) > 0 for c in by_file.values())
+    top = max(by_file, key=lambda f: sum(by_file[f].values()))
+    assert f"| {top} | {sum(by_file[top].values())} |" in table and "PERSON" in table
 
 
 def test_every_step_loaded_exactly_the_versions_dagster_recorded(pipeline):

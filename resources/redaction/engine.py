@@ -308,6 +308,131 @@ def _unknown_name_without_context(text: str, start: int, end: int) -> bool:
     return len(words) == 1 or all(_zipf(w.lower()) >= COMMON_WORD_ZIPF for w in words)
 
 
+# What names look like in technical text (READMEs, specifications, manuals), where the small NER model tags
+# markup, identifiers, headings and product names as people (`TechnicalText`).
+# words of letters joined by a hyphen, an apostrophe, a dot (an initial), spaces or one line break
+_NAME_CHARS = re.compile(r"[^\W\d_]+(?:(?:[-'’]|\.?[ \t]+|\.?\n(?![ \t]*\n))[^\W\d_]+|\.(?=[^\W\d_]))*\.?")
+_PARTICLES = frozenset("van von der den de del della di da dos du la le bin ibn al el ter ten af zu".split())
+_CODE = re.compile(r"(?ms)^[ \t]*(```|~~~).*?^[ \t]*\1[^\n]*$|``[^`\n]+``|`[^`\n]+`|<(code|pre)\b.*?</\2>|"
+                   r"::[ \t]*\n(?:[ \t]*\n)*(?:(?:[ \t]+[^\n]*)?\n)+")  # fences, inline code, <code>, RST literal blocks
+_HEADING_LINE = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t][^\n]*$")
+_ADDRESSES = re.compile(r"\S+@\S+|\b(?:https?|ftp)://\S+|\bwww\.\S+")  # emails and URLs (usernames name people)
+_LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z]+(?![\w])")
+
+
+_IDENTIFIER_AROUND = re.compile(r"[_.$]$")
+_INTRODUCTION = re.compile(r"(?i)\b(?:this is|i am|i'm|name is|name's)[ \t,:]*$")
+_TITLE_BEFORE = re.compile(r"(?i)\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dear)\.?[ \t]+$")
+_IDENTIFIER_AFTER = re.compile(r"_|\(|[ \t]?=(?!=)|\.[A-Za-z_]")
+
+
+class TechnicalText:
+    """What a text says about its own words, read once per text: its code spans, heading lines, and the words it
+    also writes in lower case outside emails and URLs (`import altair`, `pip install dagster`: the names of things).
+    `_keep` asks it of every person finding the lists of names do not know."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self._code = self._headings = self._lower = None
+
+    def in_code(self, start: int, end: int) -> bool:
+        if self._code is None:
+            self._code = [m.span() for m in _CODE.finditer(self.text)] if "`" in self.text or "::" in self.text \
+                or "<code" in self.text or "<pre" in self.text else []
+        return any(a <= start and end <= b for a, b in self._code)
+
+    def on_heading(self, start: int) -> bool:
+        if self._headings is None:
+            self._headings = [m.span() for m in _HEADING_LINE.finditer(self.text)]
+        return any(a <= start < b for a, b in self._headings)
+
+    def in_address(self, start: int, end: int) -> bool:
+        """Whether text[start:end] stands in a URL (or an email address)."""
+        lo = max(self.text.rfind(" ", 0, start), self.text.rfind("\n", 0, start)) + 1
+        return any(m.start() <= start and end <= m.end() for m in _ADDRESSES.finditer(self.text, lo, end + 200))
+
+    def lower_case(self, word: str) -> bool:
+        if self._lower is None:
+            self._lower = frozenset(_LOWER_WORD.findall(_ADDRESSES.sub(" ", self.text)))
+        return word.lower() in self._lower
+
+
+_ID_PREFIX = re.compile(r"(?i)\b(?!tel|phone|fax|mobile|cell|call)[a-z]{2,8}:[ \t]?$")
+
+
+_EXAMPLE_NETWORKS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")  # RFC 5737, RFC 3849
+
+
+def _not_a_host_of_anyone(value: str) -> bool:
+    """An IP address that is nobody's: loopback (127.0.0.1, ::1), unspecified (0.0.0.0) or a range reserved for
+    documentation (192.0.2.x, 2001:db8::) — the examples of technical text. Private ranges (10.x, 192.168.x) are
+    kept redacted: inside a company they name someone's machine."""
+    import ipaddress
+
+    try:
+        address = ipaddress.ip_address(value.strip("[]"))
+    except ValueError:
+        return False
+    return address.is_loopback or address.is_unspecified \
+        or any(address in ipaddress.ip_network(n) for n in _EXAMPLE_NETWORKS if ipaddress.ip_network(n).version == address.version)
+
+
+def _name_part(text: str, finding):
+    """A person finding cut to its leading run of what a name is made of — letters, hyphens, apostrophes, dots,
+    spaces, one line break — so markup around a name goes ("Jeffrey}" of a BibTeX entry, "Ann Houston)<br>[...")
+    and what is left of markup and code is judged as itself ("href" of `href="https://altair`). None: no letters."""
+    if finding.entity_type != "PERSON":
+        return finding
+    span = text[finding.start : finding.end]
+    m = _NAME_CHARS.search(span)
+    if m is None:
+        return None
+    part = m.group().rstrip(".")
+    start = finding.start + m.start()
+    if (start, start + len(part)) == (finding.start, finding.end):
+        return finding
+    from presidio_analyzer import RecognizerResult
+
+    return RecognizerResult(finding.entity_type, start, start + len(part), finding.score, finding.analysis_explanation,
+                            finding.recognition_metadata)
+
+
+def _thing_not_person(text: str, start: int, end: int, facts: TechnicalText, ner: bool = True) -> bool:
+    """Whether a person finding is markup, code or the name of a thing, by how technical text writes those. It is
+    not a person when it is part of an identifier or a call (`MANY_URLS`, `Pool()`, `LEN = strlen`). A finding
+    with a given name of the name lists, or after a title ("Mr. O'NEILL"), is kept otherwise. It is not a person either when: (found by the NER model)
+    a word of it starts in lower case and is no surname particle ("href", "git commit", "der len"); it is one word
+    in capitals ("DER", "GPU", "SEQUENCE"); it stands in code (a fence, an inline span, an RST literal block) or on
+    a Markdown heading line ("## Quick Start"). With no common surname of the lists either, it is not a person
+    when every word of it is also written in lower case in the text (outside emails and URLs: "Dagster" beside
+    `pip install dagster`), or when it is two or more words of which one (not an initial) is a word English uses
+    often ("Callback Hell", "Jaccard Threshold"; "Teber Sezgin" is neither)."""
+    from resources.redaction.recognizers import _zipf
+
+    words = _NAME_WORD.findall(text[start:end])
+    if not words or _IDENTIFIER_AROUND.search(text[max(0, start - 1) : start]) \
+            or _IDENTIFIER_AFTER.match(text[end : end + 3]):
+        return True  # part of an identifier or a call: MANY_URLS, self.mem = Pool(), LEN = strlen(VALUE)
+    # a name's parts are capitalised ("dev" of "Dpkg-dev" is not a given name), except where a name recognizer
+    # read a self-introduction in lower case ("this is sean wilkinson")
+    parts = [p for w in words for p in re.split(r"[-'’]", w) if p and (p[:1].isupper() or not ner)]
+    if any(fold(p) in first_names() for p in parts) or _TITLE_BEFORE.search(text[max(0, start - 12) : start]):
+        return False  # a given name, or a title before it ("Mr. O'NEILL")
+    if any(w[0].islower() and w.lower() not in _PARTICLES for w in words):
+        # lower case is a name only after a self-introduction ("this is breno porto"), which a name recognizer read
+        return ner and not _INTRODUCTION.search(text[max(0, start - 16) : start])
+    if len(words) == 1 and words[0].isupper():
+        return True
+    if facts.in_code(start, end) or facts.on_heading(start):
+        return True
+    if any(fold(p) in common_surnames() for p in parts):
+        return False
+    if parts and all(facts.lower_case(p) for p in parts):
+        return True
+    return len(words) > 1 and any(len(w) > 1 and w.lower() not in _PARTICLES and _zipf(w.lower()) >= COMMON_WORD_ZIPF
+                                  for w in words)  # an initial ("Lukács I. Zsuzsanna") is no English word
+
+
 _SENTENCE_END = re.compile(r"(?<=[.!?])[ \t]+|\n+")
 _WORD = re.compile(r"[^\W\d_][\w'’-]*")
 
@@ -466,8 +591,11 @@ class RedactionEngine:
             score_threshold=self.policy.min_threshold(),
             allow_list=self.policy.allow_list or None,
         )
-        by_text = {t: [r for r in map(lambda r: _without_leading_words(t, r), found) if self._keep(t, r)]
-                   for t, found in zip(unique, results)}
+        by_text = {}
+        for t, found in zip(unique, results):
+            facts = TechnicalText(t)
+            cut = (_name_part(t, _without_leading_words(t, r)) for r in found)
+            by_text[t] = [r for r in cut if r is not None and self._keep(t, r, facts)]
         self._names_in_capitals(by_text)
         return [self._outside_placeholders(t, by_text[t]) for t in unique]
 
@@ -524,11 +652,12 @@ class RedactionEngine:
             for r in results:  # a finding is kept within the capitalised run ("Quevedo - RE" ends at the name)
                 for start, end in runs:
                     clipped = RecognizerResult(r.entity_type, max(r.start, start), min(r.end, end), r.score)
-                    if clipped.start < clipped.end and (clipped.start, clipped.end) not in have and self._keep(copy, clipped):
+                    if clipped.start < clipped.end and (clipped.start, clipped.end) not in have \
+                            and self._keep(copy, clipped, TechnicalText(text)):  # judged as written, in capitals
                         by_text[text].append(clipped)
                         have.add((clipped.start, clipped.end))
 
-    def _keep(self, text: str, finding) -> bool:
+    def _keep(self, text: str, finding, facts: TechnicalText | None = None) -> bool:
         """Policy threshold per entity, and one plausibility rule for the NER model: a person's name
         is not made of the policy's acronyms (spaCy's small model tags "API" or "SSO" as PERSON; "JOHN SMITH" in capitals
         is still a name), has no digits (it tags "AES-256" too), has letters (it tags the
@@ -542,6 +671,13 @@ class RedactionEngine:
             return False
         if finding.entity_type == "IP_ADDRESS" and _inside_dotted_run(text, finding.start, finding.end):
             return False
+        if self.policy.technical_text and finding.entity_type == "IP_ADDRESS" \
+                and _not_a_host_of_anyone(text[finding.start : finding.end]):
+            return False  # 127.0.0.1, 0.0.0.0, 192.0.2.1: loopback, unspecified and documentation addresses
+        if self.policy.technical_text and finding.entity_type == "PHONE_NUMBER" \
+                and ((facts or TechnicalText(text)).in_address(finding.start, finding.end)
+                     or _ID_PREFIX.search(text[max(0, finding.start - 12) : finding.start])):
+            return False  # a number in a URL, an arXiv or DOI id: not a telephone
         if finding.entity_type == "PERSON":
             span = text[finding.start : finding.end]
             if any(ch.isdigit() for ch in span) or not any(ch.isalpha() for ch in span):
@@ -555,9 +691,14 @@ class RedactionEngine:
                     and fold(words[0]) not in first_names():
                 return False  # "PostgreSQL, Redis and Kafka": one word in a list of products, not a given name
             if self.policy.unknown_single_names == "need_context" \
-                    and (finding.recognition_metadata or {}).get("recognizer_name") == "SpacyRecognizer" \
+                    and (finding.recognition_metadata or {}).get("recognizer_name") in ("SpacyRecognizer", None) \
                     and _unknown_name_without_context(text, finding.start, finding.end):
                 return False  # "The Cycler integration needs ...": the policy asks for a name or a person cue
+            recognizer = (finding.recognition_metadata or {}).get("recognizer_name")
+            if self.policy.technical_text and _thing_not_person(
+                    (facts or TechnicalText(text)).text, finding.start, finding.end, facts or TechnicalText(text),
+                    ner=recognizer in ("SpacyRecognizer", None)):
+                return False  # markup, code, a heading or a product ("pip install dagster" ... "With Dagster, you")
         return True
 
     def redact(self, texts: Sequence[str], passes: int = 3) -> list[Redaction]:

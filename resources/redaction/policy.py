@@ -72,6 +72,16 @@ class RedactionPolicy(BaseModel):
         "names the lists lack are caught, many more product names are lost).",
     )
 
+    technical_text: bool = Field(
+        default=True,
+        description="Read person findings as technical text writes things (`engine._thing_not_person`): a finding "
+        "with no given name or common surname of the name lists is not a person when it is markup or an identifier "
+        "(a lower-case word, a single word in capitals), stands in code or on a Markdown heading line, is written "
+        "in lower case elsewhere in the text (\"Dagster\" beside `pip install dagster`), or is two or more words "
+        "the NER model found of which one is common English (\"Jaccard Threshold\"). false: only the rules above "
+        "it judge a finding.",
+    )
+
     @model_validator(mode="after")
     def _check(self) -> "RedactionPolicy":
         unknown = sorted(set(self.operators) - set(self.entities))

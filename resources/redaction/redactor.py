@@ -21,6 +21,7 @@ class DocumentRedaction:
     audit: Counter = field(default_factory=Counter)  # entity type -> count, never values
     ledger: Ledger = field(default_factory=lambda: Ledger(stage="redacted_documents"))
     quarantined: list[dict[str, Any]] = field(default_factory=list)  # QUARANTINE_COLUMNS rows, never the text
+    by_file: dict[str, Counter] = field(default_factory=dict)  # source file -> entity type -> count (kept documents)
 
 
 class PiiRedactor(CheckedResource):
@@ -105,6 +106,8 @@ class PiiRedactor(CheckedResource):
                 })
                 continue
             result.documents.append({**out, "pii_found": sum(counts.values())})
+            if counts:
+                result.by_file.setdefault(str(doc.get("source_path") or doc.get("doc_id")), Counter()).update(counts)
         result.ledger.kept = len(result.documents)
         return result
 
