@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from orchestration.project import Project
-from orchestration.workflows import REPO, ModelRun, ProjectRun
+from orchestration.workflows import REPO, ModelRun, ProjectRun, file_rows
 from resources.serving.deploy import endpoint_curl
 
 
@@ -27,6 +27,7 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
             ledger = store.read_json(f"{run.model}/raw_documents", key, "ledger.json")
             extra = {**ledger["dropped"], **ledger["quarantined"]}
             lines.append(f"  {batch:34s} in {ledger['records_in']:4d}  kept {ledger['kept']:4d}  {json.dumps(extra) if extra else ''}")
+        lines += file_lines(file_rows(store, run), len(run.batches))
         if run.datasets is not None and run.datasets.success:
             lines += _datasets(store, run)
         if run.training is not None and f"{run.model}/lora_adapter" in run.training.artifacts:
@@ -62,6 +63,27 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
     lines += ["", f"summary: {result.summary_path}", f"Open the Dagster UI with {ui_command(project)} to browse assets, "
               "checks, plots and lineage."]
     return "\n".join(lines)
+
+
+FILE_ROWS = 60  # printed per model; summary.json has every file
+
+
+def file_lines(rows: list[dict], batches: int) -> list[str]:
+    """One line per raw file, when the model's batches hold more files than there are batches (an `--inbox`
+    folder is one batch): records, documents kept in the corpus, passages, examples, and what was lost where ("—":
+    records of a batch ingested by an earlier run)."""
+    if len(rows) <= batches:
+        return []
+    width = min(48, max(len(r["file"]) for r in rows))
+    out = [f"    {'file':{width}s} records  kept  passages  examples  lost"]
+    for r in rows[:FILE_ROWS]:
+        lost = ", ".join(f"{reason} x{n}" for reason, n in sorted(r["lost"].items()))
+        name = r["file"] if len(r["file"]) <= width else "…" + r["file"][-(width - 1):]
+        records = "—" if r["records"] is None else str(r["records"])
+        out.append(f"    {name:{width}s} {records:>7s} {r['kept']:5d} {r['passages']:9d} {r['examples']:9d}  {lost}".rstrip())
+    if len(rows) > FILE_ROWS:
+        out.append(f"    … {len(rows) - FILE_ROWS} more files in summary.json")
+    return out
 
 
 def _datasets(store, run: ModelRun) -> list[str]:

@@ -267,6 +267,67 @@ def _run_model(project: Project, instance: DagsterInstance, spec: ModelSpec, unt
     return run
 
 
+def file_rows(store, run: ModelRun) -> list[dict[str, Any]]:
+    """Per raw file of the model's batches: its records, the documents it keeps in the corpus, its passages and
+    examples, and every record it lost with the stage and reason (quarantined at reading or redaction, dropped at
+    cleaning or de-duplication) — what a batch's ledger sums up, file by file. A file whose batch this run did not
+    read (it was ingested before) has `records` None."""
+    import pandas as pd
+
+    def table(asset: str, key: str | None, name: str, columns: list[str]) -> pd.DataFrame:
+        if not key or not store.exists(f"{run.model}/{asset}", key, name):
+            return pd.DataFrame(columns=columns)
+        frame = store.read_table(f"{run.model}/{asset}", key, name)
+        return frame[[c for c in columns if c in frame.columns]]
+
+    def pairs(frame: pd.DataFrame):
+        return zip(*(frame[c].tolist() for c in frame.columns)) if len(frame.columns) == 2 else iter(())
+
+    rows: dict[str, dict[str, Any]] = {}
+    where: dict[str, str] = {}  # doc_id -> file
+
+    def row(path: str) -> dict[str, Any]:  # records: None for a file whose batch this run did not read
+        return rows.setdefault(path, {"file": path, "records": None, "kept": 0, "passages": 0, "examples": 0, "lost": {}})
+
+    def lose(path: str, stage: str, reason: str, n: int = 1) -> None:
+        lost = row(path)["lost"]
+        lost[f"{stage}: {reason}"] = lost.get(f"{stage}: {reason}", 0) + n
+
+    for batch, outcome in run.batches.items():
+        keys = {a: outcome.artifacts.get(f"{run.model}/{a}[{batch}]") for a in ("raw_documents", "cleaned_documents",
+                                                                              "redacted_documents")}
+        raw = table("raw_documents", keys["raw_documents"], "documents.parquet", ["doc_id", "source_path"])
+        where.update(zip(raw["doc_id"], raw["source_path"]))
+        if keys["raw_documents"]:
+            for entry in store.read_json(f"{run.model}/raw_documents", keys["raw_documents"], "files.json"):
+                row(entry["path"])["records"] = entry.get("records_in", entry.get("records", 0))
+                if entry.get("duplicate_of"):
+                    lose(entry["path"], "reading", f"exact_duplicate of {entry['duplicate_of']}", entry.get("records_in", 1))
+        for path, reason in pairs(table("raw_documents", keys["raw_documents"], "quarantine.parquet",
+                                        ["source_path", "reason"])):
+            lose(path, "reading", reason)
+        for doc_id, reason in pairs(table("cleaned_documents", keys["cleaned_documents"], "dropped.parquet",
+                                          ["doc_id", "reason"])):
+            lose(where.get(doc_id, f"(document {doc_id})"), "cleaning", reason)
+        for path, reason in pairs(table("redacted_documents", keys["redacted_documents"], "quarantine.parquet",
+                                        ["source_path", "reason"])):
+            lose(path, "redaction", reason)
+    datasets = run.datasets.artifacts if run.datasets is not None else {}
+    corpus = datasets.get(f"{run.model}/corpus")
+    if corpus:
+        for path in table("corpus", corpus, "documents.parquet", ["source_path"])["source_path"]:
+            row(path)["kept"] += 1
+        for doc_id, reason in pairs(table("corpus", corpus, "dropped.parquet", ["doc_id", "reason"])):
+            lose(where.get(doc_id, f"(document {doc_id} of an earlier batch)"), "corpus", reason)
+    for asset, name, column in (("document_chunks", "chunks.parquet", "passages"),
+                                ("knowledge_examples", "examples.parquet", "examples")):
+        key = datasets.get(f"{run.model}/{asset}")
+        for path in table(asset, key, name, ["source_path"])["source_path"]:
+            if path in rows:
+                rows[path][column] += 1
+    return sorted(rows.values(), key=lambda r: r["file"])
+
+
 def write_summary(project: Project, result: ProjectRun) -> Path:
     """`summary.json`: per model, the per-stage ledgers, example counts, scores, decision and failures."""
     store = project.definitions.resources["store"]
@@ -286,6 +347,7 @@ def write_summary(project: Project, result: ProjectRun) -> Path:
                 entry["failed_steps"] += [{"job": outcome.job, "run_id": outcome.run_id, **s} for s in outcome.failed_steps]
         if run.datasets is not None:
             entry["datasets"] = _dataset_summary(store, run.model, run.datasets)
+        entry["files"] = file_rows(store, run)
         if run.training is not None and f"{run.model}/lora_adapter" in run.training.artifacts:
             key = run.training.artifacts[f"{run.model}/lora_adapter"]
             entry["training"] = {"adapter_version": key,

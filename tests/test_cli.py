@@ -114,6 +114,14 @@ def test_run_on_a_folder_of_real_documents_writes_a_summary(tmp_path):
     assert not set(golden["prompt"]) & set(examples["prompt"])  # a held-out question never trains
     assert (work / ".dagster" / "dagster.yaml").is_file() and (work / ".tuneforge" / "artifacts" / model).is_dir()
     assert "instruction_dataset" in out.stdout and str(work / "summary.json") in out.stdout
+    # one row per file, in summary.json and printed: what each file gave, what it lost and why
+    files = {f["file"]: f for f in entry["files"]}
+    assert set(files) == {*names, "copy-of-first.md"} and sum(f["records"] for f in files.values()) == raw["records_in"]
+    [copy] = [f for f in files.values() if f["lost"]]
+    assert copy["lost"] == {f"reading: exact_duplicate of {names[0] if copy['file'] == 'copy-of-first.md' else 'copy-of-first.md'}": 1}
+    assert sum(f["kept"] for f in files.values()) == len(corpus) and sum(f["passages"] for f in files.values()) == len(chunks)
+    row = next(line for line in out.stdout.splitlines() if line.strip().startswith(copy["file"]))
+    assert row.split()[1:5] == ["1", "0", "0", "0"] and "exact_duplicate of" in row
     # the exact command that opens this workdir's own instance in the UI (not the clone's `make dev`)
     assert f"`DAGSTER_HOME={work.resolve() / '.dagster'} dagster dev -w {work.resolve() / 'workspace.yaml'}`" in out.stdout
     assert f"working_directory: {work.resolve()}" in (work / "workspace.yaml").read_text()

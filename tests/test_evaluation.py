@@ -388,7 +388,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     store = project_for(tmp_path, [spec]).definitions.resources["store"]
 
     def adapter(out):
-        train({"config": {"max_steps": 30, "max_length": 256, "learning_rate": 1e-3, "per_device_batch_size": 4,
+        train({"config": {"max_steps": 20, "max_length": 256, "learning_rate": 1.5e-3, "per_device_batch_size": 4,
                           "gradient_accumulation_steps": 1, "eval_steps": 100, "early_stopping_patience": 0, "lora_dropout": 0.0},
                "base_model_path": smol_model_path, "dataset_path": str(tmp_path / "shuffled"), "output_dir": str(tmp_path / "a"),
                "work_dir": str(tmp_path / "work"), "threads": 2,
@@ -415,7 +415,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
     from resources.evaluation.evaluator import Evaluator
 
     result, artifacts = _evaluate({"tmp": tmp_path, "spec": spec, "store": store}, dagster_instance,
-                                  evaluator=Evaluator(max_new_tokens=32))
+                                  evaluator=Evaluator(max_new_tokens=24))
     [gate] = [c for c in result.get_asset_check_evaluations() if c.check_name == "promotion_gate"]
     scores = store.read_json("support/eval_report", artifacts["eval_report"], "scores.json")["scores"]
     assert not gate.passed, scores

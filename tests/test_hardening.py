@@ -264,9 +264,22 @@ def _outcome(root):
     return out
 
 
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory):
+    """The outcome of a data run that was never interrupted (one for every stage's kill test)."""
+    import subprocess
+    import sys
+
+    reference = tmp_path_factory.mktemp("reference")
+    _workspace(reference)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    subprocess.run([sys.executable, str(WORKER), str(reference)], check=True, env=env, capture_output=True)
+    return _outcome(reference)
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("stage", range(len(STAGES)), ids=STAGES)
-def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path, stage):
+def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path, stage, uninterrupted):
     """kill -9 the run worker while a data stage runs, re-run the partition: the same record counts and data
     versions as a run that was never interrupted, no duplicates, and no half-written artifact."""
     import signal
@@ -274,11 +287,9 @@ def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path
     import sys
     import time
 
-    reference, killed = tmp_path / "reference", tmp_path / "killed"
-    for root in (reference, killed):
-        _workspace(root)
+    killed = tmp_path / "killed"
+    _workspace(killed)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    subprocess.run([sys.executable, str(WORKER), str(reference)], check=True, env=env, capture_output=True)
 
     worker = subprocess.Popen([sys.executable, str(WORKER), str(killed)], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.DEVNULL, text=True, start_new_session=True)
@@ -298,8 +309,8 @@ def test_a_run_killed_during_a_stage_reruns_to_the_uninterrupted_result(tmp_path
 
     rerun = subprocess.run([sys.executable, str(WORKER), str(killed)], env=env, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stderr[-2000:]
-    got, want = _outcome(killed), _outcome(reference)
-    assert got == want
+    got = _outcome(killed)
+    assert got == uninterrupted
     assert all(v["unique_ids"] and v["ledger"]["balanced"] for v in got.values())
 
 

@@ -3,6 +3,7 @@ length, section- and token-bounded chunks with exact spans, and the offline exam
 
 import io
 import json
+import re
 from collections import Counter
 
 import pytest
@@ -646,3 +647,42 @@ def test_raft_pairs_ask_the_companys_own_questions_in_the_served_prompt(chunker)
     abstained = [m for q, m in by_question.items() if q in ("Can I pay with PayPal?", "Is there a Linux app?")]
     assert len(abstained) == 1 and abstained[0][2]["content"] == ABSTAIN
     assert {e["source_doc_id"] for e in build.examples} <= {"qa1", "qa2", "qa3", "qa4"}
+
+
+def test_a_document_without_headings_gives_questions_in_proportion_to_its_passages(chunker):
+    """A real hard-wrapped plain-text document no one here wrote and without a single heading (the Apache License
+    that ships in botocore's metadata): raft asks about every passage's topic, not once for the whole document —
+    at least one example per two passages — each question naming a noun phrase of its passage, each answer taken
+    from it from the sentence that names it (the hard line breaks inside sentences read as spaces), one answer per
+    question."""
+    import importlib.metadata as md
+
+    from resources.knowledge.examples import _unwrapped
+
+    [text] = [f.read_text() for f in md.distribution("botocore").files if f.name in ("LICENSE.txt", "LICENSE")]
+    assert "Apache License" in text and not re.search(r"(?m)^#", text)
+    doc = parse_document(text.encode(), "txt", "LICENSE.txt")
+    chunks = chunker.chunk({"doc_id": "apache", "title": "Apache License", "kind": "text", "text": doc.text})
+    assert len(chunks) >= 20 and all(c["section"] == "" for c in chunks)
+
+    others = section_chunks(chunker, [(f"Doc {i}", f"# Doc {i}\n\n## Topic {i}\n\nDocument {i} says {i}.\n") for i in range(4)])
+
+    def retrieve(questions, k):  # other documents' passages as distractors (a passage's own section never is one)
+        return [[{**p, "score": 0.5} for p in others][:k] for _ in questions]
+
+    policy = KnowledgePolicy(strategies=["raft"], raft_distractors=2, raft_oracle_fraction=1.0, multi_passage_fraction=0.0)
+    build = build_knowledge_examples(chunks, policy, "What is {title}?", retrieve=retrieve)
+    asked = [json.loads(e["messages"]) for e in build.examples]
+    assert len(asked) >= len(chunks) / 2, (len(asked), len(chunks), build.counts)
+    assert build.counts["topics_generated"] >= 0.9 * (len(chunks) - 1)  # every passage but the one the title asks
+    questions = [m[1]["content"] for m in asked]
+    assert len(set(questions)) == len(questions)  # one answer per question
+    by_chunk = {c["chunk_id"]: _unwrapped(c["text"]) for c in chunks}
+    whole = [m[2]["content"] for m in asked if m[1]["content"].startswith("What does Apache License say about ")]
+    assert whole and not [a for a in whole if "\n" in a]  # the hard line breaks inside sentences read as spaces
+    for example, m in zip(build.examples, asked):
+        question, answer = m[1]["content"], re.sub(r" ?\[\d\]$", "", m[2]["content"]).removesuffix(" …")
+        if question.startswith("What does Apache License say about "):
+            topic = question.removeprefix("What does Apache License say about ").removesuffix("?")
+            assert topic.lower() in by_chunk[example["chunk_id"]].lower(), question
+        assert " ".join(answer.split()) in " ".join(by_chunk[example["chunk_id"]].split()), answer  # from its passage

@@ -3,6 +3,7 @@ through one vLLM and one gateway, each reachable only with its own key; rollback
 the printed curl works when pasted; and a retraining run started by the sensors evaluates, gates and deploys
 exactly the adapter it trained while another run trains a newer one in the meantime."""
 
+import functools
 import json
 import os
 import shlex
@@ -36,10 +37,18 @@ def random_adapter(base_path: str, folder, seed: int) -> None:
 
 
 def local_answer(base_path: str, adapter_path: str, prompt: str, max_new_tokens: int) -> str:
-    from resources.evaluation.generation import generate, load_for_generation
+    from resources.evaluation.generation import generate
 
-    tokenizer, model = load_for_generation(base_path, adapter_path)
+    tokenizer, model = _loaded(base_path, adapter_path)
     return generate(tokenizer, model, [prompt], max_new_tokens, 1)[0].text
+
+
+@functools.lru_cache(maxsize=2)
+def _loaded(base_path: str, adapter_path: str | None):
+    """transformers + PEFT, loaded once per (base, adapter) for the answers tests compare with vLLM's."""
+    from resources.evaluation.generation import load_for_generation
+
+    return load_for_generation(base_path, adapter_path)
 
 
 def stack(tmp):

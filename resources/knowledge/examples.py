@@ -129,8 +129,9 @@ def build_knowledge_examples(chunks: Iterable[dict[str, Any]], policy: Knowledge
                                                               {"role": "assistant", "content": body}]))
             out.counts["headings_kept"] += 1
     if "raft" in policy.strategies and heads:
-        _grounded(out, "raft", [(chunk, question, lead(body)) for chunk, question, body in heads], policy, retrieve,
-                  held_out_docs)
+        items = [(chunk, question, lead(body)) for chunk, question, body in heads]
+        items += _untitled_items(chunks, {c["chunk_id"] for c, _, _ in heads}, policy, out)
+        _grounded(out, "raft", items, policy, retrieve, held_out_docs)
     if "cloze" in policy.strategies:
         _grounded(out, "cloze", _cloze_items(chunks, policy, held_out_docs), policy, retrieve, held_out_docs)
     if "continued_pretraining" in policy.strategies:
@@ -177,6 +178,39 @@ def _cloze_items(chunks: list[dict[str, Any]], policy: KnowledgePolicy, held_out
 
 
 LEAD_CHARS = 240  # a raft answer: the section's opening sentences up to about this many characters
+
+
+def _untitled_items(chunks: list[dict[str, Any]], asked: set[str], policy: KnowledgePolicy, out: KnowledgeBuild):
+    """(chunk, question, answer) for the passages of text before any heading — a document without headings is one
+    such section, whose first passage alone the section questions ask about — beyond the one already asked: "What
+    does <title> say about <topic>?", the topic the passage's most salient noun phrase (`topics`), answered by the
+    sentence that names it."""
+    from resources.knowledge.topics import topics
+
+    rest = [c for c in chunks if c.get("kind") == "text" and not c["section"] and c["chunk_id"] not in asked
+            and len(_body(c)) >= policy.min_answer_chars]
+    items, seen = [], set()
+    for chunk, found in zip(rest, topics([_body(c) for c in rest])):
+        out.counts["topics_generated"] += 1
+        if found is None:
+            out.drop(chunk["chunk_id"], "topics", "no_topic", f"{chunk['title']!r}: no noun phrase to ask about")
+            continue
+        topic, sentence = found
+        body, sentence = _unwrapped(_body(chunk)), _unwrapped(sentence)
+        answer = lead(body[body.find(sentence):] if sentence in body else body)
+        question = policy.question_template.format(title=chunk["title"] or "this document", heading=topic)
+        if (chunk["doc_id"], question.casefold()) in seen:  # one answer per question of a document
+            out.drop(chunk["chunk_id"], "topics", "topic_asked", f"{chunk['title']!r}: {topic!r} already asked")
+            continue
+        seen.add((chunk["doc_id"], question.casefold()))
+        items.append((chunk, question, answer))
+    return items
+
+
+def _unwrapped(text: str) -> str:
+    """Plain text hard-wrapped at a fixed width ("... are under common\ncontrol with that entity") with the line
+    breaks inside its sentences made spaces, so a sentence is read whole; paragraphs, lists and headings stay."""
+    return re.sub(r"(?<=[^\s.!?:;])[ \t]*\n[ \t]*(?=[a-z(\"'])", " ", text)
 
 
 def lead(body: str) -> str:

@@ -60,7 +60,9 @@ class KnowledgePolicy(BaseModel):
     question_template: str = Field(
         default="What does {title} say about {heading}?",
         description="The headings strategy's question for a section; {title} and {heading} are filled in. A section "
-        "before the first heading, or the title's own section, is asked with dataset.title_template.")
+        "before the first heading, or the title's own section, is asked with dataset.title_template; raft asks the "
+        "further passages of text before any heading (all of a document without headings) with {heading} the "
+        "passage's topic, its most salient noun phrase.")
     min_answer_chars: int = Field(default=40, description="A section whose text is shorter gives no example.")
     raft_distractors: int = Field(default=2, description="Retrieved passages of other documents beside the oracle.")
     abstention: str = Field(
