@@ -14,7 +14,7 @@ from resources.knowledge.examples import build_knowledge_examples
 from resources.knowledge.parsing import ParseError, outline, parse_document
 from resources.knowledge.policy import KnowledgePolicy
 from resources.knowledge.prompt import ABSTAIN, INSTRUCTION
-from helpers import HEADINGS
+from helpers import HEADINGS, ROOT
 
 
 # -- parsing ------------------------------------------------------------------------------------------------
@@ -140,7 +140,7 @@ def test_pdf_written_by_fpdf2_takes_its_headings_from_the_outline():
     doc = parse_document(pdf_bytes(), "pdf", "legal/sla.pdf")
     assert headings(doc.text) == [("Service levels",), ("Credits",)]
     assert "Uptime is 99.9% per month." in doc.text and "10% credit" in doc.text
-    assert doc.title == "Service levels"
+    assert doc.title == "sla"  # two top-level bookmarks are its sections, no metadata title: the file's name
     plain = parse_document(pdf_bytes(outline_entries=False), "pdf", "legal/sla_v1.pdf")
     assert plain.headings == 0 and plain.title == "sla v1" and "Uptime" in plain.text
 
@@ -686,3 +686,29 @@ def test_a_document_without_headings_gives_questions_in_proportion_to_its_passag
             topic = question.removeprefix("What does Apache License say about ").removesuffix("?")
             assert topic.lower() in by_chunk[example["chunk_id"]].lower(), question
         assert " ".join(answer.split()) in " ".join(by_chunk[example["chunk_id"]].split()), answer  # from its passage
+
+
+def test_titles_of_real_documents_are_their_own_titles():
+    """tests/data/expected_titles.json, checked by hand: a lone top-level heading is the title; several top-level
+    headings are sections (the file's name then); inline HTML and a trailing colon are not part of it; an HTML page
+    takes its main content's <h1>, not a help overlay's heading; a PDF's first bookmark is not its title."""
+    import email
+    import importlib.metadata as md
+
+    expected = json.loads((ROOT / "tests" / "data" / "expected_titles.json").read_text())["readmes"]
+    got = {}
+    for name in expected:
+        meta = email.message_from_string(md.distribution(name).read_text("METADATA") or "")
+        fmt = "md" if "markdown" in (meta.get("Description-Content-Type") or "").lower() else "rst"
+        got[name] = parse_document(meta.get_payload().encode(), fmt, f"{name}.{fmt}").title
+    assert got == expected
+    page = ("<html><head><title>What is rustdoc? - The rustdoc book</title></head><body>"
+            "<div class='menu'><h1 class='menu-title'>The rustdoc book</h1></div>"
+            "<div id='help'><h2>Keyboard shortcuts</h2><p>Press S to search.</p></div>"
+            "<main><h1>What is rustdoc?</h1><p>The standard Rust distribution ships with a tool called rustdoc.</p>"
+            "<h2>Basic usage</h2><p>Let us give it a try.</p></main></body></html>")
+    assert parse_document(page.encode(), "html", "what-is-rustdoc.html").title == "What is rustdoc?"
+    titled = "<html><head><title>Release notes</title></head><body><h2>Fixes</h2><p>a</p><h2>Changes</h2><p>b</p></body></html>"
+    assert parse_document(titled.encode(), "html", "notes.html").title == "Release notes"
+    numbered = "# 1 Introduction\n\nText.\n"
+    assert parse_document(numbered.encode(), "md", "guide/user_guide.md").title == "user guide"

@@ -80,13 +80,13 @@ def outline(text: str) -> list[Section]:
 # -- parsing --------------------------------------------------------------------------------------------
 def parse_document(data: bytes, fmt: str, rel: str) -> ParsedDocument:
     """The canonical text and title of one document file; raises ParseError naming the file and reason."""
-    fmt = fmt.lower()
+    fmt, declared = fmt.lower(), None
     if fmt in ("md", "markdown"):
         text = _markdown(_decode(data, rel))
     elif fmt in ("txt", "rst"):
         text = _underlined(_decode(data, rel))
     elif fmt in ("html", "htm"):
-        text = _html(_decode(data, rel))
+        text, declared = _html(_decode(data, rel))
     elif fmt == "pdf":
         text = _pdf(data, rel)
     elif fmt == "docx":
@@ -98,8 +98,42 @@ def parse_document(data: bytes, fmt: str, rel: str) -> ParsedDocument:
         raise ParseError("no_text", f"{rel}: the {fmt.upper()} file parses to no text"
                          + (" (a scanned PDF needs OCR, which tuneforge does not do)" if fmt == "pdf" else ""))
     sections = [s for s in outline(text) if s.level]
-    title = sections[0].path[-1] if sections else _file_title(rel)
-    return ParsedDocument(title=title, text=text, headings=len(sections))
+    return ParsedDocument(title=document_title(sections, rel, declared), text=text, headings=len(sections))
+
+
+# Headings that name a part of a document, never the document (a README's first heading is often one of them, its
+# title being an image; a site's help overlay puts "Keyboard shortcuts" first on every page)
+_GENERIC_HEADINGS = frozenset({
+    "introduction", "overview", "documentation", "docs", "installation", "install", "installing", "usage",
+    "quick start", "quickstart", "getting started", "features", "requirements", "system requirements", "sponsors",
+    "sponsor", "contents", "table of contents", "license", "licence", "about", "readme", "summary", "abstract",
+    "preface", "keyboard shortcuts", "navigation", "menu", "contributing", "changelog", "changes", "examples",
+    "example", "support", "help", "background"})
+_SECTION_NUMBER = re.compile(r"^(?:\d{1,2}(?:\.\d{1,2})*\.?|chapter\s+\d+|[ivx]{1,4}\.)\s+", re.IGNORECASE)
+_INLINE_HTML = re.compile(r"<[^>\n]{1,400}>")
+
+
+def document_title(sections: list[Section], rel: str, declared: str | None = None) -> str:
+    """The document's title: its lone top-level heading (docutils' rule: a lone top-level section title is the
+    document's title; a PDF's metadata title and a Markdown front matter's `title:` head the canonical text as
+    one), unless it names a part ("Installation", "Keyboard shortcuts") or is numbered like a section ("1
+    Introduction"); else — several top-level headings are the document's sections — the title the file declares
+    (an HTML page's main <h1>, else its <title>); else the file's name. Inline HTML in a heading ("Vega-Altair <a
+    href…><img …>") and a trailing colon are not part of a title."""
+    def clean(heading: str) -> str:
+        return re.sub(r"\s+", " ", _INLINE_HTML.sub(" ", heading)).strip().rstrip(":").strip()
+
+    def usable(heading: str) -> bool:
+        words = clean(heading)
+        return bool(re.search(r"\w", words)) and words.casefold() not in _GENERIC_HEADINGS \
+            and not _SECTION_NUMBER.match(words)
+
+    top = [s.path[-1] for s in sections if s.level == min((x.level for x in sections), default=0)]
+    if len(top) == 1 and usable(top[0]):
+        return clean(top[0])
+    if declared and usable(declared):
+        return clean(declared)
+    return _file_title(rel)
 
 
 def _file_title(rel: str) -> str:
@@ -233,15 +267,19 @@ _BLOCKS = {"p", "div", "li", "br", "tr", "pre", "section", "article", "table", "
            "header", "footer", "main", "aside", "figure", "figcaption", "hr"}
 
 
-def _html(markup: str) -> str:
-    """Text of the page body (scripts, styles and templates left out), one block per paragraph, `h1`-`h6`
-    as headings; the page's <title> heads it when no <h1> does."""
+def _html(markup: str) -> tuple[str, str | None]:
+    """(text of the page body — scripts, styles and templates left out, one block per paragraph, `h1`-`h6` as
+    headings, the page's <title> heading it when no <h1> does —, the title the page declares: the first <h1> of
+    its main content (<main>, <article>, role=main), else its <title>)."""
     from bs4 import BeautifulSoup, NavigableString
 
     soup = BeautifulSoup(markup, "html.parser")
     for tag in soup(["script", "style", "noscript", "template", "svg"]):
         tag.decompose()
     page_title = soup.title.get_text(" ", strip=True) if soup.title else ""
+    main = soup.find("main") or soup.find("article") or soup.find(attrs={"role": "main"})
+    main_h1 = main.find("h1") if main else None
+    declared = (main_h1.get_text(" ", strip=True) if main_h1 else "") or page_title or None
     if soup.head:
         soup.head.decompose()
     for level in range(1, 7):
@@ -254,7 +292,7 @@ def _html(markup: str) -> str:
     text = "\n".join(lines)
     if page_title and not re.search(r"^# ", text, flags=re.MULTILINE):
         text = f"# {page_title}\n\n{text}"
-    return text
+    return text, declared
 
 
 def _pdf(data: bytes, rel: str) -> str:
