@@ -389,7 +389,7 @@ def test_gate_blocks_an_adapter_trained_on_shuffled_answers(tmp_path, smol_model
 
     def adapter(out):
         train({"config": {"max_steps": 20, "max_length": 256, "learning_rate": 1.5e-3, "per_device_batch_size": 4,
-                          "gradient_accumulation_steps": 1, "eval_steps": 100, "early_stopping_patience": 0, "lora_dropout": 0.0},
+                          "gradient_accumulation_steps": 1, "eval_steps": 100, "early_stopping_patience": 0, "lora_dropout": 0.0, "precision": "fp32"},
                "base_model_path": smol_model_path, "dataset_path": str(tmp_path / "shuffled"), "output_dir": str(tmp_path / "a"),
                "work_dir": str(tmp_path / "work"), "threads": 2,
                "manifest": {"version": "shuffled", "dataset_version": "d", "base_model": {"weights_sha256": "0"}}}, log=lambda _: None)

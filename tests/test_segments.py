@@ -43,10 +43,10 @@ def test_a_long_history_links_merged_runs_equal_to_its_segments_and_to_a_whole_b
     from resources.retrieval.segments import vector_segments, write_index
     from resources.storage import ArtifactStore
 
-    docs = package_readmes(70)
-    assert len(docs) == 70
+    docs = package_readmes(35)
+    assert len(docs) == 35
     names = [f"b{b:02d}" for b in range(35)]
-    batches = {name: [dict(d, batch=name) for d in docs[2 * b : 2 * b + 2]] for b, name in enumerate(names)}
+    batches = {name: [dict(d, batch=name) for d in docs[b : b + 1]] for b, name in enumerate(names)}
     batches["b20"].append(dict(batches["b03"][0], batch="b20", doc_id="copy"))  # dropped as a duplicate
     curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
     signed, load = signed_batches(curator, batches)
@@ -171,9 +171,9 @@ def test_grounded_strategies_are_made_per_segment_among_the_passages_up_to_it(tm
     from resources.segments import CHUNK_SEGMENTS, EXAMPLE_SEGMENTS, segment_dir
     from resources.storage import ArtifactStore
 
-    docs = package_readmes(18)
+    docs = package_readmes(12)
     names = ["b0", "b1", "b2"]
-    batches = {name: [dict(d, batch=name) for d in docs[6 * b : 6 * b + 6]] for b, name in enumerate(names)}
+    batches = {name: [dict(d, batch=name) for d in docs[4 * b : 4 * b + 4]] for b, name in enumerate(names)}
     curator, store, indexer = TextCurator(), ArtifactStore(root=str(tmp_path / "artifacts")), KnowledgeIndexer()
     _, load = signed_batches(curator, batches)
     chunker = Chunker(smol_tokenizer.backend_tokenizer, ChunkRules(max_tokens=128, overlap_tokens=16))

@@ -134,7 +134,7 @@ def test_a_trainer_killed_under_dagster_is_retried_and_resumes(tmp_path, tiny_mo
     same Dagster run, and the retry resumes from the last checkpoint instead of starting over."""
     import threading
 
-    project = training_project(tmp_path, tiny_model, tiny_dataset, dagster_instance, max_steps=12, eval_steps=3,
+    project = training_project(tmp_path, tiny_model, tiny_dataset, dagster_instance, max_steps=8, eval_steps=2,
                                early_stopping_patience=0)
     work = tmp_path / "work"
     assert train_job(project, dagster_instance, selection=["support__base_model"]).success
@@ -166,7 +166,7 @@ def test_a_trainer_killed_under_dagster_is_retried_and_resumes(tmp_path, tiny_mo
     assert result.success
     [event] = result.get_asset_materialization_events()
     metadata = event.materialization.metadata
-    assert metadata["resumed_from"].value.startswith("checkpoint-") and metadata["steps"].value == 12
+    assert metadata["resumed_from"].value.startswith("checkpoint-") and metadata["steps"].value == 8
     logs = [e.user_message for e in dagster_instance.all_logs(result.run_id)]
     assert any("resuming from checkpoint-" in m for m in logs)
 
