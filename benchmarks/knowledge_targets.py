@@ -68,7 +68,10 @@ def main() -> None:
     parser.add_argument("--models", default="support,policy")
     parser.add_argument("--seeds", default="42,43,44", help="training seeds, one full run each")
     parser.add_argument("--workdir", type=Path, default=None, help="default: a temporary folder, removed after")
+    parser.add_argument("--out", default="knowledge_targets", help="results file name under benchmarks/results/ "
+                        "(another name keeps the full run's file when re-measuring one model)")
     args = parser.parse_args()
+    target = ROOT / "benchmarks" / "results" / f"{args.out}.json"
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="tuneforge-knowledge-"))
     seeds = [int(s) for s in args.seeds.split(",")]
     out = {"benchmark": "knowledge_targets", "host": host(), "seeds": seeds, "split_reported": "test (sealed)",
@@ -83,6 +86,7 @@ def main() -> None:
                                  {"data": ROOT / "data", "policies": ROOT / "policies"})
             runs.append({"seed": seed, **run_seed(root, work, model)})
             clean(work / ".tuneforge")
+            dump(target, {**out, "complete": False, "partial": {model: runs}})  # a long run keeps what it measured
         summary = summarise(runs)
         summary["contamination"] = [r["contamination"]["rate"] for r in runs]
         out["models"][model] = {"summary": summary, "targets": targets_of(summary), "runs": runs}
@@ -93,8 +97,8 @@ def main() -> None:
                for s in runs if s.get("dev_scores")])
         print("paired fact_correct per seed:", summary["paired_fact_correct_per_seed"])
         print("targets:", out["models"][model]["targets"])
-    dump(ROOT / "benchmarks" / "results" / "knowledge_targets.json", out)
-    print(f"host flags: {' '.join(out['host']['cpu_flags'])}\nwrote benchmarks/results/knowledge_targets.json")
+    dump(target, {**out, "complete": True})
+    print(f"host flags: {' '.join(out['host']['cpu_flags'])}\nwrote {target.relative_to(ROOT)}")
     if args.workdir is None:
         clean(workdir)
 
