@@ -594,7 +594,9 @@ class RedactionEngine:
         by_text = {}
         for t, found in zip(unique, results):
             facts = TechnicalText(t)
-            cut = (_name_part(t, _without_leading_words(t, r)) for r in found)
+            cut = (_without_leading_words(t, r) for r in found)
+            if self.policy.technical_text:
+                cut = (_name_part(t, r) for r in cut)
             by_text[t] = [r for r in cut if r is not None and self._keep(t, r, facts)]
         self._names_in_capitals(by_text)
         return [self._outside_placeholders(t, by_text[t]) for t in unique]
