@@ -4,6 +4,7 @@ table, the promotion decision and the endpoint with a curl that works when paste
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from orchestration.project import Project
 from orchestration.workflows import REPO, ModelRun, ProjectRun, file_rows
@@ -15,6 +16,7 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
     """`keys`: model -> an API key for it, printed with its curl; `asked`: model -> question -> what the gateway
     answered it (the answer and the passages it cites), printed under each curl."""
     store = project.definitions.resources["store"]
+    summary = json.loads(Path(result.summary_path).read_text())["models"] if result.summary_path else None
     lines = []
     for run in result.models:
         spec = project.model(run.model)
@@ -27,7 +29,8 @@ def render(project: Project, result: ProjectRun, keys: dict[str, str] | None = N
             ledger = store.read_json(f"{run.model}/raw_documents", key, "ledger.json")
             extra = {**ledger["dropped"], **ledger["quarantined"]}
             lines.append(f"  {batch:34s} in {ledger['records_in']:4d}  kept {ledger['kept']:4d}  {json.dumps(extra) if extra else ''}")
-        lines += file_lines(file_rows(store, run), len(run.batches))
+        files = summary.get(run.model, {}).get("files") if summary else None  # summary.json has them already
+        lines += file_lines(file_rows(store, run) if files is None else files, len(run.batches))
         if run.datasets is not None and run.datasets.success:
             lines += _datasets(store, run)
         if run.training is not None and f"{run.model}/lora_adapter" in run.training.artifacts:

@@ -19,7 +19,6 @@ MAX_TOPIC_WORDS = 5
 OPENING_CHARS = 400  # the parser reads a passage's opening; the whole passage counts how often a word comes back
 _DROP_FIRST = frozenset("a an the this that these those each every any all some such its their his her our your my "
                         "no other another".split())
-_PLACEHOLDER = re.compile(r"<[A-Z_]+>")
 
 
 @lru_cache(maxsize=1)
@@ -31,6 +30,8 @@ def _nlp():
 
 def topics(passages: list[str]) -> list[tuple[str, str] | None]:
     """Per passage: (topic, the sentence that first names it), or None when it has no noun phrase to ask about."""
+    from resources.knowledge.claims import PLACEHOLDER
+
     out: list[tuple[str, str] | None] = []
     for passage, doc in zip(passages, _nlp().pipe((p[:OPENING_CHARS] for p in passages), batch_size=32)):
         words = Counter(w.lower() for w in re.findall(r"[A-Za-z]+", passage))
@@ -38,16 +39,16 @@ def topics(passages: list[str]) -> list[tuple[str, str] | None]:
                          if t.pos_ in ("NOUN", "PROPN") and t.is_alpha})
         best, score = None, 0
         for chunk in doc.noun_chunks:
-            words = [t for t in chunk if not (t.i == chunk.start and t.lower_ in _DROP_FIRST) and t.dep_ != "poss"
-                     and t.tag_ != "POS"]
-            while words and (words[0].lower_ in _DROP_FIRST or words[0].is_punct):
-                words = words[1:]
-            if not words or chunk.root.pos_ not in ("NOUN", "PROPN") or len(words) > MAX_TOPIC_WORDS:
+            kept = [t for t in chunk if not (t.i == chunk.start and t.lower_ in _DROP_FIRST) and t.dep_ != "poss"
+                    and t.tag_ != "POS"]
+            while kept and (kept[0].lower_ in _DROP_FIRST or kept[0].is_punct):
+                kept = kept[1:]
+            if not kept or chunk.root.pos_ not in ("NOUN", "PROPN") or len(kept) > MAX_TOPIC_WORDS:
                 continue
-            phrase = doc[words[0].i : words[-1].i + 1].text.strip().strip("\"'“”‘’")
+            phrase = doc[kept[0].i : kept[-1].i + 1].text.strip().strip("\"'“”‘’")
             if phrase.count('"') % 2 or phrase.count("(") != phrase.count(")"):
                 continue
-            if not re.search(r"[A-Za-z]{3}", phrase) or _PLACEHOLDER.search(phrase) or "\n" in phrase:
+            if not re.search(r"[A-Za-z]{3}", phrase) or PLACEHOLDER.search(phrase) or "\n" in phrase:
                 continue
             repeated = heads[chunk.root.lemma_.lower()]
             if repeated > score:

@@ -318,8 +318,6 @@ _CODE = re.compile(r"(?ms)^[ \t]*(```|~~~).*?^[ \t]*\1[^\n]*$|``[^`\n]+``|`[^`\n
 _HEADING_LINE = re.compile(r"(?m)^[ \t]{0,3}#{1,6}[ \t][^\n]*$")
 _ADDRESSES = re.compile(r"\S+@\S+|\b(?:https?|ftp)://\S+|\bwww\.\S+")  # emails and URLs (usernames name people)
 _LOWER_WORD = re.compile(r"(?<![\w-])[a-z][a-z]+(?![\w])")
-
-
 _IDENTIFIER_AROUND = re.compile(r"[_.$]$")
 _INTRODUCTION = re.compile(r"(?i)\b(?:this is|i am|i'm|name is|name's)[ \t,:]*$")
 _TITLE_BEFORE = re.compile(r"(?i)\b(?:mr|mrs|ms|miss|mx|dr|prof|sir|madam|dear)\.?[ \t]+$")
@@ -358,9 +356,14 @@ class TechnicalText:
 
 
 _ID_PREFIX = re.compile(r"(?i)\b(?!tel|phone|fax|mobile|cell|call)[a-z]{2,8}:[ \t]?$")
-
-
 _EXAMPLE_NETWORKS = ("192.0.2.0/24", "198.51.100.0/24", "203.0.113.0/24", "2001:db8::/32")  # RFC 5737, RFC 3849
+
+
+@lru_cache(maxsize=1)
+def _example_networks() -> tuple:
+    import ipaddress
+
+    return tuple(ipaddress.ip_network(n) for n in _EXAMPLE_NETWORKS)
 
 
 def _not_a_host_of_anyone(value: str) -> bool:
@@ -374,7 +377,7 @@ def _not_a_host_of_anyone(value: str) -> bool:
     except ValueError:
         return False
     return address.is_loopback or address.is_unspecified \
-        or any(address in ipaddress.ip_network(n) for n in _EXAMPLE_NETWORKS if ipaddress.ip_network(n).version == address.version)
+        or any(address.version == n.version and address in n for n in _example_networks())
 
 
 def _name_part(text: str, finding):
@@ -397,7 +400,7 @@ def _name_part(text: str, finding):
                             finding.recognition_metadata)
 
 
-def _thing_not_person(text: str, start: int, end: int, facts: TechnicalText, ner: bool = True) -> bool:
+def _thing_not_person(facts: TechnicalText, start: int, end: int, ner: bool = True) -> bool:
     """Whether a person finding is markup, code or the name of a thing, by how technical text writes those. It is
     not a person when it is part of an identifier or a call (`MANY_URLS`, `Pool()`, `LEN = strlen`). A finding
     with a given name of the name lists, or after a title ("Mr. O'NEILL"), is kept otherwise. It is not a person either when: (found by the NER model)
@@ -409,6 +412,7 @@ def _thing_not_person(text: str, start: int, end: int, facts: TechnicalText, ner
     often ("Callback Hell", "Jaccard Threshold"; "Teber Sezgin" is neither)."""
     from resources.redaction.recognizers import _zipf
 
+    text = facts.text
     words = _NAME_WORD.findall(text[start:end])
     if not words or _IDENTIFIER_AROUND.search(text[max(0, start - 1) : start]) \
             or _IDENTIFIER_AFTER.match(text[end : end + 3]):
@@ -676,8 +680,9 @@ class RedactionEngine:
         if self.policy.technical_text and finding.entity_type == "IP_ADDRESS" \
                 and _not_a_host_of_anyone(text[finding.start : finding.end]):
             return False  # 127.0.0.1, 0.0.0.0, 192.0.2.1: loopback, unspecified and documentation addresses
+        facts = facts or TechnicalText(text)
         if self.policy.technical_text and finding.entity_type == "PHONE_NUMBER" \
-                and ((facts or TechnicalText(text)).in_address(finding.start, finding.end)
+                and (facts.in_address(finding.start, finding.end)
                      or _ID_PREFIX.search(text[max(0, finding.start - 12) : finding.start])):
             return False  # a number in a URL, an arXiv or DOI id: not a telephone
         if finding.entity_type == "PERSON":
@@ -697,9 +702,8 @@ class RedactionEngine:
                     and _unknown_name_without_context(text, finding.start, finding.end):
                 return False  # "The Cycler integration needs ...": the policy asks for a name or a person cue
             recognizer = (finding.recognition_metadata or {}).get("recognizer_name")
-            if self.policy.technical_text and _thing_not_person(
-                    (facts or TechnicalText(text)).text, finding.start, finding.end, facts or TechnicalText(text),
-                    ner=recognizer in ("SpacyRecognizer", None)):
+            if self.policy.technical_text and _thing_not_person(facts, finding.start, finding.end,
+                                                                ner=recognizer in ("SpacyRecognizer", None)):
                 return False  # markup, code, a heading or a product ("pip install dagster" ... "With Dagster, you")
         return True
 
